@@ -1,0 +1,317 @@
+"""The lineage schema. Alembic owns it (``migrations/``); never ``create_all``.
+
+Every arrow of the production line is a state change on one of these rows, so any
+published object traces back to its CSV line, template, model/LoRA digests, seed,
+filter scores and reviewer.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+JsonType = JSON().with_variant(JSONB(), "postgresql")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JsonType, list[Any]: JsonType}
+
+
+class ShotState(enum.StrEnum):
+    planned = "planned"
+    generating = "generating"
+    generated = "generated"
+    gated = "gated"
+    rejected = "rejected"
+    pending_review = "pending_review"
+    approved = "approved"
+    published = "published"
+    failed = "failed"
+
+
+TERMINAL_STATES = frozenset({ShotState.rejected, ShotState.published, ShotState.failed})
+
+
+class ImportStatus(enum.StrEnum):
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+
+
+class ReviewAction(enum.StrEnum):
+    approve = "approve"
+    reject = "reject"
+    override = "override"
+
+
+def _ts(**kw: Any) -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), default=utcnow, **kw)
+
+
+class Brand(Base):
+    __tablename__ = "brands"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    config_digest: Mapped[str] = mapped_column(String(64))
+    # Bumped whenever the digest changes; shots keep the digest they were planned with.
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = _ts()
+    updated_at: Mapped[datetime] = _ts(onupdate=utcnow)
+
+
+class ImportRun(Base):
+    __tablename__ = "import_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    brand_id: Mapped[int | None] = mapped_column(ForeignKey("brands.id"), index=True)
+    source_uri: Mapped[str] = mapped_column(Text)
+    file_sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    format: Mapped[str | None] = mapped_column(String(20))
+    encoding: Mapped[str | None] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20), default=ImportStatus.running.value)
+    rows_total: Mapped[int] = mapped_column(Integer, default=0)
+    rows_error: Mapped[int] = mapped_column(Integer, default=0)
+    products_seen: Mapped[int] = mapped_column(Integer, default=0)
+    revisions_new: Mapped[int] = mapped_column(Integer, default=0)
+    unchanged: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = _ts()
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ImportRowError(Base):
+    __tablename__ = "import_row_errors"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    import_run_id: Mapped[int] = mapped_column(
+        ForeignKey("import_runs.id", ondelete="CASCADE"), index=True
+    )
+    line_number: Mapped[int] = mapped_column(Integer)
+    column: Mapped[str | None] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
+    raw_row: Mapped[str | None] = mapped_column(Text)
+
+
+class Product(Base):
+    __tablename__ = "products"
+    __table_args__ = (UniqueConstraint("brand_id", "sku"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    brand_id: Mapped[int] = mapped_column(ForeignKey("brands.id"), index=True)
+    # The product key: Shopify Handle, GMC item_group_id (or id), or the generic sku column.
+    sku: Mapped[str] = mapped_column(String(255))
+    current_revision_id: Mapped[int | None] = mapped_column(
+        ForeignKey("product_revisions.id", use_alter=True)
+    )
+    created_at: Mapped[datetime] = _ts()
+    updated_at: Mapped[datetime] = _ts(onupdate=utcnow)
+
+    revisions: Mapped[list[ProductRevision]] = relationship(
+        back_populates="product", foreign_keys="ProductRevision.product_id"
+    )
+    current_revision: Mapped[ProductRevision | None] = relationship(
+        foreign_keys=[current_revision_id], post_update=True
+    )
+
+
+class ProductRevision(Base):
+    __tablename__ = "product_revisions"
+    __table_args__ = (UniqueConstraint("product_id", "content_hash"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"), index=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    # Normalized product: title, body_html, vendor, product_type, tags, options,
+    # variants [{sku, options{}, image, line}], images, plus extra columns.
+    data: Mapped[dict[str, Any]] = mapped_column()
+    import_run_id: Mapped[int | None] = mapped_column(ForeignKey("import_runs.id"), index=True)
+    source_line: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = _ts()
+
+    product: Mapped[Product] = relationship(back_populates="revisions", foreign_keys=[product_id])
+
+
+class LoraAdapter(Base):
+    __tablename__ = "lora_adapters"
+    __table_args__ = (UniqueConstraint("name", "sha256"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    version: Mapped[str | None] = mapped_column(String(50))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    uri: Mapped[str] = mapped_column(Text)
+    base_family: Mapped[str | None] = mapped_column(String(50))
+    default_weight: Mapped[float] = mapped_column(Float, default=1.0)
+    trigger_word: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = _ts()
+
+
+class Shot(Base):
+    __tablename__ = "shots"
+    __table_args__ = (
+        # Planning is idempotent on (revision, visual variant, template).
+        UniqueConstraint("product_revision_id", "variant_key", "template_name"),
+        Index("ix_shots_brand_id_state", "brand_id", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    brand_id: Mapped[int] = mapped_column(ForeignKey("brands.id"))
+    product_revision_id: Mapped[int] = mapped_column(ForeignKey("product_revisions.id"), index=True)
+    variant_key: Mapped[str] = mapped_column(String(255), default="")
+    variant: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    brand_config_digest: Mapped[str] = mapped_column(String(64))
+    template_name: Mapped[str] = mapped_column(String(100))
+    template_digest: Mapped[str] = mapped_column(String(64))
+    prompt: Mapped[str] = mapped_column(Text)
+    negative_prompt: Mapped[str] = mapped_column(Text, default="")
+    # [{"term": ..., "kind": "competitor"|"blocked", "field": ...}]
+    sanitizer_removals: Mapped[list[Any]] = mapped_column(default=list)
+    prompt_warnings: Mapped[list[Any]] = mapped_column(default=list)
+    seed: Mapped[int] = mapped_column(BigInteger)
+    model_id: Mapped[str] = mapped_column(Text)
+    # Filled in by the generator when the weights are first hashed on a worker.
+    model_digest: Mapped[str | None] = mapped_column(String(64))
+    # [{"name", "sha256", "weight", "uri", "trigger_word"}]
+    adapters: Mapped[list[Any]] = mapped_column(default=list)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    steps: Mapped[int] = mapped_column(Integer)
+    guidance: Mapped[float] = mapped_column(Float)
+    scheduler: Mapped[str] = mapped_column(String(50))
+    state: Mapped[str] = mapped_column(String(20), default=ShotState.planned.value, index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = _ts()
+    updated_at: Mapped[datetime] = _ts(onupdate=utcnow, index=True)
+
+    product_revision: Mapped[ProductRevision] = relationship()
+    generation: Mapped[Generation | None] = relationship(back_populates="shot")
+    filter_result: Mapped[FilterResult | None] = relationship(back_populates="shot")
+    watermark: Mapped[Watermark | None] = relationship(back_populates="shot")
+    asset: Mapped[Asset | None] = relationship(back_populates="shot")
+    review_events: Mapped[list[ReviewEvent]] = relationship(
+        back_populates="shot", order_by="ReviewEvent.id"
+    )
+
+
+class Generation(Base):
+    __tablename__ = "generations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # unique: a redelivered task can never write a second generation for a shot.
+    shot_id: Mapped[int] = mapped_column(ForeignKey("shots.id"), unique=True)
+    blob_backend: Mapped[str] = mapped_column(String(20))
+    blob_key: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    model_digest: Mapped[str | None] = mapped_column(String(64))
+    timings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    device: Mapped[str] = mapped_column(String(200))
+    library_versions: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    batch_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = _ts()
+
+    shot: Mapped[Shot] = relationship(back_populates="generation")
+
+
+class FilterResult(Base):
+    __tablename__ = "filter_results"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shot_id: Mapped[int] = mapped_column(ForeignKey("shots.id"), unique=True)
+    policy_version: Mapped[str] = mapped_column(String(64))
+    clip_model: Mapped[str] = mapped_column(String(200))
+    # [{"name", "kind": safety|competitor|product_match, "score", "threshold", "triggered"}]
+    scores: Mapped[list[Any]] = mapped_column()
+    decision: Mapped[str] = mapped_column(String(20))
+    reasons: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[datetime] = _ts()
+
+    shot: Mapped[Shot] = relationship(back_populates="filter_result")
+
+
+class Watermark(Base):
+    __tablename__ = "watermarks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shot_id: Mapped[int] = mapped_column(ForeignKey("shots.id"), unique=True)
+    method: Mapped[str] = mapped_column(String(20))
+    payload: Mapped[str] = mapped_column(String(64))
+    verified: Mapped[bool] = mapped_column(Boolean)
+    bit_accuracy: Mapped[float | None] = mapped_column(Float)
+    # The final file (watermark + provenance metadata) that review shows and publish uploads.
+    image_backend: Mapped[str] = mapped_column(String(20))
+    image_key: Mapped[str] = mapped_column(Text)
+    image_sha256: Mapped[str] = mapped_column(String(64))
+    image_size: Mapped[int] = mapped_column(BigInteger)
+    content_type: Mapped[str] = mapped_column(String(50))
+    c2pa_signed: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = _ts()
+
+    shot: Mapped[Shot] = relationship(back_populates="watermark")
+
+
+class ReviewEvent(Base):
+    """Append-only: the current review state is derived from these rows."""
+
+    __tablename__ = "review_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shot_id: Mapped[int] = mapped_column(ForeignKey("shots.id"), index=True)
+    reviewer: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(20))
+    note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _ts()
+
+    shot: Mapped[Shot] = relationship(back_populates="review_events")
+
+
+class Asset(Base):
+    __tablename__ = "assets"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shot_id: Mapped[int] = mapped_column(ForeignKey("shots.id"), unique=True)
+    backend: Mapped[str] = mapped_column(String(20))
+    bucket: Mapped[str | None] = mapped_column(String(255))
+    key: Mapped[str] = mapped_column(String(1024), unique=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    etag: Mapped[str | None] = mapped_column(String(200))
+    content_type: Mapped[str] = mapped_column(String(50))
+    published_at: Mapped[datetime] = _ts()
+
+    shot: Mapped[Shot] = relationship(back_populates="asset")

@@ -1,0 +1,89 @@
+"""The one settings object: ``SHOTLINE_*`` environment variables plus an optional ``.env``.
+
+Built once at process start (CLI entry, worker init) and passed down; nothing in
+``pipeline/`` reads the environment on its own.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SHOTLINE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # --- data -----------------------------------------------------------------
+    database_url: str = "sqlite:///./var/shotline.db"
+    var_dir: Path = Path("./var")
+    brands_dir: Path = Path("./samples/brands")
+
+    # --- broker: unset means run in-process (Celery eager), the embedded default --
+    broker_url: str | None = None
+    result_backend: str | None = None
+    # Must exceed the longest GPU batch, or Redis redelivers a batch that is still running.
+    visibility_timeout_s: int = 3 * 3600
+    max_attempts: int = 3
+
+    # --- blob storage -------------------------------------------------------------
+    blob_backend: Literal["local", "s3"] = "local"
+    blob_root: Path = Path("./var/blobs")
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_bucket: str = "shotline"
+    s3_prefix: str = ""
+
+    # --- generation ---------------------------------------------------------------
+    # Overrides the brand's base_model when set (repo id, local folder, .safetensors or "tiny").
+    model: str | None = None
+    model_cache_dir: Path = Path("./var/models")
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    fp8_storage: bool = False
+    vae_tiling: bool = False
+    vae_slicing: bool = False
+    cpu_offload: bool = False
+    channels_last: bool = False
+    compile_unet: bool = False
+    fuse_qkv: bool = False
+    batch_size: int = 4
+    lora_cache_size: int = 4
+
+    # --- gate ---------------------------------------------------------------------
+    clip_model: str = "tiny"  # an open_clip architecture name, or the offline "tiny" preset
+    clip_pretrained: str | None = None  # an open_clip tag or a local checkpoint path
+    clip_crop_grid: int = 3
+    watermark_method: Literal["dwtDct", "dwtDctSvd", "rivaGan"] = "dwtDct"
+    watermark_scale: float = 1.0
+    c2pa_cert: Path | None = None
+    c2pa_key: Path | None = None
+    output_format: Literal["png", "jpeg", "webp"] = "png"
+
+    # --- review -------------------------------------------------------------------
+    reviewer: str | None = None
+
+    # --- scheduled ingestion ----------------------------------------------------
+    ingest_sources: list[str] = Field(default_factory=list)
+    ingest_brand: str | None = None
+    ingest_interval_s: float = 300.0
+
+    # --- operations -------------------------------------------------------------
+    metrics_port: int | None = None
+    log_level: str = "INFO"
+
+    @property
+    def embedded(self) -> bool:
+        """True when no broker is configured: the whole line runs in-process."""
+        return not self.broker_url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, built once. Tests construct ``Settings(...)`` directly."""
+    return Settings()

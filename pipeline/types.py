@@ -1,0 +1,53 @@
+"""Value types that cross stage boundaries. Plain frozen dataclasses: JSON-able, no ORM."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class AdapterRef:
+    """A LoRA adapter as recorded on a shot: pinned by sha256, applied at ``weight``."""
+
+    name: str
+    sha256: str
+    weight: float
+    uri: str
+    trigger_word: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AdapterRef:
+        return cls(**{k: data.get(k) for k in ("name", "sha256", "weight", "uri", "trigger_word")})
+
+
+@dataclass(frozen=True)
+class ShotParams:
+    """Everything the generator needs for one image. Built from a ``shots`` row."""
+
+    shot_id: int
+    prompt: str
+    negative_prompt: str
+    seed: int
+    model_id: str
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    scheduler: str
+    adapters: tuple[AdapterRef, ...] = field(default_factory=tuple)
+
+    def batch_key(self) -> tuple[Any, ...]:
+        """Shots with equal keys can share one GPU batch."""
+        return (
+            self.model_id,
+            tuple((a.name, a.sha256, a.weight) for a in self.adapters),
+            self.width,
+            self.height,
+            self.steps,
+            self.guidance,
+            self.scheduler,
+        )
