@@ -2,26 +2,108 @@
 
 The digest of the normalized config is stored on ``brands`` and on every shot, so a
 shot names the exact config version it was planned from.
+
+Validation happens in two passes. Pydantic checks the shape of each field; then
+``BrandConfig.problems()`` checks what needs the whole file: templates name known
+presets and LoRAs, and each prompt template compiles in the sandbox, uses only the
+known variables and renders against a sample product. ``load_brand`` runs both and
+reports every problem at once, each naming its field path and YAML line.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.types import AdapterRef
+
+Loc = tuple[str | int, ...]
+
+# Scheduler names a template may ask for; pipeline.generator.SCHEDULERS maps each to a
+# diffusers class (kept in step by tests/pipeline/test_brand.py, without importing diffusers here).
+SCHEDULERS = frozenset(
+    {
+        "ddim",
+        "ddpm",
+        "deis",
+        "dpmpp_2m",
+        "dpmpp_2m_karras",
+        "dpmpp_2s",
+        "euler",
+        "euler_a",
+        "heun",
+        "lms",
+        "pndm",
+        "unipc",
+    }
+)
+
+# Weight formats that unpickle arbitrary code when loaded.
+PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl", ".pickle")
+
+_NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 class BrandConfigError(ValueError):
     """A brand file that cannot be used. ``problems`` holds one line per problem."""
 
-    def __init__(self, path: str, problems: list[str]) -> None:
+    def __init__(self, path: str, problems: Sequence[str | BrandProblem]) -> None:
         self.path = path
-        self.problems = problems
-        super().__init__(f"{path}: " + "; ".join(problems))
+        self.items = [
+            p if isinstance(p, BrandProblem) else BrandProblem(field="", message=p)
+            for p in problems
+        ]
+        self.problems = [str(p) for p in self.items]
+        super().__init__(f"{path}: " + "; ".join(self.problems))
+
+    def lines(self) -> list[str]:
+        """``file:line: field: message``, one per problem (compiler style)."""
+        out = []
+        for p in self.items:
+            where = f"{self.path}:{p.line}" if p.line else self.path
+            out.append(f"{where}: {p}")
+        return out
+
+
+@dataclass(frozen=True)
+class BrandProblem:
+    field: str  # dotted field path, e.g. ``templates.hero_white.prompt`` or ``loras[0].path``
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}" if self.field else self.message
+
+
+def format_loc(loc: Sequence[str | int]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(root)"
+
+
+def _has_scheme(uri: str) -> bool:
+    # One letter would be a Windows drive, not a scheme.
+    scheme = urlparse(uri).scheme
+    return len(scheme) > 1
+
+
+def _uri_path(uri: str) -> str:
+    """The path part of a URI or plain path (what its file suffix is read from)."""
+    return unquote(urlparse(uri).path) if _has_scheme(uri) else uri
 
 
 class _Model(BaseModel):
@@ -29,38 +111,102 @@ class _Model(BaseModel):
 
 
 class LoraSpec(_Model):
-    name: str
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
     path: str  # a local path (relative to the brand file) or a URI
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    weight: float = 1.0
+    sha256: str
+    weight: float = Field(default=1.0, ge=-4.0, le=4.0)
     trigger_word: str | None = None
     version: str | None = None
     base_family: str | None = None
 
+    @field_validator("path")
+    @classmethod
+    def _safetensors_only(cls, v: str) -> str:
+        suffix = PurePosixPath(_uri_path(v).replace("\\", "/")).suffix.lower()
+        if suffix != ".safetensors":
+            raise ValueError(
+                f"LoRA weights must be a .safetensors file (got {v!r}); "
+                "pickle formats (.ckpt, .bin, .pt) are refused"
+            )
+        return v
 
-class TemplateSpec(_Model):
-    prompt: str
-    negative_prompt: str = ""
-    preset: str | None = None
-    width: int | None = None
-    height: int | None = None
-    steps: int | None = None
-    guidance: float | None = None
-    scheduler: str | None = None
-    # LoRA name -> weight; None means every brand LoRA at its default weight.
-    loras: dict[str, float] | None = None
+    @field_validator("sha256", mode="before")
+    @classmethod
+    def _sha_pin(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = v.strip().lower()
+            if not _SHA_RE.match(v):
+                raise ValueError("must be the 64 hex digit sha256 of the .safetensors file")
+        return v
+
+    @field_validator("trigger_word")
+    @classmethod
+    def _trigger(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            return None
+        return v.strip() if v else v
 
 
 class PresetSpec(_Model):
-    width: int = 512
-    height: int = 512
-    steps: int = 30
-    guidance: float = 7.0
+    width: int = Field(default=512, ge=8, le=4096, multiple_of=8)
+    height: int = Field(default=512, ge=8, le=4096, multiple_of=8)
+    steps: int = Field(default=30, ge=1, le=500)
+    guidance: float = Field(default=7.0, ge=0.0, le=50.0)
     scheduler: str = "dpmpp_2m"
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known_scheduler(cls, v: str) -> str:
+        return _check_scheduler(v)
+
+
+def _check_scheduler(v: str) -> str:
+    if v not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {v!r} (known: {', '.join(sorted(SCHEDULERS))})")
+    return v
+
+
+# Presets as in common SD workflows; a brand's own ``presets`` add to or override these.
+BUILTIN_PRESETS: dict[str, PresetSpec] = {
+    "sd15": PresetSpec(width=512, height=512, steps=30, guidance=7.5, scheduler="dpmpp_2m"),
+    "sd15_portrait": PresetSpec(width=512, height=768, steps=30, guidance=7.5),
+    "sd15_landscape": PresetSpec(width=768, height=512, steps=30, guidance=7.5),
+    "sdxl": PresetSpec(
+        width=1024, height=1024, steps=30, guidance=6.0, scheduler="dpmpp_2m_karras"
+    ),
+    "sdxl_portrait": PresetSpec(
+        width=832, height=1216, steps=30, guidance=6.0, scheduler="dpmpp_2m_karras"
+    ),
+    "sdxl_landscape": PresetSpec(
+        width=1216, height=832, steps=30, guidance=6.0, scheduler="dpmpp_2m_karras"
+    ),
+    "turbo": PresetSpec(width=512, height=512, steps=1, guidance=0.0, scheduler="euler_a"),
+    # The offline tiny preset: random weights, noise out. Small and fast for tests and demos.
+    "tiny_fast": PresetSpec(width=64, height=64, steps=4, guidance=5.0, scheduler="euler"),
+}
+
+
+class TemplateSpec(_Model):
+    prompt: str = Field(min_length=1)
+    negative_prompt: str = ""
+    description: str | None = None
+    preset: str | None = None
+    width: int | None = Field(default=None, ge=8, le=4096, multiple_of=8)
+    height: int | None = Field(default=None, ge=8, le=4096, multiple_of=8)
+    steps: int | None = Field(default=None, ge=1, le=500)
+    guidance: float | None = Field(default=None, ge=0.0, le=50.0)
+    scheduler: str | None = None
+    # LoRA name -> weight; None means every brand LoRA at its default weight, {} means none.
+    loras: dict[str, float] | None = None
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known_scheduler(cls, v: str | None) -> str | None:
+        return None if v is None else _check_scheduler(v)
 
 
 class CompetitorSpec(_Model):
-    name: str
+    name: str = Field(min_length=1)
     aliases: list[str] = Field(default_factory=list)
     logos: list[str] = Field(default_factory=list)
 
@@ -79,8 +225,44 @@ class SafetyPolicy(_Model):
     product_match_min: float = 0.15
 
 
+@dataclass(frozen=True)
+class ResolvedTemplate:
+    """A template with its preset applied and its LoRAs resolved: what a shot is built from."""
+
+    name: str
+    prompt: str
+    negative_prompt: str
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    scheduler: str
+    adapters: tuple[AdapterRef, ...]
+
+    def definition(self) -> dict[str, Any]:
+        """The normalized definition the template digest is taken over."""
+        return {
+            "name": self.name,
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "width": self.width,
+            "height": self.height,
+            "steps": self.steps,
+            "guidance": float(self.guidance),
+            "scheduler": self.scheduler,
+            "adapters": [
+                {"name": a.name, "sha256": a.sha256, "weight": float(a.weight)}
+                for a in self.adapters
+            ],
+        }
+
+    def digest(self) -> str:
+        canonical = json.dumps(self.definition(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 class BrandConfig(_Model):
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    name: str = Field(pattern=_NAME_RE)
     display_name: str | None = None
     base_model: str = "tiny"
     loras: list[LoraSpec] = Field(default_factory=list)
@@ -98,6 +280,23 @@ class BrandConfig(_Model):
     # Set by load_brand: where relative LoRA/logo paths resolve from. Not part of the digest.
     source_path: Path | None = Field(default=None, exclude=True)
 
+    @field_validator("base_model")
+    @classmethod
+    def _no_pickle_model(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must name a diffusers repo id, a local folder, a .safetensors file")
+        if _uri_path(v).lower().endswith(PICKLE_SUFFIXES):
+            raise ValueError(
+                f"{v!r} is a pickle format; use a .safetensors checkpoint or a diffusers folder"
+            )
+        return v
+
+    # --- derived views --------------------------------------------------------------
+
+    @property
+    def label(self) -> str:
+        return self.display_name or self.name
+
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude={"source_path"})
 
@@ -111,36 +310,258 @@ class BrandConfig(_Model):
             return path
         return (self.source_path.parent / path).resolve()
 
+    def resolve_uri(self, p: str) -> str:
+        """A URI stays as written; a plain path becomes absolute (relative to the brand file)."""
+        return p if _has_scheme(p) else str(self.resolve_path(p))
 
-def _format_validation(exc: ValidationError) -> list[str]:
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(x) for x in err["loc"]) or "(root)"
-        lines.append(f"{loc}: {err['msg']}")
-    return lines
+    def resolved_base_model(self) -> str:
+        """``base_model`` with a relative local path made absolute; repo ids stay as written."""
+        m = self.base_model
+        local = m.startswith(("./", "../", "~")) or m.lower().endswith(".safetensors")
+        if local and not _has_scheme(m) and not Path(m).is_absolute():
+            return str(self.resolve_path(str(Path(m).expanduser())))
+        return m
+
+    def all_presets(self) -> dict[str, PresetSpec]:
+        return {**BUILTIN_PRESETS, **self.presets}
+
+    def lora(self, name: str) -> LoraSpec:
+        for spec in self.loras:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    def adapters_for(self, template: str) -> tuple[AdapterRef, ...]:
+        """The LoRAs ``template`` applies, at its weights, with pins and resolved URIs."""
+        spec = self.templates[template]
+        chosen = (
+            [(s, s.weight) for s in self.loras]
+            if spec.loras is None
+            else [(self.lora(n), w) for n, w in spec.loras.items()]
+        )
+        return tuple(
+            AdapterRef(
+                name=s.name,
+                sha256=s.sha256,
+                weight=float(w),
+                uri=self.resolve_uri(s.path),
+                trigger_word=s.trigger_word,
+            )
+            for s, w in chosen
+        )
+
+    def resolve_template(self, name: str) -> ResolvedTemplate:
+        """Template ``name`` with its preset applied: explicit fields win over the preset."""
+        spec = self.templates[name]
+        base = self.all_presets()[spec.preset] if spec.preset else PresetSpec()
+        return ResolvedTemplate(
+            name=name,
+            prompt=spec.prompt,
+            negative_prompt=spec.negative_prompt,
+            width=spec.width if spec.width is not None else base.width,
+            height=spec.height if spec.height is not None else base.height,
+            steps=spec.steps if spec.steps is not None else base.steps,
+            guidance=float(spec.guidance if spec.guidance is not None else base.guidance),
+            scheduler=spec.scheduler or base.scheduler,
+            adapters=self.adapters_for(name),
+        )
+
+    def template_digest(self, name: str) -> str:
+        return self.resolve_template(name).digest()
+
+    # --- whole-file checks ----------------------------------------------------------
+
+    def problems(self, check_templates: bool = True) -> list[tuple[Loc, str]]:
+        """Problems pydantic cannot see field by field, as (field path, message)."""
+        out: list[tuple[Loc, str]] = []
+        if not self.templates:
+            out.append((("templates",), "at least one template is required"))
+        seen: dict[str, int] = {}
+        for i, lspec in enumerate(self.loras):
+            if lspec.name in seen:
+                out.append(
+                    (
+                        ("loras", i, "name"),
+                        f"duplicate LoRA name {lspec.name!r} (see loras[{seen[lspec.name]}])",
+                    )
+                )
+            seen.setdefault(lspec.name, i)
+        presets = self.all_presets()
+        for tname, spec in self.templates.items():
+            if not re.match(_NAME_RE, tname):
+                out.append(
+                    (("templates", tname), "template names are lowercase letters, digits, _ and -")
+                )
+            if spec.preset is not None and spec.preset not in presets:
+                out.append(
+                    (
+                        ("templates", tname, "preset"),
+                        f"unknown preset {spec.preset!r} (known: {', '.join(sorted(presets))})",
+                    )
+                )
+            for lname in spec.loras or {}:
+                if lname not in seen:
+                    known = ", ".join(sorted(seen)) or "none defined"
+                    out.append(
+                        (
+                            ("templates", tname, "loras", lname),
+                            f"unknown LoRA {lname!r} (known: {known})",
+                        )
+                    )
+        folded: dict[str, int] = {}
+        for i, opt in enumerate(self.visual_options):
+            if not opt.strip():
+                out.append((("visual_options", i), "must not be empty"))
+            elif opt.casefold() in folded:
+                out.append((("visual_options", i), f"duplicate option {opt!r}"))
+            folded.setdefault(opt.casefold(), i)
+        for i, term in enumerate(self.blocked_terms):
+            if not term.strip():
+                out.append((("blocked_terms", i), "must not be empty"))
+        for i, comp in enumerate(self.competitors):
+            for j, alias in enumerate(comp.aliases):
+                if not alias.strip():
+                    out.append((("competitors", i, "aliases", j), "must not be empty"))
+        if check_templates and not any(loc[:1] == ("templates",) for loc, _ in out):
+            # Imported here: prompts builds on this module's types.
+            from pipeline.prompts import template_problems
+
+            out.extend(template_problems(self))
+        return out
+
+    def file_warnings(self) -> list[tuple[Loc, str]]:
+        """Referenced local files that are missing (they may be provisioned later)."""
+        out: list[tuple[Loc, str]] = []
+        for i, spec in enumerate(self.loras):
+            if not _has_scheme(spec.path) and not self.resolve_path(spec.path).is_file():
+                out.append(
+                    (("loras", i, "path"), f"file not found: {self.resolve_path(spec.path)}")
+                )
+        for i, comp in enumerate(self.competitors):
+            for j, logo in enumerate(comp.logos):
+                if not _has_scheme(logo) and not self.resolve_path(logo).is_file():
+                    out.append(
+                        (
+                            ("competitors", i, "logos", j),
+                            f"file not found: {self.resolve_path(logo)}",
+                        )
+                    )
+        return out
+
+    def pin_problems(self) -> list[tuple[Loc, str]]:
+        """Local LoRA files whose sha256 differs from their pin (reads each file once)."""
+        out: list[tuple[Loc, str]] = []
+        for i, spec in enumerate(self.loras):
+            path = None if _has_scheme(spec.path) else self.resolve_path(spec.path)
+            if path is None or not path.is_file():
+                continue
+            h = hashlib.sha256()
+            with path.open("rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    h.update(chunk)
+            actual = h.hexdigest()
+            if actual != spec.sha256:
+                msg = f"pin mismatch: {path.name} has sha256 {actual}, pinned {spec.sha256}"
+                out.append((("loras", i, "sha256"), msg))
+        return out
+
+
+def _clean_msg(msg: str) -> str:
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            return msg[len(prefix) :]
+    return msg
+
+
+def _line_of(root: yaml.Node | None, loc: Sequence[str | int]) -> int | None:
+    """The 1-based YAML line of the deepest node along ``loc`` (None when unknown)."""
+    node, line = root, None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.value == str(part):
+                    node, line = value, key.start_mark.line + 1
+                    break
+            else:
+                break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if not 0 <= part < len(node.value):
+                break
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _problem(root: yaml.Node | None, loc: Sequence[str | int], msg: str) -> BrandProblem:
+    return BrandProblem(field=format_loc(loc), message=_clean_msg(msg), line=_line_of(root, loc))
+
+
+def parse_brand(
+    raw: Any, source: str = "<brand>", root: yaml.Node | None = None, path: Path | None = None
+) -> BrandConfig:
+    """Validate an already-parsed brand mapping; raise ``BrandConfigError`` listing each problem."""
+    if not isinstance(raw, dict):
+        raise BrandConfigError(source, ["top level must be a mapping"])
+    try:
+        cfg = BrandConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = [(tuple(err["loc"]), err["msg"]) for err in exc.errors()]
+        from pipeline.prompts import raw_template_problems
+
+        seen = {loc for loc, _ in problems}
+        problems += [p for p in raw_template_problems(raw) if p[0] not in seen]
+        raise BrandConfigError(
+            source, [_problem(root, loc, msg) for loc, msg in problems]
+        ) from None
+    cfg.source_path = path
+    problems = cfg.problems()
+    if problems:
+        raise BrandConfigError(source, [_problem(root, loc, msg) for loc, msg in problems])
+    return cfg
 
 
 def load_brand(path: str | Path) -> BrandConfig:
     """Load and validate a brand YAML file; raise ``BrandConfigError`` naming each field."""
     p = Path(path)
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise BrandConfigError(str(p), ["file not found"]) from None
-    except yaml.YAMLError as exc:
-        raise BrandConfigError(str(p), [f"invalid YAML: {exc}"]) from None
-    if not isinstance(raw, dict):
-        raise BrandConfigError(str(p), ["top level must be a mapping"])
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BrandConfigError(str(p), [f"cannot read: {exc}"]) from None
     try:
-        cfg = BrandConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise BrandConfigError(str(p), _format_validation(exc)) from None
-    cfg.source_path = p.resolve()
-    return cfg
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise BrandConfigError(
+            str(p), [BrandProblem(field="", message=f"invalid YAML: {problem}", line=line)]
+        ) from None
+    return parse_brand(raw, source=str(p), root=root, path=p.resolve())
+
+
+def located_error(path: str | Path, problems: Sequence[tuple[Loc, str]]) -> BrandConfigError:
+    """A ``BrandConfigError`` for problems found after loading, with YAML line numbers."""
+    try:
+        root = yaml.compose(Path(path).read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        root = None
+    return BrandConfigError(str(path), [_problem(root, loc, msg) for loc, msg in problems])
+
+
+def brand_warnings(cfg: BrandConfig) -> list[str]:
+    """Non-fatal findings (missing local files), one ``field: message`` line each."""
+    return [f"{format_loc(loc)}: {msg}" for loc, msg in cfg.file_warnings()]
 
 
 def find_brand(brands_dir: Path, name: str) -> BrandConfig:
     """The brand called ``name`` from ``brands_dir/<name>.yaml`` (or ``.yml``)."""
+    if not re.match(_NAME_RE, name):
+        raise BrandConfigError(str(brands_dir), [f"invalid brand name {name!r}"])
     for ext in (".yaml", ".yml"):
         candidate = brands_dir / f"{name}{ext}"
         if candidate.exists():

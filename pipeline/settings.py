@@ -30,6 +30,13 @@ class Settings(BaseSettings):
     # Must exceed the longest GPU batch, or Redis redelivers a batch that is still running.
     visibility_timeout_s: int = 3 * 3600
     max_attempts: int = 3
+    # Transient errors (DB connection, S3 5xx, broker) retry with backoff up to this many times.
+    task_max_retries: int = 8
+    task_retry_backoff_max_s: int = 30
+    # Shots per gate/publish task: batching amortises CLIP and DB round trips.
+    cpu_batch_size: int = 16
+    # `shotline run` re-enqueues shots that made no progress for this long (lost messages).
+    stall_timeout_s: float = 120.0
 
     # --- blob storage -------------------------------------------------------------
     blob_backend: Literal["local", "s3"] = "local"
@@ -54,6 +61,12 @@ class Settings(BaseSettings):
     fuse_qkv: bool = False
     batch_size: int = 4
     lora_cache_size: int = 4
+    # Bit-identical images whatever the batch (per-sample linear/conv): "auto" = on for CPU only,
+    # since on CUDA it gives up the batching speed-up.
+    batch_invariant: Literal["auto", "on", "off"] = "auto"
+    # "module:callable" replacing pipeline.generator.load_generator(settings, model_id), e.g. the
+    # fixed-image generator in tasks.fakes for control-plane tests and benchmarks.
+    generator_factory: str | None = None
 
     # --- gate ---------------------------------------------------------------------
     clip_model: str = "tiny"  # an open_clip architecture name, or the offline "tiny" preset
@@ -61,9 +74,13 @@ class Settings(BaseSettings):
     clip_crop_grid: int = 3
     watermark_method: Literal["dwtDct", "dwtDctSvd", "rivaGan"] = "dwtDct"
     watermark_scale: float = 1.0
+    # Levels white is lowered by so the watermark can swing upward (0 keeps pure white).
+    watermark_headroom: int = 0
     c2pa_cert: Path | None = None
     c2pa_key: Path | None = None
     output_format: Literal["png", "jpeg", "webp"] = "png"
+    # "module:callable" replacing pipeline.gate.load_gate(settings) (tests without CLIP).
+    gate_factory: str | None = None
 
     # --- review -------------------------------------------------------------------
     reviewer: str | None = None

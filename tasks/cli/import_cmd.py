@@ -1,3 +1,102 @@
-"""Placeholder: filled in by its issue."""
+"""``shotline import PATH --brand NAME [--format ...] [--json]``."""
 
 from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+from sqlalchemy.exc import OperationalError
+
+from catalog.importer import CatalogImportError, ImportSummary, import_catalog
+from pipeline.brand import BrandConfigError, find_brand
+from tasks.cli.app import app
+from tasks.cli.common import console, err_console, fail, print_json, session_factory, settings
+
+
+def _table(summary: ImportSummary) -> Table:
+    table = Table(title=f"import run {summary.run_id}: {summary.source}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for label, value in (
+        ("format", summary.format),
+        ("encoding", summary.encoding),
+        ("rows", summary.rows_total),
+        ("products imported", summary.imported),
+        ("new revisions", summary.revisions_new),
+        ("unchanged", summary.unchanged),
+        ("reverted to an older revision", summary.reverted),
+        ("row errors", summary.errors),
+    ):
+        table.add_row(label, str(value))
+    return table
+
+
+@app.command("import")
+def import_command(
+    path: Path = typer.Argument(..., help="Shopify export, Google Merchant feed or generic CSV."),
+    brand: str = typer.Option(..., "--brand", "-b", help="Brand name (samples/brands/NAME.yaml)."),
+    fmt: str = typer.Option("auto", "--format", "-f", help="auto | shopify | gmc | generic"),
+    encoding: str = typer.Option(
+        "auto", "--encoding", help="auto (UTF-8, else cp1252 with a warning) | utf-8 | a codec"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Import a catalog file: products and revisions, bad rows to import_row_errors."""
+    if fmt not in ("auto", "shopify", "gmc", "generic"):
+        fail(f"unknown format {fmt!r}; use auto, shopify, gmc or generic")
+    cfg = settings()
+    try:
+        brand_cfg = find_brand(cfg.brands_dir, brand)
+    except BrandConfigError as exc:
+        fail(str(exc))
+
+    show_bar = not as_json and err_console.is_terminal
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=not show_bar,
+    )
+    task = bar.add_task(f"reading {path.name}", total=None)
+
+    def progress(phase: str, done: int, total: int) -> None:
+        if phase == "read":
+            bar.update(task, completed=done, total=total)
+        else:
+            bar.update(task, description="applying changes")
+
+    try:
+        with bar:
+            summary = import_catalog(
+                session_factory(), path, brand_cfg, fmt, progress, encoding=encoding
+            )
+    except CatalogImportError as exc:
+        if as_json:
+            print_json(exc.summary.to_json())
+        fail(str(exc))
+    except OperationalError as exc:
+        fail(f"cannot reach the database: {exc.orig}")
+
+    if as_json:
+        print_json(summary.to_json())
+        return
+    for warning in summary.warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    console.print(_table(summary))
+    if summary.errors:
+        console.print(
+            f"{summary.errors} bad rows recorded; see import_row_errors for run {summary.run_id}"
+        )

@@ -1,3 +1,359 @@
-"""Placeholder: filled in by its issue."""
+"""``shotline review list|show|sheet|approve|reject|export``.
+
+The reviewer comes from ``--reviewer`` or ``SHOTLINE_REVIEWER``; without one, approving and
+rejecting fail (there is no anonymous approval). Approval enqueues publishing, which runs
+in-process on the embedded default.
+"""
 
 from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+from sqlalchemy import select
+
+from catalog.lineage import shot_chain
+from catalog.models import Shot, ShotState
+from catalog.review import (
+    REVIEW_STATES,
+    ReviewError,
+    approve,
+    list_shots,
+    pending_ids,
+    reject,
+    review_record,
+    write_decisions_csv,
+)
+from pipeline.contact_sheet import SheetEntry, render_grid_png, render_html
+
+# Importing registers ``shotline lineage`` and ``shotline reproduce`` on the root app.
+from tasks.cli import lineage_cmd, reproduce_cmd  # noqa: F401
+from tasks.cli.app import app
+from tasks.cli.common import console, err_console, fail, print_json, session, settings
+
+review_app = typer.Typer(
+    help="Review gated images: list, look, approve, reject.", no_args_is_help=True
+)
+app.add_typer(review_app, name="review")
+
+BrandOpt = typer.Option(None, "--brand", help="Only this brand.")
+ImportRunOpt = typer.Option(None, "--import-run", help="Only products of this import run.")
+TemplateOpt = typer.Option(None, "--template", help="Only this template.")
+JsonOpt = typer.Option(False, "--json", help="Print JSON.")
+ReviewerOpt = typer.Option(
+    None, "--reviewer", help="Who decides (default: SHOTLINE_REVIEWER).", show_default=False
+)
+
+
+def _status(status: str | None, default: Sequence[str] | str | None) -> Sequence[str] | str | None:
+    if status is None:
+        return default
+    if status not in REVIEW_STATES:
+        fail(f"--status {status!r}: expected one of {', '.join(REVIEW_STATES)}")
+    return status
+
+
+def _reviewer(option: str | None) -> str:
+    name = (option or settings().reviewer or "").strip()
+    if not name:
+        fail("no reviewer: pass --reviewer NAME or set SHOTLINE_REVIEWER (no anonymous review)")
+    return name
+
+
+def _fmt(value: Any) -> str:
+    try:
+        return f"{float(value):.3f}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _scores_cell(scores: Sequence[Mapping[str, Any]]) -> str:
+    parts = []
+    for s in scores:
+        text = escape(f"{s.get('name')} {_fmt(s.get('score'))}/{_fmt(s.get('threshold'))}")
+        parts.append(f"[red]{text}[/]" if s.get("triggered") else text)
+    return "\n".join(parts)
+
+
+def _image_bytes(store: Any, shot: Shot) -> bytes | None:
+    """The gated final file if there is one, else the raw generation; None when missing."""
+    keys = []
+    if shot.watermark is not None:
+        keys.append(shot.watermark.image_key)
+    if shot.generation is not None:
+        keys.append(shot.generation.blob_key)
+    for key in keys:
+        try:
+            return bytes(store.get(key))
+        except Exception:  # a missing blob shows as "image missing", never a traceback
+            continue
+    return None
+
+
+def _blob_store() -> Any:
+    from pipeline.storage import make_blob_store
+
+    return make_blob_store(settings())
+
+
+@review_app.command("list")
+def list_cmd(
+    brand: str | None = BrandOpt,
+    status: str | None = typer.Option(
+        None, "--status", help="pending_review (default), rejected, approved or published."
+    ),
+    import_run: int | None = ImportRunOpt,
+    template: str | None = TemplateOpt,
+    limit: int | None = typer.Option(None, "--limit", min=1),
+    json_out: bool = JsonOpt,
+) -> None:
+    """Shots awaiting review (or in --status): id, sku, template, key scores, reasons."""
+    with session() as s:
+        shots = list_shots(
+            s,
+            brand=brand,
+            status=_status(status, ShotState.pending_review.value),
+            import_run=import_run,
+            template=template,
+            limit=limit,
+        )
+        records = [review_record(shot) for shot in shots]
+    if json_out:
+        print_json(records)
+        return
+    table = Table(title=f"{len(records)} shot(s)", show_lines=True)
+    for col in ("id", "sku", "template", "state", "key scores", "reasons"):
+        table.add_column(col, overflow="fold")
+    for r in records:
+        table.add_row(
+            f"[bold]{r['id']}[/]",
+            escape(r["sku"]),
+            escape(r["template"]),
+            r["state"],
+            _scores_cell(r["key_scores"]),
+            escape("; ".join(str(x) for x in r["reasons"])),
+        )
+    console.print(table)
+
+
+@review_app.command("show")
+def show_cmd(
+    shot_id: int = typer.Argument(..., metavar="ID"),
+    open_image: bool = typer.Option(False, "--open", help="Open the image in the viewer."),
+    json_out: bool = JsonOpt,
+) -> None:
+    """The full record of one shot: prompt, scores against thresholds, lineage summary."""
+    with session() as s:
+        shot = s.get(Shot, shot_id)
+        if shot is None:
+            fail(f"shot {shot_id}: no such shot")
+        record = review_record(shot)
+        chain = shot_chain(s, shot)
+        image = _image_bytes(_blob_store(), shot) if open_image else None
+    if json_out:
+        print_json({**record, "lineage": chain})
+    else:
+        _print_record(record, chain)
+    if open_image:
+        if image is None:
+            fail(f"shot {shot_id}: no image stored for it")
+        ext = "png" if image.startswith(b"\x89PNG") else "img"
+        with tempfile.NamedTemporaryFile(
+            prefix=f"shot-{shot_id}-", suffix=f".{ext}", delete=False
+        ) as tmp:
+            tmp.write(image)
+        err_console.print(f"opening {tmp.name}")
+        typer.launch(tmp.name)
+
+
+def _print_record(r: dict[str, Any], chain: dict[str, Any]) -> None:
+    head = (
+        f"[bold]shot {r['id']}[/]  {escape(r['sku'])} · {escape(r['template'])} · "
+        f"state [bold]{r['state']}[/] · gate {r['gate_decision'] or '-'}"
+    )
+    body = [
+        head,
+        f"prompt: {escape(r['prompt'])}",
+        f"negative: {escape(r['negative_prompt'] or '')}",
+    ]
+    removals = chain["prompt"]["sanitizer_removals"]
+    if removals:
+        terms = ", ".join(
+            str(x.get("term", x)) if isinstance(x, Mapping) else str(x) for x in removals
+        )
+        body.append(f"sanitizer removed: {escape(terms)}")
+    if r["reasons"]:
+        body.append(f"[red]reasons: {escape('; '.join(str(x) for x in r['reasons']))}[/]")
+    console.print(Panel("\n".join(body), expand=False))
+    if r["scores"]:
+        table = Table(title="scores")
+        for col in ("name", "kind", "score", "threshold", "triggered"):
+            table.add_column(col)
+        for sc in r["scores"]:
+            hit = bool(sc.get("triggered"))
+            table.add_row(
+                escape(str(sc.get("name"))),
+                escape(str(sc.get("kind", ""))),
+                _fmt(sc.get("score")),
+                _fmt(sc.get("threshold")),
+                "[red]yes[/]" if hit else "no",
+            )
+        console.print(table)
+    lineage_cmd.print_summary(chain)
+
+
+def _entries(shots: Sequence[Shot], store: Any) -> list[SheetEntry]:
+    entries = []
+    for shot in shots:
+        r = review_record(shot)
+        entries.append(
+            SheetEntry(
+                shot_id=r["id"],
+                sku=r["sku"],
+                template=r["template"],
+                prompt=r["prompt"],
+                image=_image_bytes(store, shot),
+                state=r["state"],
+                decision=r["gate_decision"],
+                reasons=tuple(str(x) for x in r["reasons"]),
+                scores=tuple(r["scores"]),
+            )
+        )
+    return entries
+
+
+@review_app.command("sheet")
+def sheet_cmd(
+    out: Path = typer.Option(..., "--out", help="Folder for contact-sheet.html and .png."),
+    brand: str | None = BrandOpt,
+    status: str | None = typer.Option(None, "--status", help="Default: pending_review."),
+    import_run: int | None = ImportRunOpt,
+    template: str | None = TemplateOpt,
+    limit: int = typer.Option(500, "--limit", min=1, help="At most this many images."),
+    columns: int | None = typer.Option(None, "--columns", min=1, help="PNG grid columns."),
+) -> None:
+    """A contact sheet: a self-contained HTML page plus a PNG grid of the same images."""
+    with session() as s:
+        shots = list_shots(
+            s,
+            brand=brand,
+            status=_status(status, ShotState.pending_review.value),
+            import_run=import_run,
+            template=template,
+            limit=limit,
+        )
+        with console.status(f"loading {len(shots)} image(s)"):
+            entries = _entries(shots, _blob_store())
+    title = "shotline contact sheet" + (f": {brand}" if brand else "")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        html_path, png_path = out / "contact-sheet.html", out / "contact-sheet.png"
+        html_path.write_text(render_html(entries, title=title), encoding="utf-8")
+        png_path.write_bytes(render_grid_png(entries, columns=columns))
+    except OSError as exc:
+        fail(f"{out}: cannot write the contact sheet: {exc.strerror or exc}")
+    missing = sum(1 for e in entries if e.image is None)
+    console.print(f"{len(entries)} image(s){f', {missing} missing' if missing else ''}")
+    console.print(f"contact sheet: {html_path}", highlight=False, soft_wrap=True)
+    console.print(f"PNG grid: {png_path}", highlight=False, soft_wrap=True)
+
+
+def _apply(fn: Any, ids: list[int], **kw: Any) -> list[int]:
+    try:
+        with session() as s:
+            events = fn(s, ids, **kw)
+            return [e.shot_id for e in events]
+    except ReviewError as exc:
+        fail(str(exc))
+
+
+def _publish(ids: list[int]) -> None:
+    from tasks.dispatch import enqueue_publish
+
+    cfg = settings()
+    try:
+        enqueue_publish(ids, cfg)
+    except Exception as exc:
+        # The approvals are committed; `shotline run` picks approved shots up again.
+        fail(f"approved, but publishing could not be enqueued: {type(exc).__name__}: {exc}", 1)
+    if cfg.embedded:
+        with session() as s:
+            rows = s.execute(select(Shot.id, Shot.state, Shot.error).where(Shot.id.in_(ids)))
+            published = [sid for sid, state, _ in rows if state == ShotState.published]
+        console.print(f"published {len(published)} of {len(ids)}")
+    else:
+        console.print(f"publishing enqueued for {len(ids)} shot(s)")
+
+
+@review_app.command("approve")
+def approve_cmd(
+    shot_ids: list[int] | None = typer.Argument(None, metavar="ID...", show_default=False),
+    all_pending: bool = typer.Option(False, "--all-pending", help="Every pending shot."),
+    brand: str | None = BrandOpt,
+    import_run: int | None = ImportRunOpt,
+    template: str | None = TemplateOpt,
+    reviewer: str | None = ReviewerOpt,
+    reason: str | None = typer.Option(
+        None, "--reason", "--note", help="Why; required with --override."
+    ),
+    override: bool = typer.Option(
+        False, "--override", help="Approve shots the gate rejected (needs --reason)."
+    ),
+) -> None:
+    """Approve shots (IDs, or --all-pending with filters); approved shots get published."""
+    who = _reviewer(reviewer)
+    if bool(shot_ids) == all_pending:
+        fail("give shot IDs or --all-pending (with optional filters), not both or neither")
+    if not all_pending and (brand or import_run or template):
+        fail("--brand/--import-run/--template only filter --all-pending")
+    if all_pending:
+        with session() as s:
+            shot_ids = pending_ids(s, brand=brand, import_run=import_run, template=template)
+        if not shot_ids:
+            console.print("nothing pending")
+            return
+    ids = _apply(approve, list(shot_ids or []), reviewer=who, note=reason, override=override)
+    console.print(f"approved {len(ids)} shot(s) as {escape(who)}: {', '.join(map(str, ids))}")
+    _publish(ids)
+
+
+@review_app.command("reject")
+def reject_cmd(
+    shot_ids: list[int] = typer.Argument(..., metavar="ID...", show_default=False),
+    reason: str | None = typer.Option(None, "--reason", help="Why (required)."),
+    reviewer: str | None = ReviewerOpt,
+) -> None:
+    """Reject shots awaiting review."""
+    who = _reviewer(reviewer)
+    ids = _apply(reject, list(shot_ids), reviewer=who, reason=reason)
+    console.print(f"rejected {len(ids)} shot(s) as {escape(who)}: {', '.join(map(str, ids))}")
+
+
+@review_app.command("export")
+def export_cmd(
+    out: Path = typer.Option(..., "--out", help="The CSV file to write."),
+    brand: str | None = BrandOpt,
+    status: str | None = typer.Option(None, "--status", help="Default: every review state."),
+    import_run: int | None = ImportRunOpt,
+    template: str | None = TemplateOpt,
+) -> None:
+    """The decisions as CSV, one row per shot; formula-like cells are escaped."""
+    with session() as s:
+        shots = list_shots(
+            s,
+            brand=brand,
+            status=_status(status, None),
+            import_run=import_run,
+            template=template,
+        )
+        try:
+            n = write_decisions_csv(shots, out)
+        except OSError as exc:
+            fail(f"{out}: cannot write: {exc.strerror or exc}")
+    console.print(f"wrote {n} row(s) to {out}", highlight=False, soft_wrap=True)

@@ -1,0 +1,419 @@
+"""Catalog formats: which column is the product key, and how rows become products.
+
+Three formats share one product shape (the ``product_revisions.data`` contract):
+
+- **shopify**: a product export. The first row of a Handle carries the product; the
+  following rows with the same Handle carry only variant columns and/or an image
+  (continuation rows). They belong to the product and are not errors.
+- **gmc**: a Google Merchant Center feed. Each row is an item (a variant); items share a
+  product through ``item_group_id``, else the item ``id`` is the product.
+- **generic**: any CSV, described by the brand's ``column_map`` (our field -> CSV column).
+
+Catalog text is untrusted: values are copied as strings, never interpreted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from catalog.csv_source import RowError
+from pipeline.brand import BrandConfig
+
+FORMATS = ("shopify", "gmc", "generic")
+MAX_KEY_CHARS = 255
+
+# Stock and availability change daily and never change an image: they are left out of
+# the product content, so a stock update does not create a revision (and new shots).
+VOLATILE = frozenset(
+    {
+        "variant inventory qty",
+        "variant inventory tracker",
+        "variant inventory policy",
+        "inventory quantity",
+        "availability",
+        "availability_date",
+        "sell_on_google_quantity",
+        "quantity",
+        "sale_price_effective_date",
+        "expiration_date",
+    }
+)
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass
+class ProductAcc:
+    """A product being assembled from its rows (or merged from non-adjacent fragments)."""
+
+    key: str
+    line: int
+    title: str = ""
+    body_html: str = ""
+    vendor: str = ""
+    product_type: str = ""
+    tags: list[str] = field(default_factory=list)
+    options: list[str] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
+    variants: list[dict[str, Any]] = field(default_factory=list)
+    extra: dict[str, str] = field(default_factory=dict)
+    # Shopify option names by column position (Option1..3 Name); not part of the data.
+    slots: list[str] = field(default_factory=list)
+
+    def add_image(self, url: str) -> None:
+        if url and url not in self.images:
+            self.images.append(url)
+
+    def add_option(self, name: str) -> None:
+        if name not in self.options:
+            self.options.append(name)
+
+    def fill(self, title: str, body: str, vendor: str, ptype: str, tags: str) -> None:
+        """Product-level fields: the first non-empty value wins."""
+        self.title = self.title or title
+        self.body_html = self.body_html or body
+        self.vendor = self.vendor or vendor
+        self.product_type = self.product_type or ptype
+        if tags and not self.tags:
+            self.tags = sorted({t.strip() for t in tags.split(",") if t.strip()})
+
+    def merge(self, other: ProductAcc) -> None:
+        """Fold a later fragment of the same product (rows that were not adjacent)."""
+        self.line = min(self.line, other.line)
+        self.fill(other.title, other.body_html, other.vendor, other.product_type, "")
+        if not self.tags:
+            self.tags = other.tags
+        for name in other.options:
+            self.add_option(name)
+        for url in other.images:
+            self.add_image(url)
+        self.variants.extend(other.variants)
+        for k, v in other.extra.items():
+            self.extra.setdefault(k, v)
+
+    def data(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "title": self.title,
+            "body_html": self.body_html,
+            "vendor": self.vendor,
+            "product_type": self.product_type,
+            "tags": self.tags,
+            "options": self.options,
+            "images": self.images,
+            "variants": self.variants,
+            "extra": self.extra,
+        }
+
+    def encode(self) -> tuple[str, str]:
+        """``(content_hash, data JSON)``. The hash leaves out line numbers and variant order,
+        so moving rows around in the file does not make a new revision."""
+        data = self.data()
+        bare = sorted(
+            _canonical({k: v for k, v in var.items() if k != "line"}) for var in self.variants
+        )
+        digest = hashlib.sha256(_canonical({**data, "variants": bare}).encode()).hexdigest()
+        return digest, _canonical(data)
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any], line: int) -> ProductAcc:
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k != "line"}
+        fields["variants"] = list(fields.get("variants", []))
+        return cls(line=line, **fields)
+
+
+@dataclass
+class Layout:
+    """Column positions for one file. ``key_cols``: the first non-empty one is the key."""
+
+    fmt: str
+    header: list[str]
+    key_cols: list[int]
+    key_label: str
+
+    def col(self, *names: str) -> int | None:
+        return _find(self.header, *names)
+
+
+def _norm(name: str) -> str:
+    name = name.strip().lower()
+    return name[2:] if name.startswith("g:") else name
+
+
+def _find(header: Sequence[str], *names: str) -> int | None:
+    wanted = [_norm(n) for n in names]
+    normed = [_norm(h) for h in header]
+    for w in wanted:
+        if w in normed:
+            return normed.index(w)
+    return None
+
+
+def _generic_key(brand: BrandConfig) -> str | None:
+    return brand.column_map.get("key") or brand.column_map.get("sku")
+
+
+def detect_layout(header: list[str], brand: BrandConfig, fmt: str = "auto") -> Layout | None:
+    """The layout for ``header`` in ``fmt`` (or the first format that fits); None if none."""
+    order = FORMATS if fmt == "auto" else (fmt,)
+    for name in order:
+        if name == "shopify":
+            handle = _find(header, "Handle")
+            if handle is not None and (fmt != "auto" or _find(header, "Title", "Variant SKU")):
+                return Layout("shopify", header, [handle], "Handle")
+        elif name == "gmc":
+            ident = _find(header, "id")
+            group = _find(header, "item_group_id")
+            if ident is not None or (fmt != "auto" and group is not None):
+                keys = [c for c in (group, ident) if c is not None]
+                if fmt != "auto" or _find(header, "title", "item_group_id", "image_link"):
+                    return Layout("gmc", header, keys, "item_group_id/id")
+        elif name == "generic":
+            col = _generic_key(brand)
+            pos = _find(header, col) if col else None
+            if pos is not None and col is not None:
+                return Layout("generic", header, [pos], col)
+    return None
+
+
+def missing_key_message(header: list[str], brand: BrandConfig, fmt: str) -> str:
+    found = ", ".join(header[:12]) + (", ..." if len(header) > 12 else "")
+    if fmt == "shopify":
+        want = "no 'Handle' column"
+    elif fmt == "gmc":
+        want = "no 'id' or 'item_group_id' column"
+    elif fmt == "generic":
+        col = _generic_key(brand)
+        want = (
+            f"no {col!r} column (the sku of brand {brand.name!r} column_map)"
+            if col
+            else f"brand {brand.name!r} has no column_map 'sku' (or 'key') entry"
+        )
+    else:
+        want = (
+            "no key column (Shopify: Handle; Google Merchant: id; "
+            f"generic: the sku of brand {brand.name!r} column_map)"
+        )
+    return f"{want} in the header; found: {found}"
+
+
+class Normalizer:
+    """Turns chunks of rows into products, carrying the open product across chunks."""
+
+    def __init__(self, layout: Layout, brand: BrandConfig) -> None:
+        self.layout = layout
+        self.header = layout.header
+        self.current: ProductAcc | None = None
+        h = layout.col
+        if layout.fmt == "shopify":
+            self.c_title = h("Title")
+            self.c_body = h("Body (HTML)", "Body HTML", "Body")
+            self.c_vendor = h("Vendor")
+            self.c_type = h("Type", "Product Type")
+            self.c_tags = h("Tags")
+            self.c_opt = [(h(f"Option{i} Name"), h(f"Option{i} Value")) for i in (1, 2, 3)]
+            self.c_sku = h("Variant SKU")
+            self.c_price = h("Variant Price")
+            self.c_image = h("Image Src")
+            self.c_vimage = h("Variant Image")
+            variant_cols = [c for c in (self.c_sku, self.c_price) if c is not None]
+            variant_cols += [v for _, v in self.c_opt if v is not None]
+            self.c_variant_any = variant_cols
+            used = {self.c_title, self.c_body, self.c_vendor, self.c_type, self.c_tags}
+            used |= {self.c_sku, self.c_price, self.c_image, self.c_vimage}
+            used |= {c for pair in self.c_opt for c in pair}
+            # Variant and image columns describe one row, not the product.
+            used |= {
+                i
+                for i, name in enumerate(self.header)
+                if _norm(name).startswith(("variant ", "image ")) or _norm(name) == "cost per item"
+            }
+        elif layout.fmt == "gmc":
+            self.c_title = h("title")
+            self.c_body = h("description")
+            self.c_vendor = h("brand")
+            self.c_type = h("product_type")
+            self.c_tags = None
+            self.c_sku = h("id")
+            self.c_price = h("price")
+            self.c_image = h("image_link")
+            self.c_more_images = h("additional_image_link")
+            self.c_gmc_opts = [
+                (label, c)
+                for label, c in (
+                    ("Color", h("color")),
+                    ("Size", h("size")),
+                    ("Material", h("material")),
+                    ("Pattern", h("pattern")),
+                )
+                if c is not None
+            ]
+            used = {self.c_title, self.c_body, self.c_vendor, self.c_type, self.c_sku}
+            used |= {self.c_price, self.c_image, self.c_more_images, h("item_group_id")}
+            used |= {c for _, c in self.c_gmc_opts}
+            # Item-level columns: a product's "extra" must not carry its first item's values.
+            used |= {h(n) for n in ("gtin", "mpn", "link", "mobile_link", "sale_price")}
+        else:
+            cmap = brand.column_map
+            known = {"key", "sku", "title", "body_html", "description", "vendor"}
+            known |= {"product_type", "tags", "image", "price", "variant_sku"}
+            self.c_title = h(cmap["title"]) if "title" in cmap else None
+            body = cmap.get("body_html") or cmap.get("description")
+            self.c_body = h(body) if body else None
+            self.c_vendor = h(cmap["vendor"]) if "vendor" in cmap else None
+            self.c_type = h(cmap["product_type"]) if "product_type" in cmap else None
+            self.c_tags = h(cmap["tags"]) if "tags" in cmap else None
+            sku = cmap.get("variant_sku") or cmap.get("sku")
+            self.c_sku = h(sku) if sku else None
+            self.c_price = h(cmap["price"]) if "price" in cmap else None
+            self.c_image = h(cmap["image"]) if "image" in cmap else None
+            self.c_gmc_opts = []
+            for name, col in cmap.items():
+                pos = h(col)
+                if name not in known and pos is not None:
+                    self.c_gmc_opts.append((name, pos))
+            used = {self.c_title, self.c_body, self.c_vendor, self.c_type, self.c_tags}
+            used |= {self.c_sku, self.c_price, self.c_image} | {c for _, c in self.c_gmc_opts}
+        used |= set(layout.key_cols)
+        self.extra_cols = [
+            (i, name)
+            for i, name in enumerate(self.header)
+            if i not in used and _norm(name) not in VOLATILE and name
+        ]
+
+    # -- keys ---------------------------------------------------------------------------
+
+    def keys(self, frame: pd.DataFrame, lines: list[int]) -> tuple[pd.Series, list[RowError]]:
+        """The product key of every row, and an error for each row without a usable one."""
+        cols = self.layout.key_cols
+        key = frame[cols[0]].str.strip()
+        for c in cols[1:]:
+            key = key.where(key != "", frame[c].str.strip())
+        errors: list[RowError] = []
+        bad_empty = key == ""
+        bad_long = key.str.len() > MAX_KEY_CHARS
+        if bad_empty.any() or bad_long.any():
+            label = self.layout.key_label
+            column = self.header[cols[-1]] if len(cols) > 1 else self.header[cols[0]]
+            for pos in (bad_empty | bad_long).to_numpy().nonzero()[0]:
+                row = frame.iloc[pos].tolist()
+                raw = ",".join(row)[:2000]
+                reason = (
+                    f"missing {label}"
+                    if bad_empty.iloc[pos]
+                    else f"{label} is longer than {MAX_KEY_CHARS} characters"
+                )
+                errors.append(RowError(lines[pos], column, reason, raw))
+        return key, errors
+
+    # -- rows -> products ------------------------------------------------------------------
+
+    def feed(
+        self, chunk_frame: pd.DataFrame, lines: list[int]
+    ) -> tuple[list[ProductAcc], list[RowError]]:
+        """Products completed by this chunk (the last one stays open) and key errors."""
+        if chunk_frame.empty:
+            return [], []
+        key, errors = self.keys(chunk_frame, lines)
+        ok = (key != "") & (key.str.len() <= MAX_KEY_CHARS)
+        keys = key[ok].tolist()
+        good_lines = [ln for ln, good in zip(lines, ok.tolist(), strict=True) if good]
+        rows = chunk_frame[ok].itertuples(index=False, name=None)
+        done = list(self._assemble(keys, good_lines, rows))
+        return done, errors
+
+    def finish(self) -> list[ProductAcc]:
+        last, self.current = self.current, None
+        return [last] if last is not None else []
+
+    def _assemble(
+        self, keys: list[str], lines: list[int], rows: Iterator[tuple[str, ...]]
+    ) -> Iterator[ProductAcc]:
+        add = self._add_shopify if self.layout.fmt == "shopify" else self._add_item
+        cur = self.current
+        for k, line, row in zip(keys, lines, rows, strict=True):
+            if cur is None or k != cur.key:
+                if cur is not None:
+                    yield cur
+                cur = ProductAcc(key=k, line=line)
+            add(cur, row, line)
+        self.current = cur
+
+    @staticmethod
+    def _get(row: tuple[str, ...], col: int | None) -> str:
+        return row[col].strip() if col is not None else ""
+
+    def _fill(self, acc: ProductAcc, row: tuple[str, ...]) -> None:
+        g = self._get
+        if not acc.title or not acc.extra:
+            acc.fill(
+                g(row, self.c_title),
+                g(row, self.c_body),
+                g(row, self.c_vendor),
+                g(row, self.c_type),
+                g(row, self.c_tags),
+            )
+            if not acc.extra:
+                acc.extra = {name: v for i, name in self.extra_cols if (v := row[i].strip())}
+
+    def _add_shopify(self, acc: ProductAcc, row: tuple[str, ...], line: int) -> None:
+        g = self._get
+        if self.c_title is not None and row[self.c_title].strip():
+            self._fill(acc, row)
+            if not acc.slots:
+                acc.slots = [g(row, name_col) for name_col, _ in self.c_opt]
+                for name in acc.slots:
+                    if name and name != "Title":  # "Title / Default Title": no real options
+                        acc.add_option(name)
+        acc.add_image(g(row, self.c_image))
+        if any(row[c].strip() for c in self.c_variant_any):
+            options: dict[str, str] = {}
+            for i, (_, value_col) in enumerate(self.c_opt):
+                value = g(row, value_col)
+                name = acc.slots[i] if i < len(acc.slots) and acc.slots[i] else f"Option{i + 1}"
+                if value and not (name == "Title" and value == "Default Title"):
+                    options[name] = value
+            vimage = g(row, self.c_vimage)
+            acc.variants.append(
+                {
+                    "sku": g(row, self.c_sku) or None,
+                    "options": options,
+                    "price": g(row, self.c_price) or None,
+                    "image": vimage or None,
+                    "line": line,
+                }
+            )
+            acc.add_image(vimage)
+
+    def _add_item(self, acc: ProductAcc, row: tuple[str, ...], line: int) -> None:
+        """GMC and generic rows: each row is one variant of its product."""
+        g = self._get
+        self._fill(acc, row)
+        image = g(row, self.c_image)
+        acc.add_image(image)
+        if self.layout.fmt == "gmc":
+            for url in g(row, self.c_more_images).split(","):
+                acc.add_image(url.strip())
+        options = {}
+        for name, col in self.c_gmc_opts:
+            value = row[col].strip()
+            if value:
+                acc.add_option(name)
+                options[name] = value
+        acc.variants.append(
+            {
+                "sku": g(row, self.c_sku) or None,
+                "options": options,
+                "price": g(row, self.c_price) or None,
+                "image": image or None,
+                "line": line,
+            }
+        )

@@ -1,0 +1,298 @@
+"""Reading a catalog file: checks, encoding, delimiter, and chunked records with line numbers.
+
+Lineage needs the *physical* line of every row, even when a quoted cell spans several
+lines, and ragged rows must be reported rather than dropped. pandas' C parser can do
+neither (it renumbers records and skips or pads ragged rows), so the stdlib C tokenizer
+(``csv.reader``, whose ``line_num`` counts physical lines) splits records, and each chunk
+of valid records becomes a pandas frame of strings (``dtype=str`` semantics: every cell is
+a ``str``, empty cells are ``""``, never NaN) for the vectorized key checks downstream.
+Only one chunk is alive at a time, so memory stays flat whatever the file size.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import pandas as pd
+
+BLOCK = 1 << 20
+SNIFF_CHARS = 1 << 16
+DELIMITERS = (",", ";", "\t", "|")
+DEFAULT_MAX_FIELD_CHARS = 100_000
+RAW_ROW_CHARS = 2_000
+
+# The tokenizer's own limit is global to the ``csv`` module; raise it once so that our
+# per-column check (which names the column) is what reports over-long cells.
+csv.field_size_limit(max(csv.field_size_limit(), 1 << 24))
+
+_MAGIC = {
+    b"PK\x03\x04": "a ZIP archive (an .xlsx workbook?); export it as CSV",
+    b"%PDF": "a PDF document",
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"GIF8": "a GIF image",
+    b"\x1f\x8b": "a gzip archive; decompress it first",
+    b"\xd0\xcf\x11\xe0": "an old Excel/OLE document; export it as CSV",
+    b"SQLite format 3": "a SQLite database",
+}
+
+
+class CatalogFileError(ValueError):
+    """A file that cannot be imported at all: one line naming the file (and line)."""
+
+
+@dataclass(frozen=True)
+class RowError:
+    line: int
+    column: str | None
+    reason: str
+    raw: str | None
+
+
+@dataclass
+class SourceInfo:
+    path: Path
+    size: int
+    sha256: str
+    encoding: str
+    delimiter: str = ","
+    header: list[str] = field(default_factory=list)
+    header_line: int = 1
+    has_nul: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Chunk:
+    frame: pd.DataFrame  # columns 0..n-1 in header order; every cell a str
+    lines: list[int]  # physical 1-based line where each frame row starts
+    errors: list[RowError]
+    bytes_read: int
+    rows_read: int  # data records in this chunk, good and bad (blank lines excluded)
+
+
+def _line_of(data: bytes, offset: int, lines_before: int) -> int:
+    return lines_before + data[:offset].count(b"\n") + 1
+
+
+def inspect_file(path: Path, encoding: str = "auto") -> SourceInfo:
+    """Check that ``path`` is readable text and settle its encoding; hash it on the way.
+
+    ``encoding``: ``auto`` accepts UTF-8 (with or without BOM) and falls back to cp1252
+    with a recorded warning; ``utf-8`` refuses anything else; any other codec name is used
+    as given.
+    """
+    if not path.exists():
+        raise CatalogFileError(f"{path}: file not found")
+    if not path.is_file():
+        raise CatalogFileError(f"{path}: not a regular file")
+    size = path.stat().st_size
+    if size == 0:
+        raise CatalogFileError(f"{path}: empty file")
+
+    digest = hashlib.sha256()
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    bad_utf8: tuple[int, int] | None = None  # (line, byte offset)
+    has_nul = False
+    lines_before = 0
+    offset = 0
+    first = b""
+    with path.open("rb") as fh:
+        while block := fh.read(BLOCK):
+            if not first:
+                first = block
+            digest.update(block)
+            has_nul = has_nul or b"\x00" in block
+            if bad_utf8 is None:
+                try:
+                    decoder.decode(block)
+                except UnicodeDecodeError as exc:
+                    bad_utf8 = (_line_of(block, exc.start, lines_before), offset + exc.start)
+            lines_before += block.count(b"\n")
+            offset += len(block)
+    if bad_utf8 is None:
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            bad_utf8 = (lines_before + 1, offset)
+
+    for magic, what in _MAGIC.items():
+        if first.startswith(magic):
+            raise CatalogFileError(f"{path}: binary file, looks like {what}")
+    utf16 = first.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+    if not utf16 and b"\x00" in first[:8192]:
+        raise CatalogFileError(f"{path}: binary file (NUL bytes), not CSV/TSV text")
+
+    info = SourceInfo(path=path, size=size, sha256=digest.hexdigest(), encoding="utf-8")
+    info.has_nul = has_nul
+    if utf16:
+        info.encoding = "utf-16"
+    elif first.startswith(codecs.BOM_UTF8) and bad_utf8 is None:
+        info.encoding = "utf-8-sig"
+    elif encoding.lower().replace("_", "-") in ("auto", "utf-8", "utf8"):
+        if bad_utf8 is not None:
+            line, where = bad_utf8
+            if encoding != "auto":
+                raise CatalogFileError(
+                    f"{path}:{line}: not valid UTF-8 (byte offset {where}); "
+                    "re-save the file as UTF-8 or pass --encoding"
+                )
+            _check_decodes(path, "cp1252", f"{path}:{line}: neither UTF-8 nor cp1252 text")
+            info.encoding = "cp1252"
+            info.warnings.append(
+                f"{path}:{line}: not valid UTF-8 (byte offset {where}); decoded as cp1252"
+            )
+    else:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise CatalogFileError(f"unknown encoding {encoding!r}") from None
+        _check_decodes(path, encoding, f"{path}: cannot be decoded as {encoding}")
+        info.encoding = encoding
+
+    sample = first[: SNIFF_CHARS * 4].decode(info.encoding, errors="replace")
+    if not sample.lstrip("\ufeff").strip():
+        raise CatalogFileError(f"{path}: empty file (no header line)")
+    return info
+
+
+def _check_decodes(path: Path, encoding: str, message: str) -> None:
+    decoder = codecs.getincrementaldecoder(encoding)()
+    with path.open("rb") as fh:
+        try:
+            while block := fh.read(BLOCK):
+                decoder.decode(block)
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError as exc:
+            raise CatalogFileError(f"{message} ({exc.reason})") from None
+
+
+def read_sample(info: SourceInfo) -> str:
+    with info.path.open("r", encoding=info.encoding, errors="replace", newline="") as fh:
+        return fh.read(SNIFF_CHARS)
+
+
+def header_candidates(sample: str) -> list[tuple[str, list[str], int]]:
+    """``(delimiter, header fields, header line)`` for each candidate delimiter."""
+    out = []
+    for delim in DELIMITERS:
+        reader = csv.reader(io.StringIO(sample), delimiter=delim)
+        for rec in reader:
+            if any(cell.strip() for cell in rec):
+                out.append((delim, [clean_header(c) for c in rec], reader.line_num))
+                break
+    return out
+
+
+def clean_header(name: str) -> str:
+    return name.replace("\ufeff", "").strip()
+
+
+class _CountingReader(io.RawIOBase):
+    """Counts bytes as the text layer pulls them, for a byte-accurate progress bar."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        n = self.raw.readinto(buffer)  # type: ignore[attr-defined]
+        self.count += n or 0
+        return n or 0
+
+
+def _raw(delim: str, rec: list[str]) -> str:
+    return delim.join(rec)[:RAW_ROW_CHARS]
+
+
+def iter_chunks(
+    info: SourceInfo,
+    chunk_rows: int = 20_000,
+    max_field_chars: int = DEFAULT_MAX_FIELD_CHARS,
+    on_progress: Callable[[int], None] | None = None,
+) -> Iterator[Chunk]:
+    """Yield chunks of well-formed records after the header; bad rows become ``RowError``s."""
+    ncols = len(info.header)
+    delim = info.delimiter
+    header = info.header
+    with info.path.open("rb") as binary:
+        counter = _CountingReader(binary)
+        text = io.TextIOWrapper(io.BufferedReader(counter, BLOCK), info.encoding, newline="")
+        reader = csv.reader(text, delimiter=delim, quotechar='"', doublequote=True)
+        # Skip up to and including the header record (leading blank lines are allowed).
+        while reader.line_num < info.header_line:
+            next(reader)
+        records: list[list[str]] = []
+        lines: list[int] = []
+        errors: list[RowError] = []
+        rows = 0
+        prev = reader.line_num
+        while True:
+            try:
+                rec = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                rows += 1
+                errors.append(RowError(prev + 1, None, f"unreadable row: {exc}", None))
+                prev = reader.line_num
+                continue
+            line = prev + 1
+            prev = reader.line_num
+            if not any(rec):  # blank line, or a row of empty cells (",,,,")
+                continue
+            rows += 1
+            n = len(rec)
+            if n != ncols:
+                if n > ncols and not any(rec[ncols:]):
+                    del rec[ncols:]  # trailing empty cells some spreadsheets add
+                else:
+                    reason = f"expected {ncols} fields, found {n}"
+                    errors.append(RowError(line, None, reason, _raw(delim, rec)))
+                    continue
+            if max(map(len, rec)) > max_field_chars:
+                col = next(i for i, v in enumerate(rec) if len(v) > max_field_chars)
+                reason = f"field is {len(rec[col])} characters; the limit is {max_field_chars}"
+                errors.append(RowError(line, header[col], reason, _raw(delim, rec)))
+                continue
+            if info.has_nul and any("\x00" in v for v in rec):
+                col = next(i for i, v in enumerate(rec) if "\x00" in v)
+                errors.append(RowError(line, header[col], "contains a NUL byte", None))
+                continue
+            records.append(rec)
+            lines.append(line)
+            if len(records) >= chunk_rows:
+                yield _chunk(records, lines, errors, counter.count, rows)
+                if on_progress:
+                    on_progress(counter.count)
+                records, lines, errors, rows = [], [], [], 0
+        if records and prev > lines[-1] and _unterminated(records[-1]):
+            rec = records.pop()
+            line = lines.pop()
+            errors.append(RowError(line, None, "quoted field is never closed", _raw(delim, rec)))
+        if records or errors or rows:
+            yield _chunk(records, lines, errors, counter.count, rows)
+        if on_progress:
+            on_progress(counter.count)
+
+
+def _unterminated(rec: list[str]) -> bool:
+    """A last record that swallowed the file's final newline(s) ran into EOF inside quotes."""
+    return any(v.endswith(("\n", "\r")) for v in rec)
+
+
+def _chunk(
+    records: list[list[str]], lines: list[int], errors: list[RowError], nbytes: int, rows: int
+) -> Chunk:
+    frame = pd.DataFrame(records, dtype=object) if records else pd.DataFrame()
+    return Chunk(frame=frame, lines=lines, errors=errors, bytes_read=nbytes, rows_read=rows)

@@ -1,0 +1,149 @@
+"""Set-based writes for an import: stage products, then upsert them with a few statements.
+
+Products are staged in a temporary table (Postgres: ``COPY``; SQLite: ``executemany``)
+and applied with ``INSERT ... SELECT ... ON CONFLICT`` / ``UPDATE ... FROM``, never one
+ORM object per row. Everything happens in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, text
+from sqlalchemy.orm import Session
+
+from catalog.csv_formats import ProductAcc
+from catalog.csv_source import RowError
+from catalog.models import ImportRowError, utcnow
+
+STAGE = "shotline_import_stage"
+# Namespace for pg_advisory_xact_lock(ns, brand_id): one import per brand at a time.
+_LOCK_NS = 0x5107
+
+
+@dataclass
+class ApplyResult:
+    products: int
+    revisions_new: int
+    changed: int
+
+    @property
+    def unchanged(self) -> int:
+        return self.products - self.changed
+
+
+class ImportStore:
+    def __init__(self, session: Session, brand_id: int, run_id: int) -> None:
+        self.session = session
+        self.brand_id = brand_id
+        self.run_id = run_id
+        self.conn = session.connection()
+        self.pg = self.conn.dialect.name == "postgresql"
+        self.now: datetime = utcnow()
+        self.dbapi: Any = self.conn.connection.driver_connection
+        if self.pg:
+            self._exec("SELECT pg_advisory_xact_lock(:ns, :b)", ns=_LOCK_NS, b=brand_id)
+        self._exec(f"DROP TABLE IF EXISTS {STAGE}")
+        extra = "ON COMMIT DROP" if self.pg else ""
+        self._exec(
+            f"CREATE TEMPORARY TABLE {STAGE} (key TEXT NOT NULL, seq INTEGER NOT NULL, "
+            f"line INTEGER NOT NULL, hash TEXT NOT NULL, data TEXT NOT NULL) {extra}"
+        )
+
+    def _exec(self, sql: str, **params: Any) -> Any:
+        return self.session.execute(text(sql), params)
+
+    # -- staging ------------------------------------------------------------------------
+
+    def stage(self, rows: Sequence[tuple[str, int, int, str, str]]) -> None:
+        """``(key, fragment seq, line, content hash, data JSON)`` rows."""
+        if not rows:
+            return
+        if self.pg:
+            with self.dbapi.cursor() as cur:
+                copy_sql = f"COPY {STAGE} (key, seq, line, hash, data) FROM STDIN"
+                with cur.copy(copy_sql) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+        else:
+            self.dbapi.executemany(f"INSERT INTO {STAGE} VALUES (?, ?, ?, ?, ?)", rows)
+
+    def row_errors(self, errors: Iterable[RowError]) -> int:
+        rows = [
+            {
+                "import_run_id": self.run_id,
+                "line_number": e.line,
+                "column": e.column[:200] if e.column else None,
+                "reason": e.reason,
+                "raw_row": e.raw,
+            }
+            for e in errors
+        ]
+        if rows:
+            self.session.execute(insert(ImportRowError), rows)
+        return len(rows)
+
+    def merge_fragments(self, keys: Sequence[str]) -> None:
+        """Products whose rows were not adjacent were staged in pieces: fold each into one."""
+        for start in range(0, len(keys), 500):
+            batch = list(keys[start : start + 500])
+            params = {f"k{i}": k for i, k in enumerate(batch)}
+            names = ", ".join(f":k{i}" for i in range(len(batch)))
+            found = self._exec(
+                f"SELECT key, line, data FROM {STAGE} WHERE key IN ({names}) ORDER BY key, seq",
+                **params,
+            ).all()
+            merged: dict[str, ProductAcc] = {}
+            for key, line, data in found:
+                acc = ProductAcc.from_data(json.loads(data), line)
+                if key in merged:
+                    merged[key].merge(acc)
+                else:
+                    merged[key] = acc
+            self._exec(f"DELETE FROM {STAGE} WHERE key IN ({names})", **params)
+            self.stage([(k, 0, acc.line, *acc.encode()) for k, acc in merged.items()])
+
+    # -- apply ----------------------------------------------------------------------------
+
+    def apply(self) -> ApplyResult:
+        p = {"b": self.brand_id, "run": self.run_id, "now": self.now}
+        if self.pg:
+            # Temp tables are never auto-analyzed; without stats the joins below go nested-loop.
+            self._exec(f"ANALYZE {STAGE}")
+        total = self._exec(f"SELECT count(*) FROM {STAGE}").scalar_one()
+        self._exec(
+            "INSERT INTO products (brand_id, sku, created_at, updated_at) "
+            f"SELECT :b, s.key, :now, :now FROM {STAGE} s WHERE true "
+            "ON CONFLICT (brand_id, sku) DO NOTHING",
+            **p,
+        )
+        data = "CAST(s.data AS JSONB)" if self.pg else "s.data"
+        new = self._exec(
+            "INSERT INTO product_revisions "
+            "(product_id, revision, content_hash, data, import_run_id, source_line, created_at) "
+            "SELECT pr.id, COALESCE((SELECT MAX(r.revision) FROM product_revisions r "
+            f"WHERE r.product_id = pr.id), 0) + 1, s.hash, {data}, :run, s.line, :now "
+            f"FROM {STAGE} s JOIN products pr ON pr.brand_id = :b AND pr.sku = s.key "
+            "WHERE NOT EXISTS (SELECT 1 FROM product_revisions r2 "
+            "WHERE r2.product_id = pr.id AND r2.content_hash = s.hash)",
+            **p,
+        ).rowcount
+        # Point each product at the revision with its current content: the new one, or an
+        # older one when the content went back to it.
+        changed = self._exec(
+            "UPDATE products SET current_revision_id = r.id, updated_at = :now "
+            f"FROM {STAGE} s JOIN product_revisions r ON r.content_hash = s.hash "
+            "WHERE products.brand_id = :b AND products.sku = s.key "
+            "AND r.product_id = products.id "
+            "AND (products.current_revision_id IS NULL OR products.current_revision_id <> r.id)",
+            **p,
+        ).rowcount
+        return ApplyResult(products=int(total), revisions_new=int(new), changed=int(changed))
+
+    def close(self) -> None:
+        if not self.pg:
+            self._exec(f"DROP TABLE IF EXISTS {STAGE}")

@@ -1,0 +1,262 @@
+"""``import_catalog``: one catalog file -> products and revisions, with a run record.
+
+The run row is committed on its own first, so a failed import always leaves its
+``import_runs`` row (status ``failed`` and the reason). The catalog data of a run is one
+transaction: a bad *file* writes nothing else; a bad *row* is recorded in
+``import_row_errors`` and the rest of the file still imports.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from catalog.brands import get_brand, upsert_brand
+from catalog.csv_formats import FORMATS, Normalizer, ProductAcc, detect_layout, missing_key_message
+from catalog.csv_source import (
+    DEFAULT_MAX_FIELD_CHARS,
+    CatalogFileError,
+    SourceInfo,
+    header_candidates,
+    inspect_file,
+    iter_chunks,
+    read_sample,
+)
+from catalog.db import session_scope
+from catalog.import_store import ImportStore
+from catalog.models import ImportRun, ImportStatus, utcnow
+from pipeline.brand import BrandConfig
+
+log = logging.getLogger(__name__)
+
+# (phase, done, total): phase "read" counts bytes, "apply" has no total (0).
+Progress = Callable[[str, int, int], None]
+
+__all__ = ["CatalogFileError", "CatalogImportError", "ImportSummary", "import_catalog"]
+
+
+@dataclass
+class ImportSummary:
+    run_id: int | None
+    status: str
+    source: str
+    format: str | None = None
+    encoding: str | None = None
+    rows_total: int = 0
+    imported: int = 0  # distinct products in the file
+    revisions_new: int = 0
+    unchanged: int = 0
+    reverted: int = 0  # products whose content went back to an older revision
+    errors: int = 0  # rows recorded in import_row_errors
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class CatalogImportError(CatalogFileError):
+    """The file could not be imported; ``summary`` is the failed run, already recorded."""
+
+    def __init__(self, message: str, summary: ImportSummary) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Millions of short-lived row lists make the cyclic GC rescan the heap over and over
+    (it doubles the parse time); nothing here builds cycles, so pause it for the run."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _resolve(info: SourceInfo, brand: BrandConfig, fmt: str) -> Normalizer:
+    """Pick the delimiter whose header fits the format; fail with one line otherwise."""
+    if fmt not in ("auto", *FORMATS):
+        raise CatalogFileError(f"unknown format {fmt!r}; use auto, {', '.join(FORMATS)}")
+    candidates = header_candidates(read_sample(info))
+    if not candidates:
+        raise CatalogFileError(f"{info.path}: empty file (no header line)")
+    for delim, header, line in candidates:
+        layout = detect_layout(header, brand, fmt)
+        if layout is not None:
+            info.delimiter, info.header, info.header_line = delim, header, line
+            dupes = sorted({h for h in header if h and header.count(h) > 1})
+            if dupes:
+                info.warnings.append(
+                    f"{info.path}:{line}: duplicate columns {dupes}; the first of each is used"
+                )
+            return Normalizer(layout, brand)
+    _, header, line = max(candidates, key=lambda c: len(c[1]))
+    raise CatalogFileError(f"{info.path}:{line}: {missing_key_message(header, brand, fmt)}")
+
+
+def _record_failure(
+    factory: sessionmaker[Session],
+    run_id: int | None,
+    summary: ImportSummary,
+    brand: BrandConfig,
+    message: str,
+    file_sha256: str | None = None,
+) -> None:
+    summary.status = ImportStatus.failed.value
+    summary.error = message
+    with session_scope(factory) as s:
+        run = s.get(ImportRun, run_id) if run_id is not None else None
+        if run is None:
+            brand_row = get_brand(s, brand.name)
+            run = ImportRun(source_uri=summary.source, brand_id=brand_row.id if brand_row else None)
+            s.add(run)
+        run.status = ImportStatus.failed.value
+        run.error = message[:4000]
+        run.format = summary.format
+        run.encoding = summary.encoding
+        run.rows_total = summary.rows_total
+        run.file_sha256 = run.file_sha256 or file_sha256
+        run.finished_at = utcnow()
+        s.flush()
+        summary.run_id = run.id
+    log.info("import %s failed: %s", summary.source, message)
+
+
+def import_catalog(
+    session_factory: sessionmaker[Session],
+    path: Path,
+    brand: BrandConfig,
+    fmt: str = "auto",
+    progress: Progress | None = None,
+    *,
+    encoding: str = "auto",
+    chunk_rows: int = 20_000,
+    max_field_chars: int = DEFAULT_MAX_FIELD_CHARS,
+) -> ImportSummary:
+    """Import ``path`` for ``brand``. Raises ``CatalogImportError`` (a ``CatalogFileError``) for a
+    file that cannot be imported, after recording the failed run."""
+    path = Path(path)
+    summary = ImportSummary(run_id=None, status=ImportStatus.running.value, source=str(path))
+    file_sha: str | None = None
+    try:
+        info = inspect_file(path, encoding)
+        file_sha = info.sha256
+        summary.encoding = info.encoding
+        normalizer = _resolve(info, brand, fmt)
+        summary.format = normalizer.layout.fmt
+    except CatalogFileError as exc:
+        _record_failure(session_factory, None, summary, brand, str(exc), file_sha)
+        raise CatalogImportError(str(exc), summary) from None
+    summary.warnings.extend(info.warnings)
+    for w in info.warnings:
+        log.info("%s", w)
+
+    with session_scope(session_factory) as s:
+        brand_id = upsert_brand(s, brand).id
+        run = ImportRun(
+            brand_id=brand_id,
+            source_uri=str(path),
+            file_sha256=info.sha256,
+            format=summary.format,
+            encoding=info.encoding,
+            status=ImportStatus.running.value,
+        )
+        s.add(run)
+        s.flush()
+        summary.run_id = run.id
+    run_id = summary.run_id
+
+    try:
+        with session_scope(session_factory) as s, _gc_paused():
+            _load(
+                s,
+                brand_id,
+                run_id,
+                info,
+                normalizer,
+                summary,
+                progress,
+                chunk_rows,
+                max_field_chars,
+            )
+    except CatalogFileError as exc:
+        _record_failure(session_factory, run_id, summary, brand, str(exc))
+        raise CatalogImportError(str(exc), summary) from None
+    except Exception as exc:
+        _record_failure(session_factory, run_id, summary, brand, f"{type(exc).__name__}: {exc}")
+        raise
+    return summary
+
+
+def _load(
+    s: Session,
+    brand_id: int,
+    run_id: int,
+    info: SourceInfo,
+    normalizer: Normalizer,
+    summary: ImportSummary,
+    progress: Progress | None,
+    chunk_rows: int,
+    max_field_chars: int,
+) -> None:
+    store = ImportStore(s, brand_id, run_id)
+    # key -> number of fragments staged; >1 when a product's rows were not adjacent.
+    seen: dict[str, int] = {}
+    fragmented: list[str] = []
+
+    def stage(products: list[ProductAcc]) -> None:
+        rows = []
+        for acc in products:
+            seq = seen.get(acc.key, 0)
+            seen[acc.key] = seq + 1
+            if seq == 1:
+                fragmented.append(acc.key)
+            rows.append((acc.key, seq, acc.line, *acc.encode()))
+        store.stage(rows)
+
+    on_bytes = (lambda n: progress("read", n, info.size)) if progress else None
+    for chunk in iter_chunks(info, chunk_rows, max_field_chars, on_bytes):
+        summary.rows_total += chunk.rows_read
+        done, key_errors = normalizer.feed(chunk.frame, chunk.lines)
+        summary.errors += store.row_errors(sorted(chunk.errors + key_errors, key=lambda e: e.line))
+        stage(done)
+    stage(normalizer.finish())
+
+    if summary.rows_total == 0:
+        raise CatalogFileError(f"{info.path}: no data rows after the header")
+    if progress:
+        progress("apply", 0, 0)
+    if fragmented:
+        store.merge_fragments(fragmented)
+        summary.warnings.append(
+            f"{len(fragmented)} products had non-adjacent rows; they were merged "
+            f"(first: {fragmented[0]!r})"
+        )
+    result = store.apply()
+    store.close()
+    summary.imported = result.products
+    summary.revisions_new = result.revisions_new
+    summary.unchanged = result.unchanged
+    summary.reverted = result.changed - result.revisions_new
+    summary.status = ImportStatus.succeeded.value
+
+    run = s.scalars(select(ImportRun).where(ImportRun.id == run_id)).one()
+    run.status = summary.status
+    run.rows_total = summary.rows_total
+    run.rows_error = summary.errors
+    run.products_seen = summary.imported
+    run.revisions_new = summary.revisions_new
+    run.unchanged = summary.unchanged
+    run.error = "; ".join(summary.warnings)[:4000] or None
+    run.finished_at = utcnow()

@@ -1,0 +1,403 @@
+"""Lineage queries: from any published image back to its CSV line, and the reverse.
+
+``lineage_for(session, ref)`` resolves REF with this rule (first match wins):
+
+1. ``asset:ID`` -> that asset's shot; ``shot:ID`` -> that shot; ``sku:SKU`` -> that sku;
+2. ``s3://bucket/key`` or any text containing ``/`` -> a blob key: a published asset key,
+   a gated (final) image key or a raw generation key. A key with extra leading parts
+   (for example the S3 prefix) is matched by dropping leading parts one at a time;
+3. anything else -> a sku: the product key (Shopify handle, GMC item group...) or a variant
+   sku; every shot of it, in every brand.
+
+A bare number is a sku, because skus are often numeric; write ``shot:7`` or ``asset:7``.
+The answer is ``{"ref", "matched", "chains": [chain, ...]}``; each chain is a JSON-able
+dict (see ``shot_chain``). Unknown refs raise ``LineageError`` naming the ref.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import String, cast, select
+from sqlalchemy.orm import Session, selectinload
+
+from catalog.models import (
+    Asset,
+    Brand,
+    Generation,
+    ImportRun,
+    Product,
+    ProductRevision,
+    Shot,
+    Watermark,
+)
+from catalog.review import current_review_state, event_json, shot_sku
+
+
+class LineageError(LookupError):
+    """A lineage reference that names nothing we know."""
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _shot_query() -> Any:
+    return select(Shot).options(
+        selectinload(Shot.product_revision).selectinload(ProductRevision.product),
+        selectinload(Shot.generation),
+        selectinload(Shot.filter_result),
+        selectinload(Shot.watermark),
+        selectinload(Shot.asset),
+        selectinload(Shot.review_events),
+    )
+
+
+def _variant_lines(shot: Shot, data: Mapping[str, Any]) -> list[int]:
+    """The CSV lines of the catalog variants this shot depicts (empty if unknown)."""
+    variant = shot.variant if isinstance(shot.variant, Mapping) else {}
+    if isinstance(variant.get("lines"), list):
+        return [int(x) for x in variant["lines"] if isinstance(x, int)]
+    if isinstance(variant.get("line"), int):
+        return [int(variant["line"])]
+    variants = [v for v in data.get("variants") or [] if isinstance(v, Mapping)]
+    if variant.get("sku"):
+        lines = [
+            int(v["line"])
+            for v in variants
+            if v.get("sku") == variant["sku"] and isinstance(v.get("line"), int)
+        ]
+        if lines:
+            return lines
+    options = variant.get("options")
+    if not isinstance(options, Mapping):
+        options = {k: v for k, v in variant.items() if isinstance(v, str) and k != "sku"}
+    lines = []
+    for v in variants:
+        if not isinstance(v.get("line"), int):
+            continue
+        raw_opts = v.get("options")
+        v_opts: Mapping[str, Any] = raw_opts if isinstance(raw_opts, Mapping) else {}
+        if all(v_opts.get(k) == val for k, val in options.items()):
+            lines.append(int(v["line"]))
+    return lines
+
+
+def _source(session: Session, rev: ProductRevision, shot: Shot) -> dict[str, Any] | None:
+    data = rev.data if isinstance(rev.data, Mapping) else {}
+    lines = _variant_lines(shot, data)
+    run = session.get(ImportRun, rev.import_run_id) if rev.import_run_id is not None else None
+    if run is None and rev.source_line is None:
+        return None
+    return {
+        "import_run_id": rev.import_run_id,
+        "uri": run.source_uri if run else None,
+        "sha256": run.file_sha256 if run else None,
+        "format": run.format if run else None,
+        "line": lines[0] if lines else rev.source_line,
+        "product_line": rev.source_line,
+        "variant_lines": lines,
+        "imported_at": _iso(run.started_at) if run else None,
+    }
+
+
+def shot_chain(session: Session, shot: Shot) -> dict[str, Any]:
+    """The full chain for one shot, CSV line first, published asset last."""
+    rev = shot.product_revision
+    data = rev.data if isinstance(rev.data, Mapping) else {}
+    brand = session.get(Brand, shot.brand_id)
+    gen, fr, wm, asset = shot.generation, shot.filter_result, shot.watermark, shot.asset
+    return {
+        "shot_id": shot.id,
+        "state": shot.state,
+        "brand": brand.name if brand else None,
+        "sku": shot_sku(shot),
+        "product_key": rev.product.sku,
+        "variant": shot.variant,
+        "csv": _source(session, rev, shot),
+        "product_revision": {
+            "id": rev.id,
+            "revision": rev.revision,
+            "content_hash": rev.content_hash,
+            "title": data.get("title"),
+        },
+        "brand_config": {
+            "digest": shot.brand_config_digest,
+            "current_digest": brand.config_digest if brand else None,
+            "current_version": brand.version if brand else None,
+            "is_current": bool(brand and brand.config_digest == shot.brand_config_digest),
+        },
+        "template": {"name": shot.template_name, "digest": shot.template_digest},
+        "prompt": {
+            "text": shot.prompt,
+            "negative": shot.negative_prompt,
+            "sanitizer_removals": list(shot.sanitizer_removals or []),
+            "warnings": list(shot.prompt_warnings or []),
+        },
+        "model": {
+            "id": shot.model_id,
+            # The generator fills the shot's digest; the generation row keeps what ran.
+            "digest": (gen.model_digest if gen and gen.model_digest else shot.model_digest),
+        },
+        "loras": [
+            {k: a.get(k) for k in ("name", "sha256", "weight", "uri")}
+            for a in shot.adapters or []
+            if isinstance(a, Mapping)
+        ],
+        "sampling": {
+            "seed": shot.seed,
+            "steps": shot.steps,
+            "guidance": shot.guidance,
+            "scheduler": shot.scheduler,
+            "width": shot.width,
+            "height": shot.height,
+        },
+        "generation": None
+        if gen is None
+        else {
+            "raw_sha256": gen.sha256,
+            "raw_key": gen.blob_key,
+            "backend": gen.blob_backend,
+            "device": gen.device,
+            "batch_id": gen.batch_id,
+            "library_versions": gen.library_versions,
+            "at": _iso(gen.created_at),
+        },
+        "filter": None
+        if fr is None
+        else {
+            "decision": fr.decision,
+            "reasons": list(fr.reasons or []),
+            "scores": list(fr.scores or []),
+            "policy_version": fr.policy_version,
+            "clip_model": fr.clip_model,
+        },
+        "watermark": None
+        if wm is None
+        else {
+            "method": wm.method,
+            "payload": wm.payload,
+            "verified": wm.verified,
+            "bit_accuracy": wm.bit_accuracy,
+            "image_key": wm.image_key,
+            "image_sha256": wm.image_sha256,
+            "c2pa_signed": wm.c2pa_signed,
+        },
+        "review": {
+            "state": current_review_state(shot.review_events),
+            "events": [event_json(e) for e in shot.review_events],
+        },
+        "asset": None if asset is None else _asset_json(asset),
+    }
+
+
+def _asset_json(asset: Asset) -> dict[str, Any]:
+    return {
+        "id": asset.id,
+        "backend": asset.backend,
+        "bucket": asset.bucket,
+        "key": asset.key,
+        "sha256": asset.sha256,
+        "size": asset.size_bytes,
+        "etag": asset.etag,
+        "content_type": asset.content_type,
+        "published_at": _iso(asset.published_at),
+    }
+
+
+def shot_lineage(session: Session, shot_id: int) -> dict[str, Any] | None:
+    """The chain of one shot, or None if there is no such shot (``verify`` uses this)."""
+    shot = session.scalar(_shot_query().where(Shot.id == shot_id))
+    return shot_chain(session, shot) if shot is not None else None
+
+
+def _int_ref(ref: str, kind: str) -> int:
+    try:
+        return int(ref)
+    except ValueError:
+        raise LineageError(f"{kind}:{ref}: not a number") from None
+
+
+def _shots_for_key(session: Session, key: str) -> list[int]:
+    for column, id_col in (
+        (Asset.key, Asset.shot_id),
+        (Watermark.image_key, Watermark.shot_id),
+        (Generation.blob_key, Generation.shot_id),
+    ):
+        ids = list(session.scalars(select(id_col).where(column == key)).all())
+        if ids:
+            return ids
+    return []
+
+
+def _resolve(session: Session, ref: str) -> tuple[str, list[int]]:
+    ref = ref.strip()
+    kind, _, rest = ref.partition(":")
+    if kind == "asset" and rest:
+        shot_id = session.scalar(select(Asset.shot_id).where(Asset.id == _int_ref(rest, kind)))
+        if shot_id is None:
+            raise LineageError(f"{ref}: no such asset")
+        return "asset", [shot_id]
+    if kind == "shot" and rest:
+        shot_id = session.scalar(select(Shot.id).where(Shot.id == _int_ref(rest, kind)))
+        if shot_id is None:
+            raise LineageError(f"{ref}: no such shot")
+        return "shot", [shot_id]
+    if kind == "sku" and rest:
+        return "sku", _shots_for_sku(session, ref, rest)
+    if "/" in ref:
+        key = ref
+        if key.startswith("s3://"):
+            key = key[len("s3://") :].partition("/")[2]
+        parts = key.strip("/").split("/")
+        # Drop leading parts (a bucket, the S3 prefix) until a stored key matches.
+        for i in range(len(parts)):
+            ids = _shots_for_key(session, "/".join(parts[i:]))
+            if ids:
+                return "key", ids
+        raise LineageError(f"{ref}: no asset, final image or raw image has this key")
+    return "sku", _shots_for_sku(session, ref, ref)
+
+
+def _shots_for_sku(session: Session, ref: str, sku: str) -> list[int]:
+    """Shots of the product with this key, or of the variant with this sku."""
+    ids = set(
+        session.scalars(
+            select(Shot.id)
+            .join(ProductRevision, Shot.product_revision_id == ProductRevision.id)
+            .join(Product, ProductRevision.product_id == Product.id)
+            .where(Product.sku == sku)
+        ).all()
+    )
+    # Variant skus live in the shots' JSON: a text pre-filter, then an exact check.
+    candidates = session.execute(
+        select(Shot.id, Shot.variant).where(
+            cast(Shot.variant, String).like(f"%{_like_escape(sku)}%", escape="\\")
+        )
+    ).all()
+    ids.update(
+        sid
+        for sid, variant in candidates
+        if isinstance(variant, Mapping) and variant.get("sku") == sku
+    )
+    if not ids:
+        hint = " (a bare number is a sku: write shot:N or asset:N)" if sku.isdigit() else ""
+        raise LineageError(f"{ref}: no shots for this sku{hint}")
+    return sorted(ids)
+
+
+def lineage_for(session: Session, ref: str) -> dict[str, Any]:
+    """Resolve REF (see the module docstring) and return every matching shot's chain."""
+    if not ref or not ref.strip():
+        raise LineageError("empty lineage reference")
+    matched, ids = _resolve(session, ref)
+    shots = session.scalars(_shot_query().where(Shot.id.in_(ids)).order_by(Shot.id)).all()
+    return {"ref": ref, "matched": matched, "chains": [shot_chain(session, s) for s in shots]}
+
+
+# --- reverse queries ---------------------------------------------------------------------
+
+
+def parse_lora_ref(text: str) -> tuple[str, str | None]:
+    """``NAME`` or ``NAME@SHA256`` (a sha256 prefix of 8+ hex digits is enough)."""
+    name, _, sha = text.partition("@")
+    name, sha = name.strip(), sha.strip().lower()
+    if not name:
+        raise LineageError(f"{text!r}: expected NAME or NAME@SHA256")
+    if sha and (len(sha) < 8 or any(c not in "0123456789abcdef" for c in sha)):
+        raise LineageError(f"{text!r}: the sha256 must be 8 to 64 hex digits")
+    return name, sha or None
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def assets_by_lora(session: Session, name: str, sha256: str | None = None) -> list[dict[str, Any]]:
+    """Every published asset whose shot used LoRA ``name`` (pinned to ``sha256`` if given).
+
+    The JSON text pre-filter keeps the scan cheap on both SQLite and Postgres; the exact
+    match on name/sha256 happens here, on the decoded adapters.
+    """
+    query = (
+        select(Asset, Shot)
+        .join(Shot, Asset.shot_id == Shot.id)
+        .where(cast(Shot.adapters, String).like(f"%{_like_escape(name)}%", escape="\\"))
+        .options(selectinload(Shot.product_revision).selectinload(ProductRevision.product))
+        .order_by(Asset.id)
+    )
+    out = []
+    for asset, shot in session.execute(query).all():
+        for adapter in shot.adapters or []:
+            if not isinstance(adapter, Mapping) or adapter.get("name") != name:
+                continue
+            pin = str(adapter.get("sha256") or "").lower()
+            if sha256 is not None and not pin.startswith(sha256.lower()):
+                continue
+            out.append(
+                {
+                    "asset_id": asset.id,
+                    "shot_id": shot.id,
+                    "sku": shot.product_revision.product.sku,
+                    "template": shot.template_name,
+                    "key": asset.key,
+                    "sha256": asset.sha256,
+                    "etag": asset.etag,
+                    "published_at": _iso(asset.published_at),
+                    "lora": {"name": name, "sha256": pin, "weight": adapter.get("weight")},
+                }
+            )
+            break
+    return out
+
+
+def outputs_of_import_run(session: Session, run_id: int) -> dict[str, Any]:
+    """What an import run produced: its revisions' shots, their states and published assets."""
+    run = session.get(ImportRun, run_id)
+    if run is None:
+        raise LineageError(f"import run {run_id}: no such run")
+    revisions = session.scalars(
+        select(ProductRevision)
+        .where(ProductRevision.import_run_id == run_id)
+        .options(selectinload(ProductRevision.product))
+    ).all()
+    shots = session.scalars(
+        _shot_query()
+        .join(ProductRevision, Shot.product_revision_id == ProductRevision.id)
+        .where(ProductRevision.import_run_id == run_id)
+        .order_by(Shot.id)
+    ).all()
+    counts: dict[str, int] = {}
+    for shot in shots:
+        counts[shot.state] = counts.get(shot.state, 0) + 1
+    return {
+        "run": {
+            "id": run.id,
+            "uri": run.source_uri,
+            "sha256": run.file_sha256,
+            "status": run.status,
+            "rows_total": run.rows_total,
+            "rows_error": run.rows_error,
+            "started_at": _iso(run.started_at),
+            "finished_at": _iso(run.finished_at),
+        },
+        "revisions": [
+            {"id": r.id, "sku": r.product.sku, "revision": r.revision, "line": r.source_line}
+            for r in revisions
+        ],
+        "states": counts,
+        "shots": [
+            {
+                "shot_id": s.id,
+                "sku": s.product_revision.product.sku,
+                "template": s.template_name,
+                "state": s.state,
+                "raw_sha256": s.generation.sha256 if s.generation else None,
+                "asset_id": s.asset.id if s.asset else None,
+                "asset_key": s.asset.key if s.asset else None,
+            }
+            for s in shots
+        ],
+    }

@@ -1,0 +1,326 @@
+"""The shot state machine and the idempotent writes of each stage.
+
+``planned → generating → generated → (rejected | pending_review) → approved → published``,
+or ``failed`` with its reason and attempt count. Every ``record_*`` function is safe to call
+twice: the unique constraints on ``generations``/``filter_results``/``watermarks``/``assets``
+``.shot_id`` plus ``INSERT ... ON CONFLICT DO NOTHING`` mean a redelivered task never writes
+a second row, even when two workers race on the same shot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from catalog.models import (
+    Asset,
+    Brand,
+    FilterResult,
+    Generation,
+    Product,
+    ProductRevision,
+    Shot,
+    ShotState,
+    Watermark,
+    utcnow,
+)
+from pipeline.types import AdapterRef, ShotParams
+
+S = ShotState
+
+# Which state may follow which. ``generating → generating`` is a redelivered batch re-claiming
+# its shots; ``generating → planned`` hands a shot back (batch split, retryable error).
+ALLOWED: dict[str, frozenset[str]] = {
+    S.planned: frozenset({S.generating, S.failed}),
+    S.generating: frozenset({S.generating, S.generated, S.planned, S.failed}),
+    S.generated: frozenset({S.gated, S.rejected, S.pending_review, S.failed}),
+    S.gated: frozenset({S.rejected, S.pending_review, S.failed}),
+    S.pending_review: frozenset({S.approved, S.rejected}),
+    S.rejected: frozenset({S.approved}),  # a reviewer override
+    S.approved: frozenset({S.published, S.rejected, S.failed}),
+    S.published: frozenset(),
+    S.failed: frozenset({S.planned}),  # an operator retry
+}
+
+
+class InvalidTransition(ValueError):
+    def __init__(self, shot_id: int, current: str, new: str) -> None:
+        super().__init__(f"shot {shot_id}: cannot go from {current!r} to {new!r}")
+        self.shot_id, self.current, self.new = shot_id, current, new
+
+
+def can_transition(current: str, new: str) -> bool:
+    return new in ALLOWED.get(current, frozenset())
+
+
+def transition(shot: Shot, new: str, *, error: str | None = None) -> None:
+    if not can_transition(shot.state, new):
+        raise InvalidTransition(shot.id, shot.state, new)
+    shot.state = str(new)
+    shot.error = error
+    shot.updated_at = utcnow()
+
+
+def shot_params(shot: Shot) -> ShotParams:
+    """What the generator needs for ``shot``; adapters keep their recorded sha256 pins."""
+    return ShotParams(
+        shot_id=shot.id,
+        prompt=shot.prompt,
+        negative_prompt=shot.negative_prompt or "",
+        seed=int(shot.seed),
+        model_id=shot.model_id,
+        width=int(shot.width),
+        height=int(shot.height),
+        steps=int(shot.steps),
+        guidance=float(shot.guidance),
+        scheduler=shot.scheduler,
+        adapters=tuple(AdapterRef.from_json(a) for a in (shot.adapters or [])),
+    )
+
+
+@dataclass(frozen=True)
+class ShotInfo:
+    """The names a shot's blob keys and provenance are built from."""
+
+    shot_id: int
+    brand: str
+    sku: str  # the variant SKU when it has one, else the product key (handle)
+    product_key: str
+    template: str
+    title: str
+    product_text: str
+
+
+def shot_info(session: Session, shots: Sequence[Shot]) -> dict[int, ShotInfo]:
+    """Brand name, SKU/handle, template and product text for each shot, in one query."""
+    if not shots:
+        return {}
+    rows = session.execute(
+        select(Shot.id, Brand.name, Product.sku, ProductRevision.data)
+        .join(Brand, Brand.id == Shot.brand_id)
+        .join(ProductRevision, ProductRevision.id == Shot.product_revision_id)
+        .join(Product, Product.id == ProductRevision.product_id)
+        .where(Shot.id.in_([s.id for s in shots]))
+    ).all()
+    by_id = {s.id: s for s in shots}
+    out: dict[int, ShotInfo] = {}
+    for shot_id, brand, product_key, data in rows:
+        shot = by_id[shot_id]
+        variant = shot.variant or {}
+        data = data or {}
+        title = str(data.get("title") or product_key)
+        options = variant.get("options") or {}
+        text = " ".join([title, *(str(v) for v in options.values() if v)])
+        out[shot_id] = ShotInfo(
+            shot_id=shot_id,
+            brand=brand,
+            sku=str(variant.get("sku") or product_key),
+            product_key=product_key,
+            template=shot.template_name,
+            title=title,
+            product_text=text,
+        )
+    return out
+
+
+def _locking(session: Session, stmt: Select[Any]) -> Select[Any]:
+    # SQLite has one writer at a time anyway; Postgres gets row locks that concurrent claimers
+    # skip instead of waiting on.
+    if session.get_bind().dialect.name == "postgresql":
+        return stmt.with_for_update(skip_locked=True)
+    return stmt
+
+
+def lock_shots(session: Session, ids: Iterable[int], states: Iterable[str]) -> list[Shot]:
+    """The shots among ``ids`` in one of ``states``, row-locked (skip locked) on Postgres."""
+    ids = list(ids)
+    if not ids:
+        return []
+    stmt = select(Shot).where(Shot.id.in_(ids), Shot.state.in_([str(s) for s in states]))
+    return list(session.scalars(_locking(session, stmt.order_by(Shot.id))))
+
+
+@dataclass
+class Claim:
+    claimed: list[Shot]
+    failed: list[Shot]  # gave up: the worker was lost on them too often
+
+
+def claim_shots(
+    session: Session, ids: Iterable[int], *, max_attempts: int = 3, count_attempt: bool = True
+) -> Claim:
+    """Move ``planned`` (or abandoned ``generating``) shots to ``generating``.
+
+    ``count_attempt`` is False for a Celery retry after a transient error: only first
+    deliveries and redeliveries (a lost worker) count towards ``max_attempts``, so a
+    shot that kills its worker every time ends up ``failed`` instead of looping.
+    """
+    claim = Claim([], [])
+    for shot in lock_shots(session, ids, (S.planned, S.generating)):
+        if count_attempt:
+            if shot.attempts >= max_attempts:
+                reason = shot.error or "worker lost while generating"
+                mark_failed(shot, f"gave up after {shot.attempts} attempts: {reason}")
+                claim.failed.append(shot)
+                continue
+            shot.attempts += 1
+        transition(shot, S.generating, error=shot.error)
+        claim.claimed.append(shot)
+    session.flush()
+    return claim
+
+
+def mark_failed(shot: Shot, reason: str) -> None:
+    """``failed`` with its reason; allowed from any non-terminal state."""
+    shot.state = S.failed.value
+    shot.error = reason[:4000]
+    shot.updated_at = utcnow()
+
+
+def retry_or_fail(shot: Shot, reason: str, *, max_attempts: int) -> bool:
+    """After an error on ``shot``: back to ``planned`` (True) or ``failed`` when out of attempts."""
+    if shot.attempts >= max_attempts:
+        mark_failed(shot, f"failed after {shot.attempts} attempts: {reason}")
+        return False
+    transition(shot, S.planned, error=reason[:4000])
+    return True
+
+
+def _insert_ignore(session: Session, model: type[Any], values: dict[str, Any]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING: the unique shot_id makes a second write a no-op."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        stmt: Any = postgresql.insert(model).values(**values).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(model).values(**values).on_conflict_do_nothing()
+    else:  # pragma: no cover - only the two supported databases
+        raise RuntimeError(f"unsupported database {dialect}")
+    session.execute(stmt)
+
+
+def record_generation(
+    session: Session,
+    shot: Shot,
+    *,
+    blob_backend: str,
+    blob_key: str,
+    sha256: str,
+    size_bytes: int,
+    model_digest: str | None,
+    timings: dict[str, Any],
+    device: str,
+    library_versions: dict[str, Any],
+    batch_id: str | None,
+) -> bool:
+    """Write the ``generations`` row and move to ``generated``. False if already done."""
+    if shot.state != S.generating:
+        return False
+    _insert_ignore(
+        session,
+        Generation,
+        {
+            "shot_id": shot.id,
+            "blob_backend": blob_backend,
+            "blob_key": blob_key,
+            "sha256": sha256,
+            "size_bytes": size_bytes,
+            "model_digest": model_digest,
+            "timings": timings,
+            "device": device[:200],
+            "library_versions": library_versions,
+            "batch_id": batch_id,
+            "created_at": utcnow(),
+        },
+    )
+    if model_digest and not shot.model_digest:
+        shot.model_digest = model_digest
+    transition(shot, S.generated)
+    return True
+
+
+def record_gate(
+    session: Session,
+    shot: Shot,
+    *,
+    decision: str,
+    policy_version: str,
+    clip_model: str,
+    scores: list[dict[str, Any]],
+    reasons: list[str],
+    watermark: dict[str, Any] | None,
+) -> bool:
+    """Write ``filter_results`` (+ ``watermarks`` for a kept image) and move to the decision.
+
+    ``watermark`` holds the Watermark columns (method, payload, verified, bit_accuracy,
+    image_backend, image_key, image_sha256, image_size, content_type, c2pa_signed).
+    """
+    if shot.state not in (S.generated, S.gated):
+        return False
+    if decision not in (S.rejected, S.pending_review):
+        raise ValueError(f"shot {shot.id}: unknown gate decision {decision!r}")
+    if decision == S.pending_review and watermark is None:
+        raise ValueError(f"shot {shot.id}: a kept image needs its watermark")
+    now = utcnow()
+    _insert_ignore(
+        session,
+        FilterResult,
+        {
+            "shot_id": shot.id,
+            "policy_version": policy_version,
+            "clip_model": clip_model[:200],
+            "scores": scores,
+            "decision": decision,
+            "reasons": reasons,
+            "created_at": now,
+        },
+    )
+    if watermark is not None:
+        _insert_ignore(session, Watermark, {"shot_id": shot.id, "created_at": now, **watermark})
+    transition(shot, decision)
+    return True
+
+
+def record_asset(
+    session: Session,
+    shot: Shot,
+    *,
+    backend: str,
+    bucket: str | None,
+    key: str,
+    sha256: str,
+    size_bytes: int,
+    etag: str | None,
+    content_type: str,
+) -> bool:
+    """Write the ``assets`` row (after the upload succeeded) and move to ``published``."""
+    if shot.state != S.approved:
+        return False
+    _insert_ignore(
+        session,
+        Asset,
+        {
+            "shot_id": shot.id,
+            "backend": backend,
+            "bucket": bucket,
+            "key": key,
+            "sha256": sha256,
+            "size_bytes": size_bytes,
+            "etag": etag,
+            "content_type": content_type,
+            "published_at": utcnow(),
+        },
+    )
+    owner = session.scalar(select(Asset.shot_id).where(Asset.key == key))
+    if owner is None and session.scalar(select(Asset.id).where(Asset.shot_id == shot.id)):
+        owner = shot.id  # published earlier under another key (e.g. a changed prefix)
+    if owner != shot.id:
+        # Byte-identical output of another shot: the key is content-addressed and taken.
+        mark_failed(shot, f"identical image already published as shot {owner} at {key}")
+        return False
+    transition(shot, S.published)
+    return True

@@ -1,0 +1,226 @@
+"""The gate stage facade: CLIP filter decisions, then watermark + provenance on the final file.
+
+``load_gate(settings)`` builds the CLIP encoder once; the Celery gate task keeps the Gate and
+calls ``check`` on batches and ``finalize`` per approved-for-review image. ``verify_image``
+needs no model: it decodes the watermark and reads the metadata of any file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image, UnidentifiedImageError
+
+from pipeline import watermark as wm
+from pipeline.clip_filter import (
+    ClipFilter,
+    FilterDecision,
+    GateError,
+    GateItem,
+    GatePolicy,
+    ImageTextEncoder,
+    load_clip_encoder,
+)
+from pipeline.provenance import (
+    FORMATS,
+    C2paSigner,
+    ProvenanceInfo,
+    build_xmp,
+    encode_image,
+    normalize_format,
+    read_c2pa,
+    read_xmp,
+    sign_c2pa,
+)
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
+
+__all__ = [
+    "FilterDecision",
+    "FinalImage",
+    "Gate",
+    "GateError",
+    "GateItem",
+    "GatePolicy",
+    "ProvenanceInfo",
+    "VerifyResult",
+    "load_gate",
+    "verify_image",
+]
+
+XMP_WATERMARK_KEY = "shotline:Watermark"
+
+
+@dataclass(frozen=True)
+class FinalImage:
+    data: bytes
+    content_type: str
+    ext: str
+    sha256: str
+    payload: str
+    method: str
+    verified: bool
+    bit_accuracy: float
+    c2pa_signed: bool
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    shot_id: int | None  # from the watermark, only when its check code verified
+    verified: bool
+    bit_accuracy: float  # vs the verified id, else vs the XMP shot id, else 0.0
+    xmp: dict[str, Any]
+    method: str | None = None  # watermark config label that verified (else the first tried)
+    rescale: float = 1.0  # scale factor of the attempt that verified
+    c2pa: dict[str, Any] | None = None  # validation state + active manifest label
+
+
+@dataclass
+class Gate:
+    filter: ClipFilter
+    watermark: wm.WatermarkConfig = field(default_factory=wm.WatermarkConfig)
+    signer: C2paSigner | None = None
+    default_format: str = "png"
+
+    @property
+    def clip_model(self) -> str:
+        return self.filter.clip_model
+
+    def check(self, items: Sequence[GateItem], policy: GatePolicy) -> list[FilterDecision]:
+        """One decision per item, in order. Policy embeddings are cached across calls."""
+        return self.filter.check(items, policy)
+
+    def finalize(
+        self,
+        shot_id: int,
+        image: Image.Image,
+        provenance: ProvenanceInfo,
+        fmt: str | None = None,
+    ) -> FinalImage:
+        """Watermark the pixels -> encode with XMP -> decode again to verify -> C2PA sign.
+
+        Signing is last because any later byte change breaks the credential.
+        """
+        fmt = normalize_format(fmt or self.default_format)
+        content_type, ext = FORMATS[fmt]
+        marked = wm.embed(image, shot_id, self.watermark)
+        xmp = build_xmp(provenance, extra={"Watermark": marked.method})
+        data = encode_image(marked.image, fmt, xmp)
+        verified, accuracy = False, 0.0
+        if marked.embedded:
+            with Image.open(io.BytesIO(data)) as im:
+                decoded = wm.decode(im, self.watermark, rescale=())
+            verified = decoded.shot_id == shot_id
+            accuracy = wm.bit_accuracy(decoded.bits, shot_id)
+        signed = False
+        if self.signer is not None:
+            data = sign_c2pa(data, content_type, provenance, self.signer)
+            signed = True
+        return FinalImage(
+            data=data,
+            content_type=content_type,
+            ext=ext,
+            sha256=hashlib.sha256(data).hexdigest(),
+            payload=marked.payload,
+            method=marked.method,
+            verified=verified,
+            bit_accuracy=accuracy,
+            c2pa_signed=signed,
+        )
+
+
+def load_gate(settings: Settings, encoder: ImageTextEncoder | None = None) -> Gate:
+    """Build the gate once per worker: CLIP (or an injected encoder), watermark, signer."""
+    try:
+        config = wm.WatermarkConfig(
+            method=settings.watermark_method,
+            strength=settings.watermark_scale,
+            headroom=settings.watermark_headroom,
+        )
+    except wm.WatermarkError as exc:
+        raise GateError(str(exc)) from None
+    signer = None
+    if settings.c2pa_cert or settings.c2pa_key:
+        if not (settings.c2pa_cert and settings.c2pa_key):
+            raise GateError("C2PA signing needs both SHOTLINE_C2PA_CERT and SHOTLINE_C2PA_KEY")
+        signer = C2paSigner.from_files(settings.c2pa_cert, settings.c2pa_key)
+    return Gate(
+        filter=ClipFilter(
+            encoder or load_clip_encoder(settings), crop_grid=settings.clip_crop_grid
+        ),
+        watermark=config,
+        signer=signer,
+        default_format=settings.output_format,
+    )
+
+
+def _candidate_configs(
+    xmp: dict[str, Any], configs: Sequence[wm.WatermarkConfig]
+) -> list[wm.WatermarkConfig]:
+    out = list(configs)
+    label = xmp.get(XMP_WATERMARK_KEY)
+    if isinstance(label, str):
+        declared = wm.WatermarkConfig.from_label(label)
+        if declared is not None:
+            # The file says how it was marked: try that first. It is only a hint (the file is
+            # untrusted): the check code still decides.
+            out = [declared] + [c for c in out if c != declared]
+    return out
+
+
+def verify_image(data: bytes, configs: Sequence[wm.WatermarkConfig] | None = None) -> VerifyResult:
+    """Decode the watermark and read XMP/C2PA from an encoded image.
+
+    Raises ``ValueError`` when ``data`` is not a readable image.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            image = im.convert("RGB")
+            fmt = (im.format or "").lower()
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"not a readable image: {exc}") from None
+    xmp = read_xmp(data)
+    candidates = _candidate_configs(xmp, configs or [wm.WatermarkConfig()])
+    used = candidates[0]
+    result = wm.decode(image, used)
+    for config in candidates[1:]:
+        if result.verified:
+            break
+        attempt = wm.decode(image, config)
+        if attempt.verified:
+            used, result = config, attempt
+    xmp_id = _int_or_none(xmp.get("shotline:ShotId"))
+    expected = result.shot_id if result.verified else xmp_id
+    accuracy = wm.bit_accuracy(result.bits, expected) if expected is not None else 0.0
+    content_type = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}.get(fmt)
+    c2pa = None
+    if content_type:
+        store = read_c2pa(data, content_type)
+        if store is not None:
+            c2pa = {
+                "validation_state": store["validation_state"],
+                "active_manifest": store["active_manifest"],
+            }
+    return VerifyResult(
+        shot_id=result.shot_id,
+        verified=result.verified,
+        bit_accuracy=accuracy,
+        xmp=xmp,
+        method=used.label,
+        rescale=result.scale,
+        c2pa=c2pa,
+    )
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        n = int(str(value))
+    except (TypeError, ValueError):
+        return None
+    return n if 0 <= n < 2**32 else None

@@ -1,0 +1,443 @@
+"""The generation stage: shots in, images plus lineage metadata out.
+
+``load_generator(settings, model_id)`` loads a model once (per worker process) and applies
+the precision, memory and speed options from settings. ``Generator.generate(shots)`` groups
+shots by ``ShotParams.batch_key()`` into batches of ``settings.batch_size``, gives every image
+its own ``torch.Generator`` seeded from its shot (so an image never depends on its batch
+neighbours), activates the batch's LoRA set (fused), and splits a batch in half on CUDA OOM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import platform
+import time
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image
+
+from pipeline.lora import LoraError, LoraManager, adapter_name
+from pipeline.modelspec import ModelLoadError, ModelSpec, load_pipeline, model_digest
+from pipeline.types import ShotParams
+
+if TYPE_CHECKING:
+    import torch
+
+    from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# name -> (diffusers scheduler class name, extra config). Built from the model's own
+# scheduler config so betas/prediction type stay those the model was trained with.
+SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
+    "heun": ("HeunDiscreteScheduler", {}),
+    "dpmpp_2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
+    "dpmpp_2m_karras": (
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "dpmsolver++", "use_karras_sigmas": True},
+    ),
+    "dpmpp_2s": ("DPMSolverSinglestepScheduler", {}),
+    "ddim": ("DDIMScheduler", {}),
+    "ddpm": ("DDPMScheduler", {}),
+    "pndm": ("PNDMScheduler", {}),
+    "lms": ("LMSDiscreteScheduler", {}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+    "deis": ("DEISMultistepScheduler", {}),
+}
+
+PNG_COMPRESS_LEVEL = 6
+OOM_MESSAGE = "CUDA out of memory at batch size 1"
+
+
+@dataclass
+class GenerationOutput:
+    shot_id: int
+    image: Image.Image | None
+    png: bytes | None
+    sha256: str | None
+    model_digest: str
+    timings: dict[str, float]
+    device: str
+    library_versions: dict[str, str]
+    batch_id: str
+    error: str | None = None
+
+
+def encode_png(image: Image.Image) -> bytes:
+    """PNG bytes that depend only on the pixels: no metadata chunks, fixed compression."""
+    buf = io.BytesIO()
+    img = image if image.mode in ("RGB", "RGBA", "L") else image.convert("RGB")
+    # A fresh image drops any info (text chunks, gamma, dpi) carried by the source.
+    clean = Image.frombytes(img.mode, img.size, img.tobytes())
+    clean.save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL, optimize=False)
+    return buf.getvalue()
+
+
+def library_versions() -> dict[str, str]:
+    import diffusers
+    import peft
+    import PIL
+    import torch
+    import transformers
+
+    versions = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "pillow": PIL.__version__,
+    }
+    if torch.version.cuda:
+        versions["cuda"] = torch.version.cuda
+    return versions
+
+
+def resolve_device(name: str) -> torch.device:
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """fp16 on CUDA and fp32 on CPU by default (CPU half-precision kernels are slow or missing)."""
+    import torch
+
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+
+
+def device_name(device: torch.device) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def make_scheduler(name: str, base_config: Any) -> Any:
+    import diffusers
+
+    if name not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {name!r}; known: {', '.join(sorted(SCHEDULERS))}")
+    cls_name, extra = SCHEDULERS[name]
+    return getattr(diffusers, cls_name).from_config(base_config, **extra)
+
+
+def _batch_invariant_mode() -> Any:
+    """A scoped torch function mode that runs linear/conv layers one sample at a time.
+
+    Every other op in a diffusion pipeline is per-sample already, but GEMM and convolution
+    kernels pick blocking and algorithms by batch size, so a sample's rounding (and after a
+    few denoising steps, its pixels) would depend on how many neighbours it had. Splitting
+    those ops per sample makes an image bit-identical alone or inside any batch. Costs little
+    on the CPU; on CUDA it gives up the batching speed-up, so it is off there by default.
+    """
+    import torch
+    import torch.nn.functional as F
+    from torch.overrides import TorchFunctionMode
+
+    per_sample = {F.linear, F.conv2d, F.conv1d}
+
+    class BatchInvariantMode(TorchFunctionMode):
+        def __torch_function__(
+            self, func: Any, types: Any, args: Any = (), kwargs: Any = None
+        ) -> Any:
+            kwargs = kwargs or {}
+            if func in per_sample and args and isinstance(args[0], torch.Tensor):
+                x = args[0]
+                if x.dim() >= 2 and x.shape[0] > 1:
+                    parts = [func(x[i : i + 1], *args[1:], **kwargs) for i in range(x.shape[0])]
+                    return torch.cat(parts)
+            return func(*args, **kwargs)
+
+    return BatchInvariantMode()
+
+
+@dataclass
+class _BatchResult:
+    images: list[Image.Image]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Generator:
+    """A loaded pipeline plus the options and state that go with it. One per worker process."""
+
+    def __init__(
+        self,
+        pipe: Any,
+        settings: Settings,
+        model_id: str,
+        digest: str,
+        load_seconds: float = 0.0,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+
+        self.settings = settings
+        self.model_id = model_id
+        self.model_digest = digest
+        self.load_seconds = load_seconds
+        self.device = device or resolve_device(settings.device)
+        self.dtype = dtype or resolve_dtype(settings.dtype, self.device)
+        self.device_name = device_name(self.device)
+        self.batch_invariant = (
+            self.device.type == "cpu"
+            if settings.batch_invariant == "auto"
+            else settings.batch_invariant == "on"
+        )
+        self.library_versions = library_versions()
+        self.pipe = pipe
+        self.lora = LoraManager(pipe, cache_size=settings.lora_cache_size, fuse=True)
+        self._base_scheduler_config = pipe.scheduler.config
+        self._schedulers: dict[str, Any] = {}
+        self.compile_seconds: float | None = None  # wall time of the first compiled call
+        self._compiled = False
+        self._qkv_fused = False
+        self._encoder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="png")
+        self._apply_options()
+
+    @classmethod
+    def from_pipeline(
+        cls, pipe: Any, settings: Settings, model_id: str, digest: str = "unknown"
+    ) -> Generator:
+        """Wrap an already-built pipeline (benchmarks build real-size ones in memory)."""
+        return cls(pipe, settings, model_id, digest)
+
+    # --- setup ---------------------------------------------------------------------
+
+    def _apply_options(self) -> None:
+        import torch
+
+        s, pipe = self.settings, self.pipe
+        pipe.set_progress_bar_config(disable=True)
+        denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+        if s.fp8_storage:
+            if self._fp8_capable():
+                # Weights stored as fp8 and upcast per layer: about half the weight memory.
+                denoiser.enable_layerwise_casting(
+                    storage_dtype=torch.float8_e4m3fn, compute_dtype=self.dtype
+                )
+            else:
+                log.warning("fp8_storage needs a CUDA GPU of compute capability 8.9+; ignored")
+        if s.vae_tiling:
+            pipe.vae.enable_tiling()
+        if s.vae_slicing:
+            pipe.vae.enable_slicing()
+        if s.cpu_offload and self.device.type == "cuda":
+            pipe.enable_model_cpu_offload(device=self.device)
+        else:
+            pipe.to(self.device)
+        # SDPA (torch.nn.functional.scaled_dot_product_attention) is diffusers' default
+        # attention processor on torch 2.x; nothing to switch on.
+        if s.channels_last and denoiser is not None and hasattr(pipe, "unet"):
+            pipe.unet.to(memory_format=torch.channels_last)
+        if s.compile_unet and denoiser is not None:
+            # In place (nn.Module.compile) so the module type, and LoRA loading, stay intact.
+            # Compiling happens on the first call; its cost is logged then.
+            denoiser.compile()
+            self._compiled = True
+
+    def _fp8_capable(self) -> bool:
+        import torch
+
+        return self.device.type == "cuda" and torch.cuda.get_device_capability(self.device) >= (
+            8,
+            9,
+        )
+
+    def _scheduler(self, name: str) -> Any:
+        if name not in self._schedulers:
+            self._schedulers[name] = make_scheduler(name, self._base_scheduler_config)
+        return self._schedulers[name]
+
+    def _activate_adapters(self, shot: ShotParams) -> None:
+        # Fused QKV projections bypass to_q/to_k/to_v, so LoRA (un)fusing happens on the
+        # separate projections and QKV is re-fused afterwards from the updated weights.
+        wanted = tuple((adapter_name(a), float(a.weight)) for a in shot.adapters)
+        if self.settings.fuse_qkv and self._qkv_fused and wanted != self.lora.active:
+            self.pipe.unfuse_qkv_projections()
+            self._qkv_fused = False
+        self.lora.activate(shot.adapters)
+        if self.settings.fuse_qkv and not self._qkv_fused:
+            self.pipe.fuse_qkv_projections()
+            self._qkv_fused = True
+
+    # --- generation ----------------------------------------------------------------
+
+    def generate(
+        self, shots: Sequence[ShotParams], batch_id: str | None = None
+    ) -> list[GenerationOutput]:
+        """Images for ``shots``, in input order. Per-shot failures are in ``error``."""
+        batch_id = batch_id or uuid.uuid4().hex
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for i, shot in enumerate(shots):
+            groups.setdefault(shot.batch_key(), []).append(i)
+        results: list[GenerationOutput | None] = [None] * len(shots)
+        pending: list[tuple[int, Future[bytes], Image.Image, dict[str, float]]] = []
+        size = max(1, self.settings.batch_size)
+        for indices in groups.values():
+            for start in range(0, len(indices), size):
+                chunk = [shots[i] for i in indices[start : start + size]]
+                chunk_idx = indices[start : start + size]
+                for idx, outcome in zip(chunk_idx, self._run_split(chunk), strict=True):
+                    if isinstance(outcome, str):
+                        results[idx] = self._output(shots[idx], batch_id, {}, error=outcome)
+                    else:
+                        image, timings = outcome
+                        # PNG encoding (zlib releases the GIL) overlaps the next batch.
+                        pending.append(
+                            (idx, self._encoder.submit(encode_png, image), image, timings)
+                        )
+        for idx, fut, image, timings in pending:
+            t0 = time.perf_counter()
+            png = fut.result()
+            timings = {**timings, "encode_wait": time.perf_counter() - t0}
+            results[idx] = self._output(shots[idx], batch_id, timings, image=image, png=png)
+        return [r for r in results if r is not None]
+
+    def _output(
+        self,
+        shot: ShotParams,
+        batch_id: str,
+        timings: dict[str, float],
+        image: Image.Image | None = None,
+        png: bytes | None = None,
+        error: str | None = None,
+    ) -> GenerationOutput:
+        return GenerationOutput(
+            shot_id=shot.shot_id,
+            image=image,
+            png=png,
+            sha256=hashlib.sha256(png).hexdigest() if png is not None else None,
+            model_digest=self.model_digest,
+            timings={"load": self.load_seconds, **timings},
+            device=self.device_name,
+            library_versions=self.library_versions,
+            batch_id=batch_id,
+            error=error,
+        )
+
+    def _run_split(
+        self, chunk: list[ShotParams]
+    ) -> list[tuple[Image.Image, dict[str, float]] | str]:
+        """Run a batch; on CUDA OOM split it in half and retry, down to single images."""
+        import torch
+
+        try:
+            result = self._run_batch(chunk)
+        except torch.cuda.OutOfMemoryError:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if len(chunk) == 1:
+                log.warning("shot %s: CUDA OOM at batch size 1", chunk[0].shot_id)
+                return [
+                    f"{OOM_MESSAGE} ({chunk[0].width}x{chunk[0].height}, {chunk[0].steps} steps "
+                    f"on {self.device_name}); try vae_tiling, fp8_storage or cpu_offload"
+                ]
+            half = (len(chunk) + 1) // 2
+            log.warning(
+                "CUDA OOM at batch size %d; retrying as %d + %d",
+                len(chunk),
+                half,
+                len(chunk) - half,
+            )
+            return self._run_split(chunk[:half]) + self._run_split(chunk[half:])
+        except (LoraError, ModelLoadError, ValueError) as exc:
+            # Bad adapters/scheduler names fail these shots, not the whole worker.
+            return [str(exc)] * len(chunk)
+        timings = {**result.timings, "batch_size": float(len(chunk))}
+        return [(img, timings) for img in result.images]
+
+    def _run_batch(self, chunk: list[ShotParams]) -> _BatchResult:
+        import torch
+
+        first = chunk[0]
+        for shot in chunk:
+            if shot.model_id != self.model_id:
+                raise ValueError(
+                    f"shot {shot.shot_id} wants model {shot.model_id!r}, "
+                    f"this generator holds {self.model_id!r}"
+                )
+        self.pipe.scheduler = self._scheduler(first.scheduler)
+        t0 = time.perf_counter()
+        self._activate_adapters(first)
+        t_lora = time.perf_counter() - t0
+        gen_device = "cpu" if self.settings.cpu_offload else self.device
+        generators = [torch.Generator(device=gen_device).manual_seed(s.seed) for s in chunk]
+        invariant = _batch_invariant_mode() if self.batch_invariant else contextlib.nullcontext()
+        with torch.inference_mode(), invariant:
+            t1 = time.perf_counter()
+            latents = self.pipe(
+                prompt=[s.prompt for s in chunk],
+                negative_prompt=[s.negative_prompt for s in chunk],
+                width=first.width,
+                height=first.height,
+                num_inference_steps=first.steps,
+                guidance_scale=first.guidance,
+                generator=generators,
+                output_type="latent",
+            ).images
+            self._sync()
+            t2 = time.perf_counter()
+            images = self._decode(latents)
+            t3 = time.perf_counter()
+        timings = {"lora": t_lora, "denoise": t2 - t1, "decode": t3 - t2}
+        if self._compiled and self.compile_seconds is None:
+            self.compile_seconds = t2 - t1
+            log.info("torch.compile of the UNet: first call took %.1f s", self.compile_seconds)
+            timings["compile_first_call"] = self.compile_seconds
+        return _BatchResult(images=images, timings=timings)
+
+    def _decode(self, latents: Any) -> list[Image.Image]:
+        import torch
+
+        vae = self.pipe.vae
+        cfg = vae.config
+        latents = latents.to(vae.device)
+        upcast = vae.dtype == torch.float16 and bool(getattr(cfg, "force_upcast", False))
+        if upcast:
+            vae.to(torch.float32)
+        z = latents.to(vae.dtype) / cfg.scaling_factor
+        if getattr(cfg, "shift_factor", None) is not None:
+            z = z + cfg.shift_factor
+        decoded = vae.decode(z, return_dict=False)[0]
+        if upcast:
+            vae.to(torch.float16)
+        images = self.pipe.image_processor.postprocess(decoded.float(), output_type="pil")
+        self._sync()
+        return list(images)
+
+    def _sync(self) -> None:
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def close(self) -> None:
+        self._encoder.shutdown(wait=True)
+
+
+def load_generator(settings: Settings, model_id: str) -> Generator:
+    """Load ``model_id`` (``"tiny"`` = the offline preset) and wrap it in a ``Generator``."""
+    spec = ModelSpec.parse(model_id, settings)
+    device = resolve_device(settings.device)
+    dtype = resolve_dtype(settings.dtype, device)
+    t0 = time.perf_counter()
+    pipe = load_pipeline(spec, settings, torch_dtype=dtype)
+    digest = model_digest(spec, settings)
+    load_seconds = time.perf_counter() - t0
+    log.info("loaded %s (%s) in %.2f s", model_id, digest[:12], load_seconds)
+    return Generator(pipe, settings, model_id, digest, load_seconds, device=device, dtype=dtype)

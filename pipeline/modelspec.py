@@ -1,0 +1,228 @@
+"""Which model a string names, how to load it, and its weight digest for lineage.
+
+A model string is one of:
+
+- ``tiny``: the offline random-weight preset (``pipeline.tiny_preset``);
+- a local diffusers folder (has ``model_index.json``);
+- a single ``.safetensors`` checkpoint (loaded with ``from_single_file``);
+- a diffusers repo id (``org/name``), resolved from the local Hugging Face cache only.
+
+Only safetensors weights are ever read: pickle formats can run code when loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pipeline.tiny_preset import ensure_tiny_model
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
+
+PICKLE_SUFFIXES = frozenset({".ckpt", ".bin", ".pt", ".pth", ".pkl", ".pickle"})
+DIGEST_CACHE_NAME = "digests.json"
+_CHUNK = 4 * 1024 * 1024
+
+ModelKind = Literal["tiny", "folder", "single_file", "repo"]
+
+
+class ModelLoadError(ValueError):
+    """A model string that cannot be loaded (unknown, missing, or not safetensors)."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    model_id: str  # the string as written in the brand config / settings
+    kind: ModelKind
+    path: Path | None  # the folder or file on disk; None for a repo id before resolving
+
+    @classmethod
+    def parse(cls, model_id: str, settings: Settings) -> ModelSpec:
+        text = model_id.strip()
+        if not text:
+            raise ModelLoadError("model: empty model name")
+        if text == "tiny":
+            return cls(text, "tiny", Path(settings.model_cache_dir) / "tiny-sd")
+        path = Path(text).expanduser()
+        suffix = path.suffix.lower()
+        if suffix in PICKLE_SUFFIXES:
+            raise ModelLoadError(
+                f"{text}: {suffix} is a pickle format, which can run code when loaded; "
+                "only .safetensors weights are accepted (convert it first)"
+            )
+        if suffix == ".safetensors":
+            if not path.is_file():
+                raise ModelLoadError(f"{text}: checkpoint file not found")
+            return cls(text, "single_file", path.resolve())
+        if path.is_dir():
+            if not (path / "model_index.json").is_file():
+                raise ModelLoadError(
+                    f"{text}: folder has no model_index.json (not a diffusers model)"
+                )
+            return cls(text, "folder", path.resolve())
+        if text.startswith((".", "/", "~")) or text.count("/") != 1:
+            raise ModelLoadError(f"{text}: no such model folder or file, and not a repo id")
+        return cls(text, "repo", None)
+
+    def local_path(self, settings: Settings) -> Path:
+        """The folder or file holding the weights (building the tiny preset if needed)."""
+        if self.kind == "tiny":
+            return ensure_tiny_model(Path(settings.model_cache_dir))
+        if self.path is not None:
+            return self.path
+        try:
+            from huggingface_hub import snapshot_download
+
+            return Path(snapshot_download(self.model_id, local_files_only=True))
+        except Exception as exc:  # the hub raises several types for "not cached"
+            raise ModelLoadError(
+                f"{self.model_id}: not in the local Hugging Face cache and downloads are off "
+                f"({type(exc).__name__})"
+            ) from None
+
+
+def _dtype_kwargs(torch_dtype: Any) -> dict[str, Any]:
+    # diffusers 0.42 renamed ``torch_dtype`` to ``dtype``; older releases only know the former.
+    import diffusers
+    from packaging.version import Version
+
+    key = "dtype" if Version(diffusers.__version__) >= Version("0.42") else "torch_dtype"
+    return {key: torch_dtype} if torch_dtype is not None else {}
+
+
+def load_pipeline(spec: ModelSpec, settings: Settings, torch_dtype: Any = None) -> Any:
+    """Load a text-to-image diffusers pipeline for ``spec`` (weights stay on the CPU)."""
+    from diffusers import AutoPipelineForText2Image
+
+    path = spec.local_path(settings)
+    if spec.kind == "single_file":
+        return _load_single_file(path, torch_dtype)
+    _refuse_pickle_only_folder(path)
+    try:
+        return AutoPipelineForText2Image.from_pretrained(
+            str(path), use_safetensors=True, local_files_only=True, **_dtype_kwargs(torch_dtype)
+        )
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{spec.model_id}: cannot load diffusers pipeline: {exc}") from None
+
+
+def _refuse_pickle_only_folder(path: Path) -> None:
+    weights = [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in PICKLE_SUFFIXES]
+    safe = [p for p in path.rglob("*.safetensors")]
+    if weights and not safe:
+        raise ModelLoadError(
+            f"{path}: holds only pickle weights ({weights[0].name}); "
+            "only .safetensors weights are accepted"
+        )
+
+
+def _load_single_file(path: Path, torch_dtype: Any) -> Any:
+    import diffusers
+    from diffusers.loaders.single_file_utils import (
+        infer_diffusers_model_type,
+        load_single_file_checkpoint,
+    )
+
+    try:
+        checkpoint = load_single_file_checkpoint(str(path), local_files_only=True)
+        model_type = infer_diffusers_model_type(checkpoint)
+    except Exception as exc:
+        raise ModelLoadError(f"{path}: cannot read checkpoint: {exc}") from None
+    if model_type.startswith("xl"):
+        cls_name = "StableDiffusionXLPipeline"
+    elif model_type.startswith("sd3"):
+        cls_name = "StableDiffusion3Pipeline"
+    elif model_type.startswith(("v1", "v2")):
+        cls_name = "StableDiffusionPipeline"
+    else:
+        raise ModelLoadError(f"{path}: unsupported checkpoint family {model_type!r}")
+    pipe_cls = getattr(diffusers, cls_name)
+    try:
+        # The architecture configs come from the local HF cache (no downloads).
+        return pipe_cls.from_single_file(
+            str(path), local_files_only=True, **_dtype_kwargs(torch_dtype)
+        )
+    except Exception as exc:
+        raise ModelLoadError(f"{path}: cannot load as {cls_name}: {exc}") from None
+
+
+# --- digests ----------------------------------------------------------------------
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class _DigestCache:
+    """sha256 per weight file keyed by (absolute path, mtime_ns, size), kept in a JSON file."""
+
+    def __init__(self, cache_file: Path) -> None:
+        self.cache_file = cache_file
+        try:
+            self.entries: dict[str, dict[str, Any]] = json.loads(cache_file.read_text())
+        except (OSError, ValueError):
+            self.entries = {}
+        self.dirty = False
+
+    def sha256(self, path: Path) -> str:
+        st = path.stat()
+        key = str(path.resolve())
+        entry = self.entries.get(key)
+        if entry and entry.get("mtime_ns") == st.st_mtime_ns and entry.get("size") == st.st_size:
+            return str(entry["sha256"])
+        digest = _sha256_file(path)
+        self.entries[key] = {"mtime_ns": st.st_mtime_ns, "size": st.st_size, "sha256": digest}
+        self.dirty = True
+        return digest
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        self.cache_file.parent.mkdir(parents=True, exist_ok=True)
+        # Write-then-rename so a concurrent reader never sees half a file.
+        fd, tmp = tempfile.mkstemp(prefix=".digests-", dir=self.cache_file.parent)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(self.entries, fh, sort_keys=True)
+        os.replace(tmp, self.cache_file)
+        self.dirty = False
+
+
+def weight_files(path: Path) -> list[Path]:
+    """The safetensors weight files of a model folder or single checkpoint, sorted."""
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.rglob("*.safetensors") if p.is_file())
+
+
+def model_digest(spec: ModelSpec, settings: Settings) -> str:
+    """sha256 over the model's weight files (relative name + file sha256), cached by mtime.
+
+    For a single file this is the file's own sha256, so it matches ``sha256sum``.
+    """
+    path = spec.local_path(settings)
+    cache = _DigestCache(Path(settings.model_cache_dir) / DIGEST_CACHE_NAME)
+    files = weight_files(path)
+    if not files:
+        raise ModelLoadError(f"{spec.model_id}: no .safetensors weight files under {path}")
+    if path.is_file():
+        digest = cache.sha256(path)
+    else:
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f"{f.relative_to(path).as_posix()}\0{cache.sha256(f)}\n".encode())
+        digest = h.hexdigest()
+    # A read-only cache dir only costs re-hashing next time.
+    with contextlib.suppress(OSError):
+        cache.save()
+    return digest

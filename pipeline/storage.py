@@ -1,0 +1,340 @@
+"""Blob storage behind one small interface: a local folder (embedded default) or S3.
+
+Keys are content-addressed (``.../<sha256>.<ext>``) and built only from sanitized
+parts, so catalog text such as a SKU ``../../etc/passwd`` can never leave its prefix.
+Writes are atomic: a local write goes to a temp file in the target folder and is
+renamed over the key; an S3 write sends ``ChecksumSHA256`` so S3 refuses a body that
+was corrupted in transit. Vendor errors surface as ``StorageError`` or
+``FileNotFoundError`` so callers never import boto3 or catch ``OSError`` variants.
+Rows store backend, key, sha256 and size, never URLs.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import mimetypes
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
+
+_SAFE_PART = re.compile(r"[^A-Za-z0-9._-]+")
+_SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
+_MAX_PART = 100
+# Sidecar metadata for local blobs lives beside the data under a name no key can take
+# (key segments never start with a dot).
+_META_DIR = ".meta"
+
+
+class StorageError(Exception):
+    """A blob operation failed for a reason other than a missing key."""
+
+
+class InvalidKeyError(StorageError, ValueError):
+    """A key that is not a relative path of sanitized segments."""
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    backend: str
+    bucket: str | None
+    key: str
+    sha256: str
+    size: int
+    etag: str | None
+    content_type: str
+
+
+@runtime_checkable
+class BlobStore(Protocol):
+    backend: str
+
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        content_type: str = "application/octet-stream",
+        metadata: dict[str, str] | None = None,
+    ) -> BlobInfo: ...
+
+    def get(self, key: str) -> bytes: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def stat(self, key: str) -> BlobInfo: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def url(self, key: str) -> str: ...
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sanitize_part(text: str) -> str:
+    """One safe key segment from untrusted text.
+
+    Anything outside ``[A-Za-z0-9._-]`` becomes ``_`` and a leading dot is replaced, so
+    ``..``, ``/`` and ``\\`` cannot survive. When the text had to change (or was cut to
+    100 characters) a short hash of the original is appended: ``a/b`` and ``a_b`` stay
+    distinct keys instead of silently sharing one.
+    """
+    cleaned = _SAFE_PART.sub("_", text).strip("_")
+    cleaned = re.sub(r"^\.+", "_", cleaned)
+    if cleaned == text and 0 < len(text) <= _MAX_PART:
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return f"{(cleaned or 'x')[: _MAX_PART - 11]}-{digest}"
+
+
+def content_key(*parts: str, sha256: str, ext: str) -> str:
+    """``p1/p2/.../<sha256>.<ext>`` with every part sanitized."""
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise InvalidKeyError(f"not a sha256 hex digest: {sha256!r}")
+    ext = ext.lstrip(".").lower()
+    if not re.fullmatch(r"[a-z0-9]{1,10}", ext):
+        raise InvalidKeyError(f"bad file extension: {ext!r}")
+    return "/".join([*(sanitize_part(p) for p in parts), f"{sha256}.{ext}"])
+
+
+def check_key(key: str) -> str:
+    """Refuse anything but ``seg/seg/...`` with safe segments (no ``..``, no absolute paths)."""
+    segments = key.split("/")
+    if not key or any(not _SAFE_SEGMENT.match(s) for s in segments):
+        raise InvalidKeyError(f"unsafe blob key: {key!r}")
+    return key
+
+
+def _guess_type(key: str) -> str:
+    return mimetypes.guess_type(key)[0] or "application/octet-stream"
+
+
+class LocalBlobStore:
+    """Blobs as files under ``root``; the embedded default (``./var/blobs``)."""
+
+    backend = "local"
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / check_key(key)).resolve()
+        # check_key already forbids escapes; this guards against symlinks inside root.
+        if not path.is_relative_to(self.root):
+            raise InvalidKeyError(f"blob key escapes the store: {key!r}")
+        return path
+
+    def _meta_path(self, key: str) -> Path:
+        return self.root / _META_DIR / f"{check_key(key)}.json"
+
+    @staticmethod
+    def _atomic_write(path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            # rename is atomic on POSIX: readers see the old file or the new one, never half.
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        content_type: str = "application/octet-stream",
+        metadata: dict[str, str] | None = None,
+    ) -> BlobInfo:
+        path = self._path(key)
+        digest = sha256_bytes(data)
+        meta = {"content_type": content_type, "sha256": digest, "metadata": metadata or {}}
+        try:
+            self._atomic_write(path, data)
+            self._atomic_write(self._meta_path(key), json.dumps(meta).encode())
+        except OSError as exc:
+            raise StorageError(f"cannot write blob {key!r}: {exc}") from exc
+        return BlobInfo(self.backend, None, key, digest, len(data), None, content_type)
+
+    def get(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no blob {key!r} in {self.root}") from None
+        except OSError as exc:
+            raise StorageError(f"cannot read blob {key!r}: {exc}") from exc
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def stat(self, key: str) -> BlobInfo:
+        data = self.get(key)
+        content_type = _guess_type(key)
+        with contextlib.suppress(OSError, ValueError):
+            content_type = json.loads(self._meta_path(key).read_text())["content_type"]
+        return BlobInfo(self.backend, None, key, sha256_bytes(data), len(data), None, content_type)
+
+    def delete(self, key: str) -> None:
+        """Remove the blob; deleting a missing key is not an error (same as S3)."""
+        try:
+            self._path(key).unlink(missing_ok=True)
+            self._meta_path(key).unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot delete blob {key!r}: {exc}") from exc
+
+    def url(self, key: str) -> str:
+        return self._path(key).as_uri()
+
+
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+
+
+class S3BlobStore:
+    """Blobs in an S3 bucket (AWS, MinIO, moto...), under an optional key prefix."""
+
+    backend = "s3"
+
+    def __init__(
+        self,
+        bucket: str,
+        endpoint_url: str | None = None,
+        region: str = "us-east-1",
+        prefix: str = "",
+        client: Any = None,
+    ) -> None:
+        self.bucket = bucket
+        self.prefix = check_key(prefix.strip("/")) + "/" if prefix.strip("/") else ""
+        if client is None:
+            import boto3
+            from botocore.config import Config
+
+            config = Config(
+                region_name=region,
+                retries={"max_attempts": 5, "mode": "standard"},
+                connect_timeout=10,
+                read_timeout=60,
+                # MinIO and moto serve buckets by path, not by virtual host.
+                s3={"addressing_style": "path"} if endpoint_url else {},
+            )
+            client = boto3.client("s3", endpoint_url=endpoint_url, config=config)
+        self.client = client
+
+    def _full(self, key: str) -> str:
+        return self.prefix + check_key(key)
+
+    def _error(self, exc: Exception, op: str, key: str) -> Exception:
+        from botocore.exceptions import ClientError
+
+        if isinstance(exc, ClientError):
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in _NOT_FOUND_CODES:
+                return FileNotFoundError(f"no blob {key!r} in s3://{self.bucket}/{self.prefix}")
+            return StorageError(f"s3 {op} {self.bucket}/{self._full(key)} failed: {code} {exc}")
+        return StorageError(f"s3 {op} {self.bucket}/{self._full(key)} failed: {exc}")
+
+    def _call(self, op: str, key: str, fn: Any, **kwargs: Any) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return fn(Bucket=self.bucket, Key=self._full(key), **kwargs)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc, op, key) from exc
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket when it does not exist (demo, tests, a fresh MinIO)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+            return
+        except ClientError:
+            pass
+        except BotoCoreError as exc:
+            raise StorageError(f"s3 bucket {self.bucket}: {exc}") from exc
+        try:
+            self.client.create_bucket(Bucket=self.bucket)
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"cannot create s3 bucket {self.bucket}: {exc}") from exc
+
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        content_type: str = "application/octet-stream",
+        metadata: dict[str, str] | None = None,
+    ) -> BlobInfo:
+        raw = hashlib.sha256(data).digest()
+        digest = raw.hex()
+        meta = {**(metadata or {}), "sha256": digest}
+        resp = self._call(
+            "put",
+            key,
+            self.client.put_object,
+            Body=data,
+            ContentType=content_type,
+            Metadata=meta,
+            ChecksumAlgorithm="SHA256",
+            ChecksumSHA256=base64.b64encode(raw).decode(),
+        )
+        etag = str(resp.get("ETag", "")).strip('"') or None
+        return BlobInfo(self.backend, self.bucket, key, digest, len(data), etag, content_type)
+
+    def get(self, key: str) -> bytes:
+        resp = self._call("get", key, self.client.get_object)
+        try:
+            return bytes(resp["Body"].read())
+        except Exception as exc:  # a dropped connection mid-body
+            raise StorageError(f"s3 get {self.bucket}/{self._full(key)}: {exc}") from exc
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._call("head", key, self.client.head_object)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def stat(self, key: str) -> BlobInfo:
+        head = self._call("head", key, self.client.head_object, ChecksumMode="ENABLED")
+        digest = (head.get("Metadata") or {}).get("sha256")
+        if not digest and head.get("ChecksumSHA256"):
+            digest = base64.b64decode(head["ChecksumSHA256"]).hex()
+        return BlobInfo(
+            self.backend,
+            self.bucket,
+            key,
+            digest or "",
+            int(head["ContentLength"]),
+            str(head.get("ETag", "")).strip('"') or None,
+            head.get("ContentType") or _guess_type(key),
+        )
+
+    def delete(self, key: str) -> None:
+        self._call("delete", key, self.client.delete_object)
+
+    def url(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._full(key)}"
+
+
+def make_blob_store(settings: Settings) -> BlobStore:
+    if settings.blob_backend == "s3":
+        return S3BlobStore(
+            settings.s3_bucket,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            prefix=settings.s3_prefix,
+        )
+    return LocalBlobStore(settings.blob_root)

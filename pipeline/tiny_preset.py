@@ -1,0 +1,191 @@
+"""The offline ``tiny`` model preset: a small random-weight Stable Diffusion pipeline.
+
+No machine here can download weights, so tests and the embedded demo use real diffusers
+and transformers architectures built from configs with a fixed seed. The folder is written
+once with ``save_pretrained`` (safetensors) under ``settings.model_cache_dir/tiny-sd`` and then
+loaded back through the same ``from_pretrained`` path production uses.
+
+Its images are noise. They exercise the line; they are never product photos.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+TINY_DIRNAME = "tiny-sd"
+# Bump when the architecture below changes, so stale caches are rebuilt rather than reused.
+TINY_VERSION = "1"
+_MARKER = "shotline_tiny.json"
+TINY_SEED = 1234
+TINY_SIZE = 64  # default image size in pixels; the VAE downsamples by 8 to an 8x8 latent
+
+
+def tiny_model_dir(cache_dir: Path) -> Path:
+    return Path(cache_dir) / TINY_DIRNAME
+
+
+def _is_complete(path: Path) -> bool:
+    marker = path / _MARKER
+    if not marker.is_file():
+        return False
+    try:
+        return json.loads(marker.read_text())["version"] == TINY_VERSION
+    except (ValueError, KeyError):
+        return False
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    # The reversible byte -> printable-unicode table of OpenAI CLIP / GPT-2 BPE.
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, [chr(c) for c in cs], strict=True))
+
+
+def write_clip_tokenizer_files(out_dir: Path) -> None:
+    """Write ``vocab.json`` + ``merges.txt`` from open_clip's bundled CLIP BPE.
+
+    Mirrors ``open_clip.tokenizer.SimpleTokenizer``'s construction, so
+    ``transformers.CLIPTokenizer`` over these files gives OpenAI CLIP's token ids.
+    """
+    from open_clip.tokenizer import default_bpe
+
+    with gzip.open(default_bpe(), "rt", encoding="utf-8") as fh:
+        lines = fh.read().split("\n")
+    merges = [tuple(m.split()) for m in lines[1 : 49152 - 256 - 2 + 1]]
+    vocab = list(_bytes_to_unicode().values())
+    vocab = vocab + [v + "</w>" for v in vocab]
+    vocab.extend("".join(m) for m in merges)
+    vocab.extend(["<|startoftext|>", "<|endoftext|>"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "vocab.json").write_text(
+        json.dumps({tok: i for i, tok in enumerate(vocab)}, ensure_ascii=False), encoding="utf-8"
+    )
+    (out_dir / "merges.txt").write_text(
+        "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8"
+    )
+
+
+def build_tiny_pipeline():  # -> StableDiffusionPipeline (kept untyped: heavy import)
+    """Build the random-weight pipeline in memory (deterministic: fixed torch seed)."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(TINY_SEED)
+    unet = UNet2DConditionModel(
+        sample_size=TINY_SIZE // 8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=32,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        # Four blocks give the usual x8 downsampling, so sizes mean the same as for SD1.5.
+        block_out_channels=(8, 16, 16, 16),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=TINY_SIZE,
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=49408,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            projection_dim=32,
+            bos_token_id=49406,
+            eos_token_id=49407,
+            pad_token_id=49407,
+        )
+    )
+    with tempfile.TemporaryDirectory() as tok_dir:
+        write_clip_tokenizer_files(Path(tok_dir))
+        # from_pretrained maps the file names itself; the constructor's argument names
+        # changed between transformers 4 and 5.
+        tokenizer = CLIPTokenizer.from_pretrained(
+            tok_dir, pad_token="<|endoftext|>", model_max_length=77
+        )
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        steps_offset=1,
+    )
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def ensure_tiny_model(cache_dir: Path) -> Path:
+    """Return the tiny preset's folder, building it once if needed.
+
+    Safe when processes race: each builds into its own temp folder next to the target and
+    renames it into place; a loser of the race discards its copy and uses the winner's.
+    """
+    target = tiny_model_dir(cache_dir)
+    if _is_complete(target):
+        return target
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{TINY_DIRNAME}-", dir=cache_dir))
+    try:
+        pipe = build_tiny_pipeline()
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        (tmp / _MARKER).write_text(json.dumps({"version": TINY_VERSION, "seed": TINY_SEED}))
+        if target.exists() and not _is_complete(target):
+            # A stale or half-written folder from an older version: move it aside first.
+            stale = Path(tempfile.mkdtemp(prefix=f".{TINY_DIRNAME}-stale-", dir=cache_dir))
+            # If someone else moved it already, the rename below decides.
+            with contextlib.suppress(OSError):
+                os.replace(target, stale / "old")
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not _is_complete(target):
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target

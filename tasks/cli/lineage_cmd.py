@@ -1,0 +1,212 @@
+"""``shotline lineage REF | --lora NAME[@SHA256] | --import-run ID`` and the ``verify`` hook.
+
+REF resolution (``catalog.lineage``): ``asset:ID``, ``shot:ID``, ``sku:SKU``, a blob key
+(anything with a ``/``, ``s3://bucket/key`` too), else a sku.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+from rich.tree import Tree
+
+from catalog.lineage import (
+    LineageError,
+    assets_by_lora,
+    lineage_for,
+    outputs_of_import_run,
+    parse_lora_ref,
+    shot_lineage,
+)
+from tasks.cli.app import app
+from tasks.cli.common import console, fail, print_json, session
+
+
+def _short(digest: Any, n: int = 16) -> str:
+    return str(digest)[:n] if digest else "-"
+
+
+def _e(value: Any) -> str:
+    return escape(str(value)) if value is not None else "-"
+
+
+def chain_tree(chain: Mapping[str, Any]) -> Tree:
+    """One shot's chain as a rich tree, in production order (CSV line first)."""
+    tree = Tree(
+        f"[bold]shot {chain['shot_id']}[/] · {_e(chain['brand'])} / {_e(chain['sku'])} · "
+        f"state [bold]{chain['state']}[/]"
+    )
+    src = chain.get("csv")
+    if src:
+        tree.add(
+            f"CSV {_e(src['uri'])} line {_e(src['line'])}  sha256 {_e(src['sha256'])}  "
+            f"(import run {_e(src['import_run_id'])})"
+        )
+    else:
+        tree.add("CSV: [dim]not recorded[/]")
+    rev = chain["product_revision"]
+    tree.add(
+        f"product revision {rev['id']} (rev {rev['revision']}) {_e(rev['title'])}  "
+        f"hash {_short(rev['content_hash'])}"
+    )
+    bc = chain["brand_config"]
+    stale = "" if bc["is_current"] else " [yellow](config changed since)[/]"
+    tree.add(f"brand config digest {_e(bc['digest'])}{stale}")
+    tree.add(f"template {_e(chain['template']['name'])}  digest {_e(chain['template']['digest'])}")
+    prompt = tree.add(f"prompt: {_e(chain['prompt']['text'])}")
+    if chain["prompt"]["negative"]:
+        prompt.add(f"negative: {_e(chain['prompt']['negative'])}")
+    for rm in chain["prompt"]["sanitizer_removals"]:
+        prompt.add(f"[yellow]removed[/] {_e(rm)}")
+    model = tree.add(f"model {_e(chain['model']['id'])}  digest {_e(chain['model']['digest'])}")
+    for lora in chain["loras"]:
+        model.add(
+            f"LoRA {_e(lora.get('name'))} @ {_e(lora.get('weight'))}  "
+            f"sha256 {_e(lora.get('sha256'))}"
+        )
+    sp = chain["sampling"]
+    tree.add(
+        f"seed {sp['seed']}  steps {sp['steps']}  guidance {sp['guidance']}  "
+        f"scheduler {_e(sp['scheduler'])}  {sp['width']}x{sp['height']}"
+    )
+    gen = chain.get("generation")
+    tree.add(
+        f"raw image sha256 {_e(gen['raw_sha256'])}  "
+        f"({_e(gen['device'])}, batch {_e(gen['batch_id'])})"
+        if gen
+        else "raw image: [dim]not generated[/]"
+    )
+    fr = chain.get("filter")
+    if fr:
+        node = tree.add(
+            f"filter {fr['decision']}  policy {_e(fr['policy_version'])}  "
+            f"clip {_e(fr['clip_model'])}"
+            + (f"  [red]{_e('; '.join(map(str, fr['reasons'])))}[/]" if fr["reasons"] else "")
+        )
+        for sc in fr["scores"]:
+            if isinstance(sc, Mapping):
+                mark = "[red]triggered[/]" if sc.get("triggered") else ""
+                node.add(
+                    f"{_e(sc.get('name'))}: {_e(sc.get('score'))} / "
+                    f"{_e(sc.get('threshold'))} {mark}"
+                )
+    else:
+        tree.add("filter: [dim]not gated[/]")
+    wm = chain.get("watermark")
+    tree.add(
+        f"watermark {_e(wm['method'])} payload {_e(wm['payload'])}  verified {wm['verified']}"
+        if wm
+        else "watermark: [dim]none[/]"
+    )
+    review = tree.add(f"review: {_e(chain['review']['state'] or 'no decision')}")
+    for ev in chain["review"]["events"]:
+        note = f" — {_e(ev['note'])}" if ev.get("note") else ""
+        review.add(f"{_e(ev['at'])} {_e(ev['action'])} by {_e(ev['reviewer'])}{note}")
+    asset = chain.get("asset")
+    tree.add(
+        f"asset {asset['id']}: {_e(asset['key'])}  sha256 {_e(asset['sha256'])}  "
+        f"etag {_e(asset['etag'])}"
+        if asset
+        else "asset: [dim]not published[/]"
+    )
+    return tree
+
+
+def print_summary(chain: Mapping[str, Any]) -> None:
+    """The lineage as ``review show`` prints it."""
+    console.print(chain_tree(chain))
+
+
+def verify_lineage(shot_id: int | None) -> dict[str, Any] | None:
+    """For ``shotline verify``: the chain of the shot a watermark decoded to, or None."""
+    if shot_id is None:
+        return None
+    with session() as s:
+        return shot_lineage(s, int(shot_id))
+
+
+def print_verify_lineage(shot_id: int | None) -> dict[str, Any] | None:
+    """``shotline verify`` text output: print the chain if the decoded shot is known."""
+    chain = verify_lineage(shot_id)
+    if chain is not None:
+        console.print(chain_tree(chain))
+    elif shot_id is not None:
+        console.print(f"shot {shot_id} is not in this catalog")
+    return chain
+
+
+@app.command("lineage")
+def lineage_cmd(
+    ref: str | None = typer.Argument(
+        None, metavar="[REF]", help="asset:ID, shot:ID, sku:SKU, a blob/S3 key, or a sku."
+    ),
+    lora: str | None = typer.Option(
+        None, "--lora", metavar="NAME[@SHA256]", help="Published assets made with this LoRA."
+    ),
+    import_run: int | None = typer.Option(
+        None, "--import-run", metavar="ID", help="What this import run produced."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Trace images back to their CSV line (or list what a LoRA / an import run produced)."""
+    if sum(x is not None for x in (ref, lora, import_run)) != 1:
+        fail("give exactly one of REF, --lora NAME[@SHA256] or --import-run ID")
+    try:
+        with session() as s:
+            if lora is not None:
+                name, sha = parse_lora_ref(lora)
+                data: Any = assets_by_lora(s, name, sha)
+            elif import_run is not None:
+                data = outputs_of_import_run(s, import_run)
+            else:
+                data = lineage_for(s, str(ref))
+    except LineageError as exc:
+        fail(str(exc))
+    if json_out:
+        print_json(data)
+    elif lora is not None:
+        _print_lora(lora, data)
+    elif import_run is not None:
+        _print_run(data)
+    else:
+        for chain in data["chains"]:
+            console.print(chain_tree(chain))
+
+
+def _print_lora(ref: str, rows: list[dict[str, Any]]) -> None:
+    table = Table(title=f"{len(rows)} published asset(s) made with {escape(ref)}")
+    for col in ("asset", "shot", "sku", "template", "weight", "lora sha256", "key"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(
+            str(r["asset_id"]),
+            str(r["shot_id"]),
+            _e(r["sku"]),
+            _e(r["template"]),
+            _e(r["lora"]["weight"]),
+            _short(r["lora"]["sha256"]),
+            _e(r["key"]),
+        )
+    console.print(table)
+
+
+def _print_run(data: dict[str, Any]) -> None:
+    run = data["run"]
+    states = ", ".join(f"{k} {v}" for k, v in sorted(data["states"].items())) or "no shots"
+    console.print(
+        f"import run {run['id']}: {_e(run['uri'])} sha256 {_e(run['sha256'])} "
+        f"({run['status']}, {run['rows_total']} rows, "
+        f"{len(data['revisions'])} revisions) — {states}"
+    )
+    table = Table()
+    for col in ("shot", "sku", "template", "state", "asset key"):
+        table.add_column(col, overflow="fold")
+    for r in data["shots"]:
+        table.add_row(
+            str(r["shot_id"]), _e(r["sku"]), _e(r["template"]), r["state"], _e(r["asset_key"])
+        )
+    console.print(table)

@@ -1,0 +1,166 @@
+"""``shotline reproduce SHOT_ID``: regenerate a shot from its recorded parameters.
+
+The new image's sha256 is compared with the raw image sha256 recorded at generation time.
+On the CPU with the tiny preset the match is exact; across devices or library versions a
+mismatch reports how far the pixels moved. Exit status: 0 on a match, 1 on a mismatch.
+
+Batched diffusion is not bit-identical to single-image diffusion (batched kernels sum in
+another order: a pixel can move by one), so by default the shot is regenerated together with
+the shots it was generated with (same ``batch_id`` and model, in id order), which is how the
+line called the generator. ``--alone`` regenerates only this shot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import typer
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from catalog.models import Generation, Shot
+from catalog.shots import shot_params
+from pipeline.imagediff import pixel_difference
+from tasks.cli.app import app
+from tasks.cli.common import console, err_console, fail, print_json, session, settings
+
+
+def _generator(model_id: str) -> Any:
+    cfg = settings()
+    if cfg.generator_factory:
+        from tasks.context import import_callable
+
+        return import_callable(cfg.generator_factory)(cfg, model_id)
+    from pipeline.generator import load_generator
+
+    return load_generator(cfg, model_id)
+
+
+@app.command("reproduce")
+def reproduce_cmd(
+    shot_id: int = typer.Argument(..., metavar="SHOT_ID"),
+    out: Path | None = typer.Option(None, "--out", help="Write the regenerated PNG here."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+    alone: bool = typer.Option(
+        False, "--alone", help="Regenerate only this shot, not its recorded batch."
+    ),
+) -> None:
+    """Regenerate SHOT_ID and compare it with the recorded raw image (sha256, pixels)."""
+    with session() as s:
+        shot = s.scalar(
+            select(Shot).where(Shot.id == shot_id).options(selectinload(Shot.generation))
+        )
+        if shot is None:
+            fail(f"shot {shot_id}: no such shot")
+        gen = shot.generation
+        if gen is None:
+            fail(f"shot {shot_id}: nothing to compare with (state {shot.state}, no raw image)")
+        params = shot_params(shot)
+        batch = [params]
+        if not alone and gen.batch_id:
+            mates = s.scalars(
+                select(Shot)
+                .join(Generation, Generation.shot_id == Shot.id)
+                .where(Generation.batch_id == gen.batch_id, Shot.model_id == shot.model_id)
+                .order_by(Shot.id)
+            ).all()
+            batch = [shot_params(m) for m in mates] or [params]
+        recorded: dict[str, Any] = {
+            "sha256": gen.sha256,
+            "key": gen.blob_key,
+            "model_digest": gen.model_digest or shot.model_digest,
+            "device": gen.device,
+            "library_versions": dict(gen.library_versions or {}),
+        }
+
+    with console.status(f"loading {params.model_id} and regenerating shot {shot_id}"):
+        try:
+            generator = _generator(params.model_id)
+            outputs = generator.generate(batch, batch_id=f"reproduce-{shot_id}")
+            output = next(o for o in outputs if o.shot_id == shot_id)
+        except (FileNotFoundError, ValueError) as exc:
+            fail(f"shot {shot_id}: cannot load model {params.model_id!r}: {exc}")
+    if output.error or (output.png is None and output.image is None):
+        fail(f"shot {shot_id}: generation failed: {output.error or 'no image'}")
+    png = output.png
+    if png is None:
+        from pipeline.generator import encode_png
+
+        png = encode_png(output.image)
+    sha = hashlib.sha256(png).hexdigest()
+    match = sha == recorded["sha256"]
+
+    difference: dict[str, Any] | None = None
+    note = None
+    if not match:
+        try:
+            from pipeline.storage import make_blob_store
+
+            difference = pixel_difference(make_blob_store(settings()).get(recorded["key"]), png)
+        except FileNotFoundError:
+            note = f"the recorded raw image {recorded['key']} is gone: no pixel comparison"
+    if out is not None:
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(png)
+        except OSError as exc:
+            fail(f"{out}: cannot write: {exc.strerror or exc}")
+
+    report = {
+        "shot_id": shot_id,
+        "match": match,
+        "recorded_sha256": recorded["sha256"],
+        "reproduced_sha256": sha,
+        "model_id": params.model_id,
+        "recorded_model_digest": recorded["model_digest"],
+        "model_digest": output.model_digest,
+        "recorded_device": recorded["device"],
+        "device": output.device,
+        "seed": params.seed,
+        "batch_size": len(batch),
+        "difference": difference,
+        "note": note,
+        "out": str(out) if out is not None else None,
+    }
+    if json_out:
+        print_json(report)
+    else:
+        _print_report(report, recorded["library_versions"], dict(output.library_versions or {}))
+    if not match:
+        raise typer.Exit(1)
+
+
+def _print_report(r: dict[str, Any], old_libs: dict[str, Any], new_libs: dict[str, Any]) -> None:
+    verdict = "[green]match: true[/]" if r["match"] else "[red]match: false[/]"
+    mates = f" (regenerated with its batch of {r['batch_size']})" if r["batch_size"] > 1 else ""
+    console.print(f"shot {r['shot_id']} {verdict}{mates}")
+    console.print(f"recorded   sha256 {r['recorded_sha256']}  on {r['recorded_device']}")
+    console.print(f"reproduced sha256 {r['reproduced_sha256']}  on {r['device']}")
+    if r["recorded_model_digest"] and r["recorded_model_digest"] != r["model_digest"]:
+        console.print(
+            f"[yellow]model digest differs:[/] {r['recorded_model_digest']} -> {r['model_digest']}"
+        )
+    changed = {k: (old_libs.get(k), v) for k, v in new_libs.items() if old_libs.get(k) != v}
+    if not r["match"] and changed and old_libs:
+        console.print(
+            "library versions differ: "
+            + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in sorted(changed.items()))
+        )
+    d = r["difference"]
+    if d is not None:
+        if d["same_size"]:
+            psnr = "inf" if d["psnr_db"] is None else f"{d['psnr_db']:.1f} dB"
+            console.print(
+                f"pixel difference: max {d['max_abs']}, mean {d['mean_abs']:.3f}, "
+                f"{d['changed_fraction']:.1%} of pixels changed, PSNR {psnr}"
+            )
+        else:
+            console.print(
+                f"size differs: recorded {d['recorded_size']}, reproduced {d['reproduced_size']}"
+            )
+    if r["note"]:
+        err_console.print(r["note"])
+    if r["out"]:
+        console.print(f"wrote {r['out']}", highlight=False)

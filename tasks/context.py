@@ -1,0 +1,116 @@
+"""What a worker process holds for its whole life: settings, DB engine, blob store, models.
+
+Built once per process (``worker_process_init`` / ``worker_init`` for ``--pool solo``, or once
+per in-process run) so tasks never pay for a model load or a connection setup.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from catalog.db import make_engine, make_sessionmaker
+from pipeline.brand import BrandConfig, BrandConfigError, find_brand
+from pipeline.settings import Settings, get_settings
+
+
+def import_callable(spec: str) -> Callable[..., Any]:
+    """``"package.module:name"`` -> the object (a settings-selected factory)."""
+    module, _, attr = spec.partition(":")
+    if not module or not attr:
+        raise ValueError(f"factory {spec!r} must look like 'package.module:callable'")
+    return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    _store: Any = None
+    _gate: Any = None
+    _generators: dict[str, Any] = field(default_factory=dict)
+    _brands: dict[str, BrandConfig] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def build(cls, settings: Settings) -> WorkerContext:
+        engine = make_engine(settings.database_url)
+        return cls(settings=settings, engine=engine, sessions=make_sessionmaker(engine))
+
+    @property
+    def store(self) -> Any:
+        if self._store is None:
+            from pipeline.storage import make_blob_store
+
+            self._store = make_blob_store(self.settings)
+        return self._store
+
+    def generator(self, model_id: str) -> Any:
+        """The generator for ``model_id``, loaded on first use and kept resident."""
+        with self._lock:
+            gen = self._generators.get(model_id)
+            if gen is None:
+                if self.settings.generator_factory:
+                    factory = import_callable(self.settings.generator_factory)
+                else:
+                    from pipeline.generator import load_generator as factory
+                gen = factory(self.settings, model_id)
+                self._generators[model_id] = gen
+            return gen
+
+    def gate(self) -> Any:
+        with self._lock:
+            if self._gate is None:
+                if self.settings.gate_factory:
+                    factory = import_callable(self.settings.gate_factory)
+                else:
+                    from pipeline.gate import load_gate as factory
+                self._gate = factory(self.settings)
+            return self._gate
+
+    def brand_config(self, name: str, stored: dict[str, Any] | None = None) -> BrandConfig:
+        """The brand's YAML from brands_dir; the config stored on the row if the file is gone."""
+        cfg = self._brands.get(name)
+        if cfg is None:
+            try:
+                cfg = find_brand(self.settings.brands_dir, name)
+            except BrandConfigError:
+                if stored is None:
+                    raise
+                cfg = BrandConfig.model_validate(stored)
+            self._brands[name] = cfg
+        return cfg
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+_contexts: dict[str, WorkerContext] = {}
+_contexts_lock = threading.Lock()
+
+
+def context_for(settings: Settings | None = None) -> WorkerContext:
+    """One context per distinct settings in this process (workers have exactly one)."""
+    settings = settings or get_settings()
+    key = settings.model_dump_json()
+    with _contexts_lock:
+        ctx = _contexts.get(key)
+        if ctx is None:
+            ctx = WorkerContext.build(settings)
+            _contexts[key] = ctx
+        return ctx
+
+
+def reset_contexts() -> None:
+    """Drop every cached context (after fork, or between tests)."""
+    with _contexts_lock:
+        for ctx in _contexts.values():
+            ctx.engine.dispose(close=False)
+        _contexts.clear()

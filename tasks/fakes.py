@@ -1,0 +1,170 @@
+"""Stand-in stages for exercising the control plane alone (tests, the orchestration benchmark).
+
+Select them with ``SHOTLINE_GENERATOR_FACTORY=tasks.fakes:fixed_image_generator`` and
+``SHOTLINE_GATE_FACTORY=tasks.fakes:pass_through_gate``. They honour the stage contracts
+(``Generator.generate`` and ``Gate.check/finalize``) but do no model work, so what is measured
+is queues, workers, the database and the blob store. Their images are flat test patterns,
+never product photos.
+
+Knobs (environment, read by the worker that builds the fake):
+``SHOTLINE_FAKE_GENERATE_DELAY_S`` sleeps per batch (lets a test kill a worker mid-batch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image, PngImagePlugin
+
+from pipeline.settings import Settings
+from pipeline.types import ShotParams
+
+MAX_SIDE = 4096
+
+
+def _png(image: Image.Image, text: dict[str, str] | None = None) -> bytes:
+    info = PngImagePlugin.PngInfo()
+    for k, v in (text or {}).items():
+        info.add_text(k, v)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+@dataclass
+class FakeOutput:
+    """Field for field the contract's ``GenerationOutput``."""
+
+    shot_id: int
+    image: Image.Image | None
+    png: bytes | None
+    sha256: str | None
+    model_digest: str
+    timings: dict[str, float]
+    device: str
+    library_versions: dict[str, str]
+    batch_id: str
+    error: str | None = None
+
+
+class FixedImageGenerator:
+    """Returns the same small image for every shot, immediately."""
+
+    def __init__(self, model_id: str, size: int = 64) -> None:
+        self.model_id = model_id
+        self.image = Image.new("RGB", (size, size), (200, 120, 40))
+        self.png = _png(self.image)
+        self.sha256 = hashlib.sha256(self.png).hexdigest()
+        self.delay_s = float(os.environ.get("SHOTLINE_FAKE_GENERATE_DELAY_S", "0") or 0)
+
+    def generate(
+        self, shots: Sequence[ShotParams], batch_id: str | None = None
+    ) -> list[FakeOutput]:
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        outs = []
+        for p in shots:
+            ok = all(8 <= side <= MAX_SIDE and side % 8 == 0 for side in (p.width, p.height))
+            outs.append(
+                FakeOutput(
+                    shot_id=p.shot_id,
+                    image=self.image if ok else None,
+                    png=self.png if ok else None,
+                    sha256=self.sha256 if ok else None,
+                    model_digest="0" * 64,
+                    timings={"total_s": 0.0},
+                    device="fake",
+                    library_versions={"fake": "1"},
+                    batch_id=batch_id or "",
+                    error=None if ok else f"impossible size {p.width}x{p.height}",
+                )
+            )
+        return outs
+
+
+def fixed_image_generator(settings: Settings, model_id: str) -> FixedImageGenerator:
+    return FixedImageGenerator(model_id)
+
+
+@dataclass(frozen=True)
+class FakeItem:
+    shot_id: int
+    image: Image.Image
+    product_text: str
+
+
+@dataclass(frozen=True)
+class FakeProvenance:
+    shot_id: int
+    model_id: str
+    model_digest: str | None
+    loras: list[dict[str, Any]]
+    brand: str
+    sku: str
+    template: str
+
+
+@dataclass
+class FakeDecision:
+    decision: str
+    scores: list[dict[str, Any]] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    policy_version: str = "fake"
+    clip_model: str = "none"
+
+
+@dataclass
+class FakeFinal:
+    data: bytes
+    content_type: str
+    ext: str
+    sha256: str
+    payload: str
+    method: str
+    verified: bool
+    bit_accuracy: float
+    c2pa_signed: bool
+
+
+class PassThroughGate:
+    """Keeps every image whose product text does not contain "reject"; tags PNGs with the id."""
+
+    item_cls = FakeItem
+    provenance_cls = FakeProvenance
+
+    @staticmethod
+    def policy_from_brand(cfg: Any) -> str:
+        return "fake"
+
+    def check(self, items: Sequence[FakeItem], policy: Any) -> list[FakeDecision]:
+        return [
+            FakeDecision("rejected", reasons=["fake:reject"])
+            if "reject" in it.product_text.lower()
+            else FakeDecision("pending_review")
+            for it in items
+        ]
+
+    def finalize(self, shot_id: int, image: Image.Image, provenance: Any, fmt: str) -> FakeFinal:
+        payload = f"{shot_id:016x}"
+        data = _png(image, {"shotline:shot_id": str(shot_id)})
+        return FakeFinal(
+            data=data,
+            content_type="image/png",
+            ext="png",
+            sha256=hashlib.sha256(data).hexdigest(),
+            payload=payload,
+            method="none",
+            verified=True,
+            bit_accuracy=1.0,
+            c2pa_signed=False,
+        )
+
+
+def pass_through_gate(settings: Settings) -> PassThroughGate:
+    return PassThroughGate()

@@ -1,0 +1,350 @@
+"""The three steps of the line, shared by Celery tasks and the in-process runner.
+
+Each step loads its rows by id, skips shots that are not in the state it expects (that is
+what makes redelivery harmless), calls a pure stage from ``pipeline/`` outside any
+transaction, and writes its results in one short transaction. Rows are never held locked
+while a model runs. The caller enqueues the next step once the write has committed.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+from sqlalchemy import select
+
+from catalog.db import session_scope
+from catalog.models import Brand, Generation, Shot, ShotState, Watermark
+from catalog.shots import (
+    ShotInfo,
+    claim_shots,
+    lock_shots,
+    mark_failed,
+    record_asset,
+    record_gate,
+    record_generation,
+    retry_or_fail,
+    shot_info,
+    shot_params,
+)
+from tasks.context import WorkerContext
+
+log = logging.getLogger(__name__)
+S = ShotState
+
+
+@dataclass
+class StepResult:
+    done: list[int] = field(default_factory=list)  # moved on; the next step gets these
+    rejected: list[int] = field(default_factory=list)
+    retry: list[int] = field(default_factory=list)  # back to planned: re-enqueue one by one
+    failed: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)  # already past this step (redelivery)
+
+
+def transient_errors() -> tuple[type[BaseException], ...]:
+    """Errors worth a retry with backoff: the DB, the blob store or the broker hiccuped."""
+    from kombu.exceptions import OperationalError as BrokerError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    from pipeline.storage import StorageError
+
+    return (
+        OperationalError,
+        DBAPIError,
+        StorageError,
+        BrokerError,
+        RedisConnectionError,
+        RedisTimeoutError,
+        ConnectionError,
+        TimeoutError,
+    )
+
+
+def _metric(name: str, *args: Any) -> None:
+    # Metrics are optional observability; a missing exporter must never fail a shot.
+    try:
+        from tasks import metrics
+    except ImportError:
+        return
+    fn = getattr(metrics, name, None)
+    if fn is not None:
+        fn(*args)
+
+
+# --- generate -----------------------------------------------------------------------------
+
+
+def generate(
+    ctx: WorkerContext,
+    shot_ids: list[int],
+    *,
+    batch_id: str | None = None,
+    first_delivery: bool = True,
+) -> StepResult:
+    """planned -> generated: one GPU batch, raw PNGs to ``raw/...``, one ``generations`` row each."""
+    from pipeline.storage import content_key
+
+    settings, result = ctx.settings, StepResult()
+    batch_id = batch_id or uuid.uuid4().hex
+    with session_scope(ctx.sessions) as s:
+        claim = claim_shots(
+            s, shot_ids, max_attempts=settings.max_attempts, count_attempt=first_delivery
+        )
+        result.failed += [shot.id for shot in claim.failed]
+        params = [shot_params(shot) for shot in claim.claimed]
+        infos = shot_info(s, claim.claimed)
+    claimed = {p.shot_id for p in params}
+    result.skipped += [i for i in shot_ids if i not in claimed and i not in result.failed]
+    if not params:
+        return result
+
+    errors: dict[int, str] = {}
+    outputs: list[Any] = []
+    started = time.perf_counter()
+    by_model: dict[str, list[Any]] = defaultdict(list)
+    for p in params:
+        by_model[p.model_id].append(p)
+    for model_id, group in by_model.items():
+        try:
+            outputs += ctx.generator(model_id).generate(group, batch_id=batch_id)
+        except transient_errors():
+            raise
+        except Exception as exc:  # a stage error: isolate the shot that causes it
+            reason = f"{type(exc).__name__}: {exc}"
+            log.warning("generation of %d shot(s) failed: %s", len(group), reason)
+            if len(group) > 1:
+                with session_scope(ctx.sessions) as s:
+                    for shot in lock_shots(s, [p.shot_id for p in group], (S.generating,)):
+                        shot.attempts = max(0, shot.attempts - 1)  # not this shot's fault yet
+                        retry_or_fail(shot, f"batch split after: {reason}", max_attempts=10**6)
+                        result.retry.append(shot.id)
+            else:
+                errors[group[0].shot_id] = reason
+    _metric("observe_batch", time.perf_counter() - started)
+
+    uploads: dict[int, tuple[Any, Any]] = {}
+    for out in outputs:
+        if out.error or out.image is None and out.png is None:
+            errors[out.shot_id] = out.error or "generator returned no image"
+            continue
+        png = out.png
+        if png is None:
+            from pipeline.generator import encode_png
+
+            png = encode_png(out.image)
+        info: ShotInfo = infos[out.shot_id]
+        from pipeline.storage import sha256_bytes
+
+        sha = out.sha256 or sha256_bytes(png)
+        key = content_key("raw", info.brand, info.sku, info.template, sha256=sha, ext="png")
+        blob = ctx.store.put(
+            key, png, content_type="image/png", metadata={"shot-id": str(info.shot_id)}
+        )
+        uploads[out.shot_id] = (out, key, blob)
+
+    with session_scope(ctx.sessions) as s:
+        for shot in lock_shots(s, list(uploads) + list(errors), (S.generating,)):
+            if shot.id in errors:
+                if retry_or_fail(shot, errors[shot.id], max_attempts=settings.max_attempts):
+                    result.retry.append(shot.id)
+                else:
+                    result.failed.append(shot.id)
+                continue
+            out, key, blob = uploads[shot.id]
+            record_generation(
+                s,
+                shot,
+                blob_backend=blob.backend,
+                blob_key=key,  # the store-relative key: what get() takes back
+                sha256=blob.sha256,
+                size_bytes=blob.size,
+                model_digest=out.model_digest,
+                timings=dict(out.timings or {}),
+                device=str(out.device),
+                library_versions=dict(out.library_versions or {}),
+                batch_id=out.batch_id or batch_id,
+            )
+            result.done.append(shot.id)
+    _metric("record_generated", len(result.done))
+    return result
+
+
+# --- gate ---------------------------------------------------------------------------------
+
+
+def _gate_types(gate: Any) -> tuple[Any, Any, Any]:
+    """GatePolicy.from_brand, ProvenanceInfo and GateItem; a stand-in gate may bring its own."""
+    policy = getattr(gate, "policy_from_brand", None)
+    provenance = getattr(gate, "provenance_cls", None)
+    item = getattr(gate, "item_cls", None)
+    if policy is None or provenance is None or item is None:
+        from pipeline.gate import GateItem, GatePolicy, ProvenanceInfo
+
+        policy = policy or GatePolicy.from_brand
+        provenance = provenance or ProvenanceInfo
+        item = item or GateItem
+    return policy, provenance, item
+
+
+def gate(ctx: WorkerContext, shot_ids: list[int]) -> StepResult:
+    """generated -> pending_review | rejected: CLIP checks in one batch per brand, then
+    watermark + provenance for kept images, written to ``final/...``."""
+    from pipeline.storage import content_key
+
+    settings, result = ctx.settings, StepResult()
+    with session_scope(ctx.sessions) as s:
+        shots = list(
+            s.scalars(select(Shot).where(Shot.id.in_(shot_ids), Shot.state == S.generated))
+        )
+        infos = shot_info(s, shots)
+        gens = {
+            g.shot_id: g
+            for g in s.scalars(select(Generation).where(Generation.shot_id.in_(infos)))
+        }
+        brand_rows = {b.name: b.config for b in s.scalars(select(Brand))}
+        meta = {
+            sh.id: (sh.model_id, sh.model_digest, list(sh.adapters or [])) for sh in shots
+        }
+    result.skipped = [i for i in shot_ids if i not in infos]
+    if not infos:
+        return result
+
+    the_gate = ctx.gate()
+    policy_from_brand, provenance_cls, item_cls = _gate_types(the_gate)
+
+    images: dict[int, Image.Image] = {}
+    by_brand: dict[str, list[int]] = defaultdict(list)
+    for sid, info in infos.items():
+        raw = ctx.store.get(gens[sid].blob_key)
+        images[sid] = Image.open(io.BytesIO(raw)).convert("RGB")
+        by_brand[info.brand].append(sid)
+
+    decisions: dict[int, Any] = {}
+    for brand, ids in by_brand.items():
+        policy = policy_from_brand(ctx.brand_config(brand, brand_rows.get(brand)))
+        items = [item_cls(sid, images[sid], infos[sid].product_text) for sid in ids]
+        for sid, dec in zip(ids, the_gate.check(items, policy), strict=True):
+            decisions[sid] = dec
+
+    finals: dict[int, dict[str, Any]] = {}
+    for sid, dec in decisions.items():
+        if dec.decision != S.pending_review:
+            continue
+        info = infos[sid]
+        model_id, model_digest, loras = meta[sid]
+        prov = provenance_cls(
+            shot_id=sid,
+            model_id=model_id,
+            model_digest=model_digest,
+            loras=loras,
+            brand=info.brand,
+            sku=info.sku,
+            template=info.template,
+        )
+        final = the_gate.finalize(sid, images[sid], prov, settings.output_format)
+        key = content_key(
+            "final", info.brand, info.sku, info.template, sha256=final.sha256, ext=final.ext
+        )
+        blob = ctx.store.put(
+            key, final.data, content_type=final.content_type, metadata={"shot-id": str(sid)}
+        )
+        finals[sid] = {
+            "method": final.method,
+            "payload": final.payload,
+            "verified": bool(final.verified),
+            "bit_accuracy": float(final.bit_accuracy),
+            "image_backend": blob.backend,
+            "image_key": key,
+            "image_sha256": final.sha256,
+            "image_size": len(final.data),
+            "content_type": final.content_type,
+            "c2pa_signed": bool(final.c2pa_signed),
+        }
+
+    with session_scope(ctx.sessions) as s:
+        for shot in lock_shots(s, list(decisions), (S.generated,)):
+            dec = decisions[shot.id]
+            record_gate(
+                s,
+                shot,
+                decision=dec.decision,
+                policy_version=dec.policy_version,
+                clip_model=dec.clip_model,
+                scores=list(dec.scores),
+                reasons=list(dec.reasons),
+                watermark=finals.get(shot.id),
+            )
+            (result.done if dec.decision == S.pending_review else result.rejected).append(shot.id)
+            _metric("record_gated", dec.decision, list(dec.reasons))
+    return result
+
+
+# --- publish ------------------------------------------------------------------------------
+
+
+def publish(ctx: WorkerContext, shot_ids: list[int]) -> StepResult:
+    """approved -> published: upload the gated final file under its content-addressed key,
+    then write the ``assets`` row. Already published shots are skipped (a no-op)."""
+    from pipeline.storage import content_key, sha256_bytes
+
+    result = StepResult()
+    with session_scope(ctx.sessions) as s:
+        shots = list(
+            s.scalars(select(Shot).where(Shot.id.in_(shot_ids), Shot.state == S.approved))
+        )
+        infos = shot_info(s, shots)
+        marks = {
+            w.shot_id: w for w in s.scalars(select(Watermark).where(Watermark.shot_id.in_(infos)))
+        }
+    result.skipped = [i for i in shot_ids if i not in infos]
+
+    uploads: dict[int, Any] = {}
+    problems: dict[int, str] = {}
+    for sid, info in infos.items():
+        mark = marks.get(sid)
+        if mark is None:
+            problems[sid] = "approved but has no gated final image"
+            continue
+        data = ctx.store.get(mark.image_key)
+        if sha256_bytes(data) != mark.image_sha256:
+            problems[sid] = f"final image {mark.image_key} does not match its recorded sha256"
+            continue
+        ext = mark.image_key.rsplit(".", 1)[-1]
+        key = content_key(info.brand, info.sku, info.template, sha256=mark.image_sha256, ext=ext)
+        uploads[sid] = (
+            key,
+            ctx.store.put(
+                key, data, content_type=mark.content_type, metadata={"shot-id": str(sid)}
+            ),
+        )
+
+    with session_scope(ctx.sessions) as s:
+        for shot in lock_shots(s, list(uploads) + list(problems), (S.approved,)):
+            if shot.id in problems:
+                mark_failed(shot, problems[shot.id])
+                result.failed.append(shot.id)
+                continue
+            key, blob = uploads[shot.id]
+            ok = record_asset(
+                s,
+                shot,
+                backend=blob.backend,
+                bucket=blob.bucket,
+                key=key,
+                sha256=blob.sha256,
+                size_bytes=blob.size,
+                etag=blob.etag,
+                content_type=blob.content_type,
+            )
+            (result.done if ok else result.failed).append(shot.id)
+    _metric("record_published", len(result.done))
+    return result

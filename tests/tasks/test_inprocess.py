@@ -1,0 +1,53 @@
+"""The embedded default: no broker, SQLite, local blobs, in-process, with the real tiny
+generator and the real gate (CLIP + watermark). Tiny-preset images are random noise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import select
+
+from catalog import migrate
+from catalog.db import make_engine, make_sessionmaker, session_scope
+from catalog.models import Asset, Generation, Watermark
+from pipeline.settings import Settings
+from pipeline.storage import LocalBlobStore, sha256_bytes
+from tasks.dispatch import enqueue_publish
+from tasks.runner import run_line
+from tests.tasks.conftest import approve_all, assert_line_sound, seed_shots
+
+
+def test_in_process_line_with_real_tiny_models(tmp_settings: Settings) -> None:
+    assert tmp_settings.embedded
+    migrate.upgrade(tmp_settings.database_url)
+    ids = seed_shots(tmp_settings, 3)
+
+    summary = run_line(tmp_settings, brand="acme", progress=False)
+    assert summary.mode == "in-process"
+    assert summary.complete and summary.total == 3
+    assert sum(summary.counts.values()) == 3
+    assert set(summary.counts) <= {"pending_review", "rejected"}
+
+    approve_all(tmp_settings, ids, reviewer="test")
+    enqueue_publish(ids, tmp_settings)
+    info = assert_line_sound(tmp_settings, ids)
+    assert info["rows"]["generations"] == 3
+
+    store = LocalBlobStore(Path(tmp_settings.blob_root))
+    engine = make_engine(tmp_settings.database_url)
+    with session_scope(make_sessionmaker(engine)) as s:
+        gens = list(s.scalars(select(Generation)))
+        assert all(g.device for g in gens) and all(g.model_digest for g in gens)
+        marks = {w.shot_id: w for w in s.scalars(select(Watermark))}
+        assets = list(s.scalars(select(Asset)))
+    engine.dispose()
+    assert len(assets) == info["states"].get("published", 0)
+    for asset in assets:
+        data = store.get(asset.key)  # the row points at a real object with those bytes
+        assert sha256_bytes(data) == asset.sha256 == marks[asset.shot_id].image_sha256
+        assert asset.key.startswith("acme/SKU-")
+
+    # Running again finds nothing planned; publishing again changes nothing.
+    assert run_line(tmp_settings, progress=False).total == 0
+    enqueue_publish(ids, tmp_settings)
+    assert_line_sound(tmp_settings, ids)

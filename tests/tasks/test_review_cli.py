@@ -1,0 +1,399 @@
+"""``shotline review|lineage|reproduce`` through Typer's CliRunner against real databases.
+
+Rows are inserted with the factories and committed; the CLI opens its own connections, the
+way a reviewer's terminal does. SQLite (the embedded default) everywhere, Postgres where a
+command writes (approve/reject/export).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import Result
+from PIL import Image
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+from typer.testing import CliRunner
+
+from catalog import migrate
+from catalog.db import make_engine, make_sessionmaker
+from catalog.models import Asset, ReviewEvent, Shot
+from pipeline.settings import get_settings
+from pipeline.storage import LocalBlobStore
+from tasks.cli import app
+from tasks.cli import common as cli_common
+from tasks.context import reset_contexts
+from tests.conftest import ROOT, create_pg_database, drop_pg_database
+from tests.factories import make_brand, make_gated_shot, make_import_run, noise_png
+
+
+@dataclass
+class CliEnv:
+    url: str
+    sessions: sessionmaker[Session]
+    store: LocalBlobStore
+    tmp: Path
+    monkeypatch: pytest.MonkeyPatch
+
+    def invoke(self, *args: str) -> Result:
+        return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
+
+    def insert(self, fn: Callable[[Session], Any]) -> Any:
+        with self.sessions() as s, s.begin():
+            return fn(s)
+
+    def shot(self, shot_id: int) -> Shot:
+        with self.sessions() as s:
+            shot = s.get(Shot, shot_id)
+            assert shot is not None
+            return shot
+
+    def events(self, shot_id: int) -> list[tuple[str, str, str | None]]:
+        with self.sessions() as s:
+            rows = s.scalars(
+                select(ReviewEvent).where(ReviewEvent.shot_id == shot_id).order_by(ReviewEvent.id)
+            )
+            return [(e.action, e.reviewer, e.note) for e in rows]
+
+    def set_env(self, name: str, value: str | None) -> None:
+        if value is None:
+            self.monkeypatch.delenv(name, raising=False)
+        else:
+            self.monkeypatch.setenv(name, value)
+        _reset_cli_caches()
+
+
+def _reset_cli_caches() -> None:
+    get_settings.cache_clear()
+    cli_common.engine.cache_clear()
+    reset_contexts()
+
+
+@pytest.fixture(scope="module")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("review_cli") / "template.db"
+    migrate.upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def review_pg_url() -> Iterator[str]:
+    url = create_pg_database("shotline_review")
+    yield url
+    reset_contexts()
+    drop_pg_database(url)
+
+
+def _env(url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliEnv]:
+    var = tmp_path / "var"
+    values = {
+        "DATABASE_URL": url,
+        "VAR_DIR": str(var),
+        "BLOB_ROOT": str(var / "blobs"),
+        "BLOB_BACKEND": "local",
+        "BRANDS_DIR": str(ROOT / "samples" / "brands"),
+        "MODEL_CACHE_DIR": str(ROOT / "var" / "models"),
+        "DEVICE": "cpu",
+    }
+    for name in list(os.environ):
+        if name.startswith("SHOTLINE_"):
+            monkeypatch.delenv(name)
+    for key, value in values.items():
+        monkeypatch.setenv(f"SHOTLINE_{key}", value)
+    monkeypatch.chdir(tmp_path)  # no stray .env from the working copy
+    _reset_cli_caches()
+    engine = make_engine(url)
+    try:
+        yield CliEnv(
+            url, make_sessionmaker(engine), LocalBlobStore(var / "blobs"), tmp_path, monkeypatch
+        )
+    finally:
+        engine.dispose()
+        if cli_common.engine.cache_info().currsize:
+            cli_common.engine().dispose()
+        _reset_cli_caches()
+
+
+@pytest.fixture
+def cli(sqlite_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliEnv]:
+    db = tmp_path / "shotline.db"
+    shutil.copy(sqlite_template, db)
+    yield from _env(f"sqlite:///{db}", tmp_path, monkeypatch)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_cli(
+    request: pytest.FixtureRequest,
+    sqlite_template: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[CliEnv]:
+    if request.param == "sqlite":
+        db = tmp_path / "shotline.db"
+        shutil.copy(sqlite_template, db)
+        url = f"sqlite:///{db}"
+    else:
+        url = request.getfixturevalue("review_pg_url")
+    yield from _env(url, tmp_path, monkeypatch)
+
+
+def _gated(env: CliEnv, **kw: Any) -> int:
+    return env.insert(lambda s: make_gated_shot(s, store=env.store, **kw).id)
+
+
+# --- list / show / sheet ------------------------------------------------------------------
+
+
+def test_list_shows_pending_with_scores_and_reasons(cli: CliEnv) -> None:
+    kept = _gated(cli, sku="CUSHION-1")
+    rejected = _gated(cli, decision="rejected", sku="CUSHION-2")
+
+    res = cli.invoke("review", "list", "--json")
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)
+    assert [r["id"] for r in rows] == [kept]  # pending_review by default
+    assert rows[0]["sku"] == "CUSHION-1-RED"
+    assert {s["name"] for s in rows[0]["key_scores"]} == {"nsfw", "Nike", "product_match"}
+
+    res = cli.invoke("review", "list", "--status", "rejected")
+    assert res.exit_code == 0, res.output
+    assert str(rejected) in res.stdout and "CUSHION-2-RED" in res.stdout
+    assert "competitor:Nike" in res.stdout  # the reason
+    assert "Nike 0.410/0.300" in res.stdout  # the triggered score against its threshold
+
+    res = cli.invoke("review", "list", "--status", "bogus")
+    assert res.exit_code == 2
+    assert "--status 'bogus'" in res.output
+
+
+def test_show_prints_record_and_lineage(cli: CliEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    shot_id = _gated(cli, sku="LAMP-9", decision="rejected")
+    res = cli.invoke("review", "show", str(shot_id))
+    assert res.exit_code == 0, res.output
+    for text in ("LAMP-9-RED", "studio product photo", "competitor:Nike", "threshold", "line 2"):
+        assert text in res.stdout, text
+
+    res = cli.invoke("review", "show", str(shot_id), "--json")
+    data = json.loads(res.stdout)
+    assert data["id"] == shot_id and data["lineage"]["csv"]["line"] == 2
+
+    opened: list[str] = []
+    monkeypatch.setattr("typer.launch", lambda path, **_: opened.append(path) or 0)
+    res = cli.invoke("review", "show", str(shot_id), "--open")
+    assert res.exit_code == 0, res.output
+    assert len(opened) == 1 and Image.open(opened[0]).size == (64, 64)
+
+    res = cli.invoke("review", "show", "424242")
+    assert res.exit_code == 2
+    assert "shot 424242: no such shot" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_sheet_writes_html_and_png(cli: CliEnv) -> None:
+    brand = cli.insert(lambda s: make_brand(s))
+    ids = [_gated(cli, brand=brand, sku=f"S{i}") for i in range(3)]
+    out = cli.tmp / "sheet"
+    res = cli.invoke("review", "sheet", "--out", str(out), "--brand", brand.name)
+    assert res.exit_code == 0, res.output
+    html = (out / "contact-sheet.html").read_text()
+    assert html.count('<img class="thumb" src="data:image/png;base64,') == 3
+    for i in ids:
+        assert f'<div class="id">{i}</div>' in html
+    grid = Image.open(out / "contact-sheet.png")
+    assert grid.size[0] >= 2 * 256 and grid.size[1] >= 2 * 256  # 3 images: 2 x 2 grid
+    assert str(out / "contact-sheet.html") in res.stdout
+
+
+# --- approve / reject ---------------------------------------------------------------------
+
+
+def test_approve_records_event_and_publishes(any_cli: CliEnv) -> None:
+    shot_id = _gated(any_cli)
+    res = any_cli.invoke("review", "approve", str(shot_id), "--reviewer", "alice")
+    assert res.exit_code == 0, res.output
+    assert "approved 1 shot(s) as alice" in res.stdout
+    assert "published 1 of 1" in res.stdout
+    assert any_cli.events(shot_id) == [("approve", "alice", None)]
+    assert any_cli.shot(shot_id).state == "published"
+    with any_cli.sessions() as s:
+        asset = s.scalar(select(Asset).where(Asset.shot_id == shot_id))
+        assert asset is not None
+        final = s.get(Shot, shot_id).watermark
+        assert final is not None
+    # the published object is the gated final file, byte for byte
+    assert any_cli.store.get(asset.key) == any_cli.store.get(final.image_key)
+    assert asset.sha256 == final.image_sha256
+
+
+def test_reviewer_from_environment(cli: CliEnv) -> None:
+    shot_id = _gated(cli)
+    cli.set_env("SHOTLINE_REVIEWER", "env-reviewer")
+    res = cli.invoke("review", "reject", str(shot_id), "--reason", "blurry")
+    assert res.exit_code == 0, res.output
+    assert cli.events(shot_id) == [("reject", "env-reviewer", "blurry")]
+    assert cli.shot(shot_id).state == "rejected"
+
+
+def test_no_reviewer_is_refused(cli: CliEnv) -> None:
+    shot_id = _gated(cli)
+    cli.set_env("SHOTLINE_REVIEWER", None)
+    for args in (["approve", str(shot_id)], ["reject", str(shot_id), "--reason", "x"]):
+        res = cli.invoke("review", *args)
+        assert res.exit_code == 2, res.output
+        assert "no reviewer: pass --reviewer NAME or set SHOTLINE_REVIEWER" in res.output
+    assert cli.events(shot_id) == []
+    assert cli.shot(shot_id).state == "pending_review"
+
+
+def test_gate_rejected_needs_override_and_reason(any_cli: CliEnv) -> None:
+    shot_id = _gated(any_cli, decision="rejected", final=noise_png(5))
+    res = any_cli.invoke("review", "approve", str(shot_id), "--reviewer", "alice")
+    assert res.exit_code == 2
+    assert f"shot {shot_id}: the gate rejected it (competitor:Nike)" in res.output
+    assert "--override --reason TEXT" in res.output
+
+    res = any_cli.invoke("review", "approve", str(shot_id), "--reviewer", "alice", "--override")
+    assert res.exit_code == 2
+    assert "needs --reason" in res.output
+    assert any_cli.events(shot_id) == []
+
+    res = any_cli.invoke(
+        "review", "approve", str(shot_id), "--reviewer", "alice", "--override",
+        "--reason", "logo is our own",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert any_cli.events(shot_id) == [("override", "alice", "logo is our own")]
+    assert any_cli.shot(shot_id).state == "published"
+
+
+def test_unknown_id_is_refused(any_cli: CliEnv) -> None:
+    shot_id = _gated(any_cli)
+    res = any_cli.invoke("review", "approve", str(shot_id), "99999999", "--reviewer", "alice")
+    assert res.exit_code == 2
+    assert "shot 99999999: no such shot" in res.output
+    assert "Traceback" not in res.output
+    assert any_cli.events(shot_id) == []  # nothing of the batch was written
+    res = any_cli.invoke("review", "reject", "99999999", "--reviewer", "a", "--reason", "x")
+    assert res.exit_code == 2 and "shot 99999999: no such shot" in res.output
+
+
+def test_reject_needs_reason(cli: CliEnv) -> None:
+    shot_id = _gated(cli)
+    res = cli.invoke("review", "reject", str(shot_id), "--reviewer", "bob")
+    assert res.exit_code == 2 and "rejecting needs --reason TEXT" in res.output
+    assert cli.events(shot_id) == []
+
+
+def test_approve_all_pending_with_filters(cli: CliEnv) -> None:
+    brand = cli.insert(lambda s: make_brand(s))
+    mine = [_gated(cli, brand=brand), _gated(cli, brand=brand)]
+    skipped = _gated(cli, brand=brand, template="lifestyle")
+    other = _gated(cli)
+    res = cli.invoke(
+        "review", "approve", "--all-pending", "--brand", brand.name, "--template", "hero_white",
+        "--reviewer", "alice",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert [cli.shot(i).state for i in mine] == ["published", "published"]
+    assert cli.shot(skipped).state == cli.shot(other).state == "pending_review"
+
+    res = cli.invoke("review", "approve", "--reviewer", "alice")
+    assert res.exit_code == 2 and "give shot IDs or --all-pending" in res.output
+
+
+# --- export -------------------------------------------------------------------------------
+
+
+def test_export_escapes_formulas(any_cli: CliEnv) -> None:
+    brand = any_cli.insert(lambda s: make_brand(s))
+    evil = any_cli.insert(
+        lambda s: (
+            make_gated_shot(
+                s, brand=brand, sku='=HYPERLINK("http://x")', prompt="+cmd", decision="rejected"
+            ).id
+        )
+    )
+    fine = _gated(any_cli, brand=brand, sku="SAFE-1")
+    res = any_cli.invoke(
+        "review", "reject", str(fine), "--reviewer", "@mallory", "--reason", "-2+3"
+    )
+    assert res.exit_code == 0, res.output
+    out = any_cli.tmp / "decisions.csv"
+    res = any_cli.invoke("review", "export", "--out", str(out), "--brand", brand.name)
+    assert res.exit_code == 0, res.output
+    assert "wrote 2 row(s)" in res.stdout
+    with out.open(encoding="utf-8-sig", newline="") as fh:
+        rows = {r["shot_id"]: r for r in csv.DictReader(fh)}
+    assert rows[str(evil)]["sku"] == '\'=HYPERLINK("http://x")-RED'
+    assert rows[str(evil)]["prompt"] == "'+cmd"
+    assert rows[str(fine)]["reviewer"] == "'@mallory"
+    assert rows[str(fine)]["review_note"] == "'-2+3"
+    assert rows[str(fine)]["sku"] == "SAFE-1-RED"
+    # no cell of the file starts with a formula character
+    for row in rows.values():
+        for value in row.values():
+            assert not value.startswith(("=", "+", "-", "@", "\t", "\r")), value
+
+
+# --- lineage ------------------------------------------------------------------------------
+
+
+def test_lineage_forward_and_reverse(cli: CliEnv) -> None:
+    lora = {"name": "acme-style", "sha256": "ab" * 32, "weight": 0.8, "uri": "loras/a.safetensors"}
+
+    def seed(s: Session) -> tuple[int, int, str, int]:
+        brand = make_brand(s)
+        run = make_import_run(s, brand, source_uri="file:///data/acme.csv")
+        shot = make_gated_shot(
+            s, brand=brand, import_run=run, sku="MUG-1", published=True, store=cli.store,
+            reviews=[("approve", "alice", None)], adapters=[lora],
+        )  # fmt: skip
+        assert shot.asset is not None
+        return shot.id, shot.asset.id, shot.asset.key, run.id
+
+    shot_id, asset_id, key, run_id = cli.insert(seed)
+    for ref in (f"shot:{shot_id}", f"asset:{asset_id}", key, f"s3://bucket/prefix/{key}", "MUG-1"):
+        res = cli.invoke("lineage", ref, "--json")
+        assert res.exit_code == 0, (ref, res.output)
+        [chain] = json.loads(res.stdout)["chains"]
+        assert chain["shot_id"] == shot_id
+        assert chain["csv"]["uri"] == "file:///data/acme.csv" and chain["csv"]["line"] == 2
+        assert chain["asset"]["key"] == key
+        assert chain["loras"] == [{k: lora[k] for k in ("name", "sha256", "weight", "uri")}]
+
+    res = cli.invoke("lineage", f"asset:{asset_id}")
+    assert res.exit_code == 0, res.output
+    for text in ("file:///data/acme.csv line 2", "acme-style @ 0.8", "approve by alice", key):
+        assert text in res.stdout, text
+
+    res = cli.invoke("lineage", "--lora", "acme-style@abababab", "--json")
+    assert [r["asset_id"] for r in json.loads(res.stdout)] == [asset_id]
+    res = cli.invoke("lineage", "--lora", "acme-style@cdcdcdcd", "--json")
+    assert json.loads(res.stdout) == []
+    res = cli.invoke("lineage", "--lora", "acme-style")
+    assert res.exit_code == 0 and "1 published asset(s)" in res.stdout
+
+    res = cli.invoke("lineage", "--import-run", str(run_id), "--json")
+    data = json.loads(res.stdout)
+    assert [s["shot_id"] for s in data["shots"]] == [shot_id]
+    assert data["states"] == {"published": 1}
+
+    for args, msg in (
+        (["shot:999999"], "shot:999999: no such shot"),
+        (["123"], "a bare number is a sku"),
+        (["no/such/key.png"], "no asset, final image or raw image has this key"),
+        (["--import-run", "999999"], "import run 999999: no such run"),
+        (["--lora", "x@zz"], "8 to 64 hex digits"),
+        ([], "give exactly one of REF"),
+    ):
+        res = cli.invoke("lineage", *args)
+        assert res.exit_code == 2, (args, res.output)
+        assert msg in res.output
