@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
+from itertools import compress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,8 +47,8 @@ VOLATILE = frozenset(
 )
 
 
-def _canonical(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+# One encoder, built once: json.dumps with options builds a new one on every call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclass
@@ -114,14 +115,30 @@ class ProductAcc:
         }
 
     def encode(self) -> tuple[str, str]:
-        """``(content_hash, data JSON)``. The hash leaves out line numbers and variant order,
-        so moving rows around in the file does not make a new revision."""
-        data = self.data()
-        bare = sorted(
-            _canonical({k: v for k, v in var.items() if k != "line"}) for var in self.variants
+        """``(content_hash, data JSON)``.
+
+        The hash covers the canonical JSON of the content without line numbers and with
+        the variants in a fixed order, so moving rows around in the file does not make a
+        new revision.
+        """
+        variants = sorted(
+            (v["sku"] or "", sorted(v["options"].items()), v["price"] or "", v["image"] or "")
+            for v in self.variants
         )
-        digest = hashlib.sha256(_canonical({**data, "variants": bare}).encode()).hexdigest()
-        return digest, _canonical(data)
+        doc = [
+            self.key,
+            self.title,
+            self.body_html,
+            self.vendor,
+            self.product_type,
+            self.tags,
+            self.options,
+            self.images,
+            variants,
+            sorted(self.extra.items()),
+        ]
+        digest = hashlib.sha256(_ENCODER.encode(doc).encode()).hexdigest()
+        return digest, _ENCODER.encode(self.data())
 
     @classmethod
     def from_data(cls, data: dict[str, Any], line: int) -> ProductAcc:
@@ -317,103 +334,142 @@ class Normalizer:
     # -- rows -> products ------------------------------------------------------------------
 
     def feed(
-        self, chunk_frame: pd.DataFrame, lines: list[int]
+        self, frame: pd.DataFrame, lines: list[int]
     ) -> tuple[list[ProductAcc], list[RowError]]:
-        """Products completed by this chunk (the last one stays open) and key errors."""
-        if chunk_frame.empty:
+        """Products completed by this chunk (the last one stays open) and key errors.
+
+        Works column by column: each used column becomes one list, and the row loop only
+        zips them. A product's first row (with its extra columns) is read from the array.
+        """
+        if frame.empty:
             return [], []
-        key, errors = self.keys(chunk_frame, lines)
-        ok = (key != "") & (key.str.len() <= MAX_KEY_CHARS)
-        keys = key[ok].tolist()
-        good_lines = [ln for ln, good in zip(lines, ok.tolist(), strict=True) if good]
-        rows = chunk_frame[ok].itertuples(index=False, name=None)
-        done = list(self._assemble(keys, good_lines, rows))
+        key, errors = self.keys(frame, lines)
+        if errors:
+            ok = (key != "") & (key.str.len() <= MAX_KEY_CHARS)
+            lines = list(compress(lines, ok.tolist()))
+            frame, key = frame[ok], key[ok]
+        n = len(lines)
+        arr = frame.to_numpy()
+        blank = [""] * n
+
+        def col(c: int | None) -> list[str]:
+            return frame[c].tolist() if c is not None else blank
+
+        keys = key.tolist()
+        if self.layout.fmt == "shopify":
+            done = self._shopify(keys, lines, arr, col)
+        else:
+            done = self._items(keys, lines, arr, col)
         return done, errors
 
     def finish(self) -> list[ProductAcc]:
         last, self.current = self.current, None
         return [last] if last is not None else []
 
-    def _assemble(
-        self, keys: list[str], lines: list[int], rows: Iterator[tuple[str, ...]]
-    ) -> Iterator[ProductAcc]:
-        add = self._add_shopify if self.layout.fmt == "shopify" else self._add_item
+    def _product_row(self, acc: ProductAcc, row: Any) -> None:
+        """Product-level fields from a row that has them; the first non-empty value wins."""
+
+        def g(c: int | None) -> str:
+            return str(row[c]).strip() if c is not None else ""
+
+        acc.fill(g(self.c_title), g(self.c_body), g(self.c_vendor), g(self.c_type), g(self.c_tags))
+        if not acc.extra:
+            acc.extra = {name: v for i, name in self.extra_cols if (v := str(row[i]).strip())}
+
+    def _shopify(
+        self, keys: list[str], lines: list[int], arr: Any, col: Callable[[int | None], list[str]]
+    ) -> list[ProductAcc]:
+        done: list[ProductAcc] = []
         cur = self.current
-        for k, line, row in zip(keys, lines, rows, strict=True):
+        (n1, v1), (n2, v2), (n3, v3) = self.c_opt
+        columns = (
+            col(self.c_title),
+            col(self.c_sku),
+            col(self.c_price),
+            col(self.c_image),
+            col(self.c_vimage),
+            col(v1),
+            col(v2),
+            col(v3),
+        )
+        rows = zip(keys, lines, *columns, strict=True)
+        for i, (k, line, title, sku, price, img, vimg, o1, o2, o3) in enumerate(rows):
             if cur is None or k != cur.key:
                 if cur is not None:
-                    yield cur
+                    done.append(cur)
                 cur = ProductAcc(key=k, line=line)
-            add(cur, row, line)
+            if title and not cur.title and title.strip():
+                row = arr[i]
+                self._product_row(cur, row)
+                if not cur.slots:
+                    cur.slots = [str(row[c]).strip() if c is not None else "" for c in (n1, n2, n3)]
+                    for name in cur.slots:
+                        if name and name != "Title":  # "Title / Default Title": no options
+                            cur.add_option(name)
+            if img:
+                cur.add_image(img.strip())
+            if sku or price or o1 or o2 or o3:
+                options: dict[str, str] = {}
+                slots = cur.slots or ["", "", ""]
+                for j, value in enumerate((o1, o2, o3)):
+                    value = value.strip()
+                    if value:
+                        name = slots[j] or f"Option{j + 1}"
+                        if not (name == "Title" and value == "Default Title"):
+                            options[name] = value
+                vimg = vimg.strip()
+                cur.variants.append(
+                    {
+                        "sku": sku.strip() or None,
+                        "options": options,
+                        "price": price.strip() or None,
+                        "image": vimg or None,
+                        "line": line,
+                    }
+                )
+                if vimg:
+                    cur.add_image(vimg)
         self.current = cur
+        return done
 
-    @staticmethod
-    def _get(row: tuple[str, ...], col: int | None) -> str:
-        return row[col].strip() if col is not None else ""
-
-    def _fill(self, acc: ProductAcc, row: tuple[str, ...]) -> None:
-        g = self._get
-        if not acc.title or not acc.extra:
-            acc.fill(
-                g(row, self.c_title),
-                g(row, self.c_body),
-                g(row, self.c_vendor),
-                g(row, self.c_type),
-                g(row, self.c_tags),
-            )
-            if not acc.extra:
-                acc.extra = {name: v for i, name in self.extra_cols if (v := row[i].strip())}
-
-    def _add_shopify(self, acc: ProductAcc, row: tuple[str, ...], line: int) -> None:
-        g = self._get
-        if self.c_title is not None and row[self.c_title].strip():
-            self._fill(acc, row)
-            if not acc.slots:
-                acc.slots = [g(row, name_col) for name_col, _ in self.c_opt]
-                for name in acc.slots:
-                    if name and name != "Title":  # "Title / Default Title": no real options
-                        acc.add_option(name)
-        acc.add_image(g(row, self.c_image))
-        if any(row[c].strip() for c in self.c_variant_any):
+    def _items(
+        self, keys: list[str], lines: list[int], arr: Any, col: Callable[[int | None], list[str]]
+    ) -> list[ProductAcc]:
+        """GMC and generic rows: each row is one variant of its product."""
+        done: list[ProductAcc] = []
+        cur = self.current
+        gmc = self.layout.fmt == "gmc"
+        more = col(self.c_more_images if gmc else None)
+        opt_cols = [(name, col(c)) for name, c in self.c_gmc_opts]
+        columns = (col(self.c_sku), col(self.c_price), col(self.c_image), more)
+        rows = zip(keys, lines, *columns, strict=True)
+        for i, (k, line, sku, price, img, extra_imgs) in enumerate(rows):
+            if cur is None or k != cur.key:
+                if cur is not None:
+                    done.append(cur)
+                cur = ProductAcc(key=k, line=line)
+            if not cur.title or not cur.extra:
+                self._product_row(cur, arr[i])
+            img = img.strip()
+            if img:
+                cur.add_image(img)
+            if extra_imgs:
+                for url in extra_imgs.split(","):
+                    cur.add_image(url.strip())
             options: dict[str, str] = {}
-            for i, (_, value_col) in enumerate(self.c_opt):
-                value = g(row, value_col)
-                name = acc.slots[i] if i < len(acc.slots) and acc.slots[i] else f"Option{i + 1}"
-                if value and not (name == "Title" and value == "Default Title"):
+            for name, values in opt_cols:
+                value = values[i].strip()
+                if value:
+                    cur.add_option(name)
                     options[name] = value
-            vimage = g(row, self.c_vimage)
-            acc.variants.append(
+            cur.variants.append(
                 {
-                    "sku": g(row, self.c_sku) or None,
+                    "sku": sku.strip() or None,
                     "options": options,
-                    "price": g(row, self.c_price) or None,
-                    "image": vimage or None,
+                    "price": price.strip() or None,
+                    "image": img or None,
                     "line": line,
                 }
             )
-            acc.add_image(vimage)
-
-    def _add_item(self, acc: ProductAcc, row: tuple[str, ...], line: int) -> None:
-        """GMC and generic rows: each row is one variant of its product."""
-        g = self._get
-        self._fill(acc, row)
-        image = g(row, self.c_image)
-        acc.add_image(image)
-        if self.layout.fmt == "gmc":
-            for url in g(row, self.c_more_images).split(","):
-                acc.add_image(url.strip())
-        options = {}
-        for name, col in self.c_gmc_opts:
-            value = row[col].strip()
-            if value:
-                acc.add_option(name)
-                options[name] = value
-        acc.variants.append(
-            {
-                "sku": g(row, self.c_sku) or None,
-                "options": options,
-                "price": g(row, self.c_price) or None,
-                "image": image or None,
-                "line": line,
-            }
-        )
+        self.current = cur
+        return done
