@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Sequence
-from itertools import compress
 from dataclasses import dataclass, field
+from itertools import compress
 from typing import Any
 
 import pandas as pd
@@ -27,6 +28,7 @@ from catalog.csv_source import RowError
 from pipeline.brand import BrandConfig
 
 FORMATS = ("shopify", "gmc", "generic")
+_PLACEHOLDER = re.compile(r"Option([1-3])")
 MAX_KEY_CHARS = 255
 
 # Stock and availability change daily and never change an image: they are left out of
@@ -68,6 +70,7 @@ class ProductAcc:
     extra: dict[str, str] = field(default_factory=dict)
     # Shopify option names by column position (Option1..3 Name); not part of the data.
     slots: list[str] = field(default_factory=list)
+    placeholders: bool = False  # a variant came before the option names were known
 
     def add_image(self, url: str) -> None:
         if url and url not in self.images:
@@ -99,6 +102,24 @@ class ProductAcc:
         self.variants.extend(other.variants)
         for k, v in other.extra.items():
             self.extra.setdefault(k, v)
+        self.placeholders = True  # from_data cannot tell; the check is cheap
+
+    def _name_placeholder_options(self) -> None:
+        """Shopify continuation rows that came before their product row could not know the
+        option names and used ``OptionN``; name them once the product row is known."""
+        real = [o for o in self.options if not _PLACEHOLDER.fullmatch(o)]
+        if not real:
+            return
+        self.options = real
+        for var in self.variants:
+            opts = var["options"]
+            if any(_PLACEHOLDER.fullmatch(k) for k in opts):
+                renamed = {}
+                for k, v in opts.items():
+                    m = _PLACEHOLDER.fullmatch(k)
+                    idx = int(m.group(1)) - 1 if m else -1
+                    renamed[real[idx] if m and idx < len(real) else k] = v
+                var["options"] = renamed
 
     def data(self) -> dict[str, Any]:
         return {
@@ -114,13 +135,11 @@ class ProductAcc:
             "extra": self.extra,
         }
 
-    def encode(self) -> tuple[str, str]:
-        """``(content_hash, data JSON)``.
-
-        The hash covers the canonical JSON of the content without line numbers and with
-        the variants in a fixed order, so moving rows around in the file does not make a
-        new revision.
-        """
+    def content_hash(self) -> str:
+        """sha256 of the canonical JSON of the content without line numbers and with the
+        variants in a fixed order, so moving rows around in the file makes no new revision."""
+        if self.placeholders:
+            self._name_placeholder_options()
         variants = sorted(
             (v["sku"] or "", sorted(v["options"].items()), v["price"] or "", v["image"] or "")
             for v in self.variants
@@ -137,8 +156,14 @@ class ProductAcc:
             variants,
             sorted(self.extra.items()),
         ]
-        digest = hashlib.sha256(_ENCODER.encode(doc).encode()).hexdigest()
-        return digest, _ENCODER.encode(self.data())
+        return hashlib.sha256(_ENCODER.encode(doc).encode()).hexdigest()
+
+    def to_json(self) -> str:
+        return _ENCODER.encode(self.data())
+
+    def encode(self) -> tuple[str, str]:
+        """``(content_hash, data JSON)``."""
+        return self.content_hash(), self.to_json()
 
     @classmethod
     def from_data(cls, data: dict[str, Any], line: int) -> ProductAcc:
@@ -414,7 +439,10 @@ class Normalizer:
                 for j, value in enumerate((o1, o2, o3)):
                     value = value.strip()
                     if value:
-                        name = slots[j] or f"Option{j + 1}"
+                        name = slots[j]
+                        if not name:
+                            name = f"Option{j + 1}"
+                            cur.placeholders = True
                         if not (name == "Title" and value == "Default Title"):
                             options[name] = value
                 vimg = vimg.strip()

@@ -258,6 +258,8 @@ def iter_chunks(
                     del rec[ncols:]  # trailing empty cells some spreadsheets add
                 else:
                     reason = f"expected {ncols} fields, found {n}"
+                    if _unterminated(rec):
+                        reason = f"quoted field is never closed; {reason}"
                     errors.append(RowError(line, None, reason, _raw(delim, rec)))
                     continue
             if max(map(len, rec)) > max_field_chars:
@@ -276,7 +278,7 @@ def iter_chunks(
                 if on_progress:
                     on_progress(counter.count)
                 records, lines, errors, rows = [], [], [], 0
-        if records and prev > lines[-1] and _unterminated(records[-1]):
+        if records and _unterminated(records[-1]):
             rec = records.pop()
             line = lines.pop()
             errors.append(RowError(line, None, "quoted field is never closed", _raw(delim, rec)))

@@ -99,13 +99,32 @@ class ImportStore:
             ).all()
             merged: dict[str, ProductAcc] = {}
             for key, line, data in found:
-                acc = ProductAcc.from_data(json.loads(data), line)
+                # Staged without data: identical to the current revision, so read that.
+                content = json.loads(data) if data else self._current_data(key)
+                acc = ProductAcc.from_data(content, line)
                 if key in merged:
                     merged[key].merge(acc)
                 else:
                     merged[key] = acc
             self._exec(f"DELETE FROM {STAGE} WHERE key IN ({names})", **params)
             self.stage([(k, 0, acc.line, *acc.encode()) for k, acc in merged.items()])
+
+    def current_hashes(self) -> dict[str, str]:
+        rows = self._exec(
+            "SELECT p.sku, r.content_hash FROM products p "
+            "JOIN product_revisions r ON r.id = p.current_revision_id WHERE p.brand_id = :b",
+            b=self.brand_id,
+        )
+        return dict(rows.tuples())
+
+    def _current_data(self, key: str) -> dict[str, Any]:
+        data = self._exec(
+            "SELECT r.data FROM products p JOIN product_revisions r "
+            "ON r.id = p.current_revision_id WHERE p.brand_id = :b AND p.sku = :k",
+            b=self.brand_id,
+            k=key,
+        ).scalar_one()
+        return json.loads(data) if isinstance(data, str) else dict(data)
 
     # -- apply ----------------------------------------------------------------------------
 
@@ -115,21 +134,33 @@ class ImportStore:
             # Temp tables are never auto-analyzed; without stats the joins below go nested-loop.
             self._exec(f"ANALYZE {STAGE}")
         total = self._exec(f"SELECT count(*) FROM {STAGE}").scalar_one()
-        self._exec(
+        self.new_products = self._exec(
             "INSERT INTO products (brand_id, sku, created_at, updated_at) "
             f"SELECT :b, s.key, :now, :now FROM {STAGE} s WHERE true "
             "ON CONFLICT (brand_id, sku) DO NOTHING",
             **p,
-        )
-        data = "CAST(s.data AS JSONB)" if self.pg else "s.data"
+        ).rowcount
+        if self.pg and self.new_products > 1000:
+            # Fresh rows are invisible to the planner until analyzed; stale stats turn the
+            # joins below into nested loops over the whole table.
+            self._exec("ANALYZE products")
+        data = "CAST(f.data AS JSONB)" if self.pg else "f.data"
+        # INSERT first and WITH inside: sqlite3 reports no rowcount for a WITH-led statement.
         new = self._exec(
             "INSERT INTO product_revisions "
             "(product_id, revision, content_hash, data, import_run_id, source_line, created_at) "
-            "SELECT pr.id, COALESCE((SELECT MAX(r.revision) FROM product_revisions r "
-            f"WHERE r.product_id = pr.id), 0) + 1, s.hash, {data}, :run, s.line, :now "
-            f"FROM {STAGE} s JOIN products pr ON pr.brand_id = :b AND pr.sku = s.key "
-            "WHERE NOT EXISTS (SELECT 1 FROM product_revisions r2 "
-            "WHERE r2.product_id = pr.id AND r2.content_hash = s.hash)",
+            "WITH cand AS ("
+            "  SELECT pr.id AS product_id, s.hash, s.data, s.line "
+            f"  FROM {STAGE} s JOIN products pr ON pr.brand_id = :b AND pr.sku = s.key"
+            "), fresh AS ("
+            "  SELECT c.* FROM cand c LEFT JOIN product_revisions r "
+            "  ON r.product_id = c.product_id AND r.content_hash = c.hash WHERE r.id IS NULL"
+            "), latest AS ("
+            "  SELECT r.product_id, MAX(r.revision) AS rev FROM product_revisions r "
+            "  JOIN fresh f ON f.product_id = r.product_id GROUP BY r.product_id"
+            ") "
+            f"SELECT f.product_id, COALESCE(l.rev, 0) + 1, f.hash, {data}, :run, f.line, :now "
+            "FROM fresh f LEFT JOIN latest l ON l.product_id = f.product_id",
             **p,
         ).rowcount
         # Point each product at the revision with its current content: the new one, or an
@@ -142,6 +173,8 @@ class ImportStore:
             "AND (products.current_revision_id IS NULL OR products.current_revision_id <> r.id)",
             **p,
         ).rowcount
+        if self.pg and new > 1000:
+            self._exec("ANALYZE product_revisions")
         return ApplyResult(products=int(total), revisions_new=int(new), changed=int(changed))
 
     def close(self) -> None:

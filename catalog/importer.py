@@ -215,14 +215,21 @@ def _load(
     seen: dict[str, int] = {}
     fragmented: list[str] = []
 
+    # The content hash of every product's current revision: an unchanged product is
+    # staged without its data (no JSON to build or send), the slow part of a re-import.
+    current = store.current_hashes()
+
     def stage(products: list[ProductAcc]) -> None:
         rows = []
         for acc in products:
-            seq = seen.get(acc.key, 0)
-            seen[acc.key] = seq + 1
+            key = acc.key
+            seq = seen.get(key, 0)
+            seen[key] = seq + 1
             if seq == 1:
-                fragmented.append(acc.key)
-            rows.append((acc.key, seq, acc.line, *acc.encode()))
+                fragmented.append(key)
+            digest = acc.content_hash()
+            data = "" if seq == 0 and current.get(key) == digest else acc.to_json()
+            rows.append((key, seq, acc.line, digest, data))
         store.stage(rows)
 
     on_bytes = (lambda n: progress("read", n, info.size)) if progress else None
@@ -243,6 +250,7 @@ def _load(
             f"{len(fragmented)} products had non-adjacent rows; they were merged "
             f"(first: {fragmented[0]!r})"
         )
+    current.clear()
     result = store.apply()
     store.close()
     summary.imported = result.products

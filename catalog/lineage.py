@@ -340,7 +340,7 @@ def assets_by_lora(session: Session, name: str, sha256: str | None = None) -> li
                 {
                     "asset_id": asset.id,
                     "shot_id": shot.id,
-                    "sku": shot.product_revision.product.sku,
+                    "sku": shot_sku(shot),
                     "template": shot.template_name,
                     "key": asset.key,
                     "sha256": asset.sha256,
@@ -384,14 +384,19 @@ def outputs_of_import_run(session: Session, run_id: int) -> dict[str, Any]:
             "finished_at": _iso(run.finished_at),
         },
         "revisions": [
-            {"id": r.id, "sku": r.product.sku, "revision": r.revision, "line": r.source_line}
+            {
+                "id": r.id,
+                "product_key": r.product.sku,
+                "revision": r.revision,
+                "line": r.source_line,
+            }
             for r in revisions
         ],
         "states": counts,
         "shots": [
             {
                 "shot_id": s.id,
-                "sku": s.product_revision.product.sku,
+                "sku": shot_sku(s),
                 "template": s.template_name,
                 "state": s.state,
                 "raw_sha256": s.generation.sha256 if s.generation else None,

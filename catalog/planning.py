@@ -156,7 +156,10 @@ def _insert(
             shots = [Shot(**kw) for _, kw in pending]
             session.add_all(shots)
             session.flush()
-        return [(s.id, True) for s in shots]
+        ids = [(s.id, True) for s in shots]
+        for shot in shots:  # written; callers load shots by id when they need them
+            session.expunge(shot)
+        return ids
     except IntegrityError:
         pass
     # Someone planned some of these since we looked: go one by one under the constraint.
@@ -240,25 +243,26 @@ def plan_shots(
         )
     )
     for chunk in _chunks(product_ids, _CHUNK):
+        # Plain columns, not entities: a large catalog must not pile up in the identity map.
         rows = session.execute(
-            select(Product.sku, ProductRevision)
+            select(Product.sku, ProductRevision.id, ProductRevision.revision, ProductRevision.data)
             .join(ProductRevision, ProductRevision.id == Product.current_revision_id)
             .where(Product.id.in_(chunk))
             .order_by(Product.sku)
         ).all()
-        existing = _existing(session, [rev.id for _, rev in rows])
+        existing = _existing(session, [rev_id for _, rev_id, _, _ in rows])
         # Plan order, each slot either an existing shot id or an index into ``pending``.
         slots: list[int | tuple[int]] = []
         pending: list[tuple[tuple[int, str, str], dict[str, Any]]] = []
-        for sku, rev in rows:
+        for sku, rev_id, revision, rev_data in rows:
             summary.products += 1
-            data = rev.data if isinstance(rev.data, Mapping) else {}
+            data = rev_data if isinstance(rev_data, Mapping) else {}
             product_key = str(data.get("key") or sku)
             variants = visual_variants(data, brand.visual_options)
             for tname in names:
                 res = resolved[tname]
                 for vv in variants:
-                    k = (rev.id, vv.key, tname)
+                    k = (rev_id, vv.key, tname)
                     if k in existing:
                         shot_id, old_digest = existing[k]
                         slots.append(shot_id)
@@ -279,7 +283,7 @@ def plan_shots(
                             k,
                             dict(
                                 brand_id=brand_row.id,
-                                product_revision_id=rev.id,
+                                product_revision_id=rev_id,
                                 variant_key=vv.key,
                                 variant=vv.to_json(),
                                 brand_config_digest=brand_row.config_digest,
@@ -289,9 +293,7 @@ def plan_shots(
                                 negative_prompt=rendered.negative_prompt,
                                 sanitizer_removals=rendered.removals,
                                 prompt_warnings=rendered.warnings,
-                                seed=derive_seed(
-                                    brand.name, product_key, vv.key, tname, rev.revision
-                                ),
+                                seed=derive_seed(brand.name, product_key, vv.key, tname, revision),
                                 model_id=model_id,
                                 adapters=adapters_json[tname],
                                 width=res.width,

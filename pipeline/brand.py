@@ -133,11 +133,12 @@ class LoraSpec(_Model):
     @field_validator("sha256", mode="before")
     @classmethod
     def _sha_pin(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            v = v.strip().lower()
-            if not _SHA_RE.match(v):
-                raise ValueError("must be the 64 hex digit sha256 of the .safetensors file")
-        return v
+        if not isinstance(v, str) or not _SHA_RE.match(v.strip().lower()):
+            # A digits-only pin is read by YAML as a number, leading zeros lost: ask for quotes.
+            raise ValueError(
+                "must be the 64 hex digit sha256 of the .safetensors file (quoted in YAML)"
+            )
+        return v.strip().lower()
 
     @field_validator("trigger_word")
     @classmethod
@@ -422,7 +423,7 @@ class BrandConfig(_Model):
             for j, alias in enumerate(comp.aliases):
                 if not alias.strip():
                     out.append((("competitors", i, "aliases", j), "must not be empty"))
-        if check_templates and not any(loc[:1] == ("templates",) for loc, _ in out):
+        if check_templates:
             # Imported here: prompts builds on this module's types.
             from pipeline.prompts import template_problems
 
@@ -554,8 +555,14 @@ def located_error(path: str | Path, problems: Sequence[tuple[Loc, str]]) -> Bran
 
 
 def brand_warnings(cfg: BrandConfig) -> list[str]:
-    """Non-fatal findings (missing local files), one ``field: message`` line each."""
-    return [f"{format_loc(loc)}: {msg}" for loc, msg in cfg.file_warnings()]
+    """Non-fatal findings (missing local files, a name find_brand won't find), one line each."""
+    out = [f"{format_loc(loc)}: {msg}" for loc, msg in cfg.file_warnings()]
+    if cfg.source_path is not None and cfg.source_path.stem != cfg.name:
+        out.append(
+            f"name: {cfg.name!r} differs from the file name {cfg.source_path.name!r}, "
+            f"so --brand {cfg.name} will not find it"
+        )
+    return out
 
 
 def find_brand(brands_dir: Path, name: str) -> BrandConfig:

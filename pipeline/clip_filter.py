@@ -324,7 +324,7 @@ class ClipFilter:
         for k, comp in enumerate(policy.competitors):
             texts.extend(comp.prompts)
             owners.extend([k] * len(comp.prompts))
-        embs = self._encode_texts(texts)
+        embs = self._encode_texts(texts) if texts else np.zeros((0, self._dim()), np.float32)
         n_s = len(policy.safety)
         logo_images: list[Image.Image] = []
         logo_owner: list[int] = []
@@ -332,7 +332,7 @@ class ClipFilter:
             for path in comp.logos:
                 logo_images.append(_load_logo(path, policy.brand, comp.name))
                 logo_owner.append(k)
-        d = embs.shape[1] if embs.size else self._dim()
+        d = embs.shape[1]
         logos = self.encoder.encode_images(logo_images) if logo_images else np.zeros((0, d))
         pe = PolicyEmbeddings(
             safety=embs[:n_s],

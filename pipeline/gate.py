@@ -106,6 +106,9 @@ class Gate:
 
         Signing is last because any later byte change breaks the credential.
         """
+        if provenance.shot_id != shot_id:
+            # The watermark and the XMP would name different shots: a caller bug, not data.
+            raise GateError(f"provenance is for shot {provenance.shot_id}, not shot {shot_id}")
         fmt = normalize_format(fmt or self.default_format)
         content_type, ext = FORMATS[fmt]
         marked = wm.embed(image, shot_id, self.watermark)
@@ -173,8 +176,15 @@ def _candidate_configs(
     return out
 
 
-def verify_image(data: bytes, configs: Sequence[wm.WatermarkConfig] | None = None) -> VerifyResult:
+def verify_image(
+    data: bytes,
+    configs: Sequence[wm.WatermarkConfig] | None = None,
+    trust_anchors_pem: str | None = None,
+) -> VerifyResult:
     """Decode the watermark and read XMP/C2PA from an encoded image.
+
+    ``configs`` are the watermark settings to try (default: ours); a config named in the
+    file's XMP is tried first. ``trust_anchors_pem`` lets C2PA report "Trusted".
 
     Raises ``ValueError`` when ``data`` is not a readable image.
     """
@@ -201,7 +211,7 @@ def verify_image(data: bytes, configs: Sequence[wm.WatermarkConfig] | None = Non
     content_type = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}.get(fmt)
     c2pa = None
     if content_type:
-        store = read_c2pa(data, content_type)
+        store = read_c2pa(data, content_type, trust_anchors_pem)
         if store is not None:
             c2pa = {
                 "validation_state": store["validation_state"],

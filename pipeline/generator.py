@@ -137,30 +137,35 @@ def make_scheduler(name: str, base_config: Any) -> Any:
 
 
 def _batch_invariant_mode() -> Any:
-    """A scoped torch function mode that runs linear/conv layers one sample at a time.
+    """A scoped torch function mode that makes each sample's arithmetic batch-independent.
 
-    Every other op in a diffusion pipeline is per-sample already, but GEMM and convolution
-    kernels pick blocking and algorithms by batch size, so a sample's rounding (and after a
-    few denoising steps, its pixels) would depend on how many neighbours it had. Splitting
-    those ops per sample makes an image bit-identical alone or inside any batch. Costs little
-    on the CPU; on CUDA it gives up the batching speed-up, so it is off there by default.
+    GEMM and convolution kernels pick blocking and algorithms by batch size, and norm/conv
+    kernels pick a memory-format path from strides, which differ between a lone sample and
+    a slice of a batch. Either way a sample's rounding (and after a few denoising steps, its
+    pixels) would depend on its neighbours. So linear/conv run one sample at a time, and
+    their and group norm's inputs are made contiguous first. Every other op in a diffusion
+    pipeline is per-sample already. Cheap on the CPU; on CUDA it gives up the batching
+    speed-up, so it is off there by default.
     """
     import torch
     import torch.nn.functional as F
     from torch.overrides import TorchFunctionMode
 
-    per_sample = {F.linear, F.conv2d, F.conv1d}
+    per_sample = {F.linear, F.conv1d, F.conv2d}
+    layout_sensitive = {F.group_norm, *per_sample}
 
     class BatchInvariantMode(TorchFunctionMode):
         def __torch_function__(
             self, func: Any, types: Any, args: Any = (), kwargs: Any = None
         ) -> Any:
             kwargs = kwargs or {}
-            if func in per_sample and args and isinstance(args[0], torch.Tensor):
-                x = args[0]
-                if x.dim() >= 2 and x.shape[0] > 1:
-                    parts = [func(x[i : i + 1], *args[1:], **kwargs) for i in range(x.shape[0])]
+            if func in layout_sensitive and args and isinstance(args[0], torch.Tensor):
+                x = args[0].contiguous()
+                rest = args[1:]
+                if func in per_sample and x.dim() >= 2 and x.shape[0] > 1:
+                    parts = [func(x[i : i + 1], *rest, **kwargs) for i in range(x.shape[0])]
                     return torch.cat(parts)
+                return func(x, *rest, **kwargs)
             return func(*args, **kwargs)
 
     return BatchInvariantMode()
@@ -223,10 +228,17 @@ class Generator:
 
         s, pipe = self.settings, self.pipe
         pipe.set_progress_bar_config(disable=True)
-        denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+        denoiser: Any = getattr(pipe, "unet", None)
+        if denoiser is None:
+            denoiser = getattr(pipe, "transformer", None)
+        if denoiser is None:
+            raise ModelLoadError(f"{self.model_id}: pipeline has no unet or transformer")
         if s.fp8_storage:
             if self._fp8_capable():
                 # Weights stored as fp8 and upcast per layer: about half the weight memory.
+                # Fusing a LoRA would add its delta into fp8 storage (lossy, and unsupported
+                # by in-place fp8 arithmetic), so adapters stay unfused.
+                self.lora.fuse = False
                 denoiser.enable_layerwise_casting(
                     storage_dtype=torch.float8_e4m3fn, compute_dtype=self.dtype
                 )
@@ -242,9 +254,9 @@ class Generator:
             pipe.to(self.device)
         # SDPA (torch.nn.functional.scaled_dot_product_attention) is diffusers' default
         # attention processor on torch 2.x; nothing to switch on.
-        if s.channels_last and denoiser is not None and hasattr(pipe, "unet"):
+        if s.channels_last and hasattr(pipe, "unet"):
             pipe.unet.to(memory_format=torch.channels_last)
-        if s.compile_unet and denoiser is not None:
+        if s.compile_unet:
             # In place (nn.Module.compile) so the module type, and LoRA loading, stay intact.
             # Compiling happens on the first call; its cost is logged then.
             denoiser.compile()
@@ -375,8 +387,9 @@ class Generator:
         t0 = time.perf_counter()
         self._activate_adapters(first)
         t_lora = time.perf_counter() - t0
-        gen_device = "cpu" if self.settings.cpu_offload else self.device
-        generators = [torch.Generator(device=gen_device).manual_seed(s.seed) for s in chunk]
+        # CPU generators: the initial noise for a seed is the same on every device and GPU
+        # model, so a shot re-run elsewhere starts from the same latents.
+        generators = [torch.Generator(device="cpu").manual_seed(s.seed) for s in chunk]
         invariant = _batch_invariant_mode() if self.batch_invariant else contextlib.nullcontext()
         with torch.inference_mode(), invariant:
             t1 = time.perf_counter()
@@ -406,7 +419,9 @@ class Generator:
 
         vae = self.pipe.vae
         cfg = vae.config
-        latents = latents.to(vae.device)
+        # The execution device, not vae.device: under model CPU offload the VAE sits on the
+        # CPU until its decode hook moves it, and the hook does not move our inputs.
+        latents = latents.to(self.pipe._execution_device)
         upcast = vae.dtype == torch.float16 and bool(getattr(cfg, "force_upcast", False))
         if upcast:
             vae.to(torch.float32)

@@ -176,7 +176,8 @@ class LoraManager:
                     for pname in ("weight", "bias"):
                         p = getattr(base, pname, None)
                         if p is not None:
-                            self._snapshot.append((p, p.detach().clone()))
+                            # Kept in host memory: GPU memory is what small cards lack.
+                            self._snapshot.append((p, p.detach().to("cpu", copy=True)))
         self.pipe.fuse_lora(components=self._lora_components(), adapter_names=sorted(names))
         self._fused = wanted
 

@@ -66,8 +66,12 @@ class ClipTokenCounter:
     works offline. It is built on first use (importing open_clip pulls in torch).
     """
 
+    _CACHE_SIZE = 8192
+
     def __init__(self, tokenizer: SimpleTokenizer | None = None) -> None:
         self._tokenizer = tokenizer
+        # Negative prompts and words repeat across a catalog; BPE (with ftfy) is the slow part.
+        self._counts: dict[str, int] = {}
 
     @property
     def tokenizer(self) -> SimpleTokenizer:
@@ -78,7 +82,13 @@ class ClipTokenCounter:
         return self._tokenizer
 
     def count(self, text: str) -> int:
-        return len(self.tokenizer.encode(text))
+        n = self._counts.get(text)
+        if n is None:
+            n = len(self.tokenizer.encode(text))
+            if len(self._counts) >= self._CACHE_SIZE:
+                self._counts.clear()
+            self._counts[text] = n
+        return n
 
 
 class WordTokenCounter:
@@ -259,7 +269,7 @@ def build_context(
     warnings = [] if warnings is None else warnings
     tags = product.get("tags") or []
     if isinstance(tags, str):
-        tags = [t for t in tags.split(",")]
+        tags = tags.split(",")
     return {
         "product": {
             "key": _capped("key", product.get("key"), warnings),

@@ -296,14 +296,24 @@ def sign_c2pa(data: bytes, content_type: str, info: ProvenanceInfo, signer: C2pa
         raise ProvenanceError(f"C2PA signing failed: {exc}") from None
 
 
-def read_c2pa(data: bytes, content_type: str) -> dict[str, Any] | None:
-    """The C2PA manifest store of ``data`` as JSON plus its validation state, or None."""
+def read_c2pa(
+    data: bytes, content_type: str, trust_anchors_pem: str | None = None
+) -> dict[str, Any] | None:
+    """The C2PA manifest store of ``data`` plus its validation state, or None when absent.
+
+    ``validation_state`` is "Invalid" (bad signature or hash), "Valid" (signature and hashes
+    good, signer not in the trust list) or "Trusted" (also chains to ``trust_anchors_pem``).
+    """
     try:
         import c2pa
     except ImportError:
         return None
+    context = None
+    if trust_anchors_pem:
+        settings = {"trust": {"trust_anchors": trust_anchors_pem}, "verify": {"verify_trust": True}}
+        context = c2pa.Context(c2pa.Settings.from_dict(settings))
     try:
-        with c2pa.Reader(content_type, io.BytesIO(data)) as reader:
+        with c2pa.Reader(content_type, io.BytesIO(data), context=context) as reader:
             store = json.loads(reader.json())
             return {
                 "validation_state": reader.get_validation_state(),

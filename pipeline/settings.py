@@ -72,12 +72,16 @@ class Settings(BaseSettings):
     clip_model: str = "tiny"  # an open_clip architecture name, or the offline "tiny" preset
     clip_pretrained: str | None = None  # an open_clip tag or a local checkpoint path
     clip_crop_grid: int = 3
-    watermark_method: Literal["dwtDct", "dwtDctSvd", "rivaGan"] = "dwtDct"
-    watermark_scale: float = 1.0
+    # Chosen by tests/benchmarks/bench_watermark.py: dwtDctSvd on luma survives white
+    # backgrounds, JPEG q75 and 50 % resizes; dwtDct does not. rivaGan is refused (32-bit cap).
+    watermark_method: Literal["dwtDct", "dwtDctSvd", "rivaGan"] = "dwtDctSvd"
+    watermark_scale: float = 1.0  # multiplies imwatermark's quantisation step (36)
     # Levels white is lowered by so the watermark can swing upward (0 keeps pure white).
     watermark_headroom: int = 0
     c2pa_cert: Path | None = None
     c2pa_key: Path | None = None
+    # PEM trust anchors `shotline verify` checks C2PA signers against (unset: "Valid" at best).
+    c2pa_trust_anchors: Path | None = None
     output_format: Literal["png", "jpeg", "webp"] = "png"
     # "module:callable" replacing pipeline.gate.load_gate(settings) (tests without CLIP).
     gate_factory: str | None = None

@@ -7,7 +7,8 @@ is queues, workers, the database and the blob store. Their images are flat test 
 never product photos.
 
 Knobs (environment, read by the worker that builds the fake):
-``SHOTLINE_FAKE_GENERATE_DELAY_S`` sleeps per batch (lets a test kill a worker mid-batch).
+``SHOTLINE_FAKE_GENERATE_DELAY_S`` sleeps per batch (lets a test kill a worker mid-batch);
+``SHOTLINE_FAKE_IMAGE_SIZE`` sets the image side (default 64, the tiny preset's).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from PIL import Image, PngImagePlugin
 
 from pipeline.settings import Settings
@@ -56,9 +58,12 @@ class FakeOutput:
 class FixedImageGenerator:
     """Returns the same small image for every shot, immediately."""
 
-    def __init__(self, model_id: str, size: int = 64) -> None:
+    def __init__(self, model_id: str, size: int | None = None) -> None:
         self.model_id = model_id
-        self.image = Image.new("RGB", (size, size), (200, 120, 40))
+        size = size or int(os.environ.get("SHOTLINE_FAKE_IMAGE_SIZE", "64") or 64)
+        # A fixed pseudo-random pattern (not a flat colour) so a watermark has texture to use.
+        pixels = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
+        self.image = Image.fromarray(pixels, "RGB")
         self.png = _png(self.image)
         self.sha256 = hashlib.sha256(self.png).hexdigest()
         self.delay_s = float(os.environ.get("SHOTLINE_FAKE_GENERATE_DELAY_S", "0") or 0)

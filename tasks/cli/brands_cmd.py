@@ -81,39 +81,47 @@ def _preview(text: str, n: int = PREVIEW_CHARS) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def plan_table(summary: PlanSummary, rows: Sequence[Mapping[str, Any]], limit: int = 50) -> Table:
-    """The planned shots as a rich table with prompt previews (reused by the demo)."""
+def plan_table(
+    summary: PlanSummary, rows: Sequence[Mapping[str, Any]], limit: int = 50, wide: bool = True
+) -> Table:
+    """The planned shots as a rich table with prompt previews (reused by the demo).
+
+    ``wide=False`` (narrow terminals) leaves out seed and size; ``--json`` has everything.
+    """
     table = Table(
         title=(
             f"{summary.brand}: {summary.created} new, {summary.existing} existing shots "
             f"for {summary.products} products"
         ),
-        caption=(
-            f"showing {min(limit, len(rows)) if limit else len(rows)} of {len(rows)}"
-            if limit and len(rows) > limit
-            else None
-        ),
+        caption=f"showing {limit} of {len(rows)} (--show 0 for all)"
+        if limit and len(rows) > limit
+        else None,
     )
-    for col in ("shot", "product", "variant", "template", "seed", "size", "prompt", "notes"):
-        table.add_column(col, overflow="fold" if col == "prompt" else "ellipsis")
+    # Everything but the prompt stays on one line; the prompt preview takes the rest.
+    table.add_column("shot", no_wrap=True, justify="right")
+    table.add_column("product", no_wrap=True, max_width=24)
+    table.add_column("variant", no_wrap=True, max_width=20)
+    table.add_column("template", no_wrap=True)
+    if wide:
+        table.add_column("seed", no_wrap=True)
+        table.add_column("size", no_wrap=True)
+    table.add_column("prompt", ratio=1, min_width=20)
+    table.add_column("notes")
     for row in rows[:limit] if limit else rows:
         notes = []
         if row["sanitizer_removals"]:
-            notes.append(
-                f"-{sum(int(r.get('count', 1)) for r in row['sanitizer_removals'])} term(s)"
-            )
+            notes.append(f"-{sum(int(r.get('count', 1)) for r in row['sanitizer_removals'])} term")
         if row["prompt_warnings"]:
-            notes.append(f"{len(row['prompt_warnings'])} warning(s)")
-        table.add_row(
+            notes.append(f"{len(row['prompt_warnings'])} warn")
+        cells = [
             str(row["id"]),
             escape(row["product"]),
             escape(", ".join(row["variant"].values()) or "-"),
             escape(row["template"]),
-            str(row["seed"]),
-            f"{row['width']}x{row['height']} {row['steps']} st",
-            escape(_preview(row["prompt"])),
-            escape("; ".join(notes)),
-        )
+        ]
+        if wide:
+            cells += [str(row["seed"]), f"{row['width']}x{row['height']}/{row['steps']}"]
+        table.add_row(*cells, escape(_preview(row["prompt"])), escape(" ".join(notes)))
     return table
 
 
@@ -156,7 +164,7 @@ def plan(
     if as_json:
         print_json({**summary.to_json(), "planned": rows})
         return
-    console.print(plan_table(summary, rows, show))
+    console.print(plan_table(summary, rows, show, wide=console.width >= 120))
     for w in summary.warnings[:20]:
         err_console.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
     if len(summary.warnings) > 20:

@@ -121,6 +121,15 @@ def print_summary(chain: Mapping[str, Any]) -> None:
     console.print(chain_tree(chain))
 
 
+def shot_chain_for_asset(s: Any, asset_id: int) -> dict[str, Any] | None:
+    """The chain of the shot an asset was published from (None if there is no such asset)."""
+    try:
+        [chain] = lineage_for(s, f"asset:{asset_id}")["chains"]
+    except LineageError:
+        return None
+    return dict(chain)
+
+
 def verify_lineage(shot_id: int | None) -> dict[str, Any] | None:
     """For ``shotline verify``: the chain of the shot a watermark decoded to, or None."""
     if shot_id is None:

@@ -281,12 +281,19 @@ def _publish(ids: list[int]) -> None:
         enqueue_publish(ids, cfg)
     except Exception as exc:
         # The approvals are committed; `shotline run` picks approved shots up again.
-        fail(f"approved, but publishing could not be enqueued: {type(exc).__name__}: {exc}", 1)
+        what = "failed" if cfg.embedded else "could not be enqueued"
+        fail(f"approved, but publishing {what}: {type(exc).__name__}: {exc}", 1)
     if cfg.embedded:
         with session() as s:
             rows = s.execute(select(Shot.id, Shot.state, Shot.error).where(Shot.id.in_(ids)))
-            published = [sid for sid, state, _ in rows if state == ShotState.published]
+            states = {sid: (state, error) for sid, state, error in rows}
+        published = [i for i in ids if states[i][0] == ShotState.published]
         console.print(f"published {len(published)} of {len(ids)}")
+        failed = [i for i in ids if states[i][0] == ShotState.failed]
+        for sid in failed:
+            err_console.print(f"shot {sid}: publishing failed: {escape(states[sid][1] or '?')}")
+        if failed:
+            raise typer.Exit(1)
     else:
         console.print(f"publishing enqueued for {len(ids)} shot(s)")
 
@@ -357,3 +364,32 @@ def export_cmd(
         except OSError as exc:
             fail(f"{out}: cannot write: {exc.strerror or exc}")
     console.print(f"wrote {n} row(s) to {out}", highlight=False, soft_wrap=True)
+
+
+def demo_tail(sheet_dir: Path, brand: str | None = None) -> Path:
+    """The end of ``make demo``: one published asset's lineage, then the contact sheet path.
+
+    Uses the current settings (the demo's embedded SQLite + local blobs). The sheet shows
+    every reviewed image (pending, rejected, approved, published) so the gate's rejects
+    are visible too. Returns the HTML path.
+    """
+    from sqlalchemy import desc
+
+    from catalog.models import Asset
+
+    with session() as s:
+        shots = list_shots(s, brand=brand, status=None)
+        entries = _entries(shots, _blob_store())
+        asset_id = s.scalar(select(Asset.id).order_by(desc(Asset.id)).limit(1))
+        chain = lineage_cmd.shot_chain_for_asset(s, asset_id) if asset_id is not None else None
+    if chain is not None:
+        console.rule(f"lineage of asset {asset_id}")
+        lineage_cmd.print_summary(chain)
+    else:
+        console.print("no published asset yet")
+    sheet_dir.mkdir(parents=True, exist_ok=True)
+    html_path = sheet_dir / "contact-sheet.html"
+    html_path.write_text(render_html(entries, title="shotline demo"), encoding="utf-8")
+    (sheet_dir / "contact-sheet.png").write_bytes(render_grid_png(entries))
+    console.print(f"contact sheet: {html_path}", highlight=False, soft_wrap=True)
+    return html_path

@@ -48,9 +48,11 @@ DEFAULT_CONFIGS = (
     "dwtDct-y-x1",
     "dwtDct-y-x1-h8",
     "dwtDctSvd-u-x1",  # imwatermark's dwtDctSvd default channel
+    "dwtDctSvd-y-x0.5",
     "dwtDctSvd-y-x0.75",
     "dwtDctSvd-y-x1",
     "dwtDctSvd-y-x1.5",
+    "dwtDctSvd-y-x1-imw",  # the package's own loops: same bitstream, for timing
 )
 ATTACKS = ("png", "jpeg95", "jpeg85", "jpeg75", "resize75", "resize50", "crop10", "webp")
 SHOT_ID_BASE = 1_000_000
@@ -105,7 +107,7 @@ def _encode(im: Image.Image, fmt: str, **kw: Any) -> Image.Image:
 def attack(im: Image.Image, name: str) -> Image.Image:
     w, h = im.size
     if name == "png":
-        return _encode(im, "PNG")
+        return _encode(im, "PNG", compress_level=1)  # lossless either way; level 1 is fast
     if name.startswith("jpeg"):
         return _encode(im, "JPEG", quality=int(name[4:]))
     if name.startswith("resize"):
@@ -248,8 +250,10 @@ def main() -> None:
                 for k, v in fp.items():
                     fps[k] += v
     else:
-        for job in jobs:
+        for n, job in enumerate(jobs, 1):
             rows.extend(run_image(job))
+            if n % max(1, len(jobs) // 10) == 0:
+                print(f"  {n}/{len(jobs)} images ({time.time() - t0:.0f}s)", file=sys.stderr)
         for job in fp_jobs:
             for k, v in run_fp(job).items():
                 fps[k] += v

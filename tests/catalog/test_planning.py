@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +13,18 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 import catalog.planning as planning
+from catalog import migrate
 from catalog.brands import upsert_brand
+from catalog.db import make_engine, make_sessionmaker, session_scope
+from catalog.importer import import_catalog
 from catalog.models import LoraAdapter, Product, ProductRevision, Shot
 from catalog.planning import PlanningError, plan_shots, visual_variants
 from pipeline.brand import BrandConfig, load_brand
 from pipeline.prompts import ClipTokenCounter, PromptRenderer
 from pipeline.seeds import derive_seed
 from pipeline.settings import Settings
+from tests.conftest import ROOT, create_pg_database, drop_pg_database
 
-ROOT = Path(__file__).resolve().parents[2]
 COLOURS = ["Red", "Blue", "Green", "Black"]
 SIZES = ["S", "M", "L"]
 PIN = hashlib.sha256(b"tiny lora").hexdigest()
@@ -65,7 +69,9 @@ def add_product(
 ) -> ProductRevision:
     """Insert (or add a revision to) a product the way the importer does, and make it current."""
     brand = upsert_brand(session, cfg)
-    product = session.scalar(select(Product).where(Product.brand_id == brand.id, Product.sku == key))
+    product = session.scalar(
+        select(Product).where(Product.brand_id == brand.id, Product.sku == key)
+    )
     if product is None:
         product = Product(brand_id=brand.id, sku=key)
         session.add(product)
@@ -320,3 +326,45 @@ def test_only_current_revisions_of_this_brand_are_planned(
     summary = plan_shots(session, acme, settings, templates=["hero_white"])
     assert summary.products == 1 and summary.created == 4
     assert all("Newer" in s.prompt for s in _shots(session, summary.shots))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database of its own: the importer commits, so the rolled-back session won't do."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'plan.db'}"
+        migrate.upgrade(url)
+        yield url
+    else:
+        url = create_pg_database("shotline_plan")
+        yield url
+        drop_pg_database(url)
+
+
+def test_shopify_sample_import_then_plan(
+    fresh_url: str, acme: BrandConfig, settings: Settings
+) -> None:
+    engine = make_engine(fresh_url)
+    factory = make_sessionmaker(engine)
+    try:
+        import_catalog(factory, ROOT / "samples" / "catalog.csv", acme)
+        with session_scope(factory) as s:
+            summary = plan_shots(s, acme, settings, templates=["hero_white"])
+            shots = _shots(s, summary.shots)
+        with session_scope(factory) as s:
+            again = plan_shots(s, acme, settings, templates=["hero_white"])
+    finally:
+        engine.dispose()
+    by_product: dict[str, list[Shot]] = {}
+    for shot in shots:
+        by_product.setdefault(shot.variant["skus"][0].split("-")[1], []).append(shot)
+    # Linen pillow: 2 colours x 2 sizes -> 2 shots; each groups both sizes of its colour.
+    pillow = sorted(by_product["PIL"], key=lambda s: s.variant_key)
+    assert [s.variant_key for s in pillow] == ["Color=Sage", "Color=Terracotta"]
+    assert pillow[0].variant["skus"] == ["ACME-PIL-SAGE-45", "ACME-PIL-SAGE-60"]
+    assert len(pillow[0].variant["lines"]) == 2
+    # A "Title / Default Title" product has no visual option: one shot.
+    assert [s.variant_key for s in by_product["BRD"]] == [""]
+    assert (again.created, again.existing) == (0, summary.created)
+    candle = by_product["CND"][0]
+    assert "{{ 7*7 }}" in candle.prompt  # untrusted title stays literal

@@ -13,6 +13,7 @@ from pipeline.brand import (
     SCHEDULERS,
     BrandConfig,
     BrandConfigError,
+    brand_warnings,
     find_brand,
     load_brand,
 )
@@ -96,9 +97,10 @@ def test_lora_must_be_safetensors(tmp_path: Path, path: str) -> None:
 
 
 def test_lora_pin_must_be_a_sha256(tmp_path: Path) -> None:
-    text = MINIMAL + "loras:\n  - {name: style, path: s.safetensors, sha256: abc}\n"
-    [line] = _problems(_write(tmp_path, text))
-    assert "loras[0].sha256: must be the 64 hex digit sha256" in line
+    for pin in ("abc", "1" * 64):  # the second one YAML reads as an integer
+        text = MINIMAL + f"loras:\n  - {{name: style, path: s.safetensors, sha256: {pin}}}\n"
+        [line] = _problems(_write(tmp_path, text))
+        assert "loras[0].sha256: must be the 64 hex digit sha256" in line
 
 
 def test_lora_uri_and_relative_path_resolution(tmp_path: Path) -> None:
@@ -119,21 +121,22 @@ def test_cross_field_problems_are_all_reported(tmp_path: Path) -> None:
     text = """\
 name: demo
 loras:
-  - {name: style, path: s.safetensors, sha256: %s}
-  - {name: style, path: t.safetensors, sha256: %s}
+  - {name: style, path: s.safetensors, sha256: PIN}
+  - {name: style, path: t.safetensors, sha256: PIN}
 templates:
   hero:
     preset: nope
-    prompt: "x"
+    prompt: "{{ product.nope }}"
   side:
     prompt: "y"
     loras: {ghost: 0.5}
 visual_options: [Color, color]
-""" % (PIN, PIN)
+""".replace("PIN", PIN)
     lines = _problems(_write(tmp_path, text))
     body = "\n".join(lines)
     assert "loras[1].name: duplicate LoRA name 'style'" in body
     assert ":7: templates.hero.preset: unknown preset 'nope'" in body
+    assert ":8: templates.hero.prompt: product has no field 'nope'" in body
     assert "templates.side.loras.ghost: unknown LoRA 'ghost'" in body
     assert "visual_options[1]: duplicate option 'color'" in body
 
@@ -191,7 +194,9 @@ def test_pin_problems_hash_local_files(tmp_path: Path) -> None:
     good = hashlib.sha256(b"weights").hexdigest()
     for pin, n in ((good, 0), (PIN, 1)):
         cfg = load_brand(
-            _write(tmp_path, MINIMAL + f"loras:\n  - {{name: s, path: s.safetensors, sha256: {pin}}}\n")
+            _write(
+                tmp_path, MINIMAL + f"loras:\n  - {{name: s, path: s.safetensors, sha256: {pin}}}\n"
+            )
         )
         problems = cfg.pin_problems()
         assert len(problems) == n
@@ -215,3 +220,13 @@ def test_scheduler_names_are_ones_the_generator_knows() -> None:
     from pipeline.generator import SCHEDULERS as GENERATOR_SCHEDULERS
 
     assert set(GENERATOR_SCHEDULERS) >= SCHEDULERS
+
+
+def test_warnings_for_missing_files_and_mismatched_name(tmp_path: Path) -> None:
+    text = MINIMAL + f"loras:\n  - {{name: s, path: gone.safetensors, sha256: {PIN}}}\n"
+    cfg = load_brand(_write(tmp_path, text, "other.yaml"))
+    assert brand_warnings(cfg) == [
+        f"loras[0].path: file not found: {(tmp_path / 'gone.safetensors').resolve()}",
+        "name: 'demo' differs from the file name 'other.yaml', so --brand demo will not find it",
+    ]
+    assert brand_warnings(load_brand(ACME)) == []

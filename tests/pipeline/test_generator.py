@@ -82,6 +82,7 @@ def test_load_records_lineage(gen: Generator, settings: Settings) -> None:
     assert out.device.startswith("cpu")
     assert {"torch", "diffusers", "transformers", "peft", "python"} <= out.library_versions.keys()
     assert gen.dtype == torch.float32  # auto precision on CPU
+    assert gen.batch_invariant  # auto: per-sample linear/conv on CPU
 
 
 def test_one_tiny_image_well_under_a_second(gen: Generator) -> None:
@@ -112,6 +113,11 @@ def test_batch_invariance(gen: Generator, adapters: tuple[AdapterRef, ...]) -> N
     assert all(o.timings["batch_size"] == 4 for o in batch)
     assert batch[2].png == alone.png
     assert len({o.sha256 for o in batch}) == 4  # neighbours differ: own seed each
+    # Any position, any batch size: each image equals itself generated alone.
+    for out, s in zip(batch, (5, 6, 7, 8), strict=True):
+        assert out.png == gen.generate([shot(s, adapters=adapters)])[0].png
+    pair = gen.generate([shot(8, adapters=adapters), shot(5, adapters=adapters)])
+    assert [o.png for o in pair] == [batch[3].png, batch[0].png]
 
 
 def test_groups_by_batch_key_and_keeps_input_order(gen: Generator, settings: Settings) -> None:

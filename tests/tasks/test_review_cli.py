@@ -8,14 +8,16 @@ command writes (approve/reject/export).
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import numpy as np
 import pytest
 from click.testing import Result
 from PIL import Image
@@ -25,14 +27,26 @@ from typer.testing import CliRunner
 
 from catalog import migrate
 from catalog.db import make_engine, make_sessionmaker
-from catalog.models import Asset, ReviewEvent, Shot
+from catalog.models import Asset, Generation, ReviewEvent, Shot
 from pipeline.settings import get_settings
 from pipeline.storage import LocalBlobStore
-from tasks.cli import app
+from tasks.cli import app, lineage_cmd
 from tasks.cli import common as cli_common
 from tasks.context import reset_contexts
 from tests.conftest import ROOT, create_pg_database, drop_pg_database
-from tests.factories import make_brand, make_gated_shot, make_import_run, noise_png
+from tests.factories import (
+    make_asset,
+    make_brand,
+    make_filter_result,
+    make_gated_shot,
+    make_generation,
+    make_import_run,
+    make_product,
+    make_review_event,
+    make_shot,
+    make_watermark,
+    noise_png,
+)
 
 
 @dataclass
@@ -397,3 +411,179 @@ def test_lineage_forward_and_reverse(cli: CliEnv) -> None:
         res = cli.invoke("lineage", *args)
         assert res.exit_code == 2, (args, res.output)
         assert msg in res.output
+
+
+# --- reproduce ----------------------------------------------------------------------------
+
+
+def test_reproduce_matches_exactly_on_cpu(cli: CliEnv) -> None:
+    """Generate with the line's own step (tiny preset, CPU, a batch of 3), then reproduce."""
+    from tasks import steps
+    from tasks.context import context_for
+
+    def seed(s: Session) -> list[int]:
+        brand = make_brand(s)
+        rev = make_product(s, brand, "VASE")
+        return [make_shot(s, rev, template=f"t{i}", seed=100 + i).id for i in range(3)]
+
+    ids = cli.insert(seed)
+    result = steps.generate(context_for(get_settings()), ids)
+    assert sorted(result.done) == ids, result
+    target = ids[1]
+    with cli.sessions() as s:
+        gen = s.scalar(select(Generation).where(Generation.shot_id == target))
+        assert gen is not None and gen.device.startswith("cpu")
+        recorded_sha = gen.sha256
+
+    out = cli.tmp / "again.png"
+    res = cli.invoke("reproduce", str(target), "--json", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report["match"] is True
+    assert report["reproduced_sha256"] == recorded_sha
+    assert report["difference"] is None
+    assert report["batch_size"] == 3
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == recorded_sha
+
+    res = cli.invoke("reproduce", str(target))
+    assert res.exit_code == 0 and "match: true" in res.stdout
+
+
+def test_reproduce_reports_a_mismatch(cli: CliEnv) -> None:
+    """A recorded image that the parameters cannot produce: match false, pixel difference."""
+    shot_id = cli.insert(
+        lambda s: make_gated_shot(s, store=cli.store, raw=noise_png(3), steps=2).id
+    )
+    res = cli.invoke("reproduce", str(shot_id), "--json")
+    assert res.exit_code == 1, res.output
+    report = json.loads(res.stdout)
+    assert report["match"] is False
+    diff = report["difference"]
+    assert diff["same_size"] is True and diff["max_abs"] > 0 and diff["changed_fraction"] > 0.5
+
+    res = cli.invoke("reproduce", str(shot_id))
+    assert res.exit_code == 1
+    assert "match: false" in res.stdout and "pixel difference: max" in res.stdout
+
+    planned = cli.insert(lambda s: make_shot(s, make_product(s, make_brand(s)), state="planned").id)
+    res = cli.invoke("reproduce", str(planned))
+    assert res.exit_code == 2 and "no raw image" in res.output
+    res = cli.invoke("reproduce", "99999999")
+    assert res.exit_code == 2 and "shot 99999999: no such shot" in res.output
+
+
+# --- verify -> lineage --------------------------------------------------------------------
+
+
+def _photo(size: int = 256) -> Image.Image:
+    """A smooth test card (watermarks need some structure and at least 256x256 pixels)."""
+    y, x = np.mgrid[0:size, 0:size].astype(np.float64) / size
+    rgb = np.stack([200 * x + 30, 180 * y + 40, 120 + 80 * np.sin(6 * x * y)], axis=-1)
+    noise = np.random.default_rng(1).normal(0, 4, rgb.shape)
+    return Image.fromarray(np.clip(rgb + noise, 0, 255).astype(np.uint8), "RGB")
+
+
+def _published_by_gate(env: CliEnv) -> tuple[int, Path, str]:
+    """A published shot whose final file came from ``Gate.finalize`` (real watermark + XMP)."""
+    from pipeline.gate import Gate, ProvenanceInfo
+
+    def seed(s: Session) -> tuple[int, str, str]:
+        brand = make_brand(s)
+        run = make_import_run(s, brand, source_uri="file:///catalogs/spring.csv")
+        rev = make_product(s, brand, "BOWL", import_run=run, line=7)
+        shot = make_shot(s, rev, state="published", model_digest="d" * 64)
+        make_generation(s, shot, store=env.store)
+        make_filter_result(s, shot)
+        return shot.id, brand.name, (shot.variant or {})["sku"]
+
+    shot_id, brand, sku = env.insert(seed)
+    gate = Gate(filter=cast(Any, None))  # finalize needs no CLIP model
+    final = gate.finalize(
+        shot_id,
+        _photo(),
+        ProvenanceInfo(shot_id, "tiny", "d" * 64, [], brand, sku, "hero_white"),
+        "png",
+    )
+    assert final.verified, "the gate could not verify its own watermark"
+
+    def finish(s: Session) -> str:
+        shot = s.get(Shot, shot_id)
+        assert shot is not None
+        make_watermark(
+            s, shot, final.data, env.store, payload=final.payload, method=final.method,
+            verified=final.verified, bit_accuracy=final.bit_accuracy,
+        )  # fmt: skip
+        make_review_event(s, shot, "approve", "alice")
+        return make_asset(s, shot, env.store).key
+
+    key = env.insert(finish)
+    downloaded = env.tmp / "found-on-the-web.png"
+    downloaded.write_bytes(env.store.get(key))
+    return shot_id, downloaded, key
+
+
+def test_verify_decodes_to_lineage(cli: CliEnv) -> None:
+    from pipeline.gate import verify_image
+
+    shot_id, path, key = _published_by_gate(cli)
+    result = verify_image(path.read_bytes())
+    assert result.verified and result.shot_id == shot_id
+
+    chain = lineage_cmd.verify_lineage(result.shot_id)
+    assert chain is not None
+    assert chain["csv"]["uri"] == "file:///catalogs/spring.csv" and chain["csv"]["line"] == 7
+    assert chain["asset"]["key"] == key
+    assert chain["watermark"]["verified"] is True
+    assert [e["reviewer"] for e in chain["review"]["events"]] == ["alice"]
+    assert lineage_cmd.verify_lineage(None) is None
+    assert lineage_cmd.verify_lineage(99999999) is None
+
+
+def test_shotline_verify_prints_lineage(cli: CliEnv) -> None:
+    """``shotline verify FILE`` (the gate's command) ends with the lineage of a known shot."""
+    shot_id, path, key = _published_by_gate(cli)
+    res = cli.invoke("verify", str(path))
+    assert res.exit_code == 0, res.output
+    assert f"shot {shot_id}" in res.stdout
+    assert "file:///catalogs/spring.csv line 7" in res.stdout
+    assert key in res.stdout
+
+    res = cli.invoke("verify", str(path), "--json")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["lineage"]["shot_id"] == shot_id
+    assert data["lineage"]["csv"]["line"] == 7
+
+
+def test_approve_reports_a_failed_publish(cli: CliEnv) -> None:
+    """The approval stands; a final file missing from the store fails the publish loudly."""
+    shot_id = _gated(cli)
+    with cli.sessions() as s:
+        wm = s.get(Shot, shot_id).watermark  # type: ignore[union-attr]
+        assert wm is not None
+        key = wm.image_key
+    cli.store.delete(key)
+    res = cli.invoke("review", "approve", str(shot_id), "--reviewer", "alice")
+    assert res.exit_code == 1, res.output
+    assert "approved 1 shot(s) as alice" in res.stdout
+    assert "publishing failed" in res.output and key in res.output
+    assert "Traceback" not in res.output
+    assert cli.shot(shot_id).state in ("approved", "failed")
+    assert cli.events(shot_id) == [("approve", "alice", None)]
+
+
+def test_demo_tail_prints_lineage_and_sheet_path(
+    cli: CliEnv, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tasks.cli.review_cmd import demo_tail
+
+    _gated(cli)
+    published = cli.insert(
+        lambda s: make_gated_shot(s, store=cli.store, published=True, sku="DEMO-1").id
+    )
+    capsys.readouterr()
+    html = demo_tail(cli.tmp / "demo-sheet")
+    out = capsys.readouterr().out
+    assert f"shot {published}" in out and "DEMO-1-RED" in out
+    assert out.rstrip().splitlines()[-1] == f"contact sheet: {html}"
+    assert html.read_text().count('class="thumb"') == 2

@@ -1,0 +1,380 @@
+"""The control plane alone: N shots through generate -> gate -> approve -> publish.
+
+The generator is the fixed-image stand-in (``tasks.fakes``): it returns at once. Everything
+else is real: Redis, Postgres, `celery worker` processes, the real gate (tiny CLIP + the
+watermark + provenance metadata) and publishing to moto's S3 server over HTTP. Approval is
+an instant scripted reviewer ("bench"), so the line runs end to end.
+
+    .venv/bin/python tests/benchmarks/bench_orchestration.py [--shots 2000] [--image-size 64]
+
+Prints a table and writes JSON (default var/bench/orchestration.json). Note: the watermark
+needs >= 256x256 pixels; at the tiny preset's 64x64 it is skipped (method "none") and the
+run measures orchestration; ``--image-size 256`` adds the real watermark cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+import boto3  # noqa: E402
+import psutil  # noqa: E402
+import redis  # noqa: E402
+import yaml  # noqa: E402
+from sqlalchemy import insert, select  # noqa: E402
+
+from catalog.db import make_engine, make_sessionmaker, session_scope  # noqa: E402
+from catalog.models import (  # noqa: E402
+    Asset,
+    Brand,
+    FilterResult,
+    Generation,
+    Product,
+    ProductRevision,
+    ReviewEvent,
+    Shot,
+)
+from pipeline.settings import Settings  # noqa: E402
+from tests.conftest import create_pg_database, drop_pg_database, free_port  # noqa: E402
+
+REDIS_DB = 12
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    v = sorted(values)
+
+    def p(q: float) -> float:
+        return round(v[min(len(v) - 1, int(q * (len(v) - 1) + 0.5))] * 1000, 1)
+
+    return {"p50_ms": p(0.5), "p90_ms": p(0.9), "p99_ms": p(0.99), "max_ms": p(1.0)}
+
+
+def seed(engine: Any, brand_cfg: dict[str, Any], n: int, size: int) -> list[int]:
+    """Bulk-insert n products + revisions + planned shots (Core inserts: seconds, not minutes)."""
+    import hashlib
+
+    with session_scope(make_sessionmaker(engine)) as s:
+        brand = Brand(name="bench", config_digest="0" * 64, version=1, config=brand_cfg)
+        s.add(brand)
+        s.flush()
+        products = [{"brand_id": brand.id, "sku": f"SKU-{i:06d}"} for i in range(n)]
+        pids = list(s.scalars(insert(Product).returning(Product.id), products))
+        revs = [
+            {
+                "product_id": pid,
+                "revision": 1,
+                "content_hash": hashlib.sha256(str(pid).encode()).hexdigest(),
+                "data": {"key": f"SKU-{i:06d}", "title": f"Linen Pillow {i}", "variants": []},
+                "source_line": i + 2,
+            }
+            for i, pid in enumerate(pids)
+        ]
+        rids = list(s.scalars(insert(ProductRevision).returning(ProductRevision.id), revs))
+        shots = [
+            {
+                "brand_id": brand.id,
+                "product_revision_id": rid,
+                "variant_key": "",
+                "variant": {},
+                "brand_config_digest": "0" * 64,
+                "template_name": "hero_white",
+                "template_digest": "0" * 64,
+                "prompt": f"studio product photo of Linen Pillow {i}",
+                "negative_prompt": "",
+                "seed": i,
+                "model_id": "tiny",
+                "adapters": [],
+                "width": size,
+                "height": size,
+                "steps": 4,
+                "guidance": 5.0,
+                "scheduler": "euler",
+                "state": "planned",
+            }
+            for i, rid in enumerate(rids)
+        ]
+        return list(s.scalars(insert(Shot).returning(Shot.id), shots))
+
+
+def tree_cpu(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for p in procs:
+        try:
+            for q in [p, *p.children(recursive=True)]:
+                t = q.cpu_times()
+                total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def main() -> None:  # noqa: PLR0915 - a linear script reads best top to bottom
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shots", type=int, default=2000)
+    ap.add_argument("--image-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=32, help="shots per generate task")
+    ap.add_argument("--cpu-batch-size", type=int, default=32, help="shots per gate/publish task")
+    ap.add_argument("--cpu-workers", type=int, default=2, help="prefork children on cpu queue")
+    ap.add_argument("--gate", choices=["real", "fake"], default="real")
+    ap.add_argument("--json-out", type=Path, default=ROOT / "var" / "bench" / "orchestration.json")
+    ap.add_argument("--timeout", type=float, default=600)
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="shotline-bench-"))
+    # A permissive copy of the sample brand: random-weight tiny CLIP would reject everything
+    # on product match, and this benchmark wants every image to go all the way to S3.
+    acme = yaml.safe_load((ROOT / "samples" / "brands" / "acme.yaml").read_text())
+    acme["name"] = "bench"
+    acme.setdefault("safety", {})["product_match_min"] = -1.0
+    acme["safety"]["competitor_threshold"] = 1.0
+    acme["safety"]["logo_threshold"] = 1.0
+    acme["competitors"] = []
+    acme["safety"]["concepts"] = []
+    brands = tmp / "brands"
+    brands.mkdir()
+    (brands / "bench.yaml").write_text(yaml.safe_dump(acme))
+
+    pg_url = create_pg_database("shotline_bench")
+    broker = f"redis://127.0.0.1:6379/{REDIS_DB}"
+    redis.Redis.from_url(broker).flushdb()
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    procs: list[subprocess.Popen[bytes]] = []
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOTLINE_")}
+    values = {
+        "database_url": pg_url,
+        "broker_url": broker,
+        "brands_dir": str(brands),
+        "var_dir": str(tmp / "var"),
+        "model_cache_dir": str(ROOT / "var" / "models"),
+        "blob_backend": "s3",
+        "s3_endpoint_url": endpoint,
+        "s3_bucket": "bench",
+        "generator_factory": "tasks.fakes:fixed_image_generator",
+        "batch_size": args.batch_size,
+        "cpu_batch_size": args.cpu_batch_size,
+        "stall_timeout_s": 60,
+    }
+    if args.gate == "fake":
+        values["gate_factory"] = "tasks.fakes:pass_through_gate"
+    env.update({f"SHOTLINE_{k.upper()}": str(v) for k, v in values.items()})
+    env.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        OMP_NUM_THREADS="1",  # 2 cores: torch must not oversubscribe in each worker
+        MKL_NUM_THREADS="1",
+        SHOTLINE_FAKE_IMAGE_SIZE=str(args.image_size),
+        PYTHONPATH=str(ROOT),
+    )
+    settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    logs = tmp / "logs"
+    logs.mkdir()
+    try:
+        procs.append(
+            subprocess.Popen(
+                [str(ROOT / ".venv/bin/moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=env,
+            )
+        )
+        for _ in range(100):
+            try:
+                s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+                s3.create_bucket(Bucket="bench")
+                break
+            except Exception:
+                time.sleep(0.1)
+        celery = str(ROOT / ".venv/bin/celery")
+        common = ["-A", "tasks.celery_app", "worker", "-l", "INFO", "--without-gossip",
+                  "--without-mingle", "--without-heartbeat"]
+        workers = {
+            "gpu": [*common, "-Q", "gpu.tiny", "--pool", "solo", "-n", "gpu@%h"],
+            "cpu": [*common, "-Q", "cpu", "--pool", "prefork", "-c", str(args.cpu_workers),
+                    "-n", "cpu@%h"],
+        }
+        for name, wargs in workers.items():
+            procs.append(
+                subprocess.Popen(
+                    [celery, *wargs],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=(logs / f"{name}.log").open("wb"),
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        engine = make_engine(pg_url)
+        ids = seed(engine, acme, args.shots, args.image_size)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            text = "".join(p.read_text(errors="replace") for p in logs.glob("*.log"))
+            if text.count(" ready.") >= len(workers):
+                break
+            time.sleep(0.2)
+        else:
+            raise SystemExit("workers did not start:\n" + text[-3000:])
+        time.sleep(2)  # prefork children finish loading the gate after "ready."
+
+        from catalog.review import approve
+        from tasks.dispatch import enqueue_generate, enqueue_publish
+
+        worker_ps = [psutil.Process(p.pid) for p in procs[1:]]
+        all_ps = [psutil.Process(p.pid) for p in procs]
+        cpu0_workers, cpu0_all = tree_cpu(worker_ps), tree_cpu(all_ps)
+        sys0 = psutil.cpu_times()
+        t0 = time.time()
+        enqueue_generate(ids, settings)
+        enqueued_s = time.time() - t0
+
+        # The scripted reviewer: approve whatever is pending, publish it, until all are out.
+        sessions = make_sessionmaker(engine)
+        done_states = ("published", "rejected", "failed")
+        stop = threading.Event()
+        approved_at: dict[int, float] = {}
+        last = -1
+        while time.time() - t0 < args.timeout:
+            with session_scope(sessions) as s:
+                pending = list(s.scalars(select(Shot.id).where(Shot.state == "pending_review")))
+                if pending:
+                    approve(s, pending, "bench")
+            now = time.time()
+            approved_at.update({i: now for i in pending})
+            enqueue_publish(pending, settings)
+            with session_scope(sessions) as s:
+                done = s.scalar(
+                    select(__import__("sqlalchemy").func.count()).where(
+                        Shot.state.in_(done_states)
+                    )
+                )
+            if done != last:
+                print(f"  {time.time() - t0:6.1f}s  {done}/{len(ids)} out", flush=True)
+                last = done
+            if done >= len(ids):
+                break
+            time.sleep(0.25)
+        elapsed = time.time() - t0
+        stop.set()
+        cpu_workers = tree_cpu(worker_ps) - cpu0_workers
+        cpu_services = tree_cpu(all_ps) - cpu0_all - cpu_workers
+        sys1 = psutil.cpu_times()
+        sys_busy = (sys1.user + sys1.system) - (sys0.user + sys0.system)
+
+        with session_scope(sessions) as s:
+            states = dict(
+                s.execute(
+                    select(Shot.state, __import__("sqlalchemy").func.count()).group_by(Shot.state)
+                ).all()
+            )
+            gen_at = dict(s.execute(select(Generation.shot_id, Generation.created_at)).all())
+            gate_at = dict(s.execute(select(FilterResult.shot_id, FilterResult.created_at)).all())
+            pub_at = dict(s.execute(select(Asset.shot_id, Asset.published_at)).all())
+            rev_at = dict(s.execute(select(ReviewEvent.shot_id, ReviewEvent.created_at)).all())
+        # Per-stage latency: from the previous stage's commit to this stage's commit
+        # (queue wait + task time), from the rows' own timestamps.
+        lat = {
+            "enqueue->generated": [g.timestamp() - t0 for g in gen_at.values()],
+            "generated->gated": [
+                gate_at[i].timestamp() - gen_at[i].timestamp() for i in gate_at if i in gen_at
+            ],
+            "approved->published": [
+                pub_at[i].timestamp() - rev_at[i].timestamp() for i in pub_at if i in rev_at
+            ],
+            "enqueue->published": [p.timestamp() - t0 for p in pub_at.values()],
+        }
+        # Task run times, from the workers' own "succeeded in" lines.
+        task_times: dict[str, list[float]] = {}
+        for log in logs.glob("*.log"):
+            for name, secs in re.findall(
+                r"Task (shotline\.\w+)\[[^\]]+\] succeeded in ([0-9.]+)s", log.read_text()
+            ):
+                task_times.setdefault(name, []).append(float(secs))
+
+        n = len(ids)
+        result = {
+            "machine": f"{psutil.cpu_count()} CPU cores, {platform_name()}",
+            "shots": n,
+            "image_size": args.image_size,
+            "gate": args.gate,
+            "batch_size": args.batch_size,
+            "cpu_batch_size": args.cpu_batch_size,
+            "cpu_workers": args.cpu_workers,
+            "elapsed_s": round(elapsed, 2),
+            "enqueue_s": round(enqueued_s, 3),
+            "shots_per_s": round(n / elapsed, 1),
+            "states": states,
+            "cpu_s_per_shot_workers": round(cpu_workers / n, 4),
+            "cpu_s_per_shot_moto": round(cpu_services / n, 4),
+            "cpu_s_per_shot_machine": round(sys_busy / n, 4),
+            "stage_latency": {k: percentiles(v) for k, v in lat.items()},
+            "task_runtime": {
+                k: {"tasks": len(v), **percentiles(v)} for k, v in sorted(task_times.items())
+            },
+        }
+        print_table(result)
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps(result, indent=2))
+        print(f"\nJSON: {args.json_out}")
+        engine.dispose()
+    finally:
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGTERM) if p is not procs[0] else p.terminate()
+            except (ProcessLookupError, PermissionError):
+                pass
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        drop_pg_database(pg_url)
+        redis.Redis.from_url(broker).flushdb()
+        _ = uuid  # keep the import for ad-hoc debugging runs
+
+
+def platform_name() -> str:
+    import platform
+
+    return f"{platform.system()} {platform.machine()}, Python {platform.python_version()}"
+
+
+def print_table(r: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    t = Table(title=f"orchestration: {r['shots']} shots, {r['image_size']}px, gate={r['gate']}")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for key in ("shots_per_s", "elapsed_s", "enqueue_s", "cpu_s_per_shot_workers",
+                "cpu_s_per_shot_moto", "cpu_s_per_shot_machine"):
+        t.add_row(key, str(r[key]))
+    t.add_row("states", json.dumps(r["states"]))
+    console.print(t)
+    lt = Table(title="latency (ms)")
+    for col in ("stage", "p50", "p90", "p99", "max"):
+        lt.add_column(col, justify="right" if col != "stage" else "left")
+    for stage, p in {**r["stage_latency"], **r["task_runtime"]}.items():
+        lt.add_row(stage, *(str(p.get(k, "")) for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms")))
+    console.print(lt)
+
+
+if __name__ == "__main__":
+    main()
