@@ -14,21 +14,18 @@ Catalog text is untrusted: values are copied as strings, never interpreted.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import compress
 from typing import Any
 
 import pandas as pd
 
 from catalog.csv_source import RowError
+from catalog.product_content import ProductAcc
 from pipeline.brand import BrandConfig
 
 FORMATS = ("shopify", "gmc", "generic")
-_PLACEHOLDER = re.compile(r"Option([1-3])")
 MAX_KEY_CHARS = 255
 
 # Stock and availability change daily and never change an image: they are left out of
@@ -47,129 +44,6 @@ VOLATILE = frozenset(
         "expiration_date",
     }
 )
-
-
-# One encoder, built once: json.dumps with options builds a new one on every call.
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
-@dataclass
-class ProductAcc:
-    """A product being assembled from its rows (or merged from non-adjacent fragments)."""
-
-    key: str
-    line: int
-    title: str = ""
-    body_html: str = ""
-    vendor: str = ""
-    product_type: str = ""
-    tags: list[str] = field(default_factory=list)
-    options: list[str] = field(default_factory=list)
-    images: list[str] = field(default_factory=list)
-    variants: list[dict[str, Any]] = field(default_factory=list)
-    extra: dict[str, str] = field(default_factory=dict)
-    # Shopify option names by column position (Option1..3 Name); not part of the data.
-    slots: list[str] = field(default_factory=list)
-    placeholders: bool = False  # a variant came before the option names were known
-
-    def add_image(self, url: str) -> None:
-        if url and url not in self.images:
-            self.images.append(url)
-
-    def add_option(self, name: str) -> None:
-        if name not in self.options:
-            self.options.append(name)
-
-    def fill(self, title: str, body: str, vendor: str, ptype: str, tags: str) -> None:
-        """Product-level fields: the first non-empty value wins."""
-        self.title = self.title or title
-        self.body_html = self.body_html or body
-        self.vendor = self.vendor or vendor
-        self.product_type = self.product_type or ptype
-        if tags and not self.tags:
-            self.tags = sorted({t.strip() for t in tags.split(",") if t.strip()})
-
-    def merge(self, other: ProductAcc) -> None:
-        """Fold a later fragment of the same product (rows that were not adjacent)."""
-        self.line = min(self.line, other.line)
-        self.fill(other.title, other.body_html, other.vendor, other.product_type, "")
-        if not self.tags:
-            self.tags = other.tags
-        for name in other.options:
-            self.add_option(name)
-        for url in other.images:
-            self.add_image(url)
-        self.variants.extend(other.variants)
-        for k, v in other.extra.items():
-            self.extra.setdefault(k, v)
-        self.placeholders = True  # from_data cannot tell; the check is cheap
-
-    def _name_placeholder_options(self) -> None:
-        """Shopify continuation rows that came before their product row could not know the
-        option names and used ``OptionN``; name them once the product row is known."""
-        real = [o for o in self.options if not _PLACEHOLDER.fullmatch(o)]
-        if not real:
-            return
-        self.options = real
-        for var in self.variants:
-            opts = var["options"]
-            if any(_PLACEHOLDER.fullmatch(k) for k in opts):
-                renamed = {}
-                for k, v in opts.items():
-                    m = _PLACEHOLDER.fullmatch(k)
-                    idx = int(m.group(1)) - 1 if m else -1
-                    renamed[real[idx] if m and idx < len(real) else k] = v
-                var["options"] = renamed
-
-    def data(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "title": self.title,
-            "body_html": self.body_html,
-            "vendor": self.vendor,
-            "product_type": self.product_type,
-            "tags": self.tags,
-            "options": self.options,
-            "images": self.images,
-            "variants": self.variants,
-            "extra": self.extra,
-        }
-
-    def content_hash(self) -> str:
-        """sha256 of the canonical JSON of the content without line numbers and with the
-        variants in a fixed order, so moving rows around in the file makes no new revision."""
-        if self.placeholders:
-            self._name_placeholder_options()
-        variants = sorted(
-            (v["sku"] or "", sorted(v["options"].items()), v["price"] or "", v["image"] or "")
-            for v in self.variants
-        )
-        doc = [
-            self.key,
-            self.title,
-            self.body_html,
-            self.vendor,
-            self.product_type,
-            self.tags,
-            self.options,
-            self.images,
-            variants,
-            sorted(self.extra.items()),
-        ]
-        return hashlib.sha256(_ENCODER.encode(doc).encode()).hexdigest()
-
-    def to_json(self) -> str:
-        return _ENCODER.encode(self.data())
-
-    def encode(self) -> tuple[str, str]:
-        """``(content_hash, data JSON)``."""
-        return self.content_hash(), self.to_json()
-
-    @classmethod
-    def from_data(cls, data: dict[str, Any], line: int) -> ProductAcc:
-        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k != "line"}
-        fields["variants"] = list(fields.get("variants", []))
-        return cls(line=line, **fields)
 
 
 @dataclass
@@ -205,7 +79,14 @@ def _generic_key(brand: BrandConfig) -> str | None:
 
 def detect_layout(header: list[str], brand: BrandConfig, fmt: str = "auto") -> Layout | None:
     """The layout for ``header`` in ``fmt`` (or the first format that fits); None if none."""
-    order = FORMATS if fmt == "auto" else (fmt,)
+    if fmt != "auto":
+        order: tuple[str, ...] = (fmt,)
+    elif brand.column_map:
+        # A brand that maps its own columns most likely sends its own CSVs, which may well
+        # have "id" and "title" columns too: try the mapping before Google Merchant.
+        order = ("shopify", "generic", "gmc")
+    else:
+        order = FORMATS
     for name in order:
         if name == "shopify":
             handle = _find(header, "Handle")

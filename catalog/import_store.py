@@ -16,9 +16,9 @@ from typing import Any
 from sqlalchemy import insert, text
 from sqlalchemy.orm import Session
 
-from catalog.csv_formats import ProductAcc
 from catalog.csv_source import RowError
 from catalog.models import ImportRowError, utcnow
+from catalog.product_content import ProductAcc
 
 STAGE = "shotline_import_stage"
 # Namespace for pg_advisory_xact_lock(ns, brand_id): one import per brand at a time.
@@ -115,7 +115,7 @@ class ImportStore:
             "JOIN product_revisions r ON r.id = p.current_revision_id WHERE p.brand_id = :b",
             b=self.brand_id,
         )
-        return dict(rows.tuples())
+        return {key: digest for key, digest in rows}
 
     def _current_data(self, key: str) -> dict[str, Any]:
         data = self._exec(

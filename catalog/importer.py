@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from catalog.brands import get_brand, upsert_brand
-from catalog.csv_formats import FORMATS, Normalizer, ProductAcc, detect_layout, missing_key_message
+from catalog.csv_formats import FORMATS, Normalizer, detect_layout, missing_key_message
 from catalog.csv_source import (
     DEFAULT_MAX_FIELD_CHARS,
     CatalogFileError,
@@ -33,6 +33,7 @@ from catalog.csv_source import (
 from catalog.db import session_scope
 from catalog.import_store import ImportStore
 from catalog.models import ImportRun, ImportStatus, utcnow
+from catalog.product_content import ProductAcc
 from pipeline.brand import BrandConfig
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,9 @@ def _record_failure(
 ) -> None:
     summary.status = ImportStatus.failed.value
     summary.error = message
+    # The data transaction was rolled back: nothing it counted was written.
+    summary.imported = summary.revisions_new = summary.unchanged = summary.reverted = 0
+    summary.errors = 0
     with session_scope(factory) as s:
         run = s.get(ImportRun, run_id) if run_id is not None else None
         if run is None:

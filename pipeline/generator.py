@@ -190,7 +190,6 @@ class Generator:
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-
         self.settings = settings
         self.model_id = model_id
         self.model_digest = digest
@@ -244,6 +243,14 @@ class Generator:
                 )
             else:
                 log.warning("fp8_storage needs a CUDA GPU of compute capability 8.9+; ignored")
+        if (
+            type(pipe).__name__.startswith("StableDiffusionXL")
+            and pipe.vae.dtype == torch.float16
+            and getattr(pipe.vae.config, "force_upcast", False)
+        ):
+            # The original SDXL VAE overflows in fp16 (diffusers upcasts it per call); keep it
+            # in fp32 once instead of converting it back and forth for every batch.
+            pipe.vae.to(torch.float32)
         if s.vae_tiling:
             pipe.vae.enable_tiling()
         if s.vae_slicing:
@@ -265,10 +272,9 @@ class Generator:
     def _fp8_capable(self) -> bool:
         import torch
 
-        return self.device.type == "cuda" and torch.cuda.get_device_capability(self.device) >= (
-            8,
-            9,
-        )
+        if self.device.type != "cuda":
+            return False
+        return torch.cuda.get_device_capability(self.device) >= (8, 9)
 
     def _scheduler(self, name: str) -> Any:
         if name not in self._schedulers:
@@ -422,15 +428,19 @@ class Generator:
         # The execution device, not vae.device: under model CPU offload the VAE sits on the
         # CPU until its decode hook moves it, and the hook does not move our inputs.
         latents = latents.to(self.pipe._execution_device)
-        upcast = vae.dtype == torch.float16 and bool(getattr(cfg, "force_upcast", False))
-        if upcast:
-            vae.to(torch.float32)
-        z = latents.to(vae.dtype) / cfg.scaling_factor
+        latents = latents.to(vae.dtype)
+        # The same un-scaling the SD / SDXL / SD3 pipelines apply before their own decode.
+        mean, std = getattr(cfg, "latents_mean", None), getattr(cfg, "latents_std", None)
+        if mean is not None and std is not None:
+            shape = (1, len(mean), 1, 1)
+            mean_t = torch.tensor(mean, device=latents.device, dtype=latents.dtype).view(shape)
+            std_t = torch.tensor(std, device=latents.device, dtype=latents.dtype).view(shape)
+            z = latents * std_t / cfg.scaling_factor + mean_t
+        else:
+            z = latents / cfg.scaling_factor
         if getattr(cfg, "shift_factor", None) is not None:
             z = z + cfg.shift_factor
         decoded = vae.decode(z, return_dict=False)[0]
-        if upcast:
-            vae.to(torch.float16)
         images = self.pipe.image_processor.postprocess(decoded.float(), output_type="pil")
         self._sync()
         return list(images)

@@ -205,7 +205,7 @@ def write_random_lora(
     """Add a random peft LoRA to ``unet``'s attention projections, save it, then remove it.
 
     Writes the diffusers LoRA format that ``load_lora_weights`` reads and returns the file's
-    sha256. Used to make the sample adapter and the benchmark's adapter; the B matrices are
+    sha256. Used for the sample adapter and the test adapters; the B matrices are
     random (not zero) so the adapter visibly changes the output.
     """
     import torch

@@ -21,7 +21,13 @@ class AdapterRef:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> AdapterRef:
-        return cls(**{k: data.get(k) for k in ("name", "sha256", "weight", "uri", "trigger_word")})
+        return cls(
+            name=str(data["name"]),
+            sha256=str(data["sha256"]),
+            weight=float(data["weight"]),
+            uri=str(data["uri"]),
+            trigger_word=data.get("trigger_word"),
+        )
 
 
 @dataclass(frozen=True)

@@ -143,6 +143,10 @@ def warm_up(queues: list[str] | None = None) -> None:
         elif queue == QUEUE_CPU:
             log.info("loading the gate (CLIP + watermark)")
             ctx.gate()
+    # Open the pool's first DB connection now, not inside the first task.
+    with ctx.engine.connect():
+        pass
+    log.info("shotline worker warm: queues %s", ",".join(queues))
 
 
 @worker_process_init.connect

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import importlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from catalog.db import make_engine, make_sessionmaker
 from pipeline.brand import BrandConfig, BrandConfigError, find_brand
 from pipeline.settings import Settings, get_settings
+
+IO_THREADS = 8
 
 
 def import_callable(spec: str) -> Callable[..., Any]:
@@ -38,6 +41,17 @@ class WorkerContext:
     _generators: dict[str, Any] = field(default_factory=dict)
     _brands: dict[str, BrandConfig] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _io: ThreadPoolExecutor | None = None
+
+    def io_map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
+        """``[fn(x) for x in items]`` on a small thread pool: blob-store calls are network
+        round trips, and a batch's uploads need not wait for each other. Errors propagate."""
+        items = list(items)
+        if len(items) <= 1:
+            return [fn(x) for x in items]
+        if self._io is None:
+            self._io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="blob-io")
+        return list(self._io.map(fn, items))
 
     @classmethod
     def build(cls, settings: Settings) -> WorkerContext:
@@ -89,6 +103,8 @@ class WorkerContext:
         return cfg
 
     def close(self) -> None:
+        if self._io is not None:
+            self._io.shutdown(wait=True)
         self.engine.dispose()
 
 

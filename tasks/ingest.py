@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from catalog.db import session_scope
 from catalog.models import ImportRun, ImportStatus, Shot, ShotState, utcnow
-from pipeline.brand import BrandConfigError, find_brand
+from pipeline.brand import BrandConfigError
 from tasks.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,9 @@ def _s3_client(ctx: WorkerContext) -> Any:
     from botocore.config import Config
 
     s = ctx.settings
-    cfg = Config(region_name=s.s3_region, s3={"addressing_style": "path"} if s.s3_endpoint_url else {})
+    cfg = Config(
+        region_name=s.s3_region, s3={"addressing_style": "path"} if s.s3_endpoint_url else {}
+    )
     return boto3.client("s3", endpoint_url=s.s3_endpoint_url, config=cfg)
 
 
@@ -167,9 +169,7 @@ def ingest_source_file(ctx: WorkerContext, uri: str, brand: str | None = None) -
             plan = plan_shots(s, cfg, settings)
             planned = list(
                 s.scalars(
-                    select(Shot.id).where(
-                        Shot.id.in_(plan.shots), Shot.state == ShotState.planned
-                    )
+                    select(Shot.id).where(Shot.id.in_(plan.shots), Shot.state == ShotState.planned)
                 )
             )
     except PlanningError as exc:

@@ -35,9 +35,7 @@ from tasks.context import context_for
 
 S = ShotState
 # Where `run` stops: generate -> gate is done; review and publishing come later.
-RUN_DONE = frozenset(
-    {S.pending_review, S.rejected, S.failed, S.approved, S.published, S.gated}
-)
+RUN_DONE = frozenset({S.pending_review, S.rejected, S.failed, S.approved, S.published, S.gated})
 
 
 @dataclass
@@ -83,11 +81,7 @@ def state_counts(settings: Settings, shot_ids: Sequence[int]) -> Counter[str]:
     counts: Counter[str] = Counter()
     with session_scope(ctx.sessions) as s:
         for part in dispatch.chunks(shot_ids, 5000):
-            stmt = (
-                select(Shot.state, func.count())
-                .where(Shot.id.in_(part))
-                .group_by(Shot.state)
-            )
+            stmt = select(Shot.state, func.count()).where(Shot.id.in_(part)).group_by(Shot.state)
             counts.update({state: n for state, n in s.execute(stmt)})
     return counts
 

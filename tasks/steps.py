@@ -90,7 +90,7 @@ def generate(
     batch_id: str | None = None,
     first_delivery: bool = True,
 ) -> StepResult:
-    """planned -> generated: one GPU batch, raw PNGs to ``raw/...``, one ``generations`` row each."""
+    """planned -> generated: a GPU batch, raw PNGs under ``raw/``, a ``generations`` row each."""
     from pipeline.storage import content_key
 
     settings, result = ctx.settings, StepResult()
@@ -131,9 +131,11 @@ def generate(
                 errors[group[0].shot_id] = reason
     _metric("observe_batch", time.perf_counter() - started)
 
-    uploads: dict[int, tuple[Any, Any]] = {}
+    from pipeline.storage import sha256_bytes
+
+    ready: list[tuple[Any, bytes, str]] = []
     for out in outputs:
-        if out.error or out.image is None and out.png is None:
+        if out.error or (out.image is None and out.png is None):
             errors[out.shot_id] = out.error or "generator returned no image"
             continue
         png = out.png
@@ -142,14 +144,17 @@ def generate(
 
             png = encode_png(out.image)
         info: ShotInfo = infos[out.shot_id]
-        from pipeline.storage import sha256_bytes
-
         sha = out.sha256 or sha256_bytes(png)
         key = content_key("raw", info.brand, info.sku, info.template, sha256=sha, ext="png")
-        blob = ctx.store.put(
-            key, png, content_type="image/png", metadata={"shot-id": str(info.shot_id)}
-        )
-        uploads[out.shot_id] = (out, key, blob)
+        ready.append((out, png, key))
+
+    def upload(item: tuple[Any, bytes, str]) -> tuple[int, tuple[Any, str, Any]]:
+        out, png, key = item
+        meta = {"shot-id": str(out.shot_id)}
+        blob = ctx.store.put(key, png, content_type="image/png", metadata=meta)
+        return out.shot_id, (out, key, blob)
+
+    uploads: dict[int, tuple[Any, str, Any]] = dict(ctx.io_map(upload, ready))
 
     with session_scope(ctx.sessions) as s:
         for shot in lock_shots(s, list(uploads) + list(errors), (S.generating,)):
@@ -197,7 +202,7 @@ def _gate_types(gate: Any) -> tuple[Any, Any, Any]:
 
 def gate(ctx: WorkerContext, shot_ids: list[int]) -> StepResult:
     """generated -> pending_review | rejected: CLIP checks in one batch per brand, then
-    watermark + provenance for kept images, written to ``final/...``."""
+    watermark + provenance, written to ``final/...``."""
     from pipeline.storage import content_key
 
     settings, result = ctx.settings, StepResult()
@@ -207,13 +212,10 @@ def gate(ctx: WorkerContext, shot_ids: list[int]) -> StepResult:
         )
         infos = shot_info(s, shots)
         gens = {
-            g.shot_id: g
-            for g in s.scalars(select(Generation).where(Generation.shot_id.in_(infos)))
+            g.shot_id: g for g in s.scalars(select(Generation).where(Generation.shot_id.in_(infos)))
         }
         brand_rows = {b.name: b.config for b in s.scalars(select(Brand))}
-        meta = {
-            sh.id: (sh.model_id, sh.model_digest, list(sh.adapters or [])) for sh in shots
-        }
+        meta = {sh.id: (sh.model_id, sh.model_digest, list(sh.adapters or [])) for sh in shots}
     result.skipped = [i for i in shot_ids if i not in infos]
     if not infos:
         return result
@@ -221,12 +223,12 @@ def gate(ctx: WorkerContext, shot_ids: list[int]) -> StepResult:
     the_gate = ctx.gate()
     policy_from_brand, provenance_cls, item_cls = _gate_types(the_gate)
 
+    raws = ctx.io_map(lambda sid: ctx.store.get(gens[sid].blob_key), list(infos))
     images: dict[int, Image.Image] = {}
     by_brand: dict[str, list[int]] = defaultdict(list)
-    for sid, info in infos.items():
-        raw = ctx.store.get(gens[sid].blob_key)
+    for sid, raw in zip(infos, raws, strict=True):
         images[sid] = Image.open(io.BytesIO(raw)).convert("RGB")
-        by_brand[info.brand].append(sid)
+        by_brand[infos[sid].brand].append(sid)
 
     decisions: dict[int, Any] = {}
     for brand, ids in by_brand.items():
@@ -235,10 +237,10 @@ def gate(ctx: WorkerContext, shot_ids: list[int]) -> StepResult:
         for sid, dec in zip(ids, the_gate.check(items, policy), strict=True):
             decisions[sid] = dec
 
-    finals: dict[int, dict[str, Any]] = {}
-    for sid, dec in decisions.items():
-        if dec.decision != S.pending_review:
-            continue
+    # Rejected images get their final file too: a reviewer override can then publish the
+    # exact bytes the sheet showed, and every stored final carries watermark + provenance.
+    built: list[tuple[int, str, Any]] = []
+    for sid in decisions:
         info = infos[sid]
         model_id, model_digest, loras = meta[sid]
         prov = provenance_cls(
@@ -254,10 +256,14 @@ def gate(ctx: WorkerContext, shot_ids: list[int]) -> StepResult:
         key = content_key(
             "final", info.brand, info.sku, info.template, sha256=final.sha256, ext=final.ext
         )
+        built.append((sid, key, final))
+
+    def upload(item: tuple[int, str, Any]) -> tuple[int, dict[str, Any]]:
+        sid, key, final = item
         blob = ctx.store.put(
             key, final.data, content_type=final.content_type, metadata={"shot-id": str(sid)}
         )
-        finals[sid] = {
+        return sid, {
             "method": final.method,
             "payload": final.payload,
             "verified": bool(final.verified),
@@ -269,6 +275,8 @@ def gate(ctx: WorkerContext, shot_ids: list[int]) -> StepResult:
             "content_type": final.content_type,
             "c2pa_signed": bool(final.c2pa_signed),
         }
+
+    finals: dict[int, dict[str, Any]] = dict(ctx.io_map(upload, built))
 
     with session_scope(ctx.sessions) as s:
         for shot in lock_shots(s, list(decisions), (S.generated,)):
@@ -298,34 +306,40 @@ def publish(ctx: WorkerContext, shot_ids: list[int]) -> StepResult:
 
     result = StepResult()
     with session_scope(ctx.sessions) as s:
-        shots = list(
-            s.scalars(select(Shot).where(Shot.id.in_(shot_ids), Shot.state == S.approved))
-        )
+        shots = list(s.scalars(select(Shot).where(Shot.id.in_(shot_ids), Shot.state == S.approved)))
         infos = shot_info(s, shots)
         marks = {
             w.shot_id: w for w in s.scalars(select(Watermark).where(Watermark.shot_id.in_(infos)))
         }
     result.skipped = [i for i in shot_ids if i not in infos]
 
-    uploads: dict[int, Any] = {}
-    problems: dict[int, str] = {}
-    for sid, info in infos.items():
-        mark = marks.get(sid)
+    def upload(sid: int) -> tuple[int, Any, str | None]:
+        info, mark = infos[sid], marks.get(sid)
         if mark is None:
-            problems[sid] = "approved but has no gated final image"
-            continue
-        data = ctx.store.get(mark.image_key)
-        if sha256_bytes(data) != mark.image_sha256:
-            problems[sid] = f"final image {mark.image_key} does not match its recorded sha256"
-            continue
+            return sid, None, "approved but has no gated final image"
         ext = mark.image_key.rsplit(".", 1)[-1]
         key = content_key(info.brand, info.sku, info.template, sha256=mark.image_sha256, ext=ext)
-        uploads[sid] = (
-            key,
-            ctx.store.put(
-                key, data, content_type=mark.content_type, metadata={"shot-id": str(sid)}
-            ),
-        )
+        meta = {"shot-id": str(sid)}
+        copy = getattr(ctx.store, "copy", None)
+        if copy is not None:
+            # Server-side copy: the store checks the bytes against the recorded sha256.
+            blob = copy(mark.image_key, key, content_type=mark.content_type, metadata=meta)
+        else:
+            data = ctx.store.get(mark.image_key)
+            if sha256_bytes(data) != mark.image_sha256:
+                return sid, None, f"final image {mark.image_key} does not match its sha256"
+            blob = ctx.store.put(key, data, content_type=mark.content_type, metadata=meta)
+        if blob.sha256 and blob.sha256 != mark.image_sha256:
+            return sid, None, f"published {key} does not match the recorded sha256"
+        return sid, (key, blob), None
+
+    uploads: dict[int, Any] = {}
+    problems: dict[int, str] = {}
+    for sid, done, problem in ctx.io_map(upload, list(infos)):
+        if problem:
+            problems[sid] = problem
+        else:
+            uploads[sid] = done
 
     with session_scope(ctx.sessions) as s:
         for shot in lock_shots(s, list(uploads) + list(problems), (S.approved,)):

@@ -13,6 +13,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
+from sqlalchemy.exc import SQLAlchemyError
 
 from catalog.lineage import (
     LineageError,
@@ -121,31 +122,42 @@ def print_summary(chain: Mapping[str, Any]) -> None:
     console.print(chain_tree(chain))
 
 
-def shot_chain_for_asset(s: Any, asset_id: int) -> dict[str, Any] | None:
-    """The chain of the shot an asset was published from (None if there is no such asset)."""
-    try:
-        [chain] = lineage_for(s, f"asset:{asset_id}")["chains"]
-    except LineageError:
-        return None
-    return dict(chain)
-
-
 def verify_lineage(shot_id: int | None) -> dict[str, Any] | None:
-    """For ``shotline verify``: the chain of the shot a watermark decoded to, or None."""
+    """The chain of the shot a watermark decoded to, or None (no id, or not in this catalog)."""
     if shot_id is None:
         return None
     with session() as s:
         return shot_lineage(s, int(shot_id))
 
 
-def print_verify_lineage(shot_id: int | None) -> dict[str, Any] | None:
-    """``shotline verify`` text output: print the chain if the decoded shot is known."""
-    chain = verify_lineage(shot_id)
-    if chain is not None:
+def attach_lineage(report: dict[str, Any]) -> dict[str, Any]:
+    """``shotline verify`` hook: add ``lineage`` (the chain, or None) to a verify report.
+
+    Only a *verified* watermark id is looked up: XMP is plain metadata anyone can edit. A
+    database that cannot be reached never fails ``verify``; ``lineage_note`` says why.
+    """
+    shot_id = report.get("shot_id") if report.get("verified") else None
+    chain, note = None, None
+    if shot_id is not None:
+        try:
+            chain = verify_lineage(int(shot_id))
+        except SQLAlchemyError as exc:
+            note = f"lineage unavailable: the catalog database failed ({type(exc).__name__})"
+        if chain is None and note is None:
+            note = f"shot {shot_id} is not in this catalog"
+    report["lineage"] = chain
+    if note is not None:
+        report["lineage_note"] = note
+    return report
+
+
+def print_lineage(report: Mapping[str, Any]) -> None:
+    """``shotline verify`` text output: the chain (or why there is none) after the report."""
+    chain = report.get("lineage")
+    if chain:
         console.print(chain_tree(chain))
-    elif shot_id is not None:
-        console.print(f"shot {shot_id} is not in this catalog")
-    return chain
+    elif report.get("lineage_note"):
+        console.print(f"  lineage: {report['lineage_note']}", markup=False, highlight=False)
 
 
 @app.command("lineage")

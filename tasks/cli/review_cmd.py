@@ -273,6 +273,11 @@ def _apply(fn: Any, ids: list[int], **kw: Any) -> list[int]:
         fail(str(exc))
 
 
+def _id_list(ids: Sequence[int], shown: int = 20) -> str:
+    text = ", ".join(map(str, ids[:shown]))
+    return text + (f" and {len(ids) - shown} more" if len(ids) > shown else "")
+
+
 def _publish(ids: list[int]) -> None:
     from tasks.dispatch import enqueue_publish
 
@@ -326,7 +331,7 @@ def approve_cmd(
             console.print("nothing pending")
             return
     ids = _apply(approve, list(shot_ids or []), reviewer=who, note=reason, override=override)
-    console.print(f"approved {len(ids)} shot(s) as {escape(who)}: {', '.join(map(str, ids))}")
+    console.print(f"approved {len(ids)} shot(s) as {escape(who)}: {_id_list(ids)}")
     _publish(ids)
 
 
@@ -339,7 +344,7 @@ def reject_cmd(
     """Reject shots awaiting review."""
     who = _reviewer(reviewer)
     ids = _apply(reject, list(shot_ids), reviewer=who, reason=reason)
-    console.print(f"rejected {len(ids)} shot(s) as {escape(who)}: {', '.join(map(str, ids))}")
+    console.print(f"rejected {len(ids)} shot(s) as {escape(who)}: {_id_list(ids)}")
 
 
 @review_app.command("export")
@@ -364,32 +369,3 @@ def export_cmd(
         except OSError as exc:
             fail(f"{out}: cannot write: {exc.strerror or exc}")
     console.print(f"wrote {n} row(s) to {out}", highlight=False, soft_wrap=True)
-
-
-def demo_tail(sheet_dir: Path, brand: str | None = None) -> Path:
-    """The end of ``make demo``: one published asset's lineage, then the contact sheet path.
-
-    Uses the current settings (the demo's embedded SQLite + local blobs). The sheet shows
-    every reviewed image (pending, rejected, approved, published) so the gate's rejects
-    are visible too. Returns the HTML path.
-    """
-    from sqlalchemy import desc
-
-    from catalog.models import Asset
-
-    with session() as s:
-        shots = list_shots(s, brand=brand, status=None)
-        entries = _entries(shots, _blob_store())
-        asset_id = s.scalar(select(Asset.id).order_by(desc(Asset.id)).limit(1))
-        chain = lineage_cmd.shot_chain_for_asset(s, asset_id) if asset_id is not None else None
-    if chain is not None:
-        console.rule(f"lineage of asset {asset_id}")
-        lineage_cmd.print_summary(chain)
-    else:
-        console.print("no published asset yet")
-    sheet_dir.mkdir(parents=True, exist_ok=True)
-    html_path = sheet_dir / "contact-sheet.html"
-    html_path.write_text(render_html(entries, title="shotline demo"), encoding="utf-8")
-    (sheet_dir / "contact-sheet.png").write_bytes(render_grid_png(entries))
-    console.print(f"contact sheet: {html_path}", highlight=False, soft_wrap=True)
-    return html_path

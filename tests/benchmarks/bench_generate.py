@@ -26,7 +26,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -261,34 +261,42 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_calls(fn: Callable[[int], None], iters: int, device: torch.device) -> tuple[float, float]:
-    """(warm-up seconds incl. any compile, median seconds per call over ``iters``).
-
-    The median, because CPU runs share a small machine with other work.
-    """
-    _sync(device)
-    t0 = time.perf_counter()
-    fn(0)
-    _sync(device)
-    warm = time.perf_counter() - t0
-    times = []
-    for it in range(iters):
-        t0 = time.perf_counter()
-        fn(it + 1)
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return warm, statistics.median(times)
+@dataclass
+class _Timing:
+    warmup_s: float = 0.0
+    times: list[float] = field(default_factory=list)
+    peak_gib: float | None = None
 
 
-def _peak_gib(device: torch.device) -> float | None:
-    if device.type != "cuda":
-        return None
-    return torch.cuda.max_memory_allocated(device) / 2**30
-
-
-def _reset_peak(device: torch.device) -> None:
+def _timed_call(fn: Callable[[int], None], it: int, device: torch.device, t: _Timing) -> float:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    _sync(device)
+    t0 = time.perf_counter()
+    fn(it)
+    _sync(device)
+    elapsed = time.perf_counter() - t0
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**30
+        t.peak_gib = max(t.peak_gib or 0.0, peak)
+    return elapsed
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[int], None]], iters: int, device: torch.device
+) -> dict[str, _Timing]:
+    """One warm-up call each (includes any compile), then ``iters`` rounds alternating paths.
+
+    Alternating makes both paths see the same machine state (other jobs on a shared CPU,
+    GPU clocks), so their ratio is fair even when absolute numbers wobble.
+    """
+    out = {name: _Timing() for name in fns}
+    for name, fn in fns.items():
+        out[name].warmup_s = _timed_call(fn, 0, device, out[name])
+    for it in range(iters):
+        for name, fn in fns.items():
+            out[name].times.append(_timed_call(fn, it + 1, device, out[name]))
+    return out
 
 
 def _free(device: torch.device) -> None:
@@ -297,18 +305,16 @@ def _free(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def _bench_plain(
+def _plain_pipeline(
     arch: str,
     size: int,
-    batches: tuple[int, ...],
     settings: Settings,
     dtype: torch.dtype,
     args: argparse.Namespace,
     console: Console,
-) -> tuple[list[Row], float, Path, str]:
-    """Plain diffusers: FLOPs (eager, batch 1), then batched calls with a fused LoRA."""
+) -> tuple[Any, float, Path, str]:
+    """Plain diffusers: FLOPs counted eagerly at batch 1, then the LoRA fused the diffusers way."""
     device = torch.device(args.device)
-    rows: list[Row] = []
     console.log(f"[{arch}] building {size}x{size} pipeline (random weights) on {device}")
     pipe = build_arch(arch, settings, device, dtype)
     pipe.set_progress_bar_config(disable=True)
@@ -326,84 +332,7 @@ def _bench_plain(
         pipe.unet.to(memory_format=torch.channels_last)
     if args.compile:
         pipe.unet.compile()
-    for b in batches:
-
-        def plain(it: int, b: int = b) -> None:
-            with torch.inference_mode():
-                pipe(
-                    prompt=[PROMPT.format(i=it * b + j) for j in range(b)],
-                    negative_prompt=[NEGATIVE] * b,
-                    width=size,
-                    height=size,
-                    num_inference_steps=args.steps,
-                    guidance_scale=args.guidance,
-                    generator=[torch.Generator(device).manual_seed(it * b + j) for j in range(b)],
-                    output_type="pil",
-                )
-
-        _reset_peak(device)
-        warm, per = time_calls(plain, args.iters, device)
-        rows.append(_row(arch, size, b, "diffusers", per, flops, warm, _peak_gib(device)))
-        console.log(f"[{arch}] diffusers b={b}: {per:.3f} s/batch (warm-up {warm:.1f} s)")
-    return rows, flops, lora_path, lora_sha
-
-
-def _bench_shotline(
-    arch: str,
-    size: int,
-    batches: tuple[int, ...],
-    settings: Settings,
-    dtype: torch.dtype,
-    args: argparse.Namespace,
-    console: Console,
-    flops: float,
-    lora_path: Path,
-    lora_sha: str,
-) -> list[Row]:
-    """shotline's generator: same architecture, LoRA pinned, cached and fused by LoraManager."""
-    device = torch.device(args.device)
-    rows: list[Row] = []
-    if arch == "tiny":
-        gen = load_generator(settings, "tiny")
-    else:
-        gen = Generator.from_pipeline(
-            build_arch(arch, settings, device, dtype), settings, arch, "random-weights"
-        )
-    ref = AdapterRef(
-        name="acme_style", sha256=lora_sha, weight=args.lora_weight, uri=str(lora_path)
-    )
-    for b in batches:
-
-        def ours(it: int, b: int = b) -> None:
-            shots = [
-                ShotParams(
-                    shot_id=it * b + j,
-                    prompt=PROMPT.format(i=it * b + j),
-                    negative_prompt=NEGATIVE,
-                    seed=it * b + j,
-                    model_id=gen.model_id,
-                    width=size,
-                    height=size,
-                    steps=args.steps,
-                    guidance=args.guidance,
-                    scheduler=SCHEDULER,
-                    adapters=(ref,),
-                )
-                for j in range(b)
-            ]
-            outs = gen.generate(shots)
-            errors = [o.error for o in outs if o.error]
-            if errors:
-                raise RuntimeError(errors[0])
-
-        _reset_peak(device)
-        warm, per = time_calls(ours, args.iters, device)
-        rows.append(_row(arch, size, b, "shotline", per, flops, warm, _peak_gib(device)))
-        console.log(f"[{arch}] shotline  b={b}: {per:.3f} s/batch (warm-up {warm:.1f} s)")
-    if gen.compile_seconds is not None:
-        console.log(f"[{arch}] torch.compile first call: {gen.compile_seconds:.1f} s")
-    gen.close()
-    return rows
+    return pipe, flops, lora_path, lora_sha
 
 
 def bench_arch(arch: str, args: argparse.Namespace, console: Console) -> list[Row]:
@@ -424,41 +353,78 @@ def bench_arch(arch: str, args: argparse.Namespace, console: Console) -> list[Ro
         fp8_storage=args.fp8,
     )
     dtype = resolve_dtype(args.dtype, device)
-    rows: list[Row] = []
-
-    plain_rows, flops, lora_path, lora_sha = _bench_plain(
-        arch, size, batches, settings, dtype, args, console
-    )
-    rows.extend(plain_rows)
-    _free(device)
-    rows.extend(
-        _bench_shotline(
-            arch, size, batches, settings, dtype, args, console, flops, lora_path, lora_sha
+    pipe, flops, lora_path, lora_sha = _plain_pipeline(arch, size, settings, dtype, args, console)
+    # shotline's generator on its own copy of the same architecture; the LoRA goes through
+    # the brand path: pinned, verified, cached and fused by LoraManager.
+    if arch == "tiny":
+        gen = load_generator(settings, "tiny")
+    else:
+        gen = Generator.from_pipeline(
+            build_arch(arch, settings, device, dtype), settings, arch, "random-weights"
         )
+    ref = AdapterRef(
+        name="acme_style", sha256=lora_sha, weight=args.lora_weight, uri=str(lora_path)
     )
-    _free(device)
 
-    plain_by_batch = {r.batch: r for r in rows if r.path == "diffusers"}
-    for r in rows:
-        if r.path == "shotline":
-            r.ratio = r.images_per_hour / plain_by_batch[r.batch].images_per_hour
+    rows: list[Row] = []
+    for b in batches:
+
+        def plain(it: int, b: int = b) -> None:
+            with torch.inference_mode():
+                pipe(
+                    prompt=[PROMPT.format(i=it * b + j) for j in range(b)],
+                    negative_prompt=[NEGATIVE] * b,
+                    width=size,
+                    height=size,
+                    num_inference_steps=args.steps,
+                    guidance_scale=args.guidance,
+                    generator=[torch.Generator("cpu").manual_seed(it * b + j) for j in range(b)],
+                    output_type="pil",
+                )
+
+        def ours(it: int, b: int = b) -> None:
+            shots = [
+                ShotParams(
+                    shot_id=it * b + j,
+                    prompt=PROMPT.format(i=it * b + j),
+                    negative_prompt=NEGATIVE,
+                    seed=it * b + j,
+                    model_id=gen.model_id,
+                    width=size,
+                    height=size,
+                    steps=args.steps,
+                    guidance=args.guidance,
+                    scheduler=SCHEDULER,
+                    adapters=(ref,),
+                )
+                for j in range(b)
+            ]
+            errors = [o.error for o in gen.generate(shots) if o.error]
+            if errors:
+                raise RuntimeError(errors[0])
+
+        timings = time_interleaved({"diffusers": plain, "shotline": ours}, args.iters, device)
+        for path, t in timings.items():
+            per = statistics.median(t.times)
+            rows.append(
+                Row(
+                    arch=arch,
+                    size=size,
+                    batch=b,
+                    path=path,
+                    seconds_per_batch=per,
+                    images_per_hour=b / per * 3600,
+                    tflops=flops * b / per / 1e12,
+                    warmup_s=t.warmup_s,
+                    peak_mem_gib=t.peak_gib,
+                )
+            )
+            console.log(f"[{arch}] {path:9s} b={b}: {per:.3f} s/batch (warm-up {t.warmup_s:.1f} s)")
+        rows[-1].ratio = rows[-1].images_per_hour / rows[-2].images_per_hour
+    if gen.compile_seconds is not None:
+        console.log(f"[{arch}] shotline torch.compile, first call: {gen.compile_seconds:.1f} s")
+    gen.close()
     return rows
-
-
-def _row(
-    arch: str, size: int, b: int, path: str, per: float, flops: float, warm: float, peak: Any
-) -> Row:
-    return Row(
-        arch=arch,
-        size=size,
-        batch=b,
-        path=path,
-        seconds_per_batch=per,
-        images_per_hour=b / per * 3600,
-        tflops=flops * b / per / 1e12,
-        warmup_s=warm,
-        peak_mem_gib=peak,
-    )
 
 
 def print_table(rows: list[Row], console: Console, title: str) -> None:
@@ -526,6 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     for arch in archs:
         rows.extend(bench_arch(arch, args, console))
+        _free(device)  # this arch's pipelines are gone with bench_arch's frame
     title = (
         f"generation, {args.steps} steps + CFG, fused LoRA (tiny: r=4, else r={args.lora_rank}),"
         f" {machine}, compile={'on' if args.compile else 'off'}"

@@ -20,6 +20,7 @@ import resource
 import sys
 import tempfile
 import time
+import traceback
 import uuid
 from pathlib import Path
 from typing import Any
@@ -90,13 +91,17 @@ def _child(db_url: str, csv_path: str, out: Any) -> None:
     from catalog.importer import import_catalog
     from pipeline.brand import find_brand
 
-    brand = find_brand(ROOT / "samples" / "brands", "acme")
-    engine = make_engine(db_url)
-    t0 = time.perf_counter()
-    summary = import_catalog(make_sessionmaker(engine), Path(csv_path), brand)
-    wall = time.perf_counter() - t0
-    engine.dispose()
-    out.put({"wall_s": wall, "peak_rss_bytes": _peak_rss_bytes(), **summary.to_json()})
+    try:
+        brand = find_brand(ROOT / "samples" / "brands", "acme")
+        engine = make_engine(db_url)
+        t0 = time.perf_counter()
+        summary = import_catalog(make_sessionmaker(engine), Path(csv_path), brand)
+        wall = time.perf_counter() - t0
+        engine.dispose()
+        out.put({"wall_s": wall, "peak_rss_bytes": _peak_rss_bytes(), **summary.to_json()})
+    except BaseException:
+        out.put({"failed": traceback.format_exc()})
+        raise
 
 
 def run_pass(db_url: str, csv_path: Path) -> dict[str, Any]:
@@ -106,6 +111,8 @@ def run_pass(db_url: str, csv_path: Path) -> dict[str, Any]:
     proc.start()
     result = q.get()
     proc.join()
+    if "failed" in result:
+        raise SystemExit(f"import pass failed:\n{result['failed']}")
     return result
 
 

@@ -15,6 +15,7 @@ run measures orchestration; ``--image-size 256`` adds the real watermark cost.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -124,7 +125,7 @@ def tree_cpu(procs: list[psutil.Process]) -> float:
     return total
 
 
-def main() -> None:  # noqa: PLR0915 - a linear script reads best top to bottom
+def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shots", type=int, default=2000)
     ap.add_argument("--image-size", type=int, default=64)
@@ -135,6 +136,12 @@ def main() -> None:  # noqa: PLR0915 - a linear script reads best top to bottom
     ap.add_argument("--json-out", type=Path, default=ROOT / "var" / "bench" / "orchestration.json")
     ap.add_argument("--timeout", type=float, default=600)
     args = ap.parse_args()
+    for key, value in (
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
+        os.environ.setdefault(key, value)
 
     tmp = Path(tempfile.mkdtemp(prefix="shotline-bench-"))
     # A permissive copy of the sample brand: random-weight tiny CLIP would reject everything
@@ -195,20 +202,39 @@ def main() -> None:  # noqa: PLR0915 - a linear script reads best top to bottom
                 env=env,
             )
         )
-        for _ in range(100):
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+        for attempt in range(300):
             try:
-                s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
                 s3.create_bucket(Bucket="bench")
                 break
             except Exception:
+                if attempt == 299:
+                    raise
                 time.sleep(0.1)
         celery = str(ROOT / ".venv/bin/celery")
-        common = ["-A", "tasks.celery_app", "worker", "-l", "INFO", "--without-gossip",
-                  "--without-mingle", "--without-heartbeat"]
+        common = [
+            "-A",
+            "tasks.celery_app",
+            "worker",
+            "-l",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
         workers = {
             "gpu": [*common, "-Q", "gpu.tiny", "--pool", "solo", "-n", "gpu@%h"],
-            "cpu": [*common, "-Q", "cpu", "--pool", "prefork", "-c", str(args.cpu_workers),
-                    "-n", "cpu@%h"],
+            "cpu": [
+                *common,
+                "-Q",
+                "cpu",
+                "--pool",
+                "prefork",
+                "-c",
+                str(args.cpu_workers),
+                "-n",
+                "cpu@%h",
+            ],
         }
         for name, wargs in workers.items():
             procs.append(
@@ -226,12 +252,12 @@ def main() -> None:  # noqa: PLR0915 - a linear script reads best top to bottom
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             text = "".join(p.read_text(errors="replace") for p in logs.glob("*.log"))
-            if text.count(" ready.") >= len(workers):
+            # Every process (the solo GPU worker, each prefork child) logs when it is warm.
+            if text.count("shotline worker warm") >= 1 + args.cpu_workers:
                 break
             time.sleep(0.2)
         else:
             raise SystemExit("workers did not start:\n" + text[-3000:])
-        time.sleep(2)  # prefork children finish loading the gate after "ready."
 
         from catalog.review import approve
         from tasks.dispatch import enqueue_generate, enqueue_publish
@@ -260,9 +286,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script reads best top to bottom
             enqueue_publish(pending, settings)
             with session_scope(sessions) as s:
                 done = s.scalar(
-                    select(__import__("sqlalchemy").func.count()).where(
-                        Shot.state.in_(done_states)
-                    )
+                    select(__import__("sqlalchemy").func.count()).where(Shot.state.in_(done_states))
                 )
             if done != last:
                 print(f"  {time.time() - t0:6.1f}s  {done}/{len(ids)} out", flush=True)
@@ -335,10 +359,8 @@ def main() -> None:  # noqa: PLR0915 - a linear script reads best top to bottom
         engine.dispose()
     finally:
         for p in procs:
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(p.pid, signal.SIGTERM) if p is not procs[0] else p.terminate()
-            except (ProcessLookupError, PermissionError):
-                pass
         for p in procs:
             try:
                 p.wait(timeout=15)
@@ -363,8 +385,14 @@ def print_table(r: dict[str, Any]) -> None:
     t = Table(title=f"orchestration: {r['shots']} shots, {r['image_size']}px, gate={r['gate']}")
     t.add_column("metric")
     t.add_column("value", justify="right")
-    for key in ("shots_per_s", "elapsed_s", "enqueue_s", "cpu_s_per_shot_workers",
-                "cpu_s_per_shot_moto", "cpu_s_per_shot_machine"):
+    for key in (
+        "shots_per_s",
+        "elapsed_s",
+        "enqueue_s",
+        "cpu_s_per_shot_workers",
+        "cpu_s_per_shot_moto",
+        "cpu_s_per_shot_machine",
+    ):
         t.add_row(key, str(r[key]))
     t.add_row("states", json.dumps(r["states"]))
     console.print(t)

@@ -487,3 +487,50 @@ def test_unclosed_quote_in_a_full_width_last_row(
     summary = import_catalog(factory, path, brand)
     assert summary.imported == 1
     assert row_errors(factory, summary.run_id) == [(3, None, "quoted field is never closed")]
+
+
+def test_auto_prefers_the_brand_column_map_over_gmc(
+    factory: sessionmaker[Session], brand: BrandConfig, tmp_path: Path
+) -> None:
+    cfg = brand.model_copy(update={"column_map": {"sku": "style", "title": "title"}})
+    path = write(tmp_path, "id,style,title\n1,ST-1,Tee\n2,ST-1,Tee\n")
+    summary = import_catalog(factory, path, cfg)
+    assert (summary.format, summary.imported) == ("generic", 1)
+    assert [v["sku"] for v in products(factory, cfg)["ST-1"]["variants"]] == ["ST-1", "ST-1"]
+    # Without a column_map the same columns read as a Google Merchant feed keyed by id.
+    assert import_catalog(factory, path, brand).format == "gmc"
+
+
+def test_a_crash_mid_import_rolls_back_and_records_the_failed_run(
+    factory: sessionmaker[Session], brand: BrandConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from catalog.import_store import ImportStore
+
+    def boom(self: ImportStore) -> None:
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(ImportStore, "apply", boom)
+    with pytest.raises(RuntimeError):
+        import_catalog(factory, SAMPLES / "catalog.csv", brand)
+    assert count(factory, Product, brand) == 0
+    with factory() as s:
+        run = s.scalars(
+            select(ImportRun)
+            .join(Brand, Brand.id == ImportRun.brand_id)
+            .where(Brand.name == brand.name)
+        ).one()
+        assert run.status == "failed" and run.error == "RuntimeError: database went away"
+
+
+def test_progress_reports_bytes_then_apply(
+    factory: sessionmaker[Session], brand: BrandConfig
+) -> None:
+    calls: list[tuple[str, int, int]] = []
+    import_catalog(
+        factory, SAMPLES / "catalog.csv", brand, progress=lambda *a: calls.append(a), chunk_rows=3
+    )
+    size = (SAMPLES / "catalog.csv").stat().st_size
+    reads = [c for c in calls if c[0] == "read"]
+    assert len(reads) >= 3 and all(total == size for _, _, total in reads)
+    assert reads[-1][1] == size
+    assert calls[-1] == ("apply", 0, 0)

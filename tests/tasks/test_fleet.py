@@ -13,7 +13,6 @@ from typing import Any
 
 import boto3
 import psycopg
-import pytest
 from moto.server import ThreadedMotoServer
 from sqlalchemy import select
 
@@ -152,7 +151,7 @@ def test_redis_restart_mid_run(
         stop_redis()
         time.sleep(2)
         start_redis()
-        _, complete, sweeps = wait_for(settings, ids, timeout_s=90)
+        _, complete, _ = wait_for(settings, ids, timeout_s=90)
         assert complete, fleet.log_tail()
         info = assert_line_sound(settings, ids, {"pending_review", "rejected", "failed"})
         assert info["states"] == {"pending_review": 24}

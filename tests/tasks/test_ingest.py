@@ -12,8 +12,8 @@ import boto3
 from sqlalchemy import func, select
 
 from catalog import migrate
-from catalog.models import ImportRun, Shot
 from catalog.db import session_scope
+from catalog.models import ImportRun, Shot
 from pipeline.settings import Settings
 from tasks.celery_app import TASK_INGEST, app
 from tasks.context import WorkerContext

@@ -572,18 +572,17 @@ def test_approve_reports_a_failed_publish(cli: CliEnv) -> None:
     assert cli.events(shot_id) == [("approve", "alice", None)]
 
 
-def test_demo_tail_prints_lineage_and_sheet_path(
-    cli: CliEnv, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from tasks.cli.review_cmd import demo_tail
-
-    _gated(cli)
-    published = cli.insert(
-        lambda s: make_gated_shot(s, store=cli.store, published=True, sku="DEMO-1").id
-    )
-    capsys.readouterr()
-    html = demo_tail(cli.tmp / "demo-sheet")
-    out = capsys.readouterr().out
-    assert f"shot {published}" in out and "DEMO-1-RED" in out
-    assert out.rstrip().splitlines()[-1] == f"contact sheet: {html}"
-    assert html.read_text().count('class="thumb"') == 2
+def test_attach_lineage_for_verify_reports(cli: CliEnv) -> None:
+    shot_id = _gated(cli)
+    known = lineage_cmd.attach_lineage({"shot_id": shot_id, "verified": True})
+    assert known["lineage"]["shot_id"] == shot_id and "lineage_note" not in known
+    # an unverified decode is never looked up, even if some id came out of it
+    assert lineage_cmd.attach_lineage({"shot_id": shot_id, "verified": False})["lineage"] is None
+    unknown = lineage_cmd.attach_lineage({"shot_id": 99999999, "verified": True})
+    assert unknown["lineage"] is None
+    assert unknown["lineage_note"] == "shot 99999999 is not in this catalog"
+    # no catalog database here: verify still works, it just says so
+    cli.set_env("SHOTLINE_DATABASE_URL", "postgresql://postgres@127.0.0.1:1/nowhere")
+    offline = lineage_cmd.attach_lineage({"shot_id": shot_id, "verified": True})
+    assert offline["lineage"] is None
+    assert offline["lineage_note"].startswith("lineage unavailable")
