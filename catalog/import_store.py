@@ -47,6 +47,8 @@ class ImportStore:
         self.dbapi: Any = self.conn.connection.driver_connection
         if self.pg:
             self._exec("SELECT pg_advisory_xact_lock(:ns, :b)", ns=_LOCK_NS, b=brand_id)
+            # The apply joins hash the whole staged file; let them do it in memory.
+            self._exec("SET LOCAL work_mem = '128MB'")
         self._exec(f"DROP TABLE IF EXISTS {STAGE}")
         extra = "ON COMMIT DROP" if self.pg else ""
         self._exec(

@@ -50,7 +50,7 @@ ALLOWED: dict[str, frozenset[str]] = {
 
 class InvalidTransition(ValueError):
     def __init__(self, shot_id: int, current: str, new: str) -> None:
-        super().__init__(f"shot {shot_id}: cannot go from {current!r} to {new!r}")
+        super().__init__(f"shot {shot_id}: cannot go from {str(current)!r} to {str(new)!r}")
         self.shot_id, self.current, self.new = shot_id, current, new
 
 

@@ -55,12 +55,11 @@ def main() -> int:
 
     from rich.console import Console
     from rich.panel import Panel
+    from sqlalchemy import select
 
     from catalog import migrate
     from catalog.importer import import_catalog
     from catalog.lineage import shot_lineage
-    from sqlalchemy import select
-
     from catalog.models import Asset, Shot, ShotState
     from catalog.planning import plan_shots
     from catalog.review import approve, list_shots
@@ -149,7 +148,9 @@ def main() -> int:
     )
 
     console.print(Panel(NOISE_WARNING, border_style="yellow"))
-    console.print(f"demo finished in {time.monotonic() - started:.0f}s; everything is in {DEMO_DIR}")
+    console.print(
+        f"demo finished in {time.monotonic() - started:.0f}s; everything is in {DEMO_DIR}"
+    )
     return 0
 
 

@@ -534,3 +534,16 @@ def test_progress_reports_bytes_then_apply(
     assert len(reads) >= 3 and all(total == size for _, _, total in reads)
     assert reads[-1][1] == size
     assert calls[-1] == ("apply", 0, 0)
+
+
+def test_utf16_tab_export_from_a_spreadsheet(
+    factory: sessionmaker[Session], brand: BrandConfig, tmp_path: Path
+) -> None:
+    text = (
+        "Handle\tTitle\tOption1 Name\tOption1 Value\tVariant SKU\r\np1\tÉtagère\tColor\tOak\tE1\r\n"
+    )
+    path = tmp_path / "unicode.txt"
+    path.write_bytes(text.encode("utf-16"))  # with a BOM, as spreadsheets write it
+    summary = import_catalog(factory, path, brand)
+    assert (summary.encoding, summary.format, summary.errors) == ("utf-16", "shopify", 0)
+    assert products(factory, brand)["p1"]["title"] == "Étagère"

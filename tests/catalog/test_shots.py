@@ -1,0 +1,171 @@
+"""The shot state machine and its idempotent writes, on SQLite and on Postgres."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from catalog.models import Asset, FilterResult, Generation, Shot, ShotState, Watermark
+from catalog.shots import (
+    InvalidTransition,
+    claim_shots,
+    record_asset,
+    record_gate,
+    record_generation,
+    retry_or_fail,
+    shot_info,
+    shot_params,
+    transition,
+)
+from tests.factories import make_brand, make_product, make_shot
+
+GEN = {
+    "blob_backend": "local",
+    "blob_key": "raw/a/b/c/" + "0" * 64 + ".png",
+    "sha256": "0" * 64,
+    "size_bytes": 10,
+    "model_digest": "d" * 64,
+    "timings": {"total_s": 0.1},
+    "device": "cpu",
+    "library_versions": {"torch": "x"},
+    "batch_id": "b1",
+}
+MARK = {
+    "method": "dwtDct",
+    "payload": "00ff",
+    "verified": True,
+    "bit_accuracy": 1.0,
+    "image_backend": "local",
+    "image_key": "final/a/b/c/" + "1" * 64 + ".png",
+    "image_sha256": "1" * 64,
+    "image_size": 11,
+    "content_type": "image/png",
+    "c2pa_signed": False,
+}
+
+
+def _shot(session: Session, **kw: Any) -> Shot:
+    brand = make_brand(session)
+    rev = make_product(session, brand, title="Linen Cushion")
+    return make_shot(session, rev, **kw)
+
+
+def _count(session: Session, model: type) -> int:
+    return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def test_shot_params_and_info(session: Session) -> None:
+    shot = _shot(
+        session,
+        adapters=[{"name": "style", "sha256": "a" * 64, "weight": 0.8, "uri": "x.safetensors"}],
+    )
+    p = shot_params(shot)
+    assert (p.shot_id, p.width, p.height, p.model_id) == (shot.id, 64, 64, "tiny")
+    assert p.adapters[0].name == "style" and p.adapters[0].weight == 0.8
+    info = shot_info(session, [shot])[shot.id]
+    assert info.sku.endswith("-RED") and info.template == "hero_white"
+    assert "Linen Cushion" in info.product_text and "Red" in info.product_text
+
+
+def test_claim_counts_attempts_and_gives_up(session: Session) -> None:
+    shot = _shot(session)
+    for attempt in (1, 2, 3):
+        claim = claim_shots(session, [shot.id], max_attempts=3)
+        assert [s.id for s in claim.claimed] == [shot.id]
+        assert shot.state == ShotState.generating and shot.attempts == attempt
+    # A retry after a transient error re-claims without spending an attempt.
+    assert claim_shots(session, [shot.id], max_attempts=3, count_attempt=False).claimed
+    assert shot.attempts == 3
+    # The worker was lost a third time: the next delivery gives up with a reason.
+    claim = claim_shots(session, [shot.id], max_attempts=3)
+    assert claim.failed == [shot] and shot.state == ShotState.failed
+    assert "gave up after 3 attempts" in (shot.error or "")
+    assert not claim_shots(session, [shot.id]).claimed  # failed is never claimed again
+
+
+def test_record_generation_gate_asset_are_idempotent(session: Session) -> None:
+    shot = _shot(session)
+    before = {m: _count(session, m) for m in (Generation, FilterResult, Watermark, Asset)}
+    claim_shots(session, [shot.id])
+    assert record_generation(session, shot, **GEN)
+    assert not record_generation(session, shot, **GEN)  # redelivered: a no-op
+    assert shot.state == ShotState.generated and shot.model_digest == "d" * 64
+
+    gate = {
+        "decision": "pending_review",
+        "policy_version": "v1",
+        "clip_model": "tiny",
+        "scores": [],
+        "reasons": [],
+        "watermark": MARK,
+    }
+    assert record_gate(session, shot, **gate)
+    assert not record_gate(session, shot, **gate)
+    assert shot.state == ShotState.pending_review
+
+    transition(shot, ShotState.approved)
+    asset = {
+        "backend": "local",
+        "bucket": None,
+        "key": f"acme/x/hero_white/{shot.id}.png",
+        "sha256": "1" * 64,
+        "size_bytes": 11,
+        "etag": None,
+        "content_type": "image/png",
+    }
+    assert record_asset(session, shot, **asset)
+    assert not record_asset(session, shot, **asset)
+    assert shot.state == ShotState.published
+    after = {m: _count(session, m) for m in (Generation, FilterResult, Watermark, Asset)}
+    assert {m: after[m] - before[m] for m in after} == dict.fromkeys(after, 1)
+
+
+def test_insert_ignore_survives_a_row_written_by_another_worker(session: Session) -> None:
+    """Two workers racing: the second INSERT hits the unique shot_id and is ignored."""
+    shot = _shot(session)
+    claim_shots(session, [shot.id])
+    session.add(Generation(shot_id=shot.id, **GEN))
+    session.flush()
+    assert record_generation(session, shot, **GEN)  # state moves on, no second row
+    n = session.scalar(select(func.count()).where(Generation.shot_id == shot.id))
+    assert n == 1
+
+
+def test_transitions_are_checked(session: Session) -> None:
+    shot = _shot(session)
+    with pytest.raises(InvalidTransition, match="cannot go from 'planned' to 'published'"):
+        transition(shot, ShotState.published)
+    claim_shots(session, [shot.id], max_attempts=2)
+    assert retry_or_fail(shot, "boom", max_attempts=2) and shot.state == ShotState.planned
+    claim_shots(session, [shot.id], max_attempts=2)
+    assert not retry_or_fail(shot, "boom", max_attempts=2)
+    assert shot.state == ShotState.failed and shot.error == "failed after 2 attempts: boom"
+
+
+def test_rejected_needs_no_watermark_but_kept_does(session: Session) -> None:
+    shot = _shot(session, state=ShotState.generated.value)
+    with pytest.raises(ValueError, match="needs its watermark"):
+        record_gate(
+            session,
+            shot,
+            decision="pending_review",
+            policy_version="v1",
+            clip_model="tiny",
+            scores=[],
+            reasons=[],
+            watermark=None,
+        )
+    assert record_gate(
+        session,
+        shot,
+        decision="rejected",
+        policy_version="v1",
+        clip_model="tiny",
+        scores=[],
+        reasons=["nsfw"],
+        watermark=None,
+    )
+    assert shot.state == ShotState.rejected
