@@ -9,7 +9,8 @@ a second row, even when two workers race on the same shot.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -191,16 +192,47 @@ def retry_or_fail(shot: Shot, reason: str, *, max_attempts: int) -> bool:
     return True
 
 
-def _insert_ignore(session: Session, model: type[Any], values: dict[str, Any]) -> None:
-    """INSERT ... ON CONFLICT DO NOTHING: the unique shot_id makes a second write a no-op."""
+_BUFFER = "shotline_insert_buffer"
+
+
+def _insert_stmt(session: Session, model: type[Any]) -> Any:
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        stmt: Any = postgresql.insert(model).values(**values).on_conflict_do_nothing()
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(model).values(**values).on_conflict_do_nothing()
-    else:  # pragma: no cover - only the two supported databases
-        raise RuntimeError(f"unsupported database {dialect}")
-    session.execute(stmt)
+        return postgresql.insert(model).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite.insert(model).on_conflict_do_nothing()
+    raise RuntimeError(f"unsupported database {dialect}")  # pragma: no cover
+
+
+def _insert_ignore(session: Session, model: type[Any], values: dict[str, Any]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING: the unique shot_id makes a second write a no-op.
+
+    Inside ``batched_inserts`` the rows are buffered and sent as one multi-row statement.
+    """
+    buffer = session.info.get(_BUFFER)
+    if buffer is not None:
+        buffer.setdefault(model, []).append(values)
+        return
+    session.execute(_insert_stmt(session, model).values(**values))
+
+
+def flush_inserts(session: Session) -> None:
+    buffer: dict[type[Any], list[dict[str, Any]]] = session.info.get(_BUFFER) or {}
+    for model, rows in list(buffer.items()):
+        if rows:
+            session.execute(_insert_stmt(session, model), rows)
+        buffer[model] = []
+
+
+@contextmanager
+def batched_inserts(session: Session) -> Iterator[None]:
+    """Buffer the ``record_*`` inserts of a whole batch into one statement per table."""
+    session.info[_BUFFER] = {}
+    try:
+        yield
+        flush_inserts(session)
+    finally:
+        session.info.pop(_BUFFER, None)
 
 
 def record_generation(
@@ -300,22 +332,21 @@ def record_asset(
     """Write the ``assets`` row (after the upload succeeded) and move to ``published``."""
     if shot.state != S.approved:
         return False
-    _insert_ignore(
-        session,
-        Asset,
-        {
-            "shot_id": shot.id,
-            "backend": backend,
-            "bucket": bucket,
-            "key": key,
-            "sha256": sha256,
-            "size_bytes": size_bytes,
-            "etag": etag,
-            "content_type": content_type,
-            "published_at": utcnow(),
-        },
-    )
-    owner = session.scalar(select(Asset.shot_id).where(Asset.key == key))
+    values = {
+        "shot_id": shot.id,
+        "backend": backend,
+        "bucket": bucket,
+        "key": key,
+        "sha256": sha256,
+        "size_bytes": size_bytes,
+        "etag": etag,
+        "content_type": content_type,
+        "published_at": utcnow(),
+    }
+    stmt = _insert_stmt(session, Asset).values(**values).returning(Asset.shot_id)
+    owner = session.scalar(stmt)
+    if owner is None:  # a conflict: already ours (redelivery), or another shot's bytes
+        owner = session.scalar(select(Asset.shot_id).where(Asset.key == key))
     if owner is None and session.scalar(select(Asset.id).where(Asset.shot_id == shot.id)):
         owner = shot.id  # published earlier under another key (e.g. a changed prefix)
     if owner != shot.id:

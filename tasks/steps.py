@@ -23,6 +23,7 @@ from catalog.db import session_scope
 from catalog.models import Brand, Generation, Shot, ShotState, Watermark
 from catalog.shots import (
     ShotInfo,
+    batched_inserts,
     claim_shots,
     lock_shots,
     mark_failed,
@@ -156,7 +157,7 @@ def generate(
 
     uploads: dict[int, tuple[Any, str, Any]] = dict(ctx.io_map(upload, ready))
 
-    with session_scope(ctx.sessions) as s:
+    with session_scope(ctx.sessions) as s, batched_inserts(s):
         for shot in lock_shots(s, list(uploads) + list(errors), (S.generating,)):
             if shot.id in errors:
                 if retry_or_fail(shot, errors[shot.id], max_attempts=settings.max_attempts):
@@ -278,7 +279,7 @@ def gate(ctx: WorkerContext, shot_ids: list[int]) -> StepResult:
 
     finals: dict[int, dict[str, Any]] = dict(ctx.io_map(upload, built))
 
-    with session_scope(ctx.sessions) as s:
+    with session_scope(ctx.sessions) as s, batched_inserts(s):
         for shot in lock_shots(s, list(decisions), (S.generated,)):
             dec = decisions[shot.id]
             record_gate(

@@ -125,6 +125,16 @@ def tree_cpu(procs: list[psutil.Process]) -> float:
     return total
 
 
+def named_cpu(names: tuple[str, ...]) -> float:
+    """CPU seconds of every process with one of these names (Postgres and Redis backends;
+    on a shared machine this includes other clients' work)."""
+    total = 0.0
+    for p in psutil.process_iter(["name", "cpu_times"]):
+        if p.info["name"] and p.info["name"].startswith(names) and p.info["cpu_times"]:
+            total += p.info["cpu_times"].user + p.info["cpu_times"].system
+    return total
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shots", type=int, default=2000)
@@ -266,6 +276,7 @@ def main() -> None:
         all_ps = [psutil.Process(p.pid) for p in procs]
         cpu0_workers, cpu0_all = tree_cpu(worker_ps), tree_cpu(all_ps)
         sys0 = psutil.cpu_times()
+        pg0, redis0, me0 = named_cpu(("postgres",)), named_cpu(("redis",)), time.process_time()
         t0 = time.time()
         enqueue_generate(ids, settings)
         enqueued_s = time.time() - t0
@@ -299,6 +310,8 @@ def main() -> None:
         cpu_workers = tree_cpu(worker_ps) - cpu0_workers
         cpu_services = tree_cpu(all_ps) - cpu0_all - cpu_workers
         sys1 = psutil.cpu_times()
+        pg_cpu, redis_cpu = named_cpu(("postgres",)) - pg0, named_cpu(("redis",)) - redis0
+        driver_cpu = time.process_time() - me0
         sys_busy = (sys1.user + sys1.system) - (sys0.user + sys0.system)
 
         with session_scope(sessions) as s:
@@ -346,7 +359,11 @@ def main() -> None:
             "states": states,
             "cpu_s_per_shot_workers": round(cpu_workers / n, 4),
             "cpu_s_per_shot_moto": round(cpu_services / n, 4),
+            "cpu_s_per_shot_postgres": round(pg_cpu / n, 4),
+            "cpu_s_per_shot_redis": round(redis_cpu / n, 4),
+            "cpu_s_per_shot_driver_and_reviewer": round(driver_cpu / n, 4),
             "cpu_s_per_shot_machine": round(sys_busy / n, 4),
+            "machine_load_avg_1m_at_end": round(os.getloadavg()[0], 2),
             "stage_latency": {k: percentiles(v) for k, v in lat.items()},
             "task_runtime": {
                 k: {"tasks": len(v), **percentiles(v)} for k, v in sorted(task_times.items())
