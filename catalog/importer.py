@@ -270,5 +270,5 @@ def _load(
     run.products_seen = summary.imported
     run.revisions_new = summary.revisions_new
     run.unchanged = summary.unchanged
-    run.error = "; ".join(summary.warnings)[:4000] or None
+    run.warnings = list(summary.warnings)
     run.finished_at = utcnow()

@@ -108,6 +108,8 @@ class ImportRun(Base):
     revisions_new: Mapped[int] = mapped_column(Integer, default=0)
     unchanged: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
+    # Non-fatal notes (e.g. "decoded as cp1252"): a succeeded run can still carry them.
+    warnings: Mapped[list[Any]] = mapped_column(default=list)
     started_at: Mapped[datetime] = _ts()
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
