@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Select, select
@@ -150,6 +150,8 @@ def lock_shots(session: Session, ids: Iterable[int], states: Iterable[str]) -> l
 class Claim:
     claimed: list[Shot]
     failed: list[Shot]  # gave up: the worker was lost on them too often
+    # Claimed again while still ``generating``: the last worker on them was lost.
+    redelivered: list[Shot] = field(default_factory=list)
 
 
 def claim_shots(
@@ -170,6 +172,8 @@ def claim_shots(
                 claim.failed.append(shot)
                 continue
             shot.attempts += 1
+        if shot.state == S.generating:
+            claim.redelivered.append(shot)
         transition(shot, S.generating, error=shot.error)
         claim.claimed.append(shot)
     session.flush()

@@ -167,12 +167,17 @@ def sweep_stalled(
     restart that dropped its queues, retries exhausted during an outage). Steps are idempotent,
     so a shot that was merely slow is processed once anyway."""
     older = settings.stall_timeout_s if older_than_s is None else older_than_s
-    cutoff = utcnow() - timedelta(seconds=older)
+    now = utcnow()
+    cutoff = now - timedelta(seconds=older)
+    # A generating shot may be a long GPU batch that is still running: it only counts as
+    # abandoned once Redis itself would have redelivered it (the visibility timeout).
+    gen_cutoff = now - timedelta(seconds=max(older, settings.visibility_timeout_s))
     ctx = context_for(settings)
-    wanted = (S.planned, S.generating, S.generated, S.approved)
+    wanted = (S.planned, S.generated, S.approved)
     with session_scope(ctx.sessions) as s:
         stmt = select(Shot.id, Shot.state).where(
-            Shot.state.in_([str(w) for w in wanted]), Shot.updated_at < cutoff
+            ((Shot.state.in_([str(w) for w in wanted])) & (Shot.updated_at < cutoff))
+            | ((Shot.state == S.generating) & (Shot.updated_at < gen_cutoff))
         )
         if shot_ids is not None:
             stmt = stmt.where(Shot.id.in_(list(shot_ids)))
@@ -191,4 +196,4 @@ def sweep_stalled(
     enqueue_generate(by_state[S.planned] + by_state[S.generating], settings)
     enqueue_gate(by_state[S.generated], settings)
     enqueue_publish(by_state[S.approved], settings)
-    return {state: len(ids) for state, ids in by_state.items()}
+    return {str(state): len(ids) for state, ids in by_state.items() if ids}

@@ -114,10 +114,10 @@ def _mark_failed(ctx: WorkerContext, src: SourceFile, reason: str) -> str:
     path = Path(src.uri)
     failed = path.parent / FAILED_DIR
     failed.mkdir(exist_ok=True)
-    dest = failed / path.name
-    shutil.move(str(path), dest)
+    target = failed / path.name
+    shutil.move(str(path), target)
     (failed / (path.name + ".error.txt")).write_text(reason + "\n", encoding="utf-8")
-    return str(dest)
+    return str(target)
 
 
 def _record(ctx: WorkerContext, run_id: int | None, src: SourceFile, sha: str, error: str) -> None:

@@ -101,6 +101,14 @@ def generate(
             s, shot_ids, max_attempts=settings.max_attempts, count_attempt=first_delivery
         )
         result.failed += [shot.id for shot in claim.failed]
+        if first_delivery and claim.redelivered and len(claim.claimed) > 1:
+            # The worker died on this batch. If one shot kills workers, retrying the batch
+            # would take its neighbours down again: retry each shot alone instead.
+            for shot in claim.claimed:
+                shot.attempts = max(0, shot.attempts - 1)  # the split itself is free
+                retry_or_fail(shot, "batch redelivered after a lost worker", max_attempts=10**6)
+                result.retry.append(shot.id)
+            return result
         params = [shot_params(shot) for shot in claim.claimed]
         infos = shot_info(s, claim.claimed)
     claimed = {p.shot_id for p in params}
@@ -300,6 +308,45 @@ def gate(ctx: WorkerContext, shot_ids: list[int]) -> StepResult:
 # --- publish ------------------------------------------------------------------------------
 
 
+def _is_s3(store: Any) -> bool:
+    from pipeline.storage import S3BlobStore
+
+    return isinstance(store, S3BlobStore)
+
+
+def _s3_copy(store: Any, src: str, dst: str, mark: Watermark, meta: dict[str, str]) -> Any:
+    import base64
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from pipeline.storage import BlobInfo, StorageError, check_key
+
+    try:
+        resp = store.client.copy_object(
+            Bucket=store.bucket,
+            Key=store.prefix + check_key(dst),
+            CopySource={"Bucket": store.bucket, "Key": store.prefix + check_key(src)},
+            MetadataDirective="REPLACE",
+            ContentType=mark.content_type,
+            Metadata={**meta, "sha256": mark.image_sha256},
+            ChecksumAlgorithm="SHA256",
+        )
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in ("NoSuchKey", "404", "NotFound"):
+            raise FileNotFoundError(f"no blob {src!r} in s3://{store.bucket}") from exc
+        raise StorageError(f"s3 copy {src} -> {dst} failed: {code} {exc}") from exc
+    except BotoCoreError as exc:
+        raise StorageError(f"s3 copy {src} -> {dst} failed: {exc}") from exc
+    result = resp.get("CopyObjectResult", {})
+    checksum = result.get("ChecksumSHA256")
+    digest = base64.b64decode(checksum).hex() if checksum else mark.image_sha256
+    etag = str(result.get("ETag", "")).strip('"') or None
+    return BlobInfo(
+        store.backend, store.bucket, dst, digest, mark.image_size, etag, mark.content_type
+    )
+
+
 def publish(ctx: WorkerContext, shot_ids: list[int]) -> StepResult:
     """approved -> published: upload the gated final file under its content-addressed key,
     then write the ``assets`` row. Already published shots are skipped (a no-op)."""
@@ -321,15 +368,18 @@ def publish(ctx: WorkerContext, shot_ids: list[int]) -> StepResult:
         ext = mark.image_key.rsplit(".", 1)[-1]
         key = content_key(info.brand, info.sku, info.template, sha256=mark.image_sha256, ext=ext)
         meta = {"shot-id": str(sid)}
-        copy = getattr(ctx.store, "copy", None)
-        if copy is not None:
-            # Server-side copy: the store checks the bytes against the recorded sha256.
-            blob = copy(mark.image_key, key, content_type=mark.content_type, metadata=meta)
-        else:
-            data = ctx.store.get(mark.image_key)
-            if sha256_bytes(data) != mark.image_sha256:
-                return sid, None, f"final image {mark.image_key} does not match its sha256"
-            blob = ctx.store.put(key, data, content_type=mark.content_type, metadata=meta)
+        try:
+            if _is_s3(ctx.store):
+                # Server-side copy: one request instead of a download and an upload; S3
+                # recomputes the SHA-256, which must equal the one recorded by the gate.
+                blob = _s3_copy(ctx.store, mark.image_key, key, mark, meta)
+            else:
+                data = ctx.store.get(mark.image_key)
+                if sha256_bytes(data) != mark.image_sha256:
+                    return sid, None, f"final image {mark.image_key} does not match its sha256"
+                blob = ctx.store.put(key, data, content_type=mark.content_type, metadata=meta)
+        except FileNotFoundError:
+            return sid, None, f"final image {mark.image_key} is missing from the blob store"
         if blob.sha256 and blob.sha256 != mark.image_sha256:
             return sid, None, f"published {key} does not match the recorded sha256"
         return sid, (key, blob), None
@@ -342,7 +392,7 @@ def publish(ctx: WorkerContext, shot_ids: list[int]) -> StepResult:
         else:
             uploads[sid] = done
 
-    with session_scope(ctx.sessions) as s:
+    with session_scope(ctx.sessions) as s, s.no_autoflush:
         for shot in lock_shots(s, list(uploads) + list(problems), (S.approved,)):
             if shot.id in problems:
                 mark_failed(shot, problems[shot.id])

@@ -8,6 +8,8 @@ from tasks.cli import (  # noqa: F401
     db_cmd,
     gate_cmd,
     import_cmd,
+    lineage_cmd,
+    reproduce_cmd,
     review_cmd,
     run_cmd,
 )

@@ -143,6 +143,13 @@ def main() -> None:
     ap.add_argument("--cpu-batch-size", type=int, default=32, help="shots per gate/publish task")
     ap.add_argument("--cpu-workers", type=int, default=2, help="prefork children on cpu queue")
     ap.add_argument("--gate", choices=["real", "fake"], default="real")
+    ap.add_argument(
+        "--blob",
+        choices=["s3", "local"],
+        default="s3",
+        help="s3: moto's server on this machine (default); local: a folder, to see the control "
+        "plane without an S3 server competing for the same 2 cores",
+    )
     ap.add_argument("--json-out", type=Path, default=ROOT / "var" / "bench" / "orchestration.json")
     ap.add_argument("--timeout", type=float, default=600)
     args = ap.parse_args()
@@ -180,7 +187,8 @@ def main() -> None:
         "brands_dir": str(brands),
         "var_dir": str(tmp / "var"),
         "model_cache_dir": str(ROOT / "var" / "models"),
-        "blob_backend": "s3",
+        "blob_backend": args.blob,
+        "blob_root": str(tmp / "blobs"),
         "s3_endpoint_url": endpoint,
         "s3_bucket": "bench",
         "generator_factory": "tasks.fakes:fixed_image_generator",
@@ -350,6 +358,7 @@ def main() -> None:
             "shots": n,
             "image_size": args.image_size,
             "gate": args.gate,
+            "blob": args.blob,
             "batch_size": args.batch_size,
             "cpu_batch_size": args.cpu_batch_size,
             "cpu_workers": args.cpu_workers,
@@ -399,7 +408,10 @@ def print_table(r: dict[str, Any]) -> None:
     from rich.table import Table
 
     console = Console()
-    t = Table(title=f"orchestration: {r['shots']} shots, {r['image_size']}px, gate={r['gate']}")
+    t = Table(
+        title=f"orchestration: {r['shots']} shots, {r['image_size']}px, "
+        f"gate={r['gate']}, blob={r['blob']}"
+    )
     t.add_column("metric")
     t.add_column("value", justify="right")
     for key in (
@@ -408,7 +420,11 @@ def print_table(r: dict[str, Any]) -> None:
         "enqueue_s",
         "cpu_s_per_shot_workers",
         "cpu_s_per_shot_moto",
+        "cpu_s_per_shot_postgres",
+        "cpu_s_per_shot_redis",
+        "cpu_s_per_shot_driver_and_reviewer",
         "cpu_s_per_shot_machine",
+        "machine_load_avg_1m_at_end",
     ):
         t.add_row(key, str(r[key]))
     t.add_row("states", json.dumps(r["states"]))

@@ -7,6 +7,7 @@ number (or a private redis-server where the test restarts it) and moto's S3 serv
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -230,7 +231,12 @@ def fleet_settings(
     }
     values.update(over)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHOTLINE_")}
-    env.update({f"SHOTLINE_{k.upper()}": str(v) for k, v in values.items()})
+    env.update(
+        {
+            f"SHOTLINE_{k.upper()}": json.dumps(v) if isinstance(v, list) else str(v)
+            for k, v in values.items()
+        }
+    )
     env.update(
         AWS_ACCESS_KEY_ID="testing",
         AWS_SECRET_ACCESS_KEY="testing",

@@ -256,3 +256,52 @@ def test_poison_shot_fails_with_reason_others_complete(
     assert f"after {settings.max_attempts} attempts" in reason
     assert _attempts(settings, [poison_id])[poison_id] == settings.max_attempts
     assert summary.failures[0]["shot_id"] == poison_id
+
+
+def test_scheduled_ingest_task_on_a_worker(
+    tmp_path: Path, pg_db: str, fleet_redis: str, moto_server: str, make_fleet: Any
+) -> None:
+    """The beat task on a real worker: a new CSV is imported, planned and run; once only."""
+    import os
+    import shutil
+
+    from tasks.celery_app import QUEUE_INGEST, TASK_INGEST
+    from tasks.dispatch import send
+    from tests.conftest import ROOT
+
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    shutil.copy(ROOT / "samples" / "catalog.csv", incoming / "drop-1.csv")
+    old = time.time() - 60
+    os.utime(incoming / "drop-1.csv", (old, old))
+    bucket = make_bucket(moto_server)
+    settings, env = fleet_settings(
+        tmp_path,
+        pg_db,
+        fleet_redis,
+        moto_server,
+        bucket,
+        ingest_sources=[str(incoming)],
+        ingest_brand="acme",
+    )
+    fleet = make_fleet(settings, env)
+    fleet.start("w1", queues="gpu.tiny,cpu,ingest")
+    send(settings, TASK_INGEST, [], QUEUE_INGEST)
+
+    engine = make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
+
+    def shot_ids() -> list[int]:
+        with session_scope(sessions) as s:
+            return sorted(s.scalars(select(Shot.id)))
+
+    _wait_until(lambda: len(shot_ids()) > 0, timeout=60, what="shots planned by ingest")
+    ids = shot_ids()
+    _, complete, _ = wait_for(settings, ids, timeout_s=60)
+    assert complete, fleet.log_tail()
+    assert_line_sound(settings, ids, {"pending_review", "rejected", "failed"})
+    send(settings, TASK_INGEST, [], QUEUE_INGEST)  # the next tick finds nothing new
+    time.sleep(2)
+    assert shot_ids() == ids
+    assert "'imported': 0" in fleet.log_tail(100_000)
+    engine.dispose()

@@ -51,3 +51,34 @@ def test_in_process_line_with_real_tiny_models(tmp_settings: Settings) -> None:
     assert run_line(tmp_settings, progress=False).total == 0
     enqueue_publish(ids, tmp_settings)
     assert_line_sound(tmp_settings, ids)
+
+
+def test_sweep_requeues_stalled_shots_but_not_running_batches(tmp_settings: Settings) -> None:
+    from catalog.models import Shot
+    from tasks.dispatch import sweep_stalled
+    from tasks.steps import generate
+
+    settings = tmp_settings.model_copy(
+        update={
+            "generator_factory": "tasks.fakes:fixed_image_generator",
+            "gate_factory": "tasks.fakes:pass_through_gate",
+            "visibility_timeout_s": 3600,
+        }
+    )
+    migrate.upgrade(settings.database_url)
+    ids = seed_shots(settings, 3)
+    from tasks.context import context_for
+
+    ctx = context_for(settings)
+    # Shot 0: generated, but its gate message was lost. Shot 1: claimed by a worker that is
+    # (as far as anyone knows) still generating. Shot 2: planned and waiting for `run`.
+    generate(ctx, [ids[0]])
+    with session_scope(ctx.sessions) as s:
+        s.get(Shot, ids[1]).state = "generating"
+
+    assert sweep_stalled(settings, older_than_s=0) == {"generated": 1}
+    with session_scope(ctx.sessions) as s:
+        states = {i: s.get(Shot, i).state for i in ids}
+    assert states == {ids[0]: "pending_review", ids[1]: "generating", ids[2]: "planned"}
+    # Scoped to a run, a planned shot is stalled too (its message may have been lost).
+    assert sweep_stalled(settings, ids, older_than_s=0) == {"planned": 1}
