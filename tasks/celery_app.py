@@ -98,12 +98,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "ingest-due-catalogs": {
                 "task": TASK_INGEST,
                 "schedule": float(settings.ingest_interval_s),
-                "options": {"queue": QUEUE_INGEST},
+                # A tick nobody picked up before the next one is redundant: drop it.
+                "options": {"queue": QUEUE_INGEST, "expires": float(settings.ingest_interval_s)},
             },
             "sweep-stalled-shots": {
                 "task": TASK_SWEEP,
                 "schedule": float(settings.stall_timeout_s),
-                "options": {"queue": QUEUE_CPU},
+                "options": {"queue": QUEUE_CPU, "expires": float(settings.stall_timeout_s)},
             },
         },
         "worker_hijack_root_logger": False,

@@ -76,6 +76,8 @@ def test_claim_counts_attempts_and_gives_up(session: Session) -> None:
         claim = claim_shots(session, [shot.id], max_attempts=3)
         assert [s.id for s in claim.claimed] == [shot.id]
         assert shot.state == ShotState.generating and shot.attempts == attempt
+        # Claimed while still generating: its last worker was lost.
+        assert claim.redelivered == ([] if attempt == 1 else [shot])
     # A retry after a transient error re-claims without spending an attempt.
     assert claim_shots(session, [shot.id], max_attempts=3, count_attempt=False).claimed
     assert shot.attempts == 3
