@@ -23,6 +23,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint docker/Dockerfile.app docker/Dockerfile.worker-gpu
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .

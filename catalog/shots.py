@@ -129,21 +129,23 @@ def shot_info(session: Session, shots: Sequence[Shot]) -> dict[int, ShotInfo]:
     return out
 
 
-def _locking(session: Session, stmt: Select[Any]) -> Select[Any]:
-    # SQLite has one writer at a time anyway; Postgres gets row locks that concurrent claimers
-    # skip instead of waiting on.
+def _locking(session: Session, stmt: Select[Any], skip_locked: bool) -> Select[Any]:
+    # SQLite has one writer at a time anyway; Postgres gets row locks.
     if session.get_bind().dialect.name == "postgresql":
-        return stmt.with_for_update(skip_locked=True)
+        return stmt.with_for_update(skip_locked=skip_locked)
     return stmt
 
 
-def lock_shots(session: Session, ids: Iterable[int], states: Iterable[str]) -> list[Shot]:
-    """The shots among ``ids`` in one of ``states``, row-locked (skip locked) on Postgres."""
+def lock_shots(
+    session: Session, ids: Iterable[int], states: Iterable[str], *, skip_locked: bool = False
+) -> list[Shot]:
+    """The shots among ``ids`` in one of ``states``, row-locked on Postgres (in id order, so
+    two writers never deadlock). ``skip_locked`` passes over rows another worker holds."""
     ids = list(ids)
     if not ids:
         return []
     stmt = select(Shot).where(Shot.id.in_(ids), Shot.state.in_([str(s) for s in states]))
-    return list(session.scalars(_locking(session, stmt.order_by(Shot.id))))
+    return list(session.scalars(_locking(session, stmt.order_by(Shot.id), skip_locked)))
 
 
 @dataclass
@@ -164,7 +166,8 @@ def claim_shots(
     shot that kills its worker every time ends up ``failed`` instead of looping.
     """
     claim = Claim([], [])
-    for shot in lock_shots(session, ids, (S.planned, S.generating)):
+    # SKIP LOCKED: a shot another worker is claiming right now is theirs, not ours.
+    for shot in lock_shots(session, ids, (S.planned, S.generating), skip_locked=True):
         if count_attempt:
             if shot.attempts >= max_attempts:
                 reason = shot.error or "worker lost while generating"

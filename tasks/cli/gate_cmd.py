@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from pipeline.brand import BrandConfigError, find_brand
+from tasks.cli import lineage_cmd
 from tasks.cli.app import app
 from tasks.cli.common import console, fail, print_json, settings
 
@@ -89,10 +90,13 @@ def verify(
         report = verify_report(data, _trust_anchors())
     except ValueError as exc:
         fail(f"{image}: {exc}")
+    # A verified watermark names a shot; show where it came from (CSV line to reviewer).
+    lineage_cmd.attach_lineage(report)
     if as_json:
         print_json(report)
     else:
         _print_report(image, report)
+        lineage_cmd.print_lineage(report)
     if not report["verified"]:
         raise typer.Exit(1)
 
