@@ -119,7 +119,7 @@ def test_colour_variants_grouped_sizes_not(
     assert red.variant["skus"] == ["TEE-RED-S", "TEE-RED-M", "TEE-RED-L"]
     assert red.variant["lines"] == [2, 3, 4] and red.variant["sku"] == "TEE-RED-S"
     assert "Classic Tee in Red" in red.prompt
-    assert (red.width, red.height, red.steps, red.scheduler) == (64, 64, 4, "euler")
+    assert (red.width, red.height, red.steps, red.scheduler) == (256, 256, 4, "euler")
     assert red.state == "planned" and red.model_id == "tiny"
     assert red.brand_config_digest == acme.digest()
     assert red.template_digest == acme.template_digest("hero_white")

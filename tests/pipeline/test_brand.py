@@ -48,7 +48,8 @@ def test_sample_brand_is_valid_and_complete() -> None:
     assert cfg.name == "acme"
     assert {"hero_white", "lifestyle_kitchen", "flat_lay"} <= set(cfg.templates)
     hero = cfg.resolve_template("hero_white")
-    assert (hero.width, hero.height) == (64, 64) and hero.steps <= 8
+    # 256 px: the smallest size the invisible watermark can carry; few steps keep the demo quick.
+    assert (hero.width, hero.height) == (256, 256) and hero.steps <= 8
     assert {c.name for c in cfg.competitors} >= {"Nike"}
     assert find_brand(ACME.parent, "acme").digest() == cfg.digest()
 
