@@ -34,6 +34,7 @@ from catalog.models import (
     Watermark,
 )
 from catalog.review import current_review_state, event_json, shot_sku
+from catalog.shots import lineage_loads
 
 
 class LineageError(LookupError):
@@ -45,14 +46,7 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def _shot_query() -> Any:
-    return select(Shot).options(
-        selectinload(Shot.product_revision).selectinload(ProductRevision.product),
-        selectinload(Shot.generation),
-        selectinload(Shot.filter_result),
-        selectinload(Shot.watermark),
-        selectinload(Shot.asset),
-        selectinload(Shot.review_events),
-    )
+    return select(Shot).options(*lineage_loads())
 
 
 def _variant_lines(shot: Shot, data: Mapping[str, Any]) -> list[int]:

@@ -34,7 +34,7 @@ from catalog.models import (
     Shot,
     ShotState,
 )
-from catalog.shots import transition
+from catalog.shots import lineage_loads, transition
 
 # The states a reviewer looks at; ``review list`` without --status shows pending ones.
 REVIEW_STATES = (
@@ -189,14 +189,7 @@ def list_shots(
         select(Shot)
         .join(ProductRevision, Shot.product_revision_id == ProductRevision.id)
         .where(Shot.state.in_(statuses))
-        .options(
-            selectinload(Shot.product_revision).selectinload(ProductRevision.product),
-            selectinload(Shot.generation),
-            selectinload(Shot.filter_result),
-            selectinload(Shot.watermark),
-            selectinload(Shot.asset),
-            selectinload(Shot.review_events),
-        )
+        .options(*lineage_loads())
         .order_by(Shot.id)
     )
     if brand is not None:

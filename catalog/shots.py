@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Select, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from catalog.models import (
     Asset,
@@ -362,3 +362,15 @@ def record_asset(
         return False
     transition(shot, S.published)
     return True
+
+
+def lineage_loads() -> tuple[Any, ...]:
+    """Loader options that fetch a shot's whole chain in a few queries (no N+1 in lists)."""
+    return (
+        selectinload(Shot.product_revision).selectinload(ProductRevision.product),
+        selectinload(Shot.generation),
+        selectinload(Shot.filter_result),
+        selectinload(Shot.watermark),
+        selectinload(Shot.asset),
+        selectinload(Shot.review_events),
+    )

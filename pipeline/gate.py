@@ -36,6 +36,7 @@ from pipeline.provenance import (
     read_xmp,
     sign_c2pa,
 )
+from pipeline.types import FinalImage
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings
@@ -54,19 +55,6 @@ __all__ = [
 ]
 
 XMP_WATERMARK_KEY = "shotline:Watermark"
-
-
-@dataclass(frozen=True)
-class FinalImage:
-    data: bytes
-    content_type: str
-    ext: str
-    sha256: str
-    payload: str
-    method: str
-    verified: bool
-    bit_accuracy: float
-    c2pa_signed: bool
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from PIL import Image
 
 from pipeline.lora import LoraError, LoraManager, adapter_name
 from pipeline.modelspec import ModelLoadError, ModelSpec, load_pipeline, model_digest
-from pipeline.types import ShotParams
+from pipeline.types import GenerationOutput, ShotParams
 
 if TYPE_CHECKING:
     import torch
@@ -56,20 +56,6 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
 
 PNG_COMPRESS_LEVEL = 6
 OOM_MESSAGE = "CUDA out of memory at batch size 1"
-
-
-@dataclass
-class GenerationOutput:
-    shot_id: int
-    image: Image.Image | None
-    png: bytes | None
-    sha256: str | None
-    model_digest: str
-    timings: dict[str, float]
-    device: str
-    library_versions: dict[str, str]
-    batch_id: str
-    error: str | None = None
 
 
 def encode_png(image: Image.Image) -> bytes:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 @dataclass(frozen=True)
@@ -57,3 +60,34 @@ class ShotParams:
             self.guidance,
             self.scheduler,
         )
+
+
+@dataclass
+class GenerationOutput:
+    """One generated image (or the reason there is none). ``error`` set means ``image`` is None."""
+
+    shot_id: int
+    image: Image.Image | None
+    png: bytes | None
+    sha256: str | None
+    model_digest: str
+    timings: dict[str, float]
+    device: str
+    library_versions: dict[str, str]
+    batch_id: str
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class FinalImage:
+    """The file a reviewer sees and publish uploads: watermark, then XMP, then C2PA."""
+
+    data: bytes
+    content_type: str
+    ext: str
+    sha256: str
+    payload: str
+    method: str
+    verified: bool
+    bit_accuracy: float
+    c2pa_signed: bool

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from pipeline.settings import Settings
-from pipeline.types import ShotParams
+from pipeline.types import FinalImage, GenerationOutput, ShotParams
 
 MAX_SIDE = 4096
 
@@ -37,22 +37,6 @@ def _png(image: Image.Image, text: dict[str, str] | None = None) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="PNG", pnginfo=info)
     return buf.getvalue()
-
-
-@dataclass
-class FakeOutput:
-    """Field for field the contract's ``GenerationOutput``."""
-
-    shot_id: int
-    image: Image.Image | None
-    png: bytes | None
-    sha256: str | None
-    model_digest: str
-    timings: dict[str, float]
-    device: str
-    library_versions: dict[str, str]
-    batch_id: str
-    error: str | None = None
 
 
 class FixedImageGenerator:
@@ -70,14 +54,14 @@ class FixedImageGenerator:
 
     def generate(
         self, shots: Sequence[ShotParams], batch_id: str | None = None
-    ) -> list[FakeOutput]:
+    ) -> list[GenerationOutput]:
         if self.delay_s:
             time.sleep(self.delay_s)
         outs = []
         for p in shots:
             ok = all(8 <= side <= MAX_SIDE and side % 8 == 0 for side in (p.width, p.height))
             outs.append(
-                FakeOutput(
+                GenerationOutput(
                     shot_id=p.shot_id,
                     image=self.image if ok else None,
                     png=self.png if ok else None,
@@ -124,19 +108,6 @@ class FakeDecision:
     clip_model: str = "none"
 
 
-@dataclass
-class FakeFinal:
-    data: bytes
-    content_type: str
-    ext: str
-    sha256: str
-    payload: str
-    method: str
-    verified: bool
-    bit_accuracy: float
-    c2pa_signed: bool
-
-
 class PassThroughGate:
     """Keeps every image whose product text does not contain "reject"; tags PNGs with the id."""
 
@@ -155,10 +126,10 @@ class PassThroughGate:
             for it in items
         ]
 
-    def finalize(self, shot_id: int, image: Image.Image, provenance: Any, fmt: str) -> FakeFinal:
+    def finalize(self, shot_id: int, image: Image.Image, provenance: Any, fmt: str) -> FinalImage:
         payload = f"{shot_id:016x}"
         data = _png(image, {"shotline:shot_id": str(shot_id)})
-        return FakeFinal(
+        return FinalImage(
             data=data,
             content_type="image/png",
             ext="png",
