@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import select
 
 from catalog.db import session_scope
-from catalog.models import ImportRun, ImportStatus, Shot, ShotState, utcnow
+from catalog.models import Brand, ImportRun, ImportStatus, Shot, ShotState, utcnow
 from pipeline.brand import BrandConfigError
 from tasks.context import WorkerContext
 
@@ -167,9 +167,14 @@ def ingest_source_file(ctx: WorkerContext, uri: str, brand: str | None = None) -
     try:
         with session_scope(ctx.sessions) as s:
             plan = plan_shots(s, cfg, settings)
+            # Every planned shot of the brand, by state rather than a huge IN list of ids:
+            # generation claims by state, so a shot enqueued twice is still made once.
             planned = list(
                 s.scalars(
-                    select(Shot.id).where(Shot.id.in_(plan.shots), Shot.state == ShotState.planned)
+                    select(Shot.id)
+                    .join(Brand, Shot.brand_id == Brand.id)
+                    .where(Brand.name == cfg.name, Shot.state == ShotState.planned)
+                    .order_by(Shot.id)
                 )
             )
     except PlanningError as exc:

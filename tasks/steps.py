@@ -308,49 +308,10 @@ def gate(ctx: WorkerContext, shot_ids: list[int]) -> StepResult:
 # --- publish ------------------------------------------------------------------------------
 
 
-def _is_s3(store: Any) -> bool:
-    from pipeline.storage import S3BlobStore
-
-    return isinstance(store, S3BlobStore)
-
-
-def _s3_copy(store: Any, src: str, dst: str, mark: Watermark, meta: dict[str, str]) -> Any:
-    import base64
-
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from pipeline.storage import BlobInfo, StorageError, check_key
-
-    try:
-        resp = store.client.copy_object(
-            Bucket=store.bucket,
-            Key=store.prefix + check_key(dst),
-            CopySource={"Bucket": store.bucket, "Key": store.prefix + check_key(src)},
-            MetadataDirective="REPLACE",
-            ContentType=mark.content_type,
-            Metadata={**meta, "sha256": mark.image_sha256},
-            ChecksumAlgorithm="SHA256",
-        )
-    except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code in ("NoSuchKey", "404", "NotFound"):
-            raise FileNotFoundError(f"no blob {src!r} in s3://{store.bucket}") from exc
-        raise StorageError(f"s3 copy {src} -> {dst} failed: {code} {exc}") from exc
-    except BotoCoreError as exc:
-        raise StorageError(f"s3 copy {src} -> {dst} failed: {exc}") from exc
-    result = resp.get("CopyObjectResult", {})
-    checksum = result.get("ChecksumSHA256")
-    digest = base64.b64decode(checksum).hex() if checksum else mark.image_sha256
-    etag = str(result.get("ETag", "")).strip('"') or None
-    return BlobInfo(
-        store.backend, store.bucket, dst, digest, mark.image_size, etag, mark.content_type
-    )
-
-
 def publish(ctx: WorkerContext, shot_ids: list[int]) -> StepResult:
     """approved -> published: upload the gated final file under its content-addressed key,
     then write the ``assets`` row. Already published shots are skipped (a no-op)."""
-    from pipeline.storage import content_key, sha256_bytes
+    from pipeline.storage import content_key
 
     result = StepResult()
     with session_scope(ctx.sessions) as s:
@@ -369,15 +330,8 @@ def publish(ctx: WorkerContext, shot_ids: list[int]) -> StepResult:
         key = content_key(info.brand, info.sku, info.template, sha256=mark.image_sha256, ext=ext)
         meta = {"shot-id": str(sid)}
         try:
-            if _is_s3(ctx.store):
-                # Server-side copy: one request instead of a download and an upload; S3
-                # recomputes the SHA-256, which must equal the one recorded by the gate.
-                blob = _s3_copy(ctx.store, mark.image_key, key, mark, meta)
-            else:
-                data = ctx.store.get(mark.image_key)
-                if sha256_bytes(data) != mark.image_sha256:
-                    return sid, None, f"final image {mark.image_key} does not match its sha256"
-                blob = ctx.store.put(key, data, content_type=mark.content_type, metadata=meta)
+            # Server-side on S3: one request instead of a download and an upload.
+            blob = ctx.store.copy(mark.image_key, key, mark.content_type, meta)
         except FileNotFoundError:
             return sid, None, f"final image {mark.image_key} is missing from the blob store"
         if blob.sha256 and blob.sha256 != mark.image_sha256:

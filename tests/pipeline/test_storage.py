@@ -86,6 +86,17 @@ def test_missing_key_is_file_not_found(store: BlobStore) -> None:
         store.stat(key)
 
 
+def test_copy_duplicates_bytes_with_new_type_and_metadata(store: BlobStore) -> None:
+    src, dst = _key("copy-src"), _key("copy-dst")
+    store.put(src, PNG, content_type="application/octet-stream")
+    info = store.copy(src, dst, "image/png", {"shot-id": "9"})
+    assert (info.key, info.sha256, info.size) == (dst, hashlib.sha256(PNG).hexdigest(), len(PNG))
+    assert store.get(dst) == PNG and store.get(src) == PNG
+    assert store.stat(dst).content_type == "image/png"
+    with pytest.raises(FileNotFoundError):
+        store.copy(_key("copy-missing"), _key("copy-nowhere"), "image/png")
+
+
 def test_delete_removes_and_is_idempotent(store: BlobStore) -> None:
     key = _key("to-delete")
     store.put(key, PNG)
