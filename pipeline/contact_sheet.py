@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,10 +110,13 @@ _HTML = """<!doctype html>
   td, th { padding: 1px 6px; text-align: left; }
   tr.hit td { color: #c62828; font-weight: 600; }
   .reasons { color: #c62828; font-size: 12px; }
+  .banner { background: #fff3cd; border: 2px solid #c62828; color: #7a1d1d; font-weight: 700;
+            padding: 8px 12px; margin: 0 0 12px; border-radius: 6px; }
 </style>
 </head>
 <body>
 <h1>{{ title }}</h1>
+{% if banner %}<p class="banner" id="banner">{{ banner }}</p>{% endif %}
 <p class="note">{{ entries|length }} image(s). {{ note }}</p>
 <div class="grid">
 {% for e in entries %}
@@ -158,8 +162,9 @@ def render_html(
     title: str = "shotline contact sheet",
     note: str = DEFAULT_NOTE,
     thumb_px: int = THUMB_PX,
+    banner: str | None = None,
 ) -> str:
-    """The contact sheet as one self-contained HTML page."""
+    """The contact sheet as one self-contained HTML page; ``banner`` is a warning shown on top."""
     cards = []
     for e in entries:
         thumb = thumbnail(e.image, thumb_px)
@@ -186,7 +191,7 @@ def render_html(
                 "height": thumb.height if thumb is not None else 0,
             }
         )
-    return _TEMPLATE.render(title=title, note=note, entries=cards, thumb=thumb_px)
+    return _TEMPLATE.render(title=title, note=note, entries=cards, thumb=thumb_px, banner=banner)
 
 
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
@@ -203,19 +208,33 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, font: Any, width: int) -> str:
 
 
 def render_grid(
-    entries: Sequence[SheetEntry], columns: int | None = None, thumb_px: int = THUMB_PX
+    entries: Sequence[SheetEntry],
+    columns: int | None = None,
+    thumb_px: int = THUMB_PX,
+    banner: str | None = None,
 ) -> Image.Image:
-    """The same images as a PNG-able grid: each cell has the id large, then sku and template."""
+    """The same images as a PNG-able grid: each cell has the id large, then sku and template.
+    ``banner`` is printed across the top (the PNG travels alone into chats and tickets)."""
     n = max(len(entries), 1)
     cols = columns or min(n, max(1, math.ceil(math.sqrt(n))))
     rows = math.ceil(n / cols)
     pad, id_h, line_h = 8, max(24, thumb_px // 6), max(12, thumb_px // 16)
     cell_w, cell_h = thumb_px + 2 * pad, thumb_px + id_h + 2 * line_h + 3 * pad
-    sheet = Image.new("RGB", (cols * cell_w, rows * cell_h), "white")
+    top = 0
+    if banner:
+        banner_font = _font(max(14, line_h + 4))
+        wrapped = textwrap.wrap(banner, width=max(20, (cols * cell_w) // max(8, line_h // 2 + 6)))
+        top = (len(wrapped) + 1) * (max(14, line_h + 4) + 4)
+    sheet = Image.new("RGB", (cols * cell_w, rows * cell_h + top), "white")
     draw = ImageDraw.Draw(sheet)
+    if banner:
+        draw.rectangle((0, 0, sheet.width - 1, top - 4), fill="#fff3cd", outline="#c62828")
+        for j, line in enumerate(wrapped):
+            y = pad + j * (max(14, line_h + 4) + 4)
+            draw.text((pad, y), line, fill="#7a1d1d", font=banner_font)
     id_font, text_font = _font(id_h), _font(line_h)
     for i, e in enumerate(entries):
-        x0, y0 = (i % cols) * cell_w + pad, (i // cols) * cell_h + pad
+        x0, y0 = (i % cols) * cell_w + pad, (i // cols) * cell_h + pad + top
         draw.text((x0, y0), str(int(e.shot_id)), fill="black", font=id_font)
         ty = y0 + id_h + pad // 2
         thumb = thumbnail(e.image, thumb_px)
@@ -242,8 +261,11 @@ def render_grid(
 
 
 def render_grid_png(
-    entries: Sequence[SheetEntry], columns: int | None = None, thumb_px: int = THUMB_PX
+    entries: Sequence[SheetEntry],
+    columns: int | None = None,
+    thumb_px: int = THUMB_PX,
+    banner: str | None = None,
 ) -> bytes:
     buf = io.BytesIO()
-    render_grid(entries, columns, thumb_px).save(buf, format="PNG", optimize=True)
+    render_grid(entries, columns, thumb_px, banner).save(buf, format="PNG", optimize=True)
     return buf.getvalue()

@@ -23,6 +23,21 @@ from pipeline.settings import Settings, get_settings
 IO_THREADS = 8
 
 
+def quiet_model_loading() -> None:
+    """Silence the libraries' own tqdm bars and chatty load warnings.
+
+    They would interleave with our rich progress bar and fill worker logs; our own logs
+    already say what was loaded and how long it took.
+    """
+    import diffusers.utils.logging as dlog
+    import transformers.utils.logging as tlog
+
+    dlog.disable_progress_bar()
+    dlog.set_verbosity_error()
+    tlog.disable_progress_bar()
+    tlog.set_verbosity_error()
+
+
 def import_callable(spec: str) -> Callable[..., Any]:
     """``"package.module:name"`` -> the object (a settings-selected factory)."""
     module, _, attr = spec.partition(":")
@@ -75,6 +90,8 @@ class WorkerContext:
                     factory = import_callable(self.settings.generator_factory)
                 else:
                     from pipeline.generator import load_generator as factory
+
+                    quiet_model_loading()
                 gen = factory(self.settings, model_id)
                 self._generators[model_id] = gen
             return gen

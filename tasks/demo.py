@@ -61,11 +61,12 @@ def main() -> int:
     from catalog.importer import import_catalog
     from catalog.lineage import shot_lineage
     from catalog.models import Asset, Shot, ShotState
-    from catalog.planning import plan_shots
+    from catalog.planning import describe_shots, plan_shots
     from catalog.review import approve, list_shots
     from pipeline.brand import find_brand
     from pipeline.settings import get_settings
     from tasks.cli import review_cmd
+    from tasks.cli.brands_cmd import plan_table
     from tasks.cli.common import session, session_factory
     from tasks.cli.lineage_cmd import print_summary
     from tasks.dispatch import enqueue_publish
@@ -91,7 +92,10 @@ def main() -> int:
     console.rule("3. plan shots")
     with session() as s:
         plan = plan_shots(s, brand, settings)
-    console.print(f"{plan.created} shots planned ({len(plan.warnings)} warnings)")
+        planned = describe_shots(s, plan.shots)
+    console.print(plan_table(plan, planned, limit=12, wide=console.width >= 120))
+    for warning in plan.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
 
     console.rule("4. run: generate -> gate (tiny preset, in-process)")
     run = run_line(settings, brand="acme", progress=True)

@@ -28,14 +28,9 @@ from tasks.cli.common import console, err_console, fail, print_json, session, se
 
 
 def _generator(model_id: str) -> Any:
-    cfg = settings()
-    if cfg.generator_factory:
-        from tasks.context import import_callable
+    from tasks.context import WorkerContext
 
-        return import_callable(cfg.generator_factory)(cfg, model_id)
-    from pipeline.generator import load_generator
-
-    return load_generator(cfg, model_id)
+    return WorkerContext.build(settings()).generator(model_id)
 
 
 @app.command("reproduce")

@@ -208,6 +208,12 @@ def _print_record(r: dict[str, Any], chain: dict[str, Any]) -> None:
     lineage_cmd.print_summary(chain)
 
 
+TINY_BANNER = (
+    "TINY PRESET: these images come from a randomly initialised test model. They are noise,"
+    " not product photos, and their CLIP scores mean nothing."
+)
+
+
 def _entries(shots: Sequence[Shot], store: Any) -> list[SheetEntry]:
     entries = []
     for shot in shots:
@@ -251,11 +257,13 @@ def sheet_cmd(
         with console.status(f"loading {len(shots)} image(s)"):
             entries = _entries(shots, _blob_store())
     title = "shotline contact sheet" + (f": {brand}" if brand else "")
+    # Never let tiny-preset noise pass for product photography, even out of context.
+    banner = TINY_BANNER if any(sh.model_id == "tiny" for sh in shots) else None
     try:
         out.mkdir(parents=True, exist_ok=True)
         html_path, png_path = out / "contact-sheet.html", out / "contact-sheet.png"
-        html_path.write_text(render_html(entries, title=title), encoding="utf-8")
-        png_path.write_bytes(render_grid_png(entries, columns=columns))
+        html_path.write_text(render_html(entries, title=title, banner=banner), encoding="utf-8")
+        png_path.write_bytes(render_grid_png(entries, columns=columns, banner=banner))
     except OSError as exc:
         fail(f"{out}: cannot write the contact sheet: {exc.strerror or exc}")
     missing = sum(1 for e in entries if e.image is None)

@@ -224,6 +224,24 @@ def test_sheet_writes_html_and_png(cli: CliEnv) -> None:
     grid = Image.open(out / "contact-sheet.png")
     assert grid.size[0] >= 2 * 256 and grid.size[1] >= 2 * 256  # 3 images: 2 x 2 grid
     assert str(out / "contact-sheet.html") in res.stdout
+    # Factory shots use the tiny preset: the sheet must say they are noise, not photos.
+    assert 'id="banner"' in html and "not product photos" in html
+    top_strip = grid.crop((0, 0, grid.width, 20)).convert("RGB")
+    assert (255, 243, 205) in {px for _, px in top_strip.getcolors(1 << 16) or []}
+
+
+def test_sheet_has_no_tiny_banner_for_real_models(cli: CliEnv) -> None:
+    brand = cli.insert(lambda s: make_brand(s))
+    shot_id = _gated(cli, brand=brand, sku="REAL")
+
+    def use_real_model(s: Any) -> None:
+        s.get(Shot, shot_id).model_id = "stabilityai/stable-diffusion-xl-base-1.0"
+
+    cli.insert(use_real_model)
+    out = cli.tmp / "sheet-real"
+    res = cli.invoke("review", "sheet", "--out", str(out), "--brand", brand.name)
+    assert res.exit_code == 0, res.output
+    assert 'id="banner"' not in (out / "contact-sheet.html").read_text()
 
 
 # --- approve / reject ---------------------------------------------------------------------
