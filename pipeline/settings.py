@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     clip_crop_grid: int = 3
     # Chosen by tests/benchmarks/bench_watermark.py: dwtDctSvd on luma survives white
     # backgrounds, JPEG q75 and 50 % resizes; dwtDct does not. rivaGan is refused (32-bit cap).
-    watermark_method: Literal["dwtDct", "dwtDctSvd", "rivaGan"] = "dwtDctSvd"
+    watermark_method: Literal["dwtDct", "dwtDctSvd"] = "dwtDctSvd"
     watermark_scale: float = 1.0  # multiplies imwatermark's quantisation step (36)
     # Levels white is lowered by so the watermark can swing upward (0 keeps pure white).
     watermark_headroom: int = 0
@@ -97,6 +97,18 @@ class Settings(BaseSettings):
     # --- operations -------------------------------------------------------------
     metrics_port: int | None = None
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _paths_under_var_dir(self) -> Settings:
+        """Embedded state (SQLite file, blobs, model cache) lives under ``var_dir`` unless a
+        path is set on its own, so one variable moves all of it (containers, tests)."""
+        if "database_url" not in self.model_fields_set:
+            self.database_url = f"sqlite:///{self.var_dir / 'shotline.db'}"
+        if "blob_root" not in self.model_fields_set:
+            self.blob_root = self.var_dir / "blobs"
+        if "model_cache_dir" not in self.model_fields_set:
+            self.model_cache_dir = self.var_dir / "models"
+        return self
 
     @property
     def embedded(self) -> bool:

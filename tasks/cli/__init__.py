@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sqlalchemy.exc import DBAPIError
+
 # Importing the modules registers their commands on ``app``.
 from tasks.cli import (  # noqa: F401
     brands_cmd,
@@ -14,10 +16,17 @@ from tasks.cli import (  # noqa: F401
     run_cmd,
 )
 from tasks.cli.app import app
+from tasks.cli.common import describe_db_error, err_console
 
 
 def main() -> None:
-    app()
+    # Any command may meet an unreachable or unmigrated database: one line and exit 2,
+    # never a traceback (commands may still catch it themselves for a sharper message).
+    try:
+        app()
+    except DBAPIError as exc:
+        err_console.print(f"[bold red]error:[/] {describe_db_error(exc)}", highlight=False)
+        raise SystemExit(2) from None
 
 
 __all__ = ["app", "main"]

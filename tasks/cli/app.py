@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 import typer
+
+from pipeline.settings import get_settings
 
 app = typer.Typer(
     name="shotline",
@@ -11,3 +15,17 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+@app.callback()
+def _configure_logging() -> None:
+    """Our own loggers go to stderr at SHOTLINE_LOG_LEVEL; stdout stays for results and JSON.
+
+    Third-party loggers keep Python's default (warnings only), so the CLI stays readable.
+    """
+    level = getattr(logging, get_settings().log_level.upper(), logging.INFO)
+    # basicConfig leaves the root at WARNING (and does nothing if handlers already exist);
+    # only our packages are lowered, their records reach the root handler by propagation.
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    for name in ("catalog", "pipeline", "tasks"):
+        logging.getLogger(name).setLevel(level)

@@ -12,13 +12,14 @@ from typing import Any, NoReturn
 import typer
 from rich.console import Console
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from catalog.db import make_engine, make_sessionmaker
 from pipeline.settings import Settings, get_settings
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 class UserError(Exception):
@@ -28,6 +29,14 @@ class UserError(Exception):
 def fail(message: str, code: int = 2) -> NoReturn:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def describe_db_error(exc: DBAPIError) -> str:
+    """One line for a database the CLI cannot use, with the fix when we know it."""
+    detail = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+    if "no such table" in detail or ("does not exist" in detail and "relation" in detail):
+        return f"the database has no shotline schema ({detail}); run `shotline db upgrade`"
+    return f"cannot use the database: {detail}"
 
 
 def settings() -> Settings:

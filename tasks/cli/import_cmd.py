@@ -19,7 +19,15 @@ from sqlalchemy.exc import OperationalError
 from catalog.importer import CatalogImportError, ImportSummary, import_catalog
 from pipeline.brand import BrandConfigError, find_brand
 from tasks.cli.app import app
-from tasks.cli.common import console, err_console, fail, print_json, session_factory, settings
+from tasks.cli.common import (
+    console,
+    describe_db_error,
+    err_console,
+    fail,
+    print_json,
+    session_factory,
+    settings,
+)
 
 
 def _table(summary: ImportSummary) -> Table:
@@ -88,7 +96,7 @@ def import_command(
             print_json(exc.summary.to_json())
         fail(str(exc))
     except OperationalError as exc:
-        fail(f"cannot reach the database: {exc.orig}")
+        fail(describe_db_error(exc))
 
     if as_json:
         print_json(summary.to_json())

@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 
 from catalog.status import status_report
 from tasks.cli.app import app
-from tasks.cli.common import console, fail, print_json, session, settings
+from tasks.cli.common import console, describe_db_error, fail, print_json, session, settings
 
 
 @app.command("run")
@@ -42,7 +42,7 @@ def run_cmd(
     try:
         summary = run_line(cfg, brand=brand, limit=limit, progress=not as_json, timeout_s=timeout)
     except OperationalError as exc:
-        fail(f"cannot reach the database: {exc.orig}")
+        fail(describe_db_error(exc))
     except BrandConfigError as exc:
         fail(str(exc))
     if as_json:
@@ -73,7 +73,7 @@ def status_cmd(
         with session() as s:
             report = status_report(s, brand=brand, minutes=minutes)
     except OperationalError as exc:
-        fail(f"cannot reach the database: {exc.orig}")
+        fail(describe_db_error(exc))
     if as_json:
         print_json(report)
         return
