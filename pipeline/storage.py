@@ -76,9 +76,17 @@ class BlobStore(Protocol):
     def url(self, key: str) -> str: ...
 
     def copy(
-        self, src: str, dst: str, content_type: str, metadata: dict[str, str] | None = None
+        self,
+        src: str,
+        dst: str,
+        content_type: str,
+        metadata: dict[str, str] | None = None,
+        src_info: BlobInfo | None = None,
     ) -> BlobInfo:
-        """Copy ``src`` to ``dst`` (server-side where the backend can); returns ``dst``'s info."""
+        """Copy ``src`` to ``dst`` (server-side where the backend can); returns ``dst``'s info.
+
+        ``src_info`` (what the caller already recorded about ``src``) saves a stat round trip.
+        """
         ...
 
 
@@ -206,7 +214,12 @@ class LocalBlobStore:
         return self._path(key).as_uri()
 
     def copy(
-        self, src: str, dst: str, content_type: str, metadata: dict[str, str] | None = None
+        self,
+        src: str,
+        dst: str,
+        content_type: str,
+        metadata: dict[str, str] | None = None,
+        src_info: BlobInfo | None = None,
     ) -> BlobInfo:
         return self.put(dst, self.get(src), content_type=content_type, metadata=metadata)
 
@@ -340,12 +353,18 @@ class S3BlobStore:
         return f"s3://{self.bucket}/{self._full(key)}"
 
     def copy(
-        self, src: str, dst: str, content_type: str, metadata: dict[str, str] | None = None
+        self,
+        src: str,
+        dst: str,
+        content_type: str,
+        metadata: dict[str, str] | None = None,
+        src_info: BlobInfo | None = None,
     ) -> BlobInfo:
         """Server-side CopyObject: one request, no bytes through this process. S3 recomputes
         the SHA-256 checksum, so the returned digest is the stored object's, not our claim."""
-        head = self._call("head", src, self.client.head_object)
-        digest = (head.get("Metadata") or {}).get("sha256", "")
+        if src_info is None:
+            src_info = self.stat(src)
+        digest = src_info.sha256
         resp = self._call(
             "copy",
             dst,
@@ -361,8 +380,7 @@ class S3BlobStore:
         if checksum:
             digest = base64.b64decode(checksum).hex()
         etag = str(result.get("ETag", "")).strip('"') or None
-        size = int(head["ContentLength"])
-        return BlobInfo(self.backend, self.bucket, dst, digest, size, etag, content_type)
+        return BlobInfo(self.backend, self.bucket, dst, digest, src_info.size, etag, content_type)
 
 
 def make_blob_store(settings: Settings) -> BlobStore:

@@ -311,7 +311,7 @@ def gate(ctx: WorkerContext, shot_ids: list[int]) -> StepResult:
 def publish(ctx: WorkerContext, shot_ids: list[int]) -> StepResult:
     """approved -> published: upload the gated final file under its content-addressed key,
     then write the ``assets`` row. Already published shots are skipped (a no-op)."""
-    from pipeline.storage import content_key
+    from pipeline.storage import BlobInfo, content_key
 
     result = StepResult()
     with session_scope(ctx.sessions) as s:
@@ -331,7 +331,16 @@ def publish(ctx: WorkerContext, shot_ids: list[int]) -> StepResult:
         meta = {"shot-id": str(sid)}
         try:
             # Server-side on S3: one request instead of a download and an upload.
-            blob = ctx.store.copy(mark.image_key, key, mark.content_type, meta)
+            recorded = BlobInfo(
+                mark.image_backend,
+                None,
+                mark.image_key,
+                mark.image_sha256,
+                mark.image_size,
+                None,
+                mark.content_type,
+            )
+            blob = ctx.store.copy(mark.image_key, key, mark.content_type, meta, src_info=recorded)
         except FileNotFoundError:
             return sid, None, f"final image {mark.image_key} is missing from the blob store"
         if blob.sha256 and blob.sha256 != mark.image_sha256:

@@ -93,6 +93,9 @@ def test_copy_duplicates_bytes_with_new_type_and_metadata(store: BlobStore) -> N
     assert (info.key, info.sha256, info.size) == (dst, hashlib.sha256(PNG).hexdigest(), len(PNG))
     assert store.get(dst) == PNG and store.get(src) == PNG
     assert store.stat(dst).content_type == "image/png"
+    # A caller that already knows the source (publish does) skips the stat round trip.
+    again = store.copy(src, _key("copy-dst2"), "image/png", src_info=store.stat(src))
+    assert (again.sha256, again.size) == (info.sha256, info.size)
     with pytest.raises(FileNotFoundError):
         store.copy(_key("copy-missing"), _key("copy-nowhere"), "image/png")
 
