@@ -35,6 +35,11 @@ def _e(value: Any) -> str:
     return escape(str(value)) if value is not None else "-"
 
 
+def _num(value: Any) -> str:
+    """Scores to 3 decimals for reading; ``--json`` keeps full precision."""
+    return f"{value:.3f}" if isinstance(value, float) else _e(value)
+
+
 def chain_tree(chain: Mapping[str, Any]) -> Tree:
     """One shot's chain as a rich tree, in production order (CSV line first)."""
     tree = Tree(
@@ -92,8 +97,8 @@ def chain_tree(chain: Mapping[str, Any]) -> Tree:
             if isinstance(sc, Mapping):
                 mark = "[red]triggered[/]" if sc.get("triggered") else ""
                 node.add(
-                    f"{_e(sc.get('name'))}: {_e(sc.get('score'))} / "
-                    f"{_e(sc.get('threshold'))} {mark}"
+                    f"{_e(sc.get('name'))}: {_num(sc.get('score'))} / "
+                    f"{_num(sc.get('threshold'))} {mark}"
                 )
     else:
         tree.add("filter: [dim]not gated[/]")
