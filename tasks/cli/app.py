@@ -19,11 +19,15 @@ app = typer.Typer(
 
 @app.callback()
 def _configure_logging() -> None:
-    """Our own loggers go to stderr at SHOTLINE_LOG_LEVEL; stdout stays for results and JSON.
+    """Our own loggers go to stderr (WARNING, or SHOTLINE_LOG_LEVEL when set); stdout stays for
+    results and JSON.
 
     Third-party loggers keep Python's default (warnings only), so the CLI stays readable.
     """
-    level = getattr(logging, get_settings().log_level.upper(), logging.INFO)
+    cfg = get_settings()
+    # The CLI prints its own results; our INFO logs would repeat them. Workers log at INFO.
+    chosen = cfg.log_level if "log_level" in cfg.model_fields_set else "WARNING"
+    level = getattr(logging, chosen.upper(), logging.WARNING)
     # basicConfig leaves the root at WARNING (and does nothing if handlers already exist);
     # only our packages are lowered, their records reach the root handler by propagation.
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
