@@ -132,14 +132,7 @@ def approve(
                 f"shot {shot.id}: cannot approve a shot in state {shot.state!r} "
                 "(only pending_review, or rejected with --override)"
             )
-    events = []
-    for shot, action in zip(shots, actions, strict=True):
-        event = ReviewEvent(shot_id=shot.id, reviewer=who, action=action, note=note)
-        session.add(event)
-        transition(shot, ShotState.approved)
-        events.append(event)
-    session.flush()
-    return events
+    return _append_events(session, shots, actions, who, note, ShotState.approved)
 
 
 def reject(
@@ -158,13 +151,24 @@ def reject(
                 f"shot {shot.id}: cannot reject a shot in state {shot.state!r} "
                 "(only pending_review or approved-not-yet-published)"
             )
+    actions = [ReviewAction.reject.value] * len(shots)
+    return _append_events(session, shots, actions, who, why, ShotState.rejected)
+
+
+def _append_events(
+    session: Session,
+    shots: Sequence[Shot],
+    actions: Sequence[str],
+    reviewer: str,
+    note: str | None,
+    new_state: ShotState,
+) -> list[ReviewEvent]:
+    """Every check passed: one append-only event per shot, then its state change."""
     events = []
-    for shot in shots:
-        event = ReviewEvent(
-            shot_id=shot.id, reviewer=who, action=ReviewAction.reject.value, note=why
-        )
+    for shot, action in zip(shots, actions, strict=True):
+        event = ReviewEvent(shot_id=shot.id, reviewer=reviewer, action=action, note=note)
         session.add(event)
-        transition(shot, ShotState.rejected)
+        transition(shot, new_state)
         events.append(event)
     session.flush()
     return events

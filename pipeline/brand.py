@@ -24,6 +24,7 @@ from urllib.parse import unquote, urlparse
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pipeline.digests import sha256_file
 from pipeline.types import AdapterRef
 
 Loc = tuple[str | int, ...]
@@ -456,11 +457,7 @@ class BrandConfig(_Model):
             path = None if _has_scheme(spec.path) else self.resolve_path(spec.path)
             if path is None or not path.is_file():
                 continue
-            h = hashlib.sha256()
-            with path.open("rb") as fh:
-                while chunk := fh.read(1 << 20):
-                    h.update(chunk)
-            actual = h.hexdigest()
+            actual = sha256_file(path)
             if actual != spec.sha256:
                 msg = f"pin mismatch: {path.name} has sha256 {actual}, pinned {spec.sha256}"
                 out.append((("loras", i, "sha256"), msg))

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from collections import OrderedDict
@@ -22,11 +21,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from pipeline.digests import sha256_file
 from pipeline.types import AdapterRef
 
 log = logging.getLogger(__name__)
-
-_CHUNK = 1024 * 1024
 
 
 class LoraError(ValueError):
@@ -43,14 +41,6 @@ def adapter_path(uri: str) -> Path:
     return Path(uri)
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def verify_adapter(ref: AdapterRef) -> Path:
     """Check format and sha256 pin of ``ref``'s file; return its path. Raises ``LoraError``."""
     path = adapter_path(ref.uri)
@@ -60,7 +50,7 @@ def verify_adapter(ref: AdapterRef) -> Path:
         )
     if not path.is_file():
         raise LoraError(f"LoRA {ref.name!r}: file not found: {path}")
-    actual = file_sha256(path)
+    actual = sha256_file(path)
     if actual != ref.sha256.lower():
         raise LoraError(
             f"LoRA {ref.name!r}: sha256 mismatch for {path}: pinned {ref.sha256}, file has {actual}"
@@ -237,4 +227,4 @@ def write_random_lora(
         str(path.parent), unet_lora_layers=state, weight_name=path.name, safe_serialization=True
     )
     unet.delete_adapters(name)
-    return file_sha256(path)
+    return sha256_file(path)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from pipeline.digests import sha256_file
 from pipeline.tiny_preset import ensure_tiny_model
 
 if TYPE_CHECKING:
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 
 PICKLE_SUFFIXES = frozenset({".ckpt", ".bin", ".pt", ".pth", ".pkl", ".pickle"})
 DIGEST_CACHE_NAME = "digests.json"
-_CHUNK = 4 * 1024 * 1024
 
 ModelKind = Literal["tiny", "folder", "single_file", "repo"]
 
@@ -156,14 +156,6 @@ def _load_single_file(path: Path, torch_dtype: Any) -> Any:
 # --- digests ----------------------------------------------------------------------
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class _DigestCache:
     """sha256 per weight file keyed by (absolute path, mtime_ns, size), kept in a JSON file."""
 
@@ -181,7 +173,7 @@ class _DigestCache:
         entry = self.entries.get(key)
         if entry and entry.get("mtime_ns") == st.st_mtime_ns and entry.get("size") == st.st_size:
             return str(entry["sha256"])
-        digest = _sha256_file(path)
+        digest = sha256_file(path)
         self.entries[key] = {"mtime_ns": st.st_mtime_ns, "size": st.st_size, "sha256": digest}
         self.dirty = True
         return digest

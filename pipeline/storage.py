@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from pipeline.digests import sha256_bytes
+
 if TYPE_CHECKING:
     from pipeline.settings import Settings
 
@@ -88,10 +90,6 @@ class BlobStore(Protocol):
         ``src_info`` (what the caller already recorded about ``src``) saves a stat round trip.
         """
         ...
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def sanitize_part(text: str) -> str:

@@ -8,7 +8,6 @@ a ``failed/`` subfolder (prefix on S3) beside it and, being recorded, never retr
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import tempfile
@@ -22,6 +21,7 @@ from sqlalchemy import select
 from catalog.db import session_scope
 from catalog.models import Brand, ImportRun, ImportStatus, Shot, ShotState, utcnow
 from pipeline.brand import BrandConfigError
+from pipeline.digests import sha256_file
 from tasks.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -92,14 +92,6 @@ def _fetch(ctx: WorkerContext, src: SourceFile, tmp: Path) -> Path:
     return local
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _mark_failed(ctx: WorkerContext, src: SourceFile, reason: str) -> str:
     """Move the file into ``failed/`` beside it, with the reason next to it."""
     if src.uri.startswith("s3://"):
@@ -145,7 +137,7 @@ def ingest_source_file(ctx: WorkerContext, uri: str, brand: str | None = None) -
     src = SourceFile(uri, uri.rsplit("/", 1)[-1])
     with tempfile.TemporaryDirectory(prefix="shotline-ingest-") as tmp:
         path = _fetch(ctx, src, Path(tmp))
-        sha = _sha256_file(path)
+        sha = sha256_file(path)
         with session_scope(ctx.sessions) as s:
             seen = s.scalar(select(ImportRun.id).where(ImportRun.file_sha256 == sha).limit(1))
         if seen is not None:

@@ -10,7 +10,6 @@ import typer
 from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
-from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from catalog.planning import PlanningError, PlanSummary, describe_shots, plan_shots
 from pipeline.brand import (
@@ -159,8 +158,6 @@ def plan(
         fail(escape(str(exc)))
     except BrandConfigError as exc:
         _report(exc)
-    except (OperationalError, ProgrammingError) as exc:
-        fail(escape(f"database error (run `shotline db upgrade`?): {exc.orig}"))
     if as_json:
         print_json({**summary.to_json(), "planned": rows})
         return

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import typer
-from sqlalchemy.exc import OperationalError
 
 from catalog import migrate
 from tasks.cli.app import app
-from tasks.cli.common import console, fail, settings
+from tasks.cli.common import console, settings
 
 db_app = typer.Typer(help="Database schema (Alembic).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -16,10 +15,7 @@ app.add_typer(db_app, name="db")
 @db_app.command("upgrade")
 def upgrade(revision: str = typer.Argument("head")) -> None:
     """Apply the migrations up to REVISION (default: head)."""
-    try:
-        migrate.upgrade(settings().database_url, revision)
-    except OperationalError as exc:
-        fail(f"cannot reach the database: {exc.orig}")
+    migrate.upgrade(settings().database_url, revision)
     console.print(f"database at [bold]{revision}[/]")
 
 

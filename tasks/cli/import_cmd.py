@@ -14,14 +14,12 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
-from sqlalchemy.exc import OperationalError
 
 from catalog.importer import CatalogImportError, ImportSummary, import_catalog
 from pipeline.brand import BrandConfigError, find_brand
 from tasks.cli.app import app
 from tasks.cli.common import (
     console,
-    describe_db_error,
     err_console,
     fail,
     print_json,
@@ -95,8 +93,6 @@ def import_command(
         if as_json:
             print_json(exc.summary.to_json())
         fail(str(exc))
-    except OperationalError as exc:
-        fail(describe_db_error(exc))
 
     if as_json:
         print_json(summary.to_json())

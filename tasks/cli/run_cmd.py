@@ -12,11 +12,10 @@ import sys
 
 import typer
 from rich.table import Table
-from sqlalchemy.exc import OperationalError
 
 from catalog.status import status_report
 from tasks.cli.app import app
-from tasks.cli.common import console, describe_db_error, fail, print_json, session, settings
+from tasks.cli.common import console, fail, print_json, session, settings
 
 
 @app.command("run")
@@ -41,8 +40,6 @@ def run_cmd(
                 fail(f"unknown brand {brand!r} (import its catalog first)")
     try:
         summary = run_line(cfg, brand=brand, limit=limit, progress=not as_json, timeout_s=timeout)
-    except OperationalError as exc:
-        fail(describe_db_error(exc))
     except BrandConfigError as exc:
         fail(str(exc))
     if as_json:
@@ -69,11 +66,8 @@ def status_cmd(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Counts by state, throughput over the last minutes, and failures with their reasons."""
-    try:
-        with session() as s:
-            report = status_report(s, brand=brand, minutes=minutes)
-    except OperationalError as exc:
-        fail(describe_db_error(exc))
+    with session() as s:
+        report = status_report(s, brand=brand, minutes=minutes)
     if as_json:
         print_json(report)
         return

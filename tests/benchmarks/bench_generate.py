@@ -37,8 +37,8 @@ import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from pipeline.digests import sha256_file  # noqa: E402
 from pipeline.generator import Generator, load_generator, resolve_dtype  # noqa: E402
-from pipeline.lora import file_sha256  # noqa: E402
 from pipeline.modelspec import ModelSpec, load_pipeline  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from pipeline.tiny_preset import ensure_tiny_model  # noqa: E402
@@ -222,7 +222,7 @@ def make_bench_lora(unet: Any, path: Path, rank: int, seed: int = 0) -> str:
             tensors[f"unet.{name}.lora_B.weight"] = b.half().contiguous()
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata={"format": "pt"})
-    return file_sha256(path)
+    return sha256_file(path)
 
 
 # --- measuring -------------------------------------------------------------------------
@@ -321,7 +321,7 @@ def _plain_pipeline(
     flops = count_flops_per_image(pipe, size, args.steps, args.guidance)
     console.log(f"[{arch}] {flops / 1e12:.3f} TFLOP per image ({args.steps} steps, CFG)")
     if arch == "tiny":
-        lora_path, lora_sha = SAMPLE_LORA, file_sha256(SAMPLE_LORA)
+        lora_path, lora_sha = SAMPLE_LORA, sha256_file(SAMPLE_LORA)
     else:
         lora_path = ROOT / "var" / "bench" / f"lora_{arch}_r{args.lora_rank}.safetensors"
         lora_sha = make_bench_lora(pipe.unet, lora_path, args.lora_rank)

@@ -116,8 +116,8 @@ def test_digest_matches_files_and_is_cached(tmp_settings: Settings, tmp_path: Pa
     assert cache[str(ckpt.resolve())]["sha256"] == hashlib.sha256(b"weights v1").hexdigest()
 
     calls: list[Path] = []
-    real = modelspec._sha256_file
-    monkeypatch.setattr(modelspec, "_sha256_file", lambda p: calls.append(p) or real(p))
+    real = modelspec.sha256_file
+    monkeypatch.setattr(modelspec, "sha256_file", lambda p: calls.append(p) or real(p))
     model_digest(spec, settings)
     assert calls == []  # path + mtime + size unchanged: served from the cache
 
