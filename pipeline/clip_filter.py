@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 from PIL import Image
 
+from pipeline.clip_preprocess import FastClipPreprocess
+
 if TYPE_CHECKING:
     from pipeline.brand import BrandConfig
     from pipeline.settings import Settings
@@ -514,6 +516,18 @@ class OpenClipEncoder:
         self.name = name
         self.device = device
         self.batch_size = batch_size
+        # The stock transform, batched; None for a non-standard transform (then per image).
+        self.fast_preprocess = FastClipPreprocess.from_transform(preprocess)
+
+    def _batch(self, images: Sequence[Image.Image]) -> Any:
+        import torch
+
+        if self.fast_preprocess is not None:
+            try:
+                return self.fast_preprocess(images)
+            except ValueError:  # an image the stock transform pads: let it do so
+                pass
+        return torch.stack([self.preprocess(im.convert("RGB")) for im in images])
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         import torch
@@ -521,8 +535,7 @@ class OpenClipEncoder:
         out = []
         with torch.inference_mode():
             for i in range(0, len(images), self.batch_size):
-                chunk = images[i : i + self.batch_size]
-                batch = torch.stack([self.preprocess(im.convert("RGB")) for im in chunk])
+                batch = self._batch(images[i : i + self.batch_size])
                 feats = self.model.encode_image(batch.to(self.device))
                 out.append(torch.nn.functional.normalize(feats.float(), dim=-1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)

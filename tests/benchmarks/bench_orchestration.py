@@ -150,6 +150,14 @@ def main() -> None:
         help="s3: moto's server on this machine (default); local: a folder, to see the control "
         "plane without an S3 server competing for the same 2 cores",
     )
+    ap.add_argument(
+        "--s3-server",
+        choices=["keepalive", "moto_server"],
+        default="keepalive",
+        help="keepalive: moto's S3 app under waitress with HTTP/1.1 keep-alive, as S3 and MinIO "
+        "serve (tests/moto_s3.py); moto_server: moto's own launcher (werkzeug dev server, one "
+        "TCP connection per request)",
+    )
     ap.add_argument("--json-out", type=Path, default=ROOT / "var" / "bench" / "orchestration.json")
     ap.add_argument("--timeout", type=float, default=600)
     args = ap.parse_args()
@@ -212,9 +220,15 @@ def main() -> None:
     logs = tmp / "logs"
     logs.mkdir()
     try:
+        s3_cmd = (
+            [str(ROOT / ".venv/bin/moto_server"), "-H", "127.0.0.1", "-p", str(port)]
+            if args.s3_server == "moto_server"
+            else [sys.executable, "-m", "tests.moto_s3", "--port", str(port)]
+        )
         procs.append(
             subprocess.Popen(
-                [str(ROOT / ".venv/bin/moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                s3_cmd,
+                cwd=ROOT,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 env=env,
@@ -359,6 +373,7 @@ def main() -> None:
             "image_size": args.image_size,
             "gate": args.gate,
             "blob": args.blob,
+            "s3_server": args.s3_server if args.blob == "s3" else None,
             "batch_size": args.batch_size,
             "cpu_batch_size": args.cpu_batch_size,
             "cpu_workers": args.cpu_workers,
@@ -411,6 +426,7 @@ def print_table(r: dict[str, Any]) -> None:
     t = Table(
         title=f"orchestration: {r['shots']} shots, {r['image_size']}px, "
         f"gate={r['gate']}, blob={r['blob']}"
+        + (f" ({r['s3_server']})" if r.get("s3_server") else "")
     )
     t.add_column("metric")
     t.add_column("value", justify="right")
