@@ -253,6 +253,12 @@ class S3BlobStore:
                 s3={"addressing_style": "path"} if endpoint_url else {},
             )
             client = boto3.client("s3", endpoint_url=endpoint_url, config=config)
+            # botocore sends every PutObject body behind "Expect: 100-continue": one more
+            # round trip per upload, which only pays off for bodies large enough to be
+            # worth not sending to a server that will refuse them. Product shots are small.
+            from botocore.handlers import add_expect_header
+
+            client.meta.events.unregister("before-call.s3", add_expect_header)
         self.client = client
 
     def _full(self, key: str) -> str:

@@ -144,9 +144,11 @@ def warm_up(queues: list[str] | None = None) -> None:
         elif queue == QUEUE_CPU:
             log.info("loading the gate (CLIP + watermark)")
             ctx.gate()
-    # Open the pool's first DB connection now, not inside the first task.
+    # Open the pool's first DB connection and build the blob store client now, not inside
+    # the first task.
     with ctx.engine.connect():
         pass
+    _ = ctx.store
     log.info("shotline worker warm: queues %s", ",".join(queues))
 
 

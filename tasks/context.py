@@ -75,10 +75,14 @@ class WorkerContext:
 
     @property
     def store(self) -> Any:
+        # Built once, under the lock: the first batch calls this from every I/O thread at
+        # once, and each boto3 client costs ~0.1 s of CPU to build (service model JSON).
         if self._store is None:
-            from pipeline.storage import make_blob_store
+            with self._lock:
+                if self._store is None:
+                    from pipeline.storage import make_blob_store
 
-            self._store = make_blob_store(self.settings)
+                    self._store = make_blob_store(self.settings)
         return self._store
 
     def generator(self, model_id: str) -> Any:

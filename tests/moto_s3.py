@@ -18,7 +18,9 @@ import argparse
 def make_app() -> object:
     from moto.moto_server.werkzeug_app import create_backend_app
 
-    return create_backend_app("s3")
+    app = create_backend_app("s3")
+    app.debug = False  # moto turns Flask's debug helpers on; they only add per-request work
+    return app
 
 
 def main() -> None:

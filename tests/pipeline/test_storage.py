@@ -226,6 +226,18 @@ def test_s3_put_sends_sha256_checksum(moto_server: str) -> None:
     assert head["ChecksumSHA256"] == expected
 
 
+def test_s3_put_sends_the_body_without_waiting_for_100_continue(moto_server: str) -> None:
+    store = S3BlobStore(f"ex-{uuid.uuid4().hex[:12]}", endpoint_url=moto_server)
+    store.ensure_bucket()
+    sent: list[dict[str, object]] = []
+    store.client.meta.events.register(
+        "before-send.s3.PutObject", lambda request, **_: sent.append(dict(request.headers))
+    )
+    store.put("k/blob.bin", PNG)
+    assert sent and "Expect" not in sent[0]
+    assert store.get("k/blob.bin") == PNG
+
+
 def test_s3_rejected_checksum_maps_to_storage_error(moto_server: str) -> None:
     """S3 answers BadDigest when the body does not match ChecksumSHA256 (moto does not check,
     so the vendor answer is stubbed); callers only ever see StorageError."""
