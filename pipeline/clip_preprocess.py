@@ -96,8 +96,8 @@ class FastClipPreprocess:
                 raise ValueError("image smaller than the CLIP crop: needs padding")
             if (nw, nh) != im.size:
                 im = im.resize((nw, nh), self.resample)
-            # torchvision's CenterCrop offsets: int(round(...)), applied as a slice.
-            top, left = int(round((nh - ch) / 2.0)), int(round((nw - cw) / 2.0))
+            # torchvision's CenterCrop offsets (round half to even), applied as a slice.
+            top, left = round((nh - ch) / 2.0), round((nw - cw) / 2.0)
             arrays.append(np.asarray(im)[top : top + ch, left : left + cw])
         batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
         out = batch.to(dtype=torch.float32).div(255)
