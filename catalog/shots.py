@@ -324,6 +324,47 @@ def record_gate(
     return True
 
 
+@dataclass(frozen=True)
+class AssetUpload:
+    """Where a shot's final image was uploaded: the columns of its ``assets`` row."""
+
+    backend: str
+    bucket: str | None
+    key: str
+    sha256: str
+    size_bytes: int
+    etag: str | None
+    content_type: str
+
+
+def record_assets(session: Session, uploads: Sequence[tuple[Shot, AssetUpload]]) -> list[int]:
+    """Write the ``assets`` rows (after the uploads succeeded) in one statement and move the
+    shots to ``published``. Returns the ids that were not published: a shot no longer
+    ``approved`` (already done) or one whose bytes another shot already published."""
+    pending = [(shot, up) for shot, up in uploads if shot.state == S.approved]
+    not_published = [shot.id for shot, up in uploads if shot.state != S.approved]
+    if not pending:
+        return not_published
+    now = utcnow()
+    rows = [{"shot_id": shot.id, "published_at": now, **vars(up)} for shot, up in pending]
+    stmt = _insert_stmt(session, Asset).returning(Asset.shot_id)
+    # One multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING: the rows that went in.
+    inserted = set(session.scalars(stmt.values(rows)))
+    for shot, up in pending:
+        owner: int | None = shot.id if shot.id in inserted else None
+        if owner is None:  # a conflict: already ours (redelivery), or another shot's bytes
+            owner = session.scalar(select(Asset.shot_id).where(Asset.key == up.key))
+        if owner is None and session.scalar(select(Asset.id).where(Asset.shot_id == shot.id)):
+            owner = shot.id  # published earlier under another key (e.g. a changed prefix)
+        if owner != shot.id:
+            # Byte-identical output of another shot: the key is content-addressed and taken.
+            mark_failed(shot, f"identical image already published as shot {owner} at {up.key}")
+            not_published.append(shot.id)
+            continue
+        transition(shot, S.published)
+    return not_published
+
+
 def record_asset(
     session: Session,
     shot: Shot,
@@ -336,32 +377,9 @@ def record_asset(
     etag: str | None,
     content_type: str,
 ) -> bool:
-    """Write the ``assets`` row (after the upload succeeded) and move to ``published``."""
-    if shot.state != S.approved:
-        return False
-    values = {
-        "shot_id": shot.id,
-        "backend": backend,
-        "bucket": bucket,
-        "key": key,
-        "sha256": sha256,
-        "size_bytes": size_bytes,
-        "etag": etag,
-        "content_type": content_type,
-        "published_at": utcnow(),
-    }
-    stmt = _insert_stmt(session, Asset).values(**values).returning(Asset.shot_id)
-    owner = session.scalar(stmt)
-    if owner is None:  # a conflict: already ours (redelivery), or another shot's bytes
-        owner = session.scalar(select(Asset.shot_id).where(Asset.key == key))
-    if owner is None and session.scalar(select(Asset.id).where(Asset.shot_id == shot.id)):
-        owner = shot.id  # published earlier under another key (e.g. a changed prefix)
-    if owner != shot.id:
-        # Byte-identical output of another shot: the key is content-addressed and taken.
-        mark_failed(shot, f"identical image already published as shot {owner} at {key}")
-        return False
-    transition(shot, S.published)
-    return True
+    """``record_assets`` for one shot: True when it is now published by this call."""
+    upload = AssetUpload(backend, bucket, key, sha256, size_bytes, etag, content_type)
+    return not record_assets(session, [(shot, upload)])
 
 
 def lineage_loads() -> tuple[Any, ...]:

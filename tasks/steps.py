@@ -22,12 +22,13 @@ from sqlalchemy import select
 from catalog.db import session_scope
 from catalog.models import Brand, Generation, Shot, ShotState, Watermark
 from catalog.shots import (
+    AssetUpload,
     ShotInfo,
     batched_inserts,
     claim_shots,
     lock_shots,
     mark_failed,
-    record_asset,
+    record_assets,
     record_gate,
     record_generation,
     retry_or_fail,
@@ -356,23 +357,29 @@ def publish(ctx: WorkerContext, shot_ids: list[int]) -> StepResult:
             uploads[sid] = done
 
     with session_scope(ctx.sessions) as s, s.no_autoflush:
+        ready: list[tuple[Shot, AssetUpload]] = []
         for shot in lock_shots(s, list(uploads) + list(problems), (S.approved,)):
             if shot.id in problems:
                 mark_failed(shot, problems[shot.id])
                 result.failed.append(shot.id)
                 continue
             key, blob = uploads[shot.id]
-            ok = record_asset(
-                s,
-                shot,
-                backend=blob.backend,
-                bucket=blob.bucket,
-                key=key,
-                sha256=blob.sha256,
-                size_bytes=blob.size,
-                etag=blob.etag,
-                content_type=blob.content_type,
+            ready.append(
+                (
+                    shot,
+                    AssetUpload(
+                        backend=blob.backend,
+                        bucket=blob.bucket,
+                        key=key,
+                        sha256=blob.sha256,
+                        size_bytes=blob.size,
+                        etag=blob.etag,
+                        content_type=blob.content_type,
+                    ),
+                )
             )
-            (result.done if ok else result.failed).append(shot.id)
+        not_published = set(record_assets(s, ready))
+        for shot, _ in ready:
+            (result.failed if shot.id in not_published else result.done).append(shot.id)
     _metric("record_published", len(result.done))
     return result

@@ -10,9 +10,11 @@ from sqlalchemy.orm import Session
 
 from catalog.models import Asset, FilterResult, Generation, Shot, ShotState, Watermark
 from catalog.shots import (
+    AssetUpload,
     InvalidTransition,
     claim_shots,
     record_asset,
+    record_assets,
     record_gate,
     record_generation,
     retry_or_fail,
@@ -123,6 +125,39 @@ def test_record_generation_gate_asset_are_idempotent(session: Session) -> None:
     assert shot.state == ShotState.published
     after = {m: _count(session, m) for m in (Generation, FilterResult, Watermark, Asset)}
     assert {m: after[m] - before[m] for m in after} == dict.fromkeys(after, 1)
+
+
+def test_record_assets_publishes_a_batch_in_one_statement_and_refuses_duplicate_bytes(
+    session: Session,
+) -> None:
+    brand = make_brand(session)
+    rev = make_product(session, brand, title="Linen Cushion")
+    shots = [make_shot(session, rev, template=t, state="approved") for t in ("a", "b", "c")]
+    session.flush()
+
+    def up(name: str) -> AssetUpload:
+        return AssetUpload("s3", "bucket", f"acme/x/t/{name}.png", name * 64, 5, "e", "image/png")
+
+    # b carries the same bytes (same content-addressed key) as a, in the same batch.
+    batch = [(shots[0], up("a")), (shots[1], up("a")), (shots[2], up("c"))]
+    statements: list[str] = []
+    from sqlalchemy import event
+
+    engine = session.get_bind()
+    listener = lambda *args: statements.append(str(args[2]))  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        assert record_assets(session, batch) == [shots[1].id]
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    assert sum(st.lstrip().upper().startswith("INSERT INTO ASSETS") for st in statements) == 1
+    assert [s.state for s in shots] == ["published", "failed", "published"]
+    assert f"already published as shot {shots[0].id}" in (shots[1].error or "")
+    owners = dict(session.execute(select(Asset.key, Asset.shot_id)).all())
+    assert owners["acme/x/t/a.png"] == shots[0].id and owners["acme/x/t/c.png"] == shots[2].id
+    # Redelivered: nothing is approved any more, nothing is written twice.
+    assert record_assets(session, batch) == [s.id for s in shots]
+    assert session.scalar(select(func.count()).select_from(Asset)) == 2
 
 
 def test_insert_ignore_survives_a_row_written_by_another_worker(session: Session) -> None:
