@@ -1,4 +1,4 @@
-"""The benchmark's S3 stand-in (moto's S3 app under waitress) is a working S3 that keeps
+"""The benchmark's S3 stand-in (moto's S3 app under granian) is a working S3 that keeps
 connections open, unlike ``moto_server``, which closes every one."""
 
 from __future__ import annotations

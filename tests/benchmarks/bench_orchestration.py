@@ -167,7 +167,7 @@ def main() -> None:
         "--s3-server",
         choices=["keepalive", "moto_server"],
         default="keepalive",
-        help="keepalive: moto's S3 app under waitress with HTTP/1.1 keep-alive, as S3 and MinIO "
+        help="keepalive: moto's S3 app under granian with HTTP/1.1 keep-alive, as S3 and MinIO "
         "serve (tests/moto_s3.py); moto_server: moto's own launcher (werkzeug dev server, one "
         "TCP connection per request)",
     )
