@@ -138,6 +138,16 @@ def tree_cpu(procs: list[psutil.Process]) -> float:
     return total
 
 
+def own_cpu(procs: list[psutil.Process]) -> float:
+    """CPU seconds of these processes alone, without their children."""
+    total = 0.0
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
 def named_cpu(names: tuple[str, ...]) -> float:
     """CPU seconds of every process with one of these names (Postgres and Redis backends;
     on a shared machine this includes other clients' work)."""
@@ -311,6 +321,10 @@ def main() -> None:
         worker_ps = [psutil.Process(p.pid) for p in procs[1:]]
         all_ps = [psutil.Process(p.pid) for p in procs]
         cpu0_workers, cpu0_all = tree_cpu(worker_ps), tree_cpu(all_ps)
+        # Per role: the GPU worker (solo pool), the cpu worker's main process (consumer,
+        # acks) and its prefork children (gate and publish).
+        roles = {"gpu": worker_ps[0:1], "cpu_main": worker_ps[1:2]}
+        role0 = {k: own_cpu(v) for k, v in roles.items()}
         sys0 = psutil.cpu_times()
         pg0, redis0, me0 = named_cpu(("postgres",)), named_cpu(("redis",)), time.process_time()
         t0 = time.time()
@@ -344,6 +358,8 @@ def main() -> None:
         elapsed = time.time() - t0
         stop.set()
         cpu_workers = tree_cpu(worker_ps) - cpu0_workers
+        by_role = {k: own_cpu(v) - role0[k] for k, v in roles.items()}
+        by_role["cpu_children"] = cpu_workers - sum(by_role.values())
         cpu_services = tree_cpu(all_ps) - cpu0_all - cpu_workers
         sys1 = psutil.cpu_times()
         pg_cpu, redis_cpu = named_cpu(("postgres",)) - pg0, named_cpu(("redis",)) - redis0
@@ -399,6 +415,7 @@ def main() -> None:
             "calibration_ms_before": calibration_before,
             "calibration_ms_after": calibration_after,
             "cpu_s_per_shot_workers": round(cpu_workers / n, 4),
+            "cpu_s_per_shot_worker_roles": {k: round(v / n, 4) for k, v in by_role.items()},
             "cpu_s_per_shot_moto": round(cpu_services / n, 4),
             "cpu_s_per_shot_postgres": round(pg_cpu / n, 4),
             "cpu_s_per_shot_redis": round(redis_cpu / n, 4),
@@ -462,6 +479,7 @@ def print_table(r: dict[str, Any]) -> None:
         "calibration_ms_after",
     ):
         t.add_row(key, str(r[key]))
+    t.add_row("cpu_s_per_shot_worker_roles", json.dumps(r["cpu_s_per_shot_worker_roles"]))
     t.add_row("states", json.dumps(r["states"]))
     console.print(t)
     lt = Table(title="latency (ms)")
