@@ -172,3 +172,17 @@ def test_config_validation_and_labels() -> None:
         assert cfg is not None and cfg.label == label
     assert wm.WatermarkConfig.from_label("rivaGan-y-x1") is None
     assert wm.WatermarkConfig.from_label("dwtDctSvd-y-x99") is None
+
+
+def test_highlight_compression_maps_only_values_above_the_knee() -> None:
+    rng = np.random.default_rng(3)
+    bgr = rng.uniform(0, 255, (64, 48, 3)).astype(np.float32)
+    bgr[0, :4, 0] = [191.9, 192.0, 192.1, 255.0]
+    out = wm._compress_highlights(bgr, headroom=16)
+    assert out.dtype == np.float32 and out.shape == bgr.shape
+    # The reference: map just the values above the knee, in the same float32 arithmetic.
+    ref = bgr.copy()
+    hi = ref > 192.0
+    ref[hi] = 192.0 + (ref[hi] - 192.0) * (239.0 - 192.0) / (255.0 - 192.0)
+    assert np.array_equal(out, ref)
+    assert out[0, 3, 0] == np.float32(239.0) and out[0, 1, 0] == np.float32(192.0)
