@@ -30,6 +30,7 @@ from catalog.models import (
     Watermark,
     utcnow,
 )
+from pipeline.storage import BlobInfo
 from pipeline.types import AdapterRef, ShotParams
 
 S = ShotState
@@ -324,29 +325,30 @@ def record_gate(
     return True
 
 
-@dataclass(frozen=True)
-class AssetUpload:
-    """Where a shot's final image was uploaded: the columns of its ``assets`` row."""
-
-    backend: str
-    bucket: str | None
-    key: str
-    sha256: str
-    size_bytes: int
-    etag: str | None
-    content_type: str
-
-
-def record_assets(session: Session, uploads: Sequence[tuple[Shot, AssetUpload]]) -> list[int]:
-    """Write the ``assets`` rows (after the uploads succeeded) in one statement and move the
-    shots to ``published``. Returns the ids that were not published: a shot no longer
+def record_assets(session: Session, uploads: Sequence[tuple[Shot, BlobInfo]]) -> list[int]:
+    """Write the ``assets`` rows (after the uploads succeeded; each ``BlobInfo`` is what the
+    store returned for the published key) in one statement and move the shots to
+    ``published``. Returns the ids that were not published: a shot no longer
     ``approved`` (already done) or one whose bytes another shot already published."""
     pending = [(shot, up) for shot, up in uploads if shot.state == S.approved]
     not_published = [shot.id for shot, up in uploads if shot.state != S.approved]
     if not pending:
         return not_published
     now = utcnow()
-    rows = [{"shot_id": shot.id, "published_at": now, **vars(up)} for shot, up in pending]
+    rows = [
+        {
+            "shot_id": shot.id,
+            "backend": up.backend,
+            "bucket": up.bucket,
+            "key": up.key,
+            "sha256": up.sha256,
+            "size_bytes": up.size,
+            "etag": up.etag,
+            "content_type": up.content_type,
+            "published_at": now,
+        }
+        for shot, up in pending
+    ]
     stmt = _insert_stmt(session, Asset).returning(Asset.shot_id)
     # One multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING: the rows that went in.
     inserted = set(session.scalars(stmt.values(rows)))
@@ -378,7 +380,7 @@ def record_asset(
     content_type: str,
 ) -> bool:
     """``record_assets`` for one shot: True when it is now published by this call."""
-    upload = AssetUpload(backend, bucket, key, sha256, size_bytes, etag, content_type)
+    upload = BlobInfo(backend, bucket, key, sha256, size_bytes, etag, content_type)
     return not record_assets(session, [(shot, upload)])
 
 

@@ -22,7 +22,6 @@ from sqlalchemy import select
 from catalog.db import session_scope
 from catalog.models import Brand, Generation, Shot, ShotState, Watermark
 from catalog.shots import (
-    AssetUpload,
     ShotInfo,
     batched_inserts,
     claim_shots,
@@ -346,9 +345,9 @@ def publish(ctx: WorkerContext, shot_ids: list[int]) -> StepResult:
             return sid, None, f"final image {mark.image_key} is missing from the blob store"
         if blob.sha256 and blob.sha256 != mark.image_sha256:
             return sid, None, f"published {key} does not match the recorded sha256"
-        return sid, (key, blob), None
+        return sid, blob, None
 
-    uploads: dict[int, Any] = {}
+    uploads: dict[int, BlobInfo] = {}
     problems: dict[int, str] = {}
     for sid, done, problem in ctx.io_map(upload, list(infos)):
         if problem:
@@ -357,27 +356,13 @@ def publish(ctx: WorkerContext, shot_ids: list[int]) -> StepResult:
             uploads[sid] = done
 
     with session_scope(ctx.sessions) as s, s.no_autoflush:
-        ready: list[tuple[Shot, AssetUpload]] = []
+        ready: list[tuple[Shot, BlobInfo]] = []
         for shot in lock_shots(s, list(uploads) + list(problems), (S.approved,)):
             if shot.id in problems:
                 mark_failed(shot, problems[shot.id])
                 result.failed.append(shot.id)
-                continue
-            key, blob = uploads[shot.id]
-            ready.append(
-                (
-                    shot,
-                    AssetUpload(
-                        backend=blob.backend,
-                        bucket=blob.bucket,
-                        key=key,
-                        sha256=blob.sha256,
-                        size_bytes=blob.size,
-                        etag=blob.etag,
-                        content_type=blob.content_type,
-                    ),
-                )
-            )
+            else:
+                ready.append((shot, uploads[shot.id]))
         not_published = set(record_assets(s, ready))
         for shot, _ in ready:
             (result.failed if shot.id in not_published else result.done).append(shot.id)

@@ -126,18 +126,6 @@ def calibration_ms() -> float:
     return round(sorted(runs)[2], 1)
 
 
-def tree_cpu(procs: list[psutil.Process]) -> float:
-    total = 0.0
-    for p in procs:
-        try:
-            for q in [p, *p.children(recursive=True)]:
-                t = q.cpu_times()
-                total += t.user + t.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
 def own_cpu(procs: list[psutil.Process]) -> float:
     """CPU seconds of these processes alone, without their children."""
     total = 0.0
@@ -146,6 +134,15 @@ def own_cpu(procs: list[psutil.Process]) -> float:
             t = p.cpu_times()
             total += t.user + t.system
     return total
+
+
+def tree_cpu(procs: list[psutil.Process]) -> float:
+    """CPU seconds of these processes and all their descendants."""
+    tree: list[psutil.Process] = []
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            tree += [p, *p.children(recursive=True)]
+    return own_cpu(tree)
 
 
 def named_cpu(names: tuple[str, ...]) -> float:

@@ -10,7 +10,6 @@ from sqlalchemy.orm import Session
 
 from catalog.models import Asset, FilterResult, Generation, Shot, ShotState, Watermark
 from catalog.shots import (
-    AssetUpload,
     InvalidTransition,
     claim_shots,
     record_asset,
@@ -22,6 +21,7 @@ from catalog.shots import (
     shot_params,
     transition,
 )
+from pipeline.storage import BlobInfo
 from tests.factories import make_brand, make_product, make_shot
 
 GEN = {
@@ -135,8 +135,8 @@ def test_record_assets_publishes_a_batch_in_one_statement_and_refuses_duplicate_
     shots = [make_shot(session, rev, template=t, state="approved") for t in ("a", "b", "c")]
     session.flush()
 
-    def up(name: str) -> AssetUpload:
-        return AssetUpload("s3", "bucket", f"acme/x/t/{name}.png", name * 64, 5, "e", "image/png")
+    def up(name: str) -> BlobInfo:
+        return BlobInfo("s3", "bucket", f"acme/x/t/{name}.png", name * 64, 5, "e", "image/png")
 
     # b carries the same bytes (same content-addressed key) as a, in the same batch.
     batch = [(shots[0], up("a")), (shots[1], up("a")), (shots[2], up("c"))]
