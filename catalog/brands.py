@@ -6,7 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from catalog.models import Brand
-from pipeline.brand import BrandConfig
+from pipeline.brand.config import BrandConfig
 
 
 def upsert_brand(session: Session, cfg: BrandConfig) -> Brand:

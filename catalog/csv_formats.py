@@ -23,7 +23,7 @@ import pandas as pd
 
 from catalog.csv_source import RowError
 from catalog.product_content import ProductAcc
-from pipeline.brand import BrandConfig
+from pipeline.brand.config import BrandConfig
 
 FORMATS = ("shopify", "gmc", "generic")
 MAX_KEY_CHARS = 255

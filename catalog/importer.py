@@ -30,11 +30,10 @@ from catalog.csv_source import (
     iter_chunks,
     read_sample,
 )
-from catalog.db import session_scope
 from catalog.import_store import ImportStore
 from catalog.models import ImportRun, ImportStatus, utcnow
 from catalog.product_content import ProductAcc
-from pipeline.brand import BrandConfig
+from pipeline.brand.config import BrandConfig
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +118,7 @@ def _record_failure(
     # The data transaction was rolled back: nothing it counted was written.
     summary.imported = summary.revisions_new = summary.unchanged = summary.reverted = 0
     summary.errors = 0
-    with session_scope(factory) as s:
+    with factory.begin() as s:
         run = s.get(ImportRun, run_id) if run_id is not None else None
         if run is None:
             brand_row = get_brand(s, brand.name)
@@ -166,7 +165,7 @@ def import_catalog(
     for w in info.warnings:
         log.info("%s", w)
 
-    with session_scope(session_factory) as s:
+    with session_factory.begin() as s:
         brand_id = upsert_brand(s, brand).id
         run = ImportRun(
             brand_id=brand_id,
@@ -182,7 +181,7 @@ def import_catalog(
     run_id = summary.run_id
 
     try:
-        with session_scope(session_factory) as s, _gc_paused():
+        with session_factory.begin() as s, _gc_paused():
             _load(
                 s,
                 brand_id,

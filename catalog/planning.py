@@ -25,9 +25,10 @@ from sqlalchemy.orm import Session
 
 from catalog.brands import upsert_brand
 from catalog.models import LoraAdapter, Product, ProductRevision, Shot, ShotState
-from pipeline.brand import BrandConfig, ResolvedTemplate, brand_warnings
-from pipeline.prompts import PromptRenderer, RenderError
-from pipeline.seeds import derive_seed
+from pipeline.brand.config import BrandConfig, ResolvedTemplate
+from pipeline.brand.loader import brand_warnings
+from pipeline.brand.seeds import derive_seed
+from pipeline.brand.templates import PromptRenderer, RenderError
 from pipeline.settings import Settings
 
 _CHUNK = 500  # products per query round trip (keeps IN lists well under driver limits)

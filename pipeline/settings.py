@@ -64,8 +64,8 @@ class Settings(BaseSettings):
     # Bit-identical images whatever the batch (per-sample linear/conv): "auto" = on for CPU only,
     # since on CUDA it gives up the batching speed-up.
     batch_invariant: Literal["auto", "on", "off"] = "auto"
-    # "module:callable" replacing pipeline.generator.load_generator(settings, model_id), e.g. the
-    # fixed-image generator in tasks.fakes for control-plane tests and benchmarks.
+    # "module:callable" replacing pipeline.generate.generator.load_generator(settings, model_id),
+    # e.g. the fixed-image generator in tasks.fakes for control-plane tests and benchmarks.
     generator_factory: str | None = None
 
     # --- gate ---------------------------------------------------------------------
@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     # PEM trust anchors `shotline verify` checks C2PA signers against (unset: "Valid" at best).
     c2pa_trust_anchors: Path | None = None
     output_format: Literal["png", "jpeg", "webp"] = "png"
-    # "module:callable" replacing pipeline.gate.load_gate(settings) (tests without CLIP).
+    # "module:callable" replacing pipeline.gate.stage.load_gate(settings) (tests without CLIP).
     gate_factory: str | None = None
 
     # --- review -------------------------------------------------------------------

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
     from PIL import Image
+
+    from pipeline.brand.config import BrandConfig
+
+Decision = Literal["rejected", "pending_review"]
 
 
 @dataclass(frozen=True)
@@ -91,3 +96,65 @@ class FinalImage:
     verified: bool
     bit_accuracy: float
     c2pa_signed: bool
+
+
+@dataclass(frozen=True)
+class GateItem:
+    """One image for the gate to check, with the product text it must show."""
+
+    shot_id: int
+    image: Image.Image
+    product_text: str
+
+
+@dataclass(frozen=True)
+class FilterDecision:
+    """The gate's verdict on one image: every score with its threshold, and the reasons."""
+
+    decision: Decision
+    scores: list[dict[str, Any]]
+    reasons: list[str]
+    policy_version: str
+    clip_model: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ProvenanceInfo:
+    """What the final file's XMP (and C2PA manifest) says about where the image came from."""
+
+    shot_id: int
+    model_id: str
+    model_digest: str | None
+    loras: list[dict[str, Any]] = field(default_factory=list)  # {"name", "sha256", "weight"?}
+    brand: str = ""
+    sku: str = ""
+    template: str = ""
+
+
+# --- stage contracts: what the tasks call. The real stages and the test stand-ins
+# (tasks/fakes.py) both implement them.
+
+
+class Generator(Protocol):
+    """Text (and later source image) to raw image, one ``torch.Generator`` per shot."""
+
+    def generate(
+        self, shots: Sequence[ShotParams], batch_id: str | None = None
+    ) -> list[GenerationOutput]: ...
+
+
+class Gate(Protocol):
+    """CLIP checks on a batch, then watermark + provenance on each final file."""
+
+    def policy_for(self, brand: BrandConfig) -> Any:
+        """The brand's policy, in whatever form ``check`` takes back."""
+        ...
+
+    def check(self, items: Sequence[GateItem], policy: Any) -> list[FilterDecision]: ...
+
+    def finalize(
+        self, shot_id: int, image: Image.Image, provenance: ProvenanceInfo, fmt: str | None = None
+    ) -> FinalImage: ...

@@ -17,7 +17,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from catalog.db import make_engine, make_sessionmaker
-from pipeline.brand import BrandConfig, BrandConfigError, find_brand
+from pipeline.brand.config import BrandConfig, BrandConfigError
+from pipeline.brand.loader import find_brand
 from pipeline.settings import Settings, get_settings
 
 IO_THREADS = 8
@@ -93,7 +94,7 @@ class WorkerContext:
                 if self.settings.generator_factory:
                     factory = import_callable(self.settings.generator_factory)
                 else:
-                    from pipeline.generator import load_generator as factory
+                    from pipeline.generate.generator import load_generator as factory
 
                     quiet_model_loading()
                 gen = factory(self.settings, model_id)
@@ -106,7 +107,7 @@ class WorkerContext:
                 if self.settings.gate_factory:
                     factory = import_callable(self.settings.gate_factory)
                 else:
-                    from pipeline.gate import load_gate as factory
+                    from pipeline.gate.stage import load_gate as factory
                 self._gate = factory(self.settings)
             return self._gate
 

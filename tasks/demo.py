@@ -63,7 +63,7 @@ def main() -> int:
     from catalog.models import Asset, Shot, ShotState
     from catalog.planning import describe_shots, plan_shots
     from catalog.review import approve, list_shots
-    from pipeline.brand import find_brand
+    from pipeline.brand.loader import find_brand
     from pipeline.settings import get_settings
     from tasks.cli import review_cmd
     from tasks.cli.brands_cmd import plan_table

@@ -16,10 +16,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from catalog.db import session_scope
 from catalog.models import Shot, ShotState, utcnow
 from catalog.shots import shot_params
-from pipeline.brand import BrandConfigError, load_brand
+from pipeline.brand.config import BrandConfigError
+from pipeline.brand.loader import load_brand
 from pipeline.settings import Settings
 from tasks import celery_app as ca
 from tasks.context import context_for
@@ -87,7 +87,7 @@ def plan_batches(settings: Settings, shot_ids: Iterable[int]) -> list[tuple[str,
     """(model key, ids) batches of at most ``batch_size`` shots sharing a batch key."""
     ctx = context_for(settings)
     groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
-    with session_scope(ctx.sessions) as s:
+    with ctx.sessions.begin() as s:
         for shot in s.scalars(select(Shot).where(Shot.id.in_(list(shot_ids))).order_by(Shot.id)):
             groups[shot_params(shot).batch_key()].append(shot.id)
     return [
@@ -174,7 +174,7 @@ def sweep_stalled(
     gen_cutoff = now - timedelta(seconds=max(older, settings.visibility_timeout_s))
     ctx = context_for(settings)
     wanted = (S.planned, S.generated, S.approved)
-    with session_scope(ctx.sessions) as s:
+    with ctx.sessions.begin() as s:
         stmt = select(Shot.id, Shot.state).where(
             ((Shot.state.in_([str(w) for w in wanted])) & (Shot.updated_at < cutoff))
             | ((Shot.state == S.generating) & (Shot.updated_at < gen_cutoff))

@@ -18,14 +18,24 @@ import io
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from PIL import Image, PngImagePlugin
 
+from pipeline.brand.config import BrandConfig
 from pipeline.settings import Settings
-from pipeline.types import FinalImage, GenerationOutput, ShotParams
+from pipeline.types import (
+    Decision,
+    FilterDecision,
+    FinalImage,
+    Gate,
+    GateItem,
+    GenerationOutput,
+    Generator,
+    ProvenanceInfo,
+    ShotParams,
+)
 
 MAX_SIDE = 4096
 
@@ -77,56 +87,34 @@ class FixedImageGenerator:
         return outs
 
 
-def fixed_image_generator(settings: Settings, model_id: str) -> FixedImageGenerator:
+def fixed_image_generator(settings: Settings, model_id: str) -> Generator:
+    # Typed as the Protocol, so mypy checks the stand-in against the contract.
     return FixedImageGenerator(model_id)
 
 
-@dataclass(frozen=True)
-class FakeItem:
-    shot_id: int
-    image: Image.Image
-    product_text: str
-
-
-@dataclass(frozen=True)
-class FakeProvenance:
-    shot_id: int
-    model_id: str
-    model_digest: str | None
-    loras: list[dict[str, Any]]
-    brand: str
-    sku: str
-    template: str
-
-
-@dataclass
-class FakeDecision:
-    decision: str
-    scores: list[dict[str, Any]] = field(default_factory=list)
-    reasons: list[str] = field(default_factory=list)
-    policy_version: str = "fake"
-    clip_model: str = "none"
+def _decision(decision: Decision, reasons: list[str]) -> FilterDecision:
+    return FilterDecision(
+        decision=decision, scores=[], reasons=reasons, policy_version="fake", clip_model="none"
+    )
 
 
 class PassThroughGate:
     """Keeps every image whose product text does not contain "reject"; tags PNGs with the id."""
 
-    item_cls = FakeItem
-    provenance_cls = FakeProvenance
-
-    @staticmethod
-    def policy_from_brand(cfg: Any) -> str:
+    def policy_for(self, brand: BrandConfig) -> str:
         return "fake"
 
-    def check(self, items: Sequence[FakeItem], policy: Any) -> list[FakeDecision]:
+    def check(self, items: Sequence[GateItem], policy: Any) -> list[FilterDecision]:
         return [
-            FakeDecision("rejected", reasons=["fake:reject"])
+            _decision("rejected", ["fake:reject"])
             if "reject" in it.product_text.lower()
-            else FakeDecision("pending_review")
+            else _decision("pending_review", [])
             for it in items
         ]
 
-    def finalize(self, shot_id: int, image: Image.Image, provenance: Any, fmt: str) -> FinalImage:
+    def finalize(
+        self, shot_id: int, image: Image.Image, provenance: ProvenanceInfo, fmt: str | None = None
+    ) -> FinalImage:
         payload = f"{shot_id:016x}"
         data = _png(image, {"shotline:shot_id": str(shot_id)})
         return FinalImage(
@@ -142,5 +130,5 @@ class PassThroughGate:
         )
 
 
-def pass_through_gate(settings: Settings) -> PassThroughGate:
+def pass_through_gate(settings: Settings) -> Gate:
     return PassThroughGate()

@@ -18,9 +18,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from catalog.db import session_scope
 from catalog.models import Brand, ImportRun, ImportStatus, Shot, ShotState, utcnow
-from pipeline.brand import BrandConfigError
+from pipeline.brand.config import BrandConfigError
 from pipeline.digests import sha256_file
 from tasks.context import WorkerContext
 
@@ -114,7 +113,7 @@ def _mark_failed(ctx: WorkerContext, src: SourceFile, reason: str) -> str:
 
 def _record(ctx: WorkerContext, run_id: int | None, src: SourceFile, sha: str, error: str) -> None:
     """Remember the file by sha256 even when the importer could not get far enough to."""
-    with session_scope(ctx.sessions) as s:
+    with ctx.sessions.begin() as s:
         run = s.get(ImportRun, run_id) if run_id is not None else None
         if run is None:
             run = ImportRun(source_uri=src.uri, status=ImportStatus.failed.value)
@@ -138,7 +137,7 @@ def ingest_source_file(ctx: WorkerContext, uri: str, brand: str | None = None) -
     with tempfile.TemporaryDirectory(prefix="shotline-ingest-") as tmp:
         path = _fetch(ctx, src, Path(tmp))
         sha = sha256_file(path)
-        with session_scope(ctx.sessions) as s:
+        with ctx.sessions.begin() as s:
             seen = s.scalar(select(ImportRun.id).where(ImportRun.file_sha256 == sha).limit(1))
         if seen is not None:
             return {"file": uri, "status": "skipped", "reason": f"already seen as run {seen}"}
@@ -157,7 +156,7 @@ def ingest_source_file(ctx: WorkerContext, uri: str, brand: str | None = None) -
             return {"file": uri, "status": "failed", "error": reason, "moved_to": moved}
         _record(ctx, summary.run_id, src, sha, "")
     try:
-        with session_scope(ctx.sessions) as s:
+        with ctx.sessions.begin() as s:
             plan = plan_shots(s, cfg, settings)
             # Every planned shot of the brand, by state rather than a huge IN list of ids:
             # generation claims by state, so a shot enqueued twice is still made once.

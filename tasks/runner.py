@@ -27,7 +27,6 @@ from rich.progress import (
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from catalog.db import session_scope
 from catalog.models import Brand, Shot, ShotState
 from pipeline.settings import Settings
 from tasks import dispatch, steps
@@ -72,14 +71,14 @@ def select_planned(
         stmt = stmt.join(Brand, Brand.id == Shot.brand_id).where(Brand.name == brand)
     if limit is not None:
         stmt = stmt.limit(limit)
-    with session_scope(ctx.sessions) as s:
+    with ctx.sessions.begin() as s:
         return list(s.scalars(stmt))
 
 
 def state_counts(settings: Settings, shot_ids: Sequence[int]) -> Counter[str]:
     ctx = context_for(settings)
     counts: Counter[str] = Counter()
-    with session_scope(ctx.sessions) as s:
+    with ctx.sessions.begin() as s:
         for part in dispatch.chunks(shot_ids, 5000):
             stmt = select(Shot.state, func.count()).where(Shot.id.in_(part)).group_by(Shot.state)
             counts.update({state: n for state, n in s.execute(stmt)})
@@ -89,7 +88,7 @@ def state_counts(settings: Settings, shot_ids: Sequence[int]) -> Counter[str]:
 def failures(settings: Settings, shot_ids: Sequence[int], limit: int = 50) -> list[dict[str, Any]]:
     ctx = context_for(settings)
     out: list[dict[str, Any]] = []
-    with session_scope(ctx.sessions) as s:
+    with ctx.sessions.begin() as s:
         for part in dispatch.chunks(shot_ids, 5000):
             stmt = select(Shot.id, Shot.attempts, Shot.error).where(
                 Shot.id.in_(part), Shot.state == S.failed

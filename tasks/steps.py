@@ -19,7 +19,6 @@ from typing import Any
 from PIL import Image
 from sqlalchemy import select
 
-from catalog.db import session_scope
 from catalog.models import Brand, Generation, Shot, ShotState, Watermark
 from catalog.shots import (
     ShotInfo,
@@ -34,6 +33,7 @@ from catalog.shots import (
     shot_info,
     shot_params,
 )
+from pipeline.types import GateItem, ProvenanceInfo
 from tasks.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def generate(
 
     settings, result = ctx.settings, StepResult()
     batch_id = batch_id or uuid.uuid4().hex
-    with session_scope(ctx.sessions) as s:
+    with ctx.sessions.begin() as s:
         claim = claim_shots(
             s, shot_ids, max_attempts=settings.max_attempts, count_attempt=first_delivery
         )
@@ -131,7 +131,7 @@ def generate(
             reason = f"{type(exc).__name__}: {exc}"
             log.warning("generation of %d shot(s) failed: %s", len(group), reason)
             if len(group) > 1:
-                with session_scope(ctx.sessions) as s:
+                with ctx.sessions.begin() as s:
                     for shot in lock_shots(s, [p.shot_id for p in group], (S.generating,)):
                         shot.attempts = max(0, shot.attempts - 1)  # not this shot's fault yet
                         retry_or_fail(shot, f"batch split after: {reason}", max_attempts=10**6)
@@ -149,7 +149,7 @@ def generate(
             continue
         png = out.png
         if png is None:
-            from pipeline.generator import encode_png
+            from pipeline.generate.generator import encode_png
 
             png = encode_png(out.image)
         info: ShotInfo = infos[out.shot_id]
@@ -165,7 +165,7 @@ def generate(
 
     uploads: dict[int, tuple[Any, str, Any]] = dict(ctx.io_map(upload, ready))
 
-    with session_scope(ctx.sessions) as s, batched_inserts(s):
+    with ctx.sessions.begin() as s, batched_inserts(s):
         for shot in lock_shots(s, list(uploads) + list(errors), (S.generating,)):
             if shot.id in errors:
                 if retry_or_fail(shot, errors[shot.id], max_attempts=settings.max_attempts):
@@ -195,27 +195,13 @@ def generate(
 # --- gate ---------------------------------------------------------------------------------
 
 
-def _gate_types(gate: Any) -> tuple[Any, Any, Any]:
-    """GatePolicy.from_brand, ProvenanceInfo and GateItem; a stand-in gate may bring its own."""
-    policy = getattr(gate, "policy_from_brand", None)
-    provenance = getattr(gate, "provenance_cls", None)
-    item = getattr(gate, "item_cls", None)
-    if policy is None or provenance is None or item is None:
-        from pipeline.gate import GateItem, GatePolicy, ProvenanceInfo
-
-        policy = policy or GatePolicy.from_brand
-        provenance = provenance or ProvenanceInfo
-        item = item or GateItem
-    return policy, provenance, item
-
-
 def gate(ctx: WorkerContext, shot_ids: list[int]) -> StepResult:
     """generated -> pending_review | rejected: CLIP checks in one batch per brand, then
     watermark + provenance, written to ``final/...``."""
     from pipeline.storage import content_key
 
     settings, result = ctx.settings, StepResult()
-    with session_scope(ctx.sessions) as s:
+    with ctx.sessions.begin() as s:
         shots = list(
             s.scalars(select(Shot).where(Shot.id.in_(shot_ids), Shot.state == S.generated))
         )
@@ -230,7 +216,6 @@ def gate(ctx: WorkerContext, shot_ids: list[int]) -> StepResult:
         return result
 
     the_gate = ctx.gate()
-    policy_from_brand, provenance_cls, item_cls = _gate_types(the_gate)
 
     raws = ctx.io_map(lambda sid: ctx.store.get(gens[sid].blob_key), list(infos))
     images: dict[int, Image.Image] = {}
@@ -241,8 +226,8 @@ def gate(ctx: WorkerContext, shot_ids: list[int]) -> StepResult:
 
     decisions: dict[int, Any] = {}
     for brand, ids in by_brand.items():
-        policy = policy_from_brand(ctx.brand_config(brand, brand_rows.get(brand)))
-        items = [item_cls(sid, images[sid], infos[sid].product_text) for sid in ids]
+        policy = the_gate.policy_for(ctx.brand_config(brand, brand_rows.get(brand)))
+        items = [GateItem(sid, images[sid], infos[sid].product_text) for sid in ids]
         for sid, dec in zip(ids, the_gate.check(items, policy), strict=True):
             decisions[sid] = dec
 
@@ -252,7 +237,7 @@ def gate(ctx: WorkerContext, shot_ids: list[int]) -> StepResult:
     for sid in decisions:
         info = infos[sid]
         model_id, model_digest, loras = meta[sid]
-        prov = provenance_cls(
+        prov = ProvenanceInfo(
             shot_id=sid,
             model_id=model_id,
             model_digest=model_digest,
@@ -287,7 +272,7 @@ def gate(ctx: WorkerContext, shot_ids: list[int]) -> StepResult:
 
     finals: dict[int, dict[str, Any]] = dict(ctx.io_map(upload, built))
 
-    with session_scope(ctx.sessions) as s, batched_inserts(s):
+    with ctx.sessions.begin() as s, batched_inserts(s):
         for shot in lock_shots(s, list(decisions), (S.generated,)):
             dec = decisions[shot.id]
             record_gate(
@@ -314,7 +299,7 @@ def publish(ctx: WorkerContext, shot_ids: list[int]) -> StepResult:
     from pipeline.storage import BlobInfo, content_key
 
     result = StepResult()
-    with session_scope(ctx.sessions) as s:
+    with ctx.sessions.begin() as s:
         shots = list(s.scalars(select(Shot).where(Shot.id.in_(shot_ids), Shot.state == S.approved)))
         infos = shot_info(s, shots)
         marks = {
@@ -355,7 +340,7 @@ def publish(ctx: WorkerContext, shot_ids: list[int]) -> StepResult:
         else:
             uploads[sid] = done
 
-    with session_scope(ctx.sessions) as s, s.no_autoflush:
+    with ctx.sessions.begin() as s, s.no_autoflush:
         ready: list[tuple[Shot, BlobInfo]] = []
         for shot in lock_shots(s, list(uploads) + list(problems), (S.approved,)):
             if shot.id in problems:

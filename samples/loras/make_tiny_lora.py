@@ -18,8 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.lora import write_random_lora  # noqa: E402
-from pipeline.tiny_preset import build_tiny_pipeline  # noqa: E402
+from pipeline.generate.lora import write_random_lora  # noqa: E402
+from pipeline.generate.tiny_preset import build_tiny_pipeline  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "acme_style_tiny.safetensors"
 

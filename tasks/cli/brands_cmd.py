@@ -12,13 +12,8 @@ from rich.progress import Progress
 from rich.table import Table
 
 from catalog.planning import PlanningError, PlanSummary, describe_shots, plan_shots
-from pipeline.brand import (
-    BrandConfigError,
-    brand_warnings,
-    find_brand,
-    load_brand,
-    located_error,
-)
+from pipeline.brand.config import BrandConfigError
+from pipeline.brand.loader import brand_warnings, find_brand, load_brand, located_error
 from tasks.cli.app import app
 from tasks.cli.common import console, err_console, fail, print_json, session, settings
 

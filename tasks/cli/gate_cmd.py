@@ -9,7 +9,8 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from pipeline.brand import BrandConfigError, find_brand
+from pipeline.brand.config import BrandConfigError
+from pipeline.brand.loader import find_brand
 from tasks.cli import lineage_cmd
 from tasks.cli.app import app
 from tasks.cli.common import console, fail, print_json, settings
@@ -29,8 +30,8 @@ def verify_report(data: bytes, trust_anchors_pem: str | None = None) -> dict[str
     Raises ``ValueError`` when ``data`` is not a readable image. Reusable by commands that add
     lineage for a known shot.
     """
-    from pipeline.gate import verify_image
-    from pipeline.provenance import TRAINED_ALGORITHMIC_MEDIA
+    from pipeline.gate.provenance import TRAINED_ALGORITHMIC_MEDIA
+    from pipeline.gate.stage import verify_image
 
     res = verify_image(data, trust_anchors_pem=trust_anchors_pem)
     xmp_id = res.xmp.get("shotline:ShotId")
@@ -151,9 +152,9 @@ def calibrate(
     POSITIVES/<concept>/ holds images that show the concept (a safety concept name or a
     competitor name); NEGATIVES holds clean images. Scores use the configured CLIP model.
     """
-    from pipeline.clip_filter import GateError, GatePolicy
-    from pipeline.clip_filter import calibrate as run_calibration
-    from pipeline.gate import load_gate
+    from pipeline.gate.calibration import calibrate as run_calibration
+    from pipeline.gate.policy import GateError, GatePolicy
+    from pipeline.gate.stage import load_gate
 
     cfg = settings()
     try:

@@ -16,7 +16,8 @@ from rich.progress import (
 from rich.table import Table
 
 from catalog.importer import CatalogImportError, ImportSummary, import_catalog
-from pipeline.brand import BrandConfigError, find_brand
+from pipeline.brand.config import BrandConfigError
+from pipeline.brand.loader import find_brand
 from tasks.cli.app import app
 from tasks.cli.common import (
     console,

@@ -22,7 +22,7 @@ from sqlalchemy.orm import selectinload
 
 from catalog.models import Generation, Shot
 from catalog.shots import shot_params
-from pipeline.imagediff import pixel_difference
+from pipeline.review.imagediff import pixel_difference
 from tasks.cli.app import app
 from tasks.cli.common import console, err_console, fail, print_json, session, settings
 
@@ -81,7 +81,7 @@ def reproduce_cmd(
         fail(f"shot {shot_id}: generation failed: {output.error or 'no image'}")
     png = output.png
     if png is None:
-        from pipeline.generator import encode_png
+        from pipeline.generate.generator import encode_png
 
         png = encode_png(output.image)
     sha = hashlib.sha256(png).hexdigest()

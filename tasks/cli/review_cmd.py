@@ -30,7 +30,7 @@ from catalog.review import (
     review_record,
     write_decisions_csv,
 )
-from pipeline.contact_sheet import SheetEntry, render_grid_png, render_html
+from pipeline.review.contact_sheet import SheetEntry, render_grid_png, render_html
 
 # Importing registers ``shotline lineage`` and ``shotline reproduce`` on the root app.
 from tasks.cli import lineage_cmd, reproduce_cmd  # noqa: F401

@@ -28,7 +28,7 @@ def run_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Run planned shots through generate -> gate, with a progress bar and an ETA."""
-    from pipeline.brand import BrandConfigError
+    from pipeline.brand.config import BrandConfigError
     from tasks.runner import run_line
 
     cfg = settings()

@@ -38,10 +38,10 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from pipeline.digests import sha256_file  # noqa: E402
-from pipeline.generator import Generator, load_generator, resolve_dtype  # noqa: E402
-from pipeline.modelspec import ModelSpec, load_pipeline  # noqa: E402
+from pipeline.generate.generator import Generator, load_generator, resolve_dtype  # noqa: E402
+from pipeline.generate.modelspec import ModelSpec, load_pipeline  # noqa: E402
+from pipeline.generate.tiny_preset import ensure_tiny_model  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
-from pipeline.tiny_preset import ensure_tiny_model  # noqa: E402
 from pipeline.types import AdapterRef, ShotParams  # noqa: E402
 
 SAMPLE_LORA = ROOT / "samples" / "loras" / "acme_style_tiny.safetensors"

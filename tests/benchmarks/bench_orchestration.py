@@ -38,7 +38,7 @@ import redis  # noqa: E402
 import yaml  # noqa: E402
 from sqlalchemy import insert, select  # noqa: E402
 
-from catalog.db import make_engine, make_sessionmaker, session_scope  # noqa: E402
+from catalog.db import make_engine, make_sessionmaker  # noqa: E402
 from catalog.models import (  # noqa: E402
     Asset,
     Brand,
@@ -70,7 +70,7 @@ def seed(engine: Any, brand_cfg: dict[str, Any], n: int, size: int) -> list[int]
     """Bulk-insert n products + revisions + planned shots (Core inserts: seconds, not minutes)."""
     import hashlib
 
-    with session_scope(make_sessionmaker(engine)) as s:
+    with make_sessionmaker(engine).begin() as s:
         brand = Brand(name="bench", config_digest="0" * 64, version=1, config=brand_cfg)
         s.add(brand)
         s.flush()
@@ -335,14 +335,14 @@ def main() -> None:
         approved_at: dict[int, float] = {}
         last = -1
         while time.time() - t0 < args.timeout:
-            with session_scope(sessions) as s:
+            with sessions.begin() as s:
                 pending = list(s.scalars(select(Shot.id).where(Shot.state == "pending_review")))
                 if pending:
                     approve(s, pending, "bench")
             now = time.time()
             approved_at.update({i: now for i in pending})
             enqueue_publish(pending, settings)
-            with session_scope(sessions) as s:
+            with sessions.begin() as s:
                 done = s.scalar(
                     select(__import__("sqlalchemy").func.count()).where(Shot.state.in_(done_states))
                 )
@@ -364,7 +364,7 @@ def main() -> None:
         sys_busy = (sys1.user + sys1.system) - (sys0.user + sys0.system)
 
         calibration_after = calibration_ms()
-        with session_scope(sessions) as s:
+        with sessions.begin() as s:
             states = dict(
                 s.execute(
                     select(Shot.state, __import__("sqlalchemy").func.count()).group_by(Shot.state)

@@ -62,10 +62,10 @@ def main() -> None:
 
     from catalog import migrate
     from catalog.brands import upsert_brand
-    from catalog.db import make_engine, make_sessionmaker, session_scope
+    from catalog.db import make_engine, make_sessionmaker
     from catalog.models import Product, ProductRevision
     from catalog.planning import plan_shots
-    from pipeline.brand import load_brand
+    from pipeline.brand.loader import load_brand
     from pipeline.settings import Settings
 
     tmp = tempfile.mkdtemp(prefix="bench-plan-")
@@ -85,7 +85,7 @@ def main() -> None:
         brand = load_brand(ROOT / "samples" / "brands" / "acme.yaml")
         settings = Settings(_env_file=None)  # type: ignore[call-arg]
         t0 = time.perf_counter()
-        with session_scope(factory) as s:
+        with factory.begin() as s:
             row = upsert_brand(s, brand)
             for i in range(args.products):
                 data = product_data(i)
@@ -102,7 +102,7 @@ def main() -> None:
         results = []
         for label in ("first plan", "re-plan (idempotent)"):
             t0 = time.perf_counter()
-            with session_scope(factory) as s:
+            with factory.begin() as s:
                 summary = plan_shots(s, brand, settings)
             dt = time.perf_counter() - t0
             results.append(

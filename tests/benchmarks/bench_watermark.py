@@ -5,7 +5,7 @@
 
 Test images are generated (deterministic): half flat white packshot backgrounds (pure 255)
 with one shaded object and a soft shadow, half textured photo-like scenes. For each config
-(``pipeline.watermark.WatermarkConfig`` label: method-channel-xSTRENGTH[-hHEADROOM]) each image
+(``pipeline.gate.watermark.WatermarkConfig`` label: method-channel-xSTRENGTH[-hHEADROOM]) each image
 is watermarked with its own shot id, then attacked; the decoder is the production one
 (as-is, then rescaled back up by 4/3, 2, 1.5, 1.25), it never sees the original size.
 
@@ -39,7 +39,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw, ImageFilter  # noqa: E402
 
-from pipeline import watermark as wm  # noqa: E402
+from pipeline.gate import watermark as wm  # noqa: E402
 
 cv2.setNumThreads(1)
 

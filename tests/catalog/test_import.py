@@ -19,7 +19,8 @@ from catalog import migrate
 from catalog.db import make_engine, make_sessionmaker
 from catalog.importer import CatalogImportError, ImportSummary, import_catalog
 from catalog.models import Brand, ImportRowError, ImportRun, Product, ProductRevision
-from pipeline.brand import BrandConfig, find_brand
+from pipeline.brand.config import BrandConfig
+from pipeline.brand.loader import find_brand
 from tests.conftest import ROOT, create_pg_database, drop_pg_database
 
 SAMPLES = ROOT / "samples"

@@ -15,13 +15,14 @@ from sqlalchemy.orm import Session
 import catalog.planning as planning
 from catalog import migrate
 from catalog.brands import upsert_brand
-from catalog.db import make_engine, make_sessionmaker, session_scope
+from catalog.db import make_engine, make_sessionmaker
 from catalog.importer import import_catalog
 from catalog.models import LoraAdapter, Product, ProductRevision, Shot
 from catalog.planning import PlanningError, plan_shots, visual_variants
-from pipeline.brand import BrandConfig, load_brand
-from pipeline.prompts import ClipTokenCounter, PromptRenderer
-from pipeline.seeds import derive_seed
+from pipeline.brand.config import BrandConfig
+from pipeline.brand.loader import load_brand
+from pipeline.brand.seeds import derive_seed
+from pipeline.brand.templates import ClipTokenCounter, PromptRenderer
 from pipeline.settings import Settings
 from tests.conftest import ROOT, create_pg_database, drop_pg_database
 
@@ -348,10 +349,10 @@ def test_shopify_sample_import_then_plan(
     factory = make_sessionmaker(engine)
     try:
         import_catalog(factory, ROOT / "samples" / "catalog.csv", acme)
-        with session_scope(factory) as s:
+        with factory.begin() as s:
             summary = plan_shots(s, acme, settings, templates=["hero_white"])
             shots = _shots(s, summary.shots)
-        with session_scope(factory) as s:
+        with factory.begin() as s:
             again = plan_shots(s, acme, settings, templates=["hero_white"])
     finally:
         engine.dispose()

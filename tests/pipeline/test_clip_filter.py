@@ -10,9 +10,13 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from pipeline import clip_filter as cf
-from pipeline.brand import BrandConfig, CompetitorSpec, SafetyConcept, SafetyPolicy
+from pipeline.brand.config import BrandConfig, CompetitorSpec, SafetyConcept, SafetyPolicy
+from pipeline.gate import scores as cf
+from pipeline.gate.calibration import calibrate, threshold_for_precision
+from pipeline.gate.clip import load_clip_encoder, load_open_clip
+from pipeline.gate.policy import GateError, GatePolicy, ScoreSet, decide
 from pipeline.settings import Settings
+from pipeline.types import GateItem
 
 RED = (255, 0, 0)
 GREEN = (0, 255, 0)
@@ -80,7 +84,7 @@ def white_with_patch(color: tuple[int, int, int] | None, size: int = 300) -> Ima
 
 
 def scores(safety: float = 0.0, comp: float = 0.0, logo: float = 0.0, product: float = 0.5):  # type: ignore[no-untyped-def]
-    return cf.ScoreSet(
+    return ScoreSet(
         safety=np.array([safety]),
         competitor=np.array([comp, 0.0]),
         competitor_crop=np.array([4, 0]),
@@ -103,8 +107,8 @@ def above(x: float) -> float:
     [(below(0.3), "pending_review"), (0.3, "rejected"), (above(0.3), "rejected")],
 )
 def test_safety_threshold_edge(value: float, expected: str) -> None:
-    policy = cf.GatePolicy.from_brand(brand())
-    d = cf.decide(scores(safety=value), policy, "m")
+    policy = GatePolicy.from_brand(brand())
+    d = decide(scores(safety=value), policy, "m")
     assert d.decision == expected
     assert d.reasons == ([] if expected == "pending_review" else ["safety:gore"])
     row = next(r for r in d.scores if r["kind"] == "safety")
@@ -120,7 +124,7 @@ def test_safety_threshold_edge(value: float, expected: str) -> None:
 
 @pytest.mark.parametrize(("value", "hit"), [(below(0.3), False), (0.3, True), (above(0.3), True)])
 def test_competitor_threshold_edge(value: float, hit: bool) -> None:
-    d = cf.decide(scores(comp=value), cf.GatePolicy.from_brand(brand()), "m")
+    d = decide(scores(comp=value), GatePolicy.from_brand(brand()), "m")
     assert d.reasons == (["competitor:Nike"] if hit else [])
     row = next(r for r in d.scores if r["kind"] == "competitor" and r["name"] == "Nike")
     assert row["triggered"] is hit and row["crop"] == 4
@@ -130,8 +134,8 @@ def test_competitor_threshold_edge(value: float, hit: bool) -> None:
     ("value", "hit"), [(below(0.85), False), (0.85, True), (above(0.85), True)]
 )
 def test_logo_threshold_edge(value: float, hit: bool) -> None:
-    policy = cf.GatePolicy.from_brand(brand(logos=["/nonexistent/nike.png"]))
-    d = cf.decide(scores(logo=value), policy, "m")
+    policy = GatePolicy.from_brand(brand(logos=["/nonexistent/nike.png"]))
+    d = decide(scores(logo=value), policy, "m")
     assert d.reasons == (["logo:Nike"] if hit else [])
     logo_rows = [r for r in d.scores if r["kind"] == "logo"]
     assert [r["name"] for r in logo_rows] == ["Nike"]  # Globex has no logo: no logo row
@@ -142,7 +146,7 @@ def test_logo_threshold_edge(value: float, hit: bool) -> None:
     ("value", "rejected"), [(below(0.15), True), (0.15, False), (above(0.15), False)]
 )
 def test_product_match_edge(value: float, rejected: bool) -> None:
-    d = cf.decide(scores(product=value), cf.GatePolicy.from_brand(brand()), "m")
+    d = decide(scores(product=value), GatePolicy.from_brand(brand()), "m")
     assert d.decision == ("rejected" if rejected else "pending_review")
     assert d.reasons == (["product_mismatch"] if rejected else [])
     row = d.scores[-1]
@@ -151,9 +155,9 @@ def test_product_match_edge(value: float, rejected: bool) -> None:
 
 
 def test_every_reason_is_listed() -> None:
-    d = cf.decide(
+    d = decide(
         scores(safety=0.9, comp=0.9, logo=0.9, product=0.0),
-        cf.GatePolicy.from_brand(brand(logos=["x.png"])),
+        GatePolicy.from_brand(brand(logos=["x.png"])),
         "m",
     )
     assert d.reasons == ["safety:gore", "competitor:Nike", "logo:Nike", "product_mismatch"]
@@ -162,7 +166,7 @@ def test_every_reason_is_listed() -> None:
 
 def test_scores_from_injected_embeddings() -> None:
     """compute_scores is plain cosine algebra: unit vectors at known angles give known scores."""
-    policy = cf.GatePolicy.from_brand(brand())
+    policy = GatePolicy.from_brand(brand())
     e = np.eye(4)
     pe = cf.PolicyEmbeddings(
         safety=e[[3]],
@@ -179,7 +183,7 @@ def test_scores_from_injected_embeddings() -> None:
     assert s.competitor[0] == pytest.approx(0.28) and s.competitor_crop[0] == 1
     assert s.competitor[1] == pytest.approx(0.0)
     assert np.isnan(s.logo).all()
-    d = cf.decide(s, policy, "m")
+    d = decide(s, policy, "m")
     assert d.decision == "rejected" and d.reasons == ["safety:gore"]
 
 
@@ -187,8 +191,8 @@ def test_scores_from_injected_embeddings() -> None:
 
 
 def test_crop_grid_finds_small_logo_the_full_image_misses() -> None:
-    policy = cf.GatePolicy.from_brand(brand())
-    item = cf.GateItem(1, white_with_patch(RED), "mug")
+    policy = GatePolicy.from_brand(brand())
+    item = GateItem(1, white_with_patch(RED), "mug")
 
     full_only = cf.ClipFilter(FakeEncoder(), crop_grid=1).check([item], policy)[0]
     nike = next(r for r in full_only.scores if r["name"] == "Nike")
@@ -204,11 +208,11 @@ def test_crop_grid_finds_small_logo_the_full_image_misses() -> None:
 def test_batch_goes_through_encoder_in_one_call_and_text_is_cached() -> None:
     enc = FakeEncoder()
     flt = cf.ClipFilter(enc, crop_grid=3)
-    policy = cf.GatePolicy.from_brand(brand())
+    policy = GatePolicy.from_brand(brand())
     items = [
-        cf.GateItem(1, white_with_patch(None), "mug"),
-        cf.GateItem(2, white_with_patch(GREEN), "mug"),
-        cf.GateItem(3, white_with_patch(RED), "plate"),
+        GateItem(1, white_with_patch(None), "mug"),
+        GateItem(2, white_with_patch(GREEN), "mug"),
+        GateItem(3, white_with_patch(RED), "plate"),
     ]
     decisions = flt.check(items, policy)
     assert enc.image_calls == [3 * 10]  # all crops of all images in one call
@@ -222,7 +226,7 @@ def test_batch_goes_through_encoder_in_one_call_and_text_is_cached() -> None:
     # An edited policy (new threshold) is a new version: its concepts are encoded again.
     edited = brand()
     edited.safety.competitor_threshold = 0.5
-    policy2 = cf.GatePolicy.from_brand(edited)
+    policy2 = GatePolicy.from_brand(edited)
     assert policy2.version != policy.version
     flt.check(items[:1], policy2)
     assert len(enc.text_calls) == concept_calls + 1
@@ -232,34 +236,32 @@ def test_batch_goes_through_encoder_in_one_call_and_text_is_cached() -> None:
 def test_logo_reference_images(tmp_path: Path) -> None:
     logo = tmp_path / "nike.png"
     Image.new("RGB", (32, 32), RED).save(logo)
-    policy = cf.GatePolicy.from_brand(brand(logos=[str(logo)], logo_threshold=0.45))
-    d = cf.ClipFilter(FakeEncoder()).check([cf.GateItem(1, white_with_patch(RED), "mug")], policy)[
-        0
-    ]
+    policy = GatePolicy.from_brand(brand(logos=[str(logo)], logo_threshold=0.45))
+    d = cf.ClipFilter(FakeEncoder()).check([GateItem(1, white_with_patch(RED), "mug")], policy)[0]
     row = next(r for r in d.scores if r["kind"] == "logo")
     assert row["triggered"] and "logo:Nike" in d.reasons
 
-    missing = cf.GatePolicy.from_brand(brand(logos=[str(tmp_path / "gone.png")]))
-    with pytest.raises(cf.GateError, match=r"gone\.png"):
-        cf.ClipFilter(FakeEncoder()).check([cf.GateItem(1, white_with_patch(None), "m")], missing)
+    missing = GatePolicy.from_brand(brand(logos=[str(tmp_path / "gone.png")]))
+    with pytest.raises(GateError, match=r"gone\.png"):
+        cf.ClipFilter(FakeEncoder()).check([GateItem(1, white_with_patch(None), "m")], missing)
 
 
 def test_policy_from_brand() -> None:
-    policy = cf.GatePolicy.from_brand(brand())
+    policy = GatePolicy.from_brand(brand())
     assert policy.version.startswith("acme:v7:")
     assert policy.competitors[0].prompts == (
         "a product with the Nike logo",
         "a product with the Nike Inc logo",
     )
     # A brand with no concepts still gets screened, with the built-in defaults.
-    bare = cf.GatePolicy.from_brand(BrandConfig(name="bare"))
+    bare = GatePolicy.from_brand(BrandConfig(name="bare"))
     assert {c.name for c in bare.safety} >= {"nudity", "gore", "weapons", "hate_symbols"}
-    assert cf.GatePolicy.from_brand(brand()).version == policy.version  # deterministic
+    assert GatePolicy.from_brand(brand()).version == policy.version  # deterministic
 
 
 def test_empty_policy_only_checks_product_match() -> None:
-    policy = cf.GatePolicy.build("acme", "1", [], [], 0.3, 0.85, 0.15)
-    d = cf.ClipFilter(FakeEncoder()).check([cf.GateItem(1, white_with_patch(RED), "mug")], policy)
+    policy = GatePolicy.build("acme", "1", [], [], 0.3, 0.85, 0.15)
+    d = cf.ClipFilter(FakeEncoder()).check([GateItem(1, white_with_patch(RED), "mug")], policy)
     assert [r["kind"] for r in d[0].scores] == ["product_match"]
     assert d[0].decision == "pending_review"
 
@@ -278,18 +280,18 @@ def test_crop_grid_tiles_cover_the_image() -> None:
 def test_threshold_for_precision() -> None:
     pos = [0.9, 0.8, 0.5, 0.3]
     neg = [0.1, 0.2, 0.4, 0.6]
-    r = cf.threshold_for_precision(pos, neg, 0.95)
+    r = threshold_for_precision(pos, neg, 0.95)
     assert r["threshold"] == 0.8 and r["precision"] == 1.0 and r["recall"] == 0.5
-    r = cf.threshold_for_precision(pos, neg, 0.75)
+    r = threshold_for_precision(pos, neg, 0.75)
     assert r["threshold"] == 0.5 and r["tp"] == 3 and r["fp"] == 1 and r["reached"]
-    r = cf.threshold_for_precision([0.1], [0.5, 0.9], 0.95)
+    r = threshold_for_precision([0.1], [0.5, 0.9], 0.95)
     assert r["threshold"] is None and not r["reached"]
 
 
 def test_calibrate_with_fake_encoder() -> None:
     flt = cf.ClipFilter(FakeEncoder(), crop_grid=3)
-    policy = cf.GatePolicy.from_brand(brand())
-    rows = cf.calibrate(
+    policy = GatePolicy.from_brand(brand())
+    rows = calibrate(
         flt,
         policy,
         {"nike": [white_with_patch(RED) for _ in range(3)]},
@@ -300,8 +302,8 @@ def test_calibrate_with_fake_encoder() -> None:
     row = rows[0]
     assert row["concept"] == "nike" and row["kind"] == "competitor" and row["reached"]
     assert row["threshold"] > 0.45 and row["recall"] == 1.0 and row["current_threshold"] == 0.3
-    with pytest.raises(cf.GateError, match="unknown concept"):
-        cf.calibrate(flt, policy, {"acme-rival": []}, [], 0.9)
+    with pytest.raises(GateError, match="unknown concept"):
+        calibrate(flt, policy, {"acme-rival": []}, [], 0.9)
 
 
 # --- the tiny open_clip preset through the production loading path --------------------------
@@ -321,9 +323,9 @@ def tiny_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 def test_tiny_clip_loads_from_safetensors(tiny_settings: Settings) -> None:
     from safetensors.torch import load_file
 
-    from pipeline.tiny_clip import ensure_tiny_clip
+    from pipeline.gate.tiny_clip import ensure_tiny_clip
 
-    enc = cf.load_clip_encoder(tiny_settings)
+    enc = load_clip_encoder(tiny_settings)
     checkpoint = ensure_tiny_clip(tiny_settings.model_cache_dir)
     assert checkpoint.suffix == ".safetensors" and checkpoint.is_file()
     saved = load_file(checkpoint)
@@ -337,16 +339,14 @@ def test_tiny_clip_loads_from_safetensors(tiny_settings: Settings) -> None:
     assert a.shape == (2, 64) and t.shape == (2, 64)
     assert np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-5)
     # A second load (cached checkpoint) gives the same model: same embeddings.
-    again = cf.load_clip_encoder(tiny_settings).encode_images(imgs)
+    again = load_clip_encoder(tiny_settings).encode_images(imgs)
     assert np.allclose(a, again, atol=1e-6)
 
 
 def test_tiny_clip_runs_the_gate(tiny_settings: Settings) -> None:
-    flt = cf.ClipFilter(cf.load_clip_encoder(tiny_settings), crop_grid=2)
-    policy = cf.GatePolicy.from_brand(brand())
-    decisions = flt.check(
-        [cf.GateItem(i, white_with_patch(RED, 96), "mug") for i in range(3)], policy
-    )
+    flt = cf.ClipFilter(load_clip_encoder(tiny_settings), crop_grid=2)
+    policy = GatePolicy.from_brand(brand())
+    decisions = flt.check([GateItem(i, white_with_patch(RED, 96), "mug") for i in range(3)], policy)
     assert len(decisions) == 3
     assert {r["kind"] for r in decisions[0].scores} == {"safety", "competitor", "product_match"}
     assert all(-1.0 <= r["score"] <= 1.0 for r in decisions[0].scores)
@@ -356,9 +356,9 @@ def test_tiny_clip_runs_the_gate(tiny_settings: Settings) -> None:
 def test_pickle_checkpoints_are_refused(tmp_path: Path) -> None:
     ckpt = tmp_path / "model.pt"
     ckpt.write_bytes(b"\x80\x04not really")
-    with pytest.raises(cf.GateError, match=r"only \.safetensors"):
-        cf.load_open_clip("ViT-B-32", str(ckpt))
-    with pytest.raises(cf.GateError, match="not found"):
-        cf.load_open_clip("ViT-B-32", str(tmp_path / "missing.safetensors"))
-    with pytest.raises(cf.GateError, match="unknown open_clip architecture"):
-        cf.load_open_clip("no-such-arch", None)
+    with pytest.raises(GateError, match=r"only \.safetensors"):
+        load_open_clip("ViT-B-32", str(ckpt))
+    with pytest.raises(GateError, match="not found"):
+        load_open_clip("ViT-B-32", str(tmp_path / "missing.safetensors"))
+    with pytest.raises(GateError, match="unknown open_clip architecture"):
+        load_open_clip("no-such-arch", None)

@@ -9,8 +9,9 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from pipeline.clip_filter import OpenClipEncoder, crop_grid
-from pipeline.clip_preprocess import FastClipPreprocess
+from pipeline.gate.clip import OpenClipEncoder
+from pipeline.gate.clip_preprocess import FastClipPreprocess
+from pipeline.gate.scores import crop_grid
 
 
 def noise(w: int, h: int, seed: int, mode: str = "RGB") -> Image.Image:

@@ -10,7 +10,13 @@ from html.parser import HTMLParser
 import numpy as np
 from PIL import Image
 
-from pipeline.contact_sheet import SheetEntry, render_grid, render_grid_png, render_html, thumbnail
+from pipeline.review.contact_sheet import (
+    SheetEntry,
+    render_grid,
+    render_grid_png,
+    render_html,
+    thumbnail,
+)
 from tests.factories import noise_png
 
 EVIL = '<script>alert("x")</script><img src=x onerror=alert(1)>'

@@ -11,14 +11,16 @@ import pytest
 from PIL import Image, ImageDraw
 from pydantic import ValidationError
 
-from pipeline import gate as g
-from pipeline import watermark as wm
-from pipeline.provenance import TRAINED_ALGORITHMIC_MEDIA
+from pipeline.gate import stage as g
+from pipeline.gate import watermark as wm
+from pipeline.gate.policy import GateError, GatePolicy
+from pipeline.gate.provenance import TRAINED_ALGORITHMIC_MEDIA
 from pipeline.settings import Settings
+from pipeline.types import GateItem, ProvenanceInfo
 from tests.pipeline.test_clip_filter import RED, FakeEncoder, brand, white_with_patch
 from tests.pipeline.test_provenance import make_test_chain
 
-PROV = g.ProvenanceInfo(
+PROV = ProvenanceInfo(
     shot_id=31337,
     model_id="tiny",
     model_digest="ef" * 32,
@@ -29,7 +31,7 @@ PROV = g.ProvenanceInfo(
 )
 
 
-def prov(shot_id: int) -> g.ProvenanceInfo:
+def prov(shot_id: int) -> ProvenanceInfo:
     return dataclasses.replace(PROV, shot_id=shot_id)
 
 
@@ -104,7 +106,7 @@ def test_small_images_get_metadata_but_no_watermark(tmp_path: Path) -> None:
 
 def test_provenance_must_name_the_same_shot(tmp_path: Path) -> None:
     gate = g.load_gate(settings(tmp_path), encoder=FakeEncoder())
-    with pytest.raises(g.GateError, match="not shot 4"):
+    with pytest.raises(GateError, match="not shot 4"):
         gate.finalize(4, packshot(), PROV)
 
 
@@ -121,9 +123,9 @@ def test_random_image_fails_verification() -> None:
 
 def test_check_through_the_facade(tmp_path: Path) -> None:
     gate = g.load_gate(settings(tmp_path, clip_crop_grid=3), encoder=FakeEncoder())
-    policy = g.GatePolicy.from_brand(brand())
+    policy = GatePolicy.from_brand(brand())
     decisions = gate.check(
-        [g.GateItem(1, white_with_patch(None), "mug"), g.GateItem(2, white_with_patch(RED), "mug")],
+        [GateItem(1, white_with_patch(None), "mug"), GateItem(2, white_with_patch(RED), "mug")],
         policy,
     )
     assert [d.decision for d in decisions] == ["pending_review", "rejected"]
@@ -136,14 +138,12 @@ def test_load_gate_configuration_errors(tmp_path: Path) -> None:
     # rivaGan carries only 32 bits (no room for a check code): the settings refuse it outright.
     with pytest.raises(ValidationError, match="watermark_method"):
         settings(tmp_path, watermark_method="rivaGan")
-    with pytest.raises(g.GateError, match="both"):
+    with pytest.raises(GateError, match="both"):
         g.load_gate(settings(tmp_path, c2pa_cert=tmp_path / "c.pem"), encoder=FakeEncoder())
 
 
 def test_load_gate_with_tiny_clip(tmp_path: Path) -> None:
     gate = g.load_gate(settings(tmp_path, clip_model="tiny", device="cpu"))
     assert gate.clip_model.startswith("tiny-clip")
-    d = gate.check(
-        [g.GateItem(1, white_with_patch(RED, 64), "mug")], g.GatePolicy.from_brand(brand())
-    )
+    d = gate.check([GateItem(1, white_with_patch(RED, 64), "mug")], GatePolicy.from_brand(brand()))
     assert d[0].decision in ("rejected", "pending_review")

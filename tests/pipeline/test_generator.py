@@ -13,16 +13,15 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.generator import (
+from pipeline.generate.generator import (
     OOM_MESSAGE,
-    SCHEDULERS,
     Generator,
     encode_png,
     load_generator,
-    make_scheduler,
     resolve_dtype,
 )
-from pipeline.modelspec import ModelSpec, model_digest
+from pipeline.generate.modelspec import ModelSpec, model_digest
+from pipeline.generate.schedulers import SCHEDULERS, make_scheduler
 from pipeline.settings import Settings
 from pipeline.types import AdapterRef, ShotParams
 

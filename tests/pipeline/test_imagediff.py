@@ -7,7 +7,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from pipeline.imagediff import pixel_difference
+from pipeline.review.imagediff import pixel_difference
 from tests.factories import noise_png
 
 

@@ -11,10 +11,16 @@ import pytest
 import torch
 import yaml
 
-from pipeline.generator import Generator, load_generator
-from pipeline.lora import LoraError, LoraManager, adapter_name, verify_adapter, write_random_lora
+from pipeline.generate.generator import Generator, load_generator
+from pipeline.generate.lora import (
+    LoraError,
+    LoraManager,
+    adapter_name,
+    verify_adapter,
+    write_random_lora,
+)
+from pipeline.generate.tiny_preset import tiny_model_dir
 from pipeline.settings import Settings
-from pipeline.tiny_preset import tiny_model_dir
 from pipeline.types import AdapterRef, ShotParams
 
 torch.set_num_threads(1)  # 2 shared cores

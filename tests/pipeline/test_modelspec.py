@@ -13,10 +13,10 @@ import pytest
 import torch
 from transformers import CLIPTokenizer
 
-from pipeline import modelspec
-from pipeline.modelspec import ModelLoadError, ModelSpec, load_pipeline, model_digest
+from pipeline.generate import modelspec
+from pipeline.generate.modelspec import ModelLoadError, ModelSpec, load_pipeline, model_digest
+from pipeline.generate.tiny_preset import ensure_tiny_model, tiny_model_dir
 from pipeline.settings import Settings
-from pipeline.tiny_preset import ensure_tiny_model, tiny_model_dir
 
 torch.set_num_threads(1)  # 2 shared cores
 

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.brand import BrandConfig, BrandConfigError, parse_brand
-from pipeline.prompts import (
+from pipeline.brand.config import BrandConfig, BrandConfigError
+from pipeline.brand.loader import parse_brand
+from pipeline.brand.templates import (
     CLIP_MAX_TOKENS,
     ClipTokenCounter,
     PromptRenderer,

@@ -15,9 +15,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from PIL import Image
 
-from pipeline import provenance as pv
+from pipeline.gate import provenance as pv
+from pipeline.types import ProvenanceInfo
 
-INFO = pv.ProvenanceInfo(
+INFO = ProvenanceInfo(
     shot_id=4242,
     model_id="stabilityai/sdxl-base",
     model_digest="ab" * 32,

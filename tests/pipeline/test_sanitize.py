@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pipeline.brand import BrandConfig
-from pipeline.sanitize import Sanitizer, sanitize, tidy
+from pipeline.brand.config import BrandConfig
+from pipeline.brand.sanitize import Sanitizer, sanitize, tidy
 
 
 def _acme() -> BrandConfig:

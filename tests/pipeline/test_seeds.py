@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.seeds import MAX_SEED_32, MAX_SEED_63, derive_seed
+from pipeline.brand.seeds import MAX_SEED_32, MAX_SEED_63, derive_seed
 
 ARGS = ("acme", "classic-tee", "Color=Red", "hero_white", 1)
 

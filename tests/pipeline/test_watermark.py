@@ -11,7 +11,7 @@ import pytest
 from imwatermark import WatermarkDecoder
 from PIL import Image, ImageDraw
 
-from pipeline import watermark as wm
+from pipeline.gate import watermark as wm
 
 SIZE = 512  # above imwatermark's 256x256 minimum, small enough for a fast suite
 CONFIG = wm.WatermarkConfig()  # production default: dwtDctSvd on luma, strength 1

@@ -24,15 +24,17 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
-from catalog.db import make_engine, make_sessionmaker, session_scope
+from catalog.db import make_engine, make_sessionmaker
 from catalog.models import Asset, FilterResult, Generation, Shot, ShotState, Watermark
-from pipeline.brand import find_brand
+from pipeline.brand.loader import find_brand
 from pipeline.settings import Settings
 from tasks.context import reset_contexts
 from tests.conftest import ROOT, create_pg_database, drop_pg_database, free_port
 from tests.factories import make_brand, make_product, make_shot
 
-FLEET_REDIS_DB = 11  # dedicated to these tests; flushed before each one
+# Dedicated to these tests and flushed before each one; SHOTLINE_TEST_FLEET_REDIS_DB lets two
+# suites share one redis-server without consuming each other's messages.
+FLEET_REDIS_DB = int(os.environ.get("SHOTLINE_TEST_FLEET_REDIS_DB", "11"))
 TERMINAL = {ShotState.rejected, ShotState.published, ShotState.failed}
 
 
@@ -45,7 +47,7 @@ def seed_shots(
     cfg = find_brand(settings.brands_dir, brand)
     ids: list[int] = []
     try:
-        with session_scope(make_sessionmaker(engine)) as s:
+        with make_sessionmaker(engine).begin() as s:
             row = make_brand(s, name=brand, config=cfg.to_json(), config_digest=cfg.digest())
             for i in range(n):
                 title = "Reject Lamp" if i < reject else f"Linen Cushion {i}"
@@ -62,7 +64,7 @@ def seed_shots(
 def line_counts(settings: Settings, ids: list[int]) -> dict[str, Any]:
     engine = make_engine(settings.database_url)
     try:
-        with session_scope(make_sessionmaker(engine)) as s:
+        with make_sessionmaker(engine).begin() as s:
             states = dict(
                 s.execute(
                     select(Shot.state, func.count()).where(Shot.id.in_(ids)).group_by(Shot.state)
@@ -108,7 +110,7 @@ def approve_all(settings: Settings, ids: list[int], reviewer: str = "test") -> l
 
     engine = make_engine(settings.database_url)
     try:
-        with session_scope(make_sessionmaker(engine)) as s:
+        with make_sessionmaker(engine).begin() as s:
             pending = list(
                 s.scalars(select(Shot.id).where(Shot.id.in_(ids), Shot.state == "pending_review"))
             )

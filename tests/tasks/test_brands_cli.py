@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from catalog import migrate
 from catalog.db import make_engine, make_sessionmaker
 from catalog.models import Shot
-from pipeline.brand import load_brand
+from pipeline.brand.loader import load_brand
 from pipeline.settings import get_settings
 from tasks.cli import app
 from tasks.cli import common as cli_common

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.contact_sheet import SheetEntry, render_html
+from pipeline.review.contact_sheet import SheetEntry, render_html
 from tests.factories import noise_png
 
 EVIL = '<script>document.title="pwned"</script><img src=http://127.0.0.1:9/x.png>'

@@ -16,7 +16,7 @@ import psycopg
 from moto.server import ThreadedMotoServer
 from sqlalchemy import select
 
-from catalog.db import make_engine, make_sessionmaker, session_scope
+from catalog.db import make_engine, make_sessionmaker
 from catalog.models import Asset, Shot
 from tasks.dispatch import enqueue_publish
 from tasks.runner import run_line, wait_for
@@ -43,7 +43,7 @@ def _publish_and_wait(settings: Any, ids: list[int], timeout: float = 60) -> Non
 def _assets(settings: Any, ids: list[int]) -> list[Asset]:
     engine = make_engine(settings.database_url)
     try:
-        with session_scope(make_sessionmaker(engine)) as s:
+        with make_sessionmaker(engine).begin() as s:
             return list(s.scalars(select(Asset).where(Asset.shot_id.in_(ids))))
     finally:
         engine.dispose()
@@ -89,7 +89,7 @@ def test_fleet_runs_publishes_and_republish_is_noop(
 def _attempts(settings: Any, ids: list[int]) -> dict[int, int]:
     engine = make_engine(settings.database_url)
     try:
-        with session_scope(make_sessionmaker(engine)) as s:
+        with make_sessionmaker(engine).begin() as s:
             return dict(s.execute(select(Shot.id, Shot.attempts).where(Shot.id.in_(ids))).all())
     finally:
         engine.dispose()
@@ -292,7 +292,7 @@ def test_scheduled_ingest_task_on_a_worker(
     sessions = make_sessionmaker(engine)
 
     def shot_ids() -> list[int]:
-        with session_scope(sessions) as s:
+        with sessions.begin() as s:
             return sorted(s.scalars(select(Shot.id)))
 
     _wait_until(lambda: len(shot_ids()) > 0, timeout=60, what="shots planned by ingest")

@@ -12,7 +12,6 @@ import boto3
 from sqlalchemy import func, select
 
 from catalog import migrate
-from catalog.db import session_scope
 from catalog.models import ImportRun, Shot
 from pipeline.settings import Settings
 from tasks.celery_app import TASK_INGEST, app
@@ -43,7 +42,7 @@ def _ctx(settings: Settings, **over: object) -> WorkerContext:
 
 
 def _shots_by_state(ctx: WorkerContext) -> dict[str, int]:
-    with session_scope(ctx.sessions) as s:
+    with ctx.sessions.begin() as s:
         return dict(s.execute(select(Shot.state, func.count()).group_by(Shot.state)).all())
 
 
@@ -82,7 +81,7 @@ def test_ingest_local_folder_once_per_file_and_failed_files_moved(
     again = ingest_due(ctx)
     assert again["imported"] == 0 and again["failed"] == 0
     assert {r["status"] for r in again["files"]} == {"skipped"}
-    with session_scope(ctx.sessions) as s:
+    with ctx.sessions.begin() as s:
         runs = list(s.scalars(select(ImportRun)))
     assert sorted(r.status for r in runs) == ["failed", "succeeded"]
     assert all(r.file_sha256 for r in runs)
@@ -104,7 +103,7 @@ def test_ingest_s3_prefix(tmp_settings: Settings, moto_server: str) -> None:
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
     assert "incoming/bad.csv" not in keys
     assert {"incoming/failed/bad.csv", "incoming/failed/bad.csv.error.txt"} <= keys
-    with session_scope(ctx.sessions) as s:
+    with ctx.sessions.begin() as s:
         uris = set(s.scalars(select(ImportRun.source_uri)))
     assert f"s3://{bucket}/incoming/catalog.csv" in uris
     assert ingest_due(ctx)["imported"] == 0  # imported once

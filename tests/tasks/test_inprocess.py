@@ -8,7 +8,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from catalog import migrate
-from catalog.db import make_engine, make_sessionmaker, session_scope
+from catalog.db import make_engine, make_sessionmaker
 from catalog.models import Asset, Generation, Watermark
 from pipeline.settings import Settings
 from pipeline.storage import LocalBlobStore, sha256_bytes
@@ -35,7 +35,7 @@ def test_in_process_line_with_real_tiny_models(tmp_settings: Settings) -> None:
 
     store = LocalBlobStore(Path(tmp_settings.blob_root))
     engine = make_engine(tmp_settings.database_url)
-    with session_scope(make_sessionmaker(engine)) as s:
+    with make_sessionmaker(engine).begin() as s:
         gens = list(s.scalars(select(Generation)))
         assert all(g.device for g in gens) and all(g.model_digest for g in gens)
         marks = {w.shot_id: w for w in s.scalars(select(Watermark))}
@@ -73,11 +73,11 @@ def test_sweep_requeues_stalled_shots_but_not_running_batches(tmp_settings: Sett
     # Shot 0: generated, but its gate message was lost. Shot 1: claimed by a worker that is
     # (as far as anyone knows) still generating. Shot 2: planned and waiting for `run`.
     generate(ctx, [ids[0]])
-    with session_scope(ctx.sessions) as s:
+    with ctx.sessions.begin() as s:
         s.get(Shot, ids[1]).state = "generating"
 
     assert sweep_stalled(settings, older_than_s=0) == {"generated": 1}
-    with session_scope(ctx.sessions) as s:
+    with ctx.sessions.begin() as s:
         states = {i: s.get(Shot, i).state for i in ids}
     assert states == {ids[0]: "pending_review", ids[1]: "generating", ids[2]: "planned"}
     # Scoped to a run, a planned shot is stalled too (its message may have been lost).

@@ -503,7 +503,8 @@ def _photo(size: int = 256) -> Image.Image:
 
 def _published_by_gate(env: CliEnv) -> tuple[int, Path, str]:
     """A published shot whose final file came from ``Gate.finalize`` (real watermark + XMP)."""
-    from pipeline.gate import Gate, ProvenanceInfo
+    from pipeline.gate.stage import Gate
+    from pipeline.types import ProvenanceInfo
 
     def seed(s: Session) -> tuple[int, str, str]:
         brand = make_brand(s)
@@ -541,7 +542,7 @@ def _published_by_gate(env: CliEnv) -> tuple[int, Path, str]:
 
 
 def test_verify_decodes_to_lineage(cli: CliEnv) -> None:
-    from pipeline.gate import verify_image
+    from pipeline.gate.stage import verify_image
 
     shot_id, path, key = _published_by_gate(cli)
     result = verify_image(path.read_bytes())

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
-from pipeline import gate as g
+from pipeline.gate import stage as g
 from pipeline.settings import Settings, get_settings
 from tasks.cli import app
 from tasks.cli.gate_cmd import verify_report
@@ -122,7 +122,7 @@ def test_verify_reports_c2pa_trust(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 def test_verify_report_flags_edited_metadata(tmp_path: Path) -> None:
     """A file whose XMP was rewritten to another shot id is caught by the watermark."""
-    from pipeline.provenance import build_xmp, encode_image
+    from pipeline.gate.provenance import build_xmp, encode_image
 
     with Image.open(final_file(tmp_path, 10)) as im:
         forged = encode_image(im, "png", build_xmp(dataclasses.replace(PROV, shot_id=11)))

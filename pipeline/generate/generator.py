@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from pipeline.lora import LoraError, LoraManager, adapter_name
-from pipeline.modelspec import ModelLoadError, ModelSpec, load_pipeline, model_digest
+from pipeline.generate.lora import LoraError, LoraManager, adapter_name
+from pipeline.generate.modelspec import ModelLoadError, ModelSpec, load_pipeline, model_digest
+from pipeline.generate.schedulers import make_scheduler
 from pipeline.types import GenerationOutput, ShotParams
 
 if TYPE_CHECKING:
@@ -33,26 +34,6 @@ if TYPE_CHECKING:
     from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
-
-# name -> (diffusers scheduler class name, extra config). Built from the model's own
-# scheduler config so betas/prediction type stay those the model was trained with.
-SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "euler": ("EulerDiscreteScheduler", {}),
-    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
-    "heun": ("HeunDiscreteScheduler", {}),
-    "dpmpp_2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
-    "dpmpp_2m_karras": (
-        "DPMSolverMultistepScheduler",
-        {"algorithm_type": "dpmsolver++", "use_karras_sigmas": True},
-    ),
-    "dpmpp_2s": ("DPMSolverSinglestepScheduler", {}),
-    "ddim": ("DDIMScheduler", {}),
-    "ddpm": ("DDPMScheduler", {}),
-    "pndm": ("PNDMScheduler", {}),
-    "lms": ("LMSDiscreteScheduler", {}),
-    "unipc": ("UniPCMultistepScheduler", {}),
-    "deis": ("DEISMultistepScheduler", {}),
-}
 
 PNG_COMPRESS_LEVEL = 6
 OOM_MESSAGE = "CUDA out of memory at batch size 1"
@@ -111,15 +92,6 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def make_scheduler(name: str, base_config: Any) -> Any:
-    import diffusers
-
-    if name not in SCHEDULERS:
-        raise ValueError(f"unknown scheduler {name!r}; known: {', '.join(sorted(SCHEDULERS))}")
-    cls_name, extra = SCHEDULERS[name]
-    return getattr(diffusers, cls_name).from_config(base_config, **extra)
 
 
 def _batch_invariant_mode() -> Any:

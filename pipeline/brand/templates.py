@@ -32,8 +32,8 @@ from jinja2 import StrictUndefined, Template, TemplateError, Undefined, Undefine
 from jinja2.exceptions import TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
-from pipeline.brand import BrandConfig, BrandConfigError, BrandProblem, Loc
-from pipeline.sanitize import Sanitizer, tidy
+from pipeline.brand.config import BrandConfig, BrandConfigError, BrandProblem, Loc
+from pipeline.brand.sanitize import Sanitizer, tidy
 from pipeline.types import AdapterRef
 
 if TYPE_CHECKING:

@@ -2,7 +2,7 @@
 
 A model string is one of:
 
-- ``tiny``: the offline random-weight preset (``pipeline.tiny_preset``);
+- ``tiny``: the offline random-weight preset (``pipeline.generate.tiny_preset``);
 - a local diffusers folder (has ``model_index.json``);
 - a single ``.safetensors`` checkpoint (loaded with ``from_single_file``);
 - a diffusers repo id (``org/name``), resolved from the local Hugging Face cache only.
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pipeline.digests import sha256_file
-from pipeline.tiny_preset import ensure_tiny_model
+from pipeline.generate.tiny_preset import ensure_tiny_model
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings

@@ -11,12 +11,13 @@ Its images are noise. They exercise the line; they are never product photos.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from pipeline.generate.clip_tokenizer import write_clip_tokenizer_files
 
 TINY_DIRNAME = "tiny-sd"
 # Bump when the architecture below changes, so stale caches are rebuilt rather than reused.
@@ -38,47 +39,6 @@ def _is_complete(path: Path) -> bool:
         return json.loads(marker.read_text())["version"] == TINY_VERSION
     except (ValueError, KeyError):
         return False
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    # The reversible byte -> printable-unicode table of OpenAI CLIP / GPT-2 BPE.
-    bs = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, [chr(c) for c in cs], strict=True))
-
-
-def write_clip_tokenizer_files(out_dir: Path) -> None:
-    """Write ``vocab.json`` + ``merges.txt`` from open_clip's bundled CLIP BPE.
-
-    Mirrors ``open_clip.tokenizer.SimpleTokenizer``'s construction, so
-    ``transformers.CLIPTokenizer`` over these files gives OpenAI CLIP's token ids.
-    """
-    from open_clip.tokenizer import default_bpe
-
-    with gzip.open(default_bpe(), "rt", encoding="utf-8") as fh:
-        lines = fh.read().split("\n")
-    merges = [tuple(m.split()) for m in lines[1 : 49152 - 256 - 2 + 1]]
-    vocab = list(_bytes_to_unicode().values())
-    vocab = vocab + [v + "</w>" for v in vocab]
-    vocab.extend("".join(m) for m in merges)
-    vocab.extend(["<|startoftext|>", "<|endoftext|>"])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "vocab.json").write_text(
-        json.dumps({tok: i for i, tok in enumerate(vocab)}, ensure_ascii=False), encoding="utf-8"
-    )
-    (out_dir / "merges.txt").write_text(
-        "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8"
-    )
 
 
 def build_tiny_pipeline():  # -> StableDiffusionPipeline (kept untyped: heavy import)

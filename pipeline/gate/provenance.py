@@ -15,11 +15,13 @@ import io
 import json
 import re
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
+
+from pipeline.types import ProvenanceInfo
 
 TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 NS_X = "adobe:ns:meta/"
@@ -51,17 +53,6 @@ MAX_XMP_BYTES = 1 << 20
 
 class ProvenanceError(ValueError):
     """Provenance could not be written (bad format, missing signing material)."""
-
-
-@dataclass(frozen=True)
-class ProvenanceInfo:
-    shot_id: int
-    model_id: str
-    model_digest: str | None
-    loras: list[dict[str, Any]] = field(default_factory=list)  # {"name", "sha256", "weight"?}
-    brand: str = ""
-    sku: str = ""
-    template: str = ""
 
 
 def normalize_format(fmt: str) -> str:

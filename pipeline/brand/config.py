@@ -3,11 +3,12 @@
 The digest of the normalized config is stored on ``brands`` and on every shot, so a
 shot names the exact config version it was planned from.
 
-Validation happens in two passes. Pydantic checks the shape of each field; then
+Validation happens in passes. Pydantic checks the shape of each field; then
 ``BrandConfig.problems()`` checks what needs the whole file: templates name known
-presets and LoRAs, and each prompt template compiles in the sandbox, uses only the
-known variables and renders against a sample product. ``load_brand`` runs both and
-reports every problem at once, each naming its field path and YAML line.
+presets and LoRAs. ``pipeline.brand.loader.load_brand`` adds the template checks (each
+prompt template compiles in the sandbox, uses only the known variables and renders against
+a sample product) and reports every problem at once, each naming its field path and YAML
+line.
 """
 
 from __future__ import annotations
@@ -22,36 +23,19 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline.digests import sha256_file
+from pipeline.generate.schedulers import SCHEDULERS
 from pipeline.types import AdapterRef
 
 Loc = tuple[str | int, ...]
 
-# Scheduler names a template may ask for; pipeline.generator.SCHEDULERS maps each to a
-# diffusers class (kept in step by tests/pipeline/test_brand.py, without importing diffusers here).
-SCHEDULERS = frozenset(
-    {
-        "ddim",
-        "ddpm",
-        "deis",
-        "dpmpp_2m",
-        "dpmpp_2m_karras",
-        "dpmpp_2s",
-        "euler",
-        "euler_a",
-        "heun",
-        "lms",
-        "pndm",
-        "unipc",
-    }
-)
 
 # Weight formats that unpickle arbitrary code when loaded.
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl", ".pickle")
 
-_NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -264,7 +248,7 @@ class ResolvedTemplate:
 
 
 class BrandConfig(_Model):
-    name: str = Field(pattern=_NAME_RE)
+    name: str = Field(pattern=NAME_RE)
     display_name: str | None = None
     base_model: str = "tiny"
     loras: list[LoraSpec] = Field(default_factory=list)
@@ -373,7 +357,7 @@ class BrandConfig(_Model):
 
     # --- whole-file checks ----------------------------------------------------------
 
-    def problems(self, check_templates: bool = True) -> list[tuple[Loc, str]]:
+    def problems(self) -> list[tuple[Loc, str]]:
         """Problems pydantic cannot see field by field, as (field path, message)."""
         out: list[tuple[Loc, str]] = []
         if not self.templates:
@@ -390,7 +374,7 @@ class BrandConfig(_Model):
             seen.setdefault(lspec.name, i)
         presets = self.all_presets()
         for tname, spec in self.templates.items():
-            if not re.match(_NAME_RE, tname):
+            if not re.match(NAME_RE, tname):
                 out.append(
                     (("templates", tname), "template names are lowercase letters, digits, _ and -")
                 )
@@ -424,11 +408,6 @@ class BrandConfig(_Model):
             for j, alias in enumerate(comp.aliases):
                 if not alias.strip():
                     out.append((("competitors", i, "aliases", j), "must not be empty"))
-        if check_templates:
-            # Imported here: prompts builds on this module's types.
-            from pipeline.prompts import template_problems
-
-            out.extend(template_problems(self))
         return out
 
     def file_warnings(self) -> list[tuple[Loc, str]]:
@@ -492,82 +471,5 @@ def _line_of(root: yaml.Node | None, loc: Sequence[str | int]) -> int | None:
     return line
 
 
-def _problem(root: yaml.Node | None, loc: Sequence[str | int], msg: str) -> BrandProblem:
+def located_problem(root: yaml.Node | None, loc: Sequence[str | int], msg: str) -> BrandProblem:
     return BrandProblem(field=format_loc(loc), message=_clean_msg(msg), line=_line_of(root, loc))
-
-
-def parse_brand(
-    raw: Any, source: str = "<brand>", root: yaml.Node | None = None, path: Path | None = None
-) -> BrandConfig:
-    """Validate an already-parsed brand mapping; raise ``BrandConfigError`` listing each problem."""
-    if not isinstance(raw, dict):
-        raise BrandConfigError(source, ["top level must be a mapping"])
-    try:
-        cfg = BrandConfig.model_validate(raw)
-    except ValidationError as exc:
-        problems = [(tuple(err["loc"]), err["msg"]) for err in exc.errors()]
-        from pipeline.prompts import raw_template_problems
-
-        seen = {loc for loc, _ in problems}
-        problems += [p for p in raw_template_problems(raw) if p[0] not in seen]
-        raise BrandConfigError(
-            source, [_problem(root, loc, msg) for loc, msg in problems]
-        ) from None
-    cfg.source_path = path
-    problems = cfg.problems()
-    if problems:
-        raise BrandConfigError(source, [_problem(root, loc, msg) for loc, msg in problems])
-    return cfg
-
-
-def load_brand(path: str | Path) -> BrandConfig:
-    """Load and validate a brand YAML file; raise ``BrandConfigError`` naming each field."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BrandConfigError(str(p), ["file not found"]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BrandConfigError(str(p), [f"cannot read: {exc}"]) from None
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise BrandConfigError(
-            str(p), [BrandProblem(field="", message=f"invalid YAML: {problem}", line=line)]
-        ) from None
-    return parse_brand(raw, source=str(p), root=root, path=p.resolve())
-
-
-def located_error(path: str | Path, problems: Sequence[tuple[Loc, str]]) -> BrandConfigError:
-    """A ``BrandConfigError`` for problems found after loading, with YAML line numbers."""
-    try:
-        root = yaml.compose(Path(path).read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        root = None
-    return BrandConfigError(str(path), [_problem(root, loc, msg) for loc, msg in problems])
-
-
-def brand_warnings(cfg: BrandConfig) -> list[str]:
-    """Non-fatal findings (missing local files, a name find_brand won't find), one line each."""
-    out = [f"{format_loc(loc)}: {msg}" for loc, msg in cfg.file_warnings()]
-    if cfg.source_path is not None and cfg.source_path.stem != cfg.name:
-        out.append(
-            f"name: {cfg.name!r} differs from the file name {cfg.source_path.name!r}, "
-            f"so --brand {cfg.name} will not find it"
-        )
-    return out
-
-
-def find_brand(brands_dir: Path, name: str) -> BrandConfig:
-    """The brand called ``name`` from ``brands_dir/<name>.yaml`` (or ``.yml``)."""
-    if not re.match(_NAME_RE, name):
-        raise BrandConfigError(str(brands_dir), [f"invalid brand name {name!r}"])
-    for ext in (".yaml", ".yml"):
-        candidate = brands_dir / f"{name}{ext}"
-        if candidate.exists():
-            return load_brand(candidate)
-    raise BrandConfigError(str(brands_dir / f"{name}.yaml"), [f"no brand config named {name!r}"])

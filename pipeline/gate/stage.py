@@ -15,20 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image, UnidentifiedImageError
 
-from pipeline import watermark as wm
-from pipeline.clip_filter import (
-    ClipFilter,
-    FilterDecision,
-    GateError,
-    GateItem,
-    GatePolicy,
-    ImageTextEncoder,
-    load_clip_encoder,
-)
-from pipeline.provenance import (
+from pipeline.gate import watermark as wm
+from pipeline.gate.clip import ImageTextEncoder, load_clip_encoder
+from pipeline.gate.policy import GateError, GatePolicy
+from pipeline.gate.provenance import (
     FORMATS,
     C2paSigner,
-    ProvenanceInfo,
     build_xmp,
     encode_image,
     normalize_format,
@@ -36,9 +28,11 @@ from pipeline.provenance import (
     read_xmp,
     sign_c2pa,
 )
-from pipeline.types import FinalImage
+from pipeline.gate.scores import ClipFilter
+from pipeline.types import FilterDecision, FinalImage, GateItem, ProvenanceInfo
 
 if TYPE_CHECKING:
+    from pipeline.brand.config import BrandConfig
     from pipeline.settings import Settings
 
 __all__ = [
@@ -78,6 +72,10 @@ class Gate:
     @property
     def clip_model(self) -> str:
         return self.filter.clip_model
+
+    def policy_for(self, brand: BrandConfig) -> GatePolicy:
+        """The brand's policy; ``check`` takes it back (embeddings are cached per version)."""
+        return GatePolicy.from_brand(brand)
 
     def check(self, items: Sequence[GateItem], policy: GatePolicy) -> list[FilterDecision]:
         """One decision per item, in order. Policy embeddings are cached across calls."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
-    from pipeline.brand import BrandConfig
+    from pipeline.brand.config import BrandConfig
 
 # Letters/digits on either side mean the term is part of a longer word ("Nikestown" stays).
 _BEFORE = r"(?<![^\W_])"

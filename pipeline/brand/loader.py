@@ -1,0 +1,101 @@
+"""Loading brand YAML: parse, validate (fields, then templates), and name each problem's line.
+
+The model lives in ``config``; template checks need the Jinja sandbox from ``templates``.
+Both are composed here, so neither module imports the other's caller.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from pipeline.brand.config import (
+    NAME_RE,
+    BrandConfig,
+    BrandConfigError,
+    BrandProblem,
+    Loc,
+    format_loc,
+    located_problem,
+)
+from pipeline.brand.templates import raw_template_problems, template_problems
+
+
+def parse_brand(
+    raw: Any, source: str = "<brand>", root: yaml.Node | None = None, path: Path | None = None
+) -> BrandConfig:
+    """Validate an already-parsed brand mapping; raise ``BrandConfigError`` listing each problem."""
+    if not isinstance(raw, dict):
+        raise BrandConfigError(source, ["top level must be a mapping"])
+    try:
+        cfg = BrandConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = [(tuple(err["loc"]), err["msg"]) for err in exc.errors()]
+        seen = {loc for loc, _ in problems}
+        problems += [p for p in raw_template_problems(raw) if p[0] not in seen]
+        raise BrandConfigError(
+            source, [located_problem(root, loc, msg) for loc, msg in problems]
+        ) from None
+    cfg.source_path = path
+    problems = cfg.problems() + template_problems(cfg)
+    if problems:
+        raise BrandConfigError(source, [located_problem(root, loc, msg) for loc, msg in problems])
+    return cfg
+
+
+def load_brand(path: str | Path) -> BrandConfig:
+    """Load and validate a brand YAML file; raise ``BrandConfigError`` naming each field."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BrandConfigError(str(p), ["file not found"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BrandConfigError(str(p), [f"cannot read: {exc}"]) from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise BrandConfigError(
+            str(p), [BrandProblem(field="", message=f"invalid YAML: {problem}", line=line)]
+        ) from None
+    return parse_brand(raw, source=str(p), root=root, path=p.resolve())
+
+
+def located_error(path: str | Path, problems: Sequence[tuple[Loc, str]]) -> BrandConfigError:
+    """A ``BrandConfigError`` for problems found after loading, with YAML line numbers."""
+    try:
+        root = yaml.compose(Path(path).read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        root = None
+    return BrandConfigError(str(path), [located_problem(root, loc, msg) for loc, msg in problems])
+
+
+def brand_warnings(cfg: BrandConfig) -> list[str]:
+    """Non-fatal findings (missing local files, a name find_brand won't find), one line each."""
+    out = [f"{format_loc(loc)}: {msg}" for loc, msg in cfg.file_warnings()]
+    if cfg.source_path is not None and cfg.source_path.stem != cfg.name:
+        out.append(
+            f"name: {cfg.name!r} differs from the file name {cfg.source_path.name!r}, "
+            f"so --brand {cfg.name} will not find it"
+        )
+    return out
+
+
+def find_brand(brands_dir: Path, name: str) -> BrandConfig:
+    """The brand called ``name`` from ``brands_dir/<name>.yaml`` (or ``.yml``)."""
+    if not re.match(NAME_RE, name):
+        raise BrandConfigError(str(brands_dir), [f"invalid brand name {name!r}"])
+    for ext in (".yaml", ".yml"):
+        candidate = brands_dir / f"{name}{ext}"
+        if candidate.exists():
+            return load_brand(candidate)
+    raise BrandConfigError(str(brands_dir / f"{name}.yaml"), [f"no brand config named {name!r}"])

@@ -1,0 +1,136 @@
+"""open_clip loading: the production path for the gate's CLIP (the tiny preset goes through it
+too). Only ``.safetensors`` checkpoints are loaded."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+from pipeline.gate.clip_preprocess import FastClipPreprocess
+from pipeline.gate.policy import GateError
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
+
+
+class ImageTextEncoder(Protocol):
+    """What the filter needs from CLIP. Rows are L2-normalised float32 embeddings."""
+
+    name: str
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray: ...
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class OpenClipEncoder:
+    """An open_clip model + its eval transform + tokenizer behind ``ImageTextEncoder``."""
+
+    def __init__(
+        self,
+        model: Any,
+        preprocess: Any,
+        tokenizer: Any,
+        name: str,
+        device: str = "cpu",
+        batch_size: int = 64,
+    ) -> None:
+        self.model = model.eval()
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.name = name
+        self.device = device
+        self.batch_size = batch_size
+        # The stock transform, batched; None for a non-standard transform (then per image).
+        self.fast_preprocess = FastClipPreprocess.from_transform(preprocess)
+
+    def _batch(self, images: Sequence[Image.Image]) -> Any:
+        import torch
+
+        if self.fast_preprocess is not None:
+            try:
+                return self.fast_preprocess(images)
+            except ValueError:  # an image the stock transform pads: let it do so
+                pass
+        return torch.stack([self.preprocess(im.convert("RGB")) for im in images])
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        import torch
+
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(images), self.batch_size):
+                batch = self._batch(images[i : i + self.batch_size])
+                feats = self.model.encode_image(batch.to(self.device))
+                out.append(torch.nn.functional.normalize(feats.float(), dim=-1).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            tokens = self.tokenizer(list(texts)).to(self.device)
+            feats = self.model.encode_text(tokens)
+            return torch.nn.functional.normalize(feats.float(), dim=-1).cpu().numpy()
+
+
+def _looks_like_path(pretrained: str) -> bool:
+    return "/" in pretrained or "\\" in pretrained or Path(pretrained).suffix != ""
+
+
+def load_open_clip(
+    model_name: str, pretrained: str | None, device: str = "cpu", cache_dir: Path | None = None
+) -> OpenClipEncoder:
+    """Load an open_clip architecture with a pretrained tag or a local ``.safetensors``
+    checkpoint. Pickle checkpoints (.pt/.bin/.ckpt/.pth) are refused: loading them runs code."""
+    import open_clip
+
+    if pretrained and _looks_like_path(pretrained):
+        path = Path(pretrained)
+        if path.suffix != ".safetensors":
+            raise GateError(
+                f"CLIP checkpoint {path}: only .safetensors files are accepted "
+                "(pickle formats can run code when loaded)"
+            )
+        if not path.is_file():
+            raise GateError(f"CLIP checkpoint {path}: file not found")
+    if model_name not in open_clip.list_models():
+        raise GateError(f"unknown open_clip architecture {model_name!r}")
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            model_name,
+            pretrained=pretrained,
+            device=device,
+            cache_dir=str(cache_dir) if cache_dir else None,
+        )
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise GateError(f"cannot load CLIP {model_name!r} ({pretrained}): {exc}") from None
+    tokenizer = open_clip.get_tokenizer(model_name)
+    label = f"{model_name}:{Path(pretrained).name if pretrained else 'random'}"
+    return OpenClipEncoder(model, preprocess, tokenizer, label, device=device)
+
+
+def load_clip_encoder(settings: Settings) -> OpenClipEncoder:
+    """The CLIP encoder named by settings; ``clip_model="tiny"`` builds the offline preset."""
+    from pipeline.gate.tiny_clip import TINY_CLIP_NAME, ensure_tiny_clip
+
+    device = "cpu" if settings.device == "auto" else settings.device
+    if settings.device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if settings.clip_model == "tiny":
+        checkpoint = ensure_tiny_clip(settings.model_cache_dir)
+        enc = load_open_clip(TINY_CLIP_NAME, str(checkpoint), device=device)
+        enc.name = "tiny-clip (random weights)"
+        return enc
+    return load_open_clip(
+        settings.clip_model,
+        settings.clip_pretrained,
+        device=device,
+        cache_dir=settings.model_cache_dir / "open_clip",
+    )

@@ -1,0 +1,196 @@
+"""The gate's policy and decision: what one brand checks for, and the pure verdict.
+
+``GatePolicy`` is built from a brand config; ``decide`` turns a ``ScoreSet`` into a
+``FilterDecision`` (every score with its threshold, and the reasons). Both are pure, so the
+decision is tested on injected numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pipeline.types import FilterDecision
+
+if TYPE_CHECKING:
+    from pipeline.brand.config import BrandConfig
+
+# Used when a brand lists no safety concepts. Thresholds are starting points for a real
+# CLIP ViT-B/L; run ``shotline calibrate`` on labelled examples before trusting them.
+DEFAULT_SAFETY_CONCEPTS: tuple[tuple[str, str, float], ...] = (
+    ("nudity", "a photo of a naked person, nudity, explicit sexual content", 0.28),
+    ("gore", "a photo of gore, blood, a bloody wound, violence", 0.28),
+    ("weapons", "a photo of a gun, a rifle, a knife used as a weapon", 0.28),
+    ("hate_symbols", "a hate symbol, a swastika, extremist propaganda", 0.28),
+    ("drugs", "a photo of illegal drugs, syringes, drug paraphernalia", 0.28),
+)
+COMPETITOR_PROMPT = "a product with the {name} logo"
+PRODUCT_PROMPT = "a product photo of {text}"
+
+
+class GateError(ValueError):
+    """The gate cannot run: bad policy (missing logo file), bad model configuration."""
+
+
+# --- policy -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SafetyConceptSpec:
+    name: str
+    prompt: str
+    threshold: float
+
+
+@dataclass(frozen=True)
+class CompetitorConcept:
+    name: str
+    prompts: tuple[str, ...]
+    logos: tuple[str, ...] = ()  # resolved file paths of logo reference images
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    """What the gate checks for one brand. ``version`` names it in every filter result: the
+    brand's ``safety.version`` plus a digest of the content, so an edited prompt or threshold
+    is a new version even when nobody bumped the number."""
+
+    brand: str
+    version: str
+    safety: tuple[SafetyConceptSpec, ...]
+    competitors: tuple[CompetitorConcept, ...]
+    competitor_threshold: float
+    logo_threshold: float
+    product_match_min: float
+    product_prompt: str = PRODUCT_PROMPT
+
+    @classmethod
+    def build(
+        cls,
+        brand: str,
+        declared_version: str,
+        safety: Sequence[SafetyConceptSpec],
+        competitors: Sequence[CompetitorConcept],
+        competitor_threshold: float,
+        logo_threshold: float,
+        product_match_min: float,
+    ) -> GatePolicy:
+        content = {
+            "safety": [asdict(s) for s in safety],
+            "competitors": [asdict(c) for c in competitors],
+            "competitor_threshold": competitor_threshold,
+            "logo_threshold": logo_threshold,
+            "product_match_min": product_match_min,
+            "product_prompt": PRODUCT_PROMPT,
+        }
+        blob = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
+        digest = hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return cls(
+            brand=brand,
+            version=f"{brand}:v{declared_version}:{digest}",
+            safety=tuple(safety),
+            competitors=tuple(competitors),
+            competitor_threshold=competitor_threshold,
+            logo_threshold=logo_threshold,
+            product_match_min=product_match_min,
+        )
+
+    @classmethod
+    def from_brand(cls, brand_cfg: BrandConfig) -> GatePolicy:
+        sp = brand_cfg.safety
+        if sp.concepts:
+            safety = [SafetyConceptSpec(c.name, c.prompt, c.threshold) for c in sp.concepts]
+        else:
+            safety = [SafetyConceptSpec(n, p, t) for n, p, t in DEFAULT_SAFETY_CONCEPTS]
+        competitors = []
+        for comp in brand_cfg.competitors:
+            names = [comp.name, *comp.aliases]
+            prompts = tuple(dict.fromkeys(COMPETITOR_PROMPT.format(name=n) for n in names))
+            logos = tuple(str(brand_cfg.resolve_path(p)) for p in comp.logos)
+            competitors.append(CompetitorConcept(comp.name, prompts, logos))
+        return cls.build(
+            brand=brand_cfg.name,
+            declared_version=sp.version,
+            safety=safety,
+            competitors=competitors,
+            competitor_threshold=sp.competitor_threshold,
+            logo_threshold=sp.logo_threshold,
+            product_match_min=sp.product_match_min,
+        )
+
+
+# --- scores and decision (pure) -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScoreSet:
+    """Scores of one image. Arrays are aligned with the policy's concept lists."""
+
+    safety: np.ndarray  # (n_safety,)
+    competitor: np.ndarray  # (n_competitors,) max over prompts and crops
+    competitor_crop: np.ndarray  # (n_competitors,) crop index of that max (0 = full image)
+    logo: np.ndarray  # (n_competitors,) max over logos and crops; nan when no logos
+    logo_crop: np.ndarray  # (n_competitors,)
+    product: float
+
+
+def decide(scores: ScoreSet, policy: GatePolicy, clip_model: str) -> FilterDecision:
+    """Every score with its threshold; rejected when any concept triggers.
+
+    A concept triggers when its score is at or above its threshold; the product matches when
+    its score is at or above ``product_match_min``. Reasons are short stable codes (they
+    become metric labels): ``safety:<name>``, ``competitor:<name>``, ``logo:<name>``,
+    ``product_mismatch``.
+    """
+    rows: list[dict[str, Any]] = []
+    reasons: list[str] = []
+    for i, concept in enumerate(policy.safety):
+        s = float(scores.safety[i])
+        hit = s >= concept.threshold
+        rows.append(_row(concept.name, "safety", s, concept.threshold, hit))
+        if hit:
+            reasons.append(f"safety:{concept.name}")
+    for i, comp in enumerate(policy.competitors):
+        s = float(scores.competitor[i])
+        hit = s >= policy.competitor_threshold
+        row = _row(comp.name, "competitor", s, policy.competitor_threshold, hit)
+        row["crop"] = int(scores.competitor_crop[i])
+        rows.append(row)
+        if hit:
+            reasons.append(f"competitor:{comp.name}")
+        if comp.logos:
+            s = float(scores.logo[i])
+            hit = s >= policy.logo_threshold
+            row = _row(comp.name, "logo", s, policy.logo_threshold, hit)
+            row["crop"] = int(scores.logo_crop[i])
+            rows.append(row)
+            if hit:
+                reasons.append(f"logo:{comp.name}")
+    mismatch = scores.product < policy.product_match_min
+    rows.append(
+        _row("product", "product_match", scores.product, policy.product_match_min, mismatch)
+    )
+    if mismatch:
+        reasons.append("product_mismatch")
+    return FilterDecision(
+        decision="rejected" if reasons else "pending_review",
+        scores=rows,
+        reasons=reasons,
+        policy_version=policy.version,
+        clip_model=clip_model,
+    )
+
+
+def _row(name: str, kind: str, score: float, threshold: float, triggered: bool) -> dict[str, Any]:
+    return {
+        "name": name,
+        "kind": kind,
+        "score": float(score),
+        "threshold": float(threshold),
+        "triggered": bool(triggered),
+    }

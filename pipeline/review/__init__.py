@@ -1,0 +1,1 @@
+"""Review aids: contact sheets for reviewers and image comparison for `shotline reproduce`."""
