@@ -294,7 +294,10 @@ class ReviewEvent(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     shot_id: Mapped[int] = mapped_column(ForeignKey("shots.id"), index=True)
-    reviewer: Mapped[str] = mapped_column(String(200))
+    reviewer: Mapped[str] = mapped_column(String(200))  # the name claimed (--reviewer)
+    # Who the connection says approved: the Postgres session user, or the OS login on SQLite.
+    # None only on events written before this column existed.
+    authenticated_reviewer: Mapped[str | None] = mapped_column(String(200))
     action: Mapped[str] = mapped_column(String(20))
     note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _ts()

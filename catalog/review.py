@@ -3,7 +3,12 @@
 Every decision is an append-only ``review_events`` row; the shot's ``state`` column is
 only a cache of what the events say (``current_review_state``). Rules:
 
-- a reviewer name is required: there is no anonymous approval;
+- every event names who decided: the authenticated identity of the connection (the Postgres
+  session user, the OS login on SQLite) and the name claimed with ``--reviewer``, which must be
+  the same person unless free names are allowed (``review_free_names``, the demo);
+- a brand lists who may approve (``reviewers:`` in its config); anyone else is refused;
+- a transition is atomic: of two reviewers deciding on one shot at once, one wins and the
+  other gets "already approved by X" (a compare-and-set on the shot's state);
 - ``pending_review -> approved`` (action ``approve``) and ``pending_review -> rejected``
   (action ``reject``, a reason is required);
 - approving a *rejected* shot (the gate rejected it, or a reviewer did earlier) needs
@@ -16,13 +21,17 @@ only a cache of what the events say (``current_review_state``). Rules:
 from __future__ import annotations
 
 import csv
+import getpass
 import io
+import os
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session, selectinload
 
 from catalog.models import (
@@ -33,8 +42,9 @@ from catalog.models import (
     ReviewEvent,
     Shot,
     ShotState,
+    utcnow,
 )
-from catalog.shots import lineage_loads, transition
+from catalog.shots import can_transition, lineage_loads
 
 # The states a reviewer looks at; ``review list`` without --status shows pending ones.
 REVIEW_STATES = (
@@ -68,13 +78,73 @@ def current_review_state(events: Iterable[Any]) -> str | None:
     return state
 
 
-def _require_reviewer(reviewer: str | None) -> str:
-    name = (reviewer or "").strip()
+MAX_REVIEWER_CHARS = 200  # review_events.reviewer is VARCHAR(200)
+
+
+@dataclass(frozen=True)
+class Reviewer:
+    """Who decides: the name recorded on the event and the identity the connection proved."""
+
+    name: str
+    authenticated: str
+
+
+def clean_reviewer_name(raw: str | None) -> str | None:
+    """A reviewer name as typed, checked: printable, trimmed, bounded; None when not given.
+
+    Control and format characters (newlines, ESC, zero-width and bidi marks) are refused, not
+    stripped: a name made of them would be an anonymous approval by another name, and one
+    with a newline forges output lines wherever it is printed later.
+    """
+    if raw is None:
+        return None
+    name = unicodedata.normalize("NFC", raw).strip()
     if not name:
-        raise ReviewError(
-            "no reviewer: pass --reviewer NAME or set SHOTLINE_REVIEWER (no anonymous review)"
-        )
+        return None
+    bad = next((c for c in name if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")), None)
+    if bad is not None:
+        raise ReviewError(f"reviewer name contains the control character U+{ord(bad):04X}")
+    if len(name) > MAX_REVIEWER_CHARS:
+        raise ReviewError(f"reviewer name is longer than {MAX_REVIEWER_CHARS} characters")
     return name
+
+
+def connection_identity(session: Session) -> str:
+    """Who this connection is: the Postgres session user (the login that authenticated), or
+    the OS login running the process on SQLite, where the file's permissions are the gate."""
+    if session.get_bind().dialect.name == "postgresql":
+        return str(session.execute(text("SELECT session_user")).scalar_one())
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (a bare container uid)
+        return f"uid:{os.getuid()}"
+
+
+def resolve_reviewer(session: Session, claimed: str | None, *, free_names: bool) -> Reviewer:
+    """The reviewer of this session: the claimed name if allowed, else the authenticated one."""
+    authenticated = connection_identity(session)
+    name = clean_reviewer_name(claimed)
+    if name is None:
+        return Reviewer(authenticated, authenticated)
+    if not free_names and name.casefold() != authenticated.casefold():
+        raise ReviewError(
+            f"--reviewer {name!r} is not the authenticated user {authenticated!r}; review as "
+            "yourself (or set SHOTLINE_REVIEW_FREE_NAMES=true where free names are allowed)"
+        )
+    return Reviewer(name, authenticated)
+
+
+def _authorize(session: Session, shots: Sequence[Shot], reviewer: Reviewer) -> None:
+    """Every shot's brand must list the reviewer; refuse before anything is written."""
+    names = {s.brand_id for s in shots}
+    brands = session.scalars(select(Brand).where(Brand.id.in_(names))).all()
+    for brand in brands:
+        allowed = [str(r) for r in (brand.config or {}).get("reviewers") or []]
+        if reviewer.name.casefold() not in {a.casefold() for a in allowed}:
+            who = ", ".join(allowed) if allowed else "nobody (no reviewers: in its config)"
+            raise ReviewError(
+                f"{reviewer.name!r} may not review brand {brand.name!r}; its reviewers: {who}"
+            )
 
 
 def _load_for_update(session: Session, shot_ids: Sequence[int]) -> list[Shot]:
@@ -106,14 +176,14 @@ def _gate_reasons(shot: Shot) -> str:
 def approve(
     session: Session,
     shot_ids: Sequence[int],
-    reviewer: str | None,
+    reviewer: Reviewer,
     note: str | None = None,
     override: bool = False,
 ) -> list[ReviewEvent]:
     """Approve shots; returns the events added. Raises ``ReviewError`` before writing anything."""
-    who = _require_reviewer(reviewer)
     note = (note or "").strip() or None
     shots = _load_for_update(session, shot_ids)
+    _authorize(session, shots, reviewer)
     actions: list[str] = []
     for shot in shots:
         if shot.state == ShotState.pending_review.value:
@@ -128,47 +198,82 @@ def approve(
                 raise ReviewError(f"shot {shot.id}: an override needs --reason TEXT")
             actions.append(ReviewAction.override.value)
         else:
-            raise ReviewError(
-                f"shot {shot.id}: cannot approve a shot in state {shot.state!r} "
-                "(only pending_review, or rejected with --override)"
-            )
-    return _append_events(session, shots, actions, who, note, ShotState.approved)
+            raise ReviewError(_wrong_state(session, shot, "approve"))
+    return _append_events(session, shots, actions, reviewer, note, ShotState.approved)
 
 
 def reject(
-    session: Session, shot_ids: Sequence[int], reviewer: str | None, reason: str | None
+    session: Session, shot_ids: Sequence[int], reviewer: Reviewer, reason: str | None
 ) -> list[ReviewEvent]:
     """Reject shots awaiting review (or approved but not yet published). A reason is required."""
-    who = _require_reviewer(reviewer)
     why = (reason or "").strip()
     if not why:
         raise ReviewError("rejecting needs --reason TEXT")
     shots = _load_for_update(session, shot_ids)
+    _authorize(session, shots, reviewer)
     allowed = (ShotState.pending_review.value, ShotState.approved.value)
     for shot in shots:
         if shot.state not in allowed:
-            raise ReviewError(
-                f"shot {shot.id}: cannot reject a shot in state {shot.state!r} "
-                "(only pending_review or approved-not-yet-published)"
-            )
+            raise ReviewError(_wrong_state(session, shot, "reject"))
     actions = [ReviewAction.reject.value] * len(shots)
-    return _append_events(session, shots, actions, who, why, ShotState.rejected)
+    return _append_events(session, shots, actions, reviewer, why, ShotState.rejected)
+
+
+def _wrong_state(session: Session, shot: Shot, verb: str) -> str:
+    """Why ``verb`` can't apply, naming who decided last when a reviewer did."""
+    last = session.scalars(
+        select(ReviewEvent)
+        .where(ReviewEvent.shot_id == shot.id)
+        .order_by(ReviewEvent.id.desc())
+        .limit(1)
+    ).first()
+    if last is not None and shot.state in (ShotState.approved.value, ShotState.rejected.value):
+        done = "approved" if last.action != ReviewAction.reject.value else "rejected"
+        return f"shot {shot.id}: already {done} by {last.reviewer!r}"
+    if verb == "approve":
+        allowed = "only pending_review, or rejected with --override"
+    else:
+        allowed = "only pending_review or approved-not-yet-published"
+    return f"shot {shot.id}: cannot {verb} a shot in state {shot.state!r} ({allowed})"
 
 
 def _append_events(
     session: Session,
     shots: Sequence[Shot],
     actions: Sequence[str],
-    reviewer: str,
+    reviewer: Reviewer,
     note: str | None,
     new_state: ShotState,
 ) -> list[ReviewEvent]:
-    """Every check passed: one append-only event per shot, then its state change."""
+    """Every check passed: move each shot by compare-and-set, then append its event.
+
+    The UPDATE names the state the checks saw, so a concurrent decision that committed in
+    between (SQLite has no row locks) matches no row: this one then fails whole, and the
+    transaction rolls back. On Postgres the row locks already serialize the two.
+    """
     events = []
     for shot, action in zip(shots, actions, strict=True):
-        event = ReviewEvent(shot_id=shot.id, reviewer=reviewer, action=action, note=note)
+        seen = shot.state
+        if not can_transition(seen, new_state):  # pragma: no cover - checked by the callers
+            raise ReviewError(_wrong_state(session, shot, "review"))
+        moved = session.execute(
+            update(Shot)
+            .where(Shot.id == shot.id, Shot.state == seen)
+            .values(state=str(new_state), error=None, updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        if moved.rowcount != 1:
+            session.refresh(shot)
+            raise ReviewError(_wrong_state(session, shot, "review"))
+        session.refresh(shot)
+        event = ReviewEvent(
+            shot_id=shot.id,
+            reviewer=reviewer.name,
+            authenticated_reviewer=reviewer.authenticated,
+            action=action,
+            note=note,
+        )
         session.add(event)
-        transition(shot, new_state)
         events.append(event)
     session.flush()
     return events

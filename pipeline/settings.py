@@ -88,6 +88,9 @@ class Settings(BaseSettings):
 
     # --- review -------------------------------------------------------------------
     reviewer: str | None = None
+    # Let --reviewer / SHOTLINE_REVIEWER name someone other than the authenticated login (the
+    # demo, a shared service account). Off: a reviewer can only approve as themselves.
+    review_free_names: bool = False
 
     # --- scheduled ingestion ----------------------------------------------------
     ingest_sources: list[str] = Field(default_factory=list)

@@ -58,9 +58,13 @@ def _put(store: Any, key: str, data: bytes, content_type: str) -> Any:
     return store.put(key, data, content_type=content_type) if store is not None else None
 
 
+# The names test brands let approve (review tests use them as free names).
+REVIEWERS = ("alice", "bob", "carol", "-mallory", "bench")
+
+
 def make_brand(session: Session, name: str | None = None, **kw: Any) -> Brand:
     name = name or f"brand-{suffix()}"
-    config = kw.pop("config", {"name": name, "base_model": "tiny"})
+    config = kw.pop("config", {"name": name, "base_model": "tiny", "reviewers": list(REVIEWERS)})
     digest = kw.pop("config_digest", sha256_hex(repr(sorted(config.items())).encode()))
     brand = Brand(name=name, config_digest=digest, version=1, config=config, **kw)
     session.add(brand)

@@ -259,6 +259,9 @@ class BrandConfig(_Model):
     )
     competitors: list[CompetitorSpec] = Field(default_factory=list)
     blocked_terms: list[str] = Field(default_factory=list)
+    # Who may approve this brand's images (database logins on Postgres, OS logins on SQLite,
+    # or free names where SHOTLINE_REVIEW_FREE_NAMES allows them). Empty: nobody may approve.
+    reviewers: list[str] = Field(default_factory=list)
     safety: SafetyPolicy = Field(default_factory=SafetyPolicy)
     # For generic CSVs: our field name -> the CSV column that holds it.
     column_map: dict[str, str] = Field(default_factory=dict)

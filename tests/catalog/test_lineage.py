@@ -15,7 +15,7 @@ from catalog.lineage import (
     parse_lora_ref,
     shot_lineage,
 )
-from catalog.review import approve
+from catalog.review import Reviewer, approve
 from tests.factories import (
     make_brand,
     make_gated_shot,
@@ -206,7 +206,7 @@ def test_outputs_of_import_run(session: Session) -> None:
     pending = make_gated_shot(session, brand=brand, import_run=run1)
     rejected = make_gated_shot(session, brand=brand, import_run=run1, decision="rejected")
     make_gated_shot(session, brand=brand, import_run=run2)
-    approve(session, [pending.id], "bob")
+    approve(session, [pending.id], Reviewer("bob", "bob"))
 
     out = outputs_of_import_run(session, run1.id)
     assert out["run"]["id"] == run1.id and out["run"]["uri"] == run1.source_uri
