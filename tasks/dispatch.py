@@ -154,6 +154,8 @@ def send(
 ) -> None:
     """Send one task (or a registered task's name) to ``settings.broker_url``; in-process
     when embedded."""
+    if isinstance(task, str) and task not in app.tasks:
+        app.loader.import_default_modules()  # a name from another task module (ingest)
     obj = app.tasks[task] if isinstance(task, str) else task
     submit(settings, obj, args, queue, kwargs=kwargs, countdown=countdown)
 
