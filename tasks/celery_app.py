@@ -1,12 +1,7 @@
 """The Celery app: Redis broker, JSON only, late acks, one model resident per worker.
 
-Queues:
-
-- ``gpu.<model-key>`` (e.g. ``gpu.tiny``): ``shotline.generate_batch``. One queue per base
-  model so a worker keeps one model loaded and never swaps it between tasks.
-- ``cpu``: ``shotline.gate_shot`` (CLIP + watermark + provenance) and ``shotline.publish_shot``,
-  so CPU work never stalls a GPU.
-- ``ingest``: ``shotline.import_catalog`` and the beat-driven ``shotline.ingest_due_catalogs``.
+Queue and task names live in ``tasks.queues``; the tasks in ``tasks.dispatch`` (the line) and
+``tasks.ingest`` (scheduled ingestion); the worker signals and warm-up in ``tasks.signals``.
 
 Running a fleet::
 
@@ -17,38 +12,58 @@ Running a fleet::
     celery -A tasks.celery_app worker -Q cpu,ingest --pool prefork -c 2 -n cpu@%h
     celery -A tasks.celery_app beat   # scheduled ingestion
 
-Models are loaded once per worker process, never per task: ``worker_process_init`` for prefork
-children, ``worker_init`` for ``--pool solo`` (which runs tasks in the main process).
-With no ``SHOTLINE_BROKER_URL`` the app is eager and ``shotline run`` works in-process.
+The module-level ``app`` is created unconfigured: its configuration comes from one
+``Settings``, the ones passed to ``app.configure(settings)`` (the CLI, tests), else, in a
+``celery -A tasks.celery_app ...`` process, ones built from the ``SHOTLINE_*`` environment the
+first time Celery reads its configuration.
+
+With no broker (``settings.embedded``) ``submit`` runs a task in this process through Celery's
+eager ``Task.apply``: the same task bodies, retries included, with no worker.
 """
 
 from __future__ import annotations
 
-import gc
-import logging
+from collections import deque
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
 
-from celery import Celery
-from celery.signals import worker_init, worker_process_init
-from kombu import Queue
+from celery import Celery, states
+from kombu import Connection, Queue
 
-from pipeline.settings import Settings, get_settings
+from pipeline.settings import Settings
+from tasks.queues import (
+    QUEUE_CPU,
+    QUEUE_INGEST,
+    ROUTES,
+    TASK_GATE,
+    TASK_GENERATE,
+    TASK_IMPORT,
+    TASK_INGEST,
+    TASK_PUBLISH,
+    TASK_SWEEP,
+    gpu_queue,
+)
 
-log = logging.getLogger(__name__)
+# Importing these registers the tasks and connects the worker signals.
+TASK_MODULES = ["tasks.dispatch", "tasks.ingest", "tasks.signals"]
 
-TASK_GENERATE = "shotline.generate_batch"
-TASK_GATE = "shotline.gate_shot"
-TASK_PUBLISH = "shotline.publish_shot"
-TASK_IMPORT = "shotline.import_catalog"
-TASK_INGEST = "shotline.ingest_due_catalogs"
-TASK_SWEEP = "shotline.sweep_stalled"
-
-QUEUE_CPU = "cpu"
-QUEUE_INGEST = "ingest"
-
-
-def gpu_queue(model_key: str) -> str:
-    return f"gpu.{model_key}"
+__all__ = [
+    "QUEUE_CPU",
+    "QUEUE_INGEST",
+    "TASK_GATE",
+    "TASK_GENERATE",
+    "TASK_IMPORT",
+    "TASK_INGEST",
+    "TASK_PUBLISH",
+    "TASK_SWEEP",
+    "ShotlineCelery",
+    "app",
+    "celery_config",
+    "gpu_queue",
+    "submit",
+    "task_settings",
+]
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -82,19 +97,15 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "interval_step": 0.5,
             "interval_max": 2.0,
         },
-        "task_always_eager": settings.embedded,
-        "task_eager_propagates": True,
+        # task_always_eager stays off: whether a call runs here is decided by the Settings it is
+        # made with, and one process (tests, benchmarks) may send to a fleet and run embedded.
+        # Eager propagation stays off too: with it Celery raises a task's Retry instead of
+        # running the retry; ``submit`` raises the error once the retries are spent.
+        "task_eager_propagates": False,
         "task_default_queue": QUEUE_CPU,
         "task_queues": (Queue(QUEUE_CPU), Queue(QUEUE_INGEST)),
         "task_create_missing_queues": True,  # gpu.<model-key> queues appear as models do
-        "task_routes": {
-            TASK_GATE: {"queue": QUEUE_CPU},
-            TASK_PUBLISH: {"queue": QUEUE_CPU},
-            TASK_SWEEP: {"queue": QUEUE_CPU},
-            TASK_IMPORT: {"queue": QUEUE_INGEST},
-            TASK_INGEST: {"queue": QUEUE_INGEST},
-            # generate_batch is sent with queue=gpu.<model-key> by tasks.dispatch.
-        },
+        "task_routes": dict(ROUTES),
         "beat_schedule": {
             "ingest-due-catalogs": {
                 "task": TASK_INGEST,
@@ -113,62 +124,104 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def make_app(settings: Settings) -> Celery:
-    celery = Celery("shotline", include=["tasks.worker_tasks"])
-    celery.conf.update(celery_config(settings))
-    return celery
+class ShotlineCelery(Celery):
+    """A Celery app configured from one ``Settings`` object, never at import."""
+
+    def __init__(self) -> None:
+        super().__init__("shotline", include=TASK_MODULES)
+        self._settings: Settings | None = None
+        self.on_configure.connect(self._load_settings, weak=False)
+
+    def configure(self, settings: Settings) -> None:
+        """Use ``settings`` from now on (the CLI and worker entry points call this first)."""
+        self._settings = settings
+        if self.configured:
+            self.conf.update(celery_config(settings))
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            _ = self.conf  # a first read of the config builds them (see _load_settings)
+        assert self._settings is not None
+        return self._settings
+
+    def _load_settings(self, sender: Any = None, **_: Any) -> None:
+        # Celery reads its configuration lazily; whoever reads it first without having called
+        # configure() is a `celery -A tasks.celery_app` process: its settings are its env.
+        if self._settings is None:
+            self._settings = Settings()
+        self.config_from_object(celery_config(self._settings))
 
 
-app = make_app(get_settings())
+app = ShotlineCelery()
 
 
-def _consumed_queues() -> list[str]:
+# --- submitting a task ----------------------------------------------------------------------
+
+
+@dataclass
+class _InlineRun:
+    """Tasks run in this process, in order, one at a time, like a single worker would."""
+
+    pending: deque[tuple[Settings, Any, list[Any], dict[str, Any]]] = field(default_factory=deque)
+    current: Settings | None = None
+
+
+_inline: ContextVar[_InlineRun | None] = ContextVar("shotline_inline_run", default=None)
+_connections: dict[str, Connection] = {}
+
+
+def task_settings(celery: ShotlineCelery) -> Settings:
+    """The settings a task body runs with: the caller's when run in-process, else the app's."""
+    run = _inline.get()
+    if run is not None and run.current is not None:
+        return run.current
+    return celery.settings
+
+
+def _run_inline(settings: Settings, task: Any, args: list[Any], kwargs: dict[str, Any]) -> None:
+    run = _inline.get()
+    if run is not None:
+        # Sent from inside a task running here: queue it behind the running one, as a broker
+        # would. A failed child never unwinds through its parent's retry, and the stack stays
+        # flat however many shots are handed back.
+        run.pending.append((settings, task, args, kwargs))
+        return
+    run = _InlineRun(deque([(settings, task, args, kwargs)]))
+    token = _inline.set(run)
     try:
-        return list(app.amqp.queues.consume_from or app.amqp.queues)
-    except Exception:  # pragma: no cover - introspection only guides the warm-up
-        return []
+        while run.pending:
+            run.current, task, args, kwargs = run.pending.popleft()
+            # Celery's eager execution: the task's autoretry re-applies it at once (no
+            # countdown) up to max_retries; the error that is left is raised here.
+            result = task.apply(args, kwargs)
+            if result.state in states.PROPAGATE_STATES:
+                error = result.result
+                raise error if isinstance(error, BaseException) else RuntimeError(str(error))
+    finally:
+        _inline.reset(token)
 
 
-def warm_up(queues: list[str] | None = None) -> None:
-    """Load this worker's models now, so the first task does not pay for them."""
-    from tasks.context import context_for, reset_contexts
-    from tasks.dispatch import models_for_queue
-
-    reset_contexts()  # never reuse a DB pool or model inherited across fork
-    ctx = context_for()
-    queues = _consumed_queues() if queues is None else queues
-    for queue in queues:
-        if queue.startswith("gpu."):
-            for model_id in models_for_queue(ctx.settings, queue):
-                log.info("loading model %s for %s", model_id, queue)
-                ctx.generator(model_id)
-        elif queue == QUEUE_CPU:
-            log.info("loading the gate (CLIP + watermark)")
-            ctx.gate()
-    # Open the pool's first DB connection and build the blob store client now, not inside
-    # the first task.
-    with ctx.engine.connect():
-        pass
-    _ = ctx.store
-    # Models and libraries are now ~0.5M long-lived objects; every full collection would walk
-    # them again (~1 ms of CPU per shot at control-plane rates). Freeze them out of its sight.
-    gc.collect()
-    gc.freeze()
-    log.info("shotline worker warm: queues %s", ",".join(queues))
-
-
-@worker_process_init.connect
-def _init_prefork_child(**_: Any) -> None:
-    warm_up()
-
-
-@worker_init.connect
-def _init_worker(sender: Any = None, **_: Any) -> None:
-    from tasks.metrics import start_worker_metrics
-
-    # The main process serves /metrics (before prefork children exist) when a port is set.
-    start_worker_metrics(get_settings())
-    # The solo pool runs tasks in this very process and never sends worker_process_init.
-    pool = str(getattr(sender, "pool_cls", "")).lower()
-    if "solo" in pool:
-        warm_up()
+def submit(
+    settings: Settings,
+    task: Any,
+    args: list[Any],
+    queue: str,
+    kwargs: dict[str, Any] | None = None,
+    countdown: float | None = None,
+) -> None:
+    """Send ``task`` to ``settings.broker_url`` (which may differ from the app's own broker),
+    or run it in this process when ``settings`` name no broker (the embedded default)."""
+    if settings.embedded:
+        _run_inline(settings, task, args, kwargs or {})
+        return
+    options: dict[str, Any] = {"queue": queue}
+    if countdown:
+        options["countdown"] = countdown
+    url = settings.broker_url
+    if url and url != task.app.conf.broker_url:
+        conn = _connections.get(url)
+        if conn is None:
+            conn = _connections[url] = task.app.connection_for_write(url)
+        options["connection"] = conn
+    task.apply_async(args=args, kwargs=kwargs or {}, **options)

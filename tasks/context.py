@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -19,9 +19,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from catalog.db import make_engine, make_sessionmaker
 from pipeline.brand.config import BrandConfig, BrandConfigError
 from pipeline.brand.loader import find_brand
-from pipeline.settings import Settings, get_settings
+from pipeline.settings import Settings
+from pipeline.storage import BlobStore, make_blob_store
+from pipeline.types import Gate, Generator
 
 IO_THREADS = 8
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def quiet_model_loading() -> None:
@@ -52,22 +56,22 @@ class WorkerContext:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
-    _store: Any = None
-    _gate: Any = None
-    _generators: dict[str, Any] = field(default_factory=dict)
+    _store: BlobStore | None = None
+    _gate: Gate | None = None
+    _generators: dict[str, Generator] = field(default_factory=dict)
     _brands: dict[str, BrandConfig] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _io: ThreadPoolExecutor | None = None
 
-    def io_map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
+    def io_map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
         """``[fn(x) for x in items]`` on a small thread pool: blob-store calls are network
         round trips, and a batch's uploads need not wait for each other. Errors propagate."""
-        items = list(items)
-        if len(items) <= 1:
-            return [fn(x) for x in items]
+        seq = list(items)
+        if len(seq) <= 1:
+            return [fn(x) for x in seq]
         if self._io is None:
             self._io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="blob-io")
-        return list(self._io.map(fn, items))
+        return list(self._io.map(fn, seq))
 
     @classmethod
     def build(cls, settings: Settings) -> WorkerContext:
@@ -75,39 +79,42 @@ class WorkerContext:
         return cls(settings=settings, engine=engine, sessions=make_sessionmaker(engine))
 
     @property
-    def store(self) -> Any:
+    def store(self) -> BlobStore:
         # Built once, under the lock: the first batch calls this from every I/O thread at
         # once, and each boto3 client costs ~0.1 s of CPU to build (service model JSON).
         if self._store is None:
             with self._lock:
                 if self._store is None:
-                    from pipeline.storage import make_blob_store
-
                     self._store = make_blob_store(self.settings)
         return self._store
 
-    def generator(self, model_id: str) -> Any:
+    def generator(self, model_id: str) -> Generator:
         """The generator for ``model_id``, loaded on first use and kept resident."""
         with self._lock:
             gen = self._generators.get(model_id)
             if gen is None:
+                factory: Callable[[Settings, str], Generator]
                 if self.settings.generator_factory:
                     factory = import_callable(self.settings.generator_factory)
                 else:
-                    from pipeline.generate.generator import load_generator as factory
+                    from pipeline.generate.generator import load_generator
 
                     quiet_model_loading()
+                    factory = load_generator
                 gen = factory(self.settings, model_id)
                 self._generators[model_id] = gen
             return gen
 
-    def gate(self) -> Any:
+    def gate(self) -> Gate:
         with self._lock:
             if self._gate is None:
+                factory: Callable[[Settings], Gate]
                 if self.settings.gate_factory:
                     factory = import_callable(self.settings.gate_factory)
                 else:
-                    from pipeline.gate.stage import load_gate as factory
+                    from pipeline.gate.stage import load_gate
+
+                    factory = load_gate
                 self._gate = factory(self.settings)
             return self._gate
 
@@ -134,9 +141,8 @@ _contexts: dict[str, WorkerContext] = {}
 _contexts_lock = threading.Lock()
 
 
-def context_for(settings: Settings | None = None) -> WorkerContext:
+def context_for(settings: Settings) -> WorkerContext:
     """One context per distinct settings in this process (workers have exactly one)."""
-    settings = settings or get_settings()
     key = settings.model_dump_json()
     with _contexts_lock:
         ctx = _contexts.get(key)

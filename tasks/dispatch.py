@@ -1,56 +1,127 @@
-"""Enqueue helpers: group shots into GPU batches, route them, re-enqueue stalled ones.
+"""The line's Celery tasks and the helpers that enqueue them: generate -> gate -> publish.
 
-With no broker configured (the embedded default) the same calls run the steps in-process.
-Messages carry only ids and JSON.
+Each task enqueues the next step, so the tasks and their enqueue helpers live together here;
+pure grouping into GPU batches is here too, queue names in ``tasks.queues``.
+
+Every step commits before it returns, so "enqueue after return" is "enqueue after commit": a
+worker never announces rows that could still roll back. Messages carry only ids and JSON.
+Transient errors (DB connection, S3 5xx, broker hiccup) retry with exponential backoff and
+jitter, up to a cap (``ShotlineTask``). With no broker configured (the embedded default) the
+same calls run the same tasks in-process (``tasks.celery_app.submit``).
 """
 
 from __future__ import annotations
 
-import re
 import uuid
-import warnings
-from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from celery import Task
 
-from catalog.models import Shot, ShotState, utcnow
-from catalog.shots import shot_params
-from pipeline.brand.config import BrandConfigError
-from pipeline.brand.loader import load_brand
+from catalog import progress
+from catalog.models import ShotState, utcnow
 from pipeline.settings import Settings
-from tasks import celery_app as ca
-from tasks.context import context_for
+from tasks import steps
+from tasks.celery_app import app, submit, task_settings
+from tasks.context import WorkerContext, context_for
+from tasks.queues import (
+    QUEUE_CPU,
+    TASK_GATE,
+    TASK_GENERATE,
+    TASK_PUBLISH,
+    TASK_SWEEP,
+    gpu_queue,
+    model_key,
+    models_for_queue,
+)
+
+__all__ = [
+    "ShotlineTask",
+    "chunks",
+    "enqueue_gate",
+    "enqueue_generate",
+    "enqueue_publish",
+    "model_key",
+    "models_for_queue",
+    "plan_batches",
+    "send",
+    "sweep_stalled",
+]
 
 S = ShotState
 
-_connections: dict[str, Any] = {}
+
+class ShotlineTask(Task):  # type: ignore[misc]
+    """Base of every shotline task: late acks, and retries of transient errors.
+
+    ``max_retries`` and ``retry_backoff_max`` come from the settings the task runs with (the
+    app's in a worker): Celery reads ``max_retries`` at each retry and ``retry_backoff_max``
+    once, when the task is registered. In-process (eager), a retry runs again at once.
+    """
+
+    autoretry_for = steps.transient_errors()
+    retry_backoff = 1  # seconds before the first retry, doubled each time, up to the max
+    retry_jitter = True
+    acks_late = True
+
+    @property
+    def settings(self) -> Settings:
+        return task_settings(self.app)
+
+    @property
+    def context(self) -> WorkerContext:
+        return context_for(self.settings)
+
+    @property
+    def max_retries(self) -> int:  # type: ignore[override]
+        return self.settings.task_max_retries
+
+    @property
+    def retry_backoff_max(self) -> int:  # type: ignore[override]
+        return self.settings.task_retry_backoff_max_s
 
 
-def model_key(model_id: str) -> str:
-    """Short, queue-safe name of a model id: ``tiny``, ``runwayml/sd-v1-5`` -> ``sd-v1-5``."""
-    leaf = re.split(r"[\\/]", model_id.rstrip("/\\"))[-1] or model_id
-    leaf = re.sub(r"\.(safetensors|ckpt|bin|pt)$", "", leaf, flags=re.I)
-    key = re.sub(r"[^a-z0-9_-]+", "-", leaf.lower()).strip("-")
-    return key[:48] or "default"
+def _summary(res: steps.StepResult) -> dict[str, int]:
+    return {k: len(v) for k, v in vars(res).items()}
 
 
-def models_for_queue(settings: Settings, queue: str) -> list[str]:
-    """Model ids a ``gpu.<key>`` worker should preload: SHOTLINE_MODEL, else brand base models."""
-    key = queue.removeprefix("gpu.")
-    if settings.model:
-        return [settings.model] if model_key(settings.model) == key else []
-    found: list[str] = []
-    for path in sorted(settings.brands_dir.glob("*.y*ml")):
-        try:
-            base = load_brand(path).base_model
-        except BrandConfigError:
-            continue
-        if model_key(base) == key and base not in found:
-            found.append(base)
-    return found
+def _ids(shot_ids: list[int] | int) -> list[int]:
+    return [shot_ids] if isinstance(shot_ids, int) else shot_ids
+
+
+# --- the tasks ----------------------------------------------------------------------------
+
+
+@app.task(name=TASK_GENERATE, base=ShotlineTask, bind=True)
+def generate_batch(
+    self: ShotlineTask, shot_ids: list[int], batch_id: str | None = None
+) -> dict[str, int]:
+    ctx = self.context
+    # Only a first delivery or a redelivery (lost worker) counts as an attempt, not a retry.
+    first = not self.request.retries
+    res = steps.generate(ctx, shot_ids, batch_id=batch_id, first_delivery=first)
+    enqueue_gate(res.done, ctx.settings)
+    enqueue_generate(res.retry, ctx.settings, single=True, countdown=1.0)
+    return _summary(res)
+
+
+@app.task(name=TASK_GATE, base=ShotlineTask, bind=True)
+def gate_shot(self: ShotlineTask, shot_ids: list[int] | int) -> dict[str, int]:
+    return _summary(steps.gate(self.context, _ids(shot_ids)))
+
+
+@app.task(name=TASK_PUBLISH, base=ShotlineTask, bind=True)
+def publish_shot(self: ShotlineTask, shot_ids: list[int] | int) -> dict[str, int]:
+    return _summary(steps.publish(self.context, _ids(shot_ids)))
+
+
+@app.task(name=TASK_SWEEP, base=ShotlineTask, bind=True)
+def sweep_stalled_shots(self: ShotlineTask) -> dict[str, int]:
+    return sweep_stalled(self.settings)
+
+
+# --- batching -----------------------------------------------------------------------------
 
 
 def chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
@@ -59,42 +130,46 @@ def chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
         yield list(items[i : i + size])
 
 
+def plan_batches(settings: Settings, shot_ids: Iterable[int]) -> list[tuple[str, list[int]]]:
+    """(model key, ids) batches of at most ``batch_size`` shots sharing a batch key."""
+    with context_for(settings).sessions.begin() as s:
+        groups = progress.batch_groups(s, list(shot_ids))
+    return [
+        (model_key(str(bkey[0])), batch)
+        for bkey, ids in groups
+        for batch in chunks(ids, settings.batch_size)
+    ]
+
+
+# --- enqueueing ---------------------------------------------------------------------------
+
+
 def send(
     settings: Settings,
-    name: str,
+    task: Task | str,
     args: list[Any],
     queue: str,
     kwargs: dict[str, Any] | None = None,
     countdown: float | None = None,
 ) -> None:
-    """Send one task to ``settings.broker_url`` (which may differ from the app's own broker)."""
-    options: dict[str, Any] = {"queue": queue}
-    if countdown:
-        options["countdown"] = countdown
-    url = settings.broker_url
-    if url and url != ca.app.conf.broker_url:
-        conn = _connections.get(url)
-        if conn is None:
-            conn = _connections[url] = ca.app.connection_for_write(url)
-        options["connection"] = conn
-    with warnings.catch_warnings():
-        # An eager app (no broker in this process's env) still sends when told a broker.
-        warnings.simplefilter("ignore")
-        ca.app.send_task(name, args=args, kwargs=kwargs or {}, **options)
+    """Send one task (or a registered task's name) to ``settings.broker_url``; in-process
+    when embedded."""
+    if isinstance(task, str) and task not in app.tasks:
+        app.loader.import_default_modules()  # a name from another task module (ingest)
+    obj = app.tasks[task] if isinstance(task, str) else task
+    submit(settings, obj, args, queue, kwargs=kwargs, countdown=countdown)
 
 
-def plan_batches(settings: Settings, shot_ids: Iterable[int]) -> list[tuple[str, list[int]]]:
-    """(model key, ids) batches of at most ``batch_size`` shots sharing a batch key."""
-    ctx = context_for(settings)
-    groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
-    with ctx.sessions.begin() as s:
-        for shot in s.scalars(select(Shot).where(Shot.id.in_(list(shot_ids))).order_by(Shot.id)):
-            groups[shot_params(shot).batch_key()].append(shot.id)
-    return [
-        (model_key(str(bkey[0])), batch)
-        for bkey, ids in groups.items()
-        for batch in chunks(ids, settings.batch_size)
-    ]
+def enqueue_batch(settings: Settings, key: str, batch: list[int], countdown: float = 0) -> None:
+    """One generate message for ``batch`` (planned by ``plan_batches``) on ``gpu.<key>``."""
+    submit(
+        settings,
+        generate_batch,
+        [batch],
+        gpu_queue(key),
+        kwargs={"batch_id": uuid.uuid4().hex},
+        countdown=countdown,
+    )
 
 
 def enqueue_generate(
@@ -107,57 +182,26 @@ def enqueue_generate(
     """
     if not shot_ids:
         return 0
-    if settings.embedded:
-        from tasks import steps
-
-        ctx = context_for(settings)
-        for _, batch in plan_batches(settings, shot_ids):
-            res = steps.generate(ctx, batch)
-            enqueue_gate(res.done, settings)
-            for sid in res.retry:
-                enqueue_generate([sid], settings, single=True)
-        return 0
     sent = 0
     for key, batch in plan_batches(settings, shot_ids):
         for part in chunks(batch, 1) if single else [batch]:
-            send(
-                settings,
-                ca.TASK_GENERATE,
-                [part],
-                ca.gpu_queue(key),
-                kwargs={"batch_id": uuid.uuid4().hex},
-                countdown=countdown,
-            )
+            enqueue_batch(settings, key, part, countdown)
             sent += 1
     return sent
 
 
 def enqueue_gate(shot_ids: Sequence[int], settings: Settings) -> int:
-    if not shot_ids:
-        return 0
-    if settings.embedded:
-        from tasks import steps
-
-        for part in chunks(shot_ids, settings.cpu_batch_size):
-            steps.gate(context_for(settings), part)
-        return 0
-    for part in chunks(shot_ids, settings.cpu_batch_size):
-        send(settings, ca.TASK_GATE, [part], ca.QUEUE_CPU)
-    return -(-len(shot_ids) // max(1, settings.cpu_batch_size))
+    """Gate messages of at most ``cpu_batch_size`` shots on the ``cpu`` queue."""
+    parts = list(chunks(shot_ids, settings.cpu_batch_size))
+    for part in parts:
+        submit(settings, gate_shot, [part], QUEUE_CPU)
+    return len(parts)
 
 
 def enqueue_publish(shot_ids: list[int], settings: Settings) -> None:
-    """Publish approved shots: in-process when embedded, else on the ``cpu`` queue."""
-    if not shot_ids:
-        return
-    if settings.embedded:
-        from tasks import steps
-
-        for part in chunks(shot_ids, settings.cpu_batch_size):
-            steps.publish(context_for(settings), part)
-        return
+    """Publish approved shots: on the ``cpu`` queue, or in-process when embedded."""
     for part in chunks(shot_ids, settings.cpu_batch_size):
-        send(settings, ca.TASK_PUBLISH, [part], ca.QUEUE_CPU)
+        submit(settings, publish_shot, [part], QUEUE_CPU)
 
 
 def sweep_stalled(
@@ -168,32 +212,14 @@ def sweep_stalled(
     so a shot that was merely slow is processed once anyway."""
     older = settings.stall_timeout_s if older_than_s is None else older_than_s
     now = utcnow()
-    cutoff = now - timedelta(seconds=older)
     # A generating shot may be a long GPU batch that is still running: it only counts as
     # abandoned once Redis itself would have redelivered it (the visibility timeout).
-    gen_cutoff = now - timedelta(seconds=max(older, settings.visibility_timeout_s))
-    ctx = context_for(settings)
-    wanted = (S.planned, S.generated, S.approved)
-    with ctx.sessions.begin() as s:
-        stmt = select(Shot.id, Shot.state).where(
-            ((Shot.state.in_([str(w) for w in wanted])) & (Shot.updated_at < cutoff))
-            | ((Shot.state == S.generating) & (Shot.updated_at < gen_cutoff))
+    gen_older = max(older, settings.visibility_timeout_s)
+    with context_for(settings).sessions.begin() as s:
+        by_state = progress.take_stalled(
+            s, now - timedelta(seconds=older), now - timedelta(seconds=gen_older), shot_ids
         )
-        if shot_ids is not None:
-            stmt = stmt.where(Shot.id.in_(list(shot_ids)))
-        else:
-            # Fleet-wide: a planned shot nobody ever enqueued is not stalled, it is waiting for
-            # `shotline run`; only shots handed back after an attempt count.
-            stmt = stmt.where((Shot.state != S.planned) | (Shot.attempts > 0))
-        rows = s.execute(stmt.order_by(Shot.id)).all()
-        if rows:
-            # Touch them so a second sweep does not re-send the same shots straight away.
-            for shot in s.scalars(select(Shot).where(Shot.id.in_([r[0] for r in rows]))):
-                shot.updated_at = utcnow()
-    by_state: dict[str, list[int]] = defaultdict(list)
-    for sid, state in rows:
-        by_state[state].append(sid)
-    enqueue_generate(by_state[S.planned] + by_state[S.generating], settings)
-    enqueue_gate(by_state[S.generated], settings)
-    enqueue_publish(by_state[S.approved], settings)
+    enqueue_generate(by_state.get(S.planned, []) + by_state.get(S.generating, []), settings)
+    enqueue_gate(by_state.get(S.generated, []), settings)
+    enqueue_publish(by_state.get(S.approved, []), settings)
     return {str(state): len(ids) for state, ids in by_state.items() if ids}

@@ -4,6 +4,9 @@
 imported once, keyed by its sha256 (``import_runs.file_sha256``): the same bytes under a new
 name are not imported again, and a changed file is. A file that fails to import is moved to
 a ``failed/`` subfolder (prefix on S3) beside it and, being recorded, never retried.
+
+The two ingest tasks (``shotline.import_catalog`` and the beat's
+``shotline.ingest_due_catalogs``) are defined here, beside what they run.
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ from sqlalchemy import select
 from catalog.models import Brand, ImportRun, ImportStatus, Shot, ShotState, utcnow
 from pipeline.brand.config import BrandConfigError
 from pipeline.digests import sha256_file
+from tasks.celery_app import app
 from tasks.context import WorkerContext
+from tasks.dispatch import ShotlineTask, enqueue_generate
+from tasks.queues import TASK_IMPORT, TASK_INGEST
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +136,6 @@ def ingest_source_file(ctx: WorkerContext, uri: str, brand: str | None = None) -
     """Import one file (if its sha256 is new), plan its brand, enqueue the planned shots."""
     from catalog.importer import import_catalog
     from catalog.planning import PlanningError, plan_shots
-    from tasks.dispatch import enqueue_generate
 
     settings = ctx.settings
     src = SourceFile(uri, uri.rsplit("/", 1)[-1])
@@ -201,3 +206,15 @@ def ingest_due(ctx: WorkerContext) -> dict[str, Any]:
         "imported": sum(r.get("status") == "imported" for r in results),
         "failed": sum(r.get("status") == "failed" for r in results),
     }
+
+
+@app.task(name=TASK_IMPORT, base=ShotlineTask, bind=True)
+def import_catalog_task(
+    self: ShotlineTask, source: str, brand: str | None = None
+) -> dict[str, Any]:
+    return ingest_source_file(self.context, source, brand)
+
+
+@app.task(name=TASK_INGEST, base=ShotlineTask, bind=True)
+def ingest_due_catalogs(self: ShotlineTask) -> dict[str, Any]:
+    return ingest_due(self.context)

@@ -1,14 +1,15 @@
 """``shotline run``: every planned shot through generate -> gate, with progress and an ETA.
 
-Embedded default (no broker): in-process, batch by batch. With a broker: enqueue to the
-fleet and follow progress from the database (the source of truth), re-enqueueing shots that
-stall (a lost message, a broker restart that dropped its queue).
+Both modes enqueue the same tasks (``tasks.dispatch``). Embedded default (no broker): each
+send runs its batch in-process before it returns, so the bar moves batch by batch. With a
+broker: enqueue to the fleet and follow progress from the database (the source of truth),
+re-enqueueing shots that stall (a lost message, a broker restart that dropped its queue).
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -24,17 +25,17 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from catalog.models import Brand, Shot, ShotState
+from catalog import progress as queries
+from catalog.models import ShotState
 from pipeline.settings import Settings
-from tasks import dispatch, steps
+from tasks import dispatch
 from tasks.context import context_for
 
 S = ShotState
 # Where `run` stops: generate -> gate is done; review and publishing come later.
-RUN_DONE = frozenset({S.pending_review, S.rejected, S.failed, S.approved, S.published, S.gated})
+RUN_DONE = frozenset({S.pending_review, S.rejected, S.failed, S.approved, S.published})
 
 
 @dataclass
@@ -65,36 +66,18 @@ class RunSummary:
 def select_planned(
     settings: Settings, brand: str | None = None, limit: int | None = None
 ) -> list[int]:
-    ctx = context_for(settings)
-    stmt = select(Shot.id).where(Shot.state == S.planned).order_by(Shot.id)
-    if brand:
-        stmt = stmt.join(Brand, Brand.id == Shot.brand_id).where(Brand.name == brand)
-    if limit is not None:
-        stmt = stmt.limit(limit)
-    with ctx.sessions.begin() as s:
-        return list(s.scalars(stmt))
+    with context_for(settings).sessions.begin() as s:
+        return queries.planned_shots(s, brand, limit)
 
 
 def state_counts(settings: Settings, shot_ids: Sequence[int]) -> Counter[str]:
-    ctx = context_for(settings)
-    counts: Counter[str] = Counter()
-    with ctx.sessions.begin() as s:
-        for part in dispatch.chunks(shot_ids, 5000):
-            stmt = select(Shot.state, func.count()).where(Shot.id.in_(part)).group_by(Shot.state)
-            counts.update({state: n for state, n in s.execute(stmt)})
-    return counts
+    with context_for(settings).sessions.begin() as s:
+        return queries.state_counts(s, shot_ids)
 
 
 def failures(settings: Settings, shot_ids: Sequence[int], limit: int = 50) -> list[dict[str, Any]]:
-    ctx = context_for(settings)
-    out: list[dict[str, Any]] = []
-    with ctx.sessions.begin() as s:
-        for part in dispatch.chunks(shot_ids, 5000):
-            stmt = select(Shot.id, Shot.attempts, Shot.error).where(
-                Shot.id.in_(part), Shot.state == S.failed
-            )
-            out += [{"shot_id": i, "attempts": a, "error": e} for i, a, e in s.execute(stmt)]
-    return out[:limit]
+    with context_for(settings).sessions.begin() as s:
+        return queries.failures(s, shot_ids, limit)
 
 
 def _progress(enabled: bool, label: str) -> Any:
@@ -168,22 +151,16 @@ def wait_for(
             time.sleep(poll_s)
 
 
-def _run_in_process(settings: Settings, ids: list[int], progress: bool) -> None:
-    ctx = context_for(settings)
-    work = deque(batch for _, batch in dispatch.plan_batches(settings, ids))
+def _run_embedded(settings: Settings, ids: list[int], progress: bool) -> None:
+    """Send the batches one by one: embedded, a send returns once its batch, the gate
+    messages it enqueued and the retries of shots it handed back have all run here."""
     with _progress(progress, "generate → gate (in-process)") as bar:
         task = bar.add_task("run", total=len(ids), detail="") if bar else None
-        counts: Counter[str] = Counter()
-        while work:
-            res = steps.generate(ctx, work.popleft())
-            for part in dispatch.chunks(res.done, settings.cpu_batch_size):
-                gated = steps.gate(ctx, part)
-                counts.update(pending_review=len(gated.done), rejected=len(gated.rejected))
-            counts.update(failed=len(res.failed))
-            # A shot handed back (error, or its batch split) is retried alone.
-            work.extend([sid] for sid in res.retry)
+        for key, batch in dispatch.plan_batches(settings, ids):
+            dispatch.enqueue_batch(settings, key, batch)
             if bar is not None:
-                done = counts["pending_review"] + counts["rejected"] + counts["failed"]
+                counts = state_counts(settings, ids)
+                done = sum(n for state, n in counts.items() if state in RUN_DONE)
                 bar.update(task, completed=done, detail=_detail(counts))
 
 
@@ -200,7 +177,7 @@ def run_line(
     mode = "in-process" if settings.embedded else "fleet"
     complete, sweeps = True, 0
     if ids and settings.embedded:
-        _run_in_process(settings, ids, progress)
+        _run_embedded(settings, ids, progress)
     elif ids:
         dispatch.enqueue_generate(ids, settings)
         _, complete, sweeps = wait_for(

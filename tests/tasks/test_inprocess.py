@@ -3,8 +3,14 @@ generator and the real gate (CLIP + watermark). Tiny-preset images are random no
 
 from __future__ import annotations
 
+import importlib
+import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from catalog import migrate
@@ -14,6 +20,7 @@ from pipeline.settings import Settings
 from pipeline.storage import LocalBlobStore, sha256_bytes
 from tasks.dispatch import enqueue_publish
 from tasks.runner import run_line
+from tests.conftest import ROOT
 from tests.tasks.conftest import approve_all, assert_line_sound, seed_shots
 
 
@@ -82,3 +89,98 @@ def test_sweep_requeues_stalled_shots_but_not_running_batches(tmp_settings: Sett
     assert states == {ids[0]: "pending_review", ids[1]: "generating", ids[2]: "planned"}
     # Scoped to a run, a planned shot is stalled too (its message may have been lost).
     assert sweep_stalled(settings, ids, older_than_s=0) == {"planned": 1}
+
+
+# --- one in-process mechanism: the Celery tasks, run eagerly ------------------------------
+
+FLAKY = "tests.tasks.test_inprocess"
+FLAKY_CALLS: list[int] = []
+
+
+def _flaky_calls() -> list[int]:
+    """The batch sizes the factory's generators saw (pytest may import this file under
+    another name than the factory spec does, so ask the module the spec names)."""
+    calls: list[int] = importlib.import_module(FLAKY).FLAKY_CALLS
+    return calls
+
+
+class _FlakyGenerator:
+    """Fails with a transient error the first ``fails`` batches, then makes real images."""
+
+    def __init__(self, settings: Settings, model_id: str, fails: int) -> None:
+        from tasks.fakes import fixed_image_generator
+
+        self.inner = fixed_image_generator(settings, model_id)
+        self.fails = fails
+
+    def generate(self, shots: Any, batch_id: str | None = None) -> Any:
+        FLAKY_CALLS.append(len(shots))
+        if len(FLAKY_CALLS) <= self.fails:
+            raise ConnectionError("the blob store blinked")
+        return self.inner.generate(shots, batch_id=batch_id)
+
+
+def flaky_once(settings: Settings, model_id: str) -> _FlakyGenerator:
+    return _FlakyGenerator(settings, model_id, fails=1)
+
+
+def flaky_always(settings: Settings, model_id: str) -> _FlakyGenerator:
+    return _FlakyGenerator(settings, model_id, fails=10**6)
+
+
+def _flaky_settings(tmp_settings: Settings, factory: str) -> Settings:
+    settings = tmp_settings.model_copy(
+        update={
+            "generator_factory": f"{FLAKY}:{factory}",
+            "gate_factory": "tasks.fakes:pass_through_gate",
+            "task_max_retries": 2,
+        }
+    )
+    migrate.upgrade(settings.database_url)
+    return settings
+
+
+def test_in_process_transient_error_is_retried_by_the_task(tmp_settings: Settings) -> None:
+    settings = _flaky_settings(tmp_settings, "flaky_once")
+    _flaky_calls().clear()
+    seed_shots(settings, 3)
+    summary = run_line(settings, progress=False)
+    assert summary.mode == "in-process" and summary.complete
+    assert summary.counts == {"pending_review": 3}
+    assert _flaky_calls() == [3, 3]  # the batch failed once, its retry made all three
+
+
+def test_in_process_transient_error_gives_up_after_max_retries(tmp_settings: Settings) -> None:
+    settings = _flaky_settings(tmp_settings, "flaky_always")
+    _flaky_calls().clear()
+    seed_shots(settings, 2)
+    with pytest.raises(ConnectionError, match="blinked"):
+        run_line(settings, progress=False)
+    assert len(_flaky_calls()) == 1 + settings.task_max_retries  # never an endless loop
+
+
+def test_celery_app_is_configured_from_settings_not_at_import(tmp_path: Path) -> None:
+    probe = (
+        "from pipeline.settings import Settings\n"
+        "from tasks.celery_app import ShotlineCelery, app\n"
+        "assert not app.configured\n"
+        "other = ShotlineCelery()\n"
+        "other.configure(Settings(_env_file=None, broker_url='redis://127.0.0.1:6379/9',"
+        " task_max_retries=5))\n"
+        "assert other.conf.broker_url == 'redis://127.0.0.1:6379/9'\n"
+        "assert other.settings.task_max_retries == 5\n"
+        "assert app.conf.broker_url == 'redis://127.0.0.1:6379/7'  # a `celery -A` process\n"
+        "from tasks.dispatch import generate_batch\n"
+        "assert generate_batch.max_retries == 3 and generate_batch.acks_late\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOTLINE_")}
+    env.update(
+        SHOTLINE_BROKER_URL="redis://127.0.0.1:6379/7",
+        SHOTLINE_TASK_MAX_RETRIES="3",
+        SHOTLINE_VAR_DIR=str(tmp_path / "var"),
+        PYTHONPATH=str(ROOT),
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-2000:]

@@ -12,10 +12,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 PROBE = """
 import gc, json
-from tasks.celery_app import warm_up
+from pipeline.settings import Settings
 from tasks.context import context_for
-warm_up(queues=["cpu"])
-ctx = context_for()
+from tasks.signals import warm_up
+settings = Settings()
+warm_up(settings, queues=["cpu"])
+ctx = context_for(settings)
 print(json.dumps({
     "gate": ctx._gate is not None,
     "store": type(ctx._store).__name__,
