@@ -400,3 +400,26 @@ def outputs_of_import_run(session: Session, run_id: int) -> dict[str, Any]:
             for s in shots
         ],
     }
+
+
+def shot_with_generation(session: Session, shot_id: int) -> Shot | None:
+    """One shot with its generation record loaded (``reproduce`` compares against it)."""
+    return session.scalar(
+        select(Shot).where(Shot.id == shot_id).options(selectinload(Shot.generation))
+    )
+
+
+def batch_mates(session: Session, shot: Shot) -> list[Shot]:
+    """The shots generated in the same generator call as ``shot``: its recorded batch id and
+    model, in id order, itself included; [] when its generation has no batch id."""
+    gen = shot.generation
+    if gen is None or not gen.batch_id:
+        return []
+    return list(
+        session.scalars(
+            select(Shot)
+            .join(Generation, Generation.shot_id == Shot.id)
+            .where(Generation.batch_id == gen.batch_id, Shot.model_id == shot.model_id)
+            .order_by(Shot.id)
+        ).all()
+    )

@@ -318,6 +318,11 @@ def pending_ids(session: Session, **filters: Any) -> list[int]:
     return [s.id for s in list_shots(session, **filters)]
 
 
+def review_shot(session: Session, shot_id: int) -> Shot | None:
+    """One shot for ``review show`` (its rows load on access), or None if there is none."""
+    return session.get(Shot, shot_id)
+
+
 def shot_sku(shot: Shot) -> str:
     """The variant sku when the shot has one, else the product key (as blob keys use)."""
     variant = shot.variant if isinstance(shot.variant, Mapping) else {}

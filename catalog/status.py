@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -75,3 +76,9 @@ def status_report(
         "throughput": throughput(session, minutes, brand),
         "failures": recent_failures(session, failures, brand),
     }
+
+
+def shot_states(session: Session, shot_ids: Sequence[int]) -> dict[int, tuple[str, str | None]]:
+    """The state and error of each of ``shot_ids`` (after ``review approve`` publishes)."""
+    rows = session.execute(select(Shot.id, Shot.state, Shot.error).where(Shot.id.in_(shot_ids)))
+    return {sid: (state, error) for sid, state, error in rows}

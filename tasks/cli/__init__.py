@@ -4,17 +4,6 @@ from __future__ import annotations
 
 from sqlalchemy.exc import DBAPIError
 
-# Importing the modules registers their commands on ``app``.
-from tasks.cli import (  # noqa: F401
-    brands_cmd,
-    db_cmd,
-    gate_cmd,
-    import_cmd,
-    lineage_cmd,
-    reproduce_cmd,
-    review_cmd,
-    run_cmd,
-)
 from tasks.cli.app import app
 from tasks.cli.common import describe_db_error, err_console
 

@@ -1,4 +1,8 @@
-"""The root Typer app. Command groups live in sibling modules and register on it."""
+"""The root Typer app. Command groups live in sibling modules and register on it.
+
+Its callback runs first in every invocation: it reads the settings from the environment once
+and hands them to the command through ``typer.Context.obj`` (a ``CliState``).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,22 @@ import logging
 
 import typer
 
-from pipeline.settings import get_settings
+from pipeline.settings import Settings
+from tasks.cli import (
+    brands_cmd,
+    calibrate_cmd,
+    db_cmd,
+    import_cmd,
+    lineage_cmd,
+    plan_cmd,
+    reproduce_cmd,
+    review_cmd,
+    run_cmd,
+    status_cmd,
+    verify_cmd,
+    worker_cmd,
+)
+from tasks.cli.common import CliState
 
 app = typer.Typer(
     name="shotline",
@@ -16,15 +35,36 @@ app = typer.Typer(
     add_completion=False,
 )
 
+# One module per command (or command group); ``shotline --help`` lists them in this order.
+app.command("plan")(plan_cmd.plan)
+app.command("lineage")(lineage_cmd.lineage)
+app.command("verify")(verify_cmd.verify)
+app.command("calibrate")(calibrate_cmd.calibrate)
+app.command("import")(import_cmd.import_command)
+app.command("reproduce")(reproduce_cmd.reproduce)
+app.command("run")(run_cmd.run)
+app.command("status")(status_cmd.status)
+app.command("worker")(worker_cmd.worker)
+app.add_typer(brands_cmd.brands_app, name="brands")
+app.add_typer(db_cmd.db_app, name="db")
+app.add_typer(review_cmd.review_app, name="review")
+
 
 @app.callback()
-def _configure_logging() -> None:
+def _start(ctx: typer.Context) -> None:
+    settings = Settings()
+    _configure_logging(settings)
+    state = CliState(settings)
+    ctx.obj = state
+    ctx.call_on_close(state.close)
+
+
+def _configure_logging(cfg: Settings) -> None:
     """Our own loggers go to stderr (WARNING, or SHOTLINE_LOG_LEVEL when set); stdout stays for
     results and JSON.
 
     Third-party loggers keep Python's default (warnings only), so the CLI stays readable.
     """
-    cfg = get_settings()
     # The CLI prints its own results; our INFO logs would repeat them. Workers log at INFO.
     chosen = cfg.log_level if "log_level" in cfg.model_fields_set else "WARNING"
     level = getattr(logging, chosen.upper(), logging.WARNING)

@@ -1,12 +1,14 @@
-"""Shared CLI plumbing: settings, DB sessions, user errors (one line, exit 2), consoles."""
+"""Shared CLI plumbing: the per-invocation state (settings, DB sessions), user errors (one
+line, exit 2), consoles."""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import typer
@@ -16,14 +18,54 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from catalog.db import make_engine, make_sessionmaker
-from pipeline.settings import Settings, get_settings
+from pipeline.settings import Settings
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
-class UserError(Exception):
-    """An error the user caused (bad file, unknown id...). Printed as one line, exit 2."""
+
+@dataclass
+class CliState:
+    """What one ``shotline`` invocation shares (``typer.Context.obj``): the settings read from
+    the environment when it started, and the engine, built on first use so commands that never
+    touch the database never connect."""
+
+    settings: Settings
+    _engine: Engine | None = field(default=None, init=False, repr=False)
+    _sessions: sessionmaker[Session] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = make_engine(self.settings.database_url)
+        return self._engine
+
+    def sessionmaker(self) -> sessionmaker[Session]:
+        if self._sessions is None:
+            self._sessions = make_sessionmaker(self.engine)
+        return self._sessions
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction: committed when the block ends, rolled back on an exception."""
+        with self.sessionmaker()() as s, s.begin():
+            yield s
+
+    def close(self) -> None:
+        """Give the pooled connections back (the invocation is over)."""
+        if self._engine is not None:
+            self._engine.dispose()
+        self._engine = self._sessions = None
+
+
+def cli_state(ctx: typer.Context) -> CliState:
+    """The state the root callback put on the context (subcommand contexts inherit it)."""
+    state = ctx.find_object(CliState)
+    if state is None:  # a command invoked without the root app, which builds the state
+        raise RuntimeError("no CliState on the context: invoke commands through tasks.cli.app")
+    return state
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -39,24 +81,10 @@ def describe_db_error(exc: DBAPIError) -> str:
     return f"cannot use the database: {detail}"
 
 
-def settings() -> Settings:
-    return get_settings()
-
-
-@lru_cache(maxsize=1)
-def engine() -> Engine:
-    return make_engine(settings().database_url)
-
-
-def session_factory() -> sessionmaker[Session]:
-    return make_sessionmaker(engine())
-
-
-@contextmanager
-def session() -> Iterator[Session]:
-    factory = session_factory()
-    with factory() as s, s.begin():
-        yield s
+def clean(value: Any) -> str:
+    """``value`` as text without control characters, for text from untrusted files (image
+    metadata, folder names): no terminal control sequence reaches the screen."""
+    return _CONTROL.sub("?", str(value))
 
 
 def print_json(data: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -18,15 +19,7 @@ from rich.table import Table
 from catalog.importer import CatalogImportError, ImportSummary, import_catalog
 from pipeline.brand.config import BrandConfigError
 from pipeline.brand.loader import find_brand
-from tasks.cli.app import app
-from tasks.cli.common import (
-    console,
-    err_console,
-    fail,
-    print_json,
-    session_factory,
-    settings,
-)
+from tasks.cli.common import cli_state, console, err_console, fail, print_json
 
 
 def _table(summary: ImportSummary) -> Table:
@@ -47,8 +40,41 @@ def _table(summary: ImportSummary) -> Table:
     return table
 
 
-@app.command("import")
+def _progress(path: Path, show: bool) -> tuple[Progress, Callable[[str, int, int], None]]:
+    """A byte progress bar on stderr (disabled unless ``show``) and the importer's callback."""
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=not show,
+    )
+    task = bar.add_task(f"reading {path.name}", total=None)
+
+    def progress(phase: str, done: int, total: int) -> None:
+        if phase == "read":
+            bar.update(task, completed=done, total=total)
+        else:
+            bar.update(task, description="applying changes")
+
+    return bar, progress
+
+
+def _print_summary(summary: ImportSummary) -> None:
+    for warning in summary.warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    console.print(_table(summary))
+    if summary.errors:
+        console.print(
+            f"{summary.errors} bad rows recorded; see import_row_errors for run {summary.run_id}"
+        )
+
+
 def import_command(
+    ctx: typer.Context,
     path: Path = typer.Argument(..., help="Shopify export, Google Merchant feed or generic CSV."),
     brand: str = typer.Option(..., "--brand", "-b", help="Brand name (samples/brands/NAME.yaml)."),
     fmt: str = typer.Option("auto", "--format", "-f", help="auto | shopify | gmc | generic"),
@@ -60,48 +86,22 @@ def import_command(
     """Import a catalog file: products and revisions, bad rows to import_row_errors."""
     if fmt not in ("auto", "shopify", "gmc", "generic"):
         fail(f"unknown format {fmt!r}; use auto, shopify, gmc or generic")
-    cfg = settings()
+    state = cli_state(ctx)
     try:
-        brand_cfg = find_brand(cfg.brands_dir, brand)
+        brand_cfg = find_brand(state.settings.brands_dir, brand)
     except BrandConfigError as exc:
         fail(str(exc))
-
-    show_bar = not as_json and err_console.is_terminal
-    bar = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-        disable=not show_bar,
-    )
-    task = bar.add_task(f"reading {path.name}", total=None)
-
-    def progress(phase: str, done: int, total: int) -> None:
-        if phase == "read":
-            bar.update(task, completed=done, total=total)
-        else:
-            bar.update(task, description="applying changes")
-
+    bar, progress = _progress(path, show=not as_json and err_console.is_terminal)
     try:
         with bar:
             summary = import_catalog(
-                session_factory(), path, brand_cfg, fmt, progress, encoding=encoding
+                state.sessionmaker(), path, brand_cfg, fmt, progress, encoding=encoding
             )
     except CatalogImportError as exc:
         if as_json:
             print_json(exc.summary.to_json())
         fail(str(exc))
-
     if as_json:
         print_json(summary.to_json())
-        return
-    for warning in summary.warnings:
-        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
-    console.print(_table(summary))
-    if summary.errors:
-        console.print(
-            f"{summary.errors} bad rows recorded; see import_row_errors for run {summary.run_id}"
-        )
+    else:
+        _print_summary(summary)

@@ -23,8 +23,7 @@ from catalog.lineage import (
     parse_lora_ref,
     shot_lineage,
 )
-from tasks.cli.app import app
-from tasks.cli.common import console, fail, print_json, session
+from tasks.cli.common import CliState, cli_state, console, fail, print_json
 
 
 def _short(digest: Any, n: int = 16) -> str:
@@ -40,12 +39,8 @@ def _num(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else _e(value)
 
 
-def chain_tree(chain: Mapping[str, Any]) -> Tree:
-    """One shot's chain as a rich tree, in production order (CSV line first)."""
-    tree = Tree(
-        f"[bold]shot {chain['shot_id']}[/] · {_e(chain['brand'])} / {_e(chain['sku'])} · "
-        f"state [bold]{chain['state']}[/]"
-    )
+def _add_sources(tree: Tree, chain: Mapping[str, Any]) -> None:
+    """What the shot was planned from: CSV line, product revision, brand config, template."""
     src = chain.get("csv")
     if src:
         tree.add(
@@ -63,6 +58,10 @@ def chain_tree(chain: Mapping[str, Any]) -> Tree:
     stale = "" if bc["is_current"] else " [yellow](config changed since)[/]"
     tree.add(f"brand config digest {_e(bc['digest'])}{stale}")
     tree.add(f"template {_e(chain['template']['name'])}  digest {_e(chain['template']['digest'])}")
+
+
+def _add_generation(tree: Tree, chain: Mapping[str, Any]) -> None:
+    """How the raw image was made: prompt, model and LoRAs, sampling, the raw image."""
     prompt = tree.add(f"prompt: {_e(chain['prompt']['text'])}")
     if chain["prompt"]["negative"]:
         prompt.add(f"negative: {_e(chain['prompt']['negative'])}")
@@ -86,22 +85,28 @@ def chain_tree(chain: Mapping[str, Any]) -> Tree:
         if gen
         else "raw image: [dim]not generated[/]"
     )
-    fr = chain.get("filter")
-    if fr:
-        node = tree.add(
-            f"filter {fr['decision']}  policy {_e(fr['policy_version'])}  "
-            f"clip {_e(fr['clip_model'])}"
-            + (f"  [red]{_e('; '.join(map(str, fr['reasons'])))}[/]" if fr["reasons"] else "")
-        )
-        for sc in fr["scores"]:
-            if isinstance(sc, Mapping):
-                mark = "[red]triggered[/]" if sc.get("triggered") else ""
-                node.add(
-                    f"{_e(sc.get('name'))}: {_num(sc.get('score'))} / "
-                    f"{_num(sc.get('threshold'))} {mark}"
-                )
-    else:
+
+
+def _add_filter(tree: Tree, fr: Mapping[str, Any] | None) -> None:
+    if not fr:
         tree.add("filter: [dim]not gated[/]")
+        return
+    node = tree.add(
+        f"filter {fr['decision']}  policy {_e(fr['policy_version'])}  "
+        f"clip {_e(fr['clip_model'])}"
+        + (f"  [red]{_e('; '.join(map(str, fr['reasons'])))}[/]" if fr["reasons"] else "")
+    )
+    for sc in fr["scores"]:
+        if isinstance(sc, Mapping):
+            mark = "[red]triggered[/]" if sc.get("triggered") else ""
+            node.add(
+                f"{_e(sc.get('name'))}: {_num(sc.get('score'))} / "
+                f"{_num(sc.get('threshold'))} {mark}"
+            )
+
+
+def _add_outcome(tree: Tree, chain: Mapping[str, Any]) -> None:
+    """What happened after the gate: watermark, review decisions, the published asset."""
     wm = chain.get("watermark")
     tree.add(
         f"watermark {_e(wm['method'])} payload {_e(wm['payload'])}  verified {wm['verified']}"
@@ -119,6 +124,18 @@ def chain_tree(chain: Mapping[str, Any]) -> Tree:
         if asset
         else "asset: [dim]not published[/]"
     )
+
+
+def chain_tree(chain: Mapping[str, Any]) -> Tree:
+    """One shot's chain as a rich tree, in production order (CSV line first)."""
+    tree = Tree(
+        f"[bold]shot {chain['shot_id']}[/] · {_e(chain['brand'])} / {_e(chain['sku'])} · "
+        f"state [bold]{chain['state']}[/]"
+    )
+    _add_sources(tree, chain)
+    _add_generation(tree, chain)
+    _add_filter(tree, chain.get("filter"))
+    _add_outcome(tree, chain)
     return tree
 
 
@@ -127,15 +144,15 @@ def print_summary(chain: Mapping[str, Any]) -> None:
     console.print(chain_tree(chain))
 
 
-def verify_lineage(shot_id: int | None) -> dict[str, Any] | None:
+def verify_lineage(state: CliState, shot_id: int | None) -> dict[str, Any] | None:
     """The chain of the shot a watermark decoded to, or None (no id, or not in this catalog)."""
     if shot_id is None:
         return None
-    with session() as s:
+    with state.session() as s:
         return shot_lineage(s, int(shot_id))
 
 
-def attach_lineage(report: dict[str, Any]) -> dict[str, Any]:
+def attach_lineage(state: CliState, report: dict[str, Any]) -> dict[str, Any]:
     """``shotline verify`` hook: add ``lineage`` (the chain, or None) to a verify report.
 
     Only a *verified* watermark id is looked up: XMP is plain metadata anyone can edit. A
@@ -145,7 +162,7 @@ def attach_lineage(report: dict[str, Any]) -> dict[str, Any]:
     chain, note = None, None
     if shot_id is not None:
         try:
-            chain = verify_lineage(int(shot_id))
+            chain = verify_lineage(state, int(shot_id))
         except SQLAlchemyError as exc:
             note = f"lineage unavailable: the catalog database failed ({type(exc).__name__})"
         if chain is None and note is None:
@@ -165,8 +182,21 @@ def print_lineage(report: Mapping[str, Any]) -> None:
         console.print(f"  lineage: {report['lineage_note']}", markup=False, highlight=False)
 
 
-@app.command("lineage")
-def lineage_cmd(
+def _lookup(state: CliState, ref: str | None, lora: str | None, import_run: int | None) -> Any:
+    try:
+        with state.session() as s:
+            if lora is not None:
+                name, sha = parse_lora_ref(lora)
+                return assets_by_lora(s, name, sha)
+            if import_run is not None:
+                return outputs_of_import_run(s, import_run)
+            return lineage_for(s, str(ref))
+    except LineageError as exc:
+        fail(str(exc))
+
+
+def lineage(
+    ctx: typer.Context,
     ref: str | None = typer.Argument(
         None, metavar="[REF]", help="asset:ID, shot:ID, sku:SKU, a blob/S3 key, or a sku."
     ),
@@ -181,17 +211,7 @@ def lineage_cmd(
     """Trace images back to their CSV line (or list what a LoRA / an import run produced)."""
     if sum(x is not None for x in (ref, lora, import_run)) != 1:
         fail("give exactly one of REF, --lora NAME[@SHA256] or --import-run ID")
-    try:
-        with session() as s:
-            if lora is not None:
-                name, sha = parse_lora_ref(lora)
-                data: Any = assets_by_lora(s, name, sha)
-            elif import_run is not None:
-                data = outputs_of_import_run(s, import_run)
-            else:
-                data = lineage_for(s, str(ref))
-    except LineageError as exc:
-        fail(str(exc))
+    data = _lookup(cli_state(ctx), ref, lora, import_run)
     if json_out:
         print_json(data)
     elif lora is not None:

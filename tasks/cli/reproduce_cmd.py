@@ -13,40 +13,37 @@ line called the generator. ``--alone`` regenerates only this shot.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import typer
-from sqlalchemy import select
-from sqlalchemy.orm import selectinload
 
-from catalog.models import Generation, Shot
+from catalog.lineage import batch_mates, shot_with_generation
 from catalog.shots import shot_params
 from pipeline.review.imagediff import pixel_difference
-from tasks.cli.app import app
-from tasks.cli.common import console, err_console, fail, print_json, session, settings
+from pipeline.settings import Settings
+from pipeline.types import GenerationOutput, ShotParams
+from tasks.cli.common import CliState, cli_state, console, err_console, fail, print_json
 
 
-def _generator(model_id: str) -> Any:
-    from tasks.context import WorkerContext
+@dataclass(frozen=True)
+class _Recorded:
+    """What the line recorded when it generated the shot."""
 
-    return WorkerContext.build(settings()).generator(model_id)
+    sha256: str
+    key: str
+    model_digest: str | None
+    device: str
+    library_versions: dict[str, Any]
 
 
-@app.command("reproduce")
-def reproduce_cmd(
-    shot_id: int = typer.Argument(..., metavar="SHOT_ID"),
-    out: Path | None = typer.Option(None, "--out", help="Write the regenerated PNG here."),
-    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
-    alone: bool = typer.Option(
-        False, "--alone", help="Regenerate only this shot, not its recorded batch."
-    ),
-) -> None:
-    """Regenerate SHOT_ID and compare it with the recorded raw image (sha256, pixels)."""
-    with session() as s:
-        shot = s.scalar(
-            select(Shot).where(Shot.id == shot_id).options(selectinload(Shot.generation))
-        )
+def _load(
+    state: CliState, shot_id: int, alone: bool
+) -> tuple[ShotParams, list[ShotParams], _Recorded]:
+    """The shot's parameters, the batch to regenerate it in, and its recorded raw image."""
+    with state.session() as s:
+        shot = shot_with_generation(s, shot_id)
         if shot is None:
             fail(f"shot {shot_id}: no such shot")
         gen = shot.generation
@@ -55,24 +52,26 @@ def reproduce_cmd(
         params = shot_params(shot)
         batch = [params]
         if not alone and gen.batch_id:
-            mates = s.scalars(
-                select(Shot)
-                .join(Generation, Generation.shot_id == Shot.id)
-                .where(Generation.batch_id == gen.batch_id, Shot.model_id == shot.model_id)
-                .order_by(Shot.id)
-            ).all()
-            batch = [shot_params(m) for m in mates] or [params]
-        recorded: dict[str, Any] = {
-            "sha256": gen.sha256,
-            "key": gen.blob_key,
-            "model_digest": gen.model_digest or shot.model_digest,
-            "device": gen.device,
-            "library_versions": dict(gen.library_versions or {}),
-        }
+            batch = [shot_params(m) for m in batch_mates(s, shot)] or [params]
+        recorded = _Recorded(
+            sha256=gen.sha256,
+            key=gen.blob_key,
+            model_digest=gen.model_digest or shot.model_digest,
+            device=gen.device,
+            library_versions=dict(gen.library_versions or {}),
+        )
+    return params, batch, recorded
+
+
+def _regenerate(
+    settings: Settings, shot_id: int, params: ShotParams, batch: list[ShotParams]
+) -> tuple[GenerationOutput, bytes]:
+    """Run the generator over the batch; this shot's output and its PNG bytes."""
+    from tasks.context import WorkerContext
 
     with console.status(f"loading {params.model_id} and regenerating shot {shot_id}"):
         try:
-            generator = _generator(params.model_id)
+            generator = WorkerContext.build(settings).generator(params.model_id)
             outputs = generator.generate(batch, batch_id=f"reproduce-{shot_id}")
             output = next(o for o in outputs if o.shot_id == shot_id)
         except (FileNotFoundError, ValueError) as exc:
@@ -84,34 +83,56 @@ def reproduce_cmd(
         from pipeline.generate.generator import encode_png
 
         png = encode_png(output.image)
+    return output, png
+
+
+def _difference(
+    settings: Settings, key: str, png: bytes
+) -> tuple[dict[str, Any] | None, str | None]:
+    """How far the pixels moved from the recorded raw image, or why that cannot be said."""
+    from pipeline.storage import make_blob_store
+
+    try:
+        return pixel_difference(make_blob_store(settings).get(key), png), None
+    except FileNotFoundError:
+        return None, f"the recorded raw image {key} is gone: no pixel comparison"
+
+
+def _write(out: Path, png: bytes) -> None:
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(png)
+    except OSError as exc:
+        fail(f"{out}: cannot write: {exc.strerror or exc}")
+
+
+def reproduce(
+    ctx: typer.Context,
+    shot_id: int = typer.Argument(..., metavar="SHOT_ID"),
+    out: Path | None = typer.Option(None, "--out", help="Write the regenerated PNG here."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+    alone: bool = typer.Option(
+        False, "--alone", help="Regenerate only this shot, not its recorded batch."
+    ),
+) -> None:
+    """Regenerate SHOT_ID and compare it with the recorded raw image (sha256, pixels)."""
+    state = cli_state(ctx)
+    params, batch, recorded = _load(state, shot_id, alone)
+    output, png = _regenerate(state.settings, shot_id, params, batch)
     sha = hashlib.sha256(png).hexdigest()
-    match = sha == recorded["sha256"]
-
-    difference: dict[str, Any] | None = None
-    note = None
-    if not match:
-        try:
-            from pipeline.storage import make_blob_store
-
-            difference = pixel_difference(make_blob_store(settings()).get(recorded["key"]), png)
-        except FileNotFoundError:
-            note = f"the recorded raw image {recorded['key']} is gone: no pixel comparison"
+    match = sha == recorded.sha256
+    difference, note = (None, None) if match else _difference(state.settings, recorded.key, png)
     if out is not None:
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_bytes(png)
-        except OSError as exc:
-            fail(f"{out}: cannot write: {exc.strerror or exc}")
-
+        _write(out, png)
     report = {
         "shot_id": shot_id,
         "match": match,
-        "recorded_sha256": recorded["sha256"],
+        "recorded_sha256": recorded.sha256,
         "reproduced_sha256": sha,
         "model_id": params.model_id,
-        "recorded_model_digest": recorded["model_digest"],
+        "recorded_model_digest": recorded.model_digest,
         "model_digest": output.model_digest,
-        "recorded_device": recorded["device"],
+        "recorded_device": recorded.device,
         "device": output.device,
         "seed": params.seed,
         "batch_size": len(batch),
@@ -122,7 +143,7 @@ def reproduce_cmd(
     if json_out:
         print_json(report)
     else:
-        _print_report(report, recorded["library_versions"], dict(output.library_versions or {}))
+        _print_report(report, recorded.library_versions, dict(output.library_versions or {}))
     if not match:
         raise typer.Exit(1)
 

@@ -16,7 +16,6 @@ import typer
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
-from sqlalchemy import select
 
 from catalog.lineage import shot_chain
 from catalog.models import Shot, ShotState
@@ -28,19 +27,18 @@ from catalog.review import (
     pending_ids,
     reject,
     review_record,
+    review_shot,
     write_decisions_csv,
 )
+from catalog.status import shot_states
 from pipeline.review.contact_sheet import SheetEntry, render_grid_png, render_html
-
-# Importing registers ``shotline lineage`` and ``shotline reproduce`` on the root app.
-from tasks.cli import lineage_cmd, reproduce_cmd  # noqa: F401
-from tasks.cli.app import app
-from tasks.cli.common import console, err_console, fail, print_json, session, settings
+from pipeline.settings import Settings
+from tasks.cli import lineage_cmd
+from tasks.cli.common import CliState, cli_state, console, err_console, fail, print_json
 
 review_app = typer.Typer(
     help="Review gated images: list, look, approve, reject.", no_args_is_help=True
 )
-app.add_typer(review_app, name="review")
 
 BrandOpt = typer.Option(None, "--brand", help="Only this brand.")
 ImportRunOpt = typer.Option(None, "--import-run", help="Only products of this import run.")
@@ -48,6 +46,11 @@ TemplateOpt = typer.Option(None, "--template", help="Only this template.")
 JsonOpt = typer.Option(False, "--json", help="Print JSON.")
 ReviewerOpt = typer.Option(
     None, "--reviewer", help="Who decides (default: SHOTLINE_REVIEWER).", show_default=False
+)
+
+TINY_BANNER = (
+    "TINY PRESET: these images come from a randomly initialised test model. They are noise,"
+    " not product photos, and their CLIP scores mean nothing."
 )
 
 
@@ -59,8 +62,8 @@ def _status(status: str | None, default: Sequence[str] | str | None) -> Sequence
     return status
 
 
-def _reviewer(option: str | None) -> str:
-    name = (option or settings().reviewer or "").strip()
+def _reviewer(settings: Settings, option: str | None) -> str:
+    name = (option or settings.reviewer or "").strip()
     if not name:
         fail("no reviewer: pass --reviewer NAME or set SHOTLINE_REVIEWER (no anonymous review)")
     return name
@@ -96,37 +99,16 @@ def _image_bytes(store: Any, shot: Shot) -> bytes | None:
     return None
 
 
-def _blob_store() -> Any:
+def _blob_store(settings: Settings) -> Any:
     from pipeline.storage import make_blob_store
 
-    return make_blob_store(settings())
+    return make_blob_store(settings)
 
 
-@review_app.command("list")
-def list_cmd(
-    brand: str | None = BrandOpt,
-    status: str | None = typer.Option(
-        None, "--status", help="pending_review (default), rejected, approved or published."
-    ),
-    import_run: int | None = ImportRunOpt,
-    template: str | None = TemplateOpt,
-    limit: int | None = typer.Option(None, "--limit", min=1),
-    json_out: bool = JsonOpt,
-) -> None:
-    """Shots awaiting review (or in --status): id, sku, template, key scores, reasons."""
-    with session() as s:
-        shots = list_shots(
-            s,
-            brand=brand,
-            status=_status(status, ShotState.pending_review.value),
-            import_run=import_run,
-            template=template,
-            limit=limit,
-        )
-        records = [review_record(shot) for shot in shots]
-    if json_out:
-        print_json(records)
-        return
+# --- list / show -------------------------------------------------------------------------
+
+
+def _print_list(records: list[dict[str, Any]]) -> None:
     table = Table(title=f"{len(records)} shot(s)", show_lines=True)
     for col in ("id", "sku", "template", "state", "key scores", "reasons"):
         table.add_column(col, overflow="fold")
@@ -142,34 +124,86 @@ def list_cmd(
     console.print(table)
 
 
+@review_app.command("list")
+def list_cmd(
+    ctx: typer.Context,
+    brand: str | None = BrandOpt,
+    status: str | None = typer.Option(
+        None, "--status", help="pending_review (default), rejected, approved or published."
+    ),
+    import_run: int | None = ImportRunOpt,
+    template: str | None = TemplateOpt,
+    limit: int | None = typer.Option(None, "--limit", min=1),
+    json_out: bool = JsonOpt,
+) -> None:
+    """Shots awaiting review (or in --status): id, sku, template, key scores, reasons."""
+    with cli_state(ctx).session() as s:
+        shots = list_shots(
+            s,
+            brand=brand,
+            status=_status(status, ShotState.pending_review.value),
+            import_run=import_run,
+            template=template,
+            limit=limit,
+        )
+        records = [review_record(shot) for shot in shots]
+    if json_out:
+        print_json(records)
+    else:
+        _print_list(records)
+
+
+def _open_image(shot_id: int, image: bytes | None) -> None:
+    """Write the image to a temporary file and hand that to the desktop's viewer."""
+    if image is None:
+        fail(f"shot {shot_id}: no image stored for it")
+    ext = "png" if image.startswith(b"\x89PNG") else "img"
+    with tempfile.NamedTemporaryFile(
+        prefix=f"shot-{shot_id}-", suffix=f".{ext}", delete=False
+    ) as tmp:
+        tmp.write(image)
+    err_console.print(f"opening {tmp.name}")
+    typer.launch(tmp.name)
+
+
 @review_app.command("show")
 def show_cmd(
+    ctx: typer.Context,
     shot_id: int = typer.Argument(..., metavar="ID"),
     open_image: bool = typer.Option(False, "--open", help="Open the image in the viewer."),
     json_out: bool = JsonOpt,
 ) -> None:
     """The full record of one shot: prompt, scores against thresholds, lineage summary."""
-    with session() as s:
-        shot = s.get(Shot, shot_id)
+    state = cli_state(ctx)
+    with state.session() as s:
+        shot = review_shot(s, shot_id)
         if shot is None:
             fail(f"shot {shot_id}: no such shot")
         record = review_record(shot)
         chain = shot_chain(s, shot)
-        image = _image_bytes(_blob_store(), shot) if open_image else None
+        image = _image_bytes(_blob_store(state.settings), shot) if open_image else None
     if json_out:
         print_json({**record, "lineage": chain})
     else:
         _print_record(record, chain)
     if open_image:
-        if image is None:
-            fail(f"shot {shot_id}: no image stored for it")
-        ext = "png" if image.startswith(b"\x89PNG") else "img"
-        with tempfile.NamedTemporaryFile(
-            prefix=f"shot-{shot_id}-", suffix=f".{ext}", delete=False
-        ) as tmp:
-            tmp.write(image)
-        err_console.print(f"opening {tmp.name}")
-        typer.launch(tmp.name)
+        _open_image(shot_id, image)
+
+
+def _scores_table(scores: Sequence[Mapping[str, Any]]) -> Table:
+    table = Table(title="scores")
+    for col in ("name", "kind", "score", "threshold", "triggered"):
+        table.add_column(col)
+    for sc in scores:
+        hit = bool(sc.get("triggered"))
+        table.add_row(
+            escape(str(sc.get("name"))),
+            escape(str(sc.get("kind", ""))),
+            _fmt(sc.get("score")),
+            _fmt(sc.get("threshold")),
+            "[red]yes[/]" if hit else "no",
+        )
+    return table
 
 
 def _print_record(r: dict[str, Any], chain: dict[str, Any]) -> None:
@@ -192,26 +226,11 @@ def _print_record(r: dict[str, Any], chain: dict[str, Any]) -> None:
         body.append(f"[red]reasons: {escape('; '.join(str(x) for x in r['reasons']))}[/]")
     console.print(Panel("\n".join(body), expand=False))
     if r["scores"]:
-        table = Table(title="scores")
-        for col in ("name", "kind", "score", "threshold", "triggered"):
-            table.add_column(col)
-        for sc in r["scores"]:
-            hit = bool(sc.get("triggered"))
-            table.add_row(
-                escape(str(sc.get("name"))),
-                escape(str(sc.get("kind", ""))),
-                _fmt(sc.get("score")),
-                _fmt(sc.get("threshold")),
-                "[red]yes[/]" if hit else "no",
-            )
-        console.print(table)
+        console.print(_scores_table(r["scores"]))
     lineage_cmd.print_summary(chain)
 
 
-TINY_BANNER = (
-    "TINY PRESET: these images come from a randomly initialised test model. They are noise,"
-    " not product photos, and their CLIP scores mean nothing."
-)
+# --- contact sheet -----------------------------------------------------------------------
 
 
 def _entries(shots: Sequence[Shot], store: Any) -> list[SheetEntry]:
@@ -234,18 +253,32 @@ def _entries(shots: Sequence[Shot], store: Any) -> list[SheetEntry]:
     return entries
 
 
-@review_app.command("sheet")
-def sheet_cmd(
-    out: Path = typer.Option(..., "--out", help="Folder for contact-sheet.html and .png."),
-    brand: str | None = BrandOpt,
-    status: str | None = typer.Option(None, "--status", help="Default: pending_review."),
-    import_run: int | None = ImportRunOpt,
-    template: str | None = TemplateOpt,
-    limit: int = typer.Option(500, "--limit", min=1, help="At most this many images."),
-    columns: int | None = typer.Option(None, "--columns", min=1, help="PNG grid columns."),
+def _write_sheet(
+    out: Path, entries: list[SheetEntry], title: str, banner: str | None, columns: int | None
+) -> tuple[Path, Path]:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        html_path, png_path = out / "contact-sheet.html", out / "contact-sheet.png"
+        html_path.write_text(render_html(entries, title=title, banner=banner), encoding="utf-8")
+        png_path.write_bytes(render_grid_png(entries, columns=columns, banner=banner))
+    except OSError as exc:
+        fail(f"{out}: cannot write the contact sheet: {exc.strerror or exc}")
+    return html_path, png_path
+
+
+def write_contact_sheet(
+    state: CliState,
+    out: Path,
+    *,
+    brand: str | None = None,
+    status: str | None = None,
+    import_run: int | None = None,
+    template: str | None = None,
+    limit: int = 500,
+    columns: int | None = None,
 ) -> None:
-    """A contact sheet: a self-contained HTML page plus a PNG grid of the same images."""
-    with session() as s:
+    """``review sheet`` for callers with their own state (the demo): HTML and PNG in ``out``."""
+    with state.session() as s:
         shots = list_shots(
             s,
             brand=brand,
@@ -255,26 +288,47 @@ def sheet_cmd(
             limit=limit,
         )
         with console.status(f"loading {len(shots)} image(s)"):
-            entries = _entries(shots, _blob_store())
+            entries = _entries(shots, _blob_store(state.settings))
     title = "shotline contact sheet" + (f": {brand}" if brand else "")
     # Never let tiny-preset noise pass for product photography, even out of context.
     banner = TINY_BANNER if any(sh.model_id == "tiny" for sh in shots) else None
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        html_path, png_path = out / "contact-sheet.html", out / "contact-sheet.png"
-        html_path.write_text(render_html(entries, title=title, banner=banner), encoding="utf-8")
-        png_path.write_bytes(render_grid_png(entries, columns=columns, banner=banner))
-    except OSError as exc:
-        fail(f"{out}: cannot write the contact sheet: {exc.strerror or exc}")
+    html_path, png_path = _write_sheet(out, entries, title, banner, columns)
     missing = sum(1 for e in entries if e.image is None)
     console.print(f"{len(entries)} image(s){f', {missing} missing' if missing else ''}")
     console.print(f"contact sheet: {html_path}", highlight=False, soft_wrap=True)
     console.print(f"PNG grid: {png_path}", highlight=False, soft_wrap=True)
 
 
-def _apply(fn: Any, ids: list[int], **kw: Any) -> list[int]:
+@review_app.command("sheet")
+def sheet_cmd(
+    ctx: typer.Context,
+    out: Path = typer.Option(..., "--out", help="Folder for contact-sheet.html and .png."),
+    brand: str | None = BrandOpt,
+    status: str | None = typer.Option(None, "--status", help="Default: pending_review."),
+    import_run: int | None = ImportRunOpt,
+    template: str | None = TemplateOpt,
+    limit: int = typer.Option(500, "--limit", min=1, help="At most this many images."),
+    columns: int | None = typer.Option(None, "--columns", min=1, help="PNG grid columns."),
+) -> None:
+    """A contact sheet: a self-contained HTML page plus a PNG grid of the same images."""
+    write_contact_sheet(
+        cli_state(ctx),
+        out,
+        brand=brand,
+        status=status,
+        import_run=import_run,
+        template=template,
+        limit=limit,
+        columns=columns,
+    )
+
+
+# --- decisions ---------------------------------------------------------------------------
+
+
+def _apply(state: CliState, fn: Any, ids: list[int], **kw: Any) -> list[int]:
     try:
-        with session() as s:
+        with state.session() as s:
             events = fn(s, ids, **kw)
             return [e.shot_id for e in events]
     except ReviewError as exc:
@@ -286,10 +340,23 @@ def _id_list(ids: Sequence[int], shown: int = 20) -> str:
     return text + (f" and {len(ids) - shown} more" if len(ids) > shown else "")
 
 
-def _publish(ids: list[int]) -> None:
+def _report_published(state: CliState, ids: list[int]) -> None:
+    """After an in-process publish: how many made it, and why the others failed (exit 1)."""
+    with state.session() as s:
+        states = shot_states(s, ids)
+    published = [i for i in ids if states[i][0] == ShotState.published]
+    console.print(f"published {len(published)} of {len(ids)}")
+    failed = [i for i in ids if states[i][0] == ShotState.failed]
+    for sid in failed:
+        err_console.print(f"shot {sid}: publishing failed: {escape(states[sid][1] or '?')}")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _publish(state: CliState, ids: list[int]) -> None:
     from tasks.dispatch import enqueue_publish
 
-    cfg = settings()
+    cfg = state.settings
     try:
         enqueue_publish(ids, cfg)
     except Exception as exc:
@@ -297,22 +364,14 @@ def _publish(ids: list[int]) -> None:
         what = "failed" if cfg.embedded else "could not be enqueued"
         fail(f"approved, but publishing {what}: {type(exc).__name__}: {exc}", 1)
     if cfg.embedded:
-        with session() as s:
-            rows = s.execute(select(Shot.id, Shot.state, Shot.error).where(Shot.id.in_(ids)))
-            states = {sid: (state, error) for sid, state, error in rows}
-        published = [i for i in ids if states[i][0] == ShotState.published]
-        console.print(f"published {len(published)} of {len(ids)}")
-        failed = [i for i in ids if states[i][0] == ShotState.failed]
-        for sid in failed:
-            err_console.print(f"shot {sid}: publishing failed: {escape(states[sid][1] or '?')}")
-        if failed:
-            raise typer.Exit(1)
+        _report_published(state, ids)
     else:
         console.print(f"publishing enqueued for {len(ids)} shot(s)")
 
 
 @review_app.command("approve")
 def approve_cmd(
+    ctx: typer.Context,
     shot_ids: list[int] | None = typer.Argument(None, metavar="ID...", show_default=False),
     all_pending: bool = typer.Option(False, "--all-pending", help="Every pending shot."),
     brand: str | None = BrandOpt,
@@ -327,36 +386,40 @@ def approve_cmd(
     ),
 ) -> None:
     """Approve shots (IDs, or --all-pending with filters); approved shots get published."""
-    who = _reviewer(reviewer)
+    state = cli_state(ctx)
+    who = _reviewer(state.settings, reviewer)
     if bool(shot_ids) == all_pending:
         fail("give shot IDs or --all-pending (with optional filters), not both or neither")
     if not all_pending and (brand or import_run or template):
         fail("--brand/--import-run/--template only filter --all-pending")
     if all_pending:
-        with session() as s:
+        with state.session() as s:
             shot_ids = pending_ids(s, brand=brand, import_run=import_run, template=template)
         if not shot_ids:
             console.print("nothing pending")
             return
-    ids = _apply(approve, list(shot_ids or []), reviewer=who, note=reason, override=override)
+    ids = _apply(state, approve, list(shot_ids or []), reviewer=who, note=reason, override=override)
     console.print(f"approved {len(ids)} shot(s) as {escape(who)}: {_id_list(ids)}")
-    _publish(ids)
+    _publish(state, ids)
 
 
 @review_app.command("reject")
 def reject_cmd(
+    ctx: typer.Context,
     shot_ids: list[int] = typer.Argument(..., metavar="ID...", show_default=False),
     reason: str | None = typer.Option(None, "--reason", help="Why (required)."),
     reviewer: str | None = ReviewerOpt,
 ) -> None:
     """Reject shots awaiting review."""
-    who = _reviewer(reviewer)
-    ids = _apply(reject, list(shot_ids), reviewer=who, reason=reason)
+    state = cli_state(ctx)
+    who = _reviewer(state.settings, reviewer)
+    ids = _apply(state, reject, list(shot_ids), reviewer=who, reason=reason)
     console.print(f"rejected {len(ids)} shot(s) as {escape(who)}: {_id_list(ids)}")
 
 
 @review_app.command("export")
 def export_cmd(
+    ctx: typer.Context,
     out: Path = typer.Option(..., "--out", help="The CSV file to write."),
     brand: str | None = BrandOpt,
     status: str | None = typer.Option(None, "--status", help="Default: every review state."),
@@ -364,7 +427,7 @@ def export_cmd(
     template: str | None = TemplateOpt,
 ) -> None:
     """The decisions as CSV, one row per shot; formula-like cells are escaped."""
-    with session() as s:
+    with cli_state(ctx).session() as s:
         shots = list_shots(
             s,
             brand=brand,

@@ -15,9 +15,7 @@ from catalog import migrate
 from catalog.db import make_engine, make_sessionmaker
 from catalog.models import Shot
 from pipeline.brand.loader import load_brand
-from pipeline.settings import get_settings
 from tasks.cli import app
-from tasks.cli import common as cli_common
 from tests.catalog.test_planning import add_product, tee_data
 from tests.conftest import ROOT
 
@@ -98,13 +96,7 @@ def cli_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setenv("SHOTLINE_DATABASE_URL", url)
     monkeypatch.setenv("SHOTLINE_BRANDS_DIR", str(ACME.parent))
     monkeypatch.chdir(tmp_path)  # no stray .env from the working copy
-    get_settings.cache_clear()
-    cli_common.engine.cache_clear()
     yield url
-    if cli_common.engine.cache_info().currsize:
-        cli_common.engine().dispose()
-    get_settings.cache_clear()
-    cli_common.engine.cache_clear()
 
 
 def test_plan_json_then_table_is_idempotent(cli_db: str) -> None:

@@ -15,9 +15,7 @@ from typer.testing import CliRunner
 from catalog import migrate
 from catalog.db import make_engine, make_sessionmaker
 from catalog.models import ImportRun, Product
-from pipeline.settings import get_settings
 from tasks.cli import app
-from tasks.cli import common as cli_common
 from tests.conftest import ROOT
 
 SAMPLES = ROOT / "samples"
@@ -38,12 +36,7 @@ def cli_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setenv("SHOTLINE_DATABASE_URL", url)
     monkeypatch.setenv("SHOTLINE_BRANDS_DIR", str(SAMPLES / "brands"))
     monkeypatch.chdir(tmp_path)  # no stray .env from the working copy
-    get_settings.cache_clear()
-    cli_common.engine.cache_clear()
     yield url
-    cli_common.engine().dispose()
-    get_settings.cache_clear()
-    cli_common.engine.cache_clear()
 
 
 def test_import_prints_summary_then_json_on_reimport(cli_db: str) -> None:

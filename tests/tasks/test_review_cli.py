@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -28,10 +29,10 @@ from typer.testing import CliRunner
 from catalog import migrate
 from catalog.db import make_engine, make_sessionmaker
 from catalog.models import Asset, Generation, ReviewEvent, Shot
-from pipeline.settings import get_settings
+from pipeline.settings import Settings
 from pipeline.storage import LocalBlobStore
 from tasks.cli import app, lineage_cmd
-from tasks.cli import common as cli_common
+from tasks.cli.common import CliState
 from tasks.context import reset_contexts
 from tests.conftest import ROOT, create_pg_database, drop_pg_database
 from tests.factories import (
@@ -60,6 +61,15 @@ class CliEnv:
     def invoke(self, *args: str) -> Result:
         return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
 
+    @contextmanager
+    def state(self) -> Iterator[CliState]:
+        """What a ``shotline`` invocation started now sees (settings read from the env)."""
+        state = CliState(Settings())
+        try:
+            yield state
+        finally:
+            state.close()
+
     def insert(self, fn: Callable[[Session], Any]) -> Any:
         with self.sessions() as s, s.begin():
             return fn(s)
@@ -82,13 +92,7 @@ class CliEnv:
             self.monkeypatch.delenv(name, raising=False)
         else:
             self.monkeypatch.setenv(name, value)
-        _reset_cli_caches()
-
-
-def _reset_cli_caches() -> None:
-    get_settings.cache_clear()
-    cli_common.engine.cache_clear()
-    reset_contexts()
+        reset_contexts()
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +127,7 @@ def _env(url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     for key, value in values.items():
         monkeypatch.setenv(f"SHOTLINE_{key}", value)
     monkeypatch.chdir(tmp_path)  # no stray .env from the working copy
-    _reset_cli_caches()
+    reset_contexts()
     engine = make_engine(url)
     try:
         yield CliEnv(
@@ -131,9 +135,7 @@ def _env(url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
         )
     finally:
         engine.dispose()
-        if cli_common.engine.cache_info().currsize:
-            cli_common.engine().dispose()
-        _reset_cli_caches()
+        reset_contexts()
 
 
 @pytest.fixture
@@ -445,7 +447,7 @@ def test_reproduce_matches_exactly_on_cpu(cli: CliEnv) -> None:
         return [make_shot(s, rev, template=f"t{i}", seed=100 + i).id for i in range(3)]
 
     ids = cli.insert(seed)
-    result = steps.generate(context_for(get_settings()), ids)
+    result = steps.generate(context_for(Settings()), ids)
     assert sorted(result.done) == ids, result
     target = ids[1]
     with cli.sessions() as s:
@@ -548,14 +550,15 @@ def test_verify_decodes_to_lineage(cli: CliEnv) -> None:
     result = verify_image(path.read_bytes())
     assert result.verified and result.shot_id == shot_id
 
-    chain = lineage_cmd.verify_lineage(result.shot_id)
-    assert chain is not None
-    assert chain["csv"]["uri"] == "file:///catalogs/spring.csv" and chain["csv"]["line"] == 7
-    assert chain["asset"]["key"] == key
-    assert chain["watermark"]["verified"] is True
-    assert [e["reviewer"] for e in chain["review"]["events"]] == ["alice"]
-    assert lineage_cmd.verify_lineage(None) is None
-    assert lineage_cmd.verify_lineage(99999999) is None
+    with cli.state() as state:
+        chain = lineage_cmd.verify_lineage(state, result.shot_id)
+        assert chain is not None
+        assert chain["csv"]["uri"] == "file:///catalogs/spring.csv" and chain["csv"]["line"] == 7
+        assert chain["asset"]["key"] == key
+        assert chain["watermark"]["verified"] is True
+        assert [e["reviewer"] for e in chain["review"]["events"]] == ["alice"]
+        assert lineage_cmd.verify_lineage(state, None) is None
+        assert lineage_cmd.verify_lineage(state, 99999999) is None
 
 
 def test_shotline_verify_prints_lineage(cli: CliEnv) -> None:
@@ -593,15 +596,18 @@ def test_approve_reports_a_failed_publish(cli: CliEnv) -> None:
 
 def test_attach_lineage_for_verify_reports(cli: CliEnv) -> None:
     shot_id = _gated(cli)
-    known = lineage_cmd.attach_lineage({"shot_id": shot_id, "verified": True})
-    assert known["lineage"]["shot_id"] == shot_id and "lineage_note" not in known
-    # an unverified decode is never looked up, even if some id came out of it
-    assert lineage_cmd.attach_lineage({"shot_id": shot_id, "verified": False})["lineage"] is None
-    unknown = lineage_cmd.attach_lineage({"shot_id": 99999999, "verified": True})
-    assert unknown["lineage"] is None
-    assert unknown["lineage_note"] == "shot 99999999 is not in this catalog"
+    with cli.state() as state:
+        known = lineage_cmd.attach_lineage(state, {"shot_id": shot_id, "verified": True})
+        assert known["lineage"]["shot_id"] == shot_id and "lineage_note" not in known
+        # an unverified decode is never looked up, even if some id came out of it
+        unverified = lineage_cmd.attach_lineage(state, {"shot_id": shot_id, "verified": False})
+        assert unverified["lineage"] is None
+        unknown = lineage_cmd.attach_lineage(state, {"shot_id": 99999999, "verified": True})
+        assert unknown["lineage"] is None
+        assert unknown["lineage_note"] == "shot 99999999 is not in this catalog"
     # no catalog database here: verify still works, it just says so
     cli.set_env("SHOTLINE_DATABASE_URL", "postgresql://postgres@127.0.0.1:1/nowhere")
-    offline = lineage_cmd.attach_lineage({"shot_id": shot_id, "verified": True})
+    with cli.state() as state:
+        offline = lineage_cmd.attach_lineage(state, {"shot_id": shot_id, "verified": True})
     assert offline["lineage"] is None
     assert offline["lineage_note"].startswith("lineage unavailable")

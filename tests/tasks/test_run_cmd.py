@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from catalog import migrate
-from pipeline.settings import Settings, get_settings
-from tasks.cli import app, common
+from pipeline.settings import Settings
+from tasks.cli import app
 from tasks.context import reset_contexts
 from tests.conftest import ROOT
 from tests.tasks.conftest import seed_shots
@@ -31,14 +31,9 @@ def cli_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Se
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("SHOTLINE_BROKER_URL", raising=False)
-    get_settings.cache_clear()
-    common.engine.cache_clear()
-    settings = get_settings()
+    settings = Settings()
     migrate.upgrade(settings.database_url)
     yield settings
-    common.engine().dispose()
-    get_settings.cache_clear()
-    common.engine.cache_clear()
     reset_contexts()
 
 
@@ -79,7 +74,6 @@ def test_worker_command(cli_settings: Settings, monkeypatch: pytest.MonkeyPatch)
     result = runner.invoke(app, ["worker", "--gpu", "tiny"])
     assert result.exit_code == 2 and "no broker configured" in result.output
     monkeypatch.setenv("SHOTLINE_BROKER_URL", "redis://127.0.0.1:6379/11")
-    get_settings.cache_clear()
     result = runner.invoke(app, ["worker", "--gpu", "tiny", "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "-Q gpu.tiny --pool solo" in result.output

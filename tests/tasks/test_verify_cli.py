@@ -14,9 +14,9 @@ from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
 from pipeline.gate import stage as g
-from pipeline.settings import Settings, get_settings
+from pipeline.settings import Settings
 from tasks.cli import app
-from tasks.cli.gate_cmd import verify_report
+from tasks.cli.verify_cmd import verify_report
 from tests.conftest import ROOT
 from tests.pipeline.test_clip_filter import RED, FakeEncoder
 from tests.pipeline.test_gate import PROV
@@ -37,9 +37,7 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("SHOTLINE_MODEL_CACHE_DIR", str(tmp_path / "models"))
     monkeypatch.setenv("SHOTLINE_DEVICE", "cpu")
     monkeypatch.chdir(tmp_path)  # no stray .env from the working copy
-    get_settings.cache_clear()
     yield
-    get_settings.cache_clear()
 
 
 def final_file(tmp_path: Path, shot_id: int, fmt: str = "png", **kw: object) -> Path:
@@ -115,7 +113,6 @@ def test_verify_reports_c2pa_trust(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     code, out, _ = run("verify", str(path), "--json")
     assert code == 0 and json.loads(out)["c2pa"]["validation_state"] == "Valid"
     monkeypatch.setenv("SHOTLINE_C2PA_TRUST_ANCHORS", str(tmp_path / "root.pem"))
-    get_settings.cache_clear()
     code, out, _ = run("verify", str(path))
     assert code == 0 and "C2PA: Trusted" in out
 

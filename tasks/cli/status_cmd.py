@@ -1,0 +1,46 @@
+"""``shotline status``: counts by state, recent throughput, failures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from catalog.status import status_report
+from tasks.cli.common import cli_state, console, print_json
+
+
+def _print_report(report: dict[str, Any], brand: str | None) -> None:
+    table = Table(title="shots by state" + (f" ({brand})" if brand else ""))
+    table.add_column("state")
+    table.add_column("count", justify="right")
+    for state, n in report["counts"].items():
+        table.add_row(state, str(n))
+    table.add_row("[bold]total[/]", f"[bold]{report['total']}[/]")
+    console.print(table)
+    tp = report["throughput"]
+    console.print(
+        f"last {tp['window_minutes']} min: generated {tp['generated']} "
+        f"({tp['generated_per_min']}/min), gated {tp['gated']}, published {tp['published']}"
+    )
+    for f in report["failures"]:
+        console.print(
+            f"[red]failed[/] shot {f['shot_id']} after {f['attempts']} attempt(s): {f['error']}",
+            highlight=False,
+        )
+
+
+def status(
+    ctx: typer.Context,
+    brand: str | None = typer.Option(None, "--brand", help="Only this brand."),
+    minutes: int = typer.Option(5, "--minutes", min=1, help="Throughput window."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Counts by state, throughput over the last minutes, and failures with their reasons."""
+    with cli_state(ctx).session() as s:
+        report = status_report(s, brand=brand, minutes=minutes)
+    if as_json:
+        print_json(report)
+    else:
+        _print_report(report, brand)

@@ -1,0 +1,44 @@
+"""``shotline worker``: a thin wrapper over ``celery -A tasks.celery_app worker``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+import typer
+
+from tasks.cli.common import cli_state, console, fail
+
+
+def _celery_args(gpu: str | None, concurrency: int) -> list[str]:
+    celery = shutil.which("celery", path=os.path.dirname(sys.executable)) or "celery"
+    args = [celery, "-A", "tasks.celery_app", "worker", "-l", "INFO"]
+    if gpu:
+        return [*args, "-Q", f"gpu.{gpu}", "--pool", "solo"]
+    return [*args, "-Q", "cpu,ingest", "--pool", "prefork", "-c", str(concurrency)]
+
+
+def worker(
+    ctx: typer.Context,
+    gpu: str | None = typer.Option(
+        None, "--gpu", help="Serve gpu.<MODEL-KEY> (e.g. tiny) with the solo pool."
+    ),
+    cpu: bool = typer.Option(False, "--cpu", help="Serve the cpu and ingest queues."),
+    concurrency: int = typer.Option(1, "--concurrency", "-c", min=1, help="CPU processes."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the celery command only."),
+) -> None:
+    """Start a Celery worker (a thin wrapper over `celery -A tasks.celery_app worker`).
+
+    GPU workers use `--pool solo`: CUDA does not survive fork. Run one per GPU, pinned with
+    CUDA_VISIBLE_DEVICES. CPU workers (gate, publish, import) may use prefork.
+    """
+    if bool(gpu) == cpu:
+        fail("give exactly one of --gpu MODEL-KEY or --cpu")
+    if cli_state(ctx).settings.embedded:
+        fail("no broker configured: set SHOTLINE_BROKER_URL (redis://...) to run workers")
+    args = _celery_args(gpu, concurrency)
+    if dry_run:
+        console.print(" ".join(args), highlight=False, soft_wrap=True)
+        return
+    os.execv(args[0], args)  # the worker takes over this process (signals, exit code)
