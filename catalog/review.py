@@ -262,7 +262,7 @@ def _append_events(
             .values(state=str(new_state), error=None, updated_at=utcnow())
             .execution_options(synchronize_session=False)
         )
-        if moved.rowcount != 1:
+        if getattr(moved, "rowcount", 0) != 1:  # a CursorResult for an UPDATE
             session.refresh(shot)
             raise ReviewError(_wrong_state(session, shot, "review"))
         session.refresh(shot)

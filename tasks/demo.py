@@ -15,6 +15,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_DIR = ROOT / "var" / "demo"
@@ -40,6 +41,8 @@ def _configure_env() -> None:
         "SHOTLINE_MODEL": "tiny",
         "SHOTLINE_CLIP_MODEL": "tiny",
         "SHOTLINE_REVIEWER": REVIEWER,
+        # The demo approves as a named DEMO reviewer, not as the OS login running it.
+        "SHOTLINE_REVIEW_FREE_NAMES": "true",
     }
     for key in [k for k in os.environ if k.startswith("SHOTLINE_")]:
         del os.environ[key]  # a developer's broker or Postgres must not leak into the demo
@@ -62,20 +65,25 @@ def main() -> int:
     from catalog.lineage import shot_lineage
     from catalog.models import Asset, Shot, ShotState
     from catalog.planning import describe_shots, plan_shots
-    from catalog.review import approve, list_shots
+    from catalog.review import approve, list_shots, resolve_reviewer
     from pipeline.brand.loader import find_brand
-    from pipeline.settings import get_settings
-    from tasks.cli import review_cmd
-    from tasks.cli.brands_cmd import plan_table
-    from tasks.cli.common import session, session_factory
+    from pipeline.settings import Settings
+    from tasks.cli.common import CliState
     from tasks.cli.lineage_cmd import print_summary
+    from tasks.cli.plan_cmd import plan_table
+    from tasks.cli.review_cmd import write_contact_sheet
     from tasks.dispatch import enqueue_publish
     from tasks.runner import run_line
 
     console = Console()
     console.print(Panel(NOISE_WARNING, title="shotline demo", border_style="yellow"))
-    settings = get_settings()
+    settings = Settings()
     assert settings.embedded, "the demo runs in-process"
+    state = CliState(settings)
+    session = state.session
+
+    def who(s: Any) -> Any:
+        return resolve_reviewer(s, REVIEWER, free_names=settings.review_free_names)
 
     console.rule("1. database")
     migrate.upgrade(settings.database_url)
@@ -83,7 +91,7 @@ def main() -> int:
 
     console.rule("2. import samples/catalog.csv for brand acme")
     brand = find_brand(settings.brands_dir, "acme")
-    summary = import_catalog(session_factory(), ROOT / "samples" / "catalog.csv", brand)
+    summary = import_catalog(state.sessionmaker(), ROOT / "samples" / "catalog.csv", brand)
     console.print(
         f"import run {summary.run_id}: {summary.rows_total} rows, {summary.imported} products, "
         f"{summary.revisions_new} new revisions, {summary.errors} row errors"
@@ -106,10 +114,10 @@ def main() -> int:
         pending = [sh.id for sh in list_shots(s, brand="acme", status="pending_review")]
         rejected = [sh.id for sh in list_shots(s, brand="acme", status="rejected")]
         if pending:
-            approve(s, pending, REVIEWER, note=DEMO_NOTE)
+            approve(s, pending, who(s), note=DEMO_NOTE)
         if rejected:
             # Random-weight CLIP rejects noise at random; the demo overrides, and says so.
-            approve(s, rejected, REVIEWER, note=DEMO_NOTE + "; gate override", override=True)
+            approve(s, rejected, who(s), note=DEMO_NOTE + "; gate override", override=True)
     console.print(
         f"[yellow]DEMO[/]: auto-approved {len(pending)} pending and overrode {len(rejected)} "
         f"gate rejection(s) as reviewer {REVIEWER!r}. A real run needs a human reviewer."
@@ -141,15 +149,7 @@ def main() -> int:
 
     console.rule("8. contact sheet")
     sheet_dir = DEMO_DIR / "contact-sheet"
-    review_cmd.sheet_cmd(
-        out=sheet_dir,
-        brand="acme",
-        status="published",
-        import_run=None,
-        template=None,
-        limit=500,
-        columns=None,
-    )
+    write_contact_sheet(state, sheet_dir, brand="acme", status="published")
 
     console.print(Panel(NOISE_WARNING, border_style="yellow"))
     console.print(

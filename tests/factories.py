@@ -59,7 +59,7 @@ def _put(store: Any, key: str, data: bytes, content_type: str) -> Any:
 
 
 # The names test brands let approve (review tests use them as free names).
-REVIEWERS = ("alice", "bob", "carol", "-mallory", "bench")
+REVIEWERS = ("alice", "bob", "carol", "-mallory", "@mallory", "bench", "env-reviewer")
 
 
 def make_brand(session: Session, name: str | None = None, **kw: Any) -> Brand:

@@ -82,6 +82,7 @@ def _regenerate(
     if png is None:
         from pipeline.generate.generator import encode_png
 
+        assert output.image is not None  # checked above: no error means an image
         png = encode_png(output.image)
     return output, png
 

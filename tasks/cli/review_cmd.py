@@ -26,6 +26,7 @@ from catalog.review import (
     list_shots,
     pending_ids,
     reject,
+    resolve_reviewer,
     review_record,
     review_shot,
     write_decisions_csv,
@@ -60,13 +61,6 @@ def _status(status: str | None, default: Sequence[str] | str | None) -> Sequence
     if status not in REVIEW_STATES:
         fail(f"--status {status!r}: expected one of {', '.join(REVIEW_STATES)}")
     return status
-
-
-def _reviewer(settings: Settings, option: str | None) -> str:
-    name = (option or settings.reviewer or "").strip()
-    if not name:
-        fail("no reviewer: pass --reviewer NAME or set SHOTLINE_REVIEWER (no anonymous review)")
-    return name
 
 
 def _fmt(value: Any) -> str:
@@ -326,11 +320,19 @@ def sheet_cmd(
 # --- decisions ---------------------------------------------------------------------------
 
 
-def _apply(state: CliState, fn: Any, ids: list[int], **kw: Any) -> list[int]:
+def _apply(
+    state: CliState, fn: Any, ids: list[int], claimed: str | None, **kw: Any
+) -> tuple[list[int], str]:
+    """Resolve who reviews (the authenticated login, or the claimed name where allowed), then
+    apply ``fn`` in one transaction: the shot ids decided and the reviewer's name."""
+    settings = state.settings
     try:
         with state.session() as s:
-            events = fn(s, ids, **kw)
-            return [e.shot_id for e in events]
+            who = resolve_reviewer(
+                s, claimed or settings.reviewer, free_names=settings.review_free_names
+            )
+            events = fn(s, ids, who, **kw)
+            return [e.shot_id for e in events], who.name
     except ReviewError as exc:
         fail(str(exc))
 
@@ -387,7 +389,6 @@ def approve_cmd(
 ) -> None:
     """Approve shots (IDs, or --all-pending with filters); approved shots get published."""
     state = cli_state(ctx)
-    who = _reviewer(state.settings, reviewer)
     if bool(shot_ids) == all_pending:
         fail("give shot IDs or --all-pending (with optional filters), not both or neither")
     if not all_pending and (brand or import_run or template):
@@ -398,7 +399,9 @@ def approve_cmd(
         if not shot_ids:
             console.print("nothing pending")
             return
-    ids = _apply(state, approve, list(shot_ids or []), reviewer=who, note=reason, override=override)
+    ids, who = _apply(
+        state, approve, list(shot_ids or []), reviewer, note=reason, override=override
+    )
     console.print(f"approved {len(ids)} shot(s) as {escape(who)}: {_id_list(ids)}")
     _publish(state, ids)
 
@@ -412,8 +415,7 @@ def reject_cmd(
 ) -> None:
     """Reject shots awaiting review."""
     state = cli_state(ctx)
-    who = _reviewer(state.settings, reviewer)
-    ids = _apply(state, reject, list(shot_ids), reviewer=who, reason=reason)
+    ids, who = _apply(state, reject, list(shot_ids), reviewer, reason=reason)
     console.print(f"rejected {len(ids)} shot(s) as {escape(who)}: {_id_list(ids)}")
 
 

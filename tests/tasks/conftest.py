@@ -105,8 +105,8 @@ def assert_line_sound(settings: Settings, ids: list[int], terminal: set[str] | N
     return info
 
 
-def approve_all(settings: Settings, ids: list[int], reviewer: str = "test") -> list[int]:
-    from catalog.review import approve
+def approve_all(settings: Settings, ids: list[int], reviewer: str = "demo") -> list[int]:
+    from catalog.review import Reviewer, approve
 
     engine = make_engine(settings.database_url)
     try:
@@ -115,7 +115,7 @@ def approve_all(settings: Settings, ids: list[int], reviewer: str = "test") -> l
                 s.scalars(select(Shot.id).where(Shot.id.in_(ids), Shot.state == "pending_review"))
             )
             if pending:
-                approve(s, pending, reviewer)
+                approve(s, pending, Reviewer(reviewer, "fleet-test"))
     finally:
         engine.dispose()
     return pending
