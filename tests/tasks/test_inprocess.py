@@ -35,7 +35,7 @@ def test_in_process_line_with_real_tiny_models(tmp_settings: Settings) -> None:
     assert sum(summary.counts.values()) == 3
     assert set(summary.counts) <= {"pending_review", "rejected"}
 
-    approve_all(tmp_settings, ids, reviewer="test")
+    approve_all(tmp_settings, ids)
     enqueue_publish(ids, tmp_settings)
     info = assert_line_sound(tmp_settings, ids)
     assert info["rows"]["generations"] == 3
