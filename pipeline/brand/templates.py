@@ -4,8 +4,9 @@ Only the brand file's templates are ever compiled. Catalog fields are untrusted 
 they are passed in the render context and come out as plain text, so a product
 title of ``{{ 7*7 }}`` or ``{% for x in range(10**9) %}`` appears literally and
 costs nothing. Templates themselves run sandboxed too: attribute access such as
-``''.__class__`` is refused, containers are immutable, ranges and ``*``/``**``
-results are bounded, and the unneeded globals (lipsum, cycler...) are gone.
+``''.__class__`` is refused, containers are immutable, the unneeded globals (lipsum,
+cycler...) are gone, and time, loops and the size of every value are bounded
+(``pipeline.brand.sandbox``, ``pipeline.brand.budget``).
 
 Context a template sees:
 - ``product``: key, title, body_html, vendor, product_type, tags (list), options (names);
@@ -30,9 +31,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from jinja2 import StrictUndefined, Template, TemplateError, Undefined, UndefinedError, meta, nodes
 from jinja2.exceptions import TemplateSyntaxError
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.sandbox import SecurityError
 
+from pipeline.brand.budget import MAX_RENDER_CHARS
 from pipeline.brand.config import BrandConfig, BrandConfigError, BrandProblem, Loc
+from pipeline.brand.sandbox import PromptSandbox
 from pipeline.brand.sanitize import Sanitizer, tidy
 from pipeline.types import AdapterRef
 
@@ -44,8 +47,6 @@ CLIP_CONTEXT_LENGTH = 77
 CLIP_MAX_TOKENS = CLIP_CONTEXT_LENGTH - 2  # start and end of text take one token each
 # Catalog text beyond this is cut (with a warning) before it reaches a template.
 MAX_FIELD_CHARS = 20_000
-# No template output may exceed this: guards against a template that multiplies text.
-MAX_RENDER_CHARS = 200_000
 
 
 class RenderError(ValueError):
@@ -180,25 +181,6 @@ def join_tags(value: Any, sep: str = ", ", limit: int | None = None) -> str:
 # --- the sandbox ----------------------------------------------------------------------
 
 
-class PromptSandbox(ImmutableSandboxedEnvironment):
-    """The sandbox with bounded ``*`` and ``**`` (Jinja does not constant-fold these then)."""
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**" and isinstance(right, int | float) and abs(right) > 64:
-            raise SecurityError("exponent too large in template")
-        if operator == "*":
-            for seq, n in ((left, right), (right, left)):
-                if (
-                    isinstance(seq, str | list | tuple)
-                    and isinstance(n, int)
-                    and len(seq) * n > MAX_RENDER_CHARS
-                ):
-                    raise SecurityError("repetition too large in template")
-        return super().call_binop(context, operator, left, right)
-
-
 def make_environment(
     counter: TokenCounter, warn: Callable[[str], None] = lambda _msg: None
 ) -> PromptSandbox:
@@ -213,6 +195,8 @@ def make_environment(
         return text
 
     env.filters.update(strip_html=strip_html, join_tags=join_tags, truncate_tokens=truncate_tokens)
+    # truncate_tokens may load the CLIP tokenizer on first use: not the template's time.
+    env.bound_filters(trusted=("truncate_tokens",))
     return env
 
 
@@ -306,14 +290,30 @@ def sample_context(brand: BrandConfig) -> dict[str, Any]:
 # --- checking templates ---------------------------------------------------------------
 
 
+def template_line(exc: BaseException) -> int | None:
+    """The template line an error was raised on (Jinja rewrites tracebacks to name it)."""
+    line = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _at_line(exc: BaseException) -> str:
+    line = template_line(exc)
+    return f" on template line {line}" if line is not None else ""
+
+
 def _describe(exc: Exception) -> str:
     if isinstance(exc, SecurityError):
-        return f"refused by the sandbox: {exc}"
+        return f"refused by the sandbox{_at_line(exc)}: {exc}"
     if isinstance(exc, UndefinedError):
-        return f"unknown variable or attribute: {exc.message}"
+        return f"unknown variable or attribute{_at_line(exc)}: {exc.message}"
     if isinstance(exc, TemplateSyntaxError):
         return f"syntax error on template line {exc.lineno}: {exc.message}"
-    return f"fails to render a sample product: {type(exc).__name__}: {exc}"
+    return f"fails to render a sample product{_at_line(exc)}: {type(exc).__name__}: {exc}"
 
 
 def _unknown_field(ast: nodes.Template, context: Mapping[str, Any]) -> str | None:
@@ -476,11 +476,11 @@ class PromptRenderer:
         try:
             out = template.render(ctx)
         except UndefinedError as exc:
-            raise RenderError(f"{where}: {exc.message}") from None
+            raise RenderError(f"{where}{_at_line(exc)}: {exc.message}") from None
         except SecurityError as exc:
-            raise RenderError(f"{where}: refused by the sandbox: {exc}") from None
+            raise RenderError(f"{where}{_at_line(exc)}: refused by the sandbox: {exc}") from None
         except Exception as exc:  # a filter or operation failing on this product's data
-            raise RenderError(f"{where}: {type(exc).__name__}: {exc}") from None
+            raise RenderError(f"{where}{_at_line(exc)}: {type(exc).__name__}: {exc}") from None
         if len(out) > MAX_RENDER_CHARS:
             raise RenderError(f"{where}: rendered to {len(out)} characters")
         # Prompts are one line; YAML block scalars, Jinja tags and empty fields leave gaps.
