@@ -40,8 +40,7 @@ S = ShotState
 ALLOWED: dict[str, frozenset[str]] = {
     S.planned: frozenset({S.generating, S.failed}),
     S.generating: frozenset({S.generating, S.generated, S.planned, S.failed}),
-    S.generated: frozenset({S.gated, S.rejected, S.pending_review, S.failed}),
-    S.gated: frozenset({S.rejected, S.pending_review, S.failed}),
+    S.generated: frozenset({S.rejected, S.pending_review, S.failed}),
     S.pending_review: frozenset({S.approved, S.rejected}),
     S.rejected: frozenset({S.approved}),  # a reviewer override
     S.approved: frozenset({S.published, S.rejected, S.failed}),
@@ -337,7 +336,7 @@ def record_gate(
     ``watermark`` holds the Watermark columns (method, payload, verified, bit_accuracy,
     image_backend, image_key, image_sha256, image_size, content_type, c2pa_signed).
     """
-    if shot.state not in (S.generated, S.gated):
+    if shot.state != S.generated:
         return False
     if decision not in (S.rejected, S.pending_review):
         raise ValueError(f"shot {shot.id}: unknown gate decision {decision!r}")

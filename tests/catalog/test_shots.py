@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from catalog.models import Asset, FilterResult, Generation, Shot, ShotState, Watermark
 from catalog.shots import (
+    ALLOWED,
     InvalidTransition,
     claim_shots,
     final_files,
@@ -254,3 +255,10 @@ def test_step_reads_load_shots_raw_keys_final_files_and_brand_configs(session: S
     assert stored_brand_configs(session, [brand.name, "no-such-brand"]) == {
         brand.name: {"name": "stored", "base_model": "tiny"}
     }
+
+
+def test_the_states_are_the_lines_own_and_none_is_gated() -> None:
+    # "gated" was listed but nothing entered it; the states are exactly the line's.
+    assert "gated" not in set(ShotState)
+    assert all("gated" not in nexts for nexts in ALLOWED.values())
+    assert set(ALLOWED) == set(ShotState)
