@@ -52,7 +52,6 @@ class ShotState(enum.StrEnum):
     planned = "planned"
     generating = "generating"
     generated = "generated"
-    gated = "gated"
     rejected = "rejected"
     pending_review = "pending_review"
     approved = "approved"

@@ -40,8 +40,7 @@ S = ShotState
 ALLOWED: dict[str, frozenset[str]] = {
     S.planned: frozenset({S.generating, S.failed}),
     S.generating: frozenset({S.generating, S.generated, S.planned, S.failed}),
-    S.generated: frozenset({S.gated, S.rejected, S.pending_review, S.failed}),
-    S.gated: frozenset({S.rejected, S.pending_review, S.failed}),
+    S.generated: frozenset({S.rejected, S.pending_review, S.failed}),
     S.pending_review: frozenset({S.approved, S.rejected}),
     S.rejected: frozenset({S.approved}),  # a reviewer override
     S.approved: frozenset({S.published, S.rejected, S.failed}),
@@ -149,6 +148,38 @@ def lock_shots(
     return list(session.scalars(_locking(session, stmt.order_by(Shot.id), skip_locked)))
 
 
+def shots_in_state(session: Session, ids: Iterable[int], state: str) -> list[Shot]:
+    """The shots among ``ids`` that are in ``state`` (no locks: a read before a stage runs)."""
+    return list(session.scalars(select(Shot).where(Shot.id.in_(list(ids)), Shot.state == state)))
+
+
+def raw_keys(session: Session, shot_ids: Iterable[int]) -> dict[int, str]:
+    """The store key of each shot's raw generation, for the shots that have one."""
+    rows = session.execute(
+        select(Generation.shot_id, Generation.blob_key).where(
+            Generation.shot_id.in_(list(shot_ids))
+        )
+    )
+    return {shot_id: key for shot_id, key in rows}
+
+
+def final_files(session: Session, shot_ids: Iterable[int]) -> dict[int, BlobInfo]:
+    """The gated final file of each shot that has one, as recorded on its ``watermarks`` row."""
+    marks = session.scalars(select(Watermark).where(Watermark.shot_id.in_(list(shot_ids))))
+    return {
+        w.shot_id: BlobInfo(
+            w.image_backend, None, w.image_key, w.image_sha256, w.image_size, None, w.content_type
+        )
+        for w in marks
+    }
+
+
+def stored_brand_configs(session: Session, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The brand config stored on each named brand row (the fallback for a missing YAML)."""
+    rows = session.execute(select(Brand.name, Brand.config).where(Brand.name.in_(list(names))))
+    return {name: config for name, config in rows}
+
+
 @dataclass
 class Claim:
     claimed: list[Shot]
@@ -198,6 +229,12 @@ def retry_or_fail(shot: Shot, reason: str, *, max_attempts: int) -> bool:
         return False
     transition(shot, S.planned, error=reason[:4000])
     return True
+
+
+def hand_back(shot: Shot, reason: str) -> None:
+    """Back to ``planned`` with ``reason``, whatever its attempts: the shot is not at fault
+    (its batch was split, or redelivered after a lost worker), so it never fails here."""
+    transition(shot, S.planned, error=reason[:4000])
 
 
 _BUFFER = "shotline_insert_buffer"
@@ -299,7 +336,7 @@ def record_gate(
     ``watermark`` holds the Watermark columns (method, payload, verified, bit_accuracy,
     image_backend, image_key, image_sha256, image_size, content_type, c2pa_signed).
     """
-    if shot.state not in (S.generated, S.gated):
+    if shot.state != S.generated:
         return False
     if decision not in (S.rejected, S.pending_review):
         raise ValueError(f"shot {shot.id}: unknown gate decision {decision!r}")
@@ -365,23 +402,6 @@ def record_assets(session: Session, uploads: Sequence[tuple[Shot, BlobInfo]]) ->
             continue
         transition(shot, S.published)
     return not_published
-
-
-def record_asset(
-    session: Session,
-    shot: Shot,
-    *,
-    backend: str,
-    bucket: str | None,
-    key: str,
-    sha256: str,
-    size_bytes: int,
-    etag: str | None,
-    content_type: str,
-) -> bool:
-    """``record_assets`` for one shot: True when it is now published by this call."""
-    upload = BlobInfo(backend, bucket, key, sha256, size_bytes, etag, content_type)
-    return not record_assets(session, [(shot, upload)])
 
 
 def lineage_loads() -> tuple[Any, ...]:

@@ -29,7 +29,6 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     generate_latest,
     start_http_server,
@@ -60,12 +59,6 @@ BATCH_SECONDS = Histogram(
     "Wall-clock seconds per generation batch.",
     buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600),
 )
-# "max" so that with several processes the scrape reports the largest peak of any of them.
-GPU_MEMORY_PEAK = Gauge(
-    "shotline_gpu_memory_peak_bytes",
-    "Largest GPU memory allocation seen by this worker (torch.cuda.max_memory_allocated).",
-    multiprocess_mode="max",
-)
 
 # Reasons come from the gate as free text ("competitor: Nike 0.41 >= 0.30"). A label value
 # per distinct text would grow without bound, so only the leading word is kept.
@@ -73,7 +66,6 @@ _REASON_HEAD = re.compile(r"[A-Za-z0-9_.-]+")
 _MAX_REASON_LEN = 40
 
 _lock = threading.Lock()
-_gpu_peak = 0.0
 _servers: dict[int, WSGIServer] = {}
 
 
@@ -112,15 +104,6 @@ def observe_batch(seconds: float) -> None:
     """Record the wall-clock duration of one generation batch."""
     if seconds >= 0:
         BATCH_SECONDS.observe(seconds)
-
-
-def record_gpu_peak(nbytes: int | float) -> None:
-    """Raise the GPU memory peak gauge to ``nbytes`` if it is higher than what was seen."""
-    global _gpu_peak
-    with _lock:
-        if nbytes > _gpu_peak:
-            _gpu_peak = float(nbytes)
-            GPU_MEMORY_PEAK.set(_gpu_peak)
 
 
 def multiprocess_enabled() -> bool:

@@ -1,9 +1,10 @@
 """The three steps of the line, shared by Celery tasks and the in-process runner.
 
-Each step loads its rows by id, skips shots that are not in the state it expects (that is
-what makes redelivery harmless), calls a pure stage from ``pipeline/`` outside any
-transaction, and writes its results in one short transaction. Rows are never held locked
-while a model runs. The caller enqueues the next step once the write has committed.
+Each step is three kinds of helper. *Claim*: load its rows by id in one short transaction and
+skip shots that are not in the state it expects (that is what makes redelivery harmless).
+*Compute*: call a pure stage from ``pipeline/`` outside any transaction, with blob-store I/O on
+``ctx.io_map``. *Record*: write the results in one short transaction. Rows are never held
+locked while a model runs. The caller enqueues the next step once the write has committed.
 """
 
 from __future__ import annotations
@@ -13,27 +14,43 @@ import logging
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image
-from sqlalchemy import select
 
-from catalog.models import Brand, Generation, Shot, ShotState, Watermark
+from catalog.models import Shot, ShotState
 from catalog.shots import (
     ShotInfo,
     batched_inserts,
     claim_shots,
+    final_files,
+    hand_back,
     lock_shots,
     mark_failed,
+    raw_keys,
     record_assets,
     record_gate,
     record_generation,
     retry_or_fail,
     shot_info,
     shot_params,
+    shots_in_state,
+    stored_brand_configs,
 )
-from pipeline.types import GateItem, ProvenanceInfo
+from pipeline.storage import BlobInfo, content_key, sha256_bytes
+from pipeline.types import (
+    FilterDecision,
+    FinalImage,
+    Gate,
+    GateItem,
+    GenerationOutput,
+    Generator,
+    ProvenanceInfo,
+    ShotParams,
+)
+from tasks import metrics
 from tasks.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -70,18 +87,44 @@ def transient_errors() -> tuple[type[BaseException], ...]:
     )
 
 
-def _metric(name: str, *args: Any) -> None:
-    # Metrics are optional observability; a missing exporter must never fail a shot.
-    try:
-        from tasks import metrics
-    except ImportError:
-        return
-    fn = getattr(metrics, name, None)
-    if fn is not None:
-        fn(*args)
+def _hand_back_all(shots: Sequence[Shot], reason: str, result: StepResult) -> None:
+    """Back to ``planned`` for a retry one by one; the attempt this batch cost is refunded
+    (splitting a batch is not the shot's fault, or not yet)."""
+    for shot in shots:
+        shot.attempts = max(0, shot.attempts - 1)
+        hand_back(shot, reason)
+        result.retry.append(shot.id)
 
 
 # --- generate -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _GenerateClaim:
+    params: list[ShotParams]
+    infos: dict[int, ShotInfo]
+
+
+@dataclass
+class _Generated:
+    outputs: list[GenerationOutput] = field(default_factory=list)
+    errors: dict[int, str] = field(default_factory=dict)  # shot id -> why it has no image
+
+
+@dataclass(frozen=True)
+class _RawFile:
+    """A generated image to upload under its content-addressed ``key``."""
+
+    out: GenerationOutput
+    png: bytes
+    key: str
+
+
+@dataclass(frozen=True)
+class _StoredRaw:
+    out: GenerationOutput
+    key: str
+    blob: BlobInfo  # what the store returned for ``key``
 
 
 def generate(
@@ -92,186 +135,277 @@ def generate(
     first_delivery: bool = True,
 ) -> StepResult:
     """planned -> generated: a GPU batch, raw PNGs under ``raw/``, a ``generations`` row each."""
-    from pipeline.storage import content_key
-
-    settings, result = ctx.settings, StepResult()
+    result = StepResult()
     batch_id = batch_id or uuid.uuid4().hex
+    claim = _claim_for_generate(ctx, shot_ids, first_delivery, result)
+    if not claim.params:
+        return result
+    generated = _run_generators(ctx, claim.params, batch_id, result)
+    ready = _raw_files(generated, claim.infos)
+    uploaded = {f.out.shot_id: f for f in ctx.io_map(lambda f: _put_raw(ctx, f), ready)}
+    _record_generated(ctx, uploaded, generated.errors, batch_id, result)
+    metrics.record_generated(len(result.done))
+    return result
+
+
+def _claim_for_generate(
+    ctx: WorkerContext, shot_ids: list[int], first_delivery: bool, result: StepResult
+) -> _GenerateClaim:
     with ctx.sessions.begin() as s:
         claim = claim_shots(
-            s, shot_ids, max_attempts=settings.max_attempts, count_attempt=first_delivery
+            s, shot_ids, max_attempts=ctx.settings.max_attempts, count_attempt=first_delivery
         )
         result.failed += [shot.id for shot in claim.failed]
         if first_delivery and claim.redelivered and len(claim.claimed) > 1:
             # The worker died on this batch. If one shot kills workers, retrying the batch
             # would take its neighbours down again: retry each shot alone instead.
-            for shot in claim.claimed:
-                shot.attempts = max(0, shot.attempts - 1)  # the split itself is free
-                retry_or_fail(shot, "batch redelivered after a lost worker", max_attempts=10**6)
-                result.retry.append(shot.id)
-            return result
+            _hand_back_all(claim.claimed, "batch redelivered after a lost worker", result)
+            return _GenerateClaim([], {})
         params = [shot_params(shot) for shot in claim.claimed]
         infos = shot_info(s, claim.claimed)
     claimed = {p.shot_id for p in params}
     result.skipped += [i for i in shot_ids if i not in claimed and i not in result.failed]
-    if not params:
-        return result
+    return _GenerateClaim(params, infos)
 
-    errors: dict[int, str] = {}
-    outputs: list[Any] = []
+
+def _run_generators(
+    ctx: WorkerContext, params: list[ShotParams], batch_id: str, result: StepResult
+) -> _Generated:
+    """One ``Generator.generate`` call per model; the batch's wall time goes to metrics."""
+    generated = _Generated()
     started = time.perf_counter()
-    by_model: dict[str, list[Any]] = defaultdict(list)
+    by_model: dict[str, list[ShotParams]] = defaultdict(list)
     for p in params:
         by_model[p.model_id].append(p)
     for model_id, group in by_model.items():
-        try:
-            outputs += ctx.generator(model_id).generate(group, batch_id=batch_id)
-        except transient_errors():
-            raise
-        except Exception as exc:  # a stage error: isolate the shot that causes it
-            reason = f"{type(exc).__name__}: {exc}"
-            log.warning("generation of %d shot(s) failed: %s", len(group), reason)
-            if len(group) > 1:
-                with ctx.sessions.begin() as s:
-                    for shot in lock_shots(s, [p.shot_id for p in group], (S.generating,)):
-                        shot.attempts = max(0, shot.attempts - 1)  # not this shot's fault yet
-                        retry_or_fail(shot, f"batch split after: {reason}", max_attempts=10**6)
-                        result.retry.append(shot.id)
-            else:
-                errors[group[0].shot_id] = reason
-    _metric("observe_batch", time.perf_counter() - started)
+        _run_group(ctx, model_id, group, batch_id, generated, result)
+    metrics.observe_batch(time.perf_counter() - started)
+    return generated
 
-    from pipeline.storage import sha256_bytes
 
-    ready: list[tuple[Any, bytes, str]] = []
-    for out in outputs:
-        if out.error or (out.image is None and out.png is None):
-            errors[out.shot_id] = out.error or "generator returned no image"
-            continue
-        png = out.png
+def _run_group(
+    ctx: WorkerContext,
+    model_id: str,
+    group: list[ShotParams],
+    batch_id: str,
+    generated: _Generated,
+    result: StepResult,
+) -> None:
+    try:
+        generator: Generator = ctx.generator(model_id)
+        generated.outputs += generator.generate(group, batch_id=batch_id)
+    except transient_errors():
+        raise
+    except Exception as exc:  # a stage error: isolate the shot that causes it
+        reason = f"{type(exc).__name__}: {exc}"
+        log.warning("generation of %d shot(s) failed: %s", len(group), reason)
+        if len(group) > 1:
+            with ctx.sessions.begin() as s:
+                shots = lock_shots(s, [p.shot_id for p in group], (S.generating,))
+                _hand_back_all(shots, f"batch split after: {reason}", result)
+        else:
+            generated.errors[group[0].shot_id] = reason
+
+
+def _png_of(out: GenerationOutput) -> bytes | None:
+    """The output's PNG bytes (encoded here if the generator gave only an image), or None."""
+    if out.error:
+        return None
+    if out.png is not None:
+        return out.png
+    if out.image is None:
+        return None
+    from pipeline.generate.generator import encode_png  # torch: only where it is needed
+
+    return encode_png(out.image)
+
+
+def _raw_files(generated: _Generated, infos: dict[int, ShotInfo]) -> list[_RawFile]:
+    """The images to upload under their content-addressed ``raw/`` keys; an output without
+    one joins ``generated.errors``."""
+    ready: list[_RawFile] = []
+    for out in generated.outputs:
+        png = _png_of(out)
         if png is None:
-            from pipeline.generate.generator import encode_png
-
-            png = encode_png(out.image)
-        info: ShotInfo = infos[out.shot_id]
+            generated.errors[out.shot_id] = out.error or "generator returned no image"
+            continue
+        info = infos[out.shot_id]
         sha = out.sha256 or sha256_bytes(png)
         key = content_key("raw", info.brand, info.sku, info.template, sha256=sha, ext="png")
-        ready.append((out, png, key))
+        ready.append(_RawFile(out, png, key))
+    return ready
 
-    def upload(item: tuple[Any, bytes, str]) -> tuple[int, tuple[Any, str, Any]]:
-        out, png, key = item
-        meta = {"shot-id": str(out.shot_id)}
-        blob = ctx.store.put(key, png, content_type="image/png", metadata=meta)
-        return out.shot_id, (out, key, blob)
 
-    uploads: dict[int, tuple[Any, str, Any]] = dict(ctx.io_map(upload, ready))
+def _put_raw(ctx: WorkerContext, raw: _RawFile) -> _StoredRaw:
+    meta = {"shot-id": str(raw.out.shot_id)}
+    blob = ctx.store.put(raw.key, raw.png, content_type="image/png", metadata=meta)
+    return _StoredRaw(raw.out, raw.key, blob)
 
+
+def _record_generated(
+    ctx: WorkerContext,
+    uploaded: dict[int, _StoredRaw],
+    errors: dict[int, str],
+    batch_id: str,
+    result: StepResult,
+) -> None:
+    max_attempts = ctx.settings.max_attempts
     with ctx.sessions.begin() as s, batched_inserts(s):
-        for shot in lock_shots(s, list(uploads) + list(errors), (S.generating,)):
+        for shot in lock_shots(s, list(uploaded) + list(errors), (S.generating,)):
             if shot.id in errors:
-                if retry_or_fail(shot, errors[shot.id], max_attempts=settings.max_attempts):
-                    result.retry.append(shot.id)
-                else:
-                    result.failed.append(shot.id)
+                retried = retry_or_fail(shot, errors[shot.id], max_attempts=max_attempts)
+                (result.retry if retried else result.failed).append(shot.id)
                 continue
-            out, key, blob = uploads[shot.id]
+            raw = uploaded[shot.id]
             record_generation(
                 s,
                 shot,
-                blob_backend=blob.backend,
-                blob_key=key,  # the store-relative key: what get() takes back
-                sha256=blob.sha256,
-                size_bytes=blob.size,
-                model_digest=out.model_digest,
-                timings=dict(out.timings or {}),
-                device=str(out.device),
-                library_versions=dict(out.library_versions or {}),
-                batch_id=out.batch_id or batch_id,
+                blob_backend=raw.blob.backend,
+                blob_key=raw.key,  # the store-relative key: what get() takes back
+                sha256=raw.blob.sha256,
+                size_bytes=raw.blob.size,
+                model_digest=raw.out.model_digest,
+                timings=dict(raw.out.timings or {}),
+                device=str(raw.out.device),
+                library_versions=dict(raw.out.library_versions or {}),
+                batch_id=raw.out.batch_id or batch_id,
             )
             result.done.append(shot.id)
-    _metric("record_generated", len(result.done))
-    return result
 
 
 # --- gate ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _GateShot:
+    info: ShotInfo
+    raw_key: str
+    provenance: ProvenanceInfo
+
+
+@dataclass(frozen=True)
+class _GateClaim:
+    shots: dict[int, _GateShot]
+    brand_rows: dict[str, dict[str, Any]]  # the config stored on each brand row
+
+
+@dataclass(frozen=True)
+class _FinalFile:
+    shot_id: int
+    key: str
+    image: FinalImage
+
+
 def gate(ctx: WorkerContext, shot_ids: list[int]) -> StepResult:
     """generated -> pending_review | rejected: CLIP checks in one batch per brand, then
     watermark + provenance, written to ``final/...``."""
-    from pipeline.storage import content_key
-
-    settings, result = ctx.settings, StepResult()
-    with ctx.sessions.begin() as s:
-        shots = list(
-            s.scalars(select(Shot).where(Shot.id.in_(shot_ids), Shot.state == S.generated))
-        )
-        infos = shot_info(s, shots)
-        gens = {
-            g.shot_id: g for g in s.scalars(select(Generation).where(Generation.shot_id.in_(infos)))
-        }
-        brand_rows = {b.name: b.config for b in s.scalars(select(Brand))}
-        meta = {sh.id: (sh.model_id, sh.model_digest, list(sh.adapters or [])) for sh in shots}
-    result.skipped = [i for i in shot_ids if i not in infos]
-    if not infos:
+    result = StepResult()
+    claim = _claim_for_gate(ctx, shot_ids)
+    result.skipped = [i for i in shot_ids if i not in claim.shots]
+    if not claim.shots:
         return result
-
-    the_gate = ctx.gate()
-
-    raws = ctx.io_map(lambda sid: ctx.store.get(gens[sid].blob_key), list(infos))
-    images: dict[int, Image.Image] = {}
-    by_brand: dict[str, list[int]] = defaultdict(list)
-    for sid, raw in zip(infos, raws, strict=True):
-        images[sid] = Image.open(io.BytesIO(raw)).convert("RGB")
-        by_brand[infos[sid].brand].append(sid)
-
-    decisions: dict[int, Any] = {}
-    for brand, ids in by_brand.items():
-        policy = the_gate.policy_for(ctx.brand_config(brand, brand_rows.get(brand)))
-        items = [GateItem(sid, images[sid], infos[sid].product_text) for sid in ids]
-        for sid, dec in zip(ids, the_gate.check(items, policy), strict=True):
-            decisions[sid] = dec
-
+    the_gate: Gate = ctx.gate()
+    images = _load_raws(ctx, claim)
+    decisions = _check(ctx, the_gate, claim, images)
     # Rejected images get their final file too: a reviewer override can then publish the
     # exact bytes the sheet showed, and every stored final carries watermark + provenance.
-    built: list[tuple[int, str, Any]] = []
+    built = _finalize(ctx, the_gate, claim, images, decisions)
+    finals = dict(ctx.io_map(lambda f: _put_final(ctx, f), built))
+    _record_gated(ctx, decisions, finals, result)
+    return result
+
+
+def _claim_for_gate(ctx: WorkerContext, shot_ids: list[int]) -> _GateClaim:
+    with ctx.sessions.begin() as s:
+        shots = {shot.id: shot for shot in shots_in_state(s, shot_ids, S.generated)}
+        infos = shot_info(s, list(shots.values()))
+        keys = raw_keys(s, infos)
+        brand_rows = stored_brand_configs(s, {info.brand for info in infos.values()})
+        gate_shots = {
+            sid: _GateShot(info, keys[sid], _provenance(shots[sid], info))
+            for sid, info in infos.items()
+        }
+    return _GateClaim(gate_shots, brand_rows)
+
+
+def _provenance(shot: Shot, info: ShotInfo) -> ProvenanceInfo:
+    return ProvenanceInfo(
+        shot_id=shot.id,
+        model_id=shot.model_id,
+        model_digest=shot.model_digest,
+        loras=list(shot.adapters or []),
+        brand=info.brand,
+        sku=info.sku,
+        template=info.template,
+    )
+
+
+def _load_raws(ctx: WorkerContext, claim: _GateClaim) -> dict[int, Image.Image]:
+    ids = list(claim.shots)
+    raws = ctx.io_map(lambda sid: ctx.store.get(claim.shots[sid].raw_key), ids)
+    return {
+        sid: Image.open(io.BytesIO(raw)).convert("RGB") for sid, raw in zip(ids, raws, strict=True)
+    }
+
+
+def _check(
+    ctx: WorkerContext, the_gate: Gate, claim: _GateClaim, images: dict[int, Image.Image]
+) -> dict[int, FilterDecision]:
+    """One ``Gate.check`` batch per brand, under that brand's policy."""
+    by_brand: dict[str, list[int]] = defaultdict(list)
+    for sid, shot in claim.shots.items():
+        by_brand[shot.info.brand].append(sid)
+    decisions: dict[int, FilterDecision] = {}
+    for brand, ids in by_brand.items():
+        policy = the_gate.policy_for(ctx.brand_config(brand, claim.brand_rows.get(brand)))
+        items = [GateItem(sid, images[sid], claim.shots[sid].info.product_text) for sid in ids]
+        decisions.update(zip(ids, the_gate.check(items, policy), strict=True))
+    return decisions
+
+
+def _finalize(
+    ctx: WorkerContext,
+    the_gate: Gate,
+    claim: _GateClaim,
+    images: dict[int, Image.Image],
+    decisions: dict[int, FilterDecision],
+) -> list[_FinalFile]:
+    built: list[_FinalFile] = []
     for sid in decisions:
-        info = infos[sid]
-        model_id, model_digest, loras = meta[sid]
-        prov = ProvenanceInfo(
-            shot_id=sid,
-            model_id=model_id,
-            model_digest=model_digest,
-            loras=loras,
-            brand=info.brand,
-            sku=info.sku,
-            template=info.template,
-        )
-        final = the_gate.finalize(sid, images[sid], prov, settings.output_format)
+        shot = claim.shots[sid]
+        final = the_gate.finalize(sid, images[sid], shot.provenance, ctx.settings.output_format)
+        info = shot.info
         key = content_key(
             "final", info.brand, info.sku, info.template, sha256=final.sha256, ext=final.ext
         )
-        built.append((sid, key, final))
+        built.append(_FinalFile(sid, key, final))
+    return built
 
-    def upload(item: tuple[int, str, Any]) -> tuple[int, dict[str, Any]]:
-        sid, key, final = item
-        blob = ctx.store.put(
-            key, final.data, content_type=final.content_type, metadata={"shot-id": str(sid)}
-        )
-        return sid, {
-            "method": final.method,
-            "payload": final.payload,
-            "verified": bool(final.verified),
-            "bit_accuracy": float(final.bit_accuracy),
-            "image_backend": blob.backend,
-            "image_key": key,
-            "image_sha256": final.sha256,
-            "image_size": len(final.data),
-            "content_type": final.content_type,
-            "c2pa_signed": bool(final.c2pa_signed),
-        }
 
-    finals: dict[int, dict[str, Any]] = dict(ctx.io_map(upload, built))
+def _put_final(ctx: WorkerContext, f: _FinalFile) -> tuple[int, dict[str, Any]]:
+    """Upload the final file; returns its ``watermarks`` row columns."""
+    final, meta = f.image, {"shot-id": str(f.shot_id)}
+    blob = ctx.store.put(f.key, final.data, content_type=final.content_type, metadata=meta)
+    return f.shot_id, {
+        "method": final.method,
+        "payload": final.payload,
+        "verified": bool(final.verified),
+        "bit_accuracy": float(final.bit_accuracy),
+        "image_backend": blob.backend,
+        "image_key": f.key,
+        "image_sha256": final.sha256,
+        "image_size": len(final.data),
+        "content_type": final.content_type,
+        "c2pa_signed": bool(final.c2pa_signed),
+    }
 
+
+def _record_gated(
+    ctx: WorkerContext,
+    decisions: dict[int, FilterDecision],
+    finals: dict[int, dict[str, Any]],
+    result: StepResult,
+) -> None:
     with ctx.sessions.begin() as s, batched_inserts(s):
         for shot in lock_shots(s, list(decisions), (S.generated,)):
             dec = decisions[shot.id]
@@ -286,60 +420,66 @@ def gate(ctx: WorkerContext, shot_ids: list[int]) -> StepResult:
                 watermark=finals.get(shot.id),
             )
             (result.done if dec.decision == S.pending_review else result.rejected).append(shot.id)
-            _metric("record_gated", dec.decision, list(dec.reasons))
-    return result
+            metrics.record_gated(dec.decision, list(dec.reasons))
 
 
 # --- publish ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _PublishShot:
+    info: ShotInfo
+    final: BlobInfo | None  # the gated final file as recorded; None if it has none
+
+
+# What publishing one shot's file came to: the published blob, or why the shot fails.
+_Copied = tuple[int, BlobInfo | str]
+
+
 def publish(ctx: WorkerContext, shot_ids: list[int]) -> StepResult:
     """approved -> published: upload the gated final file under its content-addressed key,
     then write the ``assets`` row. Already published shots are skipped (a no-op)."""
-    from pipeline.storage import BlobInfo, content_key
-
     result = StepResult()
+    claimed = _claim_for_publish(ctx, shot_ids)
+    result.skipped = [i for i in shot_ids if i not in claimed]
+    copied = ctx.io_map(lambda p: _copy_final(ctx, p), list(claimed.values()))
+    _record_published(ctx, copied, result)
+    metrics.record_published(len(result.done))
+    return result
+
+
+def _claim_for_publish(ctx: WorkerContext, shot_ids: list[int]) -> dict[int, _PublishShot]:
     with ctx.sessions.begin() as s:
-        shots = list(s.scalars(select(Shot).where(Shot.id.in_(shot_ids), Shot.state == S.approved)))
-        infos = shot_info(s, shots)
-        marks = {
-            w.shot_id: w for w in s.scalars(select(Watermark).where(Watermark.shot_id.in_(infos)))
-        }
-    result.skipped = [i for i in shot_ids if i not in infos]
+        infos = shot_info(s, shots_in_state(s, shot_ids, S.approved))
+        finals = final_files(s, infos)
+    return {sid: _PublishShot(info, finals.get(sid)) for sid, info in infos.items()}
 
-    def upload(sid: int) -> tuple[int, Any, str | None]:
-        info, mark = infos[sid], marks.get(sid)
-        if mark is None:
-            return sid, None, "approved but has no gated final image"
-        ext = mark.image_key.rsplit(".", 1)[-1]
-        key = content_key(info.brand, info.sku, info.template, sha256=mark.image_sha256, ext=ext)
-        meta = {"shot-id": str(sid)}
-        try:
-            # Server-side on S3: one request instead of a download and an upload.
-            recorded = BlobInfo(
-                mark.image_backend,
-                None,
-                mark.image_key,
-                mark.image_sha256,
-                mark.image_size,
-                None,
-                mark.content_type,
-            )
-            blob = ctx.store.copy(mark.image_key, key, mark.content_type, meta, src_info=recorded)
-        except FileNotFoundError:
-            return sid, None, f"final image {mark.image_key} is missing from the blob store"
-        if blob.sha256 and blob.sha256 != mark.image_sha256:
-            return sid, None, f"published {key} does not match the recorded sha256"
-        return sid, blob, None
 
-    uploads: dict[int, BlobInfo] = {}
+def _copy_final(ctx: WorkerContext, shot: _PublishShot) -> _Copied:
+    info, final, sid = shot.info, shot.final, shot.info.shot_id
+    if final is None:
+        return sid, "approved but has no gated final image"
+    ext = final.key.rsplit(".", 1)[-1]
+    key = content_key(info.brand, info.sku, info.template, sha256=final.sha256, ext=ext)
+    meta = {"shot-id": str(sid)}
+    try:
+        # Server-side on S3: one request instead of a download and an upload.
+        blob = ctx.store.copy(final.key, key, final.content_type, meta, src_info=final)
+    except FileNotFoundError:
+        return sid, f"final image {final.key} is missing from the blob store"
+    if blob.sha256 and blob.sha256 != final.sha256:
+        return sid, f"published {key} does not match the recorded sha256"
+    return sid, blob
+
+
+def _record_published(ctx: WorkerContext, copied: list[_Copied], result: StepResult) -> None:
     problems: dict[int, str] = {}
-    for sid, done, problem in ctx.io_map(upload, list(infos)):
-        if problem:
-            problems[sid] = problem
+    uploads: dict[int, BlobInfo] = {}
+    for sid, outcome in copied:
+        if isinstance(outcome, str):
+            problems[sid] = outcome
         else:
-            uploads[sid] = done
-
+            uploads[sid] = outcome
     with ctx.sessions.begin() as s, s.no_autoflush:
         ready: list[tuple[Shot, BlobInfo]] = []
         for shot in lock_shots(s, list(uploads) + list(problems), (S.approved,)):
@@ -351,5 +491,3 @@ def publish(ctx: WorkerContext, shot_ids: list[int]) -> StepResult:
         not_published = set(record_assets(s, ready))
         for shot, _ in ready:
             (result.failed if shot.id in not_published else result.done).append(shot.id)
-    _metric("record_published", len(result.done))
-    return result

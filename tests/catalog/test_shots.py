@@ -10,19 +10,30 @@ from sqlalchemy.orm import Session
 
 from catalog.models import Asset, FilterResult, Generation, Shot, ShotState, Watermark
 from catalog.shots import (
+    ALLOWED,
     InvalidTransition,
     claim_shots,
-    record_asset,
+    final_files,
+    hand_back,
+    raw_keys,
     record_assets,
     record_gate,
     record_generation,
     retry_or_fail,
     shot_info,
     shot_params,
+    shots_in_state,
+    stored_brand_configs,
     transition,
 )
 from pipeline.storage import BlobInfo
-from tests.factories import make_brand, make_product, make_shot
+from tests.factories import (
+    make_brand,
+    make_generation,
+    make_product,
+    make_shot,
+    make_watermark,
+)
 
 GEN = {
     "blob_backend": "local",
@@ -111,17 +122,17 @@ def test_record_generation_gate_asset_are_idempotent(session: Session) -> None:
     assert shot.state == ShotState.pending_review
 
     transition(shot, ShotState.approved)
-    asset = {
-        "backend": "local",
-        "bucket": None,
-        "key": f"acme/x/hero_white/{shot.id}.png",
-        "sha256": "1" * 64,
-        "size_bytes": 11,
-        "etag": None,
-        "content_type": "image/png",
-    }
-    assert record_asset(session, shot, **asset)
-    assert not record_asset(session, shot, **asset)
+    asset = BlobInfo(
+        backend="local",
+        bucket=None,
+        key=f"acme/x/hero_white/{shot.id}.png",
+        sha256="1" * 64,
+        size=11,
+        etag=None,
+        content_type="image/png",
+    )
+    assert record_assets(session, [(shot, asset)]) == []  # published by this call
+    assert record_assets(session, [(shot, asset)]) == [shot.id]  # redelivered: a no-op
     assert shot.state == ShotState.published
     after = {m: _count(session, m) for m in (Generation, FilterResult, Watermark, Asset)}
     assert {m: after[m] - before[m] for m in after} == dict.fromkeys(after, 1)
@@ -206,3 +217,48 @@ def test_rejected_needs_no_watermark_but_kept_does(session: Session) -> None:
         watermark=None,
     )
     assert shot.state == ShotState.rejected
+
+
+def test_hand_back_returns_a_shot_to_planned_whatever_its_attempts(session: Session) -> None:
+    shot = _shot(session)
+    claim_shots(session, [shot.id], max_attempts=1)
+    assert shot.attempts == 1  # out of attempts: retry_or_fail would fail it
+    hand_back(shot, "batch split after: x" * 1000)
+    assert shot.state == ShotState.planned and (shot.error or "").startswith("batch split")
+    assert len(shot.error or "") == 4000
+    with pytest.raises(InvalidTransition):
+        hand_back(shot, "only a generating shot can be handed back")
+
+
+def test_step_reads_load_shots_raw_keys_final_files_and_brand_configs(session: Session) -> None:
+    brand = make_brand(session, config={"name": "stored", "base_model": "tiny"})
+    rev = make_product(session, brand, title="Linen Cushion")
+    done, bare = (make_shot(session, rev, template=t, state="generated") for t in ("a", "b"))
+    planned = make_shot(session, rev, template="c")
+    gen = make_generation(session, done)
+    mark = make_watermark(session, done)
+
+    ids = [done.id, bare.id, planned.id]
+    assert {s.id for s in shots_in_state(session, ids, ShotState.generated)} == {done.id, bare.id}
+    assert raw_keys(session, ids) == {done.id: gen.blob_key}
+    assert final_files(session, ids) == {
+        done.id: BlobInfo(
+            mark.image_backend,
+            None,
+            mark.image_key,
+            mark.image_sha256,
+            mark.image_size,
+            None,
+            mark.content_type,
+        )
+    }
+    assert stored_brand_configs(session, [brand.name, "no-such-brand"]) == {
+        brand.name: {"name": "stored", "base_model": "tiny"}
+    }
+
+
+def test_the_states_are_the_lines_own_and_none_is_gated() -> None:
+    # "gated" was listed but nothing entered it; the states are exactly the line's.
+    assert "gated" not in set(ShotState)
+    assert all("gated" not in nexts for nexts in ALLOWED.values())
+    assert set(ALLOWED) == set(ShotState)
