@@ -128,6 +128,155 @@ def missing_key_message(header: list[str], brand: BrandConfig, fmt: str) -> str:
     return f"{want} in the header; found: {found}"
 
 
+def _present(*cols: int | None) -> frozenset[int]:
+    return frozenset(c for c in cols if c is not None)
+
+
+@dataclass(frozen=True)
+class ProductColumns:
+    """Where one file keeps the product fields (None: the file has no such column)."""
+
+    title: int | None
+    body: int | None
+    vendor: int | None
+    ptype: int | None
+    tags: int | None
+    sku: int | None
+    price: int | None
+    image: int | None
+
+    def used(self, layout: Layout) -> frozenset[int]:
+        """Columns read as fields or describing one row: the rest go to the product's extra."""
+        named = (self.title, self.body, self.vendor, self.ptype, self.tags)
+        return _present(*named, self.sku, self.price, self.image)
+
+
+@dataclass(frozen=True)
+class ShopifyColumns(ProductColumns):
+    """A Shopify export: a product's first row, then variant and image rows."""
+
+    options: tuple[tuple[int | None, int | None], ...]  # (OptionN Name, OptionN Value), N=1..3
+    variant_image: int | None
+
+    @classmethod
+    def from_layout(cls, layout: Layout, brand: BrandConfig) -> ShopifyColumns:
+        h = layout.col
+        return cls(
+            title=h("Title"),
+            body=h("Body (HTML)", "Body HTML", "Body"),
+            vendor=h("Vendor"),
+            ptype=h("Type", "Product Type"),
+            tags=h("Tags"),
+            sku=h("Variant SKU"),
+            price=h("Variant Price"),
+            image=h("Image Src"),
+            options=tuple((h(f"Option{i} Name"), h(f"Option{i} Value")) for i in (1, 2, 3)),
+            variant_image=h("Variant Image"),
+        )
+
+    def used(self, layout: Layout) -> frozenset[int]:
+        options = (c for pair in self.options for c in pair)
+        # Variant and image columns describe one row, not the product.
+        per_row = (
+            i
+            for i, name in enumerate(layout.header)
+            if _norm(name).startswith(("variant ", "image ")) or _norm(name) == "cost per item"
+        )
+        return super().used(layout) | _present(self.variant_image, *options, *per_row)
+
+
+@dataclass(frozen=True)
+class ItemColumns(ProductColumns):
+    """A feed of items: every row is one variant of its product."""
+
+    options: tuple[tuple[str, int], ...]  # (option name, column) of the options found
+    more_images: int | None  # comma-separated additional image URLs
+
+    def used(self, layout: Layout) -> frozenset[int]:
+        options = (c for _, c in self.options)
+        return super().used(layout) | _present(self.more_images, *options)
+
+
+@dataclass(frozen=True)
+class MerchantColumns(ItemColumns):
+    """A Google Merchant Center feed (``g:`` prefixes are ignored)."""
+
+    @classmethod
+    def from_layout(cls, layout: Layout, brand: BrandConfig) -> MerchantColumns:
+        h = layout.col
+        labels = ("Color", "Size", "Material", "Pattern")
+        return cls(
+            title=h("title"),
+            body=h("description"),
+            vendor=h("brand"),
+            ptype=h("product_type"),
+            tags=None,
+            sku=h("id"),
+            price=h("price"),
+            image=h("image_link"),
+            options=tuple((label, c) for label in labels if (c := h(label.lower())) is not None),
+            more_images=h("additional_image_link"),
+        )
+
+    def used(self, layout: Layout) -> frozenset[int]:
+        # Item-level columns: a product's "extra" must not carry its first item's values.
+        per_item = ("item_group_id", "gtin", "mpn", "link", "mobile_link", "sale_price")
+        return super().used(layout) | _present(*(layout.col(n) for n in per_item))
+
+
+# column_map entries that name a product field; any other entry is an option column.
+_GENERIC_FIELDS = frozenset(
+    {"key", "sku", "title", "body_html", "description", "vendor"}
+    | {"product_type", "tags", "image", "price", "variant_sku"}
+)
+
+
+@dataclass(frozen=True)
+class GenericColumns(ItemColumns):
+    """Any CSV, described by the brand's ``column_map`` (our field -> CSV column)."""
+
+    @classmethod
+    def from_layout(cls, layout: Layout, brand: BrandConfig) -> GenericColumns:
+        h, cmap = layout.col, brand.column_map
+
+        def mapped(name: str) -> int | None:
+            return h(cmap[name]) if name in cmap else None
+
+        def first(*names: str) -> int | None:  # the first non-empty entry of ``names``
+            column = next((cmap[n] for n in names if cmap.get(n)), None)
+            return h(column) if column else None
+
+        return cls(
+            title=mapped("title"),
+            body=first("body_html", "description"),
+            vendor=mapped("vendor"),
+            ptype=mapped("product_type"),
+            tags=mapped("tags"),
+            sku=first("variant_sku", "sku"),
+            price=mapped("price"),
+            image=mapped("image"),
+            options=tuple(
+                (name, pos)
+                for name, col in cmap.items()
+                if name not in _GENERIC_FIELDS and (pos := h(col)) is not None
+            ),
+            more_images=None,
+        )
+
+
+FormatColumns = ShopifyColumns | MerchantColumns | GenericColumns
+_COLUMNS: dict[str, type[ShopifyColumns] | type[MerchantColumns] | type[GenericColumns]] = {
+    "shopify": ShopifyColumns,
+    "gmc": MerchantColumns,
+    "generic": GenericColumns,
+}
+
+
+def format_columns(layout: Layout, brand: BrandConfig) -> FormatColumns:
+    """The column map of ``layout``'s format (the brand's column_map for generic files)."""
+    return _COLUMNS.get(layout.fmt, GenericColumns).from_layout(layout, brand)
+
+
 class Normalizer:
     """Turns chunks of rows into products, carrying the open product across chunks."""
 
@@ -135,77 +284,9 @@ class Normalizer:
         self.layout = layout
         self.header = layout.header
         self.current: ProductAcc | None = None
-        h = layout.col
-        if layout.fmt == "shopify":
-            self.c_title = h("Title")
-            self.c_body = h("Body (HTML)", "Body HTML", "Body")
-            self.c_vendor = h("Vendor")
-            self.c_type = h("Type", "Product Type")
-            self.c_tags = h("Tags")
-            self.c_opt = [(h(f"Option{i} Name"), h(f"Option{i} Value")) for i in (1, 2, 3)]
-            self.c_sku = h("Variant SKU")
-            self.c_price = h("Variant Price")
-            self.c_image = h("Image Src")
-            self.c_vimage = h("Variant Image")
-            variant_cols = [c for c in (self.c_sku, self.c_price) if c is not None]
-            variant_cols += [v for _, v in self.c_opt if v is not None]
-            self.c_variant_any = variant_cols
-            used = {self.c_title, self.c_body, self.c_vendor, self.c_type, self.c_tags}
-            used |= {self.c_sku, self.c_price, self.c_image, self.c_vimage}
-            used |= {c for pair in self.c_opt for c in pair}
-            # Variant and image columns describe one row, not the product.
-            used |= {
-                i
-                for i, name in enumerate(self.header)
-                if _norm(name).startswith(("variant ", "image ")) or _norm(name) == "cost per item"
-            }
-        elif layout.fmt == "gmc":
-            self.c_title = h("title")
-            self.c_body = h("description")
-            self.c_vendor = h("brand")
-            self.c_type = h("product_type")
-            self.c_tags = None
-            self.c_sku = h("id")
-            self.c_price = h("price")
-            self.c_image = h("image_link")
-            self.c_more_images = h("additional_image_link")
-            self.c_gmc_opts = [
-                (label, c)
-                for label, c in (
-                    ("Color", h("color")),
-                    ("Size", h("size")),
-                    ("Material", h("material")),
-                    ("Pattern", h("pattern")),
-                )
-                if c is not None
-            ]
-            used = {self.c_title, self.c_body, self.c_vendor, self.c_type, self.c_sku}
-            used |= {self.c_price, self.c_image, self.c_more_images, h("item_group_id")}
-            used |= {c for _, c in self.c_gmc_opts}
-            # Item-level columns: a product's "extra" must not carry its first item's values.
-            used |= {h(n) for n in ("gtin", "mpn", "link", "mobile_link", "sale_price")}
-        else:
-            cmap = brand.column_map
-            known = {"key", "sku", "title", "body_html", "description", "vendor"}
-            known |= {"product_type", "tags", "image", "price", "variant_sku"}
-            self.c_title = h(cmap["title"]) if "title" in cmap else None
-            body = cmap.get("body_html") or cmap.get("description")
-            self.c_body = h(body) if body else None
-            self.c_vendor = h(cmap["vendor"]) if "vendor" in cmap else None
-            self.c_type = h(cmap["product_type"]) if "product_type" in cmap else None
-            self.c_tags = h(cmap["tags"]) if "tags" in cmap else None
-            sku = cmap.get("variant_sku") or cmap.get("sku")
-            self.c_sku = h(sku) if sku else None
-            self.c_price = h(cmap["price"]) if "price" in cmap else None
-            self.c_image = h(cmap["image"]) if "image" in cmap else None
-            self.c_gmc_opts = []
-            for name, col in cmap.items():
-                pos = h(col)
-                if name not in known and pos is not None:
-                    self.c_gmc_opts.append((name, pos))
-            used = {self.c_title, self.c_body, self.c_vendor, self.c_type, self.c_tags}
-            used |= {self.c_sku, self.c_price, self.c_image} | {c for _, c in self.c_gmc_opts}
-        used |= set(layout.key_cols)
+        self.cols = cols = format_columns(layout, brand)
+        self._product_cols = (cols.title, cols.body, cols.vendor, cols.ptype, cols.tags)
+        used = cols.used(layout) | set(layout.key_cols)
         self.extra_cols = [
             (i, name)
             for i, name in enumerate(self.header)
@@ -262,10 +343,11 @@ class Normalizer:
             return frame[c].tolist() if c is not None else blank
 
         keys = key.tolist()
-        if self.layout.fmt == "shopify":
-            done = self._shopify(keys, lines, arr, col)
+        cols = self.cols
+        if isinstance(cols, ShopifyColumns):
+            done = self._shopify(cols, keys, lines, arr, col)
         else:
-            done = self._items(keys, lines, arr, col)
+            done = self._items(cols, keys, lines, arr, col)
         return done, errors
 
     def finish(self) -> list[ProductAcc]:
@@ -278,22 +360,39 @@ class Normalizer:
         def g(c: int | None) -> str:
             return str(row[c]).strip() if c is not None else ""
 
-        acc.fill(g(self.c_title), g(self.c_body), g(self.c_vendor), g(self.c_type), g(self.c_tags))
+        title, body, vendor, ptype, tags = self._product_cols
+        acc.fill(g(title), g(body), g(vendor), g(ptype), g(tags))
         if not acc.extra:
             acc.extra = {name: v for i, name in self.extra_cols if (v := str(row[i]).strip())}
 
+    def _shopify_product(
+        self, acc: ProductAcc, row: Any, name_cols: tuple[int | None, ...]
+    ) -> None:
+        """A product's first row: its fields and, once, its option names by position."""
+        self._product_row(acc, row)
+        if not acc.slots:
+            acc.slots = [str(row[c]).strip() if c is not None else "" for c in name_cols]
+            for name in acc.slots:
+                if name and name != "Title":  # "Title / Default Title": no options
+                    acc.add_option(name)
+
     def _shopify(
-        self, keys: list[str], lines: list[int], arr: Any, col: Callable[[int | None], list[str]]
+        self,
+        c: ShopifyColumns,
+        keys: list[str],
+        lines: list[int],
+        arr: Any,
+        col: Callable[[int | None], list[str]],
     ) -> list[ProductAcc]:
         done: list[ProductAcc] = []
         cur = self.current
-        (n1, v1), (n2, v2), (n3, v3) = self.c_opt
+        (n1, v1), (n2, v2), (n3, v3) = c.options
         columns = (
-            col(self.c_title),
-            col(self.c_sku),
-            col(self.c_price),
-            col(self.c_image),
-            col(self.c_vimage),
+            col(c.title),
+            col(c.sku),
+            col(c.price),
+            col(c.image),
+            col(c.variant_image),
             col(v1),
             col(v2),
             col(v3),
@@ -305,13 +404,7 @@ class Normalizer:
                     done.append(cur)
                 cur = ProductAcc(key=k, line=line)
             if title and not cur.title and title.strip():
-                row = arr[i]
-                self._product_row(cur, row)
-                if not cur.slots:
-                    cur.slots = [str(row[c]).strip() if c is not None else "" for c in (n1, n2, n3)]
-                    for name in cur.slots:
-                        if name and name != "Title":  # "Title / Default Title": no options
-                            cur.add_option(name)
+                self._shopify_product(cur, arr[i], (n1, n2, n3))
             if img:
                 cur.add_image(img.strip())
             if sku or price or o1 or o2 or o3:
@@ -342,15 +435,18 @@ class Normalizer:
         return done
 
     def _items(
-        self, keys: list[str], lines: list[int], arr: Any, col: Callable[[int | None], list[str]]
+        self,
+        c: ItemColumns,
+        keys: list[str],
+        lines: list[int],
+        arr: Any,
+        col: Callable[[int | None], list[str]],
     ) -> list[ProductAcc]:
         """GMC and generic rows: each row is one variant of its product."""
         done: list[ProductAcc] = []
         cur = self.current
-        gmc = self.layout.fmt == "gmc"
-        more = col(self.c_more_images if gmc else None)
-        opt_cols = [(name, col(c)) for name, c in self.c_gmc_opts]
-        columns = (col(self.c_sku), col(self.c_price), col(self.c_image), more)
+        opt_cols = [(name, col(pos)) for name, pos in c.options]
+        columns = (col(c.sku), col(c.price), col(c.image), col(c.more_images))
         rows = zip(keys, lines, *columns, strict=True)
         for i, (k, line, sku, price, img, extra_imgs) in enumerate(rows):
             if cur is None or k != cur.key:

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, selectinload
 from catalog.models import (
     Asset,
     Brand,
+    FilterResult,
     Generation,
     ImportRun,
     Product,
@@ -100,7 +101,6 @@ def _source(session: Session, rev: ProductRevision, shot: Shot) -> dict[str, Any
 def shot_chain(session: Session, shot: Shot) -> dict[str, Any]:
     """The full chain for one shot, CSV line first, published asset last."""
     rev = shot.product_revision
-    data = rev.data if isinstance(rev.data, Mapping) else {}
     brand = session.get(Brand, shot.brand_id)
     gen, fr, wm, asset = shot.generation, shot.filter_result, shot.watermark, shot.asset
     return {
@@ -111,79 +111,107 @@ def shot_chain(session: Session, shot: Shot) -> dict[str, Any]:
         "product_key": rev.product.sku,
         "variant": shot.variant,
         "csv": _source(session, rev, shot),
-        "product_revision": {
-            "id": rev.id,
-            "revision": rev.revision,
-            "content_hash": rev.content_hash,
-            "title": data.get("title"),
-        },
-        "brand_config": {
-            "digest": shot.brand_config_digest,
-            "current_digest": brand.config_digest if brand else None,
-            "current_version": brand.version if brand else None,
-            "is_current": bool(brand and brand.config_digest == shot.brand_config_digest),
-        },
+        "product_revision": _revision_json(rev),
+        "brand_config": _brand_config_json(shot, brand),
         "template": {"name": shot.template_name, "digest": shot.template_digest},
-        "prompt": {
-            "text": shot.prompt,
-            "negative": shot.negative_prompt,
-            "sanitizer_removals": list(shot.sanitizer_removals or []),
-            "warnings": list(shot.prompt_warnings or []),
-        },
+        "prompt": _prompt_json(shot),
         "model": {
             "id": shot.model_id,
             # The generator fills the shot's digest; the generation row keeps what ran.
             "digest": (gen.model_digest if gen and gen.model_digest else shot.model_digest),
         },
-        "loras": [
-            {k: a.get(k) for k in ("name", "sha256", "weight", "uri")}
-            for a in shot.adapters or []
-            if isinstance(a, Mapping)
-        ],
-        "sampling": {
-            "seed": shot.seed,
-            "steps": shot.steps,
-            "guidance": shot.guidance,
-            "scheduler": shot.scheduler,
-            "width": shot.width,
-            "height": shot.height,
-        },
-        "generation": None
-        if gen is None
-        else {
-            "raw_sha256": gen.sha256,
-            "raw_key": gen.blob_key,
-            "backend": gen.blob_backend,
-            "device": gen.device,
-            "batch_id": gen.batch_id,
-            "library_versions": gen.library_versions,
-            "at": _iso(gen.created_at),
-        },
-        "filter": None
-        if fr is None
-        else {
-            "decision": fr.decision,
-            "reasons": list(fr.reasons or []),
-            "scores": list(fr.scores or []),
-            "policy_version": fr.policy_version,
-            "clip_model": fr.clip_model,
-        },
-        "watermark": None
-        if wm is None
-        else {
-            "method": wm.method,
-            "payload": wm.payload,
-            "verified": wm.verified,
-            "bit_accuracy": wm.bit_accuracy,
-            "image_key": wm.image_key,
-            "image_sha256": wm.image_sha256,
-            "c2pa_signed": wm.c2pa_signed,
-        },
+        "loras": _loras_json(shot),
+        "sampling": _sampling_json(shot),
+        "generation": None if gen is None else _generation_json(gen),
+        "filter": None if fr is None else _filter_json(fr),
+        "watermark": None if wm is None else _watermark_json(wm),
         "review": {
             "state": current_review_state(shot.review_events),
             "events": [event_json(e) for e in shot.review_events],
         },
         "asset": None if asset is None else _asset_json(asset),
+    }
+
+
+def _revision_json(rev: ProductRevision) -> dict[str, Any]:
+    data = rev.data if isinstance(rev.data, Mapping) else {}
+    return {
+        "id": rev.id,
+        "revision": rev.revision,
+        "content_hash": rev.content_hash,
+        "title": data.get("title"),
+    }
+
+
+def _brand_config_json(shot: Shot, brand: Brand | None) -> dict[str, Any]:
+    """The brand config the shot was planned with, against the brand's current one."""
+    return {
+        "digest": shot.brand_config_digest,
+        "current_digest": brand.config_digest if brand else None,
+        "current_version": brand.version if brand else None,
+        "is_current": bool(brand and brand.config_digest == shot.brand_config_digest),
+    }
+
+
+def _prompt_json(shot: Shot) -> dict[str, Any]:
+    return {
+        "text": shot.prompt,
+        "negative": shot.negative_prompt,
+        "sanitizer_removals": list(shot.sanitizer_removals or []),
+        "warnings": list(shot.prompt_warnings or []),
+    }
+
+
+def _loras_json(shot: Shot) -> list[dict[str, Any]]:
+    return [
+        {k: a.get(k) for k in ("name", "sha256", "weight", "uri")}
+        for a in shot.adapters or []
+        if isinstance(a, Mapping)
+    ]
+
+
+def _sampling_json(shot: Shot) -> dict[str, Any]:
+    return {
+        "seed": shot.seed,
+        "steps": shot.steps,
+        "guidance": shot.guidance,
+        "scheduler": shot.scheduler,
+        "width": shot.width,
+        "height": shot.height,
+    }
+
+
+def _generation_json(gen: Generation) -> dict[str, Any]:
+    return {
+        "raw_sha256": gen.sha256,
+        "raw_key": gen.blob_key,
+        "backend": gen.blob_backend,
+        "device": gen.device,
+        "batch_id": gen.batch_id,
+        "library_versions": gen.library_versions,
+        "at": _iso(gen.created_at),
+    }
+
+
+def _filter_json(fr: FilterResult) -> dict[str, Any]:
+    return {
+        "decision": fr.decision,
+        "reasons": list(fr.reasons or []),
+        "scores": list(fr.scores or []),
+        "policy_version": fr.policy_version,
+        "clip_model": fr.clip_model,
+    }
+
+
+def _watermark_json(wm: Watermark) -> dict[str, Any]:
+    return {
+        "method": wm.method,
+        "payload": wm.payload,
+        "verified": wm.verified,
+        "bit_accuracy": wm.bit_accuracy,
+        "image_key": wm.image_key,
+        "image_sha256": wm.image_sha256,
+        "c2pa_signed": wm.c2pa_signed,
     }
 
 

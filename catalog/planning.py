@@ -28,7 +28,7 @@ from catalog.models import LoraAdapter, Product, ProductRevision, Shot, ShotStat
 from pipeline.brand.config import BrandConfig, ResolvedTemplate
 from pipeline.brand.loader import brand_warnings
 from pipeline.brand.seeds import derive_seed
-from pipeline.brand.templates import PromptRenderer, RenderError
+from pipeline.brand.templates import PromptRenderer, RenderedPrompt, RenderError
 from pipeline.settings import Settings
 
 _CHUNK = 500  # products per query round trip (keeps IN lists well under driver limits)
@@ -146,15 +146,91 @@ def _chunks(items: Sequence[int], n: int) -> Iterator[Sequence[int]]:
         yield items[i : i + n]
 
 
-def _insert(
-    session: Session, pending: list[tuple[tuple[int, str, str], dict[str, Any]]]
-) -> list[tuple[int, bool]]:
+@dataclass(frozen=True)
+class PlanContext:
+    """What every shot of one plan shares: the brand row, the resolved templates, the model."""
+
+    brand: BrandConfig
+    brand_id: int
+    brand_config_digest: str
+    templates: tuple[str, ...]  # in plan order, without duplicates
+    resolved: Mapping[str, ResolvedTemplate]
+    digests: Mapping[str, str]  # template name -> digest of its resolved definition
+    adapters_json: Mapping[str, list[dict[str, Any]]]
+    renderer: PromptRenderer
+    model_id: str
+
+
+@dataclass(frozen=True)
+class RevisionRow:
+    """A product's current revision, as read for planning (plain columns, no entity)."""
+
+    sku: str
+    revision_id: int
+    revision: int
+    data: Mapping[str, Any]
+
+    @property
+    def product_key(self) -> str:
+        return str(self.data.get("key") or self.sku)
+
+
+@dataclass(frozen=True)
+class ShotSlot:
+    """One shot to plan: a product revision, one of its visual variants and a template."""
+
+    row: RevisionRow
+    variant: VisualVariant
+    template: str
+
+    @property
+    def key(self) -> tuple[int, str, str]:
+        """The ``shots`` unique constraint: (product_revision_id, variant_key, template_name)."""
+        return (self.row.revision_id, self.variant.key, self.template)
+
+    @property
+    def where(self) -> str:
+        """How warnings name this shot."""
+        return f"{self.row.product_key} [{self.variant.label}] {self.template}"
+
+    def seed(self, brand_name: str) -> int:
+        return derive_seed(
+            brand_name, self.row.product_key, self.variant.key, self.template, self.row.revision
+        )
+
+
+@dataclass(frozen=True)
+class PendingShot:
+    """A slot with no shot yet, and the ``shots`` row values to insert for it."""
+
+    slot: ShotSlot
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ExistingEntry:
+    """A plan position already taken by a shot."""
+
+    shot_id: int
+
+
+@dataclass(frozen=True)
+class PendingEntry:
+    """A plan position filled by ``pending[index]`` once the chunk is inserted."""
+
+    index: int
+
+
+PlanEntry = ExistingEntry | PendingEntry
+
+
+def _insert(session: Session, pending: Sequence[PendingShot]) -> list[tuple[int, bool]]:
     """Insert shots; returns (id, created) per row. A concurrent planner's rows are adopted."""
     if not pending:
         return []
     try:
         with session.begin_nested():
-            shots = [Shot(**kw) for _, kw in pending]
+            shots = [Shot(**p.values) for p in pending]
             session.add_all(shots)
             session.flush()
         ids = [(s.id, True) for s in shots]
@@ -164,26 +240,28 @@ def _insert(
     except IntegrityError:
         pass
     # Someone planned some of these since we looked: go one by one under the constraint.
-    out = []
-    for (rev_id, vkey, tname), kw in pending:
-        try:
-            with session.begin_nested():
-                shot = Shot(**kw)
-                session.add(shot)
-                session.flush()
-            out.append((shot.id, True))
-        except IntegrityError:
-            existing = session.scalar(
-                select(Shot.id).where(
-                    Shot.product_revision_id == rev_id,
-                    Shot.variant_key == vkey,
-                    Shot.template_name == tname,
-                )
+    return [_insert_one(session, p) for p in pending]
+
+
+def _insert_one(session: Session, pending: PendingShot) -> tuple[int, bool]:
+    try:
+        with session.begin_nested():
+            shot = Shot(**pending.values)
+            session.add(shot)
+            session.flush()
+        return shot.id, True
+    except IntegrityError:
+        rev_id, vkey, tname = pending.slot.key
+        existing = session.scalar(
+            select(Shot.id).where(
+                Shot.product_revision_id == rev_id,
+                Shot.variant_key == vkey,
+                Shot.template_name == tname,
             )
-            if existing is None:
-                raise
-            out.append((existing, False))
-    return out
+        )
+        if existing is None:
+            raise
+        return existing, False
 
 
 def _existing(
@@ -204,6 +282,167 @@ def _existing(
     }
 
 
+def _template_names(brand: BrandConfig, templates: list[str] | None) -> list[str]:
+    """The templates to plan, in order; ``PlanningError`` for a name the brand lacks."""
+    names = list(dict.fromkeys(templates)) if templates else list(brand.templates)
+    unknown = [t for t in names if t not in brand.templates]
+    if unknown:
+        raise PlanningError(
+            f"brand {brand.name!r} has no template {', '.join(repr(t) for t in unknown)} "
+            f"(known: {', '.join(sorted(brand.templates))})"
+        )
+    return names
+
+
+def plan_context(
+    session: Session,
+    brand: BrandConfig,
+    settings: Settings,
+    templates: list[str] | None = None,
+    renderer: PromptRenderer | None = None,
+) -> PlanContext:
+    """Check the template names, upsert the brand and its LoRA pins, resolve the templates."""
+    names = _template_names(brand, templates)
+    brand_row = upsert_brand(session, brand)
+    upsert_adapters(session, brand)
+    resolved = {n: brand.resolve_template(n) for n in names}
+    return PlanContext(
+        brand=brand,
+        brand_id=brand_row.id,
+        brand_config_digest=brand_row.config_digest,
+        templates=tuple(names),
+        resolved=resolved,
+        digests={n: r.digest() for n, r in resolved.items()},
+        adapters_json={n: [a.to_json() for a in r.adapters] for n, r in resolved.items()},
+        renderer=renderer or PromptRenderer(brand, templates=names),
+        model_id=settings.model or brand.resolved_base_model(),
+    )
+
+
+def shot_row(ctx: PlanContext, slot: ShotSlot, rendered: RenderedPrompt) -> dict[str, Any]:
+    """The ``shots`` row values for ``slot`` with its rendered prompt."""
+    res = ctx.resolved[slot.template]
+    return dict(
+        brand_id=ctx.brand_id,
+        product_revision_id=slot.row.revision_id,
+        variant_key=slot.variant.key,
+        variant=slot.variant.to_json(),
+        brand_config_digest=ctx.brand_config_digest,
+        template_name=slot.template,
+        template_digest=ctx.digests[slot.template],
+        prompt=rendered.prompt,
+        negative_prompt=rendered.negative_prompt,
+        sanitizer_removals=rendered.removals,
+        prompt_warnings=rendered.warnings,
+        seed=slot.seed(ctx.brand.name),
+        model_id=ctx.model_id,
+        adapters=ctx.adapters_json[slot.template],
+        width=res.width,
+        height=res.height,
+        steps=res.steps,
+        guidance=res.guidance,
+        scheduler=res.scheduler,
+        state=ShotState.planned.value,
+    )
+
+
+def _product_ids(session: Session, brand_id: int) -> list[int]:
+    """Every product of the brand with a current revision, in sku order."""
+    return list(
+        session.scalars(
+            select(Product.id)
+            .where(Product.brand_id == brand_id, Product.current_revision_id.is_not(None))
+            .order_by(Product.sku)
+        )
+    )
+
+
+def _revision_rows(session: Session, product_ids: Sequence[int]) -> list[RevisionRow]:
+    # Plain columns, not entities: a large catalog must not pile up in the identity map.
+    rows = session.execute(
+        select(Product.sku, ProductRevision.id, ProductRevision.revision, ProductRevision.data)
+        .join(ProductRevision, ProductRevision.id == Product.current_revision_id)
+        .where(Product.id.in_(product_ids))
+        .order_by(Product.sku)
+    ).all()
+    return [
+        RevisionRow(sku, rev_id, revision, data if isinstance(data, Mapping) else {})
+        for sku, rev_id, revision, data in rows
+    ]
+
+
+def _slots(ctx: PlanContext, rows: Sequence[RevisionRow]) -> Iterator[ShotSlot]:
+    """Plan order: product (sku order), then template, then visual variant."""
+    for row in rows:
+        variants = visual_variants(row.data, ctx.brand.visual_options)
+        for tname in ctx.templates:
+            for vv in variants:
+                yield ShotSlot(row=row, variant=vv, template=tname)
+
+
+def _render(ctx: PlanContext, slot: ShotSlot, summary: PlanSummary) -> RenderedPrompt | None:
+    """The slot's prompt, its warnings noted; None (counted as skipped) if it cannot render."""
+    adapters = ctx.resolved[slot.template].adapters
+    try:
+        rendered = ctx.renderer.render(slot.template, slot.row.data, slot.variant.options, adapters)
+    except RenderError as exc:
+        summary.skipped += 1
+        summary.warnings.append(f"{slot.where}: skipped: {exc}")
+        return None
+    summary.warnings.extend(f"{slot.where}: {w}" for w in rendered.warnings)
+    return rendered
+
+
+def _plan_rows(
+    session: Session,
+    ctx: PlanContext,
+    rows: Sequence[RevisionRow],
+    summary: PlanSummary,
+    stale: dict[str, int],
+) -> tuple[list[PlanEntry], list[PendingShot]]:
+    """Each slot of ``rows`` in plan order, either an existing shot or a shot to insert."""
+    existing = _existing(session, [r.revision_id for r in rows])
+    entries: list[PlanEntry] = []
+    pending: list[PendingShot] = []
+    for slot in _slots(ctx, rows):
+        found = existing.get(slot.key)
+        if found is not None:
+            shot_id, old_digest = found
+            entries.append(ExistingEntry(shot_id))
+            if old_digest != ctx.digests[slot.template]:
+                stale[slot.template] = stale.get(slot.template, 0) + 1
+            continue
+        rendered = _render(ctx, slot, summary)
+        if rendered is not None:
+            entries.append(PendingEntry(len(pending)))
+            pending.append(PendingShot(slot, shot_row(ctx, slot, rendered)))
+    return entries, pending
+
+
+def _record(
+    summary: PlanSummary, entries: Sequence[PlanEntry], inserted: Sequence[tuple[int, bool]]
+) -> None:
+    """Count the chunk's shots and list them in plan order."""
+    for entry in entries:
+        if isinstance(entry, ExistingEntry):
+            shot_id, created = entry.shot_id, False
+        else:
+            shot_id, created = inserted[entry.index]
+        if created:
+            summary.created += 1
+        else:
+            summary.existing += 1
+        summary.shots.append(shot_id)
+
+
+def _stale_warnings(stale: Mapping[str, int]) -> list[str]:
+    return [
+        f"template {tname} changed since {n} existing shot(s) were planned; they keep the "
+        "definition they were planned with (new product revisions use the current one)"
+        for tname, n in sorted(stale.items())
+    ]
+
+
 def plan_shots(
     session: Session,
     brand: BrandConfig,
@@ -217,114 +456,19 @@ def plan_shots(
 
     ``progress(done, total)`` is called after each chunk of products.
     """
-    names = list(dict.fromkeys(templates)) if templates else list(brand.templates)
-    unknown = [t for t in names if t not in brand.templates]
-    if unknown:
-        raise PlanningError(
-            f"brand {brand.name!r} has no template {', '.join(repr(t) for t in unknown)} "
-            f"(known: {', '.join(sorted(brand.templates))})"
-        )
-    brand_row = upsert_brand(session, brand)
-    upsert_adapters(session, brand)
-    resolved: dict[str, ResolvedTemplate] = {n: brand.resolve_template(n) for n in names}
-    digests = {n: r.digest() for n, r in resolved.items()}
-    adapters_json = {n: [a.to_json() for a in r.adapters] for n, r in resolved.items()}
-    renderer = renderer or PromptRenderer(brand, templates=names)
-    model_id = settings.model or brand.resolved_base_model()
-
-    summary = PlanSummary(brand=brand.name, templates=names)
+    ctx = plan_context(session, brand, settings, templates, renderer)
+    summary = PlanSummary(brand=brand.name, templates=list(ctx.templates))
     summary.warnings.extend(f"brand {brand.name}: {w}" for w in brand_warnings(brand))
-    stale: dict[str, int] = {}
-
-    product_ids = list(
-        session.scalars(
-            select(Product.id)
-            .where(Product.brand_id == brand_row.id, Product.current_revision_id.is_not(None))
-            .order_by(Product.sku)
-        )
-    )
+    stale: dict[str, int] = {}  # template -> existing shots planned with an older definition
+    product_ids = _product_ids(session, ctx.brand_id)
     for chunk in _chunks(product_ids, _CHUNK):
-        # Plain columns, not entities: a large catalog must not pile up in the identity map.
-        rows = session.execute(
-            select(Product.sku, ProductRevision.id, ProductRevision.revision, ProductRevision.data)
-            .join(ProductRevision, ProductRevision.id == Product.current_revision_id)
-            .where(Product.id.in_(chunk))
-            .order_by(Product.sku)
-        ).all()
-        existing = _existing(session, [rev_id for _, rev_id, _, _ in rows])
-        # Plan order, each slot either an existing shot id or an index into ``pending``.
-        slots: list[int | tuple[int]] = []
-        pending: list[tuple[tuple[int, str, str], dict[str, Any]]] = []
-        for sku, rev_id, revision, rev_data in rows:
-            summary.products += 1
-            data = rev_data if isinstance(rev_data, Mapping) else {}
-            product_key = str(data.get("key") or sku)
-            variants = visual_variants(data, brand.visual_options)
-            for tname in names:
-                res = resolved[tname]
-                for vv in variants:
-                    k = (rev_id, vv.key, tname)
-                    if k in existing:
-                        shot_id, old_digest = existing[k]
-                        slots.append(shot_id)
-                        if old_digest != digests[tname]:
-                            stale[tname] = stale.get(tname, 0) + 1
-                        continue
-                    where = f"{product_key} [{vv.label}] {tname}"
-                    try:
-                        rendered = renderer.render(tname, data, vv.options, res.adapters)
-                    except RenderError as exc:
-                        summary.skipped += 1
-                        summary.warnings.append(f"{where}: skipped: {exc}")
-                        continue
-                    summary.warnings.extend(f"{where}: {w}" for w in rendered.warnings)
-                    slots.append((len(pending),))
-                    pending.append(
-                        (
-                            k,
-                            dict(
-                                brand_id=brand_row.id,
-                                product_revision_id=rev_id,
-                                variant_key=vv.key,
-                                variant=vv.to_json(),
-                                brand_config_digest=brand_row.config_digest,
-                                template_name=tname,
-                                template_digest=digests[tname],
-                                prompt=rendered.prompt,
-                                negative_prompt=rendered.negative_prompt,
-                                sanitizer_removals=rendered.removals,
-                                prompt_warnings=rendered.warnings,
-                                seed=derive_seed(brand.name, product_key, vv.key, tname, revision),
-                                model_id=model_id,
-                                adapters=adapters_json[tname],
-                                width=res.width,
-                                height=res.height,
-                                steps=res.steps,
-                                guidance=res.guidance,
-                                scheduler=res.scheduler,
-                                state=ShotState.planned.value,
-                            ),
-                        )
-                    )
-        inserted = _insert(session, pending)
-        for slot in slots:
-            if isinstance(slot, tuple):
-                shot_id, created = inserted[slot[0]]
-                if created:
-                    summary.created += 1
-                else:
-                    summary.existing += 1
-                summary.shots.append(shot_id)
-            else:
-                summary.existing += 1
-                summary.shots.append(slot)
+        rows = _revision_rows(session, chunk)
+        summary.products += len(rows)
+        entries, pending = _plan_rows(session, ctx, rows, summary, stale)
+        _record(summary, entries, _insert(session, pending))
         if progress is not None:
             progress(summary.products, len(product_ids))
-    for tname, n in sorted(stale.items()):
-        summary.warnings.append(
-            f"template {tname} changed since {n} existing shot(s) were planned; they keep the "
-            "definition they were planned with (new product revisions use the current one)"
-        )
+    summary.warnings.extend(_stale_warnings(stale))
     return summary
 
 
