@@ -13,6 +13,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
@@ -85,6 +86,15 @@ def drop_pg_database(url: str) -> None:
     name = url.rsplit("/", 1)[1]
     with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# One thread drops per-test databases while the next test runs (a DROP ... WITH (FORCE) waits
+# for the backends it terminates); the interpreter joins it before exiting.
+_dropper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pg-drop")
+
+
+def drop_pg_database_later(url: str) -> None:
+    _dropper.submit(drop_pg_database, url)
 
 
 @pytest.fixture(scope="session")
