@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo lint fmt bench clean
+.PHONY: venv test test-quick demo lint fmt bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -14,8 +14,15 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
+# Starts Postgres and Redis and installs headless Chromium when missing (silent when all is up).
+# Every test runs, the `slow` reliability ones included; `make test-quick` leaves those out.
 test: $(STAMP)
+	tests/services.sh
 	$(BIN)/python -m pytest -q
+
+test-quick: $(STAMP)
+	tests/services.sh
+	$(BIN)/python -m pytest -q -m "not slow"
 
 demo: $(STAMP)
 	$(BIN)/python -m tasks.demo

@@ -15,10 +15,19 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.panel import Panel
+
+if TYPE_CHECKING:
+    from catalog.models import Asset
+    from pipeline.brand.config import BrandConfig
+    from pipeline.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_DIR = ROOT / "var" / "demo"
+SHEET_DIR = DEMO_DIR / "contact-sheet"
 REVIEWER = "demo"
 DEMO_NOTE = "DEMO auto-approval by `make demo` (no human looked at these tiny-model noise images)"
 NOISE_WARNING = (
@@ -49,112 +58,179 @@ def _configure_env() -> None:
     os.environ.update(env)
 
 
-def main() -> int:
-    started = time.monotonic()
-    _configure_env()
+def _fresh_demo_dir() -> None:
     if DEMO_DIR.exists():
         shutil.rmtree(DEMO_DIR)  # every demo starts from nothing
     DEMO_DIR.mkdir(parents=True)
 
-    from rich.console import Console
-    from rich.panel import Panel
-    from sqlalchemy import select
 
+def _step_database(console: Console, settings: Settings) -> None:
     from catalog import migrate
-    from catalog.importer import import_catalog
-    from catalog.lineage import shot_lineage
-    from catalog.models import Asset, Shot, ShotState
-    from catalog.planning import describe_shots, plan_shots
-    from catalog.review import approve, list_shots, resolve_reviewer
-    from pipeline.brand.loader import find_brand
-    from pipeline.settings import Settings
-    from tasks.cli.common import CliState
-    from tasks.cli.lineage_cmd import print_summary
-    from tasks.cli.plan_cmd import plan_table
-    from tasks.cli.review_cmd import write_contact_sheet
-    from tasks.dispatch import enqueue_publish
-    from tasks.runner import run_line
-
-    console = Console()
-    console.print(Panel(NOISE_WARNING, title="shotline demo", border_style="yellow"))
-    settings = Settings()
-    assert settings.embedded, "the demo runs in-process"
-    state = CliState(settings)
-    session = state.session
-
-    def who(s: Any) -> Any:
-        return resolve_reviewer(s, REVIEWER, free_names=settings.review_free_names)
 
     console.rule("1. database")
     migrate.upgrade(settings.database_url)
     console.print(f"SQLite at {settings.database_url}")
 
+
+def _step_import(console: Console, settings: Settings) -> BrandConfig:
+    from catalog.importer import import_catalog
+    from pipeline.brand.loader import find_brand
+    from tasks.cli.common import CliState
+
     console.rule("2. import samples/catalog.csv for brand acme")
     brand = find_brand(settings.brands_dir, "acme")
-    summary = import_catalog(state.sessionmaker(), ROOT / "samples" / "catalog.csv", brand)
+    summary = import_catalog(
+        CliState(settings).sessionmaker(), ROOT / "samples" / "catalog.csv", brand
+    )
     console.print(
         f"import run {summary.run_id}: {summary.rows_total} rows, {summary.imported} products, "
         f"{summary.revisions_new} new revisions, {summary.errors} row errors"
     )
+    return brand
+
+
+def _step_plan(console: Console, settings: Settings, brand: BrandConfig) -> None:
+    from catalog.planning import describe_shots, plan_shots
+    from tasks.cli.common import CliState
+    from tasks.cli.plan_cmd import plan_table
 
     console.rule("3. plan shots")
-    with session() as s:
+    with CliState(settings).session() as s:
         plan = plan_shots(s, brand, settings)
         planned = describe_shots(s, plan.shots)
     console.print(plan_table(plan, planned, limit=12, wide=console.width >= 120))
     for warning in plan.warnings:
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
 
+
+def _step_run(console: Console, settings: Settings) -> None:
+    from tasks.runner import run_line
+
     console.rule("4. run: generate -> gate (tiny preset, in-process)")
     run = run_line(settings, brand="acme", progress=True)
     console.print(f"{run.total} shots in {run.elapsed_s:.1f}s: {run.counts}")
 
+
+def _step_approve(console: Console, settings: Settings) -> list[int]:
+    """Approve every gated shot as the DEMO reviewer; returns the approved shot ids."""
+    from catalog.review import approve, list_shots
+    from tasks.cli.common import CliState
+
     console.rule(f"5. DEMO auto-approval (reviewer {REVIEWER!r})")
-    with session() as s:
+    with CliState(settings).session() as s:
         pending = [sh.id for sh in list_shots(s, brand="acme", status="pending_review")]
         rejected = [sh.id for sh in list_shots(s, brand="acme", status="rejected")]
         if pending:
-            approve(s, pending, who(s), note=DEMO_NOTE)
+            approve(s, pending, who, note=DEMO_NOTE)
         if rejected:
             # Random-weight CLIP rejects noise at random; the demo overrides, and says so.
-            approve(s, rejected, who(s), note=DEMO_NOTE + "; gate override", override=True)
+            approve(s, rejected, who, note=DEMO_NOTE + "; gate override", override=True)
     console.print(
         f"[yellow]DEMO[/]: auto-approved {len(pending)} pending and overrode {len(rejected)} "
         f"gate rejection(s) as reviewer {REVIEWER!r}. A real run needs a human reviewer."
     )
+    return pending + rejected
+
+
+def _step_publish(console: Console, settings: Settings, shot_ids: list[int]) -> Asset | None:
+    """Publish the approved shots; returns the first asset (None: nothing was published)."""
+    from sqlalchemy import select
+
+    from catalog.models import Asset, Shot, ShotState
+    from tasks.cli.common import CliState
+    from tasks.dispatch import enqueue_publish
 
     console.rule("6. publish to the local blob folder")
-    enqueue_publish(pending + rejected, settings)
-    with session() as s:
+    enqueue_publish(shot_ids, settings)
+    with CliState(settings).session() as s:
         assets = list(s.scalars(select(Asset).order_by(Asset.id)))
-        published = len(assets)
         failed = list(
             s.execute(
                 select(Shot.id, Shot.error).where(Shot.state == ShotState.failed).order_by(Shot.id)
             )
         )
-    console.print(f"{published} asset(s) under {settings.blob_root}")
+    console.print(f"{len(assets)} asset(s) under {settings.blob_root}")
     for sid, error in failed:
         console.print(f"[red]failed[/] shot {sid}: {error}", highlight=False)
     if not assets:
         console.print("[red]nothing was published[/]")
-        return 1
+        return None
+    return assets[0]
 
-    console.rule(f"7. lineage of asset {assets[0].id}")
-    console.print(f"file: {Path(settings.blob_root) / assets[0].key}", highlight=False)
-    with session() as s:
-        chain = shot_lineage(s, assets[0].shot_id)
+
+def _step_lineage(console: Console, settings: Settings, asset: Asset) -> None:
+    from catalog.lineage import shot_lineage
+    from tasks.cli.common import CliState
+    from tasks.cli.lineage_cmd import print_summary
+
+    console.rule(f"7. lineage of asset {asset.id}")
+    console.print(f"file: {Path(settings.blob_root) / asset.key}", highlight=False)
+    with CliState(settings).session() as s:
+        chain = shot_lineage(s, asset.shot_id)
     assert chain is not None
     print_summary(chain)
 
-    console.rule("8. contact sheet")
-    sheet_dir = DEMO_DIR / "contact-sheet"
-    write_contact_sheet(state, sheet_dir, brand="acme", status="published")
 
+def _step_sheet(console: Console, settings: Settings) -> None:
+    from tasks.cli.common import CliState
+    from tasks.cli.review_cmd import write_contact_sheet
+
+    console.rule("8. contact sheet")
+    write_contact_sheet(CliState(settings), SHEET_DIR, brand="acme", status="published")
+
+
+def _shown(path: Path) -> str:
+    """``path`` as the user can type it from the current folder (relative when inside it)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def look_around_commands(asset_id: int) -> list[str]:
+    """CLI commands that read what the demo made: its state lives under ``SHOTLINE_VAR_DIR``
+    (database, blobs), not in ./var where a plain ``shotline`` looks."""
+    cli = f"SHOTLINE_VAR_DIR={_shown(DEMO_DIR)} {_shown(ROOT / '.venv' / 'bin' / 'shotline')}"
+    return [
+        f"{cli} review list --status published",
+        f"{cli} lineage asset:{asset_id}",
+        f"{cli} review sheet --status published --out {_shown(SHEET_DIR)}",
+        f"{cli} status",
+    ]
+
+
+def _print_closing(console: Console, started: float, asset_id: int) -> None:
     console.print(Panel(NOISE_WARNING, border_style="yellow"))
     console.print(
         f"demo finished in {time.monotonic() - started:.0f}s; everything is in {DEMO_DIR}"
     )
+    console.print("Look around in what it made:")
+    for command in look_around_commands(asset_id):
+        console.print(f"  {command}", highlight=False, markup=False, soft_wrap=True)
+
+
+def main() -> int:
+    started = time.monotonic()
+    _configure_env()
+    _fresh_demo_dir()
+    from pipeline.settings import Settings
+
+    console = Console()
+    console.print(Panel(NOISE_WARNING, title="shotline demo", border_style="yellow"))
+    settings = Settings()
+    assert settings.embedded, "the demo runs in-process"
+
+    _step_database(console, settings)
+    brand = _step_import(console, settings)
+    _step_plan(console, settings, brand)
+    _step_run(console, settings)
+    approved = _step_approve(console, settings)
+    asset = _step_publish(console, settings, approved)
+    if asset is None:
+        return 1
+    _step_lineage(console, settings, asset)
+    _step_sheet(console, settings)
+    _print_closing(console, started, asset.id)
     return 0
 
 

@@ -1,16 +1,19 @@
 """Shared fixtures: real Postgres, real Redis, moto's S3 server, SQLite.
 
 A test that needs a service it cannot reach fails; nothing here skips.
-Each pytest process gets its own Postgres database (built with ``alembic upgrade head``)
-so parallel runs and helper processes never trample each other.
+Each pytest process migrates one template database (``alembic upgrade head``) and every
+Postgres database a test gets is a fresh copy of it, so parallel runs and helper processes
+never trample each other.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
@@ -33,23 +36,65 @@ def _pg_url(dbname: str) -> str:
     return f"{base}/{dbname}"
 
 
-def create_pg_database(prefix: str = "shotline_t") -> str:
-    """Create a fresh, migrated Postgres database and return its URL."""
-    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+def _admin(sql: str) -> None:
     try:
         with psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+            conn.execute(sql)
     except psycopg.OperationalError as exc:
         pytest.fail(f"Postgres is required at {PG_ADMIN_DSN}: {exc}")
-    url = _pg_url(name)
-    migrate.upgrade(url)
-    return url
+
+
+_template: str | None = None
+_template_pid = 0  # a forked child must not drop its parent's template at exit
+
+
+def migrated_template() -> str:
+    """This process's migrated database, built once (``alembic upgrade head``) and cloned by
+    :func:`create_pg_database`. Nothing connects to it after the migration: Postgres refuses
+    ``CREATE DATABASE ... TEMPLATE`` while another session is connected to the template."""
+    global _template, _template_pid
+    if _template is None:
+        name = f"shotline_tpl_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        _admin(f'CREATE DATABASE "{name}"')
+        migrate.upgrade(_pg_url(name))  # disposes its engine: no session stays on the template
+        # Belt and braces: a stray connection would make every clone fail, so refuse them.
+        _admin(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+        _template, _template_pid = name, os.getpid()
+        atexit.register(drop_migrated_template)
+    return _template
+
+
+def drop_migrated_template() -> None:
+    global _template
+    if _template is not None and _template_pid == os.getpid():
+        drop_pg_database(_pg_url(_template))
+        _template = None
+
+
+def create_pg_database(prefix: str = "shotline_t") -> str:
+    """Create a fresh, migrated Postgres database and return its URL.
+
+    A copy of :func:`migrated_template` (a file copy, much cheaper than migrating again).
+    """
+    template = migrated_template()
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    _admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    return _pg_url(name)
 
 
 def drop_pg_database(url: str) -> None:
     name = url.rsplit("/", 1)[1]
     with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# One thread drops per-test databases while the next test runs (a DROP ... WITH (FORCE) waits
+# for the backends it terminates); the interpreter joins it before exiting.
+_dropper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pg-drop")
+
+
+def drop_pg_database_later(url: str) -> None:
+    _dropper.submit(drop_pg_database, url)
 
 
 @pytest.fixture(scope="session")

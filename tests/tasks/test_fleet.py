@@ -6,25 +6,30 @@ stand-ins from ``tasks.fakes`` so these tests measure orchestration, not models.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import boto3
 import psycopg
+import pytest
 from moto.server import ThreadedMotoServer
 from sqlalchemy import select
 
 from catalog.db import make_engine, make_sessionmaker
 from catalog.models import Asset, Shot
-from tasks.dispatch import enqueue_publish
+from tasks.dispatch import chunks, enqueue_publish
 from tasks.runner import run_line, wait_for
-from tests.conftest import PG_ADMIN_DSN, free_port
+from tests.conftest import free_port
 from tests.tasks.conftest import (
+    Fleet,
     approve_all,
     assert_line_sound,
     fleet_settings,
+    line_counts,
     make_bucket,
     private_redis,
     seed_shots,
@@ -36,8 +41,40 @@ PUBLISHED_OR_OUT = {"published", "rejected", "failed"}
 def _publish_and_wait(settings: Any, ids: list[int], timeout: float = 60) -> None:
     approved = approve_all(settings, ids)
     enqueue_publish(approved, settings)
-    _, complete, _ = wait_for(settings, ids, PUBLISHED_OR_OUT, timeout_s=timeout)
+    _, complete, _ = wait_for(settings, ids, PUBLISHED_OR_OUT, timeout_s=timeout, poll_s=0.2)
     assert complete
+
+
+def _wait_until(
+    predicate: Any, timeout: float = 30, what: str = "condition", detail: Any = None
+) -> None:
+    """Poll ``predicate`` every 0.1 s; fail naming ``what`` (and ``detail()``) after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    extra = f"\n{detail()}" if detail else ""
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{extra}")
+
+
+def _task_events(fleet: Fleet, task: str, event: str) -> Counter[str]:
+    """Per task id, how often the workers logged ``Task shotline.<task>[<id>] <event>``."""
+    pattern = re.compile(rf"Task shotline\.{task}\[([0-9a-f-]+)\] {event}")
+    return Counter(pattern.findall(fleet.log_tail(10**9)))
+
+
+def _wait_tasks_done(fleet: Fleet, task: str, before: Counter[str], n: int) -> None:
+    """Wait until ``n`` more ``task`` messages succeeded than in ``before``."""
+
+    def finished() -> int:
+        return (_task_events(fleet, task, "succeeded") - before).total()
+
+    _wait_until(
+        lambda: finished() >= n,
+        what=f"{n} more {task} task(s) to succeed",
+        detail=lambda: f"{finished()} did\n{fleet.log_tail()}",
+    )
 
 
 def _assets(settings: Any, ids: list[int]) -> list[Asset]:
@@ -80,8 +117,12 @@ def test_fleet_runs_publishes_and_republish_is_noop(
 
     # Re-publishing is a no-op: same rows, same objects.
     before = {(a.shot_id, a.key, a.published_at) for a in _assets(settings, ids)}
+    published = _task_events(fleet, "publish_shot", "succeeded")
     enqueue_publish(ids, settings)
-    time.sleep(2)
+    # The worker has handled every republish message before we look.
+    _wait_tasks_done(
+        fleet, "publish_shot", published, len(list(chunks(ids, settings.cpu_batch_size)))
+    )
     assert {(a.shot_id, a.key, a.published_at) for a in _assets(settings, ids)} == before
     assert_line_sound(settings, ids)
 
@@ -95,15 +136,7 @@ def _attempts(settings: Any, ids: list[int]) -> dict[int, int]:
         engine.dispose()
 
 
-def _wait_until(predicate: Any, timeout: float = 30, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
+@pytest.mark.slow
 def test_kill_9_worker_mid_batch_is_redelivered(
     tmp_path: Path, pg_db: str, fleet_redis: str, moto_server: str, make_fleet: Any
 ) -> None:
@@ -118,12 +151,16 @@ def test_kill_9_worker_mid_batch_is_redelivered(
     from tasks.dispatch import enqueue_generate
 
     enqueue_generate(ids, settings)
-    _wait_until(lambda: "generate_batch" in victim_log.read_text(), what="victim got a batch")
-    time.sleep(0.5)
+    # Its claim is committed (state generating, one attempt counted): it is now mid-batch.
+    _wait_until(
+        lambda: line_counts(settings, ids)["states"].get("generating", 0) > 0,
+        what="the victim to claim a batch",
+        detail=lambda: victim_log.read_text(errors="replace")[-3000:],
+    )
     fleet.kill("victim")  # SIGKILL: no chance to ack, reject or clean up
     fleet.start("survivor", queues="gpu.tiny,cpu")
 
-    _, complete, _ = wait_for(settings, ids, timeout_s=60)
+    _, complete, _ = wait_for(settings, ids, timeout_s=60, poll_s=0.2)
     assert complete, fleet.log_tail()
     info = assert_line_sound(settings, ids, {"pending_review", "rejected", "failed"})
     assert info["states"] == {"pending_review": 16}
@@ -132,6 +169,7 @@ def test_kill_9_worker_mid_batch_is_redelivered(
     assert info["rows"]["generations"] == 16
 
 
+@pytest.mark.slow
 def test_redis_restart_mid_run(
     tmp_path: Path, pg_db: str, moto_server: str, make_fleet: Any
 ) -> None:
@@ -150,9 +188,9 @@ def test_redis_restart_mid_run(
         _wait_until(lambda: line_done(settings, ids) >= 2, what="some progress before the restart")
         # No persistence: the restart loses every queued and unacked message.
         stop_redis()
-        time.sleep(2)
+        time.sleep(2)  # the outage itself (the fault under test), not a wait for something
         start_redis()
-        _, complete, _ = wait_for(settings, ids, timeout_s=90)
+        _, complete, _ = wait_for(settings, ids, timeout_s=90, poll_s=0.2)
         assert complete, fleet.log_tail()
         info = assert_line_sound(settings, ids, {"pending_review", "rejected", "failed"})
         assert info["states"] == {"pending_review": 24}
@@ -167,6 +205,7 @@ def line_done(settings: Any, ids: list[int]) -> int:
     return counts["pending_review"] + counts["rejected"] + counts["failed"]
 
 
+@pytest.mark.slow
 def test_postgres_connections_dropped_mid_run(
     tmp_path: Path, pg_db: str, fleet_redis: str, moto_server: str, make_fleet: Any
 ) -> None:
@@ -176,18 +215,26 @@ def test_postgres_connections_dropped_mid_run(
     fleet = make_fleet(settings, env)
     fleet.start("w1", extra_env={"SHOTLINE_FAKE_GENERATE_DELAY_S": "0.2"})
     dbname = pg_db.rsplit("/", 1)[1]
-    stop = threading.Event()
     killed: list[int] = []
 
     def terminator() -> None:
-        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-            while not stop.is_set():
+        """Drop every connection to the line's database each 0.3 s until the line is done
+        (its own connection, into that database, is spared), for at most 4 s."""
+        until = time.monotonic() + 4
+        with psycopg.connect(pg_db, autocommit=True) as conn:
+            while time.monotonic() < until:
                 rows = conn.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                     "WHERE datname = %s AND pid <> pg_backend_pid()",
                     (dbname,),
                 ).fetchall()
                 killed.append(len(rows))
+                row = conn.execute(
+                    "SELECT count(*) FROM shots WHERE id = ANY(%s) AND state = 'pending_review'",
+                    (ids,),
+                ).fetchone()
+                if row is not None and row[0] == len(ids):
+                    return
                 time.sleep(0.3)
 
     from tasks.dispatch import enqueue_generate
@@ -195,16 +242,16 @@ def test_postgres_connections_dropped_mid_run(
     enqueue_generate(ids, settings)
     thread = threading.Thread(target=terminator, daemon=True)
     thread.start()
-    time.sleep(4)
-    stop.set()
-    thread.join()
-    _, complete, _ = wait_for(settings, ids, timeout_s=90)
+    thread.join(timeout=30)
+    assert not thread.is_alive(), "the connection terminator did not stop"
+    _, complete, _ = wait_for(settings, ids, timeout_s=90, poll_s=0.2)
     assert complete, fleet.log_tail()
     assert sum(killed) > 0  # connections really were dropped mid-run
     info = assert_line_sound(settings, ids, {"pending_review", "rejected", "failed"})
     assert info["states"] == {"pending_review": 24}, info
 
 
+@pytest.mark.slow
 def test_s3_down_while_publishing(
     tmp_path: Path, pg_db: str, fleet_redis: str, make_fleet: Any
 ) -> None:
@@ -222,12 +269,23 @@ def test_s3_down_while_publishing(
 
         approved = approve_all(settings, ids)
         moto.stop()  # the endpoint refuses connections from here on
+        retried = _task_events(fleet, "publish_shot", "retry: Retry in")
         enqueue_publish(approved, settings)
-        time.sleep(3)
+        # Every publish message has failed its upload and is being retried.
+        messages = len(list(chunks(approved, settings.cpu_batch_size)))
+
+        def retrying() -> int:  # messages with a retry logged since the outage began
+            return len(_task_events(fleet, "publish_shot", "retry: Retry in") - retried)
+
+        _wait_until(
+            lambda: retrying() >= messages,
+            what=f"all {messages} publish task(s) to fail and retry",
+            detail=fleet.log_tail,
+        )
         assert not _assets(settings, ids)  # nothing recorded while uploads fail
         moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         moto.start()  # moto keeps its state in-process: the bucket is still there
-        _, complete, _ = wait_for(settings, ids, PUBLISHED_OR_OUT, timeout_s=60)
+        _, complete, _ = wait_for(settings, ids, PUBLISHED_OR_OUT, timeout_s=60, poll_s=0.2)
         assert complete, fleet.log_tail()
         info = assert_line_sound(settings, ids)
         assert info["states"] == {"published": 12}
@@ -286,6 +344,7 @@ def test_scheduled_ingest_task_on_a_worker(
     )
     fleet = make_fleet(settings, env)
     fleet.start("w1", queues="gpu.tiny,cpu,ingest")
+    ingested = _task_events(fleet, "ingest_due_catalogs", "succeeded")
     send(settings, TASK_INGEST, [], QUEUE_INGEST)
 
     engine = make_engine(settings.database_url)
@@ -297,11 +356,11 @@ def test_scheduled_ingest_task_on_a_worker(
 
     _wait_until(lambda: len(shot_ids()) > 0, timeout=60, what="shots planned by ingest")
     ids = shot_ids()
-    _, complete, _ = wait_for(settings, ids, timeout_s=60)
+    _, complete, _ = wait_for(settings, ids, timeout_s=60, poll_s=0.2)
     assert complete, fleet.log_tail()
     assert_line_sound(settings, ids, {"pending_review", "rejected", "failed"})
     send(settings, TASK_INGEST, [], QUEUE_INGEST)  # the next tick finds nothing new
-    time.sleep(2)
+    _wait_tasks_done(fleet, "ingest_due_catalogs", ingested, 2)
     assert shot_ids() == ids
     assert "'imported': 0" in fleet.log_tail(100_000)
     engine.dispose()

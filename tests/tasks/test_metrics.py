@@ -16,14 +16,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tasks import metrics
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -45,7 +40,7 @@ def _value(samples: dict, name: str, **labels: str) -> float:
 @pytest.fixture
 def server_port() -> Iterator[int]:
     assert not metrics.multiprocess_enabled(), "tests expect single-process mode"
-    port = _free_port()
+    port = free_port()
     assert metrics.start_metrics_server(port, addr="127.0.0.1") is True
     yield port
     metrics.stop_metrics_server(port)
@@ -124,7 +119,7 @@ _CHILD = textwrap.dedent(
 def test_multiprocess_mode_aggregates_prefork_children(tmp_path: Path) -> None:
     """Two worker processes share a PROMETHEUS_MULTIPROC_DIR; one scrape shows both."""
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-c", _CHILD]
     server = subprocess.Popen(
         [*cmd, "server", str(port), "2"],
@@ -167,7 +162,7 @@ def test_start_worker_metrics_follows_the_metrics_port_setting() -> None:
     from pipeline.settings import Settings
 
     assert metrics.start_worker_metrics(Settings(metrics_port=None)) is False
-    port = _free_port()
+    port = free_port()
     assert metrics.start_worker_metrics(Settings(metrics_port=port)) is True
     try:
         assert ("shotline_images_published_total", ()) in _scrape(port)
