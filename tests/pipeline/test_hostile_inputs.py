@@ -193,9 +193,7 @@ def test_invisible_terms_are_refused_naming_the_field(tmp_path: Path, invisible:
         load_brand(tmp_path / "demo.yaml")
     fields = sorted(p.field for p in info.value.items)
     assert fields == ["blocked_terms[0]", "competitors[0].aliases[0]", "competitors[1].name"]
-    assert all(
-        "empty once invisible characters are removed" in p.message for p in info.value.items
-    )
+    assert all("empty once invisible characters are removed" in p.message for p in info.value.items)
     # The sanitizer never matches the empty string, even for a config nobody checked.
     s = Sanitizer(competitors=[("Rival", [invisible])], blocked=[invisible])
     assert s.clean("C++ and Rival mugs").text == "C++ and mugs"
