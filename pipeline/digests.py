@@ -5,16 +5,17 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-_CHUNK = 1 << 20  # weight files run to gigabytes: hash them in 1 MiB reads, never whole
+from pipeline.files import iter_chunks
 
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: Path, what: str = "file") -> str:
+    """Weight files run to gigabytes: hashed in 1 MiB reads, never whole. Only regular
+    files are read (a FIFO would block forever): others raise ``InputFileError``."""
     h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
+    for chunk in iter_chunks(path, what):
+        h.update(chunk)
     return h.hexdigest()

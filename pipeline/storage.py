@@ -16,14 +16,13 @@ import contextlib
 import hashlib
 import json
 import mimetypes
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pipeline.digests import sha256_bytes
+from pipeline.files import atomic_write_bytes
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings
@@ -31,6 +30,9 @@ if TYPE_CHECKING:
 _SAFE_PART = re.compile(r"[^A-Za-z0-9._-]+")
 _SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
 _MAX_PART = 100
+# Device names Windows reserves in any folder, with any extension and in any case
+# ("con.txt" is the console too): a blob tree copied to Windows must not hold them.
+_WINDOWS_RESERVED = re.compile(r"^(?:con|prn|aux|nul|com[0-9]|lpt[0-9])(?:\..*)?$", re.IGNORECASE)
 # Sidecar metadata for local blobs lives beside the data under a name no key can take
 # (key segments never start with a dot).
 _META_DIR = ".meta"
@@ -96,12 +98,16 @@ def sanitize_part(text: str) -> str:
     """One safe key segment from untrusted text.
 
     Anything outside ``[A-Za-z0-9._-]`` becomes ``_`` and a leading dot is replaced, so
-    ``..``, ``/`` and ``\\`` cannot survive. When the text had to change (or was cut to
-    100 characters) a short hash of the original is appended: ``a/b`` and ``a_b`` stay
-    distinct keys instead of silently sharing one.
+    ``..``, ``/`` and ``\\`` cannot survive; Windows device names (``CON``, ``aux.txt``,
+    ``LPT1``...) get a leading ``_`` and trailing dots go (Windows drops them, merging
+    names). When the text had to change (or was cut to 100 characters) a short hash of
+    the original is appended: ``a/b`` and ``a_b`` stay distinct keys instead of silently
+    sharing one.
     """
     cleaned = _SAFE_PART.sub("_", text).strip("_")
-    cleaned = re.sub(r"^\.+", "_", cleaned)
+    cleaned = re.sub(r"^\.+", "_", cleaned).rstrip(".")
+    if _WINDOWS_RESERVED.match(cleaned):
+        cleaned = f"_{cleaned}"
     if cleaned == text and 0 < len(text) <= _MAX_PART:
         return text
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:10]
@@ -148,22 +154,6 @@ class LocalBlobStore:
     def _meta_path(self, key: str) -> Path:
         return self.root / _META_DIR / f"{check_key(key)}.json"
 
-    @staticmethod
-    def _atomic_write(path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            # rename is atomic on POSIX: readers see the old file or the new one, never half.
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-
     def put(
         self,
         key: str,
@@ -175,8 +165,8 @@ class LocalBlobStore:
         digest = sha256_bytes(data)
         meta = {"content_type": content_type, "sha256": digest, "metadata": metadata or {}}
         try:
-            self._atomic_write(path, data)
-            self._atomic_write(self._meta_path(key), json.dumps(meta).encode())
+            atomic_write_bytes(path, data)
+            atomic_write_bytes(self._meta_path(key), json.dumps(meta).encode())
         except OSError as exc:
             raise StorageError(f"cannot write blob {key!r}: {exc}") from exc
         return BlobInfo(self.backend, None, key, digest, len(data), None, content_type)

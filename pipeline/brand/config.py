@@ -25,9 +25,12 @@ from urllib.parse import unquote, urlparse
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pipeline.brand.sanitize import normalize_text
 from pipeline.digests import sha256_file
+from pipeline.files import InputFileError
 from pipeline.generate.schedulers import SCHEDULERS
 from pipeline.types import AdapterRef
+from pipeline.weights import check_safetensors
 
 Loc = tuple[str | int, ...]
 
@@ -112,6 +115,12 @@ class LoraSpec(_Model):
             raise ValueError(
                 f"LoRA weights must be a .safetensors file (got {v!r}); "
                 "pickle formats (.ckpt, .bin, .pt) are refused"
+            )
+        scheme = urlparse(v).scheme.lower()
+        if _has_scheme(v) and scheme != "file":
+            # pipeline.generate.lora.adapter_path reads local files only.
+            raise ValueError(
+                f"LoRA weights must be a local file (a path or file://), not {scheme}:// ({v!r})"
             )
         return v
 
@@ -404,13 +413,26 @@ class BrandConfig(_Model):
             elif opt.casefold() in folded:
                 out.append((("visual_options", i), f"duplicate option {opt!r}"))
             folded.setdefault(opt.casefold(), i)
-        for i, term in enumerate(self.blocked_terms):
+        out += self._term_problems()
+        return out
+
+    def _term_problems(self) -> list[tuple[Loc, str]]:
+        """Terms the sanitizer would match as the empty string (it then cuts between every
+        character: ``C++`` became ``C+ +``): blank, or only invisible characters."""
+        out: list[tuple[Loc, str]] = []
+
+        def check(loc: Loc, term: str) -> None:
             if not term.strip():
-                out.append((("blocked_terms", i), "must not be empty"))
+                out.append((loc, "must not be empty"))
+            elif not normalize_text(term).split():
+                out.append((loc, f"{term!r} is empty once invisible characters are removed"))
+
+        for i, term in enumerate(self.blocked_terms):
+            check(("blocked_terms", i), term)
         for i, comp in enumerate(self.competitors):
+            check(("competitors", i, "name"), comp.name)
             for j, alias in enumerate(comp.aliases):
-                if not alias.strip():
-                    out.append((("competitors", i, "aliases", j), "must not be empty"))
+                check(("competitors", i, "aliases", j), alias)
         return out
 
     def file_warnings(self) -> list[tuple[Loc, str]]:
@@ -433,17 +455,37 @@ class BrandConfig(_Model):
         return out
 
     def pin_problems(self) -> list[tuple[Loc, str]]:
-        """Local LoRA files whose sha256 differs from their pin (reads each file once)."""
+        """Local weight files that would fail at run time: not well-formed safetensors (a
+        pickle renamed ``.safetensors``, junk), or a LoRA whose sha256 differs from its pin.
+        Reads each LoRA file once, and a checkpoint's header only."""
         out: list[tuple[Loc, str]] = []
+        base = self.resolved_base_model()
+        if base.lower().endswith(".safetensors") and not _has_scheme(base):
+            out += _header_problem(("base_model",), Path(base).expanduser())
         for i, spec in enumerate(self.loras):
             path = None if _has_scheme(spec.path) else self.resolve_path(spec.path)
             if path is None or not path.is_file():
                 continue
-            actual = sha256_file(path)
+            out += _header_problem(("loras", i, "path"), path)
+            try:
+                actual = sha256_file(path)
+            except InputFileError as exc:
+                out.append((("loras", i, "path"), exc.reason))
+                continue
             if actual != spec.sha256:
                 msg = f"pin mismatch: {path.name} has sha256 {actual}, pinned {spec.sha256}"
                 out.append((("loras", i, "sha256"), msg))
         return out
+
+
+def _header_problem(loc: Loc, path: Path) -> list[tuple[Loc, str]]:
+    if not path.exists():
+        return []  # a missing file is a warning (it may be provisioned later)
+    try:
+        check_safetensors(path, path.name)
+    except InputFileError as exc:
+        return [(loc, exc.reason)]
+    return []
 
 
 def _clean_msg(msg: str) -> str:

@@ -24,6 +24,11 @@ from pipeline.brand.config import (
     located_problem,
 )
 from pipeline.brand.templates import raw_template_problems, template_problems
+from pipeline.files import InputFileError, read_text_capped
+
+# A brand file is a few KB; these bound what a hostile or broken one can cost.
+MAX_BRAND_BYTES = 1 << 20
+MAX_BRAND_NODES = 100_000
 
 
 def parse_brand(
@@ -52,13 +57,12 @@ def load_brand(path: str | Path) -> BrandConfig:
     """Load and validate a brand YAML file; raise ``BrandConfigError`` naming each field."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BrandConfigError(str(p), ["file not found"]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BrandConfigError(str(p), [f"cannot read: {exc}"]) from None
+        text = read_text_capped(p, MAX_BRAND_BYTES, "brand config")
+    except InputFileError as exc:
+        raise BrandConfigError(str(p), [exc.reason.removeprefix("brand config: ")]) from None
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+        _refuse_alias_bombs(root)
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -70,11 +74,31 @@ def load_brand(path: str | Path) -> BrandConfig:
     return parse_brand(raw, source=str(p), root=root, path=p.resolve())
 
 
+def _refuse_alias_bombs(root: yaml.Node | None) -> None:
+    """YAML aliases share nodes, so a small file can expand to billions of values once
+    validated (the "billion laughs"). Count nodes as expanded, stopping at the cap."""
+    seen, stack = 0, [root]
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > MAX_BRAND_NODES:
+            raise yaml.MarkedYAMLError(
+                problem=f"more than {MAX_BRAND_NODES} values once aliases are expanded",
+                problem_mark=getattr(node, "start_mark", None),
+            )
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                stack.extend((key, value))
+
+
 def located_error(path: str | Path, problems: Sequence[tuple[Loc, str]]) -> BrandConfigError:
     """A ``BrandConfigError`` for problems found after loading, with YAML line numbers."""
     try:
-        root = yaml.compose(Path(path).read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        text = read_text_capped(path, MAX_BRAND_BYTES, "brand config")
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except (InputFileError, yaml.YAMLError):
         root = None
     return BrandConfigError(str(path), [located_problem(root, loc, msg) for loc, msg in problems])
 

@@ -70,12 +70,14 @@ class Sanitizer:
         self, competitors: Iterable[tuple[str, Iterable[str]]] = (), blocked: Iterable[str] = ()
     ) -> None:
         terms: list[Term] = []
+        # A term that is empty once normalized ("\u200b") would match between every two
+        # characters; the brand check refuses those, and they are skipped here regardless.
         for name, aliases in competitors:
             for spelling in (name, *aliases):
-                if spelling.strip():
+                if normalize_text(spelling).split():
                     terms.append(Term(term=name, kind="competitor", text=spelling.strip()))
         for word in blocked:
-            if word.strip():
+            if normalize_text(word).split():
                 terms.append(Term(term=word.strip(), kind="blocked", text=word.strip()))
         # Longest first, so "Nike Air" is removed whole before "Nike" could match part of it.
         terms.sort(key=lambda t: len(t.text), reverse=True)

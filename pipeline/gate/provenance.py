@@ -21,6 +21,8 @@ from typing import Any
 
 from PIL import Image
 
+from pipeline.files import InputFileError, read_capped
+from pipeline.images import opened_image
 from pipeline.types import ProvenanceInfo
 
 TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
@@ -49,6 +51,7 @@ JPEG_QUALITY = 95
 WEBP_QUALITY = 95
 # Untrusted files: a packet this large is not ours, and we do not parse it.
 MAX_XMP_BYTES = 1 << 20
+MAX_PEM_BYTES = 1 << 20  # a certificate chain or key file
 
 
 class ProvenanceError(ValueError):
@@ -134,7 +137,7 @@ def encode_image(image: Image.Image, fmt: str, xmp: bytes | None = None) -> byte
 
 
 def _raw_xmp(data: bytes) -> bytes | None:
-    with Image.open(io.BytesIO(data)) as im:
+    with opened_image(data, None, max_pixels=2**62) as im:  # metadata only: no pixels decoded
         raw = im.info.get("xmp") or im.info.get("XML:com.adobe.xmp")
     if raw is None:
         return None
@@ -207,9 +210,9 @@ class C2paSigner:
     @classmethod
     def from_files(cls, cert: Path, key: Path, tsa_url: str | None = None) -> C2paSigner:
         try:
-            cert_pem = Path(cert).read_bytes()
-            key_pem = Path(key).read_bytes()
-        except OSError as exc:
+            cert_pem = read_capped(cert, MAX_PEM_BYTES, "C2PA certificate")
+            key_pem = read_capped(key, MAX_PEM_BYTES, "C2PA key")
+        except InputFileError as exc:
             raise ProvenanceError(f"C2PA signing material unreadable: {exc}") from None
         return cls(cert_pem, key_pem, signing_alg(key_pem), tsa_url)
 

@@ -27,6 +27,7 @@ from PIL import Image
 
 from pipeline.gate.clip import ImageTextEncoder
 from pipeline.gate.policy import GateError, GatePolicy, ScoreSet, decide
+from pipeline.images import load_image_file
 from pipeline.types import FilterDecision, GateItem
 
 
@@ -180,9 +181,8 @@ class ClipFilter:
 
 def _load_logo(path: str, brand: str, competitor: str) -> Image.Image:
     try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (OSError, ValueError) as exc:
+        return load_image_file(path)
+    except ValueError as exc:  # InputFileError, ImageError: both name the file
         raise GateError(
-            f"brand {brand!r}: logo for competitor {competitor!r} unreadable: {path}: {exc}"
+            f"brand {brand!r}: logo for competitor {competitor!r} unreadable: {exc}"
         ) from None

@@ -8,12 +8,11 @@ needs no model: it decodes the watermark and reads the metadata of any file.
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from pipeline.gate import watermark as wm
 from pipeline.gate.clip import ImageTextEncoder, load_clip_encoder
@@ -29,6 +28,7 @@ from pipeline.gate.provenance import (
     sign_c2pa,
 )
 from pipeline.gate.scores import ClipFilter
+from pipeline.images import DEFAULT_MAX_PIXELS, decode_image, opened_image
 from pipeline.types import FilterDecision, FinalImage, GateItem, ProvenanceInfo
 
 if TYPE_CHECKING:
@@ -102,8 +102,11 @@ class Gate:
         data = encode_image(marked.image, fmt, xmp)
         verified, accuracy = False, 0.0
         if marked.embedded:
-            with Image.open(io.BytesIO(data)) as im:
-                decoded = wm.decode(im, self.watermark, rescale=())
+            # Our own encoding of an image already in memory: no pixel cap beyond its size.
+            own = decode_image(
+                data, "encoded output", max_pixels=max(1, image.width * image.height)
+            )
+            decoded = wm.decode(own, self.watermark, rescale=())
             verified = decoded.shot_id == shot_id
             accuracy = wm.bit_accuracy(decoded.bits, shot_id)
         signed = False
@@ -166,21 +169,19 @@ def verify_image(
     data: bytes,
     configs: Sequence[wm.WatermarkConfig] | None = None,
     trust_anchors_pem: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> VerifyResult:
     """Decode the watermark and read XMP/C2PA from an encoded image.
 
     ``configs`` are the watermark settings to try (default: ours); a config named in the
     file's XMP is tried first. ``trust_anchors_pem`` lets C2PA report "Trusted".
 
-    Raises ``ValueError`` when ``data`` is not a readable image.
+    Raises ``ValueError`` (``ImageError``) when ``data`` is not a readable image or has more
+    than ``max_pixels`` pixels (checked from its header, before decoding).
     """
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            image = im.convert("RGB")
-            fmt = (im.format or "").lower()
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"not a readable image: {exc}") from None
+    with opened_image(data, None, max_pixels) as im:
+        fmt = (im.format or "").lower()
+    image = decode_image(data, None, max_pixels)
     xmp = read_xmp(data)
     candidates = _candidate_configs(xmp, configs or [wm.WatermarkConfig()])
     used = candidates[0]

@@ -12,9 +12,9 @@ Its scores are meaningless: it exercises the gate, it does not judge images.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from pipeline.files import atomic_write_bytes, atomic_write_via
 
 TINY_CLIP_NAME = "shotline-tiny-clip"
 TINY_CLIP_DIRNAME = "tiny-clip"
@@ -50,22 +50,11 @@ def register_tiny_config(cache_dir: Path) -> Path:
     cfg_path = folder / f"{TINY_CLIP_NAME}.json"
     text = json.dumps(TINY_CLIP_CONFIG, indent=2, sort_keys=True)
     if not cfg_path.is_file() or cfg_path.read_text() != text:
-        _atomic_write(cfg_path, text.encode())
+        # Parallel test processes may build the preset at once: write aside, then rename.
+        atomic_write_bytes(cfg_path, text.encode())
     if TINY_CLIP_NAME not in open_clip.list_models():
         open_clip.add_model_config(cfg_path)
     return cfg_path
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    # Parallel test processes may build the preset at once: write aside, then rename.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _is_complete(folder: Path) -> bool:
@@ -93,14 +82,8 @@ def ensure_tiny_clip(cache_dir: Path) -> Path:
         torch.manual_seed(TINY_CLIP_SEED)
         model = open_clip.create_model(TINY_CLIP_NAME, pretrained=None)
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=CHECKPOINT_NAME, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata={"format": "pt", "shotline": "tiny-clip random weights"})
-        os.replace(tmp, checkpoint)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    meta = {"format": "pt", "shotline": "tiny-clip random weights"}
+    atomic_write_via(checkpoint, lambda tmp: save_file(state, str(tmp), metadata=meta))
     marker = {"version": TINY_CLIP_VERSION, "seed": TINY_CLIP_SEED, "config": TINY_CLIP_CONFIG}
-    _atomic_write(folder / _MARKER, json.dumps(marker, indent=2).encode())
+    atomic_write_bytes(folder / _MARKER, json.dumps(marker, indent=2).encode())
     return checkpoint

@@ -22,9 +22,15 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from pipeline.digests import sha256_file
+from pipeline.files import InputFileError
 from pipeline.types import AdapterRef
+from pipeline.weights import check_safetensors
 
 log = logging.getLogger(__name__)
+
+
+# LoRAs are megabytes to a few hundred; anything near this is not an adapter.
+MAX_LORA_BYTES = 4 << 30
 
 
 class LoraError(ValueError):
@@ -50,7 +56,13 @@ def verify_adapter(ref: AdapterRef) -> Path:
         )
     if not path.is_file():
         raise LoraError(f"LoRA {ref.name!r}: file not found: {path}")
-    actual = sha256_file(path)
+    try:
+        # The header first: a junk file is refused in one small read, before hashing it
+        # and long before a loader maps it.
+        check_safetensors(path, f"LoRA {ref.name!r}", MAX_LORA_BYTES)
+        actual = sha256_file(path, f"LoRA {ref.name!r}")
+    except InputFileError as exc:
+        raise LoraError(str(exc)) from None
     if actual != ref.sha256.lower():
         raise LoraError(
             f"LoRA {ref.name!r}: sha256 mismatch for {path}: pinned {ref.sha256}, file has {actual}"

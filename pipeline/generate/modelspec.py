@@ -15,20 +15,21 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pipeline.digests import sha256_file
+from pipeline.files import InputFileError, atomic_write_bytes, read_text_capped
 from pipeline.generate.tiny_preset import ensure_tiny_model
+from pipeline.weights import check_safetensors
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings
 
 PICKLE_SUFFIXES = frozenset({".ckpt", ".bin", ".pt", ".pth", ".pkl", ".pickle"})
 DIGEST_CACHE_NAME = "digests.json"
+MAX_DIGEST_CACHE_BYTES = 64 << 20
 
 ModelKind = Literal["tiny", "folder", "single_file", "repo"]
 
@@ -105,6 +106,8 @@ def load_pipeline(spec: ModelSpec, settings: Settings, torch_dtype: Any = None) 
     if spec.kind == "single_file":
         return _load_single_file(path, torch_dtype)
     _refuse_pickle_only_folder(path)
+    for weights in weight_files(path):
+        check_checkpoint(weights)
     try:
         return AutoPipelineForText2Image.from_pretrained(
             str(path), use_safetensors=True, local_files_only=True, **_dtype_kwargs(torch_dtype)
@@ -123,6 +126,14 @@ def _refuse_pickle_only_folder(path: Path) -> None:
         )
 
 
+def check_checkpoint(path: Path) -> None:
+    """Refuse a single-file checkpoint that is not well-formed safetensors (``ModelLoadError``)."""
+    try:
+        check_safetensors(path, "checkpoint")
+    except InputFileError as exc:
+        raise ModelLoadError(str(exc)) from None
+
+
 def _load_single_file(path: Path, torch_dtype: Any) -> Any:
     import diffusers
     from diffusers.loaders.single_file_utils import (
@@ -130,6 +141,7 @@ def _load_single_file(path: Path, torch_dtype: Any) -> Any:
         load_single_file_checkpoint,
     )
 
+    check_checkpoint(path)  # before any loader maps it
     try:
         checkpoint = load_single_file_checkpoint(str(path), local_files_only=True)
         model_type = infer_diffusers_model_type(checkpoint)
@@ -162,7 +174,9 @@ class _DigestCache:
     def __init__(self, cache_file: Path) -> None:
         self.cache_file = cache_file
         try:
-            self.entries: dict[str, dict[str, Any]] = json.loads(cache_file.read_text())
+            self.entries: dict[str, dict[str, Any]] = json.loads(
+                read_text_capped(cache_file, MAX_DIGEST_CACHE_BYTES, "digest cache")
+            )
         except (OSError, ValueError):
             self.entries = {}
         self.dirty = False
@@ -181,12 +195,8 @@ class _DigestCache:
     def save(self) -> None:
         if not self.dirty:
             return
-        self.cache_file.parent.mkdir(parents=True, exist_ok=True)
         # Write-then-rename so a concurrent reader never sees half a file.
-        fd, tmp = tempfile.mkstemp(prefix=".digests-", dir=self.cache_file.parent)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(self.entries, fh, sort_keys=True)
-        os.replace(tmp, self.cache_file)
+        atomic_write_bytes(self.cache_file, json.dumps(self.entries, sort_keys=True).encode())
         self.dirty = False
 
 

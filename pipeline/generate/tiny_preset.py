@@ -10,13 +10,11 @@ Its images are noise. They exercise the line; they are never product photos.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
 import tempfile
 from pathlib import Path
 
+from pipeline.files import publish_dir
 from pipeline.generate.clip_tokenizer import write_clip_tokenizer_files
 
 TINY_DIRNAME = "tiny-sd"
@@ -126,26 +124,10 @@ def ensure_tiny_model(cache_dir: Path) -> Path:
     target = tiny_model_dir(cache_dir)
     if _is_complete(target):
         return target
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{TINY_DIRNAME}-", dir=cache_dir))
-    try:
+
+    def build(tmp: Path) -> None:
         pipe = build_tiny_pipeline()
         pipe.save_pretrained(tmp, safe_serialization=True)
         (tmp / _MARKER).write_text(json.dumps({"version": TINY_VERSION, "seed": TINY_SEED}))
-        if target.exists() and not _is_complete(target):
-            # A stale or half-written folder from an older version: move it aside first.
-            stale = Path(tempfile.mkdtemp(prefix=f".{TINY_DIRNAME}-stale-", dir=cache_dir))
-            # If someone else moved it already, the rename below decides.
-            with contextlib.suppress(OSError):
-                os.replace(target, stale / "old")
-            shutil.rmtree(stale, ignore_errors=True)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not _is_complete(target):
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+    return publish_dir(target, build, _is_complete)

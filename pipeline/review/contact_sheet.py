@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jinja2 import Environment
-from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFont
+
+from pipeline.images import ImageError, decode_image
 
 THUMB_PX = 256
 
@@ -46,11 +48,9 @@ def _open(data: bytes | None) -> Image.Image | None:
     if not data:
         return None
     try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
-    except (UnidentifiedImageError, OSError, ValueError):
+        return decode_image(data)
+    except ImageError:
         return None
-    return img
 
 
 def thumbnail(data: bytes | None, size: int = THUMB_PX) -> Image.Image | None:
@@ -200,11 +200,24 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
 
 
 def _fit(draw: ImageDraw.ImageDraw, text: str, font: Any, width: int) -> str:
-    if draw.textlength(text, font=font) <= width:
+    """``text`` or its longest prefix + "…" that fits ``width`` pixels.
+
+    Binary search on the cut point: O(n log n) measuring, where trimming one character
+    at a time was quadratic (a 10,000-character SKU took minutes). No glyph is narrower
+    than a quarter pixel, so text beyond ``4 * width`` characters can never show.
+    """
+    limit = 4 * width + 16
+    if len(text) <= limit and draw.textlength(text, font=font) <= width:
         return text
-    while text and draw.textlength(text + "…", font=font) > width:
-        text = text[:-1]
-    return text + "…"
+    text = text[:limit]
+    lo, hi = 0, len(text)  # the longest fitting prefix length lies in [lo, hi]
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if draw.textlength(text[:mid] + "…", font=font) <= width:
+            lo = mid
+        else:
+            hi = mid - 1
+    return text[:lo] + "…"
 
 
 def render_grid(

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import math
 from typing import Any
 
 import numpy as np
-from PIL import Image
+
+from pipeline.images import decode_image
 
 
-def _pixels(data: bytes) -> np.ndarray:
-    with Image.open(io.BytesIO(data)) as img:
-        return np.asarray(img.convert("RGB"), dtype=np.int16)
+def _pixels(data: bytes, what: str) -> np.ndarray:
+    return np.asarray(decode_image(data, what), dtype=np.int16)
 
 
 def pixel_difference(recorded: bytes, reproduced: bytes) -> dict[str, Any]:
@@ -22,7 +21,7 @@ def pixel_difference(recorded: bytes, reproduced: bytes) -> dict[str, Any]:
     with any channel differing, ``psnr_db`` is None when identical. Different sizes give
     only the sizes (nothing to compare pixel by pixel).
     """
-    a, b = _pixels(recorded), _pixels(reproduced)
+    a, b = _pixels(recorded, "recorded image"), _pixels(reproduced, "reproduced image")
     if a.shape != b.shape:
         return {
             "same_size": False,

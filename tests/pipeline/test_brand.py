@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -102,14 +103,15 @@ def test_lora_uri_and_relative_path_resolution(tmp_path: Path) -> None:
     text = MINIMAL + (
         "loras:\n"
         f"  - {{name: a, path: ../loras/a.safetensors, sha256: {PIN.upper()}, weight: 0.7}}\n"
-        f"  - {{name: b, path: 's3://bucket/b.safetensors', sha256: {PIN}, trigger_word: bee}}\n"
+        f"  - {{name: b, path: 'file:///srv/b.safetensors', sha256: {PIN}, trigger_word: bee}}\n"
     )
     (tmp_path / "brands").mkdir()
     cfg = load_brand(_write(tmp_path / "brands", text))
     a, b = cfg.adapters_for("hero")
     assert a.uri == str((tmp_path / "loras" / "a.safetensors").resolve())
     assert (a.sha256, a.weight, a.trigger_word) == (PIN, 0.7, None)
-    assert (b.uri, b.trigger_word) == ("s3://bucket/b.safetensors", "bee")
+    # A URI stays as written (s3:// and http:// are refused: LoRAs load from local files).
+    assert (b.uri, b.trigger_word) == ("file:///srv/b.safetensors", "bee")
 
 
 def test_cross_field_problems_are_all_reported(tmp_path: Path) -> None:
@@ -184,9 +186,18 @@ def test_presets_resolve_with_template_overrides_and_digest(tmp_path: Path) -> N
     assert cfg2.template_digest("hero") != cfg.template_digest("hero")
 
 
+def _safetensors(data: bytes) -> bytes:
+    """A well-formed safetensors file holding ``data`` as one uint8 tensor."""
+    header = json.dumps(
+        {"w": {"dtype": "U8", "shape": [len(data)], "data_offsets": [0, len(data)]}}
+    )
+    return len(header).to_bytes(8, "little") + header.encode() + data
+
+
 def test_pin_problems_hash_local_files(tmp_path: Path) -> None:
-    (tmp_path / "s.safetensors").write_bytes(b"weights")
-    good = hashlib.sha256(b"weights").hexdigest()
+    weights = _safetensors(b"weights")
+    (tmp_path / "s.safetensors").write_bytes(weights)
+    good = hashlib.sha256(weights).hexdigest()
     for pin, n in ((good, 0), (PIN, 1)):
         cfg = load_brand(
             _write(
