@@ -1,15 +1,19 @@
-"""Where the line stands: counts by state, recent throughput, failures with their reasons."""
+"""Where the line stands: counts by state, recent throughput, failures with their reasons;
+and the orchestration's queries (which shots to run, how they batch, how far they got, which
+stalled). ``tasks/`` decides what to do with the answers."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import timedelta
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from catalog.models import Asset, Brand, FilterResult, Generation, Shot, ShotState, utcnow
+from catalog.shots import shot_params
 
 
 def _brand_filter(stmt: Any, brand: str | None) -> Any:
@@ -82,3 +86,91 @@ def shot_states(session: Session, shot_ids: Sequence[int]) -> dict[int, tuple[st
     """The state and error of each of ``shot_ids`` (after ``review approve`` publishes)."""
     rows = session.execute(select(Shot.id, Shot.state, Shot.error).where(Shot.id.in_(shot_ids)))
     return {sid: (state, error) for sid, state, error in rows}
+
+
+# --- orchestration -------------------------------------------------------------------
+
+S = ShotState
+# Bound parameters per IN list: well under SQLite's and Postgres' limits.
+_IN_CHUNK = 5000
+# Stalled in these states, a shot is re-sent to the step that moves it on.
+_RESENT = (S.planned, S.generated, S.approved)
+
+
+def _parts(ids: Sequence[int]) -> Iterator[list[int]]:
+    for i in range(0, len(ids), _IN_CHUNK):
+        yield list(ids[i : i + _IN_CHUNK])
+
+
+def planned_shots(
+    session: Session, brand: str | None = None, limit: int | None = None
+) -> list[int]:
+    """Ids of planned shots (of ``brand``, at most ``limit``), oldest first."""
+    stmt = select(Shot.id).where(Shot.state == S.planned).order_by(Shot.id)
+    if brand:
+        stmt = stmt.join(Brand, Brand.id == Shot.brand_id).where(Brand.name == brand)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return list(session.scalars(stmt))
+
+
+def batch_groups(
+    session: Session, shot_ids: Sequence[int]
+) -> list[tuple[tuple[Any, ...], list[int]]]:
+    """``shot_ids`` grouped by batch key (model first), ids ascending: shots with equal keys
+    can share one GPU batch."""
+    groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+    stmt = select(Shot).where(Shot.id.in_(list(shot_ids))).order_by(Shot.id)
+    for shot in session.scalars(stmt):
+        groups[shot_params(shot).batch_key()].append(shot.id)
+    return list(groups.items())
+
+
+def state_counts(session: Session, shot_ids: Sequence[int]) -> Counter[str]:
+    """How many of ``shot_ids`` are in each state."""
+    counts: Counter[str] = Counter()
+    for part in _parts(shot_ids):
+        stmt = select(Shot.state, func.count()).where(Shot.id.in_(part)).group_by(Shot.state)
+        counts.update({state: n for state, n in session.execute(stmt)})
+    return counts
+
+
+def failures(session: Session, shot_ids: Sequence[int], limit: int = 50) -> list[dict[str, Any]]:
+    """The failed ones among ``shot_ids``, with attempts and reason."""
+    out: list[dict[str, Any]] = []
+    for part in _parts(shot_ids):
+        stmt = select(Shot.id, Shot.attempts, Shot.error).where(
+            Shot.id.in_(part), Shot.state == S.failed
+        )
+        out += [{"shot_id": i, "attempts": a, "error": e} for i, a, e in session.execute(stmt)]
+    return out[:limit]
+
+
+def take_stalled(
+    session: Session,
+    cutoff: datetime,
+    generating_cutoff: datetime,
+    shot_ids: Sequence[int] | None = None,
+) -> dict[str, list[int]]:
+    """Shots untouched since ``cutoff`` (``generating_cutoff`` for a shot being generated),
+    by state, and touch them so a second sweep does not take the same shots straight away.
+
+    Without ``shot_ids`` (fleet-wide) a planned shot nobody ever enqueued is not stalled, it
+    is waiting for `shotline run`; only shots handed back after an attempt count.
+    """
+    stmt = select(Shot.id, Shot.state).where(
+        ((Shot.state.in_([str(w) for w in _RESENT])) & (Shot.updated_at < cutoff))
+        | ((Shot.state == S.generating) & (Shot.updated_at < generating_cutoff))
+    )
+    if shot_ids is not None:
+        stmt = stmt.where(Shot.id.in_(list(shot_ids)))
+    else:
+        stmt = stmt.where((Shot.state != S.planned) | (Shot.attempts > 0))
+    rows = session.execute(stmt.order_by(Shot.id)).all()
+    if rows:
+        for shot in session.scalars(select(Shot).where(Shot.id.in_([r[0] for r in rows]))):
+            shot.updated_at = utcnow()
+    by_state: dict[str, list[int]] = defaultdict(list)
+    for sid, state in rows:
+        by_state[state].append(sid)
+    return dict(by_state)

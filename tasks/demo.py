@@ -113,13 +113,14 @@ def _step_run(console: Console, settings: Settings) -> None:
 
 def _step_approve(console: Console, settings: Settings) -> list[int]:
     """Approve every gated shot as the DEMO reviewer; returns the approved shot ids."""
-    from catalog.review import approve, list_shots
+    from catalog.review import approve, list_shots, resolve_reviewer
     from tasks.cli.common import CliState
 
     console.rule(f"5. DEMO auto-approval (reviewer {REVIEWER!r})")
     with CliState(settings).session() as s:
         pending = [sh.id for sh in list_shots(s, brand="acme", status="pending_review")]
         rejected = [sh.id for sh in list_shots(s, brand="acme", status="rejected")]
+        who = resolve_reviewer(s, REVIEWER, free_names=settings.review_free_names)
         if pending:
             approve(s, pending, who, note=DEMO_NOTE)
         if rejected:

@@ -19,7 +19,7 @@ from typing import Any
 
 from celery import Task
 
-from catalog import progress
+from catalog import status as progress
 from catalog.models import ShotState, utcnow
 from pipeline.settings import Settings
 from tasks import steps

@@ -27,7 +27,7 @@ from rich.progress import (
 )
 from sqlalchemy.exc import OperationalError
 
-from catalog import progress as queries
+from catalog import status as queries
 from catalog.models import ShotState
 from pipeline.settings import Settings
 from tasks import dispatch

@@ -7,7 +7,7 @@ import io
 import pytest
 from rich.table import Table
 
-from tasks.cli.output import SafeConsole, neutralize, styled
+from tasks.output import SafeConsole, neutralize, styled
 
 HOSTILE = [
     ("Size [/cm]", "Size [/cm]"),  # was a MarkupError
