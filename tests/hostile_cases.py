@@ -1,4 +1,4 @@
-"""The child side of tests/test_hostile_inputs.py: Hypothesis strategies and one check each.
+"""The child side of tests/test_property_inputs.py: Hypothesis strategies and one check each.
 
 Run inside a process capped with ``resource.setrlimit``; every check raises on a traceback, an
 exit code other than 0 or 2, or an example slower than ``EXAMPLE_BUDGET_S``.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
 from sqlalchemy.exc import DBAPIError
 
 from tasks.cli.app import app
@@ -14,7 +15,7 @@ def main() -> None:
     try:
         app()
     except DBAPIError as exc:
-        err_console.print(f"[bold red]error:[/] {describe_db_error(exc)}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(describe_db_error(exc))}", highlight=False)
         raise SystemExit(2) from None
 
 

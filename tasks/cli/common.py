@@ -12,16 +12,19 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import typer
-from rich.console import Console
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from catalog.db import make_engine, make_sessionmaker
 from pipeline.settings import Settings
+from tasks.output import SafeConsole, styled
 
-console = Console()
-err_console = Console(stderr=True, soft_wrap=True)
+# Our own messages use markup; user and catalog text is escaped where it is embedded (fail()
+# escapes the whole message). SafeConsole shows control characters as visible escapes and
+# never turns ``:name:`` into an emoji, whatever the call site forgot.
+console = SafeConsole(markup=True)
+err_console = SafeConsole(markup=True, stderr=True, soft_wrap=True)
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -69,7 +72,8 @@ def cli_state(ctx: typer.Context) -> CliState:
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # The message embeds user text (file names, refs, brand names): printed as text, one line.
+    err_console.print(styled(("error:", "bold red"), " ", message), soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -65,7 +66,9 @@ def _progress(path: Path, show: bool) -> tuple[Progress, Callable[[str, int, int
 
 def _print_summary(summary: ImportSummary) -> None:
     for warning in summary.warnings:
-        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[yellow]warning:[/] {escape(str(warning))}", highlight=False, soft_wrap=True
+        )
     console.print(_table(summary))
     if summary.errors:
         console.print(

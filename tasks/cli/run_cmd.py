@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import typer
+from rich.markup import escape
 
 from tasks.cli.common import CliState, cli_state, console, fail, print_json
 
@@ -34,7 +35,9 @@ def _print_summary(summary: RunSummary, brand: str | None) -> None:
         f"({summary.shots_per_s:.2f}/s, {summary.mode}): {counts}"
     )
     for f in summary.failures[:10]:
-        console.print(f"[red]failed[/] shot {f['shot_id']} ({f['attempts']}x): {f['error']}")
+        console.print(
+            f"[red]failed[/] shot {f['shot_id']} ({f['attempts']}x): {escape(str(f['error']))}"
+        )
     if not summary.complete:
         fail("stopped following before every shot finished; `shotline status` shows progress", 1)
 

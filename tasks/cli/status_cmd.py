@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from catalog.status import status_report
@@ -26,7 +27,8 @@ def _print_report(report: dict[str, Any], brand: str | None) -> None:
     )
     for f in report["failures"]:
         console.print(
-            f"[red]failed[/] shot {f['shot_id']} after {f['attempts']} attempt(s): {f['error']}",
+            f"[red]failed[/] shot {f['shot_id']} after {f['attempts']} attempt(s): "
+            + escape(str(f["error"])),
             highlight=False,
         )
 
