@@ -8,7 +8,7 @@ from sqlalchemy import Connection
 
 from catalog.db import is_sqlite, make_engine, normalize_url
 from catalog.models import Base
-from pipeline.settings import get_settings
+from pipeline.settings import Settings
 
 config = context.config
 target_metadata = Base.metadata
@@ -31,7 +31,7 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    url = normalize_url(config.attributes.get("url") or get_settings().database_url)
+    url = normalize_url(config.attributes.get("url") or Settings().database_url)
     engine = make_engine(url)
     with engine.connect() as conn:
         _run(conn)
@@ -39,7 +39,7 @@ def run_migrations_online() -> None:
 
 
 def run_migrations_offline() -> None:
-    url = normalize_url(config.attributes.get("url") or get_settings().database_url)
+    url = normalize_url(config.attributes.get("url") or Settings().database_url)
     context.configure(
         url=url,
         target_metadata=target_metadata,

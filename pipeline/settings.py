@@ -6,7 +6,6 @@ Built once at process start (CLI entry, worker init) and passed down; nothing in
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -117,9 +116,3 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """True when no broker is configured: the whole line runs in-process."""
         return not self.broker_url
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The process-wide settings, built once. Tests construct ``Settings(...)`` directly."""
-    return Settings()

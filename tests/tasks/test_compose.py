@@ -396,20 +396,16 @@ def test_a_worker_with_a_metrics_port_serves_metrics_from_worker_init(
     services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The GPU worker's healthcheck and Prometheus both rely on this endpoint being up."""
-    import socket
     import urllib.request
 
     from celery.signals import worker_init
 
-    from pipeline import settings as settings_mod
     from tasks import metrics
+    from tests.conftest import free_port
 
     assert env_of(services["worker-gpu"])["SHOTLINE_METRICS_PORT"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     monkeypatch.setenv("SHOTLINE_METRICS_PORT", str(port))
-    settings_mod.get_settings.cache_clear()
 
     class PreforkWorker:  # what worker_init's sender looks like, minus a real pool
         pool_cls = "celery.concurrency.prefork:TaskPool"
@@ -424,9 +420,8 @@ def test_a_worker_with_a_metrics_port_serves_metrics_from_worker_init(
         except OSError as exc:
             pytest.fail(
                 "no metrics endpoint after worker_init: tasks.celery_app must call "
-                f"tasks.metrics.start_worker_metrics(get_settings()) from worker_init ({exc})"
+                f"tasks.metrics.start_worker_metrics(Settings()) from worker_init ({exc})"
             )
         assert b"shotline_images_generated_total" in body
     finally:
         metrics.stop_metrics_server(port)
-        settings_mod.get_settings.cache_clear()
