@@ -136,8 +136,8 @@ def resolve_reviewer(session: Session, claimed: str | None, *, free_names: bool)
 
 def _authorize(session: Session, shots: Sequence[Shot], reviewer: Reviewer) -> None:
     """Every shot's brand must list the reviewer; refuse before anything is written."""
-    names = {s.brand_id for s in shots}
-    brands = session.scalars(select(Brand).where(Brand.id.in_(names))).all()
+    brand_ids = {s.brand_id for s in shots}
+    brands = session.scalars(select(Brand).where(Brand.id.in_(brand_ids))).all()
     for brand in brands:
         allowed = [str(r) for r in (brand.config or {}).get("reviewers") or []]
         if reviewer.name.casefold() not in {a.casefold() for a in allowed}:
@@ -260,12 +260,12 @@ def _append_events(
             update(Shot)
             .where(Shot.id == shot.id, Shot.state == seen)
             .values(state=str(new_state), error=None, updated_at=utcnow())
-            .execution_options(synchronize_session=False)
+            # The loaded shot is updated in place: no second SELECT per shot.
+            .execution_options(synchronize_session="evaluate")
         )
         if getattr(moved, "rowcount", 0) != 1:  # a CursorResult for an UPDATE
-            session.refresh(shot)
+            session.refresh(shot)  # what the concurrent decision left
             raise ReviewError(_wrong_state(session, shot, "review"))
-        session.refresh(shot)
         event = ReviewEvent(
             shot_id=shot.id,
             reviewer=reviewer.name,

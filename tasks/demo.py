@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from catalog.models import Asset
     from pipeline.brand.config import BrandConfig
     from pipeline.settings import Settings
+    from tasks.cli.common import CliState
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_DIR = ROOT / "var" / "demo"
@@ -72,16 +73,14 @@ def _step_database(console: Console, settings: Settings) -> None:
     console.print(f"SQLite at {settings.database_url}")
 
 
-def _step_import(console: Console, settings: Settings) -> BrandConfig:
+def _step_import(console: Console, state: CliState) -> BrandConfig:
+    settings = state.settings
     from catalog.importer import import_catalog
     from pipeline.brand.loader import find_brand
-    from tasks.cli.common import CliState
 
     console.rule("2. import samples/catalog.csv for brand acme")
     brand = find_brand(settings.brands_dir, "acme")
-    summary = import_catalog(
-        CliState(settings).sessionmaker(), ROOT / "samples" / "catalog.csv", brand
-    )
+    summary = import_catalog(state.sessionmaker(), ROOT / "samples" / "catalog.csv", brand)
     console.print(
         f"import run {summary.run_id}: {summary.rows_total} rows, {summary.imported} products, "
         f"{summary.revisions_new} new revisions, {summary.errors} row errors"
@@ -89,13 +88,13 @@ def _step_import(console: Console, settings: Settings) -> BrandConfig:
     return brand
 
 
-def _step_plan(console: Console, settings: Settings, brand: BrandConfig) -> None:
+def _step_plan(console: Console, state: CliState, brand: BrandConfig) -> None:
+    settings = state.settings
     from catalog.planning import describe_shots, plan_shots
-    from tasks.cli.common import CliState
     from tasks.cli.plan_cmd import plan_table
 
     console.rule("3. plan shots")
-    with CliState(settings).session() as s:
+    with state.session() as s:
         plan = plan_shots(s, brand, settings)
         planned = describe_shots(s, plan.shots)
     console.print(plan_table(plan, planned, limit=12, wide=console.width >= 120))
@@ -111,13 +110,13 @@ def _step_run(console: Console, settings: Settings) -> None:
     console.print(f"{run.total} shots in {run.elapsed_s:.1f}s: {run.counts}")
 
 
-def _step_approve(console: Console, settings: Settings) -> list[int]:
+def _step_approve(console: Console, state: CliState) -> list[int]:
     """Approve every gated shot as the DEMO reviewer; returns the approved shot ids."""
+    settings = state.settings
     from catalog.review import approve, list_shots, resolve_reviewer
-    from tasks.cli.common import CliState
 
     console.rule(f"5. DEMO auto-approval (reviewer {REVIEWER!r})")
-    with CliState(settings).session() as s:
+    with state.session() as s:
         pending = [sh.id for sh in list_shots(s, brand="acme", status="pending_review")]
         rejected = [sh.id for sh in list_shots(s, brand="acme", status="rejected")]
         who = resolve_reviewer(s, REVIEWER, free_names=settings.review_free_names)
@@ -133,17 +132,17 @@ def _step_approve(console: Console, settings: Settings) -> list[int]:
     return pending + rejected
 
 
-def _step_publish(console: Console, settings: Settings, shot_ids: list[int]) -> Asset | None:
+def _step_publish(console: Console, state: CliState, shot_ids: list[int]) -> Asset | None:
     """Publish the approved shots; returns the first asset (None: nothing was published)."""
+    settings = state.settings
     from sqlalchemy import select
 
     from catalog.models import Asset, Shot, ShotState
-    from tasks.cli.common import CliState
     from tasks.dispatch import enqueue_publish
 
     console.rule("6. publish to the local blob folder")
     enqueue_publish(shot_ids, settings)
-    with CliState(settings).session() as s:
+    with state.session() as s:
         assets = list(s.scalars(select(Asset).order_by(Asset.id)))
         failed = list(
             s.execute(
@@ -159,25 +158,24 @@ def _step_publish(console: Console, settings: Settings, shot_ids: list[int]) -> 
     return assets[0]
 
 
-def _step_lineage(console: Console, settings: Settings, asset: Asset) -> None:
+def _step_lineage(console: Console, state: CliState, asset: Asset) -> None:
+    settings = state.settings
     from catalog.lineage import shot_lineage
-    from tasks.cli.common import CliState
     from tasks.cli.lineage_cmd import print_summary
 
     console.rule(f"7. lineage of asset {asset.id}")
     console.print(f"file: {Path(settings.blob_root) / asset.key}", highlight=False)
-    with CliState(settings).session() as s:
+    with state.session() as s:
         chain = shot_lineage(s, asset.shot_id)
     assert chain is not None
     print_summary(chain)
 
 
-def _step_sheet(console: Console, settings: Settings) -> None:
-    from tasks.cli.common import CliState
+def _step_sheet(console: Console, state: CliState) -> None:
     from tasks.cli.review_cmd import write_contact_sheet
 
     console.rule("8. contact sheet")
-    write_contact_sheet(CliState(settings), SHEET_DIR, brand="acme", status="published")
+    write_contact_sheet(state, SHEET_DIR, brand="acme", status="published")
 
 
 def _shown(path: Path) -> str:
@@ -215,6 +213,7 @@ def main() -> int:
     _configure_env()
     _fresh_demo_dir()
     from pipeline.settings import Settings
+    from tasks.cli.common import CliState
 
     console = Console()
     console.print(Panel(NOISE_WARNING, title="shotline demo", border_style="yellow"))
@@ -222,15 +221,19 @@ def main() -> int:
     assert settings.embedded, "the demo runs in-process"
 
     _step_database(console, settings)
-    brand = _step_import(console, settings)
-    _step_plan(console, settings, brand)
-    _step_run(console, settings)
-    approved = _step_approve(console, settings)
-    asset = _step_publish(console, settings, approved)
-    if asset is None:
-        return 1
-    _step_lineage(console, settings, asset)
-    _step_sheet(console, settings)
+    state = CliState(settings)  # one engine for every step
+    try:
+        brand = _step_import(console, state)
+        _step_plan(console, state, brand)
+        _step_run(console, settings)
+        approved = _step_approve(console, state)
+        asset = _step_publish(console, state, approved)
+        if asset is None:
+            return 1
+        _step_lineage(console, state, asset)
+        _step_sheet(console, state)
+    finally:
+        state.close()
     _print_closing(console, started, asset.id)
     return 0
 

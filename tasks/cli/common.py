@@ -4,7 +4,6 @@ line, exit 2), consoles."""
 from __future__ import annotations
 
 import json
-import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,15 +17,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from catalog.db import make_engine, make_sessionmaker
 from pipeline.settings import Settings
-from tasks.output import SafeConsole, styled
+from tasks.output import SafeConsole, neutralize, styled
 
 # Our own messages use markup; user and catalog text is escaped where it is embedded (fail()
 # escapes the whole message). SafeConsole shows control characters as visible escapes and
 # never turns ``:name:`` into an emoji, whatever the call site forgot.
 console = SafeConsole(markup=True)
 err_console = SafeConsole(markup=True, stderr=True, soft_wrap=True)
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass
@@ -88,7 +85,7 @@ def describe_db_error(exc: DBAPIError) -> str:
 def clean(value: Any) -> str:
     """``value`` as text without control characters, for text from untrusted files (image
     metadata, folder names): no terminal control sequence reaches the screen."""
-    return _CONTROL.sub("?", str(value))
+    return neutralize(str(value))
 
 
 def print_json(data: Any) -> None:
