@@ -75,7 +75,7 @@ def _step_database(console: Console, settings: Settings) -> None:
 
 def _step_import(console: Console, state: CliState) -> BrandConfig:
     settings = state.settings
-    from catalog.importer import import_catalog
+    from catalog.importing.importer import import_catalog
     from pipeline.brand.loader import find_brand
 
     console.rule("2. import samples/catalog.csv for brand acme")
@@ -91,7 +91,7 @@ def _step_import(console: Console, state: CliState) -> BrandConfig:
 def _step_plan(console: Console, state: CliState, brand: BrandConfig) -> None:
     settings = state.settings
     from catalog.planning import describe_shots, plan_shots
-    from tasks.cli.plan_cmd import plan_table
+    from tasks.cli.catalog.plan_cmd import plan_table
 
     console.rule("3. plan shots")
     with state.session() as s:
@@ -161,7 +161,7 @@ def _step_publish(console: Console, state: CliState, shot_ids: list[int]) -> Ass
 def _step_lineage(console: Console, state: CliState, asset: Asset) -> None:
     settings = state.settings
     from catalog.lineage import shot_lineage
-    from tasks.cli.lineage_cmd import print_summary
+    from tasks.cli.catalog.lineage_cmd import print_summary
 
     console.rule(f"7. lineage of asset {asset.id}")
     console.print(f"file: {Path(settings.blob_root) / asset.key}", highlight=False)
@@ -172,7 +172,7 @@ def _step_lineage(console: Console, state: CliState, asset: Asset) -> None:
 
 
 def _step_sheet(console: Console, state: CliState) -> None:
-    from tasks.cli.review_cmd import write_contact_sheet
+    from tasks.cli.quality.review_cmd import write_contact_sheet
 
     console.rule("8. contact sheet")
     write_contact_sheet(state, SHEET_DIR, brand="acme", status="published")

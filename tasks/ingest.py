@@ -134,7 +134,7 @@ def _record(ctx: WorkerContext, run_id: int | None, src: SourceFile, sha: str, e
 
 def ingest_source_file(ctx: WorkerContext, uri: str, brand: str | None = None) -> dict[str, Any]:
     """Import one file (if its sha256 is new), plan its brand, enqueue the planned shots."""
-    from catalog.importer import import_catalog
+    from catalog.importing.importer import import_catalog
     from catalog.planning import PlanningError, plan_shots
 
     settings = ctx.settings

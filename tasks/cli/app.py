@@ -11,21 +11,10 @@ import logging
 import typer
 
 from pipeline.settings import Settings
-from tasks.cli import (
-    brands_cmd,
-    calibrate_cmd,
-    db_cmd,
-    import_cmd,
-    lineage_cmd,
-    plan_cmd,
-    reproduce_cmd,
-    review_cmd,
-    run_cmd,
-    status_cmd,
-    verify_cmd,
-    worker_cmd,
-)
+from tasks.cli.catalog import brands_cmd, import_cmd, lineage_cmd, plan_cmd, reproduce_cmd
 from tasks.cli.common import CliState
+from tasks.cli.fleet import db_cmd, run_cmd, status_cmd, worker_cmd
+from tasks.cli.quality import calibrate_cmd, review_cmd, verify_cmd
 
 app = typer.Typer(
     name="shotline",

@@ -88,7 +88,7 @@ def _peak_rss_bytes() -> int:
 
 def _child(db_url: str, csv_path: str, out: Any) -> None:
     from catalog.db import make_engine, make_sessionmaker
-    from catalog.importer import import_catalog
+    from catalog.importing.importer import import_catalog
     from pipeline.brand.loader import find_brand
 
     try:

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from catalog import migrate
 from catalog.db import make_engine, make_sessionmaker
-from catalog.importer import CatalogImportError, ImportSummary, import_catalog
+from catalog.importing.importer import CatalogImportError, ImportSummary, import_catalog
 from catalog.models import Brand, ImportRowError, ImportRun, Product, ProductRevision
 from pipeline.brand.config import BrandConfig
 from pipeline.brand.loader import find_brand
@@ -505,7 +505,7 @@ def test_auto_prefers_the_brand_column_map_over_gmc(
 def test_a_crash_mid_import_rolls_back_and_records_the_failed_run(
     factory: sessionmaker[Session], brand: BrandConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from catalog.import_store import ImportStore
+    from catalog.importing.import_store import ImportStore
 
     def boom(self: ImportStore) -> None:
         raise RuntimeError("database went away")

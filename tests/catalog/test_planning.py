@@ -16,7 +16,7 @@ import catalog.planning as planning
 from catalog import migrate
 from catalog.brands import upsert_brand
 from catalog.db import make_engine, make_sessionmaker
-from catalog.importer import import_catalog
+from catalog.importing.importer import import_catalog
 from catalog.models import LoraAdapter, Product, ProductRevision, Shot
 from catalog.planning import PlanningError, plan_shots, visual_variants
 from pipeline.brand.config import BrandConfig

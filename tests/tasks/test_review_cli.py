@@ -31,7 +31,8 @@ from catalog.db import make_engine, make_sessionmaker
 from catalog.models import Asset, Generation, ReviewEvent, Shot
 from pipeline.settings import Settings
 from pipeline.storage import LocalBlobStore
-from tasks.cli import app, lineage_cmd
+from tasks.cli import app
+from tasks.cli.catalog import lineage_cmd
 from tasks.cli.common import CliState
 from tasks.context import reset_contexts
 from tests.conftest import ROOT, create_pg_database, drop_pg_database

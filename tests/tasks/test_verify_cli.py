@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from pipeline.gate import stage as g
 from pipeline.settings import Settings
 from tasks.cli import app
-from tasks.cli.verify_cmd import verify_report
+from tasks.cli.quality.verify_cmd import verify_report
 from tests.conftest import ROOT
 from tests.pipeline.test_clip_filter import RED, FakeEncoder
 from tests.pipeline.test_gate import PROV

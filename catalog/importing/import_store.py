@@ -16,9 +16,9 @@ from typing import Any
 from sqlalchemy import insert, text
 from sqlalchemy.orm import Session
 
-from catalog.csv_source import RowError
+from catalog.importing.csv_source import RowError
+from catalog.importing.product_content import ProductAcc
 from catalog.models import ImportRowError, utcnow
-from catalog.product_content import ProductAcc
 
 STAGE = "shotline_import_stage"
 # Namespace for pg_advisory_xact_lock(ns, brand_id): one import per brand at a time.

@@ -20,8 +20,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from catalog.brands import get_brand, upsert_brand
-from catalog.csv_formats import FORMATS, Normalizer, detect_layout, missing_key_message
-from catalog.csv_source import (
+from catalog.importing.csv_formats import FORMATS, Normalizer, detect_layout, missing_key_message
+from catalog.importing.csv_source import (
     DEFAULT_MAX_FIELD_CHARS,
     CatalogFileError,
     SourceInfo,
@@ -30,9 +30,9 @@ from catalog.csv_source import (
     iter_chunks,
     read_sample,
 )
-from catalog.import_store import ImportStore
+from catalog.importing.import_store import ImportStore
+from catalog.importing.product_content import ProductAcc
 from catalog.models import ImportRun, ImportStatus, utcnow
-from catalog.product_content import ProductAcc
 from pipeline.brand.config import BrandConfig
 
 log = logging.getLogger(__name__)

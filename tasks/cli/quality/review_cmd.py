@@ -34,7 +34,7 @@ from catalog.review import (
 from catalog.status import shot_states
 from pipeline.review.contact_sheet import SheetEntry, render_grid_png, render_html
 from pipeline.settings import Settings
-from tasks.cli import lineage_cmd
+from tasks.cli.catalog import lineage_cmd
 from tasks.cli.common import CliState, cli_state, console, err_console, fail, print_json
 
 review_app = typer.Typer(

@@ -17,7 +17,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from catalog.importer import CatalogImportError, ImportSummary, import_catalog
+from catalog.importing.importer import CatalogImportError, ImportSummary, import_catalog
 from pipeline.brand.config import BrandConfigError
 from pipeline.brand.loader import find_brand
 from tasks.cli.common import cli_state, console, err_console, fail, print_json

@@ -13,7 +13,7 @@ from rich.table import Table
 from catalog.planning import PlanningError, PlanSummary, describe_shots, plan_shots
 from pipeline.brand.config import BrandConfig, BrandConfigError
 from pipeline.brand.loader import find_brand
-from tasks.cli.brands_cmd import report_brand_error
+from tasks.cli.catalog.brands_cmd import report_brand_error
 from tasks.cli.common import CliState, cli_state, console, err_console, fail, print_json
 
 PREVIEW_CHARS = 72

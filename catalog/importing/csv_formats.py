@@ -21,8 +21,8 @@ from typing import Any
 
 import pandas as pd
 
-from catalog.csv_source import RowError
-from catalog.product_content import ProductAcc
+from catalog.importing.csv_source import RowError
+from catalog.importing.product_content import ProductAcc
 from pipeline.brand.config import BrandConfig
 
 FORMATS = ("shopify", "gmc", "generic")

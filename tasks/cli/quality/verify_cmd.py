@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from pipeline.settings import Settings
-from tasks.cli import lineage_cmd
+from tasks.cli.catalog import lineage_cmd
 from tasks.cli.common import clean, cli_state, console, fail, print_json
 
 

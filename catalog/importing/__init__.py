@@ -1,0 +1,1 @@
+"""CSV import: formats, the streaming source, the row store and the importer."""

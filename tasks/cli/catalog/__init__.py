@@ -1,0 +1,1 @@
+"""Commands over the catalog: import, plan, brands, lineage, reproduce."""

@@ -1,0 +1,1 @@
+"""Commands on image quality and review: review, verify, calibrate."""
