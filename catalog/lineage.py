@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import String, cast, select
 from sqlalchemy.orm import Session, selectinload
 
+from catalog.db import MAX_ROW_ID
 from catalog.models import (
     Asset,
     Brand,
@@ -237,9 +238,12 @@ def shot_lineage(session: Session, shot_id: int) -> dict[str, Any] | None:
 
 def _int_ref(ref: str, kind: str) -> int:
     try:
-        return int(ref)
+        value = int(ref)
     except ValueError:
         raise LineageError(f"{kind}:{ref}: not a number") from None
+    if not 1 <= value <= MAX_ROW_ID:
+        raise LineageError(f"{kind}:{ref}: ids run from 1 to {MAX_ROW_ID}")
+    return value
 
 
 def _shots_for_key(session: Session, key: str) -> list[int]:

@@ -2,21 +2,47 @@
 
 from __future__ import annotations
 
-from rich.markup import escape
+import typer
 from sqlalchemy.exc import DBAPIError
 
 from tasks.cli.app import app
 from tasks.cli.common import describe_db_error, err_console
+from tasks.output import styled
+
+
+def _error_line(message: str) -> None:
+    err_console.print(styled(("error:", "bold red"), " ", " ".join(message.split())))
+
+
+def usage_message(exc: typer.TyperException) -> str:
+    """A usage error as one line: the command, what was wrong, and where to look."""
+    ctx = getattr(exc, "ctx", None)
+    where = f"{ctx.command_path}: " if ctx is not None else ""
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    return f"{where}{message}{hint}"
 
 
 def main() -> None:
-    # Any command may meet an unreachable or unmigrated database: one line and exit 2,
-    # never a traceback (commands may still catch it themselves for a sharper message).
+    # Usage errors (a bad option, an id out of range) and an unreachable or unmigrated
+    # database both get one line and exit 2, never a box or a traceback. Typer's standalone
+    # mode would draw usage errors as a multi-line panel, so the errors are caught here.
     try:
-        app()
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        _error_line("aborted")
+        raise SystemExit(1) from None
+    except typer.TyperException as exc:  # typer's click: usage errors (exit 2)
+        if type(exc).__name__ != "NoArgsIsHelpError":  # that one has printed the help
+            _error_line(usage_message(exc))
+        raise SystemExit(getattr(exc, "exit_code", 2)) from None
+    except KeyboardInterrupt:
+        _error_line("interrupted")
+        raise SystemExit(130) from None
     except DBAPIError as exc:
-        err_console.print(f"[bold red]error:[/] {escape(describe_db_error(exc))}", highlight=False)
+        _error_line(describe_db_error(exc))
         raise SystemExit(2) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "usage_message"]

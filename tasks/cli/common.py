@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from catalog.db import make_engine, make_sessionmaker
+from catalog.db import MAX_ROW_ID, make_engine, make_sessionmaker
 from pipeline.settings import Settings
 from tasks.output import SafeConsole, neutralize, styled
 
@@ -24,6 +24,13 @@ from tasks.output import SafeConsole, neutralize, styled
 # never turns ``:name:`` into an emoji, whatever the call site forgot.
 console = SafeConsole(markup=True)
 err_console = SafeConsole(markup=True, stderr=True, soft_wrap=True)
+
+
+# Every id a command takes (shot, asset, import run) is bounded like a row id: typer turns a
+# number outside the range into a usage error (one line, exit 2) before any query runs.
+ID_RANGE: dict[str, int] = {"min": 1, "max": MAX_ROW_ID}
+# Counts (--limit, --show, ...) are bounded the same way: SQL LIMIT takes a 64-bit integer.
+COUNT_MAX = MAX_ROW_ID
 
 
 @dataclass

@@ -14,7 +14,15 @@ from catalog.planning import PlanningError, PlanSummary, describe_shots, plan_sh
 from pipeline.brand.config import BrandConfig, BrandConfigError
 from pipeline.brand.loader import find_brand
 from tasks.cli.catalog.brands_cmd import report_brand_error
-from tasks.cli.common import CliState, cli_state, console, err_console, fail, print_json
+from tasks.cli.common import (
+    COUNT_MAX,
+    CliState,
+    cli_state,
+    console,
+    err_console,
+    fail,
+    print_json,
+)
 
 PREVIEW_CHARS = 72
 SHOWN_WARNINGS = 20
@@ -111,7 +119,9 @@ def plan(
         None, "--template", help="Only this template (repeatable). Default: all."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-    show: int = typer.Option(50, "--show", help="Rows to show in the table (0 = all)."),
+    show: int = typer.Option(
+        50, "--show", min=0, max=COUNT_MAX, help="Rows to show in the table (0 = all)."
+    ),
 ) -> None:
     """Plan one shot per (current product revision, visual variant, template). Idempotent."""
     state = cli_state(ctx)

@@ -24,7 +24,15 @@ from catalog.shots import shot_params
 from pipeline.review.imagediff import pixel_difference
 from pipeline.settings import Settings
 from pipeline.types import GenerationOutput, ShotParams
-from tasks.cli.common import CliState, cli_state, console, err_console, fail, print_json
+from tasks.cli.common import (
+    ID_RANGE,
+    CliState,
+    cli_state,
+    console,
+    err_console,
+    fail,
+    print_json,
+)
 
 
 @dataclass(frozen=True)
@@ -109,7 +117,7 @@ def _write(out: Path, png: bytes) -> None:
 
 def reproduce(
     ctx: typer.Context,
-    shot_id: int = typer.Argument(..., metavar="SHOT_ID"),
+    shot_id: int = typer.Argument(..., metavar="SHOT_ID", **ID_RANGE),
     out: Path | None = typer.Option(None, "--out", help="Write the regenerated PNG here."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
     alone: bool = typer.Option(

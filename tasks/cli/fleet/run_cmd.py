@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.markup import escape
 
-from tasks.cli.common import CliState, cli_state, console, fail, print_json
+from tasks.cli.common import COUNT_MAX, CliState, cli_state, console, fail, print_json
 
 if TYPE_CHECKING:
     from tasks.runner import RunSummary
@@ -45,7 +45,9 @@ def _print_summary(summary: RunSummary, brand: str | None) -> None:
 def run(
     ctx: typer.Context,
     brand: str | None = typer.Option(None, "--brand", help="Only this brand's shots."),
-    limit: int | None = typer.Option(None, "--limit", min=1, help="At most this many shots."),
+    limit: int | None = typer.Option(
+        None, "--limit", min=1, max=COUNT_MAX, help="At most this many shots."
+    ),
     timeout: float | None = typer.Option(
         None, "--timeout", min=1, help="Fleet mode: stop following after this many seconds."
     ),

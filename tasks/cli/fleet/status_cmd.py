@@ -36,7 +36,7 @@ def _print_report(report: dict[str, Any], brand: str | None) -> None:
 def status(
     ctx: typer.Context,
     brand: str | None = typer.Option(None, "--brand", help="Only this brand."),
-    minutes: int = typer.Option(5, "--minutes", min=1, help="Throughput window."),
+    minutes: int = typer.Option(5, "--minutes", min=1, max=525_600, help="Throughput window."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Counts by state, throughput over the last minutes, and failures with their reasons."""

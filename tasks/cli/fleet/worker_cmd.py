@@ -25,7 +25,9 @@ def worker(
         None, "--gpu", help="Serve gpu.<MODEL-KEY> (e.g. tiny) with the solo pool."
     ),
     cpu: bool = typer.Option(False, "--cpu", help="Serve the cpu and ingest queues."),
-    concurrency: int = typer.Option(1, "--concurrency", "-c", min=1, help="CPU processes."),
+    concurrency: int = typer.Option(
+        1, "--concurrency", "-c", min=1, max=512, help="CPU processes."
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the celery command only."),
 ) -> None:
     """Start a Celery worker (a thin wrapper over `celery -A tasks.celery_app worker`).

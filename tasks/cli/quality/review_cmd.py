@@ -35,14 +35,25 @@ from catalog.status import shot_states
 from pipeline.review.contact_sheet import SheetEntry, render_grid_png, render_html
 from pipeline.settings import Settings
 from tasks.cli.catalog import lineage_cmd
-from tasks.cli.common import CliState, cli_state, console, err_console, fail, print_json
+from tasks.cli.common import (
+    COUNT_MAX,
+    ID_RANGE,
+    CliState,
+    cli_state,
+    console,
+    err_console,
+    fail,
+    print_json,
+)
 
 review_app = typer.Typer(
     help="Review gated images: list, look, approve, reject.", no_args_is_help=True
 )
 
 BrandOpt = typer.Option(None, "--brand", help="Only this brand.")
-ImportRunOpt = typer.Option(None, "--import-run", help="Only products of this import run.")
+ImportRunOpt = typer.Option(
+    None, "--import-run", help="Only products of this import run.", **ID_RANGE
+)
 TemplateOpt = typer.Option(None, "--template", help="Only this template.")
 JsonOpt = typer.Option(False, "--json", help="Print JSON.")
 ReviewerOpt = typer.Option(
@@ -127,7 +138,7 @@ def list_cmd(
     ),
     import_run: int | None = ImportRunOpt,
     template: str | None = TemplateOpt,
-    limit: int | None = typer.Option(None, "--limit", min=1),
+    limit: int | None = typer.Option(None, "--limit", min=1, max=COUNT_MAX),
     json_out: bool = JsonOpt,
 ) -> None:
     """Shots awaiting review (or in --status): id, sku, template, key scores, reasons."""
@@ -163,7 +174,7 @@ def _open_image(shot_id: int, image: bytes | None) -> None:
 @review_app.command("show")
 def show_cmd(
     ctx: typer.Context,
-    shot_id: int = typer.Argument(..., metavar="ID"),
+    shot_id: int = typer.Argument(..., metavar="ID", **ID_RANGE),
     open_image: bool = typer.Option(False, "--open", help="Open the image in the viewer."),
     json_out: bool = JsonOpt,
 ) -> None:
@@ -301,8 +312,10 @@ def sheet_cmd(
     status: str | None = typer.Option(None, "--status", help="Default: pending_review."),
     import_run: int | None = ImportRunOpt,
     template: str | None = TemplateOpt,
-    limit: int = typer.Option(500, "--limit", min=1, help="At most this many images."),
-    columns: int | None = typer.Option(None, "--columns", min=1, help="PNG grid columns."),
+    limit: int = typer.Option(
+        500, "--limit", min=1, max=COUNT_MAX, help="At most this many images."
+    ),
+    columns: int | None = typer.Option(None, "--columns", min=1, max=100, help="PNG grid columns."),
 ) -> None:
     """A contact sheet: a self-contained HTML page plus a PNG grid of the same images."""
     write_contact_sheet(
@@ -374,7 +387,9 @@ def _publish(state: CliState, ids: list[int]) -> None:
 @review_app.command("approve")
 def approve_cmd(
     ctx: typer.Context,
-    shot_ids: list[int] | None = typer.Argument(None, metavar="ID...", show_default=False),
+    shot_ids: list[int] | None = typer.Argument(
+        None, metavar="ID...", show_default=False, **ID_RANGE
+    ),
     all_pending: bool = typer.Option(False, "--all-pending", help="Every pending shot."),
     brand: str | None = BrandOpt,
     import_run: int | None = ImportRunOpt,
@@ -409,7 +424,7 @@ def approve_cmd(
 @review_app.command("reject")
 def reject_cmd(
     ctx: typer.Context,
-    shot_ids: list[int] = typer.Argument(..., metavar="ID...", show_default=False),
+    shot_ids: list[int] = typer.Argument(..., metavar="ID...", show_default=False, **ID_RANGE),
     reason: str | None = typer.Option(None, "--reason", help="Why (required)."),
     reviewer: str | None = ReviewerOpt,
 ) -> None:
