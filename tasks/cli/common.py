@@ -26,9 +26,10 @@ console = SafeConsole(markup=True)
 err_console = SafeConsole(markup=True, stderr=True, soft_wrap=True)
 
 
-# Every id a command takes (shot, asset, import run) is bounded like a row id: typer turns a
-# number outside the range into a usage error (one line, exit 2) before any query runs.
-ID_RANGE: dict[str, int] = {"min": 1, "max": MAX_ROW_ID}
+# Every id a command takes (shot, asset, import run) is bounded like a row id (``min=1,
+# max=MAX_ID``): typer turns a number outside it into a usage error (one line, exit 2) before
+# any query runs.
+MAX_ID = MAX_ROW_ID
 # Counts (--limit, --show, ...) are bounded the same way: SQL LIMIT takes a 64-bit integer.
 COUNT_MAX = MAX_ROW_ID
 

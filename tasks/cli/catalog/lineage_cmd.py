@@ -23,7 +23,7 @@ from catalog.lineage import (
     parse_lora_ref,
     shot_lineage,
 )
-from tasks.cli.common import ID_RANGE, CliState, cli_state, console, fail, print_json
+from tasks.cli.common import MAX_ID, CliState, cli_state, console, fail, print_json
 
 
 def _short(digest: Any, n: int = 16) -> str:
@@ -204,7 +204,7 @@ def lineage(
         None, "--lora", metavar="NAME[@SHA256]", help="Published assets made with this LoRA."
     ),
     import_run: int | None = typer.Option(
-        None, "--import-run", metavar="ID", help="What this import run produced.", **ID_RANGE
+        None, "--import-run", metavar="ID", help="What this import run produced.", min=1, max=MAX_ID
     ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:

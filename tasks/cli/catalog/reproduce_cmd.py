@@ -25,7 +25,7 @@ from pipeline.review.imagediff import pixel_difference
 from pipeline.settings import Settings
 from pipeline.types import GenerationOutput, ShotParams
 from tasks.cli.common import (
-    ID_RANGE,
+    MAX_ID,
     CliState,
     cli_state,
     console,
@@ -117,7 +117,7 @@ def _write(out: Path, png: bytes) -> None:
 
 def reproduce(
     ctx: typer.Context,
-    shot_id: int = typer.Argument(..., metavar="SHOT_ID", **ID_RANGE),
+    shot_id: int = typer.Argument(..., metavar="SHOT_ID", min=1, max=MAX_ID),
     out: Path | None = typer.Option(None, "--out", help="Write the regenerated PNG here."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
     alone: bool = typer.Option(

@@ -37,7 +37,7 @@ from pipeline.settings import Settings
 from tasks.cli.catalog import lineage_cmd
 from tasks.cli.common import (
     COUNT_MAX,
-    ID_RANGE,
+    MAX_ID,
     CliState,
     cli_state,
     console,
@@ -52,7 +52,7 @@ review_app = typer.Typer(
 
 BrandOpt = typer.Option(None, "--brand", help="Only this brand.")
 ImportRunOpt = typer.Option(
-    None, "--import-run", help="Only products of this import run.", **ID_RANGE
+    None, "--import-run", help="Only products of this import run.", min=1, max=MAX_ID
 )
 TemplateOpt = typer.Option(None, "--template", help="Only this template.")
 JsonOpt = typer.Option(False, "--json", help="Print JSON.")
@@ -174,7 +174,7 @@ def _open_image(shot_id: int, image: bytes | None) -> None:
 @review_app.command("show")
 def show_cmd(
     ctx: typer.Context,
-    shot_id: int = typer.Argument(..., metavar="ID", **ID_RANGE),
+    shot_id: int = typer.Argument(..., metavar="ID", min=1, max=MAX_ID),
     open_image: bool = typer.Option(False, "--open", help="Open the image in the viewer."),
     json_out: bool = JsonOpt,
 ) -> None:
@@ -388,7 +388,7 @@ def _publish(state: CliState, ids: list[int]) -> None:
 def approve_cmd(
     ctx: typer.Context,
     shot_ids: list[int] | None = typer.Argument(
-        None, metavar="ID...", show_default=False, **ID_RANGE
+        None, metavar="ID...", show_default=False, min=1, max=MAX_ID
     ),
     all_pending: bool = typer.Option(False, "--all-pending", help="Every pending shot."),
     brand: str | None = BrandOpt,
@@ -424,7 +424,9 @@ def approve_cmd(
 @review_app.command("reject")
 def reject_cmd(
     ctx: typer.Context,
-    shot_ids: list[int] = typer.Argument(..., metavar="ID...", show_default=False, **ID_RANGE),
+    shot_ids: list[int] = typer.Argument(
+        ..., metavar="ID...", show_default=False, min=1, max=MAX_ID
+    ),
     reason: str | None = typer.Option(None, "--reason", help="Why (required)."),
     reviewer: str | None = ReviewerOpt,
 ) -> None:
