@@ -617,3 +617,37 @@ def test_attach_lineage_for_verify_reports(cli: CliEnv) -> None:
         offline = lineage_cmd.attach_lineage(state, {"shot_id": shot_id, "verified": True})
     assert offline["lineage"] is None
     assert offline["lineage_note"].startswith("lineage unavailable")
+
+
+def test_open_leaves_no_temp_files_and_prunes_old_copies(
+    cli: CliEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13, class 16: ``review show --open`` used to leave /tmp/shot-ID-*.png behind on
+    every call. The copy now lives under var/review-open/, one file per shot image, pruned."""
+    import os
+    import tempfile
+
+    from tasks.cli.quality.review_cmd import OPEN_DIR, OPEN_KEEP_SECONDS
+
+    shot_id = _gated(cli, sku="LAMP-7", decision="passed")
+    tmp_dir = tmp_path / "tmp"
+    tmp_dir.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_dir))
+    opened: list[str] = []
+    monkeypatch.setattr("typer.launch", lambda path, **_: opened.append(path) or 0)
+    for _ in range(3):
+        res = cli.invoke("review", "show", str(shot_id), "--open")
+        assert res.exit_code == 0, res.output
+    assert len(set(opened)) == 1, "the same shot opened thrice is one file"
+    copy = Path(opened[0])
+    assert copy.parent.name == OPEN_DIR and copy.is_file()
+    assert list(tmp_dir.iterdir()) == [], "nothing left in the temp folder"
+
+    stale = copy.parent / "shot-999-old.png"
+    stale.write_bytes(b"x")
+    old = copy.stat().st_mtime - OPEN_KEEP_SECONDS - 10
+    os.utime(stale, (old, old))
+    res = cli.invoke("review", "show", str(shot_id), "--open")
+    assert res.exit_code == 0, res.output
+    assert not stale.exists(), "copies older than the keep time are pruned"
+    assert copy.is_file()

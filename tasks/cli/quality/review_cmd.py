@@ -7,7 +7,8 @@ in-process on the embedded default.
 
 from __future__ import annotations
 
-import tempfile
+import hashlib
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from catalog.review import (
     write_decisions_csv,
 )
 from catalog.status import shot_states
+from pipeline.files import atomic_write_bytes
 from pipeline.review.contact_sheet import SheetEntry, render_grid_png, render_html
 from pipeline.settings import Settings
 from tasks.cli.catalog import lineage_cmd
@@ -45,6 +47,7 @@ from tasks.cli.common import (
     fail,
     print_json,
 )
+from tasks.output import styled
 
 review_app = typer.Typer(
     help="Review gated images: list, look, approve, reject.", no_args_is_help=True
@@ -158,17 +161,46 @@ def list_cmd(
         _print_list(records)
 
 
-def _open_image(shot_id: int, image: bytes | None) -> None:
-    """Write the image to a temporary file and hand that to the desktop's viewer."""
+# Viewer copies live in one folder under var/ and are pruned: a viewer started by
+# ``typer.launch`` (xdg-open, open) returns before it has read the file, so the copy can't be
+# deleted on return, and a temp file per call would pile up in /tmp.
+OPEN_DIR = "review-open"
+OPEN_KEEP_SECONDS = 3600.0
+
+
+def prune_open_copies(folder: Path, keep_seconds: float = OPEN_KEEP_SECONDS) -> int:
+    """Delete viewer copies older than ``keep_seconds``; returns how many went."""
+    gone = 0
+    cutoff = time.time() - keep_seconds
+    for old in folder.glob("shot-*"):
+        try:
+            if old.is_file() and old.stat().st_mtime < cutoff:
+                old.unlink()
+                gone += 1
+        except OSError:
+            continue  # another invocation pruned it first
+    return gone
+
+
+def open_copy(var_dir: Path, shot_id: int, image: bytes) -> Path:
+    """The viewer copy of one shot's image: one file per shot and content, rewritten atomically,
+    so opening the same shot twice leaves one file."""
+    folder = var_dir / OPEN_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    prune_open_copies(folder)
+    ext = "png" if image.startswith(b"\x89PNG") else "img"
+    path = folder / f"shot-{shot_id}-{hashlib.sha256(image).hexdigest()[:12]}.{ext}"
+    atomic_write_bytes(path, image)
+    return path
+
+
+def _open_image(var_dir: Path, shot_id: int, image: bytes | None) -> None:
+    """Hand the shot's image to the desktop's viewer (from a pruned copy under var/)."""
     if image is None:
         fail(f"shot {shot_id}: no image stored for it")
-    ext = "png" if image.startswith(b"\x89PNG") else "img"
-    with tempfile.NamedTemporaryFile(
-        prefix=f"shot-{shot_id}-", suffix=f".{ext}", delete=False
-    ) as tmp:
-        tmp.write(image)
-    err_console.print(f"opening {tmp.name}")
-    typer.launch(tmp.name)
+    path = open_copy(var_dir, shot_id, image)
+    err_console.print(styled("opening ", str(path)))
+    typer.launch(str(path))
 
 
 @review_app.command("show")
@@ -192,7 +224,7 @@ def show_cmd(
     else:
         _print_record(record, chain)
     if open_image:
-        _open_image(shot_id, image)
+        _open_image(state.settings.var_dir, shot_id, image)
 
 
 def _scores_table(scores: Sequence[Mapping[str, Any]]) -> Table:
