@@ -29,6 +29,7 @@ from pipeline.brand.config import BrandConfig, ResolvedTemplate
 from pipeline.brand.loader import brand_warnings
 from pipeline.brand.seeds import derive_seed
 from pipeline.brand.templates import PromptRenderer, RenderedPrompt, RenderError
+from pipeline.generate.modelspec import ModelLoadError, check_model
 from pipeline.settings import Settings
 
 _CHUNK = 500  # products per query round trip (keeps IN lists well under driver limits)
@@ -306,6 +307,11 @@ def plan_context(
     brand_row = upsert_brand(session, brand)
     upsert_adapters(session, brand)
     resolved = {n: brand.resolve_template(n) for n in names}
+    model_id = settings.model or brand.resolved_base_model()
+    try:  # shots pin their model: one that can never load is refused before any is planned
+        check_model(model_id, settings)
+    except ModelLoadError as exc:
+        raise PlanningError(f"model {exc}") from None
     return PlanContext(
         brand=brand,
         brand_id=brand_row.id,
@@ -315,7 +321,7 @@ def plan_context(
         digests={n: r.digest() for n, r in resolved.items()},
         adapters_json={n: [a.to_json() for a in r.adapters] for n, r in resolved.items()},
         renderer=renderer or PromptRenderer(brand, templates=names),
-        model_id=settings.model or brand.resolved_base_model(),
+        model_id=model_id,
     )
 
 

@@ -114,6 +114,14 @@ def planned_shots(
     return list(session.scalars(stmt))
 
 
+def planned_models(session: Session, brand: str | None = None) -> list[str]:
+    """The models the planned shots (of ``brand``) pinned at plan time, sorted."""
+    stmt = select(Shot.model_id).where(Shot.state == S.planned).distinct()
+    if brand:
+        stmt = stmt.join(Brand, Brand.id == Shot.brand_id).where(Brand.name == brand)
+    return sorted(m for m in session.scalars(stmt) if m)
+
+
 def batch_groups(
     session: Session, shot_ids: Sequence[int]
 ) -> list[tuple[tuple[Any, ...], list[int]]]:

@@ -89,6 +89,19 @@ class ModelSpec:
             ) from None
 
 
+def check_model(model_id: str, settings: Settings) -> ModelSpec:
+    """What ``plan`` checks before any shot pins ``model_id`` (``ModelLoadError`` if it fails):
+    the string names a model kind we load, a single file is well-formed safetensors (its header,
+    not its tensors), and a folder holds safetensors weights. A repo id is only checked when it
+    is loaded, on the worker that has the cache."""
+    spec = ModelSpec.parse(model_id, settings)
+    if spec.kind == "single_file" and spec.path is not None:
+        check_checkpoint(spec.path)
+    elif spec.kind == "folder" and spec.path is not None:
+        _refuse_pickle_only_folder(spec.path)
+    return spec
+
+
 def _dtype_kwargs(torch_dtype: Any) -> dict[str, Any]:
     # diffusers 0.42 renamed ``torch_dtype`` to ``dtype``; older releases only know the former.
     import diffusers

@@ -39,7 +39,13 @@ TERMINAL = {ShotState.rejected, ShotState.published, ShotState.failed}
 
 
 def seed_shots(
-    settings: Settings, n: int, *, poison: int = 0, reject: int = 0, brand: str = "acme"
+    settings: Settings,
+    n: int,
+    *,
+    poison: int = 0,
+    reject: int = 0,
+    brand: str = "acme",
+    model_id: str | None = None,
 ) -> list[int]:
     """Commit ``n`` planned shots of the sample brand; ``poison`` of them have an impossible
     size, ``reject`` of them a product text the stand-in gate rejects."""
@@ -55,6 +61,8 @@ def seed_shots(
                 extra: dict[str, Any] = {}
                 if reject <= i < reject + poison:
                     extra = {"width": 7, "height": 100_000}
+                if model_id is not None:
+                    extra["model_id"] = model_id
                 ids.append(make_shot(s, rev, **extra).id)
     finally:
         engine.dispose()

@@ -79,3 +79,66 @@ def test_worker_command(cli_settings: Settings, monkeypatch: pytest.MonkeyPatch)
     assert "-Q gpu.tiny --pool solo" in result.output
     result = runner.invoke(app, ["worker", "--cpu", "-c", "2", "--dry-run"])
     assert "-Q cpu,ingest --pool prefork -c 2" in result.output
+
+
+def _bad_models(tmp_path: Path) -> dict[str, str]:
+    """Weights that can never load, one per way of being wrong."""
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\xff" * 4096)
+    pickles = tmp_path / "pickle-model"
+    (pickles / "unet").mkdir(parents=True)
+    (pickles / "model_index.json").write_text("{}")
+    (pickles / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"\x80\x04junk")
+    ckpt = tmp_path / "model.ckpt"
+    ckpt.write_bytes(b"\x80\x04junk")
+    no_index = tmp_path / "not-a-model"
+    no_index.mkdir()
+    return {
+        "ckpt": str(ckpt),
+        "garbage": str(garbage),
+        "pickle-folder": str(pickles),
+        "missing": str(tmp_path / "missing.safetensors"),
+        "no-model-index": str(no_index),
+    }
+
+
+@pytest.mark.parametrize("kind", ["ckpt", "garbage", "pickle-folder", "missing", "no-model-index"])
+def test_plan_refuses_a_model_that_can_never_load(
+    cli_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """Issue 13, class 11: shots pin their model at plan time, so plan checks it."""
+    before = seed_shots(cli_settings, 2)
+    model = _bad_models(tmp_path)[kind]
+    monkeypatch.setenv("SHOTLINE_MODEL", model)
+    result = runner.invoke(app, ["plan", "--brand", "acme"])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: model "), result.output
+    assert model in lines[0]
+    monkeypatch.delenv("SHOTLINE_MODEL")
+    status = json.loads(runner.invoke(app, ["status", "--json"]).output)
+    assert status["total"] == len(before), "nothing was planned"
+
+
+@pytest.mark.parametrize("kind", ["garbage", "pickle-folder", "missing"])
+def test_run_exits_2_when_every_shot_fails_on_bad_weights(
+    cli_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """Weights that went bad after planning: every shot fails, and run says so with exit 2."""
+    seed_shots(cli_settings, 2, model_id=_bad_models(tmp_path)[kind])
+    monkeypatch.delenv("SHOTLINE_GENERATOR_FACTORY")  # the real loading code
+    result = runner.invoke(app, ["run"])
+    assert result.exit_code == 2, result.output
+    assert "error: all 2 shot(s) failed; first reason:" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_run_warns_when_the_run_time_model_differs_from_the_planned_one(
+    cli_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed_shots(cli_settings, 2)  # planned with the tiny model
+    monkeypatch.setenv("SHOTLINE_MODEL", "org/other-model")
+    result = runner.invoke(app, ["run"])
+    assert result.exit_code == 0, result.output
+    assert "warning: SHOTLINE_MODEL=org/other-model is ignored by run" in result.output
+    assert "pinned tiny" in result.output

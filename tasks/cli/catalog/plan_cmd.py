@@ -132,7 +132,7 @@ def plan(
     try:
         summary, rows = _plan(state, cfg, template or None, quiet=as_json)
     except PlanningError as exc:
-        fail(escape(str(exc)))
+        fail(str(exc))
     except BrandConfigError as exc:
         report_brand_error(exc)
     if as_json:

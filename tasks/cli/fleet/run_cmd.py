@@ -11,7 +11,16 @@ from typing import TYPE_CHECKING
 import typer
 from rich.markup import escape
 
-from tasks.cli.common import COUNT_MAX, CliState, cli_state, console, fail, print_json
+from tasks.cli.common import (
+    COUNT_MAX,
+    CliState,
+    cli_state,
+    console,
+    err_console,
+    fail,
+    print_json,
+)
+from tasks.output import styled
 
 if TYPE_CHECKING:
     from tasks.runner import RunSummary
@@ -23,6 +32,35 @@ def _require_brand(state: CliState, brand: str) -> None:
     with state.session() as s:
         if get_brand(s, brand) is None:
             fail(f"unknown brand {brand!r} (import its catalog first)")
+
+
+def _warn_model_override(state: CliState, brand: str | None) -> None:
+    """Shots pin their model when they are planned, so ``SHOTLINE_MODEL`` set only for ``run``
+    changes nothing: say so instead of running the planned model silently."""
+    from catalog.status import planned_models
+
+    wanted = state.settings.model
+    if not wanted:
+        return
+    with state.session() as s:
+        pinned = [m for m in planned_models(s, brand) if m != wanted]
+    if pinned:
+        err_console.print(
+            styled(
+                ("warning:", "yellow"),
+                f" SHOTLINE_MODEL={wanted} is ignored by run: the planned shots pinned "
+                f"{', '.join(pinned)} when they were planned (re-plan to change the model)",
+            ),
+            soft_wrap=True,
+        )
+
+
+def _all_failed(summary: RunSummary) -> str | None:
+    """The one line for a run in which every shot failed (bad weights, a broken config)."""
+    if not summary.total or summary.counts.get("failed", 0) != summary.total:
+        return None
+    first = summary.failures[0]["error"] if summary.failures else "see `shotline status`"
+    return f"all {summary.total} shot(s) failed; first reason: {first}"
 
 
 def _print_summary(summary: RunSummary, brand: str | None) -> None:
@@ -60,6 +98,7 @@ def run(
     state = cli_state(ctx)
     if brand:
         _require_brand(state, brand)
+    _warn_model_override(state, brand)
     try:
         summary = run_line(
             state.settings, brand=brand, limit=limit, progress=not as_json, timeout_s=timeout
@@ -70,3 +109,6 @@ def run(
         print_json(summary.to_json())
     else:
         _print_summary(summary, brand)
+    reason = _all_failed(summary)
+    if reason is not None:
+        fail(reason)
