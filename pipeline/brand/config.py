@@ -454,10 +454,11 @@ class BrandConfig(_Model):
                     )
         return out
 
-    def pin_problems(self) -> list[tuple[Loc, str]]:
+    def pin_problems(self, hashes: bool = True) -> list[tuple[Loc, str]]:
         """Local weight files that would fail at run time: not well-formed safetensors (a
         pickle renamed ``.safetensors``, junk), or a LoRA whose sha256 differs from its pin.
-        Reads each LoRA file once, and a checkpoint's header only."""
+        Reads each LoRA file once, and a checkpoint's header only; ``hashes=False`` skips the
+        sha256 (the slow part) but never the header check."""
         out: list[tuple[Loc, str]] = []
         base = self.resolved_base_model()
         if base.lower().endswith(".safetensors") and not _has_scheme(base):
@@ -467,6 +468,8 @@ class BrandConfig(_Model):
             if path is None or not path.is_file():
                 continue
             out += _header_problem(("loras", i, "path"), path)
+            if not hashes:
+                continue
             try:
                 actual = sha256_file(path)
             except InputFileError as exc:

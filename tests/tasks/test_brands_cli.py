@@ -65,7 +65,10 @@ templates:
 
 
 def test_check_verifies_lora_pins(tmp_path: Path) -> None:
-    (tmp_path / "s.safetensors").write_bytes(b"not what was pinned")
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    save_file({"w": np.zeros(4, dtype=np.float32)}, str(tmp_path / "s.safetensors"))
     brand = tmp_path / "demo.yaml"
     brand.write_text(
         "name: demo\n"
@@ -79,6 +82,26 @@ def test_check_verifies_lora_pins(tmp_path: Path) -> None:
     assert code == 2 and f"{brand}:3: loras[0].sha256: pin mismatch" in err
     code, _, _ = run("brands", "check", "--no-hash", str(brand))
     assert code == 0
+
+
+def test_no_hash_still_checks_the_safetensors_header(tmp_path: Path) -> None:
+    """Issue 13, class 14: ``--no-hash`` skips the sha256, not the header check, so a pickle
+    renamed ``.safetensors`` is never "ok"."""
+    import pickle
+
+    (tmp_path / "s.safetensors").write_bytes(pickle.dumps({"w": [1.0] * 10}))
+    brand = tmp_path / "demo.yaml"
+    brand.write_text(
+        "name: demo\n"
+        "loras:\n"
+        f"  - {{name: s, path: s.safetensors, sha256: {'0a' * 32}}}\n"
+        "templates:\n"
+        "  hero: {prompt: 'photo of {{ product.title }}'}\n",
+        encoding="utf-8",
+    )
+    code, out, err = run("brands", "check", "--no-hash", str(brand))
+    assert code == 2, out
+    assert f"{brand}:3: loras[0].path:" in err and "not a safetensors file" in err
 
 
 def test_check_missing_file(tmp_path: Path) -> None:

@@ -27,16 +27,17 @@ def report_brand_error(exc: BrandConfigError) -> NoReturn:
 def check(
     file: Path = typer.Argument(..., help="A brand YAML file."),
     hash_files: bool = typer.Option(
-        True, "--hash/--no-hash", help="Check local LoRA files against their sha256 pins."
+        True,
+        "--hash/--no-hash",
+        help="Check local LoRA files against their sha256 pins (headers are always checked).",
     ),
 ) -> None:
     """Validate a brand file: exit 0 and print ok, or exit 2 with one line per problem."""
     try:
         cfg = load_brand(file)
-        if hash_files:
-            pins = cfg.pin_problems()
-            if pins:
-                raise located_error(file, pins)
+        pins = cfg.pin_problems(hashes=hash_files)
+        if pins:
+            raise located_error(file, pins)
     except BrandConfigError as exc:
         report_brand_error(exc)
     for w in brand_warnings(cfg):
