@@ -651,3 +651,28 @@ def test_open_leaves_no_temp_files_and_prunes_old_copies(
     assert res.exit_code == 0, res.output
     assert not stale.exists(), "copies older than the keep time are pruned"
     assert copy.is_file()
+
+
+def test_a_reject_between_approve_and_publish_is_reported_exit_2(
+    cli: CliEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13, class 3: a reject that lands after this approval but before its publish used
+    to print "published 0 of 1" with exit 0 and no reason."""
+    import tasks.dispatch as dispatch
+    from catalog.review import Reviewer
+    from catalog.review import reject as reject_shots
+
+    shot_id = _gated(cli)
+    real_enqueue = dispatch.enqueue_publish
+
+    def reject_first(ids: list[int], settings: Any) -> None:
+        with cli.sessions.begin() as s:  # the other reviewer's transaction commits first
+            reject_shots(s, ids, Reviewer("bob", "bob"), "wrong colour")
+        real_enqueue(ids, settings)
+
+    monkeypatch.setattr(dispatch, "enqueue_publish", reject_first)
+    res = cli.invoke("review", "approve", str(shot_id), "--reviewer", "alice")
+    assert res.exit_code == 2, res.output
+    assert "published 0 of 1" in res.stdout
+    assert f"error: shot {shot_id}: not published: it is rejected now" in res.output
+    assert cli.shot(shot_id).state == "rejected"

@@ -396,8 +396,21 @@ def _report_published(state: CliState, ids: list[int]) -> None:
     failed = [i for i in ids if states[i][0] == ShotState.failed]
     for sid in failed:
         err_console.print(f"shot {sid}: publishing failed: {escape(states[sid][1] or '?')}")
+    # A shot approved here but decided again before publishing ran (a concurrent reject):
+    # publishing skipped it, and the approval did not take effect. Say so, exit 2.
+    overtaken = [i for i in ids if states[i][0] not in (ShotState.published, ShotState.failed)]
+    for sid in overtaken:
+        err_console.print(
+            styled(
+                ("error:", "bold red"),
+                f" shot {sid}: not published: it is {states[sid][0]} now "
+                "(another review decided it after this approval)",
+            )
+        )
     if failed:
         raise typer.Exit(1)
+    if overtaken:
+        raise typer.Exit(2)
 
 
 def _publish(state: CliState, ids: list[int]) -> None:
