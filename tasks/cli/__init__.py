@@ -42,6 +42,13 @@ def main() -> None:
     except DBAPIError as exc:
         _error_line(describe_db_error(exc))
         raise SystemExit(2) from None
+    except OSError as exc:
+        # A path a user gave that the OS refuses (too long a name, a permission, a loop) and
+        # that no command caught first: still one line naming the file.
+        if exc.filename is None:
+            raise
+        _error_line(f"{exc.filename}: {exc.strerror or exc}")
+        raise SystemExit(2) from None
     raise SystemExit(code if isinstance(code, int) else 0)
 
 

@@ -15,29 +15,45 @@ from tasks.cli.common import clean, cli_state, console, fail, print_json
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 
 
-def _load_images(folder: Path) -> list[Any]:
-    from PIL import Image, UnidentifiedImageError
+# Calibration decodes every example into memory: bounded per folder (a few hundred labelled
+# images per concept is plenty), each file by pipeline.images' byte and pixel caps.
+MAX_IMAGES_PER_FOLDER = 2000
 
+
+def _folder_entries(folder: Path, label: str) -> list[Path]:
+    """The entries of a folder the user named, or one line and exit 2 (missing, not a folder,
+    a name the OS refuses)."""
+    try:
+        if not folder.is_dir():
+            fail(f"{folder}: {label} must be a folder")
+        return sorted(folder.iterdir())
+    except OSError as exc:
+        fail(f"{folder}: {label}: {exc.strerror or exc}")
+
+
+def _load_images(folder: Path, label: str) -> list[Any]:
+    from pipeline.images import load_image_file
+
+    paths = [p for p in _folder_entries(folder, label) if p.suffix.lower() in IMAGE_SUFFIXES]
+    if len(paths) > MAX_IMAGES_PER_FOLDER:
+        fail(f"{folder}: {len(paths)} images; the limit is {MAX_IMAGES_PER_FOLDER} per folder")
     images = []
-    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-        try:
-            with Image.open(path) as im:
-                images.append(im.convert("RGB"))
-        except (UnidentifiedImageError, OSError) as exc:
-            fail(f"{path}: not a readable image: {exc}")
+    for path in paths:
+        try:  # capped read (regular files only) and bounded decode: a bomb is refused
+            images.append(load_image_file(path))
+        except ValueError as exc:  # InputFileError / ImageError, both naming the file
+            fail(f"{path}: {exc}" if str(path) not in str(exc) else str(exc))
     return images
 
 
 def _examples(positives: Path, negatives: Path) -> tuple[dict[str, list[Any]], list[Any]]:
     """The labelled images: one list per concept subfolder of POSITIVES, and the negatives."""
-    for folder, label in ((positives, "--positives"), (negatives, "--negatives")):
-        if not folder.is_dir():
-            fail(f"{folder}: {label} must be a folder")
-    concept_dirs = sorted(p for p in positives.iterdir() if p.is_dir())
+    concept_dirs = [p for p in _folder_entries(positives, "--positives") if p.is_dir()]
+    _folder_entries(negatives, "--negatives")
     if not concept_dirs:
         fail(f"{positives}: expected one subfolder per concept, e.g. {positives}/nudity/*.png")
-    pos = {d.name: _load_images(d) for d in concept_dirs}
-    neg = _load_images(negatives)
+    pos = {d.name: _load_images(d, "--positives") for d in concept_dirs}
+    neg = _load_images(negatives, "--negatives")
     if not neg:
         fail(f"{negatives}: no images (.png, .jpg, .jpeg, .webp)")
     return pos, neg
