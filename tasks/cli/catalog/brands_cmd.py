@@ -59,7 +59,11 @@ def list_brands(ctx: typer.Context) -> None:
         try:
             cfg = load_brand(path)
         except BrandConfigError as exc:
-            table.add_row(path.stem, str(path), "-", f"[red]{len(exc.problems)} problem(s)[/]")
+            table.add_row(
+                escape(path.stem), escape(str(path)), "-", f"[red]{len(exc.problems)} problem(s)[/]"
+            )
             continue
-        table.add_row(cfg.name, str(path), ", ".join(cfg.templates), "[green]ok[/]")
+        table.add_row(
+            escape(cfg.name), escape(str(path)), escape(", ".join(cfg.templates)), "[green]ok[/]"
+        )
     console.print(table)

@@ -24,12 +24,14 @@ from tasks.cli.common import cli_state, console, err_console, fail, print_json
 
 
 def _table(summary: ImportSummary) -> Table:
-    table = Table(title=f"import run {summary.run_id}: {summary.source}", show_header=False)
+    table = Table(
+        title=f"import run {summary.run_id}: {escape(str(summary.source))}", show_header=False
+    )
     table.add_column(style="bold")
     table.add_column(justify="right")
     for label, value in (
         ("format", summary.format),
-        ("encoding", summary.encoding),
+        ("encoding", escape(str(summary.encoding))),
         ("rows", summary.rows_total),
         ("products imported", summary.imported),
         ("new revisions", summary.revisions_new),

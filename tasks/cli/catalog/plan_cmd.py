@@ -58,7 +58,7 @@ def plan_table(
     """
     table = Table(
         title=(
-            f"{summary.brand}: {summary.created} new, {summary.existing} existing shots "
+            f"{escape(summary.brand)}: {summary.created} new, {summary.existing} existing shots "
             f"for {summary.products} products"
         ),
         caption=f"showing {limit} of {len(rows)} (--show 0 for all)"

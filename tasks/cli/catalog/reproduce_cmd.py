@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from catalog.lineage import batch_mates, shot_with_generation
 from catalog.shots import shot_params
@@ -186,6 +187,6 @@ def _print_report(r: dict[str, Any], old_libs: dict[str, Any], new_libs: dict[st
                 f"size differs: recorded {d['recorded_size']}, reproduced {d['reproduced_size']}"
             )
     if r["note"]:
-        err_console.print(r["note"])
+        err_console.print(escape(str(r["note"])))
     if r["out"]:
-        console.print(f"wrote {r['out']}", highlight=False)
+        console.print(f"wrote {escape(str(r['out']))}", highlight=False)

@@ -65,7 +65,7 @@ def _all_failed(summary: RunSummary) -> str | None:
 
 def _print_summary(summary: RunSummary, brand: str | None) -> None:
     if not summary.total:
-        console.print("nothing planned" + (f" for {brand}" if brand else ""))
+        console.print("nothing planned" + (f" for {escape(brand)}" if brand else ""))
         return
     counts = ", ".join(f"{k}={v}" for k, v in sorted(summary.counts.items()))
     console.print(

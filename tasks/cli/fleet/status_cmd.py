@@ -13,7 +13,7 @@ from tasks.cli.common import cli_state, console, print_json
 
 
 def _print_report(report: dict[str, Any], brand: str | None) -> None:
-    table = Table(title="shots by state" + (f" ({brand})" if brand else ""))
+    table = Table(title="shots by state" + (f" ({escape(brand)})" if brand else ""))
     table.add_column("state")
     table.add_column("count", justify="right")
     for state, n in report["counts"].items():

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline.brand.config import BrandConfigError
@@ -60,7 +61,9 @@ def _examples(positives: Path, negatives: Path) -> tuple[dict[str, list[Any]], l
 
 
 def _print_table(brand: str, precision: float, clip_model: str, rows: list[Any]) -> None:
-    table = Table(title=f"{brand}: thresholds for {precision:.0%} precision ({clip_model})")
+    table = Table(
+        title=f"{escape(brand)}: thresholds for {precision:.0%} precision ({escape(clip_model)})"
+    )
     for col in ("concept", "kind", "pos", "neg", "current", "suggested", "precision", "recall"):
         table.add_column(col, justify="left" if col in ("concept", "kind") else "right")
     for r in rows:

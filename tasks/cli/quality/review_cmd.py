@@ -332,8 +332,8 @@ def write_contact_sheet(
     html_path, png_path = _write_sheet(out, entries, title, banner, columns)
     missing = sum(1 for e in entries if e.image is None)
     console.print(f"{len(entries)} image(s){f', {missing} missing' if missing else ''}")
-    console.print(f"contact sheet: {html_path}", highlight=False, soft_wrap=True)
-    console.print(f"PNG grid: {png_path}", highlight=False, soft_wrap=True)
+    console.print(f"contact sheet: {escape(str(html_path))}", highlight=False, soft_wrap=True)
+    console.print(f"PNG grid: {escape(str(png_path))}", highlight=False, soft_wrap=True)
 
 
 @review_app.command("sheet")
@@ -503,4 +503,4 @@ def export_cmd(
             n = write_decisions_csv(shots, out)
         except OSError as exc:
             fail(f"{out}: cannot write: {exc.strerror or exc}")
-    console.print(f"wrote {n} row(s) to {out}", highlight=False, soft_wrap=True)
+    console.print(f"wrote {n} row(s) to {escape(str(out))}", highlight=False, soft_wrap=True)
