@@ -365,6 +365,14 @@ class Normalizer:
         if not acc.extra:
             acc.extra = {name: v for i, name in self.extra_cols if (v := str(row[i]).strip())}
 
+    def _product_fields(self, row: Any) -> dict[str, str]:
+        names = ("title", "body_html", "vendor", "product_type")
+        cols = self._product_cols[:4]
+        return {
+            n: str(row[c]).strip() if c is not None else ""
+            for n, c in zip(names, cols, strict=True)
+        }
+
     def _shopify_product(
         self, acc: ProductAcc, row: Any, name_cols: tuple[int | None, ...]
     ) -> None:
@@ -405,6 +413,9 @@ class Normalizer:
                 cur = ProductAcc(key=k, line=line)
             if title and not cur.title and title.strip():
                 self._shopify_product(cur, arr[i], (n1, n2, n3))
+                cur.fields_line = line
+            elif title and title.strip():  # the handle's product fields again: must agree
+                cur.check_fields(line, self._product_fields(arr[i]))
             if img:
                 cur.add_image(img.strip())
             if sku or price or o1 or o2 or o3:
@@ -420,7 +431,7 @@ class Normalizer:
                         if not (name == "Title" and value == "Default Title"):
                             options[name] = value
                 vimg = vimg.strip()
-                cur.variants.append(
+                cur.add_variant(
                     {
                         "sku": sku.strip() or None,
                         "options": options,
@@ -467,7 +478,7 @@ class Normalizer:
                 if value:
                     cur.add_option(name)
                     options[name] = value
-            cur.variants.append(
+            cur.add_variant(
                 {
                     "sku": sku.strip() or None,
                     "options": options,

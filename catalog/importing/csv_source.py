@@ -44,6 +44,20 @@ _MAGIC = {
 }
 
 
+BINARY_SNIFF_BYTES = 8192
+# A physical line longer than this is a row error, skipped without being held: a 300 MB line
+# of "a," would otherwise become a 150-million-field record (gigabytes) in the tokenizer.
+MAX_LINE_BYTES = 8 << 20
+# The header may be long (a wide feed), but the sniffer reads it whole up to this.
+MAX_HEADER_CHARS = 4 << 20
+# "auto" on a file whose lines mix UTF-8 and cp1252: each line decoded on its own.
+MIXED_ENCODING = "utf-8/cp1252"
+SHOWN_LINES = 20
+_CONTROL_BYTES = [b for b in range(32) if b not in (9, 10, 12, 13)] + [127]
+# rot13 is a str-to-str codec that lookup() reports as text; it can't decode bytes.
+_NOT_TEXT = {"rot-13", "rot13"}
+
+
 class CatalogFileError(ValueError):
     """A file that cannot be imported at all: one line naming the file (and line)."""
 
@@ -126,9 +140,12 @@ def inspect_file(path: Path, encoding: str = "auto") -> SourceInfo:
     for magic, what in _MAGIC.items():
         if first.startswith(magic):
             raise CatalogFileError(f"{path}: binary file, looks like {what}")
+    if encoding.lower() != "auto":
+        check_encoding_name(encoding, first)
     utf16 = first.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
-    if not utf16 and b"\x00" in first[:8192]:
-        raise CatalogFileError(f"{path}: binary file (NUL bytes), not CSV/TSV text")
+    wide = utf16 or _is_wide(encoding)
+    if not wide and _looks_binary(first[:BINARY_SNIFF_BYTES]):
+        raise CatalogFileError(f"{path}: binary file (NUL or control bytes), not CSV/TSV text")
 
     info = SourceInfo(path=path, size=size, sha256=digest.hexdigest(), encoding="utf-8")
     info.has_nul = has_nul
@@ -144,23 +161,141 @@ def inspect_file(path: Path, encoding: str = "auto") -> SourceInfo:
                     f"{path}:{line}: not valid UTF-8 (byte offset {where}); "
                     "re-save the file as UTF-8 or pass --encoding"
                 )
-            _check_decodes(path, "cp1252", f"{path}:{line}: neither UTF-8 nor cp1252 text")
-            info.encoding = "cp1252"
-            info.warnings.append(
-                f"{path}:{line}: not valid UTF-8 (byte offset {where}); decoded as cp1252"
-            )
+            _settle_legacy(info, line, where)
     else:
-        try:
-            codecs.lookup(encoding)
-        except LookupError:
-            raise CatalogFileError(f"unknown encoding {encoding!r}") from None
+        check_encoding_name(encoding, first)
         _check_decodes(path, encoding, f"{path}: cannot be decoded as {encoding}")
         info.encoding = encoding
 
-    sample = first[: SNIFF_CHARS * 4].decode(info.encoding, errors="replace")
+    sample = first[: SNIFF_CHARS * 4].decode(text_codec(info.encoding), errors="replace")
     if not sample.lstrip("\ufeff").strip():
         raise CatalogFileError(f"{path}: empty file (no header line)")
     return info
+
+
+def _settle_legacy(info: SourceInfo, line: int, where: int) -> None:
+    """A file that is not all UTF-8: cp1252 as a whole when no line of it is UTF-8 beyond
+    ASCII (a legacy export), else line by line (UTF-8 where a line decodes, cp1252 where it
+    doesn't), so one pasted cp1252 row doesn't turn every good UTF-8 row into mojibake."""
+    utf8_lines, legacy_lines = _line_kinds(info.path)
+    if not utf8_lines:
+        _check_decodes(info.path, "cp1252", f"{info.path}:{line}: neither UTF-8 nor cp1252 text")
+        info.encoding = "cp1252"
+        info.warnings.append(
+            f"{info.path}:{line}: not valid UTF-8 (byte offset {where}); decoded as cp1252"
+        )
+        return
+    info.encoding = MIXED_ENCODING
+    shown = ", ".join(map(str, legacy_lines[:SHOWN_LINES]))
+    more = f" and {len(legacy_lines) - SHOWN_LINES} more" if len(legacy_lines) > SHOWN_LINES else ""
+    info.warnings.append(
+        f"{info.path}: line(s) {shown}{more} are not valid UTF-8 and were decoded as cp1252; "
+        "the other lines are UTF-8"
+    )
+
+
+def _line_kinds(path: Path) -> tuple[int, list[int]]:
+    """How many lines are UTF-8 beyond ASCII, and which lines are not UTF-8 at all."""
+    utf8_lines, legacy = 0, []
+    with path.open("rb") as fh:
+        for n, raw in enumerate(_capped_lines(fh), start=1):
+            if raw is None or raw.isascii():
+                continue
+            try:
+                raw.decode("utf-8")
+                utf8_lines += 1
+            except UnicodeDecodeError:
+                legacy.append(n)
+    return utf8_lines, legacy
+
+
+def _capped_lines(fh: BinaryIO) -> Iterator[bytes | None]:
+    """Physical lines of a byte stream (split at LF); None for a line over MAX_LINE_BYTES,
+    which is skipped to its end without being held in memory."""
+    while line := fh.readline(MAX_LINE_BYTES + 1):
+        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+            while (rest := fh.readline(BLOCK)) and not rest.endswith(b"\n"):
+                pass
+            yield None
+            continue
+        yield line
+
+
+def text_codec(encoding: str) -> str:
+    """The codec that reads ``encoding`` as a stream (line-by-line files read as UTF-8 where
+    they can; ``_text_lines`` does the per-line fallback)."""
+    return "utf-8" if encoding == MIXED_ENCODING else encoding
+
+
+def _text_lines(counter: io.RawIOBase, encoding: str, errors: list[RowError]) -> Iterator[str]:
+    """The file's physical lines as text, for ``csv.reader`` (which counts them for line
+    numbers). A line over MAX_LINE_BYTES, or one that no codec can read, is a RowError and
+    stands in as an empty line, so memory stays bounded and later line numbers stay right."""
+    buffered = io.BufferedReader(counter, BLOCK)
+    if encoding != MIXED_ENCODING:
+        text = io.TextIOWrapper(buffered, encoding, newline="")
+        n = 0
+        while line := text.readline(MAX_LINE_BYTES + 1):
+            n += 1
+            if len(line) > MAX_LINE_BYTES and not line.endswith(("\n", "\r")):
+                while (rest := text.readline(BLOCK)) and not rest.endswith(("\n", "\r")):
+                    pass
+                errors.append(RowError(n, None, _too_long(), None))
+                line = "\n"
+            yield line
+        return
+    for n, raw in enumerate(_capped_lines(buffered), start=1):
+        if raw is None:
+            errors.append(RowError(n, None, _too_long(), None))
+            yield "\n"
+            continue
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError:
+            try:
+                yield raw.decode("cp1252")
+            except UnicodeDecodeError:
+                errors.append(RowError(n, None, "neither UTF-8 nor cp1252 text", None))
+                yield "\n"
+
+
+def _too_long() -> str:
+    return f"line is longer than {MAX_LINE_BYTES >> 20} MiB; skipped"
+
+
+def _is_wide(encoding: str) -> bool:
+    return encoding.lower().replace("_", "-").startswith(("utf-16", "utf-32", "utf16", "utf32"))
+
+
+def _looks_binary(sample: bytes) -> bool:
+    """A binary file, as opposed to text with a stray NUL (which only fails its own row):
+    NULs over 1% of the first bytes, or C0 control bytes (other than tab, CR, LF, FF) over
+    10% of them, as in compressed or random data."""
+    if not sample:
+        return False
+    controls = sum(sample.count(b) for b in _CONTROL_BYTES)
+    return sample.count(0) * 100 > len(sample) or controls * 10 > len(sample)
+
+
+def check_encoding_name(encoding: str, first: bytes = b"") -> None:
+    """Refuse an ``--encoding`` that can't decode a text file: unknown, a bytes-to-bytes codec
+    (base64, hex, zlib, rot13), or UTF-16/32 without a byte-order mark (its byte order is a
+    guess: name utf-16-le or utf-16-be)."""
+    try:
+        info = codecs.lookup(encoding)
+    except LookupError:
+        raise CatalogFileError(f"--encoding {encoding!r}: unknown encoding") from None
+    if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_TEXT:
+        raise CatalogFileError(
+            f"--encoding {encoding!r}: {info.name} is not a text encoding (use e.g. utf-8, "
+            "cp1252, latin-1, utf-16-le)"
+        )
+    boms = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)
+    if info.name in ("utf-16", "utf-32") and not first.startswith(boms):
+        raise CatalogFileError(
+            f"--encoding {encoding!r}: the file has no byte-order mark, so its byte order is "
+            f"unknown; pass {info.name}-le or {info.name}-be"
+        )
 
 
 def _check_decodes(path: Path, encoding: str, message: str) -> None:
@@ -175,8 +310,34 @@ def _check_decodes(path: Path, encoding: str, message: str) -> None:
 
 
 def read_sample(info: SourceInfo) -> str:
-    with info.path.open("r", encoding=info.encoding, errors="replace", newline="") as fh:
-        return fh.read(SNIFF_CHARS)
+    """The start of the file for sniffing: at least SNIFF_CHARS, and always through the end of
+    the header line and the line after it (a 100k-column header is longer than 64 KiB), up to
+    MAX_HEADER_CHARS."""
+    encoding = "utf-8" if info.encoding == MIXED_ENCODING else info.encoding
+    with info.path.open("r", encoding=encoding, errors="replace", newline="") as fh:
+        sample = fh.read(SNIFF_CHARS)
+        while len(sample) < MAX_HEADER_CHARS and _lines_in(sample) < 2:
+            more = fh.read(len(sample))
+            if not more:
+                return sample
+            sample += more
+    if _lines_in(sample) < 1 and len(sample) >= MAX_HEADER_CHARS:
+        raise CatalogFileError(
+            f"{info.path}:{info.header_line}: the header line is longer than "
+            f"{MAX_HEADER_CHARS >> 20} Mi characters"
+        )
+    return sample
+
+
+def _lines_in(sample: str) -> int:
+    """Complete non-blank lines at the start of ``sample`` (at most 2 are counted)."""
+    n = 0
+    for line in sample.splitlines(keepends=True)[:64]:
+        if line.endswith(("\n", "\r")) and line.strip():
+            n += 1
+            if n == 2:
+                break
+    return n
 
 
 def header_candidates(sample: str) -> list[tuple[str, list[str], int]]:
@@ -227,8 +388,9 @@ def iter_chunks(
     header = info.header
     with info.path.open("rb") as binary:
         counter = _CountingReader(binary)
-        text = io.TextIOWrapper(io.BufferedReader(counter, BLOCK), info.encoding, newline="")
-        reader = csv.reader(text, delimiter=delim, quotechar='"', doublequote=True)
+        line_errors: list[RowError] = []
+        lines_in = _text_lines(counter, info.encoding, line_errors)
+        reader = csv.reader(lines_in, delimiter=delim, quotechar='"', doublequote=True)
         # Skip up to and including the header record (leading blank lines are allowed).
         while reader.line_num < info.header_line:
             next(reader)
@@ -241,6 +403,7 @@ def iter_chunks(
             try:
                 rec = next(reader)
             except StopIteration:
+                errors += line_errors
                 break
             except csv.Error as exc:
                 rows += 1
@@ -249,6 +412,10 @@ def iter_chunks(
                 continue
             line = prev + 1
             prev = reader.line_num
+            if line_errors:  # lines the reader skipped (too long, undecodable): their rows
+                rows += len(line_errors)
+                errors += line_errors
+                line_errors.clear()
             if not any(rec):  # blank line, or a row of empty cells (",,,,")
                 continue
             rows += 1

@@ -36,6 +36,8 @@ from catalog.models import ImportRun, ImportStatus, utcnow
 from pipeline.brand.config import BrandConfig
 
 log = logging.getLogger(__name__)
+# Row warnings kept on the run (import_runs.warnings); the rest are counted.
+MAX_ROW_WARNINGS = 1000
 
 # (phase, done, total): phase "read" counts bytes, "apply" has no total (0).
 Progress = Callable[[str, int, int], None]
@@ -56,6 +58,7 @@ class ImportSummary:
     unchanged: int = 0
     reverted: int = 0  # products whose content went back to an older revision
     errors: int = 0  # rows recorded in import_row_errors
+    row_warnings: int = 0  # rows that disagree with an earlier row of their product
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
 
@@ -217,6 +220,7 @@ def _load(
     # key -> number of fragments staged; >1 when a product's rows were not adjacent.
     seen: dict[str, int] = {}
     fragmented: list[str] = []
+    row_warnings: list[str] = []  # rows that disagree with an earlier row of their product
 
     # The content hash of every product's current revision: an unchanged product is
     # staged without its data (no JSON to build or send), the slow part of a re-import.
@@ -225,6 +229,8 @@ def _load(
     def stage(products: list[ProductAcc]) -> None:
         rows = []
         for acc in products:
+            if acc.conflicts:
+                row_warnings.extend(acc.conflicts)
             key = acc.key
             seq = seen.get(key, 0)
             seen[key] = seq + 1
@@ -245,6 +251,12 @@ def _load(
 
     if summary.rows_total == 0:
         raise CatalogFileError(f"{info.path}: no data rows after the header")
+    summary.row_warnings = len(row_warnings)
+    summary.warnings.extend(row_warnings[:MAX_ROW_WARNINGS])
+    if len(row_warnings) > MAX_ROW_WARNINGS:
+        summary.warnings.append(
+            f"… and {len(row_warnings) - MAX_ROW_WARNINGS} more conflicting or duplicate rows"
+        )
     if progress:
         progress("apply", 0, 0)
     if fragmented:
@@ -261,6 +273,14 @@ def _load(
     summary.unchanged = result.unchanged
     summary.reverted = result.changed - result.revisions_new
     summary.status = ImportStatus.succeeded.value
+    if summary.imported == 0 and summary.errors:
+        # Every data row failed: the row errors are kept (nothing is lost), but the run is no
+        # success, whatever the cause (a header the sniffer misread, the wrong format...).
+        summary.status = ImportStatus.failed.value
+        summary.error = (
+            f"{info.path}: every data row failed ({summary.errors} row errors, no products "
+            f"imported); see import_row_errors for run {run_id}"
+        )
 
     run = s.scalars(select(ImportRun).where(ImportRun.id == run_id)).one()
     run.status = summary.status
@@ -270,4 +290,5 @@ def _load(
     run.revisions_new = summary.revisions_new
     run.unchanged = summary.unchanged
     run.warnings = list(summary.warnings)
+    run.error = summary.error
     run.finished_at = utcnow()

@@ -14,6 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 _PLACEHOLDER = re.compile(r"Option([1-3])")
+SHORT_CHARS = 40
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= SHORT_CHARS else text[: SHORT_CHARS - 1] + "…"
+
 
 # One encoder, built once: json.dumps with options builds a new one on every call.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
@@ -37,6 +44,54 @@ class ProductAcc:
     # Shopify option names by column position (Option1..3 Name); not part of the data.
     slots: list[str] = field(default_factory=list)
     placeholders: bool = False  # a variant came before the option names were known
+    # Rows that disagree with an earlier row of the same product (not part of the data):
+    # each names both lines and which one was kept. The importer records them as warnings.
+    conflicts: list[str] = field(default_factory=list)
+    fields_line: int = 0  # the line the product-level fields came from
+
+    def check_fields(self, line: int, values: dict[str, str]) -> None:
+        """A later row repeating the product's own fields: note every field it contradicts."""
+        for name, value in values.items():
+            kept = getattr(self, name)
+            if value and kept and value != kept:
+                self.conflicts.append(
+                    f"line {line}: {self.key!r} {name} {_short(value)} differs from line "
+                    f"{self.fields_line or self.line} ({_short(kept)}); line "
+                    f"{self.fields_line or self.line} was kept"
+                )
+
+    def add_variant(self, variant: dict[str, Any]) -> None:
+        """Append a variant. A second row for the same variant (same SKU and options) is
+        dropped with a note naming both lines and what differs (prices 1 and 99 can't both be
+        right); a SKU shared by variants with different options is kept but noted. Not when the
+        SKU is the product's own key (generic files keyed by SKU, without a variant SKU)."""
+        sku = variant.get("sku")
+        if not sku or sku == self.key:  # keyed by SKU: the SKU doesn't tell variants apart
+            self.variants.append(variant)
+            return
+        for earlier in self.variants:
+            if earlier.get("sku") != sku:
+                continue
+            first = earlier["line"]
+            if earlier.get("options") != variant.get("options"):
+                self.conflicts.append(
+                    f"line {variant['line']}: SKU {sku!r} is also the SKU of a variant with "
+                    f"other options on line {first}; both were kept"
+                )
+                continue
+            diff = [
+                f"{k} {_short(variant.get(k))} vs {_short(earlier.get(k))}"
+                for k in ("price", "image")
+                if variant.get(k) != earlier.get(k)
+            ]
+            what = "conflicting duplicate" if diff else "duplicate"
+            detail = f" ({'; '.join(diff)})" if diff else ""
+            self.conflicts.append(
+                f"line {variant['line']}: {what} of SKU {sku!r} from line {first}{detail}; "
+                f"line {first} was kept"
+            )
+            return
+        self.variants.append(variant)
 
     def add_image(self, url: str) -> None:
         if url and url not in self.images:
@@ -48,6 +103,8 @@ class ProductAcc:
 
     def fill(self, title: str, body: str, vendor: str, ptype: str, tags: str) -> None:
         """Product-level fields: the first non-empty value wins."""
+        if not self.fields_line and (title or body or vendor or ptype):
+            self.fields_line = self.line
         self.title = self.title or title
         self.body_html = self.body_html or body
         self.vendor = self.vendor or vendor

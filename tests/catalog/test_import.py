@@ -428,7 +428,7 @@ def _assert_failed_cleanly(
         ("header-only.csv", HEADER.encode() + b"\n", "no data rows"),
         ("image.csv", b"\x89PNG\r\n\x1a\n" + bytes(range(256)), "binary file, looks like a PNG"),
         ("book.xlsx", b"PK\x03\x04" + b"\x00" * 64, "ZIP archive"),
-        ("nul.csv", b"Handle,Title\nab\x00\x01\x02,x\n", "binary file (NUL bytes)"),
+        ("nul.csv", b"Handle,Title\nab\x00\x01\x02,x\n", "binary file (NUL or control bytes)"),
         ("nokey.csv", b"sku,name\n1,Tee\n", "no key column"),
         ("latin.csv", b"Handle,Title\np1,\x81\x8d\x8f\n", "neither UTF-8 nor cp1252"),
     ],

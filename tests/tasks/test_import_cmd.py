@@ -94,3 +94,25 @@ def test_failed_import_json_reports_the_recorded_run(cli_db: str, tmp_path: Path
         run_row = s.get(ImportRun, summary["run_id"])
         assert run_row is not None and run_row.status == "failed"
         assert s.scalars(select(Product)).all() == []
+
+
+def test_an_import_whose_every_row_failed_exits_2(cli_db: str, tmp_path: Path) -> None:
+    """Issue 13, class 6: 0 products and only row errors used to exit 0 like a success."""
+    path = tmp_path / "allbad.csv"
+    path.write_text(
+        "Handle,Title,Variant SKU,Variant Price\np1,Tee,S1\np2,Mug,S2\n", encoding="utf-8"
+    )
+    code, out, err = run("import", str(path), "--brand", "acme")
+    assert code == 2, out + err
+    assert "every data row failed (2 row errors" in err
+    assert "Traceback" not in out + err
+
+
+@pytest.mark.parametrize("encoding", ["rot13", "base64", "zlib_codec", "utf-16", "nope"])
+def test_bad_encoding_names_are_one_line_exit_2(cli_db: str, tmp_path: Path, encoding: str) -> None:
+    path = tmp_path / "c.csv"
+    path.write_text("Handle,Title\np1,Tee\n", encoding="utf-8")
+    code, out, err = run("import", str(path), "--brand", "acme", "--encoding", encoding)
+    assert code == 2, out + err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--encoding" in lines[0], err

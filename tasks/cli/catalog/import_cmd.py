@@ -38,6 +38,7 @@ def _table(summary: ImportSummary) -> Table:
         ("unchanged", summary.unchanged),
         ("reverted to an older revision", summary.reverted),
         ("row errors", summary.errors),
+        ("row warnings", summary.row_warnings),
     ):
         table.add_row(label, str(value))
     return table
@@ -110,3 +111,5 @@ def import_command(
         print_json(summary.to_json())
     else:
         _print_summary(summary)
+    if summary.error:  # recorded, but not a success: every row failed
+        fail(summary.error)
