@@ -9,7 +9,6 @@ locked while a model runs. The caller enqueues the next step once the write has 
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 import uuid
@@ -39,6 +38,7 @@ from catalog.shots import (
     shots_in_state,
     stored_brand_configs,
 )
+from pipeline.images import decode_image
 from pipeline.storage import BlobInfo, content_key, sha256_bytes
 from pipeline.types import (
     FilterDecision,
@@ -343,8 +343,10 @@ def _provenance(shot: Shot, info: ShotInfo) -> ProvenanceInfo:
 def _load_raws(ctx: WorkerContext, claim: _GateClaim) -> dict[int, Image.Image]:
     ids = list(claim.shots)
     raws = ctx.io_map(lambda sid: ctx.store.get(claim.shots[sid].raw_key), ids)
+    # The bounded decoder (pixel cap, bomb check): a raw blob is ours, but the store is not.
     return {
-        sid: Image.open(io.BytesIO(raw)).convert("RGB") for sid, raw in zip(ids, raws, strict=True)
+        sid: decode_image(raw, f"shot {sid} raw image {claim.shots[sid].raw_key}")
+        for sid, raw in zip(ids, raws, strict=True)
     }
 
 
