@@ -30,7 +30,7 @@ from catalog.importing.csv_source import (
     iter_chunks,
     read_sample,
 )
-from catalog.importing.import_store import ImportStore
+from catalog.importing.import_store import ApplyResult, ImportStore
 from catalog.importing.product_content import ProductAcc
 from catalog.models import ImportRun, ImportStatus, utcnow
 from pipeline.brand.config import BrandConfig
@@ -268,6 +268,14 @@ def _load(
     current.clear()
     result = store.apply()
     store.close()
+    _finish_run(s, run_id, info, summary, result)
+
+
+def _finish_run(
+    s: Session, run_id: int, info: SourceInfo, summary: ImportSummary, result: ApplyResult
+) -> None:
+    """The applied counts on the summary and the run row; a run whose every row failed is
+    ``failed`` (with its row errors kept)."""
     summary.imported = result.products
     summary.revisions_new = result.revisions_new
     summary.unchanged = result.unchanged
