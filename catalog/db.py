@@ -8,9 +8,10 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-# Row ids are BIGINT on Postgres and 64-bit INTEGER on SQLite: a larger number can name no row,
-# and the drivers raise OverflowError on it, so every id from a user is checked against this.
-MAX_ROW_ID = 2**63 - 1
+# Row ids are INTEGER primary keys: 32-bit on Postgres (64-bit on SQLite). A larger number
+# can name no row, and the drivers raise on it (OverflowError, "integer out of range"), so
+# every id from a user is checked against this.
+MAX_ROW_ID = 2**31 - 1
 
 
 def normalize_url(url: str) -> str:

@@ -20,6 +20,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -319,3 +320,17 @@ class Asset(Base):
     published_at: Mapped[datetime] = _ts()
 
     shot: Mapped[Shot] = relationship(back_populates="asset")
+
+
+class ShotEmbedding(Base):
+    """A shot's CLIP image embedding (float16 bytes, L2-normalised) and the CLIP model it came
+    from: near-duplicate flags in review, and "assets like this one" in lineage."""
+
+    __tablename__ = "shot_embeddings"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shot_id: Mapped[int] = mapped_column(ForeignKey("shots.id"), unique=True)
+    clip_model: Mapped[str] = mapped_column(String(200), index=True)
+    dim: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = _ts()

@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     # Let --reviewer / SHOTLINE_REVIEWER name someone other than the authenticated login (the
     # demo, a shared service account). Off: a reviewer can only approve as themselves.
     review_free_names: bool = False
+    # Review flags a shot whose image is at least this cosine-similar (CLIP embedding) to
+    # another shot of the same product.
+    near_duplicate_cosine: float = Field(default=0.97, ge=0.0, le=1.0)
 
     # --- scheduled ingestion ----------------------------------------------------
     ingest_sources: list[str] = Field(default_factory=list)

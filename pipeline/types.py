@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
+    import numpy as np
     from PIL import Image
 
     from pipeline.brand.config import BrandConfig
@@ -116,9 +117,13 @@ class FilterDecision:
     reasons: list[str]
     policy_version: str
     clip_model: str
+    # The full image's CLIP embedding (L2-normalised), kept for near-duplicates and "like".
+    embedding: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data.pop("embedding")
+        return data
 
 
 @dataclass(frozen=True)

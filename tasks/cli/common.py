@@ -30,8 +30,8 @@ err_console = SafeConsole(markup=True, stderr=True, soft_wrap=True)
 # max=MAX_ID``): typer turns a number outside it into a usage error (one line, exit 2) before
 # any query runs.
 MAX_ID = MAX_ROW_ID
-# Counts (--limit, --show, ...) are bounded the same way: SQL LIMIT takes a 64-bit integer.
-COUNT_MAX = MAX_ROW_ID
+# Counts (--limit, --show, ...) are bounded too (SQL LIMIT takes at most a 64-bit integer).
+COUNT_MAX = 2**62
 
 
 @dataclass

@@ -362,3 +362,17 @@ def test_pickle_checkpoints_are_refused(tmp_path: Path) -> None:
         load_open_clip("ViT-B-32", str(tmp_path / "missing.safetensors"))
     with pytest.raises(GateError, match="unknown open_clip architecture"):
         load_open_clip("no-such-arch", None)
+
+
+def test_decisions_carry_the_full_image_embedding() -> None:
+    """Issue 14: the gate keeps each image's full-image embedding for near-duplicates."""
+    enc = FakeEncoder()
+    policy = GatePolicy.from_brand(brand())
+    images = [white_with_patch(RED), white_with_patch(None)]
+    decisions = cf.ClipFilter(enc, crop_grid=3).check(
+        [GateItem(i, im, "mug") for i, im in enumerate(images)], policy
+    )
+    for d, im in zip(decisions, images, strict=True):
+        assert d.embedding is not None
+        np.testing.assert_array_equal(d.embedding, FakeEncoder().encode_images([im])[0])
+        assert "embedding" not in d.to_json()

@@ -17,6 +17,8 @@ CASES = [
     ("lineage", f"shot:{TOO_BIG}"),
     ("lineage", f"asset:{TOO_BIG}"),
     ("lineage", "shot:0"),
+    ("lineage", f"shot:{2**31}"),  # a Postgres INTEGER id can't be this large
+    ("review", "show", str(2**31)),
     ("lineage", "--import-run", TOO_BIG),
     ("reproduce", TOO_BIG),
     ("review", "show", TOO_BIG),

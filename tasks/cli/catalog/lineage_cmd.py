@@ -207,8 +207,22 @@ def lineage(
         None, "--import-run", metavar="ID", help="What this import run produced.", min=1, max=MAX_ID
     ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+    like: int | None = typer.Option(
+        None,
+        "--like",
+        metavar="ASSET_ID",
+        help="Published assets most like this one (CLIP).",
+        min=1,
+        max=MAX_ID,
+    ),
+    top: int = typer.Option(10, "--top", min=1, max=1000, help="How many --like results."),
 ) -> None:
     """Trace images back to their CSV line (or list what a LoRA / an import run produced)."""
+    if like is not None:
+        if any(x is not None for x in (ref, lora, import_run)):
+            fail("--like ASSET_ID goes alone")
+        _like(cli_state(ctx), like, top, json_out)
+        return
     if sum(x is not None for x in (ref, lora, import_run)) != 1:
         fail("give exactly one of REF, --lora NAME[@SHA256] or --import-run ID")
     data = _lookup(cli_state(ctx), ref, lora, import_run)
@@ -221,6 +235,28 @@ def lineage(
     else:
         for chain in data["chains"]:
             console.print(chain_tree(chain))
+
+
+def _like(state: CliState, asset_id: int, top: int, json_out: bool) -> None:
+    """``--like``: the nearest published assets of the same brand by image embedding."""
+    from catalog.embeddings import EmbeddingError, nearest_assets
+
+    try:
+        with state.session() as s:
+            found = [n.to_json() for n in nearest_assets(s, asset_id, top)]
+    except EmbeddingError as exc:
+        fail(str(exc))
+    if json_out:
+        print_json({"asset_id": asset_id, "like": found})
+        return
+    table = Table(title=f"{len(found)} published asset(s) most like asset {asset_id}")
+    for col in ("asset", "shot", "sku", "cosine", "key"):
+        table.add_column(col, overflow="fold")
+    for n in found:
+        table.add_row(
+            str(n["asset_id"]), str(n["shot_id"]), _e(n["sku"]), f"{n['cosine']:.4f}", _e(n["key"])
+        )
+    console.print(table)
 
 
 def _print_lora(ref: str, rows: list[dict[str, Any]]) -> None:

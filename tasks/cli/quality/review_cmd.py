@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
+from catalog.embeddings import near_duplicates
 from catalog.lineage import shot_chain
 from catalog.models import Shot, ShotState
 from catalog.review import (
@@ -217,6 +218,8 @@ def show_cmd(
         if shot is None:
             fail(f"shot {shot_id}: no such shot")
         record = review_record(shot)
+        dupes = near_duplicates(s, shot_id, state.settings.near_duplicate_cosine)
+        record["near_duplicates"] = [n.to_json() for n in dupes]
         chain = shot_chain(s, shot)
         image = _image_bytes(_blob_store(state.settings), shot) if open_image else None
     if json_out:
@@ -261,6 +264,11 @@ def _print_record(r: dict[str, Any], chain: dict[str, Any]) -> None:
         body.append(f"sanitizer removed: {escape(terms)}")
     if r["reasons"]:
         body.append(f"[red]reasons: {escape('; '.join(str(x) for x in r['reasons']))}[/]")
+    for dupe in r.get("near_duplicates") or []:
+        body.append(
+            f"[yellow]near-duplicate of shot {dupe['shot_id']} "
+            f"(cosine {dupe['cosine']:.3f})[/] of the same product"
+        )
     console.print(Panel("\n".join(body), expand=False))
     if r["scores"]:
         console.print(_scores_table(r["scores"]))
