@@ -19,8 +19,8 @@ from typing import Any
 _SD = ("StableDiffusionPipeline",)
 _SDXL = ("StableDiffusionXLPipeline",)
 
-# (text, context such as the active LoRA set, "use zeros" for SDXL's empty negative)
-Key = tuple[str, Hashable, bool]
+# (text, context such as the active LoRA set)
+Key = tuple[str, Hashable]
 
 
 class PromptCache:
@@ -48,10 +48,10 @@ class PromptCache:
         if not self.enabled or kind not in _SD + _SDXL:
             return {"prompt": list(prompts), "negative_prompt": list(negatives)}
         xl = kind in _SDXL
-        # SDXL's own negative path gives zeros for an empty negative (force_zeros_for_empty_prompt).
-        zero_empty = xl and bool(getattr(pipe.config, "force_zeros_for_empty_prompt", False))
-        pos = [self._key(p, context, False) for p in prompts]
-        neg = [self._key(n, context, zero_empty and not n) for n in negatives]
+        # No zeros for an empty negative: SDXL's force_zeros_for_empty_prompt applies only
+        # when negative_prompt is None, and the generator always passes a list of strings.
+        pos = [(p, context) for p in prompts]
+        neg = [(n, context) for n in negatives]
         batch: dict[Key, tuple[Any, Any]] = {}
         for key in pos + neg:
             if key in batch:
@@ -73,59 +73,32 @@ class PromptCache:
 
     # --- internals ---------------------------------------------------------------
 
-    @staticmethod
-    def _key(text: str, context: Hashable, zeros: bool) -> Key:
-        return (text, context, zeros)
-
     def _encode_missing(
         self, pipe: Any, keys: list[Key], batch: dict[Key, tuple[Any, Any]]
     ) -> None:
-        import torch
-
-        texts = [k[0] for k in keys if not k[2]]
-        encoded: dict[str, tuple[Any, Any]] = {}
-        if texts:
-            result = pipe.encode_prompt(
-                prompt=texts,
-                device=pipe._execution_device,
-                num_images_per_prompt=1,
-                do_classifier_free_guidance=False,
+        texts = [k[0] for k in keys]
+        if not texts:
+            return
+        result = pipe.encode_prompt(
+            prompt=texts,
+            device=pipe._execution_device,
+            num_images_per_prompt=1,
+            do_classifier_free_guidance=False,
+        )
+        embeds = result[0]
+        pooled = result[2] if len(result) == 4 else None
+        self.encoded += len(texts)
+        for i, key in enumerate(keys):
+            # Copies, so an LRU entry does not keep its whole batch tensor alive.
+            value = (
+                embeds[i : i + 1].clone(),
+                pooled[i : i + 1].clone() if pooled is not None else None,
             )
-            embeds = result[0]
-            pooled = result[2] if len(result) == 4 else None
-            for i, text in enumerate(texts):
-                # Copies, so an LRU entry does not keep its whole batch tensor alive.
-                encoded[text] = (
-                    embeds[i : i + 1].clone(),
-                    pooled[i : i + 1].clone() if pooled is not None else None,
-                )
-            self.encoded += len(texts)
-        zeros: tuple[Any, Any] | None = None
-        for key in keys:
-            text, _, want_zeros = key
-            if want_zeros:
-                if zeros is None:
-                    # The shape of a real encoding: encode "" once if nothing else was.
-                    ref = next(iter(encoded.values()), None) or self._reference(pipe)
-                    zeros = (torch.zeros_like(ref[0]), torch.zeros_like(ref[1]))
-                value = zeros
-            else:
-                value = encoded[text]
             batch[key] = value
             if self.max_entries:
                 self._lru[key] = value
                 while len(self._lru) > self.max_entries:
                     self._lru.popitem(last=False)
-
-    def _reference(self, pipe: Any) -> tuple[Any, Any]:
-        result = pipe.encode_prompt(
-            prompt=[""],
-            device=pipe._execution_device,
-            num_images_per_prompt=1,
-            do_classifier_free_guidance=False,
-        )
-        self.encoded += 1
-        return result[0], result[2]
 
 
 def _cat(parts: list[Any]) -> Any:

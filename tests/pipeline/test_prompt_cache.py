@@ -103,3 +103,79 @@ def test_batch_table_splits_generate(gen: Generator, monkeypatch: pytest.MonkeyP
     assert gen.settings.batch_sizes == {"sd@32x32": 2}
     outs = gen.generate(shots(PROMPTS[:3]))
     assert [o.timings["batch_size"] for o in outs] == [2.0, 2.0, 1.0]
+
+
+def tiny_sdxl(settings: Settings):  # -> StableDiffusionXLPipeline
+    """An SDXL pipeline at toy size (two text encoders, pooled + time embeddings)."""
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPTextModelWithProjection,
+        CLIPTokenizer,
+    )
+
+    from pipeline.generate.tiny_preset import ensure_tiny_model
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 1),
+        projection_class_embeddings_input_dim=80,  # 6 time ids x 8 + pooled 32
+        cross_attention_dim=64,  # the two encoders' hidden states side by side
+        norm_num_groups=1,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(16, 32),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        norm_num_groups=16,
+    )
+    cfg = CLIPTextConfig(
+        hidden_size=32,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        vocab_size=49408,
+        projection_dim=32,
+        hidden_act="gelu",
+    )
+    tok = CLIPTokenizer.from_pretrained(ensure_tiny_model(settings.model_cache_dir) / "tokenizer")
+    return StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=CLIPTextModel(cfg),
+        text_encoder_2=CLIPTextModelWithProjection(cfg),
+        tokenizer=tok,
+        tokenizer_2=tok,
+        unet=unet,
+        scheduler=EulerDiscreteScheduler(),
+        force_zeros_for_empty_prompt=True,
+    )
+
+
+def test_sdxl_cached_equals_uncached(gen: Generator) -> None:
+    sdxl = Generator.from_pipeline(tiny_sdxl(gen.settings), gen.settings, "tiny")
+    assert architecture(sdxl.pipe) == "sdxl"
+    # An empty negative is encoded, not zeroed: the pipeline zeroes only negative_prompt=None.
+    batch = shots(PROMPTS[:3]) + shots(["a red mug"], negative="")
+    sdxl.prompts = PromptCache(enabled=False)
+    plain = [o.sha256 for o in sdxl.generate(batch)]
+    assert None not in plain and len(set(plain)) == 4
+    cache = sdxl.prompts = PromptCache(enabled=True, max_entries=8)
+    assert [o.sha256 for o in sdxl.generate(batch)] == plain
+    assert cache.encoded == 4  # "a red mug", "a blue mug", "blurry, text" and ""
+    sdxl.close()
