@@ -55,7 +55,11 @@ for stage in "${STAGES[@]}"; do
             --json-out "$DEST/bench_sd15.json" >"$DEST/bench_sd15.log" 2>&1 ;;
     sdxl) timeout "$T_SDXL" "$PY" tests/benchmarks/bench_generate.py "${BENCH[@]}" "${SDXL[@]}" \
             --json-out "$DEST/bench_sdxl.json" >"$DEST/bench_sdxl.log" 2>&1 ;;
-    *) echo "run_all: unknown stage $stage (shakedown, sd15, sdxl)"; exit 2 ;;
+    # Optional A/B of the text-embedding cache (not in the default stages: GPU time is short).
+    sd15-nocache) timeout "$T_SD15" "$PY" tests/benchmarks/bench_generate.py "${BENCH[@]}" \
+            "${SD15[@]}" --no-prompt-cache --json-out "$DEST/bench_sd15-nocache.json" \
+            >"$DEST/bench_sd15-nocache.log" 2>&1 ;;
+    *) echo "run_all: unknown stage $stage (shakedown, sd15, sdxl, sd15-nocache)"; exit 2 ;;
   esac
   rc=$?
   echo "== $stage: exit $rc in $(( $(date +%s) - start )) s (124 = time box hit)"

@@ -22,8 +22,10 @@ def bench_rows(folder: Path) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for path in sorted(folder.glob("bench_*.json")):
         data = json.loads(path.read_text())
+        variant = "no prompt cache" if data["args"].get("no_prompt_cache") else ""
         for r in data["rows"]:
-            rows.append({**r, "machine": data["machine"], "peak": data.get("matmul_peak_tflops")})
+            peak = data.get("matmul_peak_tflops")
+            rows.append({**r, "machine": data["machine"], "peak": peak, "variant": variant})
     return rows
 
 
@@ -38,6 +40,7 @@ def summary(folder: Path) -> dict[str, Any]:
         workloads.append(
             {
                 "arch": r["arch"],
+                "variant": r["variant"],
                 "size": r["size"],
                 "batch": r["batch"],
                 "images_per_hour": round(r["images_per_hour"]),
@@ -68,7 +71,7 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
     for w in s["workloads"]:
         met = "" if w["met"] is None else (" met" if w["met"] else " MISSED")
         t.add_row(
-            Text(f"{w['arch']} {w['size']}²"),
+            Text(f"{w['arch']} {w['size']}² {w['variant']}".strip()),
             Text(str(w["batch"])),
             Text(f"{w['images_per_hour']:,}"),
             Text(str(w["tflops"])),
