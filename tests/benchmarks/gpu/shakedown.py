@@ -4,7 +4,8 @@ Checks, each a row of the table and the JSON (``--json-out``):
 
 - ``option:<name>``: a batch of 2 with a pinned, fused LoRA through ``Generator.generate``
   under each option (fp16, bf16, fp8 storage, CPU offload, torch.compile, QKV fusion);
-  passes when no shot fails and no image is blank.
+  passes when no shot fails and no image is blank; reports the pixel difference against
+  the default options (fp16 on CUDA), e.g. what fp8 storage costs in image terms.
 - ``tolerance``: the fp16 noise floor, measured: max/mean pixel difference of one shot
   rendered in fp16 against fp32.
 - ``alone_vs_batch8``: the same shot alone and inside a batch of 8 with other neighbours;
@@ -74,6 +75,15 @@ class Ctx:
         self.steps = args.steps
         self.default_dtype = "fp16" if self.device.type == "cuda" else "fp32"
         self.loras = self._adapters()
+        self._reference: np.ndarray | None = None
+
+    def reference(self) -> np.ndarray:
+        """Shot 1 with adapter 0 under the default options: what each option is compared to."""
+        if self._reference is None:
+            gen = self.generator()
+            (self._reference,) = pixels(gen, [self.shot(1)])
+            free(gen)
+        return self._reference
 
     def settings(self, **over: Any) -> Settings:
         base: dict[str, Any] = {
@@ -161,7 +171,9 @@ def check_option(ctx: Ctx, name: str) -> dict[str, Any]:
     try:
         imgs = pixels(gen, [ctx.shot(1), ctx.shot(2)])
         blank = [i for i, im in enumerate(imgs) if im.std() == 0]
+        mx, mean = diff(imgs[0], ctx.reference())
         detail: dict[str, Any] = {"blank": blank, "lora_fused": gen.lora.fused}
+        detail["vs_default_max"], detail["vs_default_mean"] = mx, round(mean, 3)
         if name in ("fp8_storage", "cpu_offload"):  # both need CUDA; ignored elsewhere
             on_cuda = gen.device.type == "cuda"
             detail["applied"] = gen._fp8_capable() if name == "fp8_storage" else on_cuda
