@@ -59,6 +59,15 @@ class Settings(BaseSettings):
     compile_unet: bool = False
     fuse_qkv: bool = False
     batch_size: int = 4
+    # Per-architecture batch sizes, most specific key first: "ARCH@WxH" then "ARCH" (ARCH is
+    # sd, sdxl, or the pipeline class name in lower case), else batch_size. JSON in the
+    # environment, e.g. SHOTLINE_BATCH_SIZES='{"sd@512x512": 8, "sdxl": 4}'. The measured
+    # table comes from tests/benchmarks/gpu/run_all.sh (README "Throughput").
+    batch_sizes: dict[str, int] = Field(default_factory=dict)
+    # Encode each distinct prompt/negative once per batch (identical images, fewer encoder
+    # calls); prompt_cache_size > 0 also keeps that many embeddings across batches (LRU).
+    prompt_dedup: bool = True
+    prompt_cache_size: int = 128
     lora_cache_size: int = 4
     # Bit-identical images whatever the batch (per-sample linear/conv): "auto" = on for CPU only,
     # since on CUDA it gives up the batching speed-up.

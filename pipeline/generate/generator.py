@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
+from pipeline.generate.batch_table import architecture, batch_size_for
 from pipeline.generate.lora import LoraError, LoraManager, adapter_name
 from pipeline.generate.modelspec import ModelLoadError, ModelSpec, load_pipeline, model_digest
+from pipeline.generate.prompt_cache import PromptCache
 from pipeline.generate.schedulers import make_scheduler
 from pipeline.types import GenerationOutput, ShotParams
 
@@ -163,6 +165,8 @@ class Generator:
         self.library_versions = library_versions()
         self.pipe = pipe
         self.lora = LoraManager(pipe, cache_size=settings.lora_cache_size, fuse=True)
+        self.prompts = PromptCache(settings.prompt_dedup, settings.prompt_cache_size)
+        self.architecture = architecture(pipe)
         self._base_scheduler_config = pipe.scheduler.config
         self._schedulers: dict[str, Any] = {}
         self.compile_seconds: float | None = None  # wall time of the first compiled call
@@ -263,8 +267,9 @@ class Generator:
             groups.setdefault(shot.batch_key(), []).append(i)
         results: list[GenerationOutput | None] = [None] * len(shots)
         pending: list[tuple[int, Future[bytes], Image.Image, dict[str, float]]] = []
-        size = max(1, self.settings.batch_size)
         for indices in groups.values():
+            first = shots[indices[0]]
+            size = batch_size_for(self.settings, self.architecture, first.width, first.height)
             for start in range(0, len(indices), size):
                 chunk = [shots[i] for i in indices[start : start + size]]
                 chunk_idx = indices[start : start + size]
@@ -357,9 +362,14 @@ class Generator:
         invariant = _batch_invariant_mode() if self.batch_invariant else contextlib.nullcontext()
         with torch.inference_mode(), invariant:
             t1 = time.perf_counter()
+            texts = self.prompts.pipe_kwargs(
+                self.pipe,
+                [s.prompt for s in chunk],
+                [s.negative_prompt for s in chunk],
+                context=self.lora.active,  # an adapter may touch the text encoders
+            )
             latents = self.pipe(
-                prompt=[s.prompt for s in chunk],
-                negative_prompt=[s.negative_prompt for s in chunk],
+                **texts,
                 width=first.width,
                 height=first.height,
                 num_inference_steps=first.steps,

@@ -67,6 +67,8 @@ class Row:
     warmup_s: float
     peak_mem_gib: float | None
     ratio: float | None = None
+    pct_of_peak: float | None = None  # achieved TFLOP/s over the measured matmul peak
+    compile_s: float | None = None  # shotline: wall time of the first compiled call
 
 
 # --- architectures (random weights, configs in code) ------------------------------
@@ -256,6 +258,27 @@ def count_flops_per_image(pipe: Any, size: int, steps: int, guidance: float) -> 
     return float(counter.get_total_flops())
 
 
+def measure_matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
+    """TFLOP/s of a large matrix product on ``device``: the ceiling the rows are held to.
+
+    CUDA: 8192³ in bf16 (an H200 gives about 790); CPU: 1024³ in fp32. Mean of ten timed
+    products after three warm-ups, on random data.
+    """
+    n, dt = (8192, torch.bfloat16) if device.type == "cuda" else (1024, torch.float32)
+    if device.type != "cuda" and dtype != torch.float32:
+        dt = dtype
+    a = torch.randn(n, n, device=device, dtype=dt)
+    b = torch.randn(n, n, device=device, dtype=dt)
+    for _ in range(3):
+        a @ b
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(10):
+        a @ b
+    _sync(device)
+    return 2 * n**3 * 10 / (time.perf_counter() - t0) / 1e12
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -351,6 +374,8 @@ def bench_arch(arch: str, args: argparse.Namespace, console: Console) -> list[Ro
         fuse_qkv=args.fuse_qkv,
         batch_invariant=args.batch_invariant,
         fp8_storage=args.fp8,
+        prompt_dedup=not args.no_prompt_cache,
+        prompt_cache_size=0 if args.no_prompt_cache else 128,
     )
     dtype = resolve_dtype(args.dtype, device)
     pipe, flops, lora_path, lora_sha = _plain_pipeline(arch, size, settings, dtype, args, console)
@@ -422,6 +447,9 @@ def bench_arch(arch: str, args: argparse.Namespace, console: Console) -> list[Ro
             console.log(f"[{arch}] {path:9s} b={b}: {per:.3f} s/batch (warm-up {t.warmup_s:.1f} s)")
         rows[-1].ratio = rows[-1].images_per_hour / rows[-2].images_per_hour
     if gen.compile_seconds is not None:
+        for r in rows:
+            if r.path == "shotline":
+                r.compile_s = gen.compile_seconds
         console.log(f"[{arch}] shotline torch.compile, first call: {gen.compile_seconds:.1f} s")
     gen.close()
     return rows
@@ -429,7 +457,8 @@ def bench_arch(arch: str, args: argparse.Namespace, console: Console) -> list[Ro
 
 def print_table(rows: list[Row], console: Console, title: str) -> None:
     table = Table(title=title)
-    for col in ("model", "size", "batch", "path", "s/batch", "img/h", "TFLOP/s", "vs plain"):
+    cols = ("model", "size", "batch", "path", "s/batch", "img/h", "TFLOP/s", "% peak")
+    for col in (*cols, "warm-up s", "VRAM GiB", "vs plain"):
         table.add_column(col, justify="right" if col not in ("model", "path") else "left")
     for r in rows:
         table.add_row(
@@ -440,6 +469,9 @@ def print_table(rows: list[Row], console: Console, title: str) -> None:
             f"{r.seconds_per_batch:.3f}",
             f"{r.images_per_hour:,.0f}",
             f"{r.tflops:.4f}" if r.tflops < 1 else f"{r.tflops:.1f}",
+            f"{r.pct_of_peak:.1f}" if r.pct_of_peak is not None else "",
+            f"{r.warmup_s:.1f}",
+            f"{r.peak_mem_gib:.1f}" if r.peak_mem_gib is not None else "",
             f"{r.ratio:.2f}x" if r.ratio is not None else "",
         )
     console.print(table)
@@ -465,6 +497,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lora-rank", type=int, default=16)
     p.add_argument("--lora-weight", type=float, default=0.8)
     p.add_argument("--baseline-no-lora", action="store_true", help="plain diffusers without LoRA")
+    p.add_argument(
+        "--no-prompt-cache", action="store_true", help="shotline without text-embedding caching"
+    )
+    p.add_argument("--quick", action="store_true", help="smoke run: 2 steps, 1 timed call")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1)")
     p.add_argument("--json-out", type=Path, default=ROOT / "var" / "bench" / "bench_generate.json")
     args = p.parse_args(argv)
@@ -476,23 +512,29 @@ def main(argv: list[str] | None = None) -> int:
     for a in archs:
         if a not in ARCH_DEFAULTS:
             p.error(f"unknown arch {a!r}; choose from {', '.join(ARCH_DEFAULTS)}")
+    if args.quick:
+        args.steps, args.iters = 2, args.iters or 1
     args.iters = args.iters or (10 if args.device == "cpu" else 3)
     args.batches = tuple(int(x) for x in args.batches.split(",")) if args.batches else None
     if args.device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
-    console = Console()
+    console = Console(width=160)
     device = torch.device(args.device)
     machine = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"
         else f"CPU {platform.machine()} ({torch.get_num_threads()} torch threads)"
     )
+    peak = measure_matmul_peak(device, resolve_dtype(args.dtype, device))
+    console.log(f"measured matmul peak: {peak:.1f} TFLOP/s")
     rows: list[Row] = []
     for arch in archs:
         rows.extend(bench_arch(arch, args, console))
         _free(device)  # this arch's pipelines are gone with bench_arch's frame
+    for r in rows:
+        r.pct_of_peak = 100 * r.tflops / peak
     title = (
         f"generation, {args.steps} steps + CFG, fused LoRA (tiny: r=4, else r={args.lora_rank}),"
         f" {machine}, compile={'on' if args.compile else 'off'}"
@@ -502,6 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = {
         "machine": machine,
         "torch": torch.__version__,
+        "matmul_peak_tflops": peak,
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "rows": [asdict(r) for r in rows],
     }

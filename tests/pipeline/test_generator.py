@@ -158,7 +158,7 @@ def _fake_oom(monkeypatch, gen: Generator, fail_at_one: set[int] | None = None) 
     real_call = pipe_cls.__call__
 
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
-        n = len(kwargs["prompt"])
+        n = len(kwargs["generator"])  # one per image; prompts may come as embeddings
         sizes.append(n)
         seeds = {g.initial_seed() for g in kwargs["generator"]}
         if n > 1 or (fail_at_one and seeds & fail_at_one):

@@ -209,3 +209,19 @@ def test_sample_lora_matches_brand_pin(gen: Generator) -> None:
     )
     assert verify_adapter(ref) == path
     assert png(gen, shot(adapters=(ref,))) != png(gen, shot())
+
+
+def test_ten_switches_leave_weights_bit_identical_to_fresh(
+    gen: Generator, settings: Settings, loras
+) -> None:
+    fresh = load_generator(settings, "tiny")
+    fresh_base = unet_state(fresh)
+    fresh_a = png(fresh, shot(adapters=(loras[0],)))
+    fresh.close()
+    for i in range(10):  # 10 fuse/unfuse switches between two adapters
+        png(gen, shot(seed=4, adapters=(loras[i % 2],)))
+    assert png(gen, shot(adapters=(loras[0],))) == fresh_a
+    gen.lora.activate([])  # unfused: the snapshot restored the base weights exactly
+    now = unet_state(gen)
+    assert now.keys() == fresh_base.keys()
+    assert all(torch.equal(now[k], fresh_base[k]) for k in now)
