@@ -1,0 +1,145 @@
+"""Image references at import (Shopify, Google Merchant, generic column_map) on SQLite and
+real Postgres: every reference kept with its position and variant, bad ones never crash."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from catalog import migrate
+from catalog.db import make_engine, make_sessionmaker
+from catalog.importing.importer import import_catalog
+from catalog.models import Brand, Product, SourceImage, SourceImageRef
+from catalog.sources import find_sources, refs_for_revision, sources_to_fetch
+from pipeline.brand.config import BrandConfig
+from pipeline.brand.loader import find_brand
+from pipeline.sources.refs import normalize_ref, url_digest
+from tests.conftest import ROOT, create_pg_database, drop_pg_database
+
+SHOPIFY = (
+    "Handle,Title,Option1 Name,Option1 Value,Variant SKU,Image Src,Image Position,Variant Image\n"
+    "mug,Mug,Color,Red,MUG-R,https://cdn.example.com/mug-2.jpg,2,https://cdn.example.com/mug-2.jpg\n"
+    "mug,,,Blue,MUG-B,https://cdn.example.com/mug-1.jpg,1,packshots/mug-blue.png\n"
+    "mug,,,,,javascript:alert(1),3,\n"
+    "mug,,,,,   ,4,\n"
+)
+GMC = (
+    "id\titem_group_id\ttitle\timage_link\tadditional_image_link\tcolor\n"
+    "B-1\tbottle\tBottle\thttps://cdn.example.com/b.jpg\t"
+    "https://cdn.example.com/b2.jpg, https://cdn.example.com/b3.jpg\tGreen\n"
+    "B-2\tbottle\tBottle\thttp://[::1/broken\t\tBlue\n"
+)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def factory(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[sessionmaker[Session]]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('sources') / 'catalog.db'}"
+        migrate.upgrade(url)
+    else:
+        url = create_pg_database("shotline_src")
+    engine = make_engine(url)
+    yield make_sessionmaker(engine)
+    engine.dispose()
+    if request.param == "postgres":
+        drop_pg_database(url)
+
+
+@pytest.fixture
+def brand() -> BrandConfig:
+    base = find_brand(ROOT / "samples" / "brands", "acme")
+    return base.model_copy(update={"name": f"t-{uuid.uuid4().hex[:10]}"})
+
+
+def _refs(f: sessionmaker[Session], brand: BrandConfig, key: str) -> list[tuple[str, int, str]]:
+    with f() as s:
+        product = s.scalars(
+            select(Product).join(Brand).where(Brand.name == brand.name, Product.sku == key)
+        ).one()
+        assert product.current_revision_id is not None
+        return [
+            (r.variant_sku, r.position, r.source_image.url)
+            for r in refs_for_revision(s, product.current_revision_id)
+        ]
+
+
+def test_shopify_positions_variant_images_and_relative_paths(
+    factory: sessionmaker[Session], brand: BrandConfig, tmp_path: Path
+) -> None:
+    path = tmp_path / "catalog.csv"
+    path.write_text(SHOPIFY)
+    summary = import_catalog(factory, path, brand)
+    assert summary.status == "succeeded", summary
+    local = (tmp_path / "packshots" / "mug-blue.png").as_uri()
+    # Image Position orders the product images; variant images keep their own rows.
+    assert _refs(factory, brand, "mug") == [
+        ("", 1, "https://cdn.example.com/mug-1.jpg"),
+        ("", 2, "https://cdn.example.com/mug-2.jpg"),
+        ("", 3, "javascript:alert(1)"),  # kept: the fetch refuses it with the reason
+        ("", 4, local),
+        ("MUG-B", 4, local),
+        ("MUG-R", 2, "https://cdn.example.com/mug-2.jpg"),
+    ]
+    with factory() as s:
+        pending = s.scalars(select(SourceImage).where(SourceImage.url == local)).one()
+        assert pending.status == "pending" and pending.sha256 is None
+        brand_id = s.scalars(select(Brand.id).where(Brand.name == brand.name)).one()
+        assert len(sources_to_fetch(s, brand_id=brand_id)) == 4
+    # Re-importing the same file adds nothing.
+    again = import_catalog(factory, path, brand)
+    assert again.revisions_new == 0
+    with factory() as s:
+        assert len(sources_to_fetch(s, brand_id=brand_id)) == 4
+
+
+def test_gmc_additional_images_and_a_broken_url(
+    factory: sessionmaker[Session], brand: BrandConfig, tmp_path: Path
+) -> None:
+    path = tmp_path / "feed.tsv"
+    path.write_text(GMC)
+    assert import_catalog(factory, path, brand).status == "succeeded"
+    refs = _refs(factory, brand, "bottle")
+    assert [r[2] for r in refs if r[0] == ""] == [
+        "https://cdn.example.com/b.jpg",
+        "https://cdn.example.com/b2.jpg",
+        "https://cdn.example.com/b3.jpg",
+        "http://[::1/broken",
+    ]
+    assert ("B-1", 1, "https://cdn.example.com/b.jpg") in refs
+    assert ("B-2", 4, "http://[::1/broken") in refs
+
+
+def test_generic_column_map_image(
+    factory: sessionmaker[Session], brand: BrandConfig, tmp_path: Path
+) -> None:
+    brand = brand.model_copy(
+        update={"column_map": {"sku": "Ref", "title": "Name", "image": "Photo"}}
+    )
+    path = tmp_path / "own.csv"
+    path.write_text("Ref,Name,Photo\nP-1,Pot,s3://bucket/pots/p1.png\nP-2,Pan,\n")
+    assert import_catalog(factory, path, brand, fmt="generic").status == "succeeded"
+    assert _refs(factory, brand, "P-1") == [
+        ("", 1, "s3://bucket/pots/p1.png"),
+        ("P-1", 1, "s3://bucket/pots/p1.png"),
+    ]
+    assert _refs(factory, brand, "P-2") == []
+    with factory() as s:
+        found = find_sources(s, "s3://bucket/pots/p1.png")
+        assert [x.url_sha256 for x in found] == [url_digest("s3://bucket/pots/p1.png")]
+        assert s.scalars(select(SourceImageRef).where(SourceImageRef.raw == "")).all() == []
+
+
+def test_normalize_ref() -> None:
+    base = Path("/data/catalogs")
+    assert normalize_ref("packshots/a b.png", base) == "file:///data/catalogs/packshots/a%20b.png"
+    assert normalize_ref("/abs/x.png", base) == "file:///abs/x.png"
+    assert normalize_ref("HTTPS://cdn/x.jpg", base) == "https://cdn/x.jpg"
+    assert normalize_ref("  ", base) is None
+    assert normalize_ref("x" * 3000, base) is None
