@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import mimetypes
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from pipeline.sources.refs import file_path
 if TYPE_CHECKING:
     from pipeline.settings import Settings
 
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")  # 2+ letters: "C:" is a drive
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 64 << 10
 USER_AGENT = "shotline-source-fetch/1"
@@ -98,7 +100,7 @@ def fetch(
     last_modified: str | None = None,
 ) -> Fetched:
     """The bytes at ``url``; ``FetchError`` with the reason otherwise."""
-    scheme = urlsplit(url).scheme.lower() if "://" in url else ""
+    scheme = match.group(1).lower() if (match := _SCHEME.match(url)) else ""
     if scheme in ("http", "https"):
         return _fetch_http(url, policy, etag, last_modified)
     if scheme == "s3":
