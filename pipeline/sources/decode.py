@@ -31,6 +31,7 @@ _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 class DecodedSource:
     image: Image.Image  # "RGB" or "RGBA", sRGB
     source_mode: str  # the mode as stored ("CMYK", "P", "I;16", ...)
+    source_format: str | None = None  # Pillow's format name: "PNG", "JPEG", ...
     steps: list[str] = field(default_factory=list)  # conversions applied, for lineage
 
     @property
@@ -100,7 +101,7 @@ def decode_source(
                 if alpha is not None:
                     color.putalpha(alpha)
                     steps.append("alpha kept")
-                return DecodedSource(color, source_mode, steps)
+                return DecodedSource(color, source_mode, im.format, steps)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ImageError(f"{what + ': ' if what else ''}image too large: {exc}") from None
         except (OSError, ValueError, SyntaxError) as exc:

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import io
 import os
-import threading
-import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -18,64 +15,13 @@ from PIL import Image, ImageCms
 from pipeline.images import ImageError
 from pipeline.sources.decode import decode_source
 from pipeline.sources.fetch import FetchError, FetchPolicy, fetch
-
-
-def png(size: tuple[int, int] = (8, 6), mode: str = "RGB", color: object = (200, 10, 10)) -> bytes:
-    buf = io.BytesIO()
-    Image.new(mode, size, color).save(buf, "PNG")  # type: ignore[arg-type]
-    return buf.getvalue()
-
-
-PNG = png()
-
-
-class Handler(BaseHTTPRequestHandler):
-    routes: dict[str, tuple[int, dict[str, str], bytes]] = {}  # noqa: RUF012
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        path = self.path
-        if path == "/slow":
-            time.sleep(1.5)
-        if path == "/drip":
-            self.send_response(200)
-            self.send_header("Content-Type", "image/png")
-            self.end_headers()
-            for _ in range(40):
-                self.wfile.write(b"x" * 10)
-                self.wfile.flush()
-                time.sleep(0.05)
-            return
-        status, headers, body = self.routes.get(path, (404, {}, b"not here"))
-        if "If-None-Match" in self.headers and self.headers["If-None-Match"] == '"v1"':
-            status, body = 304, b""
-        self.send_response(status)
-        for k, v in headers.items():
-            self.send_header(k, v.replace("PORT", str(self.server.server_address[1])))
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+from tests.image_server import PNG, image_server
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    port = httpd.server_address[1]
-    Handler.routes = {
-        "/ok.png": (200, {"Content-Type": "image/png", "ETag": '"v1"'}, PNG),
-        "/page": (200, {"Content-Type": "text/html"}, b"<html></html>"),
-        "/big": (200, {"Content-Type": "image/png"}, b"\0" * 5000),
-        "/hop": (302, {"Location": "/ok.png"}, b""),
-        "/loop": (302, {"Location": "/loop"}, b""),
-        "/to-private": (302, {"Location": "http://localhost:PORT/ok.png"}, b""),
-        "/to-ftp": (301, {"Location": "ftp://example.com/x.png"}, b""),
-    }
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{port}"
-    httpd.shutdown()
+    with image_server() as url:
+        yield url
 
 
 @pytest.fixture
@@ -203,7 +149,7 @@ def test_decode_icc_and_exif_orientation() -> None:
 
 def test_decode_refuses_bombs_and_garbage() -> None:
     bomb = _encoded(Image.new("L", (3000, 3000), 0))
-    with pytest.raises(ImageError, match="http://x/b.png: image is 3000x3000"):
+    with pytest.raises(ImageError, match=r"http://x/b\.png: image is 3000x3000"):
         decode_source(bomb, "http://x/b.png", max_pixels=1_000_000)
-    with pytest.raises(ImageError, match="http://x/g.png: not a readable image"):
+    with pytest.raises(ImageError, match=r"http://x/g\.png: not a readable image"):
         decode_source(b"\x89PNG\r\n\x1a\n not really", "http://x/g.png")
