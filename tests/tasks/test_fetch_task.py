@@ -12,7 +12,9 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
 from sqlalchemy import select
 
@@ -25,8 +27,9 @@ from pipeline.digests import sha256_bytes
 from pipeline.settings import Settings
 from pipeline.storage import make_blob_store
 from tasks.fetch import fetch_for_brand, source_key
-from tests.conftest import ROOT, create_pg_database, drop_pg_database_later
+from tests.conftest import ROOT
 from tests.image_server import PNG, Handler, image_server
+from tests.tasks.conftest import fleet_settings, make_bucket
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +38,9 @@ def server() -> Iterator[str]:
         yield url
 
 
-def _catalog(tmp_path: Path, server: str) -> tuple[Path, dict[str, str]]:
+def _catalog(
+    tmp_path: Path, server: str, extra: dict[str, str] | None = None
+) -> tuple[Path, dict[str, str]]:
     """A generic CSV naming one image per product: the good ones and every failure kind."""
     root = tmp_path / "catalog"
     (root / "packshots").mkdir(parents=True)
@@ -56,6 +61,7 @@ def _catalog(tmp_path: Path, server: str) -> tuple[Path, dict[str, str]]:
         "to_private": f"{server}/to-private",
         "outside": str(tmp_path / "secret.png"),
         "scheme": "javascript:alert(1)",
+        **(extra or {}),
     }
     lines = ["Ref,Name,Photo", *(f"{k},Item {k},{v}" for k, v in refs.items())]
     path = root / "catalog.csv"
@@ -91,8 +97,10 @@ def _settings(base: Settings, tmp_path: Path, **kw: object) -> Settings:
     )
 
 
-def _run_and_check(settings: Settings, tmp_path: Path, server: str) -> None:
-    path, refs = _catalog(tmp_path, server)
+def _run_and_check(
+    settings: Settings, tmp_path: Path, server: str, extra: dict[str, str] | None = None
+) -> None:
+    path, refs = _catalog(tmp_path, server, extra)
     brand = find_brand(ROOT / "samples" / "brands", "acme").model_copy(
         update={
             "name": f"f-{uuid.uuid4().hex[:8]}",
@@ -110,7 +118,8 @@ def _run_and_check(settings: Settings, tmp_path: Path, server: str) -> None:
         rows = _wait_done(factory, ids)
         by_raw = {_raw(r, refs, tmp_path): r for r in rows}
         store = make_blob_store(settings)
-        for name in ("ok", "local", "hop"):
+        good = ("ok", "local", "hop", *(extra or {}))
+        for name in good:
             row = by_raw[name]
             assert row.status == "fetched", (name, row.error)
             assert row.sha256 == sha256_bytes(PNG) and (row.width, row.height) == (8, 6)
@@ -125,10 +134,10 @@ def _run_and_check(settings: Settings, tmp_path: Path, server: str) -> None:
         # Again, re-checking fetched images: a 304 for the ETag, the same sha256 for files.
         before = Handler.hits.get("/ok.png", 0)
         again = fetch_for_brand(settings, brand_id, refresh=True)
-        assert set(again) == {by_raw[n].id for n in ("ok", "local", "hop")}
+        assert set(again) == {by_raw[n].id for n in good}
         after = {r.id: r for r in _wait_done(factory, again, since=by_raw["ok"].updated_at)}
         assert Handler.hits["/ok.png"] >= before + 1
-        for name in ("ok", "local", "hop"):
+        for name in good:
             old, new = by_raw[name], after[by_raw[name].id]
             assert (new.sha256, new.fetched_at, new.attempts) == (
                 old.sha256,
@@ -141,7 +150,7 @@ def _run_and_check(settings: Settings, tmp_path: Path, server: str) -> None:
 
 def _raw(row: SourceImage, refs: dict[str, str], tmp_path: Path) -> str:
     for name, ref in refs.items():
-        if row.url == ref or row.url.endswith(ref.lstrip("/")):
+        if row.url == ref or (row.url.startswith("file:") and row.url.endswith("/" + ref)):
             return name
     raise AssertionError(row.url)
 
@@ -151,7 +160,9 @@ def _wait_done(factory: object, ids: list[int], since: object = None) -> list[So
     while True:
         with factory() as s:  # type: ignore[operator]
             rows = list(s.scalars(select(SourceImage).where(SourceImage.id.in_(ids))))
-        done = [r for r in rows if r.status != "pending" and (since is None or r.updated_at > since)]
+        done = [
+            r for r in rows if r.status != "pending" and (since is None or r.updated_at > since)
+        ]
         if len(done) == len(ids) or time.monotonic() > deadline:
             return rows
         time.sleep(0.2)
@@ -161,3 +172,34 @@ def test_fetch_embedded(tmp_settings: Settings, tmp_path: Path, server: str) -> 
     settings = _settings(tmp_settings, tmp_path)
     migrate.upgrade(settings.database_url)
     _run_and_check(settings, tmp_path, server)
+
+
+def test_fetch_on_a_cpu_worker(
+    tmp_path: Path,
+    pg_db: str,
+    fleet_redis: str,
+    moto_server: str,
+    make_fleet: Any,
+    server: str,
+) -> None:
+    """Postgres, a real worker on the cpu queue over Redis, S3 blobs and an s3:// source."""
+    bucket = make_bucket(moto_server)
+    boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1").put_object(
+        Bucket=bucket, Key="packshots/mug.png", Body=PNG, ContentType="image/png"
+    )
+    over = {
+        "source_roots": [str(tmp_path / "catalog")],
+        "source_allow_hosts": ["127.0.0.1"],
+        "source_max_bytes": 16384,
+        "source_max_pixels": 1_000_000,
+        "source_read_timeout_s": 0.5,
+        "source_total_timeout_s": 5.0,
+    }
+    settings, env = fleet_settings(tmp_path, pg_db, fleet_redis, moto_server, bucket, **over)
+    fleet = make_fleet(settings, env)
+    fleet.start("cpu", queues="cpu", pool="solo")
+    try:
+        _run_and_check(settings, tmp_path, server, {"s3": f"s3://{bucket}/packshots/mug.png"})
+    except AssertionError:
+        print(fleet.log_tail())
+        raise
