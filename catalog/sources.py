@@ -198,3 +198,18 @@ def revisions_naming(session: Session, source_ids: Sequence[int]) -> list[Produc
             .order_by(ProductRevision.id)
         )
     )
+
+
+def brand_sources(
+    session: Session, brand_id: int, status: str | None = None, limit: int | None = None
+) -> list[SourceImage]:
+    """Source images the brand's current revisions name (``status`` filters), by id."""
+    named = (
+        select(SourceImageRef.source_image_id)
+        .join(Product, Product.current_revision_id == SourceImageRef.product_revision_id)
+        .where(Product.brand_id == brand_id)
+    )
+    q = select(SourceImage).where(SourceImage.id.in_(named))
+    if status:
+        q = q.where(SourceImage.status == status)
+    return list(session.scalars(q.order_by(SourceImage.id).limit(limit)))

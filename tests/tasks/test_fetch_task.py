@@ -203,3 +203,53 @@ def test_fetch_on_a_cpu_worker(
     except AssertionError:
         print(fleet.log_tail())
         raise
+
+
+def test_sources_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: str) -> None:
+    """``shotline import`` then ``sources fetch`` / ``sources list``: failures are one line
+    each, user text is printed as text, an unknown brand is one line and exit 2."""
+    import json
+    import os
+
+    from typer.testing import CliRunner
+
+    from tasks.cli import app
+
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    migrate.upgrade(url)
+    for name in list(os.environ):
+        if name.startswith("SHOTLINE_"):
+            monkeypatch.delenv(name)
+    env = {
+        "SHOTLINE_DATABASE_URL": url,
+        "SHOTLINE_VAR_DIR": str(tmp_path / "var"),
+        "SHOTLINE_BRANDS_DIR": str(ROOT / "samples" / "brands"),
+        "SHOTLINE_SOURCE_ROOTS": json.dumps([str(tmp_path)]),
+        "SHOTLINE_SOURCE_ALLOW_HOSTS": '["127.0.0.1"]',
+        "COLUMNS": "200",
+    }
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mug.png").write_bytes(PNG)
+    csv = tmp_path / "shop.csv"
+    csv.write_text(
+        "Handle,Title,Variant SKU,Image Src,Image Position\n"
+        "mug,Mug,M-1,mug.png,1\n"
+        f"mug,,,{server}/missing.png?[red]x[/red],2\n"
+    )
+    runner = CliRunner()
+
+    def run(*args: str) -> tuple[int, str, str]:
+        res = runner.invoke(app, list(args), env=env)
+        return res.exit_code, res.stdout, res.stderr
+
+    code, out, err = run("import", str(csv), "--brand", "acme")
+    assert code == 0, out + err
+    code, out, err = run("sources", "fetch", "--brand", "acme", "--json")
+    assert code == 0, out + err
+    report = json.loads(out)
+    assert report["sent"] == 2 and report["states"] == {"fetched": 1, "failed": 1}
+    assert report["failed"] == [f"{server}/missing.png?[red]x[/red]: HTTP 404 Not Found"]
+    code, out, err = run("sources", "list", "--brand", "acme", "--status", "failed")
+    assert code == 0 and "?[red]x[/red]: HTTP 404" in out  # shown as text, not markup
+    code, out, err = run("sources", "fetch", "--brand", "nobody")
+    assert code == 2 and "brand 'nobody'" in err and "Traceback" not in err + out
