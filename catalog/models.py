@@ -364,8 +364,9 @@ class SourceImageRef(Base):
     __table_args__ = (UniqueConstraint("product_revision_id", "variant_sku", "position"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    # No index of its own: the unique constraint leads with it.
     product_revision_id: Mapped[int] = mapped_column(
-        ForeignKey("product_revisions.id", ondelete="CASCADE"), index=True
+        ForeignKey("product_revisions.id", ondelete="CASCADE")
     )
     source_image_id: Mapped[int] = mapped_column(ForeignKey("source_images.id"), index=True)
     # "" for the product's images; else the variant's sku (or "line:N" without one).

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -71,25 +71,62 @@ class RefRow:
     line: int | None
 
 
+_REF_STAGE = "shotline_ref_stage"
+
+
 def write_refs(session: Session, refs: Sequence[RefRow]) -> int:
-    """Insert references (existing ones are kept); returns how many were given."""
+    """Insert references and their ``pending`` source images (existing rows are kept).
+
+    Set-based like the import itself: the rows are staged in a temporary table (Postgres:
+    ``COPY``; SQLite: ``executemany``), then two ``INSERT ... SELECT ... ON CONFLICT DO
+    NOTHING`` statements write the images and the references. Returns how many were given.
+    """
     if not refs:
         return 0
-    ids = ensure_source_images(session, {r.url for r in refs})
+    conn = session.connection()
+    pg = conn.dialect.name == "postgresql"
+    dbapi: Any = conn.connection.driver_connection
+    session.execute(text(f"DROP TABLE IF EXISTS {_REF_STAGE}"))
+    session.execute(
+        text(
+            f"CREATE TEMPORARY TABLE {_REF_STAGE} (rev INTEGER NOT NULL, sku TEXT NOT NULL, "
+            "pos INTEGER NOT NULL, digest TEXT NOT NULL, url TEXT NOT NULL, raw TEXT NOT NULL, "
+            "line INTEGER)"
+        )
+    )
     rows = [
-        {
-            "product_revision_id": r.revision_id,
-            "source_image_id": ids[r.url],
-            "variant_sku": r.variant_sku,
-            "position": r.position,
-            "raw": r.raw,
-            "source_line": r.line,
-        }
+        (r.revision_id, r.variant_sku, r.position, url_digest(r.url), r.url, r.raw, r.line)
         for r in refs
     ]
-    for start in range(0, len(rows), _BATCH):
-        stmt = _insert(session, SourceImageRef).on_conflict_do_nothing()
-        session.execute(stmt, rows[start : start + _BATCH])
+    if pg:
+        with dbapi.cursor() as cur, cur.copy(f"COPY {_REF_STAGE} FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+    else:
+        dbapi.executemany(f"INSERT INTO {_REF_STAGE} VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    if pg:  # temp tables are never auto-analyzed: without stats the join goes nested-loop
+        session.execute(text(f"ANALYZE {_REF_STAGE}"))
+    details = "CAST('{}' AS JSONB)" if pg else "'{}'"
+    now = {"now": utcnow(), "pending": SourceStatus.pending.value}
+    session.execute(
+        text(
+            "INSERT INTO source_images "
+            "(url_sha256, url, status, details, attempts, created_at, updated_at) "
+            f"SELECT digest, MIN(url), :pending, {details}, 0, :now, :now FROM {_REF_STAGE} "
+            "WHERE true GROUP BY digest ON CONFLICT (url_sha256) DO NOTHING"
+        ),
+        now,
+    )
+    session.execute(
+        text(
+            "INSERT INTO source_image_refs "
+            "(product_revision_id, source_image_id, variant_sku, position, raw, source_line) "
+            f"SELECT st.rev, si.id, st.sku, st.pos, st.raw, st.line FROM {_REF_STAGE} st "
+            "JOIN source_images si ON si.url_sha256 = st.digest WHERE true "
+            "ON CONFLICT (product_revision_id, variant_sku, position) DO NOTHING"
+        )
+    )
+    session.execute(text(f"DROP TABLE {_REF_STAGE}"))
     return len(rows)
 
 

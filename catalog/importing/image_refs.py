@@ -19,7 +19,8 @@ from catalog.models import ProductRevision
 from catalog.sources import RefRow, write_refs
 from pipeline.sources.refs import normalize_ref
 
-_BATCH = 2000
+_BATCH = 5000  # revisions read back at a time
+_FLUSH = 50_000  # references staged at a time
 
 
 def revision_refs(
@@ -84,7 +85,7 @@ def write_revision_refs(
         refs, bad = revision_refs(rev_id, data if isinstance(data, Mapping) else {}, line, base_dir)
         pending.extend(refs)
         skipped += bad
-        if len(pending) >= _BATCH:
+        if len(pending) >= _FLUSH:
             written += write_refs(session, pending)
             pending = []
     written += write_refs(session, pending)

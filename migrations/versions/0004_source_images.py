@@ -79,11 +79,6 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("source_image_refs") as batch:
         batch.create_index(
-            batch.f("ix_source_image_refs_product_revision_id"),
-            ["product_revision_id"],
-            unique=False,
-        )
-        batch.create_index(
             batch.f("ix_source_image_refs_source_image_id"), ["source_image_id"], unique=False
         )
 
