@@ -216,6 +216,13 @@ class Shot(Base):
     state: Mapped[str] = mapped_column(String(20), default=ShotState.planned.value, index=True)
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Packshot shots: the catalog image the product pixels come from (None: text-to-image),
+    # and {"image": which one the template asked for, "placement": {...}, "cutout": {method,
+    # params, mask_sha256, confidence} once generated}.
+    source_image_id: Mapped[int | None] = mapped_column(
+        ForeignKey("source_images.id", use_alter=True), index=True
+    )
+    packshot: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = _ts()
     updated_at: Mapped[datetime] = _ts(onupdate=utcnow, index=True)
 

@@ -82,6 +82,16 @@ def upgrade() -> None:
             batch.f("ix_source_image_refs_source_image_id"), ["source_image_id"], unique=False
         )
 
+    with op.batch_alter_table("shots") as batch:
+        batch.add_column(sa.Column("source_image_id", sa.Integer(), nullable=True))
+        batch.add_column(sa.Column("packshot", _JSON, nullable=False, server_default="{}"))
+        batch.create_index(batch.f("ix_shots_source_image_id"), ["source_image_id"], unique=False)
+        batch.create_foreign_key(
+            batch.f("fk_shots_source_image_id_source_images"),
+            "source_images",
+            ["source_image_id"],
+            ["id"],
+        )
     if op.get_bind().dialect.name == "postgresql":
         # 0002's reviewer role reads every table (lineage); grants do not reach new tables.
         op.execute(
@@ -96,5 +106,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("shots") as batch:
+        batch.drop_constraint(batch.f("fk_shots_source_image_id_source_images"), type_="foreignkey")
+        batch.drop_index(batch.f("ix_shots_source_image_id"))
+        batch.drop_column("packshot")
+        batch.drop_column("source_image_id")
     op.drop_table("source_image_refs")
     op.drop_table("source_images")
