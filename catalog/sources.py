@@ -250,3 +250,32 @@ def brand_sources(
     if status:
         q = q.where(SourceImage.status == status)
     return list(session.scalars(q.order_by(SourceImage.id).limit(limit)))
+
+
+def pick_source(
+    refs: Sequence[SourceImageRef], which: str | int, variant_skus: Sequence[str]
+) -> tuple[SourceImageRef | None, str]:
+    """The reference a packshot template asks for, or None and why there is none.
+
+    ``which``: ``"variant"`` (the variant's own image, else the product's first),
+    ``"first"`` (the product's first image), or ``N`` (the product image at position N).
+    """
+    product = [r for r in refs if r.variant_sku == ""]
+    if which == "variant":
+        skus = set(variant_skus)
+        own = [r for r in refs if r.variant_sku and r.variant_sku in skus]
+        if own:
+            return min(own, key=lambda r: r.position), ""
+        which = "first"
+    if which == "first":
+        if product:
+            return min(product, key=lambda r: r.position), ""
+        return None, "the product has no image in the catalog"
+    try:
+        position = int(which)
+    except (TypeError, ValueError):
+        return None, f"unknown image choice {which!r} (use variant, first or a position)"
+    for r in product:
+        if r.position == position:
+            return r, ""
+    return None, f"the product has no image at position {position} (it has {len(product)})"
