@@ -143,3 +143,58 @@ def test_normalize_ref() -> None:
     assert normalize_ref("HTTPS://cdn/x.jpg", base) == "https://cdn/x.jpg"
     assert normalize_ref("  ", base) is None
     assert normalize_ref("x" * 3000, base) is None
+
+
+def test_pick_source() -> None:
+    from catalog.models import SourceImageRef
+    from catalog.sources import pick_source
+
+    def ref(sku: str, pos: int) -> SourceImageRef:
+        return SourceImageRef(variant_sku=sku, position=pos, raw=f"{sku}{pos}", source_image_id=1)
+
+    refs = [ref("", 2), ref("", 1), ref("", 3), ref("M-B", 3)]
+    assert pick_source(refs, "first", []) == (refs[1], "")
+    assert pick_source(refs, "variant", ["M-B", "M-B-XL"]) == (refs[3], "")
+    assert pick_source(refs, "variant", ["M-R"]) == (refs[1], "")  # falls back to the first
+    assert pick_source(refs, 3, []) == (refs[2], "")
+    assert pick_source(refs, 7, []) == (None, "the product has no image at position 7 (it has 3)")
+    assert pick_source([], "variant", ["x"])[1] == "the product has no image in the catalog"
+    assert "unknown image choice" in pick_source(refs, "last", [])[1]
+
+
+def test_reverse_lineage_from_a_source_image(session: Session) -> None:
+    from catalog.lineage import lineage_for
+    from catalog.source_lineage import UnknownSource, outputs_of_source
+    from catalog.sources import ensure_source_images
+    from tests.factories import make_asset, make_brand, make_product, make_shot
+
+    brand = make_brand(session)
+    rev = make_product(session, brand)
+    url = f"https://cdn.example.com/{uuid.uuid4().hex}.png"
+    sid = ensure_source_images(session, [url])[url]
+    src = session.get(SourceImage, sid)
+    assert src is not None
+    src.status, src.sha256 = "fetched", "ab" * 32
+    cutout = {"method": "flood+grabcut", "params": {"tolerance": 12}, "mask_sha256": "cd" * 32}
+    shot = make_shot(
+        session,
+        rev,
+        template="on_white",
+        source_image_id=sid,
+        packshot={"image": "first", "placement": {"scale": 0.6}, "cutout": cutout},
+    )
+    other = make_shot(session, rev, template="hero_white")  # text-to-image: not listed
+    asset = make_asset(session, shot)
+    session.flush()
+    for ref in (url, "AB" * 32):
+        out = outputs_of_source(session, ref)
+        assert [s["shot_id"] for s in out["shots"]] == [shot.id]
+        assert out["shots"][0]["asset_key"] == asset.key
+        assert out["shots"][0]["mask_sha256"] == "cd" * 32
+        assert out["sources"][0]["url"] == url
+    chain = lineage_for(session, f"shot:{shot.id}")["chains"][0]
+    assert chain["packshot"]["source_image"]["sha256"] == "ab" * 32
+    assert chain["packshot"]["cutout"] == cutout and chain["packshot"]["placement"]["scale"] == 0.6
+    assert lineage_for(session, f"shot:{other.id}")["chains"][0]["packshot"] is None
+    with pytest.raises(UnknownSource, match="no source image"):
+        outputs_of_source(session, "https://cdn.example.com/none.png")

@@ -253,3 +253,28 @@ def test_sources_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: st
     assert code == 0 and "?[red]x[/red]: HTTP 404" in out  # shown as text, not markup
     code, out, err = run("sources", "fetch", "--brand", "nobody")
     assert code == 2 and "brand 'nobody'" in err and "Traceback" not in err + out
+
+
+def test_packshot_sources_for_the_gpu_step(
+    tmp_settings: Settings, tmp_path: Path, server: str
+) -> None:
+    """Pending sources are fetched on the spot, each decoded once; failed ones give the
+    fetch's one-line reason (naming the URL); a blob gone from the store is named too."""
+    from catalog.sources import ensure_source_images
+    from tasks.context import context_for
+    from tasks.packshot_step import load_packshot_sources
+
+    settings = _settings(tmp_settings, tmp_path)
+    migrate.upgrade(settings.database_url)
+    ctx = context_for(settings)
+    urls = [f"{server}/ok.png", f"{server}/missing.png", f"{server}/other.png"]
+    with ctx.sessions.begin() as s:
+        ids = ensure_source_images(s, urls)
+    wanted = {1: ids[urls[0]], 2: ids[urls[1]], 3: ids[urls[0]], 4: ids[urls[2]]}
+    ready, errors = load_packshot_sources(ctx, wanted)
+    assert set(ready) == {1, 3, 4} and ready[1] is ready[3]  # one decode per source
+    assert ready[1].decoded.image.size == (8, 6) and ready[1].sha256 == sha256_bytes(PNG)
+    assert errors == {2: f"source image {urls[1]}: HTTP 404 Not Found"}
+    ctx.store.delete(source_key(ready[4].sha256))
+    ready, errors = load_packshot_sources(ctx, {5: ids[urls[2]]})
+    assert not ready and "is missing (fetch again)" in errors[5] and urls[2] in errors[5]
