@@ -364,11 +364,12 @@ class SourceImage(Base):
 
 
 class SourceImageRef(Base):
-    """One image reference of a product revision: product-level (``variant_sku`` empty) in
-    catalog position order, or a variant's own image."""
+    """One image of a product revision, at its catalog position (1-based). A variant's own
+    image is one of them (import adds it to the product's images); which variant names which
+    image stays in the revision data (``variants[].image``)."""
 
     __tablename__ = "source_image_refs"
-    __table_args__ = (UniqueConstraint("product_revision_id", "variant_sku", "position"),)
+    __table_args__ = (UniqueConstraint("product_revision_id", "position"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     # No index of its own: the unique constraint leads with it.
@@ -376,8 +377,6 @@ class SourceImageRef(Base):
         ForeignKey("product_revisions.id", ondelete="CASCADE")
     )
     source_image_id: Mapped[int] = mapped_column(ForeignKey("source_images.id"), index=True)
-    # "" for the product's images; else the variant's sku (or "line:N" without one).
-    variant_sku: Mapped[str] = mapped_column(String(255), default="")
     position: Mapped[int] = mapped_column(Integer)  # 1-based, in the product's image order
     raw: Mapped[str] = mapped_column(Text)  # the cell as the catalog wrote it
     source_line: Mapped[int | None] = mapped_column(Integer)

@@ -82,12 +82,24 @@ def refs_by_revision(
     return found
 
 
+def variant_images(data: Mapping[str, Any], skus: Sequence[str], lines: Sequence[int]) -> list[str]:
+    """The image cells of the catalog variants a visual variant groups (by sku or line)."""
+    wanted_skus, wanted_lines = set(skus), set(lines)
+    out: list[str] = []
+    for v in data.get("variants") or []:
+        if not isinstance(v, Mapping) or not isinstance(v.get("image"), str):
+            continue
+        if v.get("sku") in wanted_skus or v.get("line") in wanted_lines:
+            out.append(v["image"])
+    return out
+
+
 def choose(
-    refs: Sequence[SourceImageRef], request: PackshotRequest, variant_skus: Sequence[str]
+    refs: Sequence[SourceImageRef], request: PackshotRequest, images: Sequence[str]
 ) -> tuple[dict[str, Any] | None, str]:
     """The ``shots`` values for the packshot part (``source_image_id``, ``packshot``), or
     None and why the slot has no usable image."""
-    ref, why = pick_source(refs, request.image, variant_skus)
+    ref, why = pick_source(refs, request.image, images)
     if ref is None:
         return None, why
     return {
@@ -95,7 +107,6 @@ def choose(
         "packshot": {
             "image": request.image,
             "position": ref.position,
-            "variant_sku": ref.variant_sku or None,
             "ref": ref.raw,
             "placement": request.placement,
         },
@@ -122,12 +133,11 @@ class PackshotSlots:
             return cls({}, {})
         return cls(requests, refs_by_revision(session, [(r.revision_id, r.data) for r in rows]))
 
-    def values(
-        self, template: str, revision_id: int, variant_skus: Sequence[str]
-    ) -> dict[str, Any] | str:
+    def values(self, template: str, row: Any, variant: Any) -> dict[str, Any] | str:
         """Extra ``shots`` values for the slot ({} for text-to-image), or why it is skipped."""
         request = self.requests.get(template)
         if request is None:
             return {}
-        extra, why = choose(self.refs.get(revision_id, []), request, variant_skus)
+        images = variant_images(row.data, variant.skus, variant.lines)
+        extra, why = choose(self.refs.get(row.revision_id, []), request, images)
         return extra if extra is not None else why

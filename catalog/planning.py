@@ -414,7 +414,7 @@ def _plan_rows(
             if old_digest != ctx.digests[slot.template]:
                 stale[slot.template] = stale.get(slot.template, 0) + 1
             continue
-        source = packshots.values(slot.template, slot.row.revision_id, slot.variant.skus)
+        source = packshots.values(slot.template, slot.row, slot.variant)
         if isinstance(source, str):  # a packshot template, and no usable image
             summary.skipped += 1
             summary.warnings.append(f"{slot.where}: skipped: {source}")

@@ -64,7 +64,6 @@ def ensure_source_images(session: Session, urls: Iterable[str]) -> dict[str, int
 @dataclass(frozen=True)
 class RefRow:
     revision_id: int
-    variant_sku: str
     position: int
     url: str
     raw: str
@@ -89,21 +88,18 @@ def write_refs(session: Session, refs: Sequence[RefRow]) -> int:
     session.execute(text(f"DROP TABLE IF EXISTS {_REF_STAGE}"))
     session.execute(
         text(
-            f"CREATE TEMPORARY TABLE {_REF_STAGE} (rev INTEGER NOT NULL, sku TEXT NOT NULL, "
+            f"CREATE TEMPORARY TABLE {_REF_STAGE} (rev INTEGER NOT NULL, "
             "pos INTEGER NOT NULL, digest TEXT NOT NULL, url TEXT NOT NULL, raw TEXT NOT NULL, "
             "line INTEGER)"
         )
     )
-    rows = [
-        (r.revision_id, r.variant_sku, r.position, url_digest(r.url), r.url, r.raw, r.line)
-        for r in refs
-    ]
+    rows = [(r.revision_id, r.position, url_digest(r.url), r.url, r.raw, r.line) for r in refs]
     if pg:
         with dbapi.cursor() as cur, cur.copy(f"COPY {_REF_STAGE} FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
     else:
-        dbapi.executemany(f"INSERT INTO {_REF_STAGE} VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        dbapi.executemany(f"INSERT INTO {_REF_STAGE} VALUES (?, ?, ?, ?, ?, ?)", rows)
     if pg:  # temp tables are never auto-analyzed: without stats the join goes nested-loop
         session.execute(text(f"ANALYZE {_REF_STAGE}"))
     details = "CAST('{}' AS JSONB)" if pg else "'{}'"
@@ -120,10 +116,10 @@ def write_refs(session: Session, refs: Sequence[RefRow]) -> int:
     session.execute(
         text(
             "INSERT INTO source_image_refs "
-            "(product_revision_id, source_image_id, variant_sku, position, raw, source_line) "
-            f"SELECT st.rev, si.id, st.sku, st.pos, st.raw, st.line FROM {_REF_STAGE} st "
+            "(product_revision_id, source_image_id, position, raw, source_line) "
+            f"SELECT st.rev, si.id, st.pos, st.raw, st.line FROM {_REF_STAGE} st "
             "JOIN source_images si ON si.url_sha256 = st.digest WHERE true "
-            "ON CONFLICT (product_revision_id, variant_sku, position) DO NOTHING"
+            "ON CONFLICT (product_revision_id, position) DO NOTHING"
         )
     )
     session.execute(text(f"DROP TABLE {_REF_STAGE}"))
@@ -131,12 +127,11 @@ def write_refs(session: Session, refs: Sequence[RefRow]) -> int:
 
 
 def refs_for_revision(session: Session, revision_id: int) -> list[SourceImageRef]:
-    """A revision's references: product images by position, then variants' own images."""
+    """A revision's image references, by position."""
     return list(
         session.scalars(
             select(SourceImageRef)
             .where(SourceImageRef.product_revision_id == revision_id)
-            .order_by(SourceImageRef.variant_sku != "", SourceImageRef.variant_sku)
             .order_by(SourceImageRef.position)
         )
     )
@@ -253,29 +248,29 @@ def brand_sources(
 
 
 def pick_source(
-    refs: Sequence[SourceImageRef], which: str | int, variant_skus: Sequence[str]
+    refs: Sequence[SourceImageRef], which: str | int, variant_images: Sequence[str]
 ) -> tuple[SourceImageRef | None, str]:
     """The reference a packshot template asks for, or None and why there is none.
 
-    ``which``: ``"variant"`` (the variant's own image, else the product's first),
-    ``"first"`` (the product's first image), or ``N`` (the product image at position N).
+    ``which``: ``"variant"`` (the variant's own image, as the catalog wrote it in
+    ``variant_images``; else the product's first), ``"first"`` (the product's first image),
+    or ``N`` (the image at position N).
     """
-    product = [r for r in refs if r.variant_sku == ""]
+    ordered = sorted(refs, key=lambda r: r.position)
     if which == "variant":
-        skus = set(variant_skus)
-        own = [r for r in refs if r.variant_sku and r.variant_sku in skus]
+        own = [r for r in ordered if r.raw in set(variant_images)]
         if own:
-            return min(own, key=lambda r: r.position), ""
+            return own[0], ""
         which = "first"
     if which == "first":
-        if product:
-            return min(product, key=lambda r: r.position), ""
+        if ordered:
+            return ordered[0], ""
         return None, "the product has no image in the catalog"
     try:
         position = int(which)
     except (TypeError, ValueError):
         return None, f"unknown image choice {which!r} (use variant, first or a position)"
-    for r in product:
+    for r in ordered:
         if r.position == position:
             return r, ""
-    return None, f"the product has no image at position {position} (it has {len(product)})"
+    return None, f"the product has no image at position {position} (it has {len(ordered)})"

@@ -1,8 +1,8 @@
 """The image references of an import's new revisions -> ``source_image_refs`` rows.
 
-Read back from the revisions the run created (their ``data`` is the contract:
-``images`` in position order, ``variants[].image``), so merged fragments and every
-format are handled the same way. A reference that cannot be a URL (empty, over 2 KB) is
+Read back from the revisions the run created (their ``data`` is the contract: ``images``
+in position order, variant images among them), so merged fragments and every format are
+handled the same way. A reference that cannot be a URL (empty, over 2 KB) is
 skipped and counted; any other text is kept and refused, with its reason, by the fetch.
 """
 
@@ -26,32 +26,16 @@ _FLUSH = 50_000  # references staged at a time
 def revision_refs(
     revision_id: int, data: Mapping[str, Any], line: int | None, base_dir: Path | None
 ) -> tuple[list[RefRow], int]:
-    """The references of one revision's data, and how many cells were unusable."""
+    """The references of one revision's data, and how many cells were unusable. Variant
+    images are among ``images`` already (import adds them), so one row per image is all."""
     refs: list[RefRow] = []
     skipped = 0
-    images = [str(u) for u in data.get("images") or [] if isinstance(u, str)]
-    for pos, raw in enumerate(images, start=1):
-        url = normalize_ref(raw, base_dir)
+    for pos, raw in enumerate(data.get("images") or [], start=1):
+        url = normalize_ref(raw, base_dir) if isinstance(raw, str) else None
         if url is None:
             skipped += 1
             continue
-        refs.append(RefRow(revision_id, "", pos, url, raw, line))
-    seen: set[tuple[str, int]] = set()
-    for v in data.get("variants") or []:
-        cell = v.get("image") if isinstance(v, Mapping) else None
-        if not isinstance(cell, str) or not cell.strip():
-            continue
-        raw = cell
-        url = normalize_ref(raw, base_dir)
-        if url is None:
-            skipped += 1
-            continue
-        sku = str(v.get("sku") or f"line:{v.get('line')}")[:255]
-        pos = images.index(raw) + 1 if raw in images else len(images) + 1
-        if (sku, pos) not in seen:
-            seen.add((sku, pos))
-            vline = v.get("line") if isinstance(v.get("line"), int) else line
-            refs.append(RefRow(revision_id, sku, pos, url, raw, vline))
+        refs.append(RefRow(revision_id, pos, url, raw, line))
     return refs, skipped
 
 

@@ -54,7 +54,6 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("product_revision_id", sa.Integer(), nullable=False),
         sa.Column("source_image_id", sa.Integer(), nullable=False),
-        sa.Column("variant_sku", sa.String(length=255), nullable=False),
         sa.Column("position", sa.Integer(), nullable=False),
         sa.Column("raw", sa.Text(), nullable=False),
         sa.Column("source_line", sa.Integer(), nullable=True),
@@ -72,9 +71,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_source_image_refs")),
         sa.UniqueConstraint(
             "product_revision_id",
-            "variant_sku",
             "position",
-            name=op.f("uq_source_image_refs_product_revision_id_variant_sku_position"),
+            name=op.f("uq_source_image_refs_product_revision_id_position"),
         ),
     )
     with op.batch_alter_table("source_image_refs") as batch:

@@ -58,14 +58,14 @@ def brand() -> BrandConfig:
     return base.model_copy(update={"name": f"t-{uuid.uuid4().hex[:10]}"})
 
 
-def _refs(f: sessionmaker[Session], brand: BrandConfig, key: str) -> list[tuple[str, int, str]]:
+def _refs(f: sessionmaker[Session], brand: BrandConfig, key: str) -> list[tuple[int, str]]:
     with f() as s:
         product = s.scalars(
             select(Product).join(Brand).where(Brand.name == brand.name, Product.sku == key)
         ).one()
         assert product.current_revision_id is not None
         return [
-            (r.variant_sku, r.position, r.source_image.url)
+            (r.position, r.source_image.url)
             for r in refs_for_revision(s, product.current_revision_id)
         ]
 
@@ -78,14 +78,12 @@ def test_shopify_positions_variant_images_and_relative_paths(
     summary = import_catalog(factory, path, brand)
     assert summary.status == "succeeded", summary
     local = (tmp_path / "packshots" / "mug-blue.png").as_uri()
-    # Image Position orders the product images; variant images keep their own rows.
+    # Image Position orders the product images; a variant's own image comes after them.
     assert _refs(factory, brand, "mug") == [
-        ("", 1, "https://cdn.example.com/mug-1.jpg"),
-        ("", 2, "https://cdn.example.com/mug-2.jpg"),
-        ("", 3, "javascript:alert(1)"),  # kept: the fetch refuses it with the reason
-        ("", 4, local),
-        ("MUG-B", 4, local),
-        ("MUG-R", 2, "https://cdn.example.com/mug-2.jpg"),
+        (1, "https://cdn.example.com/mug-1.jpg"),
+        (2, "https://cdn.example.com/mug-2.jpg"),
+        (3, "javascript:alert(1)"),  # kept: the fetch refuses it with the reason
+        (4, local),
     ]
     with factory() as s:
         pending = s.scalars(select(SourceImage).where(SourceImage.url == local)).one()
@@ -106,14 +104,12 @@ def test_gmc_additional_images_and_a_broken_url(
     path.write_text(GMC)
     assert import_catalog(factory, path, brand).status == "succeeded"
     refs = _refs(factory, brand, "bottle")
-    assert [r[2] for r in refs if r[0] == ""] == [
+    assert [url for _, url in refs] == [
         "https://cdn.example.com/b.jpg",
         "https://cdn.example.com/b2.jpg",
         "https://cdn.example.com/b3.jpg",
         "http://[::1/broken",
     ]
-    assert ("B-1", 1, "https://cdn.example.com/b.jpg") in refs
-    assert ("B-2", 4, "http://[::1/broken") in refs
 
 
 def test_generic_column_map_image(
@@ -125,10 +121,7 @@ def test_generic_column_map_image(
     path = tmp_path / "own.csv"
     path.write_text("Ref,Name,Photo\nP-1,Pot,s3://bucket/pots/p1.png\nP-2,Pan,\n")
     assert import_catalog(factory, path, brand, fmt="generic").status == "succeeded"
-    assert _refs(factory, brand, "P-1") == [
-        ("", 1, "s3://bucket/pots/p1.png"),
-        ("P-1", 1, "s3://bucket/pots/p1.png"),
-    ]
+    assert _refs(factory, brand, "P-1") == [(1, "s3://bucket/pots/p1.png")]
     assert _refs(factory, brand, "P-2") == []
     with factory() as s:
         found = find_sources(s, "s3://bucket/pots/p1.png")
@@ -149,13 +142,13 @@ def test_pick_source() -> None:
     from catalog.models import SourceImageRef
     from catalog.sources import pick_source
 
-    def ref(sku: str, pos: int) -> SourceImageRef:
-        return SourceImageRef(variant_sku=sku, position=pos, raw=f"{sku}{pos}", source_image_id=1)
+    def ref(pos: int) -> SourceImageRef:
+        return SourceImageRef(position=pos, raw=f"img{pos}.png", source_image_id=1)
 
-    refs = [ref("", 2), ref("", 1), ref("", 3), ref("M-B", 3)]
+    refs = [ref(2), ref(1), ref(3)]
     assert pick_source(refs, "first", []) == (refs[1], "")
-    assert pick_source(refs, "variant", ["M-B", "M-B-XL"]) == (refs[3], "")
-    assert pick_source(refs, "variant", ["M-R"]) == (refs[1], "")  # falls back to the first
+    assert pick_source(refs, "variant", ["img3.png", "img3.png"]) == (refs[2], "")
+    assert pick_source(refs, "variant", ["nope.png"]) == (refs[1], "")  # falls back to first
     assert pick_source(refs, 3, []) == (refs[2], "")
     assert pick_source(refs, 7, []) == (None, "the product has no image at position 7 (it has 3)")
     assert pick_source([], "variant", ["x"])[1] == "the product has no image in the catalog"
