@@ -227,6 +227,7 @@ class Shot(Base):
     updated_at: Mapped[datetime] = _ts(onupdate=utcnow, index=True)
 
     product_revision: Mapped[ProductRevision] = relationship()
+    source_image: Mapped[SourceImage | None] = relationship()
     generation: Mapped[Generation | None] = relationship(back_populates="shot")
     filter_result: Mapped[FilterResult | None] = relationship(back_populates="shot")
     watermark: Mapped[Watermark | None] = relationship(back_populates="shot")
