@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from catalog.models import SourceImage, SourceStatus
 from catalog.sources import FetchOutcome, record_outcomes, sources_to_fetch
@@ -187,3 +188,44 @@ def fetch_for_brand(
         )
     enqueue_fetch(ids, settings)
     return ids
+
+
+def prefetch_for_shots(settings: Settings, shot_ids: list[int], wait_s: float = 300.0) -> int:
+    """Fetch the still-pending source images of these (packshot) shots before they reach a
+    GPU: in-process when embedded, else on the ``cpu`` queue, waiting up to ``wait_s`` for
+    them to settle. Whatever is still pending then, the GPU step fetches itself. Returns
+    how many images were sent."""
+    from catalog.models import Shot
+
+    ctx = context_for(settings)
+    with ctx.sessions.begin() as s:
+        wanted = select(Shot.source_image_id).where(
+            Shot.id.in_(shot_ids), Shot.source_image_id.is_not(None)
+        )
+        ids = list(
+            s.scalars(
+                select(SourceImage.id).where(
+                    SourceImage.id.in_(wanted),
+                    SourceImage.status == SourceStatus.pending.value,
+                )
+            )
+        )
+    if not ids:
+        return 0
+    enqueue_fetch(ids, settings)
+    if not settings.embedded:
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            with ctx.sessions.begin() as s:
+                left = s.scalar(
+                    select(func.count())
+                    .select_from(SourceImage)
+                    .where(
+                        SourceImage.id.in_(ids),
+                        SourceImage.status == SourceStatus.pending.value,
+                    )
+                )
+            if not left:
+                break
+            time.sleep(0.5)
+    return len(ids)
