@@ -191,3 +191,50 @@ def test_reverse_lineage_from_a_source_image(session: Session) -> None:
     assert lineage_for(session, f"shot:{other.id}")["chains"][0]["packshot"] is None
     with pytest.raises(UnknownSource, match="no source image"):
         outputs_of_source(session, "https://cdn.example.com/none.png")
+
+
+def test_packshot_slots_pick_per_variant_and_never_crash(
+    factory: sessionmaker[Session], brand: BrandConfig, tmp_path: Path
+) -> None:
+    """Planning's packshot part on imported rows: the variant's own image, the first, a
+    position; a product without images (or without position N) is a reason, not an error."""
+    from types import SimpleNamespace
+
+    from catalog.packshot_planning import PackshotSlots
+    from catalog.planning import RevisionRow, visual_variants
+
+    path = tmp_path / "catalog.csv"
+    path.write_text(SHOPIFY + "bare,Bare,Color,Red,B-R,,,\n")
+    assert import_catalog(factory, path, brand).status == "succeeded"
+    tpl = {
+        "v": SimpleNamespace(source="packshot", image="variant", placement={"scale": 0.6}),
+        "f": SimpleNamespace(source="packshot", image="first", placement=None),
+        "p3": SimpleNamespace(source="packshot", image=3, placement=None),
+        "t2i": SimpleNamespace(),
+    }
+    with factory() as s:
+        rows = [
+            RevisionRow(p.sku, rev.id, rev.revision, rev.data)
+            for p in s.scalars(select(Product).join(Brand).where(Brand.name == brand.name))
+            if (rev := p.current_revision) is not None
+        ]
+        slots = PackshotSlots.for_chunk(s, list(tpl), tpl, rows)
+        mug = next(r for r in rows if r.sku == "mug")
+        bare = next(r for r in rows if r.sku == "bare")
+        red, blue = visual_variants(mug.data, ["Color"])
+        urls = {r.id: r.url for r in s.scalars(select(SourceImage))}
+
+        def url(values: object) -> str:
+            assert isinstance(values, dict), values
+            return urls[values["source_image_id"]]
+
+        assert url(slots.values("v", mug, red)) == "https://cdn.example.com/mug-2.jpg"
+        assert url(slots.values("v", mug, blue)).endswith("/packshots/mug-blue.png")
+        assert url(slots.values("f", mug, blue)) == "https://cdn.example.com/mug-1.jpg"
+        p3 = slots.values("p3", mug, red)
+        assert url(p3) == "javascript:alert(1)"  # planned; its fetch fails with the URL
+        assert isinstance(p3, dict) and p3["packshot"]["position"] == 3
+        assert slots.values("v", mug, red)["packshot"]["placement"] == {"scale": 0.6}  # type: ignore[index]
+        assert slots.values("t2i", mug, red) == {}
+        (bare_red,) = visual_variants(bare.data, ["Color"])
+        assert slots.values("v", bare, bare_red) == "the product has no image in the catalog"
