@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -153,3 +154,36 @@ def test_decode_refuses_bombs_and_garbage() -> None:
         decode_source(bomb, "http://x/b.png", max_pixels=1_000_000)
     with pytest.raises(ImageError, match=r"http://x/g\.png: not a readable image"):
         decode_source(b"\x89PNG\r\n\x1a\n not really", "http://x/g.png")
+
+
+def test_every_resolved_address_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name with one public and one private address is refused (a rebinding DNS server
+    answers both); a host on the allow-list may resolve anywhere."""
+    import socket
+
+    from pipeline.sources import addresses
+
+    answers = {
+        "mixed.example": ["93.184.216.34", "10.0.0.7"],
+        "mapped.example": ["::ffff:127.0.0.1"],
+        "meta.example": ["169.254.169.254"],
+        "public.example": ["93.184.216.34", "2606:2800:220:1::1"],
+    }
+
+    def fake(host: str, port: int, *a: object, **k: object) -> list[tuple[object, ...]]:
+        if host not in answers:
+            raise socket.gaierror(-2, "Name or service not known")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)) for ip in answers[host]]
+
+    monkeypatch.setattr(addresses.socket, "getaddrinfo", fake)
+    for host, bad in (("mixed.example", "10.0.0.7"), ("mapped.example", "::ffff:127.0.0.1")):
+        with pytest.raises(addresses.AddressRefused, match=re.escape(f"non-public address {bad}")):
+            addresses.resolve_checked(host, 80, ())
+    with pytest.raises(addresses.AddressRefused, match=r"169\.254\.169\.254"):
+        addresses.resolve_checked("meta.example", 80, ())
+    assert addresses.resolve_checked("public.example", 443, ())[0] == "93.184.216.34"
+    assert addresses.resolve_checked("mixed.example", 80, ("MIXED.example.",))
+    with pytest.raises(addresses.AddressRefused, match="does not resolve"):
+        addresses.resolve_checked("nowhere.example", 80, ())
+    with pytest.raises(FetchError, match=r"^http://mixed\.example/a\.png: .*10\.0\.0\.7"):
+        fetch("http://mixed.example/a.png", FetchPolicy())
