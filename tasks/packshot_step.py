@@ -8,12 +8,14 @@ which names the URL.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 
-from catalog.models import SourceImage, SourceStatus
+from catalog.models import Shot, ShotState, SourceImage, SourceStatus
+from catalog.shots import lock_shots, mark_failed
 from pipeline.digests import sha256_bytes
 from pipeline.images import ImageError
 from pipeline.sources.decode import DecodedSource, decode_source
@@ -88,3 +90,42 @@ def load_packshot_sources(
         else:
             ready[shot_id] = got
     return ready, errors
+
+
+def packshot_sources(shots: Sequence[Shot]) -> dict[int, int]:
+    """``{shot id: source image id}`` of the packshot shots among ``shots``."""
+    return {s.id: s.source_image_id for s in shots if s.source_image_id is not None}
+
+
+def fail_unsourced(ctx: WorkerContext, errors: Mapping[int, str]) -> list[int]:
+    """Shots whose source image cannot be used end ``failed`` with the reason (a bad input:
+    retrying would fetch the same 404). Returns their ids."""
+    if not errors:
+        return []
+    with ctx.sessions.begin() as s:
+        shots = lock_shots(s, list(errors), (ShotState.generating,))
+        for shot in shots:
+            mark_failed(shot, errors[shot.id])
+        return [shot.id for shot in shots]
+
+
+def mask_key(sha256: str) -> str:
+    """Cutout masks are content-addressed like sources: the same cutout is stored once."""
+    return f"masks/{sha256[:2]}/{sha256}.png"
+
+
+def put_mask(ctx: WorkerContext, png: bytes) -> tuple[str, str]:
+    """Store a cutout mask (PNG bytes); returns ``(key, sha256)``."""
+    sha = sha256_bytes(png)
+    key = mask_key(sha)
+    if not ctx.store.exists(key):
+        ctx.store.put(key, png, content_type="image/png")
+    return key, sha
+
+
+def note_cutout(shot: Shot, cutout: Mapping[str, Any] | None) -> None:
+    """Record a packshot shot's cutout (method, params, mask sha256/key, confidence) and the
+    placement it was composed with on the row, in the caller's transaction."""
+    if cutout is None:
+        return
+    shot.packshot = {**(shot.packshot or {}), "cutout": dict(cutout)}
