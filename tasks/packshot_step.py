@@ -8,17 +8,27 @@ which names the URL.
 
 from __future__ import annotations
 
+import dataclasses
+import io
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
+import cv2
+import numpy as np
+from PIL import Image
 from sqlalchemy import select
 
 from catalog.models import Shot, ShotState, SourceImage, SourceStatus
 from catalog.shots import lock_shots, mark_failed
 from pipeline.digests import sha256_bytes
 from pipeline.images import ImageError
+from pipeline.packshot.composite import composite
+from pipeline.packshot.cutout import Cutout, CutoutError, cut_out
+from pipeline.packshot.fidelity import check_exact
+from pipeline.packshot.placement import Placed, PlacementSpec, place
 from pipeline.sources.decode import DecodedSource, decode_source
+from pipeline.types import GenerationOutput
 from tasks.context import WorkerContext
 from tasks.fetch import fetch_sources
 
@@ -129,3 +139,86 @@ def note_cutout(shot: Shot, cutout: Mapping[str, Any] | None) -> None:
     if cutout is None:
         return
     shot.packshot = {**(shot.packshot or {}), "cutout": dict(cutout)}
+
+
+# --- cutout -> placement before generation, composite after --------------------------------
+
+
+@dataclass(frozen=True)
+class PackshotJob:
+    """One packshot shot's inputs: its source, the product cut out of it, and the canvas."""
+
+    shot_id: int
+    source: PackshotSource
+    cutout: Cutout
+    placed: Placed
+
+
+def placement_spec(data: Mapping[str, Any] | None) -> PlacementSpec:
+    """The spec a shot recorded at plan time (unknown keys ignored, the rest defaulted)."""
+    known = {f.name for f in fields(PlacementSpec)}
+    values = {k: v for k, v in (data or {}).items() if k in known}
+    if "fill" in values:
+        values["fill"] = tuple(int(c) for c in values["fill"])
+    return PlacementSpec(**values)
+
+
+def prepare_jobs(
+    ctx: WorkerContext, shots: Sequence[Shot]
+) -> tuple[dict[int, PackshotJob], dict[int, str]]:
+    """Cut out and place the product of every packshot shot in ``shots`` (each source cut
+    once). Returns the jobs and, per shot that cannot run, the one-line reason."""
+    sources, errors = load_packshot_sources(ctx, packshot_sources(shots))
+    cutouts: dict[int, Cutout | str] = {}
+    jobs: dict[int, PackshotJob] = {}
+    for shot in shots:
+        src = sources.get(shot.id)
+        if src is None:
+            continue
+        cut = cutouts.get(src.source_id)
+        if cut is None:
+            try:
+                cut = cut_out(src.decoded.image, what=src.url)
+            except (CutoutError, ValueError) as exc:
+                cut = f"cutout: {exc}"
+            cutouts[src.source_id] = cut
+        if isinstance(cut, str):
+            errors[shot.id] = cut
+            continue
+        spec = placement_spec((shot.packshot or {}).get("placement"))
+        try:
+            placed = place(cut, spec, int(shot.width), int(shot.height))
+        except (ValueError, cv2.error) as exc:
+            errors[shot.id] = f"placement of {src.url}: {exc}"
+            continue
+        jobs[shot.id] = PackshotJob(shot.id, src, cut, placed)
+    return jobs, errors
+
+
+def _png(array: np.ndarray, mode: str) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array, mode).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def composite_output(
+    ctx: WorkerContext, out: GenerationOutput, job: PackshotJob
+) -> tuple[GenerationOutput, dict[str, Any]]:
+    """The generated scene with the product's own pixels pasted back, checked bit for bit
+    inside the eroded mask, and what the shot records about it (cutout, placement, masks)."""
+    if out.error or out.image is None:
+        return out, {}
+    final = composite(out.image, job.placed)
+    exact = check_exact(final, job.placed.rgb, job.placed.core)
+    if not exact.ok:
+        return dataclasses.replace(out, image=None, png=None, error=exact.reason), {}
+    cut_key, cut_sha = put_mask(ctx, _png(job.cutout.alpha, "L"))
+    placed_key, _ = put_mask(ctx, _png(job.placed.rgb, "RGB"))
+    alpha_key, _ = put_mask(ctx, _png(job.placed.alpha, "L"))
+    info = {
+        "cutout": {**job.cutout.lineage(), "mask_key": cut_key, "mask_png_sha256": cut_sha},
+        "placed": {**job.placed.lineage(), "image_key": placed_key, "alpha_key": alpha_key},
+        "source_sha256": job.source.sha256,
+        "fidelity": {"exact": exact.to_json()},
+    }
+    return dataclasses.replace(out, image=final, png=None, sha256=None), info
