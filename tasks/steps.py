@@ -52,6 +52,7 @@ from pipeline.types import (
 )
 from tasks import metrics
 from tasks.context import WorkerContext
+from tasks.sources import packshot as packshot_step
 
 log = logging.getLogger(__name__)
 S = ShotState
@@ -103,6 +104,7 @@ def _hand_back_all(shots: Sequence[Shot], reason: str, result: StepResult) -> No
 class _GenerateClaim:
     params: list[ShotParams]
     infos: dict[int, ShotInfo]
+    packshots: list[Shot] = field(default_factory=list)  # detached stubs (packshot_step)
 
 
 @dataclass
@@ -138,12 +140,14 @@ def generate(
     result = StepResult()
     batch_id = batch_id or uuid.uuid4().hex
     claim = _claim_for_generate(ctx, shot_ids, first_delivery, result)
-    if not claim.params:
+    jobs, params = packshot_step.prepare_batch(ctx, claim.packshots, claim.params, result.failed)
+    if not params:
         return result
-    generated = _run_generators(ctx, claim.params, batch_id, result)
+    generated = _run_generators(ctx, params, batch_id, result)
+    notes = packshot_step.composite_all(ctx, generated.outputs, jobs)
     ready = _raw_files(generated, claim.infos)
     uploaded = {f.out.shot_id: f for f in ctx.io_map(lambda f: _put_raw(ctx, f), ready)}
-    _record_generated(ctx, uploaded, generated.errors, batch_id, result)
+    _record_generated(ctx, uploaded, generated.errors, batch_id, result, notes)
     metrics.record_generated(len(result.done))
     return result
 
@@ -163,9 +167,10 @@ def _claim_for_generate(
             return _GenerateClaim([], {})
         params = [shot_params(shot) for shot in claim.claimed]
         infos = shot_info(s, claim.claimed)
+        stubs = [st for shot in claim.claimed if (st := packshot_step.job_stub(shot))]
     claimed = {p.shot_id for p in params}
     result.skipped += [i for i in shot_ids if i not in claimed and i not in result.failed]
-    return _GenerateClaim(params, infos)
+    return _GenerateClaim(params, infos, stubs)
 
 
 def _run_generators(
@@ -248,6 +253,7 @@ def _record_generated(
     errors: dict[int, str],
     batch_id: str,
     result: StepResult,
+    notes: dict[int, dict[str, Any]] | None = None,
 ) -> None:
     max_attempts = ctx.settings.max_attempts
     with ctx.sessions.begin() as s, batched_inserts(s):
@@ -257,6 +263,7 @@ def _record_generated(
                 (result.retry if retried else result.failed).append(shot.id)
                 continue
             raw = uploaded[shot.id]
+            packshot_step.note_cutout(shot, (notes or {}).get(shot.id))
             record_generation(
                 s,
                 shot,

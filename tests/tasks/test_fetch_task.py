@@ -262,7 +262,7 @@ def test_packshot_sources_for_the_gpu_step(
     fetch's one-line reason (naming the URL); a blob gone from the store is named too."""
     from catalog.sources import ensure_source_images
     from tasks.context import context_for
-    from tasks.packshot_step import load_packshot_sources
+    from tasks.sources.packshot import load_packshot_sources
 
     settings = _settings(tmp_settings, tmp_path)
     migrate.upgrade(settings.database_url)

@@ -15,7 +15,7 @@ from catalog.sources import ensure_source_images
 from pipeline.settings import Settings
 from pipeline.types import GenerationOutput
 from tasks.context import context_for
-from tasks.packshot_step import composite_output, placement_spec, prepare_jobs
+from tasks.sources.packshot import composite_output, placement_spec, prepare_jobs
 from tests.conftest import ROOT
 
 PACKSHOTS = ROOT / "samples" / "packshots"

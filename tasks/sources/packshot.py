@@ -28,9 +28,9 @@ from pipeline.packshot.cutout import Cutout, CutoutError, cut_out
 from pipeline.packshot.fidelity import check_exact
 from pipeline.packshot.placement import Placed, PlacementSpec, place
 from pipeline.sources.decode import DecodedSource, decode_source
-from pipeline.types import GenerationOutput
+from pipeline.types import GenerationOutput, ShotParams
 from tasks.context import WorkerContext
-from tasks.fetch import fetch_sources
+from tasks.sources.fetching import fetch_sources
 
 
 @dataclass(frozen=True)
@@ -222,3 +222,57 @@ def composite_output(
         "fidelity": {"exact": exact.to_json()},
     }
     return dataclasses.replace(out, image=final, png=None, sha256=None), info
+
+
+# --- the generate step's hooks ---------------------------------------------------------------
+
+
+def job_stub(shot: Shot) -> Shot | None:
+    """A detached copy of what ``prepare_jobs`` reads (taken inside the claim transaction,
+    used after it committed: a fetch must never wait on the claim's locks)."""
+    if shot.source_image_id is None:
+        return None
+    return Shot(
+        id=shot.id,
+        source_image_id=shot.source_image_id,
+        packshot=dict(shot.packshot or {}),
+        width=shot.width,
+        height=shot.height,
+    )
+
+
+def with_inputs(params: ShotParams, job: PackshotJob | None) -> ShotParams:
+    """The generator's params with the shot's placed packshot and inpainting mask."""
+    if job is None or "init_image" not in {f.name for f in fields(params)}:
+        return params
+    return dataclasses.replace(  # type: ignore[call-arg]
+        params,
+        init_image=Image.fromarray(job.placed.rgb, "RGB"),
+        mask_image=Image.fromarray(job.placed.inpaint_mask, "L"),
+    )
+
+
+def prepare_batch(
+    ctx: WorkerContext, stubs: Sequence[Shot], params: Sequence[ShotParams], failed: list[int]
+) -> tuple[dict[int, PackshotJob], list[ShotParams]]:
+    """Before generation: the batch's packshot jobs, its params with their inputs; shots
+    whose source or cutout is unusable end ``failed`` (their ids join ``failed``)."""
+    if not stubs:
+        return {}, list(params)
+    jobs, errors = prepare_jobs(ctx, stubs)
+    failed += fail_unsourced(ctx, errors)
+    return jobs, [with_inputs(p, jobs.get(p.shot_id)) for p in params if p.shot_id not in errors]
+
+
+def composite_all(
+    ctx: WorkerContext, outputs: list[GenerationOutput], jobs: Mapping[int, PackshotJob]
+) -> dict[int, dict[str, Any]]:
+    """After generation: each packshot output composited in place; what each shot records."""
+    notes: dict[int, dict[str, Any]] = {}
+    for i, out in enumerate(outputs):
+        job = jobs.get(out.shot_id)
+        if job is not None:
+            outputs[i], info = composite_output(ctx, out, job)
+            if info:
+                notes[out.shot_id] = info
+    return notes
