@@ -173,7 +173,7 @@ def _grabcut_refine(rgb: np.ndarray, hard: np.ndarray, params: CutoutParams) -> 
     k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * params.band_px + 1,) * 2)
     sure_fg = cv2.erode(crop, k)
     maybe = cv2.dilate(crop, k)
-    gc = np.full(crop.shape, cv2.GC_BGD, dtype=np.uint8)
+    gc: np.ndarray = np.full(crop.shape, cv2.GC_BGD, dtype=np.uint8)
     gc[maybe > 0] = cv2.GC_PR_BGD
     gc[crop > 0] = cv2.GC_PR_FGD
     gc[sure_fg > 0] = cv2.GC_FGD
@@ -182,7 +182,10 @@ def _grabcut_refine(rgb: np.ndarray, hard: np.ndarray, params: CutoutParams) -> 
     bgd = np.zeros((1, 65), np.float64)
     fgd = np.zeros((1, 65), np.float64)
     img = np.ascontiguousarray(rgb[y0:y1, x0:x1, ::-1])  # OpenCV wants BGR
-    cv2.grabCut(img, gc, None, bgd, fgd, params.grabcut_iters, cv2.GC_INIT_WITH_MASK)
+    # grabCut seeds its GMMs with k-means from OpenCV's (per-thread) RNG: seed it, or the same
+    # packshot gives a different mask from run to run and a shot could not be reproduced.
+    cv2.setRNGSeed(0)
+    cv2.grabCut(img, gc, (0, 0, 0, 0), bgd, fgd, params.grabcut_iters, cv2.GC_INIT_WITH_MASK)
     out = np.zeros_like(hard)
     out[y0:y1, x0:x1] = (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
     return out

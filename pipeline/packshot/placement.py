@@ -115,7 +115,7 @@ def apply_shadow(image: np.ndarray, shadow: np.ndarray) -> np.ndarray:
 def _shadow(alpha: np.ndarray, spec: PlacementSpec) -> np.ndarray:
     """A soft shadow drawn from the placed mask: an ellipse at the base, or an offset copy."""
     h, w = alpha.shape
-    out = np.zeros((h, w), np.float32)
+    out: np.ndarray = np.zeros((h, w), np.float32)
     if spec.shadow == "none" or not alpha.any():
         return out.astype(np.uint8)
     x0, y0, x1, y1 = _bbox(alpha > 0)
@@ -127,7 +127,7 @@ def _shadow(alpha: np.ndarray, spec: PlacementSpec) -> np.ndarray:
         sigma = max(1.0, bh * 0.02)
     else:  # drop: the silhouette, moved down-right and blurred
         dx, dy = max(1, int(bw * 0.04)), max(1, int(bh * 0.04))
-        m = np.float32([[1, 0, dx], [0, 1, dy]])
+        m = np.array([[1, 0, dx], [0, 1, dy]], dtype=np.float32)
         out = cv2.warpAffine(alpha.astype(np.float32) / 255.0, m, (w, h))
         sigma = max(1.0, bh * 0.03)
     out = cv2.GaussianBlur(out, (0, 0), sigma)
