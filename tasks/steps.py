@@ -263,7 +263,7 @@ def _record_generated(
                 (result.retry if retried else result.failed).append(shot.id)
                 continue
             raw = uploaded[shot.id]
-            packshot_step.note_cutout(shot, (notes or {}).get(shot.id))
+            packshot_step.note_packshot(shot, (notes or {}).get(shot.id))
             record_generation(
                 s,
                 shot,

@@ -133,12 +133,12 @@ def put_mask(ctx: WorkerContext, png: bytes) -> tuple[str, str]:
     return key, sha
 
 
-def note_cutout(shot: Shot, cutout: Mapping[str, Any] | None) -> None:
-    """Record a packshot shot's cutout (method, params, mask sha256/key, confidence) and the
-    placement it was composed with on the row, in the caller's transaction."""
-    if cutout is None:
-        return
-    shot.packshot = {**(shot.packshot or {}), "cutout": dict(cutout)}
+def note_packshot(shot: Shot, info: Mapping[str, Any] | None) -> None:
+    """Record what a packshot shot was made with on its row, in the caller's transaction:
+    the cutout (method, params, mask sha256 and key, confidence), the placement as applied
+    (box, canvas, placed image and alpha keys), the source sha256 and the exact check."""
+    if info:
+        shot.packshot = {**(shot.packshot or {}), **info}
 
 
 # --- cutout -> placement before generation, composite after --------------------------------
