@@ -294,6 +294,7 @@ class _GateShot:
 class _GateClaim:
     shots: dict[int, _GateShot]
     brand_rows: dict[str, dict[str, Any]]  # the config stored on each brand row
+    packshots: dict[int, dict[str, Any]] = field(default_factory=dict)  # shot id -> packshot
 
 
 @dataclass(frozen=True)
@@ -317,6 +318,8 @@ def gate(ctx: WorkerContext, shot_ids: list[int]) -> StepResult:
     # Rejected images get their final file too: a reviewer override can then publish the
     # exact bytes the sheet showed, and every stored final carries watermark + provenance.
     built = _finalize(ctx, the_gate, claim, images, decisions)
+    finals_data = {f.shot_id: f.image.data for f in built}
+    packshot_step.check_fidelity(ctx, claim.packshots, images, finals_data, decisions)
     finals = dict(ctx.io_map(lambda f: _put_final(ctx, f), built))
     _record_gated(ctx, decisions, finals, result)
     return result
@@ -332,7 +335,10 @@ def _claim_for_gate(ctx: WorkerContext, shot_ids: list[int]) -> _GateClaim:
             sid: _GateShot(info, keys[sid], _provenance(shots[sid], info))
             for sid, info in infos.items()
         }
-    return _GateClaim(gate_shots, brand_rows)
+        packshots = {
+            sid: dict(sh.packshot) for sid, sh in shots.items() if sh.source_image_id is not None
+        }
+    return _GateClaim(gate_shots, brand_rows, packshots)
 
 
 def _provenance(shot: Shot, info: ShotInfo) -> ProvenanceInfo:

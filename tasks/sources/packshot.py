@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -22,13 +23,13 @@ from sqlalchemy import select
 from catalog.models import Shot, ShotState, SourceImage, SourceStatus
 from catalog.shots import lock_shots, mark_failed
 from pipeline.digests import sha256_bytes
-from pipeline.images import ImageError
+from pipeline.images import ImageError, decode_image
 from pipeline.packshot.composite import composite
 from pipeline.packshot.cutout import Cutout, CutoutError, cut_out
-from pipeline.packshot.fidelity import check_exact
+from pipeline.packshot.fidelity import MIN_PSNR_DB, check_exact, check_psnr
 from pipeline.packshot.placement import Placed, PlacementSpec, place
 from pipeline.sources.decode import DecodedSource, decode_source
-from pipeline.types import GenerationOutput, ShotParams
+from pipeline.types import FilterDecision, GenerationOutput, ShotParams
 from tasks.context import WorkerContext
 from tasks.sources.fetching import fetch_sources
 
@@ -276,3 +277,74 @@ def composite_all(
             if info:
                 notes[out.shot_id] = info
     return notes
+
+
+# --- the gate's hook: product fidelity -----------------------------------------------------
+
+
+def _stored_array(ctx: WorkerContext, key: Any, mode: str) -> np.ndarray | None:
+    if not key:
+        return None
+    try:
+        return np.asarray(decode_image(ctx.store.get(str(key)), mode=mode), dtype=np.uint8)
+    except (FileNotFoundError, ImageError):
+        return None
+
+
+def fidelity_scores(
+    ctx: WorkerContext, packshot: Mapping[str, Any], raw: Image.Image, final: bytes
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The product-fidelity scores of one packshot shot and the reasons it fails: inside
+    the eroded product mask the raw image equals the placed source bit for bit, and the
+    final (watermarked) file is within ``MIN_PSNR_DB`` of it."""
+    placed = packshot.get("placed") or {}
+    canvas = _stored_array(ctx, placed.get("image_key"), "RGB")
+    alpha = _stored_array(ctx, placed.get("alpha_key"), "L")
+    if canvas is None or alpha is None:
+        return [], ["product fidelity: the placed source or its mask is missing from the store"]
+    core = alpha == 255
+    try:
+        exact = check_exact(raw, canvas, core)
+        after = check_psnr(decode_image(final, mode="RGB"), canvas, core)
+    except (ValueError, ImageError) as exc:
+        return [], [f"product fidelity: {exc}"]
+    psnr_db = after.psnr_db if after.psnr_db is not None and math.isfinite(after.psnr_db) else 99.0
+    scores = [
+        {
+            "name": "product_pixels_changed",
+            "kind": "fidelity",
+            "score": float(exact.mismatched),
+            "threshold": 0.0,
+            "triggered": not exact.ok,
+        },
+        {
+            "name": "product_psnr_db",
+            "kind": "fidelity",
+            "score": float(psnr_db),
+            "threshold": MIN_PSNR_DB,
+            "triggered": not after.ok,
+        },
+    ]
+    return scores, [r for r in (exact.reason, after.reason) if r]
+
+
+def check_fidelity(
+    ctx: WorkerContext,
+    packshots: Mapping[int, Mapping[str, Any]],
+    raws: Mapping[int, Image.Image],
+    finals: Mapping[int, bytes],
+    decisions: dict[int, FilterDecision],
+) -> None:
+    """Add the fidelity scores to each packshot shot's decision; a shot that fails is
+    rejected with the reason (in place)."""
+    for sid, packshot in packshots.items():
+        if sid not in decisions or sid not in finals:
+            continue
+        scores, reasons = fidelity_scores(ctx, packshot, raws[sid], finals[sid])
+        dec = decisions[sid]
+        decisions[sid] = dataclasses.replace(
+            dec,
+            decision="rejected" if reasons else dec.decision,
+            scores=[*dec.scores, *scores],
+            reasons=[*dec.reasons, *reasons],
+        )
