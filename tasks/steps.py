@@ -111,6 +111,7 @@ class _GenerateClaim:
 class _Generated:
     outputs: list[GenerationOutput] = field(default_factory=list)
     errors: dict[int, str] = field(default_factory=dict)  # shot id -> why it has no image
+    packshot_notes: dict[int, dict[str, Any]] = field(default_factory=dict)  # packshot_step
 
 
 @dataclass(frozen=True)
@@ -143,8 +144,8 @@ def generate(
     jobs, params = packshot_step.prepare_batch(ctx, claim.packshots, claim.params, result.failed)
     if not params:
         return result
-    generated = _run_generators(ctx, params, batch_id, result)
-    notes = packshot_step.composite_all(ctx, generated.outputs, jobs)
+    generated = _run_generators(ctx, params, batch_id, result, jobs)
+    notes = generated.packshot_notes
     ready = _raw_files(generated, claim.infos)
     uploaded = {f.out.shot_id: f for f in ctx.io_map(lambda f: _put_raw(ctx, f), ready)}
     _record_generated(ctx, uploaded, generated.errors, batch_id, result, notes)
@@ -174,16 +175,21 @@ def _claim_for_generate(
 
 
 def _run_generators(
-    ctx: WorkerContext, params: list[ShotParams], batch_id: str, result: StepResult
+    ctx: WorkerContext,
+    params: list[ShotParams],
+    batch_id: str,
+    result: StepResult,
+    jobs: dict[int, packshot_step.PackshotJob] | None = None,
 ) -> _Generated:
-    """One ``Generator.generate`` call per model; the batch's wall time goes to metrics."""
+    """One ``Generator.generate`` call per model (packshot shots: one inpainting call);
+    the batch's wall time goes to metrics."""
     generated = _Generated()
     started = time.perf_counter()
-    by_model: dict[str, list[ShotParams]] = defaultdict(list)
+    by_model: dict[tuple[str, bool], list[ShotParams]] = defaultdict(list)
     for p in params:
-        by_model[p.model_id].append(p)
-    for model_id, group in by_model.items():
-        _run_group(ctx, model_id, group, batch_id, generated, result)
+        by_model[(p.model_id, p.shot_id in (jobs or {}))].append(p)
+    for (model_id, packshot), group in by_model.items():
+        _run_group(ctx, model_id, group, batch_id, generated, result, jobs if packshot else None)
     metrics.observe_batch(time.perf_counter() - started)
     return generated
 
@@ -195,8 +201,14 @@ def _run_group(
     batch_id: str,
     generated: _Generated,
     result: StepResult,
+    jobs: dict[int, packshot_step.PackshotJob] | None = None,
 ) -> None:
     try:
+        if jobs:
+            outs, notes = packshot_step.generate_packshots(ctx, model_id, group, jobs, batch_id)
+            generated.outputs += outs
+            generated.packshot_notes.update(notes)
+            return
         generator: Generator = ctx.generator(model_id)
         generated.outputs += generator.generate(group, batch_id=batch_id)
     except transient_errors():

@@ -26,7 +26,7 @@ from pipeline.digests import sha256_bytes
 from pipeline.images import ImageError, decode_image
 from pipeline.packshot.composite import composite
 from pipeline.packshot.cutout import Cutout, CutoutError, cut_out
-from pipeline.packshot.fidelity import MIN_PSNR_DB, check_exact, check_psnr
+from pipeline.packshot.fidelity import MIN_PSNR_DB, Fidelity, check_exact, check_psnr
 from pipeline.packshot.placement import Placed, PlacementSpec, place
 from pipeline.sources.decode import DecodedSource, decode_source
 from pipeline.types import FilterDecision, GenerationOutput, ShotParams
@@ -202,27 +202,34 @@ def _png(array: np.ndarray, mode: str) -> bytes:
     return buf.getvalue()
 
 
-def composite_output(
-    ctx: WorkerContext, out: GenerationOutput, job: PackshotJob
-) -> tuple[GenerationOutput, dict[str, Any]]:
-    """The generated scene with the product's own pixels pasted back, checked bit for bit
-    inside the eroded mask, and what the shot records about it (cutout, placement, masks)."""
-    if out.error or out.image is None:
-        return out, {}
-    final = composite(out.image, job.placed)
-    exact = check_exact(final, job.placed.rgb, job.placed.core)
-    if not exact.ok:
-        return dataclasses.replace(out, image=None, png=None, error=exact.reason), {}
+def _record(ctx: WorkerContext, job: PackshotJob, exact: Fidelity) -> dict[str, Any]:
+    """Store the cutout mask and the placed canvas; what the shot records about them."""
     cut_key, cut_sha = put_mask(ctx, _png(job.cutout.alpha, "L"))
     placed_key, _ = put_mask(ctx, _png(job.placed.rgb, "RGB"))
     alpha_key, _ = put_mask(ctx, _png(job.placed.alpha, "L"))
-    info = {
+    return {
         "cutout": {**job.cutout.lineage(), "mask_key": cut_key, "mask_png_sha256": cut_sha},
         "placed": {**job.placed.lineage(), "image_key": placed_key, "alpha_key": alpha_key},
         "source_sha256": job.source.sha256,
         "fidelity": {"exact": exact.to_json()},
     }
-    return dataclasses.replace(out, image=final, png=None, sha256=None), info
+
+
+def composite_output(
+    ctx: WorkerContext, out: GenerationOutput, job: PackshotJob
+) -> tuple[GenerationOutput, dict[str, Any]]:
+    """A stand-in generator's scene (no inpainting pipeline) with the product's own pixels
+    pasted back, checked bit for bit inside the eroded mask, and what the shot records."""
+    if out.error or out.image is None:
+        return out, {}
+    scene = out.image
+    if scene.size != job.placed.rgb.shape[1::-1]:
+        scene = scene.convert("RGB").resize(job.placed.rgb.shape[1::-1], Image.Resampling.NEAREST)
+    final = composite(scene, job.placed)
+    exact = check_exact(final, job.placed.rgb, job.placed.core)
+    if not exact.ok:
+        return dataclasses.replace(out, image=None, png=None, error=exact.reason), {}
+    return dataclasses.replace(out, image=final, png=None, sha256=None), _record(ctx, job, exact)
 
 
 # --- the generate step's hooks ---------------------------------------------------------------
@@ -242,41 +249,65 @@ def job_stub(shot: Shot) -> Shot | None:
     )
 
 
-def with_inputs(params: ShotParams, job: PackshotJob | None) -> ShotParams:
-    """The generator's params with the shot's placed packshot and inpainting mask."""
-    if job is None or "init_image" not in {f.name for f in fields(params)}:
-        return params
-    return dataclasses.replace(  # type: ignore[call-arg]
-        params,
-        init_image=Image.fromarray(job.placed.rgb, "RGB"),
-        mask_image=Image.fromarray(job.placed.inpaint_mask, "L"),
-    )
-
-
 def prepare_batch(
     ctx: WorkerContext, stubs: Sequence[Shot], params: Sequence[ShotParams], failed: list[int]
 ) -> tuple[dict[int, PackshotJob], list[ShotParams]]:
-    """Before generation: the batch's packshot jobs, its params with their inputs; shots
+    """Before generation: the batch's packshot jobs and the params still to generate; shots
     whose source or cutout is unusable end ``failed`` (their ids join ``failed``)."""
     if not stubs:
         return {}, list(params)
     jobs, errors = prepare_jobs(ctx, stubs)
     failed += fail_unsourced(ctx, errors)
-    return jobs, [with_inputs(p, jobs.get(p.shot_id)) for p in params if p.shot_id not in errors]
+    return jobs, [p for p in params if p.shot_id not in errors]
 
 
-def composite_all(
-    ctx: WorkerContext, outputs: list[GenerationOutput], jobs: Mapping[int, PackshotJob]
-) -> dict[int, dict[str, Any]]:
-    """After generation: each packshot output composited in place; what each shot records."""
+_inpainters: dict[int, Any] = {}  # id(generator) -> Inpainter sharing its modules
+
+
+def _inpainter(generator: Any) -> Any:
+    from pipeline.generate.inpaint import Inpainter
+
+    key = id(generator)
+    if key not in _inpainters:
+        _inpainters[key] = Inpainter(generator)
+    return _inpainters[key]
+
+
+def generate_packshots(
+    ctx: WorkerContext,
+    model_id: str,
+    group: list[ShotParams],
+    jobs: Mapping[int, PackshotJob],
+    batch_id: str,
+) -> tuple[list[GenerationOutput], dict[int, dict[str, Any]]]:
+    """One model's packshot shots: inpainted around the placed product (diffusers'
+    inpainting pipeline on the loaded model, each shot with its own image and mask), the
+    product composited back. A stand-in generator without a pipeline generates the scene
+    and the product is composited over it. Returns the outputs and what each shot records."""
+    generator = ctx.generator(model_id)
     notes: dict[int, dict[str, Any]] = {}
-    for i, out in enumerate(outputs):
-        job = jobs.get(out.shot_id)
-        if job is not None:
-            outputs[i], info = composite_output(ctx, out, job)
+    if getattr(generator, "pipe", None) is None:
+        outs = generator.generate(group, batch_id=batch_id)
+        done = []
+        for out in outs:
+            out, info = composite_output(ctx, out, jobs[out.shot_id])
+            done.append(out)
             if info:
                 notes[out.shot_id] = info
-    return notes
+        return done, notes
+    from pipeline.generate.inpaint import InpaintShot
+
+    shots = [InpaintShot(p, jobs[p.shot_id].placed) for p in group]
+    results = _inpainter(generator).generate(shots, batch_id=batch_id)
+    outputs = []
+    for res in results:
+        out, fid = res.output, res.fidelity
+        if not out.error and fid is not None and not fid.ok:
+            out = dataclasses.replace(out, image=None, png=None, error=fid.reason)
+        elif not out.error and fid is not None:
+            notes[out.shot_id] = _record(ctx, jobs[out.shot_id], fid)
+        outputs.append(out)
+    return outputs, notes
 
 
 # --- the gate's hook: product fidelity -----------------------------------------------------
