@@ -121,3 +121,36 @@ def test_fidelity_rejects_a_damaged_product(tmp_settings: Settings) -> None:
         text = s.get(Shot, text_id)
         assert text is not None and text.filter_result is not None
         assert not any(sc["kind"] == "fidelity" for sc in text.filter_result.scores)
+
+
+def test_packshot_with_the_tiny_inpainting_pipeline(tmp_settings: Settings) -> None:
+    """The real path on the CPU: the tiny preset (random weights: the scene is noise), two
+    packshot shots in one inpainting batch, each with its own image and mask."""
+    settings = tmp_settings.model_copy(
+        update={"source_roots": [ROOT / "samples"], "gate_factory": "tasks.fakes:pass_through_gate"}
+    )
+    migrate.upgrade(settings.database_url)
+    reset_contexts()
+    ctx = context_for(settings)
+    urls = [(PACKSHOTS / n).as_uri() for n in ("mug.png", "ball.png")]
+    with ctx.sessions.begin() as s:
+        ids = ensure_source_images(s, urls)
+        rev = make_product(s, make_brand(s, name="acme"), "MUG")
+        shot_ids = [
+            make_shot(s, rev, template=f"pk{i}", source_image_id=ids[u], packshot={}).id
+            for i, u in enumerate(urls)
+        ]
+    summary = run_line(settings, progress=False)
+    assert summary.counts == {"pending_review": 2}, summary.failures
+    with ctx.sessions.begin() as s:
+        for sid in shot_ids:
+            row = s.get(Shot, sid)
+            assert row is not None and row.generation is not None
+            placed = row.packshot["placed"]
+            raw = np.asarray(Image.open(io.BytesIO(ctx.store.get(row.generation.blob_key))))
+            canvas = np.asarray(Image.open(io.BytesIO(ctx.store.get(placed["image_key"]))))
+            alpha = np.asarray(Image.open(io.BytesIO(ctx.store.get(placed["alpha_key"]))))
+            core = alpha == 255
+            assert np.array_equal(raw[core], canvas[core])
+            assert not np.array_equal(raw[alpha == 0], canvas[alpha == 0])  # a generated scene
+            assert row.generation.batch_id is not None
