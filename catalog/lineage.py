@@ -37,6 +37,7 @@ from catalog.models import (
 )
 from catalog.review import current_review_state, event_json, shot_sku
 from catalog.shots import lineage_loads
+from catalog.source_lineage import packshot_json
 
 
 class LineageError(LookupError):
@@ -115,6 +116,7 @@ def shot_chain(session: Session, shot: Shot) -> dict[str, Any]:
         "product_revision": _revision_json(rev),
         "brand_config": _brand_config_json(shot, brand),
         "template": {"name": shot.template_name, "digest": shot.template_digest},
+        "packshot": packshot_json(session, shot),
         "prompt": _prompt_json(shot),
         "model": {
             "id": shot.model_id,

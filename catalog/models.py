@@ -217,10 +217,18 @@ class Shot(Base):
     state: Mapped[str] = mapped_column(String(20), default=ShotState.planned.value, index=True)
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Packshot shots: the catalog image the product pixels come from (None: text-to-image),
+    # and {"image": which one the template asked for, "placement": {...}, "cutout": {method,
+    # params, mask_sha256, confidence} once generated}.
+    source_image_id: Mapped[int | None] = mapped_column(
+        ForeignKey("source_images.id", use_alter=True), index=True
+    )
+    packshot: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = _ts()
     updated_at: Mapped[datetime] = _ts(onupdate=utcnow, index=True)
 
     product_revision: Mapped[ProductRevision] = relationship()
+    source_image: Mapped[SourceImage | None] = relationship()
     generation: Mapped[Generation | None] = relationship(back_populates="shot")
     filter_result: Mapped[FilterResult | None] = relationship(back_populates="shot")
     watermark: Mapped[Watermark | None] = relationship(back_populates="shot")
@@ -334,3 +342,59 @@ class ShotEmbedding(Base):
     dim: Mapped[int] = mapped_column(Integer)
     vector: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = _ts()
+
+
+class SourceStatus(enum.StrEnum):
+    pending = "pending"
+    fetched = "fetched"
+    failed = "failed"
+
+
+class SourceImage(Base):
+    """An image the catalog names, fetched once into the blob store (content-addressed)."""
+
+    __tablename__ = "source_images"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # sha256 of the URL: URLs run to 2 KB, too long for a portable unique text index.
+    url_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    url: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default=SourceStatus.pending.value, index=True)
+    # Content: the bytes as fetched (the blob is sources/<sha256[:2]>/<sha256>).
+    sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    content_type: Mapped[str | None] = mapped_column(String(100))
+    # What the decode did (source mode, ICC/EXIF conversions) and the final URL after redirects.
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    etag: Mapped[str | None] = mapped_column(String(200))
+    last_modified: Mapped[str | None] = mapped_column(String(100))
+    blob_backend: Mapped[str | None] = mapped_column(String(20))
+    blob_key: Mapped[str | None] = mapped_column(Text)
+    fetched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = _ts()
+    updated_at: Mapped[datetime] = _ts(onupdate=utcnow)
+
+
+class SourceImageRef(Base):
+    """One image of a product revision, at its catalog position (1-based). A variant's own
+    image is one of them (import adds it to the product's images); which variant names which
+    image stays in the revision data (``variants[].image``)."""
+
+    __tablename__ = "source_image_refs"
+    __table_args__ = (UniqueConstraint("product_revision_id", "position"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # No index of its own: the unique constraint leads with it.
+    product_revision_id: Mapped[int] = mapped_column(
+        ForeignKey("product_revisions.id", ondelete="CASCADE")
+    )
+    source_image_id: Mapped[int] = mapped_column(ForeignKey("source_images.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)  # 1-based, in the product's image order
+    raw: Mapped[str] = mapped_column(Text)  # the cell as the catalog wrote it
+    source_line: Mapped[int | None] = mapped_column(Integer)
+
+    source_image: Mapped[SourceImage] = relationship()

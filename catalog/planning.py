@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from catalog.brands import upsert_brand
 from catalog.models import LoraAdapter, Product, ProductRevision, Shot, ShotState
+from catalog.packshot_planning import PackshotSlots
 from pipeline.brand.config import BrandConfig, ResolvedTemplate
 from pipeline.brand.loader import brand_warnings
 from pipeline.brand.seeds import derive_seed
@@ -410,6 +411,7 @@ def _plan_rows(
     existing = _existing(session, [r.revision_id for r in rows])
     entries: list[PlanEntry] = []
     pending: list[PendingShot] = []
+    packshots = PackshotSlots.for_chunk(session, ctx.templates, ctx.resolved, rows)
     for slot in _slots(ctx, rows):
         found = existing.get(slot.key)
         if found is not None:
@@ -418,10 +420,15 @@ def _plan_rows(
             if old_digest != ctx.digests[slot.template]:
                 stale[slot.template] = stale.get(slot.template, 0) + 1
             continue
+        source = packshots.values(slot.template, slot.row, slot.variant)
+        if isinstance(source, str):  # a packshot template, and no usable image
+            summary.skipped += 1
+            summary.warnings.append(f"{slot.where}: skipped: {source}")
+            continue
         rendered = _render(ctx, slot, summary)
         if rendered is not None:
             entries.append(PendingEntry(len(pending)))
-            pending.append(PendingShot(slot, shot_row(ctx, slot, rendered)))
+            pending.append(PendingShot(slot, {**shot_row(ctx, slot, rendered), **source}))
     return entries, pending
 
 

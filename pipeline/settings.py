@@ -45,6 +45,22 @@ class Settings(BaseSettings):
     s3_bucket: str = "shotline"
     s3_prefix: str = ""
 
+    # --- source images (packshots named by the catalog) ------------------------------
+    # Local paths and file:// URLs are fetched only from under these folders.
+    source_roots: list[Path] = Field(default_factory=lambda: [Path("./samples")])
+    # Hosts (names or IPs) that may resolve to loopback/private/link-local addresses; all
+    # other hosts must resolve to public addresses only (each redirect hop is re-checked).
+    source_allow_hosts: list[str] = Field(default_factory=list)
+    source_max_bytes: int = 25 * 1024 * 1024
+    source_max_pixels: int = 6000 * 6000
+    source_connect_timeout_s: float = 5.0
+    source_read_timeout_s: float = 20.0
+    # A whole download (every redirect hop and the body) ends by then, however slow the drip.
+    source_total_timeout_s: float = 120.0
+    source_max_redirects: int = 5
+    # Downloads in flight at once per fetch task (threads: the work is network waits).
+    source_fetch_concurrency: int = 4
+
     # --- generation ---------------------------------------------------------------
     # Overrides the brand's base_model when set (repo id, local folder, .safetensors or "tiny").
     model: str | None = None

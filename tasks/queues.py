@@ -3,7 +3,8 @@
 - ``gpu.<model-key>`` (e.g. ``gpu.tiny``): ``shotline.generate_batch``. One queue per base
   model so a worker keeps one model loaded and never swaps it between tasks.
 - ``cpu``: ``shotline.gate_shot`` (CLIP + watermark + provenance), ``shotline.publish_shot``
-  and ``shotline.sweep_stalled``, so CPU work never stalls a GPU.
+  ``shotline.sweep_stalled`` and ``shotline.fetch_sources`` (source image downloads), so
+  CPU work never stalls a GPU.
 - ``ingest``: ``shotline.import_catalog`` and the beat-driven ``shotline.ingest_due_catalogs``.
 
 The names are the wire format between CLI, workers, beat and docker/compose.yaml: renaming
@@ -24,6 +25,7 @@ TASK_PUBLISH = "shotline.publish_shot"
 TASK_IMPORT = "shotline.import_catalog"
 TASK_INGEST = "shotline.ingest_due_catalogs"
 TASK_SWEEP = "shotline.sweep_stalled"
+TASK_FETCH = "shotline.fetch_sources"
 
 QUEUE_CPU = "cpu"
 QUEUE_INGEST = "ingest"
@@ -34,6 +36,7 @@ ROUTES: dict[str, dict[str, str]] = {
     TASK_GATE: {"queue": QUEUE_CPU},
     TASK_PUBLISH: {"queue": QUEUE_CPU},
     TASK_SWEEP: {"queue": QUEUE_CPU},
+    TASK_FETCH: {"queue": QUEUE_CPU},
     TASK_IMPORT: {"queue": QUEUE_INGEST},
     TASK_INGEST: {"queue": QUEUE_INGEST},
 }

@@ -32,6 +32,7 @@ from catalog.models import ShotState
 from pipeline.settings import Settings
 from tasks import dispatch
 from tasks.context import context_for
+from tasks.fetch import prefetch_for_shots
 
 S = ShotState
 # Where `run` stops: generate -> gate is done; review and publishing come later.
@@ -176,6 +177,8 @@ def run_line(
     ids = select_planned(settings, brand, limit)
     mode = "in-process" if settings.embedded else "fleet"
     complete, sweeps = True, 0
+    if ids:  # packshot shots: their catalog images first, on the cpu queue
+        prefetch_for_shots(settings, ids, wait_s=timeout_s or 300.0)
     if ids and settings.embedded:
         _run_embedded(settings, ids, progress)
     elif ids:

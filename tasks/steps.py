@@ -53,6 +53,7 @@ from pipeline.types import (
 )
 from tasks import metrics
 from tasks.context import WorkerContext
+from tasks.sources import packshot as packshot_step
 
 log = logging.getLogger(__name__)
 S = ShotState
@@ -104,12 +105,14 @@ def _hand_back_all(shots: Sequence[Shot], reason: str, result: StepResult) -> No
 class _GenerateClaim:
     params: list[ShotParams]
     infos: dict[int, ShotInfo]
+    packshots: list[Shot] = field(default_factory=list)  # detached stubs (packshot_step)
 
 
 @dataclass
 class _Generated:
     outputs: list[GenerationOutput] = field(default_factory=list)
     errors: dict[int, str] = field(default_factory=dict)  # shot id -> why it has no image
+    packshot_notes: dict[int, dict[str, Any]] = field(default_factory=dict)  # packshot_step
 
 
 @dataclass(frozen=True)
@@ -139,12 +142,14 @@ def generate(
     result = StepResult()
     batch_id = batch_id or uuid.uuid4().hex
     claim = _claim_for_generate(ctx, shot_ids, first_delivery, result)
-    if not claim.params:
+    jobs, params = packshot_step.prepare_batch(ctx, claim.packshots, claim.params, result.failed)
+    if not params:
         return result
-    generated = _run_generators(ctx, claim.params, batch_id, result)
+    generated = _run_generators(ctx, params, batch_id, result, jobs)
+    notes = generated.packshot_notes
     ready = _raw_files(generated, claim.infos)
     uploaded = {f.out.shot_id: f for f in ctx.io_map(lambda f: _put_raw(ctx, f), ready)}
-    _record_generated(ctx, uploaded, generated.errors, batch_id, result)
+    _record_generated(ctx, uploaded, generated.errors, batch_id, result, notes)
     metrics.record_generated(len(result.done))
     return result
 
@@ -164,22 +169,28 @@ def _claim_for_generate(
             return _GenerateClaim([], {})
         params = [shot_params(shot) for shot in claim.claimed]
         infos = shot_info(s, claim.claimed)
+        stubs = [st for shot in claim.claimed if (st := packshot_step.job_stub(shot))]
     claimed = {p.shot_id for p in params}
     result.skipped += [i for i in shot_ids if i not in claimed and i not in result.failed]
-    return _GenerateClaim(params, infos)
+    return _GenerateClaim(params, infos, stubs)
 
 
 def _run_generators(
-    ctx: WorkerContext, params: list[ShotParams], batch_id: str, result: StepResult
+    ctx: WorkerContext,
+    params: list[ShotParams],
+    batch_id: str,
+    result: StepResult,
+    jobs: dict[int, packshot_step.PackshotJob] | None = None,
 ) -> _Generated:
-    """One ``Generator.generate`` call per model; the batch's wall time goes to metrics."""
+    """One ``Generator.generate`` call per model (packshot shots: one inpainting call);
+    the batch's wall time goes to metrics."""
     generated = _Generated()
     started = time.perf_counter()
-    by_model: dict[str, list[ShotParams]] = defaultdict(list)
+    by_model: dict[tuple[str, bool], list[ShotParams]] = defaultdict(list)
     for p in params:
-        by_model[p.model_id].append(p)
-    for model_id, group in by_model.items():
-        _run_group(ctx, model_id, group, batch_id, generated, result)
+        by_model[(p.model_id, p.shot_id in (jobs or {}))].append(p)
+    for (model_id, packshot), group in by_model.items():
+        _run_group(ctx, model_id, group, batch_id, generated, result, jobs if packshot else None)
     metrics.observe_batch(time.perf_counter() - started)
     return generated
 
@@ -191,8 +202,14 @@ def _run_group(
     batch_id: str,
     generated: _Generated,
     result: StepResult,
+    jobs: dict[int, packshot_step.PackshotJob] | None = None,
 ) -> None:
     try:
+        if jobs:
+            outs, notes = packshot_step.generate_packshots(ctx, model_id, group, jobs, batch_id)
+            generated.outputs += outs
+            generated.packshot_notes.update(notes)
+            return
         generator: Generator = ctx.generator(model_id)
         generated.outputs += generator.generate(group, batch_id=batch_id)
     except transient_errors():
@@ -249,6 +266,7 @@ def _record_generated(
     errors: dict[int, str],
     batch_id: str,
     result: StepResult,
+    notes: dict[int, dict[str, Any]] | None = None,
 ) -> None:
     max_attempts = ctx.settings.max_attempts
     with ctx.sessions.begin() as s, batched_inserts(s):
@@ -258,6 +276,7 @@ def _record_generated(
                 (result.retry if retried else result.failed).append(shot.id)
                 continue
             raw = uploaded[shot.id]
+            packshot_step.note_packshot(shot, (notes or {}).get(shot.id))
             record_generation(
                 s,
                 shot,
@@ -288,6 +307,7 @@ class _GateShot:
 class _GateClaim:
     shots: dict[int, _GateShot]
     brand_rows: dict[str, dict[str, Any]]  # the config stored on each brand row
+    packshots: dict[int, dict[str, Any]] = field(default_factory=dict)  # shot id -> packshot
 
 
 @dataclass(frozen=True)
@@ -311,6 +331,8 @@ def gate(ctx: WorkerContext, shot_ids: list[int]) -> StepResult:
     # Rejected images get their final file too: a reviewer override can then publish the
     # exact bytes the sheet showed, and every stored final carries watermark + provenance.
     built = _finalize(ctx, the_gate, claim, images, decisions)
+    finals_data = {f.shot_id: f.image.data for f in built}
+    packshot_step.check_fidelity(ctx, claim.packshots, images, finals_data, decisions)
     finals = dict(ctx.io_map(lambda f: _put_final(ctx, f), built))
     _record_gated(ctx, decisions, finals, result)
     return result
@@ -326,7 +348,10 @@ def _claim_for_gate(ctx: WorkerContext, shot_ids: list[int]) -> _GateClaim:
             sid: _GateShot(info, keys[sid], _provenance(shots[sid], info))
             for sid, info in infos.items()
         }
-    return _GateClaim(gate_shots, brand_rows)
+        packshots = {
+            sid: dict(sh.packshot) for sid, sh in shots.items() if sh.source_image_id is not None
+        }
+    return _GateClaim(gate_shots, brand_rows, packshots)
 
 
 def _provenance(shot: Shot, info: ShotInfo) -> ProvenanceInfo:

@@ -157,6 +157,7 @@ class ShopifyColumns(ProductColumns):
 
     options: tuple[tuple[int | None, int | None], ...]  # (OptionN Name, OptionN Value), N=1..3
     variant_image: int | None
+    image_position: int | None
 
     @classmethod
     def from_layout(cls, layout: Layout, brand: BrandConfig) -> ShopifyColumns:
@@ -172,6 +173,7 @@ class ShopifyColumns(ProductColumns):
             image=h("Image Src"),
             options=tuple((h(f"Option{i} Name"), h(f"Option{i} Value")) for i in (1, 2, 3)),
             variant_image=h("Variant Image"),
+            image_position=h("Image Position"),
         )
 
     def used(self, layout: Layout) -> frozenset[int]:
@@ -401,12 +403,13 @@ class Normalizer:
             col(c.price),
             col(c.image),
             col(c.variant_image),
+            col(c.image_position),
             col(v1),
             col(v2),
             col(v3),
         )
         rows = zip(keys, lines, *columns, strict=True)
-        for i, (k, line, title, sku, price, img, vimg, o1, o2, o3) in enumerate(rows):
+        for i, (k, line, title, sku, price, img, vimg, ipos, o1, o2, o3) in enumerate(rows):
             if cur is None or k != cur.key:
                 if cur is not None:
                     done.append(cur)
@@ -417,7 +420,8 @@ class Normalizer:
             elif title and title.strip():  # the handle's product fields again: must agree
                 cur.check_fields(line, self._product_fields(arr[i]))
             if img:
-                cur.add_image(img.strip())
+                ipos = ipos.strip()
+                cur.add_image(img.strip(), int(ipos) if ipos.isdigit() else None)
             if sku or price or o1 or o2 or o3:
                 options: dict[str, str] = {}
                 slots = cur.slots or ["", "", ""]

@@ -30,6 +30,7 @@ from catalog.importing.csv_source import (
     iter_chunks,
     read_sample,
 )
+from catalog.importing.image_refs import write_run_refs
 from catalog.importing.import_store import ApplyResult, ImportStore
 from catalog.importing.product_content import ProductAcc
 from catalog.models import ImportRun, ImportStatus, utcnow
@@ -268,6 +269,9 @@ def _load(
     current.clear()
     result = store.apply()
     store.close()
+    _, bad_refs = write_run_refs(s, run_id, Path(info.path).parent)
+    if bad_refs:
+        summary.warnings.append(f"{bad_refs} image references were empty or over 2 KB; skipped")
     _finish_run(s, run_id, info, summary, result)
 
 

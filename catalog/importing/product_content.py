@@ -93,9 +93,20 @@ class ProductAcc:
             return
         self.variants.append(variant)
 
-    def add_image(self, url: str) -> None:
+    # Shopify "Image Position" by URL; the images are put in this order before hashing.
+    positions: dict[str, int] = field(default_factory=dict)
+
+    def add_image(self, url: str, position: int | None = None) -> None:
         if url and url not in self.images:
             self.images.append(url)
+            if position is not None:
+                self.positions[url] = position
+
+    def _order_images(self) -> None:
+        """Images with a position first, by position; the rest after, in file order."""
+        order = self.positions
+        self.images.sort(key=lambda url: order.get(url, 1 << 30))
+        self.positions = {}
 
     def add_option(self, name: str) -> None:
         if name not in self.options:
@@ -163,6 +174,8 @@ class ProductAcc:
         variants in a fixed order, so moving rows around in the file makes no new revision."""
         if self.placeholders:
             self._name_placeholder_options()
+        if self.positions:
+            self._order_images()
         variants = sorted(
             (v["sku"] or "", sorted(v["options"].items()), v["price"] or "", v["image"] or "")
             for v in self.variants

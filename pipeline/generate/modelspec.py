@@ -3,6 +3,7 @@
 A model string is one of:
 
 - ``tiny``: the offline random-weight preset (``pipeline.generate.tiny_preset``);
+- ``tiny-inpaint``: its 9-channel inpainting variant (a brand's ``inpaint_model``);
 - a local diffusers folder (has ``model_index.json``);
 - a single ``.safetensors`` checkpoint (loaded with ``from_single_file``);
 - a diffusers repo id (``org/name``), resolved from the local Hugging Face cache only.
@@ -51,6 +52,8 @@ class ModelSpec:
             raise ModelLoadError("model: empty model name")
         if text == "tiny":
             return cls(text, "tiny", Path(settings.model_cache_dir) / "tiny-sd")
+        if text == "tiny-inpaint":
+            return cls(text, "tiny", Path(settings.model_cache_dir) / "tiny-sd-inpaint")
         path = Path(text).expanduser()
         suffix = path.suffix.lower()
         if suffix in PICKLE_SUFFIXES:
@@ -75,7 +78,8 @@ class ModelSpec:
     def local_path(self, settings: Settings) -> Path:
         """The folder or file holding the weights (building the tiny preset if needed)."""
         if self.kind == "tiny":
-            return ensure_tiny_model(Path(settings.model_cache_dir))
+            inpaint = self.model_id == "tiny-inpaint"
+            return ensure_tiny_model(Path(settings.model_cache_dir), inpaint=inpaint)
         if self.path is not None:
             return self.path
         try:

@@ -18,6 +18,9 @@ from pipeline.files import publish_dir
 from pipeline.generate.clip_tokenizer import write_clip_tokenizer_files
 
 TINY_DIRNAME = "tiny-sd"
+# The 9-channel inpainting variant (latents + mask + masked-image latents in), for packshot
+# shots with a brand ``inpaint_model: tiny-inpaint``. Same VAE, text encoder and blocks.
+TINY_INPAINT_DIRNAME = "tiny-sd-inpaint"
 # Bump when the architecture below changes, so stale caches are rebuilt rather than reused.
 TINY_VERSION = "1"
 _MARKER = "shotline_tiny.json"
@@ -39,12 +42,17 @@ def _is_complete(path: Path) -> bool:
         return False
 
 
-def build_tiny_pipeline():  # -> StableDiffusionPipeline (kept untyped: heavy import)
-    """Build the random-weight pipeline in memory (deterministic: fixed torch seed)."""
+def build_tiny_pipeline(in_channels: int = 4):  # -> StableDiffusion(Inpaint)Pipeline (untyped)
+    """Build the random-weight pipeline in memory (deterministic: fixed torch seed).
+
+    ``in_channels=9`` gives the inpainting layout (4 latent + 1 mask + 4 masked-image latent
+    channels) as a ``StableDiffusionInpaintPipeline``; the rest is built identically.
+    """
     import torch
     from diffusers import (
         AutoencoderKL,
         EulerDiscreteScheduler,
+        StableDiffusionInpaintPipeline,
         StableDiffusionPipeline,
         UNet2DConditionModel,
     )
@@ -53,7 +61,7 @@ def build_tiny_pipeline():  # -> StableDiffusionPipeline (kept untyped: heavy im
     torch.manual_seed(TINY_SEED)
     unet = UNet2DConditionModel(
         sample_size=TINY_SIZE // 8,
-        in_channels=4,
+        in_channels=in_channels,
         out_channels=4,
         block_out_channels=(32, 64),
         layers_per_block=1,
@@ -103,7 +111,8 @@ def build_tiny_pipeline():  # -> StableDiffusionPipeline (kept untyped: heavy im
         num_train_timesteps=1000,
         steps_offset=1,
     )
-    return StableDiffusionPipeline(
+    pipe_cls = StableDiffusionInpaintPipeline if in_channels == 9 else StableDiffusionPipeline
+    return pipe_cls(
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,
@@ -115,18 +124,18 @@ def build_tiny_pipeline():  # -> StableDiffusionPipeline (kept untyped: heavy im
     )
 
 
-def ensure_tiny_model(cache_dir: Path) -> Path:
-    """Return the tiny preset's folder, building it once if needed.
+def ensure_tiny_model(cache_dir: Path, inpaint: bool = False) -> Path:
+    """Return the tiny preset's folder (``inpaint``: the 9-channel one), building it once.
 
     Safe when processes race: each builds into its own temp folder next to the target and
     renames it into place; a loser of the race discards its copy and uses the winner's.
     """
-    target = tiny_model_dir(cache_dir)
+    target = Path(cache_dir) / TINY_INPAINT_DIRNAME if inpaint else tiny_model_dir(cache_dir)
     if _is_complete(target):
         return target
 
     def build(tmp: Path) -> None:
-        pipe = build_tiny_pipeline()
+        pipe = build_tiny_pipeline(in_channels=9 if inpaint else 4)
         pipe.save_pretrained(tmp, safe_serialization=True)
         (tmp / _MARKER).write_text(json.dumps({"version": TINY_VERSION, "seed": TINY_SEED}))
 

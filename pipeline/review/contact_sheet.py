@@ -24,6 +24,7 @@ from jinja2 import Environment
 from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.images import ImageError, decode_image
+from pipeline.review.packshot_panel import outlined_source
 
 THUMB_PX = 256
 
@@ -42,6 +43,10 @@ class SheetEntry:
     reasons: Sequence[str] = field(default_factory=tuple)
     # [{"name", "kind", "score", "threshold", "triggered"}] as the gate writes them.
     scores: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
+    # Packshot shots: the catalog image the product came from and its cutout mask (PNG).
+    source: bytes | None = None
+    mask: bytes | None = None
+    source_label: str = ""
 
 
 def _open(data: bytes | None) -> Image.Image | None:
@@ -110,6 +115,8 @@ _HTML = """<!doctype html>
   td, th { padding: 1px 6px; text-align: left; }
   tr.hit td { color: #c62828; font-weight: 600; }
   .reasons { color: #c62828; font-size: 12px; }
+  figure.source { margin: 6px 0 0; }
+  figure.source figcaption { font-size: 11px; color: #555; word-break: break-all; }
   .banner { background: #fff3cd; border: 2px solid #c62828; color: #7a1d1d; font-weight: 700;
             padding: 8px 12px; margin: 0 0 12px; border-radius: 6px; }
 </style>
@@ -127,6 +134,15 @@ _HTML = """<!doctype html>
          width="{{ e.width }}" height="{{ e.height }}">
     {% else %}
     <div class="missing">image missing</div>
+    {% endif %}
+    {% if e.source_src %}
+    <figure class="source">
+      <img class="thumb" src="{{ e.source_src }}" alt="source of shot {{ e.shot_id }}"
+           width="{{ e.source_w }}" height="{{ e.source_h }}">
+      <figcaption>catalog packshot, cutout outlined in red: {{ e.source_label }}</figcaption>
+    </figure>
+    {% elif e.is_packshot %}
+    <div class="missing">source image missing</div>
     {% endif %}
     <div class="meta"><b>{{ e.sku }}</b> · {{ e.template }}
       {% if e.state %}· {{ e.state }}{% endif %}</div>
@@ -168,6 +184,7 @@ def render_html(
     cards = []
     for e in entries:
         thumb = thumbnail(e.image, thumb_px)
+        panel = outlined_source(e.source, e.mask, thumb_px)
         cards.append(
             {
                 "shot_id": int(e.shot_id),
@@ -189,6 +206,11 @@ def render_html(
                 "src": _data_uri(thumb) if thumb is not None else None,
                 "width": thumb.width if thumb is not None else 0,
                 "height": thumb.height if thumb is not None else 0,
+                "is_packshot": bool(e.source_label),
+                "source_label": e.source_label,
+                "source_src": _data_uri(panel) if panel is not None else None,
+                "source_w": panel.width if panel is not None else 0,
+                "source_h": panel.height if panel is not None else 0,
             }
         )
     return _TEMPLATE.render(title=title, note=note, entries=cards, thumb=thumb_px, banner=banner)
@@ -261,6 +283,7 @@ def render_grid(
                 size = (max(1, round(thumb.width * scale)), max(1, round(thumb.height * scale)))
                 thumb = thumb.resize(size, Image.Resampling.NEAREST)
             sheet.paste(thumb, (x0, ty))
+        _paste_inset(sheet, e, (x0, ty), thumb_px)
         my = ty + thumb_px + pad // 2
         border = "red" if e.decision == "rejected" else "black"
         draw.text((x0, my), _fit(draw, e.sku, text_font, thumb_px), fill=border, font=text_font)
@@ -271,6 +294,19 @@ def render_grid(
             font=text_font,
         )
     return sheet
+
+
+def _paste_inset(sheet: Image.Image, e: SheetEntry, at: tuple[int, int], thumb_px: int) -> None:
+    """A packshot shot's source (cutout outlined) as an inset in the cell's corner."""
+    inset = outlined_source(e.source, e.mask, max(16, thumb_px // 3))
+    if inset is None:
+        return
+    x = at[0] + thumb_px - inset.width - 2
+    y = at[1] + thumb_px - inset.height - 2
+    ImageDraw.Draw(sheet).rectangle(
+        (x - 2, y - 2, x + inset.width + 1, y + inset.height + 1), outline="white", width=2
+    )
+    sheet.paste(inset, (x, y))
 
 
 def render_grid_png(

@@ -23,6 +23,7 @@ from catalog.lineage import (
     parse_lora_ref,
     shot_lineage,
 )
+from catalog.source_lineage import UnknownSource, outputs_of_source
 from tasks.cli.common import MAX_ID, CliState, cli_state, console, fail, print_json
 
 
@@ -58,6 +59,26 @@ def _add_sources(tree: Tree, chain: Mapping[str, Any]) -> None:
     stale = "" if bc["is_current"] else " [yellow](config changed since)[/]"
     tree.add(f"brand config digest {_e(bc['digest'])}{stale}")
     tree.add(f"template {_e(chain['template']['name'])}  digest {_e(chain['template']['digest'])}")
+    _add_packshot(tree, chain.get("packshot"))
+
+
+def _add_packshot(tree: Tree, pk: Mapping[str, Any] | None) -> None:
+    """A packshot shot: the catalog image, its cutout and where it was placed."""
+    if not pk:
+        return
+    src = pk.get("source_image") or {}
+    node = tree.add(
+        f"source image {_e(src.get('url'))}  sha256 {_e(src.get('sha256'))}  "
+        f"{_e(src.get('width'))}x{_e(src.get('height'))}  ({_e(src.get('status'))})"
+    )
+    cut = pk.get("cutout")
+    if isinstance(cut, Mapping):
+        node.add(
+            f"cutout {_e(cut.get('method'))}  params {_e(cut.get('params'))}  "
+            f"mask sha256 {_e(cut.get('mask_sha256'))}"
+        )
+    if pk.get("placement"):
+        node.add(f"placement {_e(pk['placement'])}")
 
 
 def _add_generation(tree: Tree, chain: Mapping[str, Any]) -> None:
@@ -182,16 +203,20 @@ def print_lineage(report: Mapping[str, Any]) -> None:
         console.print(f"  lineage: {report['lineage_note']}", markup=False, highlight=False)
 
 
-def _lookup(state: CliState, ref: str | None, lora: str | None, import_run: int | None) -> Any:
+def _lookup(
+    state: CliState, ref: str | None, lora: str | None, import_run: int | None, source: str | None
+) -> Any:
     try:
         with state.session() as s:
+            if source is not None:
+                return outputs_of_source(s, source)
             if lora is not None:
                 name, sha = parse_lora_ref(lora)
                 return assets_by_lora(s, name, sha)
             if import_run is not None:
                 return outputs_of_import_run(s, import_run)
             return lineage_for(s, str(ref))
-    except LineageError as exc:
+    except (LineageError, UnknownSource) as exc:
         fail(str(exc))
 
 
@@ -206,6 +231,9 @@ def lineage(
     import_run: int | None = typer.Option(
         None, "--import-run", metavar="ID", help="What this import run produced.", min=1, max=MAX_ID
     ),
+    source: str | None = typer.Option(
+        None, "--source", metavar="URL|SHA256", help="Shots and assets made from this image."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
     like: int | None = typer.Option(
         None,
@@ -217,17 +245,20 @@ def lineage(
     ),
     top: int = typer.Option(10, "--top", min=1, max=1000, help="How many --like results."),
 ) -> None:
-    """Trace images back to their CSV line (or list what a LoRA / an import run produced)."""
+    """Trace images back to their CSV line (or list what a LoRA, an import run or a source
+    image produced, or the published assets most like one)."""
     if like is not None:
-        if any(x is not None for x in (ref, lora, import_run)):
+        if any(x is not None for x in (ref, lora, import_run, source)):
             fail("--like ASSET_ID goes alone")
         _like(cli_state(ctx), like, top, json_out)
         return
-    if sum(x is not None for x in (ref, lora, import_run)) != 1:
-        fail("give exactly one of REF, --lora NAME[@SHA256] or --import-run ID")
-    data = _lookup(cli_state(ctx), ref, lora, import_run)
+    if sum(x is not None for x in (ref, lora, import_run, source)) != 1:
+        fail("give exactly one of REF, --lora NAME[@SHA256], --import-run ID or --source URL")
+    data = _lookup(cli_state(ctx), ref, lora, import_run, source)
     if json_out:
         print_json(data)
+    elif source is not None:
+        _print_source(data)
     elif lora is not None:
         _print_lora(lora, data)
     elif import_run is not None:
@@ -272,6 +303,27 @@ def _print_lora(ref: str, rows: list[dict[str, Any]]) -> None:
             _e(r["lora"]["weight"]),
             _short(r["lora"]["sha256"]),
             _e(r["key"]),
+        )
+    console.print(table)
+
+
+def _print_source(data: dict[str, Any]) -> None:
+    for src in data["sources"]:
+        console.print(
+            f"source image {src['id']}: {_e(src['url'])}  sha256 {_e(src['sha256'])} "
+            f"({_e(src['status'])})"
+        )
+    table = Table(title=f"{len(data['shots'])} shot(s) made from it")
+    for col in ("shot", "product", "template", "state", "mask sha256", "asset key"):
+        table.add_column(col, overflow="fold")
+    for r in data["shots"]:
+        table.add_row(
+            str(r["shot_id"]),
+            _e(r["product_key"]),
+            _e(r["template"]),
+            r["state"],
+            _short(r["mask_sha256"]),
+            _e(r["asset_key"]),
         )
     console.print(table)
 

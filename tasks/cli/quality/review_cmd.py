@@ -64,6 +64,10 @@ ReviewerOpt = typer.Option(
     None, "--reviewer", help="Who decides (default: SHOTLINE_REVIEWER).", show_default=False
 )
 
+PACKSHOT_NOTE = (
+    " Packshot shots: the scene around the product is that noise; the product is the"
+    " catalog's own packshot (here the sample drawings), its pixels pasted back unchanged."
+)
 TINY_BANNER = (
     "TINY PRESET: these images come from a randomly initialised test model. They are noise,"
     " not product photos, and their CLIP scores mean nothing."
@@ -106,6 +110,25 @@ def _image_bytes(store: Any, shot: Shot) -> bytes | None:
         except Exception:  # a missing blob shows as "image missing", never a traceback
             continue
     return None
+
+
+def _blob(store: Any, key: Any) -> bytes | None:
+    if not key:
+        return None
+    try:
+        return bytes(store.get(str(key)))
+    except Exception:  # a missing blob shows as missing on the sheet, never a traceback
+        return None
+
+
+def _packshot_files(store: Any, shot: Shot) -> tuple[bytes | None, bytes | None, str]:
+    """A packshot shot's source image and cutout mask, and how the sheet names the source."""
+    src = shot.source_image
+    if src is None:
+        return None, None, ""
+    cutout = (shot.packshot or {}).get("cutout") or {}
+    label = f"{src.url} (sha256 {(src.sha256 or '-')[:12]})"
+    return _blob(store, src.blob_key), _blob(store, cutout.get("mask_key")), label
 
 
 def _blob_store(settings: Settings) -> Any:
@@ -282,6 +305,7 @@ def _entries(shots: Sequence[Shot], store: Any) -> list[SheetEntry]:
     entries = []
     for shot in shots:
         r = review_record(shot)
+        source, mask, label = _packshot_files(store, shot)
         entries.append(
             SheetEntry(
                 shot_id=r["id"],
@@ -293,6 +317,9 @@ def _entries(shots: Sequence[Shot], store: Any) -> list[SheetEntry]:
                 decision=r["gate_decision"],
                 reasons=tuple(str(x) for x in r["reasons"]),
                 scores=tuple(r["scores"]),
+                source=source,
+                mask=mask,
+                source_label=label,
             )
         )
     return entries
@@ -337,6 +364,8 @@ def write_contact_sheet(
     title = "shotline contact sheet" + (f": {brand}" if brand else "")
     # Never let tiny-preset noise pass for product photography, even out of context.
     banner = TINY_BANNER if any(sh.model_id == "tiny" for sh in shots) else None
+    if banner and any(sh.source_image_id is not None for sh in shots):
+        banner += PACKSHOT_NOTE
     html_path, png_path = _write_sheet(out, entries, title, banner, columns)
     missing = sum(1 for e in entries if e.image is None)
     console.print(f"{len(entries)} image(s){f', {missing} missing' if missing else ''}")

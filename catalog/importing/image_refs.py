@@ -1,0 +1,76 @@
+"""The image references of an import's new revisions -> ``source_image_refs`` rows.
+
+Read back from the revisions the run created (their ``data`` is the contract: ``images``
+in position order, variant images among them), so merged fragments and every format are
+handled the same way. A reference that cannot be a URL (empty, over 2 KB) is
+skipped and counted; any other text is kept and refused, with its reason, by the fetch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from catalog.models import ProductRevision
+from catalog.sources import RefRow, write_refs
+from pipeline.sources.refs import normalize_ref
+
+_BATCH = 5000  # revisions read back at a time
+_FLUSH = 50_000  # references staged at a time
+
+
+def revision_refs(
+    revision_id: int, data: Mapping[str, Any], line: int | None, base_dir: Path | None
+) -> tuple[list[RefRow], int]:
+    """The references of one revision's data, and how many cells were unusable. Variant
+    images are among ``images`` already (import adds them), so one row per image is all."""
+    refs: list[RefRow] = []
+    skipped = 0
+    for pos, raw in enumerate(data.get("images") or [], start=1):
+        url = normalize_ref(raw, base_dir) if isinstance(raw, str) else None
+        if url is None:
+            skipped += 1
+            continue
+        refs.append(RefRow(revision_id, pos, url, raw, line))
+    return refs, skipped
+
+
+def write_run_refs(session: Session, run_id: int, base_dir: Path | None) -> tuple[int, int]:
+    """References of every revision import run ``run_id`` created: (written, skipped)."""
+    ids = list(
+        session.scalars(
+            select(ProductRevision.id)
+            .where(ProductRevision.import_run_id == run_id)
+            .order_by(ProductRevision.id)
+        )
+    )
+    written = skipped = 0
+    for start in range(0, len(ids), _BATCH):
+        rows = session.execute(
+            select(ProductRevision.id, ProductRevision.data, ProductRevision.source_line).where(
+                ProductRevision.id.in_(ids[start : start + _BATCH])
+            )
+        ).all()
+        done, bad = write_revision_refs(session, rows, base_dir)
+        written, skipped = written + done, skipped + bad
+    return written, skipped
+
+
+def write_revision_refs(
+    session: Session, rows: Iterable[Any], base_dir: Path | None
+) -> tuple[int, int]:
+    written = skipped = 0
+    pending: list[RefRow] = []
+    for rev_id, data, line in rows:
+        refs, bad = revision_refs(rev_id, data if isinstance(data, Mapping) else {}, line, base_dir)
+        pending.extend(refs)
+        skipped += bad
+        if len(pending) >= _FLUSH:
+            written += write_refs(session, pending)
+            pending = []
+    written += write_refs(session, pending)
+    return written, skipped

@@ -1,0 +1,191 @@
+"""Inpainting generation for packshot shots: the scene is generated around the real product.
+
+``Inpainter`` turns a loaded ``Generator`` into an inpainting one without a second load:
+``AutoPipelineForInpainting.from_pipe`` shares the text-to-image pipeline's modules (UNet, VAE,
+text encoder), so the LoRAs the generator fuses into its UNet apply here too. A brand's
+``inpaint_model`` (a 9-channel inpainting checkpoint such as ``tiny-inpaint``) is loaded once as
+its own ``Generator`` (``load_generator``) and wrapped the same way.
+
+``generate(shots)`` works like ``Generator.generate``: shots grouped by ``batch_key``, batches of
+``settings.batch_size``, a CPU ``torch.Generator`` per shot, the batch's LoRA set, the
+batch-invariant mode on the CPU and the CUDA OOM split, and each shot in a batch with its own
+image and mask. After decoding, each image goes through ``pipeline.packshot.composite`` (the
+real product pixels pasted back) and the exact fidelity check; the output's ``image``/``png``
+are the composited image, ``raw`` the decoded one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image
+
+from pipeline.generate.generator import (
+    OOM_MESSAGE,
+    Generator,
+    _batch_invariant_mode,
+    encode_png,
+)
+from pipeline.generate.lora import LoraError
+from pipeline.generate.modelspec import ModelLoadError
+from pipeline.packshot.composite import composite
+from pipeline.packshot.fidelity import Fidelity, check_exact
+from pipeline.packshot.placement import Placed
+
+if TYPE_CHECKING:
+    from pipeline.types import GenerationOutput, ShotParams
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InpaintShot:
+    """A packshot shot: the generation parameters and the placed product on its canvas."""
+
+    params: ShotParams
+    placed: Placed
+
+    def check(self) -> None:
+        h, w = self.placed.rgb.shape[:2]
+        if (w, h) != (self.params.width, self.params.height):
+            raise ValueError(
+                f"shot {self.params.shot_id}: placement is {w}x{h}, the shot "
+                f"{self.params.width}x{self.params.height}"
+            )
+
+
+@dataclass
+class PackshotOutput:
+    """One packshot result: the generation record (composited image) plus what made it."""
+
+    output: GenerationOutput
+    raw: Image.Image | None  # the decoded scene before the product went back
+    fidelity: Fidelity | None  # the exact check before any watermark; None on error
+
+
+class Inpainter:
+    """Inpainting on a loaded generator's modules. One per generator (worker process)."""
+
+    def __init__(self, generator: Generator) -> None:
+        from diffusers import AutoPipelineForInpainting
+
+        self.generator = generator
+        # Shares every module with generator.pipe: no weights are loaded or copied.
+        self.pipe = AutoPipelineForInpainting.from_pipe(generator.pipe)
+        self.pipe.set_progress_bar_config(disable=True)
+        self.channels = int(self.pipe.unet.config.in_channels)
+
+    @property
+    def model_id(self) -> str:
+        return self.generator.model_id
+
+    def generate(
+        self, shots: Sequence[InpaintShot], batch_id: str | None = None
+    ) -> list[PackshotOutput]:
+        """Composited images for ``shots``, in input order. Per-shot failures are in ``error``."""
+        g = self.generator
+        batch_id = batch_id or uuid.uuid4().hex
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for i, shot in enumerate(shots):
+            groups.setdefault(shot.params.batch_key(), []).append(i)
+        results: list[PackshotOutput | None] = [None] * len(shots)
+        size = max(1, g.settings.batch_size)
+        for indices in groups.values():
+            for start in range(0, len(indices), size):
+                idx = indices[start : start + size]
+                for i, outcome in zip(idx, self._run_split([shots[j] for j in idx]), strict=True):
+                    results[i] = self._result(shots[i], batch_id, outcome)
+        return [r for r in results if r is not None]
+
+    def _result(
+        self,
+        shot: InpaintShot,
+        batch_id: str,
+        outcome: tuple[Image.Image, dict[str, float]] | str,
+    ) -> PackshotOutput:
+        g = self.generator
+        if isinstance(outcome, str):
+            return PackshotOutput(g._output(shot.params, batch_id, {}, error=outcome), None, None)
+        raw, timings = outcome
+        t0 = time.perf_counter()
+        final = composite(raw, shot.placed)
+        fid = check_exact(final, shot.placed.rgb, shot.placed.core)
+        t1 = time.perf_counter()
+        png = encode_png(final)
+        timings = {**timings, "composite": t1 - t0, "encode": time.perf_counter() - t1}
+        out = g._output(shot.params, batch_id, timings, image=final, png=png)
+        return PackshotOutput(out, raw, fid)
+
+    def _run_split(
+        self, chunk: list[InpaintShot]
+    ) -> list[tuple[Image.Image, dict[str, float]] | str]:
+        """Run a batch; on CUDA OOM split it in half and retry, down to single images."""
+        import torch
+
+        try:
+            images, timings = self._run_batch(chunk)
+        except torch.cuda.OutOfMemoryError:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if len(chunk) == 1:
+                p = chunk[0].params
+                log.warning("shot %s: CUDA OOM at batch size 1 (inpainting)", p.shot_id)
+                return [
+                    f"{OOM_MESSAGE} ({p.width}x{p.height} inpainting, {p.steps} steps on "
+                    f"{self.generator.device_name}); try vae_tiling, fp8_storage or cpu_offload"
+                ]
+            half = (len(chunk) + 1) // 2
+            log.warning("CUDA OOM at inpainting batch size %d; splitting", len(chunk))
+            return self._run_split(chunk[:half]) + self._run_split(chunk[half:])
+        except (LoraError, ModelLoadError, ValueError) as exc:
+            return [str(exc)] * len(chunk)
+        timings = {**timings, "batch_size": float(len(chunk))}
+        return [(img, timings) for img in images]
+
+    def _run_batch(self, chunk: list[InpaintShot]) -> tuple[list[Image.Image], dict[str, float]]:
+        import torch
+
+        g = self.generator
+        first = chunk[0].params
+        for shot in chunk:
+            shot.check()
+            if shot.params.model_id != g.model_id:
+                raise ValueError(
+                    f"shot {shot.params.shot_id} wants model {shot.params.model_id!r}, "
+                    f"this inpainter holds {g.model_id!r}"
+                )
+        self.pipe.scheduler = g._scheduler(first.scheduler)
+        t0 = time.perf_counter()
+        g._activate_adapters(first)  # fuses into the shared UNet
+        t_lora = time.perf_counter() - t0
+        # One CPU generator per shot: noise and the VAE's latent sampling are the shot's own.
+        generators = [torch.Generator(device="cpu").manual_seed(s.params.seed) for s in chunk]
+        images = [Image.fromarray(s.placed.rgb, "RGB") for s in chunk]
+        masks = [Image.fromarray(s.placed.inpaint_mask, "L") for s in chunk]
+        invariant = _batch_invariant_mode() if g.batch_invariant else contextlib.nullcontext()
+        with torch.inference_mode(), invariant:
+            t1 = time.perf_counter()
+            latents = self.pipe(
+                prompt=[s.params.prompt for s in chunk],
+                negative_prompt=[s.params.negative_prompt for s in chunk],
+                image=images,
+                mask_image=masks,
+                width=first.width,
+                height=first.height,
+                strength=1.0,
+                num_inference_steps=first.steps,
+                guidance_scale=first.guidance,
+                generator=generators,
+                output_type="latent",
+            ).images
+            g._sync()
+            t2 = time.perf_counter()
+            decoded = g._decode(latents)
+            t3 = time.perf_counter()
+        return decoded, {"lora": t_lora, "denoise": t2 - t1, "decode": t3 - t2}
