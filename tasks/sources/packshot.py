@@ -153,6 +153,7 @@ class PackshotJob:
     source: PackshotSource
     cutout: Cutout
     placed: Placed
+    packshot: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # the shot's plan
 
 
 def placement_spec(data: Mapping[str, Any] | None) -> PlacementSpec:
@@ -192,7 +193,7 @@ def prepare_jobs(
         except (ValueError, cv2.error) as exc:
             errors[shot.id] = f"placement of {src.url}: {exc}"
             continue
-        jobs[shot.id] = PackshotJob(shot.id, src, cut, placed)
+        jobs[shot.id] = PackshotJob(shot.id, src, cut, placed, dict(shot.packshot or {}))
     return jobs, errors
 
 
@@ -283,8 +284,14 @@ def generate_packshots(
     """One model's packshot shots: inpainted around the placed product (diffusers'
     inpainting pipeline on the loaded model, each shot with its own image and mask), the
     product composited back. A stand-in generator without a pipeline generates the scene
-    and the product is composited over it. Returns the outputs and what each shot records."""
-    generator = ctx.generator(model_id)
+    and the product is composited over it. Returns the outputs and what each shot records.
+    A brand's ``inpaint_model`` (recorded on the shot at plan time) is loaded once and used
+    instead of the base model's own modules."""
+    chosen = {(jobs[p.shot_id].packshot.get("inpaint_model") or model_id) for p in group}
+    use = sorted(chosen)[0] if len(chosen) == 1 else model_id
+    if use != model_id:
+        group = [dataclasses.replace(p, model_id=use) for p in group]
+    generator = ctx.generator(use)
     notes: dict[int, dict[str, Any]] = {}
     if getattr(generator, "pipe", None) is None:
         outs = generator.generate(group, batch_id=batch_id)
