@@ -42,11 +42,11 @@ class CutoutParams:
     tolerance: int = 12  # max per-channel difference from the background colour (levels)
     # Share of border pixels that must be within tolerance for the background to be "uniform".
     min_border_match: float = 0.97
-    grabcut_iters: int = 2
+    grabcut_iters: int = 1
     band_px: int = 3  # half-width of the band grabCut may move the boundary within
     # grabCut runs on the product's box scaled down to at most this many pixels a side: its
     # cost grows with the pixels it sees, and the band decision is upsampled back.
-    grabcut_size: int = 256
+    grabcut_size: int = 192
     feather_px: int = 2  # the alpha ramps over about this many pixels each side of the edge
     min_area: float = 0.005  # the product must cover at least this share of the image...
     max_area: float = 0.95  # ...and at most this share
@@ -151,7 +151,9 @@ def _distance(rgb: np.ndarray, bg: tuple[int, int, int]) -> np.ndarray:
     L-infinity rather than Euclidean: three OpenCV passes instead of float arithmetic on every
     pixel, and a tolerance that reads as "levels per channel".
     """
-    diff = cv2.absdiff(rgb, np.full_like(rgb, bg))
+    ref = np.empty_like(rgb)
+    ref[...] = np.asarray(bg, dtype=np.uint8)
+    diff = cv2.absdiff(rgb, ref)
     r, g, b = cv2.split(diff)
     return cv2.max(cv2.max(r, g), b)
 
@@ -179,10 +181,10 @@ def _grabcut_refine(rgb: np.ndarray, hard: np.ndarray, params: CutoutParams) -> 
     flood fill stands.
     """
     h, w = hard.shape
-    ys, xs = np.nonzero(hard)
+    bx, by, bw, bh = cv2.boundingRect(hard.astype(np.uint8))
     m = 4 * params.band_px + 8
-    y0, y1 = max(0, int(ys.min()) - m), min(h, int(ys.max()) + m + 1)
-    x0, x1 = max(0, int(xs.min()) - m), min(w, int(xs.max()) + m + 1)
+    y0, y1 = max(0, by - m), min(h, by + bh + m)
+    x0, x1 = max(0, bx - m), min(w, bx + bw + m)
     crop = hard[y0:y1, x0:x1].astype(np.uint8)
     k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * params.band_px + 1,) * 2)
     band = cv2.dilate(crop, k) > cv2.erode(crop, k)

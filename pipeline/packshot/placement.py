@@ -56,8 +56,8 @@ class Placed:
 
 
 def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
-    ys, xs = np.nonzero(mask)
-    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+    x, y, w, h = cv2.boundingRect(mask.astype(np.uint8))
+    return x, y, x + w, y + h
 
 
 def place(cutout: Cutout, spec: PlacementSpec, width: int, height: int) -> Placed:
@@ -101,9 +101,14 @@ def place(cutout: Cutout, spec: PlacementSpec, width: int, height: int) -> Place
 
 def blend(top: np.ndarray, bottom: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """``top`` over ``bottom`` with uint8 ``alpha``, rounded; alpha 255 gives ``top`` exactly."""
-    a = alpha.astype(np.uint16)[..., None]
-    out = top.astype(np.uint16) * a + bottom.astype(np.uint16) * (255 - a) + 127
-    return (out // 255).astype(np.uint8)
+    out = bottom.copy()
+    np.copyto(out, top, where=(alpha == 255)[..., None])
+    # Only the feathered edge needs arithmetic: elsewhere alpha is 0 or 255.
+    edge = (alpha > 0) & (alpha < 255)
+    a = alpha[edge].astype(np.uint16)[:, None]
+    mixed = top[edge].astype(np.uint16) * a + bottom[edge].astype(np.uint16) * (255 - a) + 127
+    out[edge] = (mixed // 255).astype(np.uint8)
+    return out
 
 
 def apply_shadow(image: np.ndarray, shadow: np.ndarray) -> np.ndarray:
