@@ -27,6 +27,7 @@ from catalog.sources import pick_source
 class PackshotRequest:
     image: str | int  # "variant" | "first" | position N
     placement: dict[str, Any]
+    inpaint_model: str | None = None  # the brand's 9-channel checkpoint, if it names one
 
 
 def _plain(value: Any) -> dict[str, Any]:
@@ -39,12 +40,13 @@ def _plain(value: Any) -> dict[str, Any]:
     return dict(value)
 
 
-def packshot_request(template: Any) -> PackshotRequest | None:
+def packshot_request(template: Any, inpaint_model: str | None = None) -> PackshotRequest | None:
     """The packshot part of a resolved template, or None for a text-to-image one."""
     if getattr(template, "source", "text") != "packshot":
         return None
     image = getattr(template, "image", None) or "variant"
-    return PackshotRequest(image=image, placement=_plain(getattr(template, "placement", None)))
+    placement = _plain(getattr(template, "placement", None))
+    return PackshotRequest(image=image, placement=placement, inpaint_model=inpaint_model)
 
 
 def refs_by_revision(
@@ -109,6 +111,7 @@ def choose(
             "position": ref.position,
             "ref": ref.raw,
             "placement": request.placement,
+            "inpaint_model": request.inpaint_model,
         },
     }, ""
 
@@ -127,8 +130,9 @@ class PackshotSlots:
         templates: Sequence[str],
         resolved: Mapping[str, Any],
         rows: Sequence[Any],
+        inpaint_model: str | None = None,
     ) -> PackshotSlots:
-        requests = {t: r for t in templates if (r := packshot_request(resolved[t])) is not None}
+        requests = {t: r for t in templates if (r := packshot_request(resolved[t], inpaint_model))}
         if not requests:
             return cls({}, {})
         return cls(requests, refs_by_revision(session, [(r.revision_id, r.data) for r in rows]))

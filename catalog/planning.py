@@ -411,7 +411,9 @@ def _plan_rows(
     existing = _existing(session, [r.revision_id for r in rows])
     entries: list[PlanEntry] = []
     pending: list[PendingShot] = []
-    packshots = PackshotSlots.for_chunk(session, ctx.templates, ctx.resolved, rows)
+    packshots = PackshotSlots.for_chunk(
+        session, ctx.templates, ctx.resolved, rows, getattr(ctx.brand, "inpaint_model", None)
+    )
     for slot in _slots(ctx, rows):
         found = existing.get(slot.key)
         if found is not None:

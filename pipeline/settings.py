@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     # e.g. the fixed-image generator in tasks.fakes for control-plane tests and benchmarks.
     generator_factory: str | None = None
 
+    # --- packshots ----------------------------------------------------------------
+    # A local .onnx segmentation model (BiRefNet, U²-Net...) for cutouts of packshots whose
+    # background is not uniform; needs onnxruntime installed. Unset: those are refused.
+    matte_model: Path | None = None
+
     # --- gate ---------------------------------------------------------------------
     clip_model: str = "tiny"  # an open_clip architecture name, or the offline "tiny" preset
     clip_pretrained: str | None = None  # an open_clip tag or a local checkpoint path

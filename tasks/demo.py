@@ -10,6 +10,7 @@ and its CLIP scores mean nothing. The demo shows the plumbing, never image quali
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -34,7 +35,11 @@ DEMO_NOTE = "DEMO auto-approval by `make demo` (no human looked at these tiny-mo
 NOISE_WARNING = (
     "NOTE: the tiny preset uses randomly initialised models. Its images are random noise, "
     "NOT product photos, and its CLIP scores are meaningless. This demo exercises the "
-    "production line (lineage, watermark, provenance, publishing), not image quality."
+    "production line (lineage, watermark, provenance, publishing), not image quality. "
+    "Packshot shots (packshot_white, packshot_scene): the scene around the product is that "
+    "noise; the product is the sample's own drawing (samples/packshots), its pixels kept. "
+    "Sample products whose images are on cdn.example.com cannot be fetched here: their "
+    "packshot shots fail with that reason, which is what a broken image link does."
 )
 
 
@@ -53,6 +58,8 @@ def _configure_env() -> None:
         "SHOTLINE_REVIEWER": REVIEWER,
         # The demo approves as a named DEMO reviewer, not as the OS login running it.
         "SHOTLINE_REVIEW_FREE_NAMES": "true",
+        # The sample catalog names samples/packshots/* by relative path; only they are read.
+        "SHOTLINE_SOURCE_ROOTS": json.dumps([str(ROOT / "samples")]),
     }
     for key in [k for k in os.environ if k.startswith("SHOTLINE_")]:
         del os.environ[key]  # a developer's broker or Postgres must not leak into the demo

@@ -19,7 +19,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote, urlparse
 
 import yaml
@@ -31,6 +31,9 @@ from pipeline.files import InputFileError
 from pipeline.generate.schedulers import SCHEDULERS
 from pipeline.types import AdapterRef
 from pipeline.weights import check_safetensors
+
+if TYPE_CHECKING:
+    from pipeline.packshot.placement import PlacementSpec
 
 Loc = tuple[str | int, ...]
 
@@ -181,6 +184,29 @@ BUILTIN_PRESETS: dict[str, PresetSpec] = {
 }
 
 
+class PlacementConfig(_Model):
+    """Where a packshot template puts the product on the canvas (``pipeline.packshot``)."""
+
+    # The product's bounding box (longer side) as a fraction of the canvas.
+    scale: float = Field(default=0.6, ge=0.05, le=1.0)
+    anchor: Literal["center", "bottom"] = "center"
+    margin: float = Field(default=0.05, ge=0.0, le=0.4)  # free on every side, canvas fraction
+    floor_margin: float = Field(default=0.08, ge=0.0, le=0.4)  # bottom anchor: gap below
+    shadow: Literal["none", "contact", "drop"] = "none"
+    shadow_opacity: float = Field(default=0.45, ge=0.0, le=1.0)
+    seam_px: int = Field(default=3, ge=0, le=32)  # band inside the edge the model may repaint
+
+    def to_spec(self) -> PlacementSpec:
+        from pipeline.packshot.placement import PlacementSpec
+
+        return PlacementSpec(**self.model_dump())
+
+
+# Which of a product's images a packshot template uses: the variant's own image, the first
+# (Image Position 1), or position N (1-based).
+ImageChoice = Literal["variant", "first"] | int
+
+
 class TemplateSpec(_Model):
     prompt: str = Field(min_length=1)
     negative_prompt: str = ""
@@ -193,11 +219,31 @@ class TemplateSpec(_Model):
     scheduler: str | None = None
     # LoRA name -> weight; None means every brand LoRA at its default weight, {} means none.
     loras: dict[str, float] | None = None
+    # "text": text-to-image (the default). "packshot": the catalog's own product image, cut
+    # out and placed, with only the scene around it generated (inpainting).
+    source: Literal["text", "packshot"] = "text"
+    image: ImageChoice = "variant"
+    placement: PlacementConfig | None = None
 
     @field_validator("scheduler")
     @classmethod
     def _known_scheduler(cls, v: str | None) -> str | None:
         return None if v is None else _check_scheduler(v)
+
+    @field_validator("image", mode="before")
+    @classmethod
+    def _image_choice(cls, v: Any) -> Any:
+        if isinstance(v, bool) or (isinstance(v, int) and v < 1):
+            raise ValueError('must be "variant", "first" or an image position (1, 2, ...)')
+        if isinstance(v, str) and v not in ("variant", "first"):
+            raise ValueError(f'must be "variant", "first" or an image position, not {v!r}')
+        return v
+
+    def resolved_placement(self) -> PlacementConfig | None:
+        """The placement a packshot template uses (the defaults when it gives none)."""
+        if self.source != "packshot":
+            return None
+        return self.placement or PlacementConfig()
 
 
 class CompetitorSpec(_Model):
@@ -233,9 +279,29 @@ class ResolvedTemplate:
     guidance: float
     scheduler: str
     adapters: tuple[AdapterRef, ...]
+    source: str = "text"  # text | packshot
+    image: str | int = "variant"  # packshot: variant | first | position N
+    placement: dict[str, Any] | None = None  # packshot: PlacementConfig fields
+
+    @property
+    def is_packshot(self) -> bool:
+        return self.source == "packshot"
+
+    def placement_spec(self) -> PlacementSpec | None:
+        return None if self.placement is None else PlacementConfig(**self.placement).to_spec()
 
     def definition(self) -> dict[str, Any]:
-        """The normalized definition the template digest is taken over."""
+        """The normalized definition the template digest is taken over.
+
+        Packshot fields are added only for packshot templates, so a text template's digest
+        is what it was before packshots existed.
+        """
+        out = self._text_definition()
+        if self.is_packshot:
+            out.update(source=self.source, image=self.image, placement=self.placement)
+        return out
+
+    def _text_definition(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "prompt": self.prompt,
@@ -260,6 +326,9 @@ class BrandConfig(_Model):
     name: str = Field(pattern=NAME_RE)
     display_name: str | None = None
     base_model: str = "tiny"
+    # A 9-channel inpainting checkpoint for packshot templates (a repo id, folder,
+    # .safetensors, or "tiny-inpaint"); unset: inpaint with base_model's own modules.
+    inpaint_model: str | None = None
     loras: list[LoraSpec] = Field(default_factory=list)
     presets: dict[str, PresetSpec] = Field(default_factory=dict)
     templates: dict[str, TemplateSpec] = Field(default_factory=dict)
@@ -278,16 +347,15 @@ class BrandConfig(_Model):
     # Set by load_brand: where relative LoRA/logo paths resolve from. Not part of the digest.
     source_path: Path | None = Field(default=None, exclude=True)
 
+    @field_validator("inpaint_model")
+    @classmethod
+    def _no_pickle_inpaint(cls, v: str | None) -> str | None:
+        return None if v is None else _model_string(v)
+
     @field_validator("base_model")
     @classmethod
     def _no_pickle_model(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("must name a diffusers repo id, a local folder, a .safetensors file")
-        if _uri_path(v).lower().endswith(PICKLE_SUFFIXES):
-            raise ValueError(
-                f"{v!r} is a pickle format; use a .safetensors checkpoint or a diffusers folder"
-            )
-        return v
+        return _model_string(v)
 
     # --- derived views --------------------------------------------------------------
 
@@ -296,7 +364,18 @@ class BrandConfig(_Model):
         return self.display_name or self.name
 
     def to_json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude={"source_path"})
+        data = self.model_dump(mode="json", exclude={"source_path"})
+        # Packshot fields at their defaults are left out, so a brand that uses none of them
+        # keeps the digest it had before they existed (no spurious new brand version).
+        if data.get("inpaint_model") is None:
+            data.pop("inpaint_model", None)
+        for tmpl in data.get("templates", {}).values():
+            if tmpl.get("source") == "text" and tmpl.get("placement") is None:
+                tmpl.pop("source", None)
+                tmpl.pop("placement", None)
+                if tmpl.get("image") == "variant":
+                    tmpl.pop("image", None)
+        return data
 
     def digest(self) -> str:
         canonical = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
@@ -314,7 +393,13 @@ class BrandConfig(_Model):
 
     def resolved_base_model(self) -> str:
         """``base_model`` with a relative local path made absolute; repo ids stay as written."""
-        m = self.base_model
+        return self._resolved_model(self.base_model)
+
+    def resolved_inpaint_model(self) -> str | None:
+        """``inpaint_model`` resolved like ``base_model`` (None: inpaint with base_model)."""
+        return None if self.inpaint_model is None else self._resolved_model(self.inpaint_model)
+
+    def _resolved_model(self, m: str) -> str:
         local = m.startswith(("./", "../", "~")) or m.lower().endswith(".safetensors")
         if local and not _has_scheme(m) and not Path(m).is_absolute():
             return str(self.resolve_path(str(Path(m).expanduser())))
@@ -362,6 +447,9 @@ class BrandConfig(_Model):
             guidance=float(spec.guidance if spec.guidance is not None else base.guidance),
             scheduler=spec.scheduler or base.scheduler,
             adapters=self.adapters_for(name),
+            source=spec.source,
+            image=spec.image,
+            placement=(p.model_dump() if (p := spec.resolved_placement()) else None),
         )
 
     def template_digest(self, name: str) -> str:
@@ -397,6 +485,7 @@ class BrandConfig(_Model):
                         f"unknown preset {spec.preset!r} (known: {', '.join(sorted(presets))})",
                     )
                 )
+            out += _packshot_problems(tname, spec)
             for lname in spec.loras or {}:
                 if lname not in seen:
                     known = ", ".join(sorted(seen)) or "none defined"
@@ -460,9 +549,12 @@ class BrandConfig(_Model):
         Reads each LoRA file once, and a checkpoint's header only; ``hashes=False`` skips the
         sha256 (the slow part) but never the header check."""
         out: list[tuple[Loc, str]] = []
-        base = self.resolved_base_model()
-        if base.lower().endswith(".safetensors") and not _has_scheme(base):
-            out += _header_problem(("base_model",), Path(base).expanduser())
+        for key, model in (
+            ("base_model", self.resolved_base_model()),
+            ("inpaint_model", self.resolved_inpaint_model()),
+        ):
+            if model and model.lower().endswith(".safetensors") and not _has_scheme(model):
+                out += _header_problem((key,), Path(model).expanduser())
         for i, spec in enumerate(self.loras):
             path = None if _has_scheme(spec.path) else self.resolve_path(spec.path)
             if path is None or not path.is_file():
@@ -479,6 +571,27 @@ class BrandConfig(_Model):
                 msg = f"pin mismatch: {path.name} has sha256 {actual}, pinned {spec.sha256}"
                 out.append((("loras", i, "sha256"), msg))
         return out
+
+
+def _model_string(v: str) -> str:
+    if not v.strip():
+        raise ValueError("must name a diffusers repo id, a local folder, a .safetensors file")
+    if _uri_path(v).lower().endswith(PICKLE_SUFFIXES):
+        raise ValueError(
+            f"{v!r} is a pickle format; use a .safetensors checkpoint or a diffusers folder"
+        )
+    return v
+
+
+def _packshot_problems(tname: str, spec: TemplateSpec) -> list[tuple[Loc, str]]:
+    """Packshot-only fields on a text template: a mistake (the template would ignore them)."""
+    if spec.source == "packshot":
+        return []
+    return [
+        (("templates", tname, f), 'only for packshot templates (add "source: packshot")')
+        for f in ("image", "placement")
+        if f in spec.model_fields_set
+    ]
 
 
 def _header_problem(loc: Loc, path: Path) -> list[tuple[Loc, str]]:

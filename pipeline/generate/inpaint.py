@@ -21,6 +21,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -95,12 +96,18 @@ class Inpainter:
         for i, shot in enumerate(shots):
             groups.setdefault(shot.params.batch_key(), []).append(i)
         results: list[PackshotOutput | None] = [None] * len(shots)
+        pending: list[tuple[int, Future[PackshotOutput]]] = []
         size = max(1, g.settings.batch_size)
         for indices in groups.values():
             for start in range(0, len(indices), size):
                 idx = indices[start : start + size]
                 for i, outcome in zip(idx, self._run_split([shots[j] for j in idx]), strict=True):
-                    results[i] = self._result(shots[i], batch_id, outcome)
+                    # Composite, check and PNG encode run on the generator's CPU threads
+                    # (numpy, OpenCV and zlib release the GIL) while the next batch denoises.
+                    fut = g._encoder.submit(self._result, shots[i], batch_id, outcome)
+                    pending.append((i, fut))
+        for i, fut in pending:
+            results[i] = fut.result()
         return [r for r in results if r is not None]
 
     def _result(

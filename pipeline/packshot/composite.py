@@ -22,6 +22,11 @@ def composite(generated: Image.Image, placed: Placed) -> Image.Image:
             f"generated image is {gen.shape[1]}x{gen.shape[0]}, the placement "
             f"{placed.rgb.shape[1]}x{placed.rgb.shape[0]}"
         )
-    scene = apply_shadow(gen, placed.shadow)
-    out = blend(placed.rgb, scene, placed.alpha)
+    out = apply_shadow(gen, placed.shadow)
+    if out is gen:
+        out = gen.copy()
+    # Outside the placement box the alpha is 0: the scene stays; only the box is blended.
+    x0, y0, x1, y1 = placed.box
+    region = out[y0:y1, x0:x1]
+    region[:] = blend(placed.rgb[y0:y1, x0:x1], region, placed.alpha[y0:y1, x0:x1])
     return Image.fromarray(out, "RGB")

@@ -39,11 +39,14 @@ class CutoutParams:
     """How the default method runs. Recorded on every cutout (lineage, reproduce)."""
 
     border_px: int = 4  # the border strip the background colour is estimated from
-    tolerance: float = 18.0  # max RGB distance from the background colour to count as background
+    tolerance: int = 12  # max per-channel difference from the background colour (levels)
     # Share of border pixels that must be within tolerance for the background to be "uniform".
     min_border_match: float = 0.97
-    grabcut_iters: int = 2
+    grabcut_iters: int = 1
     band_px: int = 3  # half-width of the band grabCut may move the boundary within
+    # grabCut runs on the product's box scaled down to at most this many pixels a side: its
+    # cost grows with the pixels it sees, and the band decision is upsampled back.
+    grabcut_size: int = 192
     feather_px: int = 2  # the alpha ramps over about this many pixels each side of the edge
     min_area: float = 0.005  # the product must cover at least this share of the image...
     max_area: float = 0.95  # ...and at most this share
@@ -135,59 +138,81 @@ def _border_background(rgb: np.ndarray, params: CutoutParams) -> tuple[tuple[int
     b = params.border_px
     strips = [rgb[:b].reshape(-1, 3), rgb[-b:].reshape(-1, 3)]
     strips += [rgb[b:-b, :b].reshape(-1, 3), rgb[b:-b, -b:].reshape(-1, 3)]
-    border = np.concatenate(strips).astype(np.float32)
+    border = np.concatenate(strips)
     median = np.median(border, axis=0)
-    dist = np.linalg.norm(border - median, axis=1)
+    dist = np.abs(border.astype(np.int16) - median.astype(np.int16)).max(axis=1)
     match = float((dist <= params.tolerance).mean())
     return (int(median[0]), int(median[1]), int(median[2])), match
+
+
+def _distance(rgb: np.ndarray, bg: tuple[int, int, int]) -> np.ndarray:
+    """Per-pixel distance to the background colour: the largest channel difference (uint8).
+
+    L-infinity rather than Euclidean: three OpenCV passes instead of float arithmetic on every
+    pixel, and a tolerance that reads as "levels per channel".
+    """
+    ref = np.empty_like(rgb)
+    ref[...] = np.asarray(bg, dtype=np.uint8)
+    diff = cv2.absdiff(rgb, ref)
+    r, g, b = cv2.split(diff)
+    return cv2.max(cv2.max(r, g), b)
 
 
 def _flood_foreground(
     rgb: np.ndarray, bg: tuple[int, int, int], params: CutoutParams
 ) -> np.ndarray:
     """Foreground = not (near the background colour and connected to the border)."""
-    diff = rgb.astype(np.int16) - np.asarray(bg, dtype=np.int16)
-    dist2 = np.einsum("ijk,ijk->ij", diff, diff, dtype=np.int32)
-    near = (dist2 <= params.tolerance**2).astype(np.uint8)
+    near = (_distance(rgb, bg) <= params.tolerance).astype(np.uint8)
     # A flood fill from the border over near-background pixels, done as connected components
     # (one pass, all seeds at once): the components that touch the border are background.
-    _, labels = cv2.connectedComponents(near, connectivity=4)
+    n, labels = cv2.connectedComponents(near, connectivity=4)
     edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
-    border_labels = np.unique(edge[edge > 0])
-    background = np.isin(labels, border_labels)
-    return ~background
+    is_bg = np.zeros(n, dtype=bool)
+    is_bg[edge[edge > 0]] = True
+    return ~is_bg[labels]
 
 
 def _grabcut_refine(rgb: np.ndarray, hard: np.ndarray, params: CutoutParams) -> np.ndarray:
     """Let grabCut move the boundary within ``band_px`` of the flood-fill edge.
 
-    Only the product's bounding box (plus a margin) is given to grabCut: its cost grows with the
-    pixels it sees, and far background carries no information about the edge.
+    grabCut sees only the product's bounding box (plus a margin), scaled so its longer side is
+    at most ``grabcut_size``: far background tells it nothing about the edge, and its cost is
+    per pixel. Its answer is used inside the band only (upsampled there); elsewhere the
+    flood fill stands.
     """
     h, w = hard.shape
-    ys, xs = np.nonzero(hard)
+    bx, by, bw, bh = cv2.boundingRect(hard.astype(np.uint8))
     m = 4 * params.band_px + 8
-    y0, y1 = max(0, int(ys.min()) - m), min(h, int(ys.max()) + m + 1)
-    x0, x1 = max(0, int(xs.min()) - m), min(w, int(xs.max()) + m + 1)
+    y0, y1 = max(0, by - m), min(h, by + bh + m)
+    x0, x1 = max(0, bx - m), min(w, bx + bw + m)
     crop = hard[y0:y1, x0:x1].astype(np.uint8)
     k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * params.band_px + 1,) * 2)
-    sure_fg = cv2.erode(crop, k)
-    maybe = cv2.dilate(crop, k)
-    gc: np.ndarray = np.full(crop.shape, cv2.GC_BGD, dtype=np.uint8)
-    gc[maybe > 0] = cv2.GC_PR_BGD
-    gc[crop > 0] = cv2.GC_PR_FGD
-    gc[sure_fg > 0] = cv2.GC_FGD
+    band = cv2.dilate(crop, k) > cv2.erode(crop, k)
+    ch, cw = crop.shape
+    f = min(1.0, params.grabcut_size / max(ch, cw))
+    sw, sh = max(8, round(cw * f)), max(8, round(ch * f))
+    small = cv2.resize(crop, (sw, sh), interpolation=cv2.INTER_NEAREST)
+    sband = cv2.resize(band.astype(np.uint8), (sw, sh), interpolation=cv2.INTER_NEAREST) > 0
+    gc: np.ndarray = np.where(small > 0, cv2.GC_FGD, cv2.GC_BGD).astype(np.uint8)
+    gc[sband & (small > 0)] = cv2.GC_PR_FGD
+    gc[sband & (small == 0)] = cv2.GC_PR_BGD
     if not (gc == cv2.GC_BGD).any() or not (gc == cv2.GC_FGD).any():
         return hard  # no sure pixels on one side: grabCut has nothing to learn from
+    img = np.ascontiguousarray(rgb[y0:y1, x0:x1, ::-1])  # OpenCV wants BGR
+    if f < 1.0:
+        img = cv2.resize(img, (sw, sh), interpolation=cv2.INTER_AREA)
     bgd = np.zeros((1, 65), np.float64)
     fgd = np.zeros((1, 65), np.float64)
-    img = np.ascontiguousarray(rgb[y0:y1, x0:x1, ::-1])  # OpenCV wants BGR
     # grabCut seeds its GMMs with k-means from OpenCV's (per-thread) RNG: seed it, or the same
     # packshot gives a different mask from run to run and a shot could not be reproduced.
     cv2.setRNGSeed(0)
     cv2.grabCut(img, gc, (0, 0, 0, 0), bgd, fgd, params.grabcut_iters, cv2.GC_INIT_WITH_MASK)
-    out = np.zeros_like(hard)
-    out[y0:y1, x0:x1] = (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
+    fg = ((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)).astype(np.float32)
+    if f < 1.0:
+        fg = cv2.resize(fg, (cw, ch), interpolation=cv2.INTER_LINEAR)
+    refined = np.where(band, fg >= 0.5, crop > 0)
+    out = hard.copy()
+    out[y0:y1, x0:x1] = refined
     return out
 
 

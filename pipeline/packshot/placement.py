@@ -56,8 +56,8 @@ class Placed:
 
 
 def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
-    ys, xs = np.nonzero(mask)
-    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+    x, y, w, h = cv2.boundingRect(mask.astype(np.uint8))
+    return x, y, x + w, y + h
 
 
 def place(cutout: Cutout, spec: PlacementSpec, width: int, height: int) -> Placed:
@@ -83,52 +83,89 @@ def place(cutout: Cutout, spec: PlacementSpec, width: int, height: int) -> Place
 
     alpha = np.zeros((height, width), np.uint8)
     alpha[py : py + nh, px : px + nw] = a
-    shadow = _shadow(alpha, spec)
-    canvas = np.empty((height, width, 3), np.uint8)
-    canvas[:] = spec.fill
-    canvas = apply_shadow(canvas, shadow)
-    rgb = canvas.copy()
+    box = (px, py, px + nw, py + nh)
+    shadow = _shadow(alpha, box, spec)
+    rgb = np.empty((height, width, 3), np.uint8)
+    rgb[:] = spec.fill
+    rgb = apply_shadow(rgb, shadow)
     region = rgb[py : py + nh, px : px + nw]
-    rgb[py : py + nh, px : px + nw] = blend(prod, region, a)
+    region[:] = blend(prod, region, a)
     core = alpha == 255
-    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * spec.seam_px + 1,) * 2)
-    keep = cv2.erode(core.astype(np.uint8), k) if spec.seam_px > 0 else core.astype(np.uint8)
+    keep = core.astype(np.uint8)
+    if spec.seam_px > 0:
+        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * spec.seam_px + 1,) * 2)
+        keep = cv2.erode(keep, k)
     inpaint_mask = np.where(keep > 0, 0, 255).astype(np.uint8)
-    return Placed(rgb, alpha, core, inpaint_mask, shadow, (px, py, px + nw, py + nh), spec)
+    return Placed(rgb, alpha, core, inpaint_mask, shadow, box, spec)
 
 
 def blend(top: np.ndarray, bottom: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """``top`` over ``bottom`` with uint8 ``alpha``, rounded; alpha 255 gives ``top`` exactly."""
-    a = alpha.astype(np.uint16)[..., None]
-    out = top.astype(np.uint16) * a + bottom.astype(np.uint16) * (255 - a) + 127
-    return (out // 255).astype(np.uint8)
+    out = bottom.copy()
+    np.copyto(out, top, where=(alpha == 255)[..., None])
+    # Only the feathered edge needs arithmetic: elsewhere alpha is 0 or 255.
+    edge = (alpha > 0) & (alpha < 255)
+    a = alpha[edge].astype(np.uint16)[:, None]
+    mixed = top[edge].astype(np.uint16) * a + bottom[edge].astype(np.uint16) * (255 - a) + 127
+    out[edge] = (mixed // 255).astype(np.uint8)
+    return out
 
 
 def apply_shadow(image: np.ndarray, shadow: np.ndarray) -> np.ndarray:
-    """Darken ``image`` by the shadow opacity (multiplicative, so it works on any scene)."""
-    if not shadow.any():
+    """Darken ``image`` by the shadow opacity (multiplicative, so it works on any scene).
+
+    Only the shadow's bounding box is computed; the rest of the image is copied as is.
+    """
+    x, y, w, h = cv2.boundingRect(shadow)
+    if w == 0 or h == 0:
         return image
-    s = shadow.astype(np.uint16)[..., None]
-    return ((image.astype(np.uint16) * (255 - s) + 127) // 255).astype(np.uint8)
+    out = image.copy()
+    s = shadow[y : y + h, x : x + w].astype(np.uint16)[..., None]
+    part = image[y : y + h, x : x + w].astype(np.uint16)
+    out[y : y + h, x : x + w] = ((part * (255 - s) + 127) // 255).astype(np.uint8)
+    return out
 
 
-def _shadow(alpha: np.ndarray, spec: PlacementSpec) -> np.ndarray:
-    """A soft shadow drawn from the placed mask: an ellipse at the base, or an offset copy."""
+def _shadow(alpha: np.ndarray, box: tuple[int, int, int, int], spec: PlacementSpec) -> np.ndarray:
+    """A soft shadow drawn from the placed mask: an ellipse at the base, or an offset copy.
+
+    Shadows are soft, so the blur runs at a quarter of the resolution and is scaled back up,
+    within the region the shadow can reach.
+    """
     h, w = alpha.shape
-    out: np.ndarray = np.zeros((h, w), np.float32)
-    if spec.shadow == "none" or not alpha.any():
-        return out.astype(np.uint8)
-    x0, y0, x1, y1 = _bbox(alpha > 0)
+    out = np.zeros((h, w), np.uint8)
+    if spec.shadow == "none":
+        return out
+    x0, y0, x1, y1 = box
     bw, bh = x1 - x0, y1 - y0
     if spec.shadow == "contact":
-        center = ((x0 + x1) // 2, y1 - max(1, bh // 60))
-        axes = (max(1, int(bw * 0.48)), max(1, int(bh * 0.05)))
-        cv2.ellipse(out, center, axes, 0, 0, 360, 1.0, -1)
         sigma = max(1.0, bh * 0.02)
-    else:  # drop: the silhouette, moved down-right and blurred
-        dx, dy = max(1, int(bw * 0.04)), max(1, int(bh * 0.04))
-        m = np.array([[1, 0, dx], [0, 1, dy]], dtype=np.float32)
-        out = cv2.warpAffine(alpha.astype(np.float32) / 255.0, m, (w, h))
+        reach = (int(bw * 0.5 + 3 * sigma) + 2, int(bh * 0.05 + 3 * sigma) + 2)
+    else:
         sigma = max(1.0, bh * 0.03)
-    out = cv2.GaussianBlur(out, (0, 0), sigma)
-    return np.clip(out * spec.shadow_opacity * 255.0, 0, 255).astype(np.uint8)
+        reach = (int(bw * 0.6 + 3 * sigma) + 2, int(bh * 0.6 + 3 * sigma) + 2)
+    cx, cy = (x0 + x1) // 2, (y1 - max(1, bh // 60)) if spec.shadow == "contact" else (y0 + y1) // 2
+    rx0, ry0 = max(0, cx - reach[0]), max(0, cy - reach[1])
+    rx1, ry1 = min(w, cx + reach[0]), min(h, cy + reach[1])
+    if rx1 <= rx0 or ry1 <= ry0:
+        return out
+    q = 4 if min(rx1 - rx0, ry1 - ry0) >= 32 else 1
+    sw, sh = max(1, (rx1 - rx0) // q), max(1, (ry1 - ry0) // q)
+    small: np.ndarray = np.zeros((sh, sw), np.float32)
+    if spec.shadow == "contact":
+        center = ((cx - rx0) // q, (cy - ry0) // q)
+        axes = (max(1, int(bw * 0.48) // q), max(1, int(bh * 0.05) // q))
+        cv2.ellipse(small, center, axes, 0, 0, 360, 1.0, -1)
+    else:  # drop: the silhouette, moved down-right
+        dx, dy = max(1, int(bw * 0.04)), max(1, int(bh * 0.04))
+        src = np.zeros((ry1 - ry0, rx1 - rx0), np.float32)
+        sx0, sy0 = max(rx0, x0 + dx), max(ry0, y0 + dy)
+        sx1, sy1 = min(rx1, x1 + dx), min(ry1, y1 + dy)
+        if sx1 > sx0 and sy1 > sy0:
+            piece = alpha[sy0 - dy : sy1 - dy, sx0 - dx : sx1 - dx].astype(np.float32) / 255.0
+            src[sy0 - ry0 : sy1 - ry0, sx0 - rx0 : sx1 - rx0] = piece
+        small = cv2.resize(src, (sw, sh), interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(small, (0, 0), max(0.5, sigma / q))
+    big = cv2.resize(small, (rx1 - rx0, ry1 - ry0), interpolation=cv2.INTER_LINEAR)
+    out[ry0:ry1, rx0:rx1] = np.clip(big * spec.shadow_opacity * 255.0, 0, 255).astype(np.uint8)
+    return out

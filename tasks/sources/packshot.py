@@ -9,10 +9,12 @@ which names the URL.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -25,7 +27,7 @@ from catalog.shots import lock_shots, mark_failed
 from pipeline.digests import sha256_bytes
 from pipeline.images import ImageError, decode_image
 from pipeline.packshot.composite import composite
-from pipeline.packshot.cutout import Cutout, CutoutError, cut_out
+from pipeline.packshot.cutout import Cutout, CutoutError, MatteModel, cut_out
 from pipeline.packshot.fidelity import MIN_PSNR_DB, Fidelity, check_exact, check_psnr
 from pipeline.packshot.placement import Placed, PlacementSpec, place
 from pipeline.sources.decode import DecodedSource, decode_source
@@ -153,6 +155,7 @@ class PackshotJob:
     source: PackshotSource
     cutout: Cutout
     placed: Placed
+    packshot: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # the shot's plan
 
 
 def placement_spec(data: Mapping[str, Any] | None) -> PlacementSpec:
@@ -170,6 +173,10 @@ def prepare_jobs(
     """Cut out and place the product of every packshot shot in ``shots`` (each source cut
     once). Returns the jobs and, per shot that cannot run, the one-line reason."""
     sources, errors = load_packshot_sources(ctx, packshot_sources(shots))
+    try:
+        matte = _matte(ctx.settings.matte_model) if sources else None
+    except CutoutError as exc:  # a bad SHOTLINE_MATTE_MODEL: every packshot shot says so
+        return {}, {**errors, **{sid: f"cutout: {exc}" for sid in sources}}
     cutouts: dict[int, Cutout | str] = {}
     jobs: dict[int, PackshotJob] = {}
     for shot in shots:
@@ -179,7 +186,7 @@ def prepare_jobs(
         cut = cutouts.get(src.source_id)
         if cut is None:
             try:
-                cut = cut_out(src.decoded.image, what=src.url)
+                cut = cut_out(src.decoded.image, matte=matte, what=src.url)
             except (CutoutError, ValueError) as exc:
                 cut = f"cutout: {exc}"
             cutouts[src.source_id] = cut
@@ -192,8 +199,18 @@ def prepare_jobs(
         except (ValueError, cv2.error) as exc:
             errors[shot.id] = f"placement of {src.url}: {exc}"
             continue
-        jobs[shot.id] = PackshotJob(shot.id, src, cut, placed)
+        jobs[shot.id] = PackshotJob(shot.id, src, cut, placed, dict(shot.packshot or {}))
     return jobs, errors
+
+
+@functools.lru_cache(maxsize=2)
+def _matte(path: Path | None) -> MatteModel | None:
+    """The learned matte (a local ONNX model), loaded once per process; None when unset."""
+    if path is None:
+        return None
+    from pipeline.packshot.onnx_matte import load_matte
+
+    return load_matte(path)
 
 
 def _png(array: np.ndarray, mode: str) -> bytes:
@@ -283,8 +300,14 @@ def generate_packshots(
     """One model's packshot shots: inpainted around the placed product (diffusers'
     inpainting pipeline on the loaded model, each shot with its own image and mask), the
     product composited back. A stand-in generator without a pipeline generates the scene
-    and the product is composited over it. Returns the outputs and what each shot records."""
-    generator = ctx.generator(model_id)
+    and the product is composited over it. Returns the outputs and what each shot records.
+    A brand's ``inpaint_model`` (recorded on the shot at plan time) is loaded once and used
+    instead of the base model's own modules."""
+    chosen = {(jobs[p.shot_id].packshot.get("inpaint_model") or model_id) for p in group}
+    use = sorted(chosen)[0] if len(chosen) == 1 else model_id
+    if use != model_id:
+        group = [dataclasses.replace(p, model_id=use) for p in group]
+    generator = ctx.generator(use)
     notes: dict[int, dict[str, Any]] = {}
     if getattr(generator, "pipe", None) is None:
         outs = generator.generate(group, batch_id=batch_id)

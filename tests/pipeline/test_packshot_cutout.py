@@ -100,3 +100,22 @@ def test_params_are_recorded_and_change_the_mask_hash() -> None:
     assert a.lineage()["method"] == "flood_grabcut"
     # Deterministic: the same input and parameters give the same mask.
     assert cut_out(image).mask_sha256 == a.mask_sha256
+
+
+def test_learned_matte_setting_refuses_clearly(tmp_path: Path) -> None:
+    from pipeline.packshot.onnx_matte import load_matte
+
+    with pytest.raises(CutoutError, match=r"must be a local \.onnx model"):
+        load_matte(tmp_path / "matte.pt")
+    with pytest.raises(CutoutError, match="not found"):
+        load_matte(tmp_path / "matte.onnx")
+    model = tmp_path / "birefnet.onnx"
+    model.write_bytes(b"not a model")
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        with pytest.raises(CutoutError, match="onnxruntime is not installed"):
+            load_matte(model)
+    else:
+        with pytest.raises(CutoutError, match="cannot load the ONNX model"):
+            load_matte(model)

@@ -4,11 +4,13 @@ placed, generated, composited; a bad source fails its shot with the URL, the res
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 from sqlalchemy import select
+from typer.testing import CliRunner
 
 from catalog import migrate
 from catalog.lineage import lineage_for
@@ -17,6 +19,7 @@ from catalog.source_lineage import outputs_of_source
 from catalog.sources import ensure_source_images
 from pipeline.settings import Settings
 from pipeline.types import Gate
+from tasks.cli import app
 from tasks.context import context_for, reset_contexts
 from tasks.fakes import PassThroughGate
 from tasks.runner import run_line
@@ -154,3 +157,15 @@ def test_packshot_with_the_tiny_inpainting_pipeline(tmp_settings: Settings) -> N
             assert np.array_equal(raw[core], canvas[core])
             assert not np.array_equal(raw[alpha == 0], canvas[alpha == 0])  # a generated scene
             assert row.generation.batch_id is not None
+    # reproduce: the same bytes on the CPU from the stored source blob, in its batch and alone
+    env = {
+        "SHOTLINE_DATABASE_URL": settings.database_url,
+        "SHOTLINE_VAR_DIR": str(settings.var_dir),
+        "SHOTLINE_BLOB_ROOT": str(settings.blob_root),
+        "SHOTLINE_MODEL_CACHE_DIR": str(settings.model_cache_dir),
+        "SHOTLINE_SOURCE_ROOTS": json.dumps([str(ROOT / "samples")]),
+    }
+    for args in ([str(shot_ids[1])], [str(shot_ids[0]), "--alone"]):
+        res = CliRunner().invoke(app, ["reproduce", *args, "--json"], env=env)
+        assert res.exit_code == 0, res.stdout + res.stderr
+        assert json.loads(res.stdout)["match"] is True

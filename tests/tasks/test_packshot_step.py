@@ -77,3 +77,16 @@ def test_cutout_place_composite(tmp_settings: Settings, tmp_path: Path) -> None:
         assert mask.size == (512, 512) and info["cutout"]["mask_sha256"]
         assert info["placed"]["size"] == [size, size]
     assert placement_spec({"scale": 0.3, "fill": [1, 2, 3], "bogus": 1}).fill == (1, 2, 3)
+
+
+def test_a_bad_matte_model_fails_the_packshot_shots(tmp_settings: Settings, tmp_path: Path) -> None:
+    settings = tmp_settings.model_copy(
+        update={"source_roots": [ROOT / "samples"], "matte_model": tmp_path / "absent.onnx"}
+    )
+    migrate.upgrade(settings.database_url)
+    ctx = context_for(settings)
+    url = (PACKSHOTS / "mug.png").as_uri()
+    with ctx.sessions.begin() as s:
+        sid = ensure_source_images(s, [url])[url]
+    jobs, errors = prepare_jobs(ctx, [_shot(1, sid, {})])
+    assert not jobs and "absent.onnx: matte model not found" in errors[1]

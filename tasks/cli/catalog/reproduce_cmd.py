@@ -34,6 +34,7 @@ from tasks.cli.common import (
     fail,
     print_json,
 )
+from tasks.sources.packshot import job_stub
 
 
 @dataclass(frozen=True)
@@ -45,12 +46,14 @@ class _Recorded:
     model_digest: str | None
     device: str
     library_versions: dict[str, Any]
+    packshots: list[Any]  # detached stubs of the batch's packshot shots (tasks.sources)
 
 
 def _load(
     state: CliState, shot_id: int, alone: bool
 ) -> tuple[ShotParams, list[ShotParams], _Recorded]:
     """The shot's parameters, the batch to regenerate it in, and its recorded raw image."""
+
     with state.session() as s:
         shot = shot_with_generation(s, shot_id)
         if shot is None:
@@ -59,29 +62,59 @@ def _load(
         if gen is None:
             fail(f"shot {shot_id}: nothing to compare with (state {shot.state}, no raw image)")
         params = shot_params(shot)
-        batch = [params]
+        batch, mates = [params], [shot]
         if not alone and gen.batch_id:
-            batch = [shot_params(m) for m in batch_mates(s, shot)] or [params]
+            mates = list(batch_mates(s, shot)) or [shot]
+            batch = [shot_params(m) for m in mates]
+        # Packshot and text-to-image shots never share a generator call: keep this shot's kind.
+        kind = shot.source_image_id is not None
+        keep = {m.id for m in mates if (m.source_image_id is not None) == kind} | {shot.id}
+        batch = [p for p in batch if p.shot_id in keep]
+        stubs = [st for m in mates if m.id in keep and (st := job_stub(m)) is not None]
         recorded = _Recorded(
             sha256=gen.sha256,
             key=gen.blob_key,
             model_digest=gen.model_digest or shot.model_digest,
             device=gen.device,
             library_versions=dict(gen.library_versions or {}),
+            packshots=stubs,
         )
     return params, batch, recorded
 
 
+def _packshot_outputs(
+    ctx: Any, shot_id: int, params: ShotParams, batch: list[ShotParams], stubs: list[Any]
+) -> list[GenerationOutput]:
+    """A packshot batch again: cutout and placement from the stored source blobs, then the
+    same inpainting and composite as the line."""
+    from tasks.sources.packshot import generate_packshots, prepare_jobs
+
+    jobs, errors = prepare_jobs(ctx, stubs)
+    if shot_id in errors:
+        fail(f"shot {shot_id}: {errors[shot_id]}")
+    batch = [p for p in batch if p.shot_id in jobs]
+    outputs, _ = generate_packshots(ctx, params.model_id, batch, jobs, f"reproduce-{shot_id}")
+    return outputs
+
+
 def _regenerate(
-    settings: Settings, shot_id: int, params: ShotParams, batch: list[ShotParams]
+    settings: Settings,
+    shot_id: int,
+    params: ShotParams,
+    batch: list[ShotParams],
+    stubs: list[Any] | None = None,
 ) -> tuple[GenerationOutput, bytes]:
     """Run the generator over the batch; this shot's output and its PNG bytes."""
     from tasks.context import WorkerContext
 
     with console.status(f"loading {params.model_id} and regenerating shot {shot_id}"):
         try:
-            generator = WorkerContext.build(settings).generator(params.model_id)
-            outputs = generator.generate(batch, batch_id=f"reproduce-{shot_id}")
+            ctx = WorkerContext.build(settings)
+            if stubs:
+                outputs = _packshot_outputs(ctx, shot_id, params, batch, stubs)
+            else:
+                generator = ctx.generator(params.model_id)
+                outputs = generator.generate(batch, batch_id=f"reproduce-{shot_id}")
             output = next(o for o in outputs if o.shot_id == shot_id)
         except (FileNotFoundError, ValueError) as exc:
             fail(f"shot {shot_id}: cannot load model {params.model_id!r}: {exc}")
@@ -128,7 +161,7 @@ def reproduce(
     """Regenerate SHOT_ID and compare it with the recorded raw image (sha256, pixels)."""
     state = cli_state(ctx)
     params, batch, recorded = _load(state, shot_id, alone)
-    output, png = _regenerate(state.settings, shot_id, params, batch)
+    output, png = _regenerate(state.settings, shot_id, params, batch, recorded.packshots)
     sha = hashlib.sha256(png).hexdigest()
     match = sha == recorded.sha256
     difference, note = (None, None) if match else _difference(state.settings, recorded.key, png)

@@ -1,0 +1,69 @@
+"""The optional learned matte: a local ONNX segmentation model (BiRefNet, U²-Net...) run with
+onnxruntime, for packshots the default method refuses (non-uniform backgrounds).
+
+``SHOTLINE_MATTE_MODEL`` names the ``.onnx`` file. It is never downloaded. onnxruntime is not a
+dependency of shotline: when the setting is used without it installed, ``load_matte`` refuses
+with a line saying so (rather than silently falling back to the default method).
+
+The model contract is the common one for these salient-object models: one float32 NCHW input
+in ImageNet normalisation at the model's fixed size (or ``size`` when the input is dynamic),
+and a first output whose first channel is the foreground logit or probability.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from pipeline.packshot.cutout import CutoutError, MatteModel
+
+MAX_MATTE_MODEL_BYTES = 2 << 30  # the largest public BiRefNet exports are under 1 GB
+_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def load_matte(path: str | Path, size: int = 1024) -> MatteModel:
+    """A matte function for ``cut_out(matte=...)``; ``CutoutError`` naming the file otherwise."""
+    p = Path(path).expanduser()
+    if p.suffix.lower() != ".onnx":
+        raise CutoutError(f"{p}: the learned matte must be a local .onnx model")
+    if not p.is_file():
+        raise CutoutError(f"{p}: matte model not found (it is never downloaded)")
+    if p.stat().st_size > MAX_MATTE_MODEL_BYTES:
+        raise CutoutError(f"{p}: matte model is over {MAX_MATTE_MODEL_BYTES >> 20} MB")
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise CutoutError(
+            f"{p}: SHOTLINE_MATTE_MODEL is set but onnxruntime is not installed "
+            "(pip install onnxruntime, or unset it to use the default cutout)"
+        ) from None
+    try:
+        session = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise CutoutError(f"{p}: cannot load the ONNX model: {exc}") from None
+    return _OnnxMatte(session, size)
+
+
+class _OnnxMatte:
+    def __init__(self, session: Any, size: int) -> None:
+        self.session = session
+        inp = session.get_inputs()[0]
+        self.input_name = inp.name
+        shape = inp.shape
+        fixed = len(shape) == 4 and all(isinstance(d, int) for d in shape[2:])
+        self.hw = (int(shape[2]), int(shape[3])) if fixed else (size, size)
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        h, w = rgb.shape[:2]
+        x = cv2.resize(rgb, (self.hw[1], self.hw[0]), interpolation=cv2.INTER_AREA)
+        x = (x.astype(np.float32) / 255.0 - _MEAN) / _STD
+        batch = np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+        out = np.asarray(self.session.run(None, {self.input_name: batch})[0], np.float32)
+        pred: np.ndarray = out.reshape(out.shape[-2:]) if out.ndim >= 2 else out
+        if pred.min() < 0.0 or pred.max() > 1.0:  # logits
+            pred = (1.0 / (1.0 + np.exp(-pred))).astype(np.float32)
+        return cv2.resize(pred, (w, h), interpolation=cv2.INTER_LINEAR)
