@@ -15,6 +15,28 @@ def _metadata(module: Any) -> dict[str, Any]:
     return module.peft_config[ADAPTER].to_dict()
 
 
+def _canonical(src: Path, dst: Path) -> None:
+    """Rewrite ``src`` so equal weights give equal bytes: the file's sha256 is the
+    adapter's identity, and diffusers' header can come out in a different order per call."""
+    import contextlib
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(src), "pt") as fh:
+        meta = dict(fh.metadata() or {})
+        tensors = {k: fh.get_tensor(k) for k in sorted(fh.keys())}
+    for key, value in list(meta.items()):
+        # A plain string ("format": "pt") is not JSON and stays as it is.
+        with contextlib.suppress(ValueError):
+            meta[key] = json.dumps(json.loads(value), sort_keys=True, indent=2)
+    # safetensors writes metadata from a hash map, so two keys come out in either order:
+    # keep only the adapter config (the "format" marker is optional for LoRA loaders).
+    keep = {k: v for k, v in meta.items() if k == "lora_adapter_metadata"}
+    save_file(tensors, str(dst), metadata=keep or None)
+
+
 def save_adapter(trainer: LoraTrainer, path: Path) -> str:
     """Write the trainer's adapter to ``path`` (diffusers LoRA format); return its sha256."""
     from diffusers import StableDiffusionPipeline
@@ -37,14 +59,7 @@ def save_adapter(trainer: LoraTrainer, path: Path) -> str:
             StableDiffusionPipeline.save_lora_weights(
                 d, weight_name="adapter.safetensors", safe_serialization=True, **kwargs
             )
-            Path(d, "adapter.safetensors").replace(tmp)
+            _canonical(Path(d, "adapter.safetensors"), tmp)
 
     atomic_write_via(path, write)
     return sha256_file(path)
-
-
-def remove_adapters(trainer: LoraTrainer) -> None:
-    """Take the training adapter off the pipeline (so it can render without it)."""
-    trainer.pipe.unet.delete_adapters(ADAPTER)
-    if trainer.cfg.text_encoder:
-        trainer.pipe.text_encoder.delete_adapters(ADAPTER)

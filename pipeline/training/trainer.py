@@ -58,6 +58,15 @@ class TrainResult:
         }
 
 
+def set_adapters_enabled(module: Any, enabled: bool) -> None:
+    """Switch every LoRA layer in ``module`` on or off (peft's layers, whoever added them)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for layer in module.modules():
+        if isinstance(layer, BaseTunerLayer):
+            layer.enable_adapters(enabled)
+
+
 def step_generator(seed: int, step: int) -> Any:
     import torch
 
@@ -118,14 +127,19 @@ class LoraTrainer:
 
         # peft's initial A matrices come from torch's global RNG: seed it for repeatability.
         torch.manual_seed(self.cfg.seed)
-        lora = dict(r=self.cfg.rank, lora_alpha=self.cfg.alpha, init_lora_weights="gaussian")
+        lora: dict[str, Any] = dict(
+            r=self.cfg.rank, lora_alpha=self.cfg.alpha, init_lora_weights="gaussian"
+        )
         self.pipe.unet.add_adapter(
             LoraConfig(target_modules=list(self.cfg.unet_targets), **lora), adapter_name=ADAPTER
         )
         if self.cfg.text_encoder:
-            self.pipe.text_encoder.add_adapter(
-                LoraConfig(target_modules=list(TEXT_TARGETS), **lora), adapter_name=ADAPTER
-            )
+            from peft import inject_adapter_in_model
+
+            # peft directly: transformers' add_adapter wants a newer peft than diffusers does.
+            te_cfg = LoraConfig(target_modules=list(TEXT_TARGETS), **lora)
+            inject_adapter_in_model(te_cfg, self.pipe.text_encoder, adapter_name=ADAPTER)
+            self.pipe.text_encoder.peft_config = {ADAPTER: te_cfg}
 
     def _trainable(self) -> dict[str, list[Any]]:
         import torch
@@ -240,6 +254,14 @@ class LoraTrainer:
                 weight = torch.clamp(snr, max=self.cfg.snr_gamma) / (snr + 1)
             err = err * weight.to(dev)
         return err.mean()
+
+    def eval_loss(self, probes: int = 8) -> float:
+        """Mean loss over a fixed set of draws (batches, noise, timesteps) without training:
+        a steadier signal than the training losses, whose timesteps differ every step."""
+        import torch
+
+        with torch.no_grad():
+            return sum(float(self._loss(-1 - k)) for k in range(probes)) / probes
 
     def step(self, step: int) -> float:
         import torch
