@@ -15,6 +15,19 @@ def _metadata(module: Any) -> dict[str, Any]:
     return module.peft_config[ADAPTER].to_dict()
 
 
+# peft keeps these as sets; their list order in the JSON follows the process's hash seed.
+_SET_FIELDS = ("target_modules", "exclude_modules", "modules_to_save")
+
+
+def _sorted_sets(data: Any) -> Any:
+    if not isinstance(data, dict):
+        return data
+    return {
+        k: sorted(v) if k.endswith(_SET_FIELDS) and isinstance(v, list) else v
+        for k, v in data.items()
+    }
+
+
 def _canonical(src: Path, dst: Path) -> None:
     """Rewrite ``src`` so equal weights give equal bytes: the file's sha256 is the
     adapter's identity, and diffusers' header can come out in a different order per call."""
@@ -30,7 +43,7 @@ def _canonical(src: Path, dst: Path) -> None:
     for key, value in list(meta.items()):
         # A plain string ("format": "pt") is not JSON and stays as it is.
         with contextlib.suppress(ValueError):
-            meta[key] = json.dumps(json.loads(value), sort_keys=True, indent=2)
+            meta[key] = json.dumps(_sorted_sets(json.loads(value)), sort_keys=True, indent=2)
     # safetensors writes metadata from a hash map, so two keys come out in either order:
     # keep only the adapter config (the "format" marker is optional for LoRA loaders).
     keep = {k: v for k, v in meta.items() if k == "lora_adapter_metadata"}

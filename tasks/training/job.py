@@ -141,6 +141,9 @@ def run_job(
         _fail(ctx, run_id, str(exc))
         raise TrainingFailed(str(exc)) from None
     store = CheckpointStore(ctx.store, job["run_key"], keep=cfg.keep_checkpoints)
+    done = store.steps()
+    if done:
+        log.info("training run %s: resuming from step %d", run_id, done[-1])
     brand_name, prompts = _validation(ctx, job["brand_id"])
     out_path = adapter_file(ctx.settings.var_dir, job["name"], job["run_key"])
     out = run_training(
