@@ -81,6 +81,10 @@ def test_train_writes_pinned_adapter_into_brand(brand_file: Path, tmp_path: Path
     assert (tmp_path / "var" / "blobs" / info["validation_key"]).is_file()
     code, out, _ = run("lora", "list")
     assert code == 0 and "acme_mug" in out
+    code, out, _ = run("lineage", "--training", "1", "--json")
+    assert code == 0 and json.loads(out) == []  # nothing published with it yet
+    code, _, err = run("lineage", "--training", "99")
+    assert code == 2 and "no training run 99" in err
 
 
 def test_bad_datasets_one_line_each_exit_2(brand_file: Path, tmp_path: Path) -> None:

@@ -18,11 +18,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from catalog.lineage import (
     LineageError,
     assets_by_lora,
+    assets_by_training,
     lineage_for,
     outputs_of_import_run,
     parse_lora_ref,
     shot_lineage,
 )
+from catalog.training import TrainingNotFound
 from tasks.cli.common import CliState, cli_state, console, fail, print_json
 
 
@@ -69,10 +71,16 @@ def _add_generation(tree: Tree, chain: Mapping[str, Any]) -> None:
         prompt.add(f"[yellow]removed[/] {_e(rm)}")
     model = tree.add(f"model {_e(chain['model']['id'])}  digest {_e(chain['model']['digest'])}")
     for lora in chain["loras"]:
-        model.add(
+        node = model.add(
             f"LoRA {_e(lora.get('name'))} @ {_e(lora.get('weight'))}  "
             f"sha256 {_e(lora.get('sha256'))}"
         )
+        run = lora.get("training")
+        if run:
+            node.add(
+                f"training run {run['id']}  dataset {_e(run['dataset_digest'])}  "
+                f"base {_e(run['base_model'])}  steps {run['steps']}"
+            )
     sp = chain["sampling"]
     tree.add(
         f"seed {sp['seed']}  steps {sp['steps']}  guidance {sp['guidance']}  "
@@ -182,16 +190,24 @@ def print_lineage(report: Mapping[str, Any]) -> None:
         console.print(f"  lineage: {report['lineage_note']}", markup=False, highlight=False)
 
 
-def _lookup(state: CliState, ref: str | None, lora: str | None, import_run: int | None) -> Any:
+def _lookup(
+    state: CliState,
+    ref: str | None,
+    lora: str | None,
+    import_run: int | None,
+    training: int | None = None,
+) -> Any:
     try:
         with state.session() as s:
+            if training is not None:
+                return assets_by_training(s, training)
             if lora is not None:
                 name, sha = parse_lora_ref(lora)
                 return assets_by_lora(s, name, sha)
             if import_run is not None:
                 return outputs_of_import_run(s, import_run)
             return lineage_for(s, str(ref))
-    except LineageError as exc:
+    except (LineageError, TrainingNotFound) as exc:
         fail(str(exc))
 
 
@@ -206,14 +222,19 @@ def lineage(
     import_run: int | None = typer.Option(
         None, "--import-run", metavar="ID", help="What this import run produced."
     ),
+    training: int | None = typer.Option(
+        None, "--training", metavar="RUN", help="Published assets made with this run's adapter."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Trace images back to their CSV line (or list what a LoRA / an import run produced)."""
-    if sum(x is not None for x in (ref, lora, import_run)) != 1:
-        fail("give exactly one of REF, --lora NAME[@SHA256] or --import-run ID")
-    data = _lookup(cli_state(ctx), ref, lora, import_run)
+    if sum(x is not None for x in (ref, lora, import_run, training)) != 1:
+        fail("give exactly one of REF, --lora NAME[@SHA256], --import-run ID or --training RUN")
+    data = _lookup(cli_state(ctx), ref, lora, import_run, training)
     if json_out:
         print_json(data)
+    elif training is not None:
+        _print_lora(f"training run {training}", data)
     elif lora is not None:
         _print_lora(lora, data)
     elif import_run is not None:
