@@ -79,3 +79,10 @@ def test_worker_command(cli_settings: Settings, monkeypatch: pytest.MonkeyPatch)
     assert "-Q gpu.tiny --pool solo" in result.output
     result = runner.invoke(app, ["worker", "--cpu", "-c", "2", "--dry-run"])
     assert "-Q cpu,ingest --pool prefork -c 2" in result.output
+    # LoRA training: its own queue per base model; generation and training only when asked
+    result = runner.invoke(app, ["worker", "--train", "tiny", "--dry-run"])
+    assert "-Q train.tiny --pool solo" in result.output
+    result = runner.invoke(app, ["worker", "--gpu", "tiny", "--train", "tiny", "--dry-run"])
+    assert "-Q gpu.tiny,train.tiny --pool solo" in result.output
+    result = runner.invoke(app, ["worker", "--cpu", "--train", "tiny", "--dry-run"])
+    assert result.exit_code == 2
