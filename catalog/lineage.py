@@ -176,17 +176,14 @@ def _with_trainings(session: Session, loras: list[dict[str, Any]]) -> list[dict[
     runs = trainings_for_pins(session, [str(a.get("sha256") or "") for a in loras])
     for item in loras:
         run = runs.get(str(item.get("sha256") or "").lower())
-        item["training"] = (
-            None
-            if run is None
-            else {
+        if run is not None:  # adapters from elsewhere have no training run to show
+            item["training"] = {
                 "id": run.id,
                 "dataset_digest": run.dataset_digest,
                 "base_model": run.base_model,
                 "base_model_digest": run.base_model_digest,
                 "steps": run.steps_done,
             }
-        )
     return loras
 
 
