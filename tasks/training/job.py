@@ -23,6 +23,7 @@ from pipeline.training.dataset import DatasetError, load_dataset
 from pipeline.training.trainer import Progress
 from pipeline.training.validation import ValidationPrompt
 from tasks.context import WorkerContext
+from tasks.training.sources import dataset_dir
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 2.0  # progress rows are written at most this often (and at checkpoints)
@@ -128,7 +129,7 @@ def run_job(
             return {"state": row.state, "sha256": row.adapter_sha256, "steps": row.steps_done}
     cfg: TrainConfig = job["config"]
     try:
-        dataset = load_dataset(Path(job["source"]), job["trigger"])
+        dataset = load_dataset(dataset_dir(ctx.settings, job["source"]), job["trigger"])
         if dataset.digest != job["digest"]:
             raise TrainingFailed(
                 f"{job['source']}: the dataset changed since run {run_id} was created "

@@ -10,18 +10,20 @@ from pipeline.brand.config import BrandConfig
 from pipeline.training.config import TrainConfig
 from pipeline.training.dataset import Dataset, load_dataset
 from tasks.context import WorkerContext
+from tasks.training.sources import dataset_dir
 
 
 def new_run(
     ctx: WorkerContext,
     brand: BrandConfig,
-    images: Path,
+    images: str,
     name: str,
     trigger: str,
     config: TrainConfig,
 ) -> tuple[int, Dataset]:
-    """Load and check ``images`` (``DatasetError`` if unusable), then create the run row."""
-    dataset = load_dataset(images, trigger)
+    """Load and check ``images`` (a folder or ``s3://bucket/prefix``; ``DatasetError`` if
+    unusable), then create the run row."""
+    dataset = load_dataset(dataset_dir(ctx.settings, images), trigger)
     with ctx.sessions() as s, s.begin():
         brand_row = upsert_brand(s, brand)
         row = create_training(
@@ -29,7 +31,7 @@ def new_run(
             brand_id=brand_row.id,
             name=name,
             trigger_word=trigger,
-            source_uri=str(Path(images).resolve()),
+            source_uri=images if images.startswith("s3://") else str(Path(images).resolve()),
             dataset_digest=dataset.digest,
             files=dataset.files,
             base_model=brand.base_model,

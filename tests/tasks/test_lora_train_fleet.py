@@ -56,8 +56,8 @@ def test_kill_9_training_worker_resumes_to_same_sha(
         rank=4, alpha=4, steps=STEPS, lr=1e-3, resolution=64, batch_size=2, checkpoint_every=EVERY
     )
     ctx = context_for(settings)
-    ref_id, _ = new_run(ctx, brand, images, "acme_mug", "acmestyle", cfg)
-    victim_id, _ = new_run(ctx, brand, images, "acme_mug", "acmestyle", cfg)
+    ref_id, _ = new_run(ctx, brand, str(images), "acme_mug", "acmestyle", cfg)
+    victim_id, _ = new_run(ctx, brand, str(images), "acme_mug", "acmestyle", cfg)
 
     fleet = make_fleet(settings, env)
     fleet.start("t1", queues="train.tiny", extra_env=ONE_THREAD)

@@ -122,8 +122,6 @@ def train(
     if resume:
         run_id = resume
     else:
-        if images.startswith("s3://"):
-            fail("s3:// training sets are not supported yet; copy the images to a folder")
         if not (images and name and trigger):
             fail("--images, --name and --trigger are required (or --resume RUN)")
         config = _config(
@@ -139,7 +137,7 @@ def train(
         )
         try:
             run_id, dataset = new_run(
-                context_for(state.settings), cfg, Path(images), name, trigger, config
+                context_for(state.settings), cfg, images, name, trigger, config
             )
         except DatasetError as exc:
             for line in exc.problems:
