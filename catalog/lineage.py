@@ -38,6 +38,7 @@ from catalog.models import (
 from catalog.review import current_review_state, event_json, shot_sku
 from catalog.shots import lineage_loads
 from catalog.source_lineage import packshot_json
+from catalog.training import get_training, trainings_for_pins
 
 
 class LineageError(LookupError):
@@ -123,7 +124,7 @@ def shot_chain(session: Session, shot: Shot) -> dict[str, Any]:
             # The generator fills the shot's digest; the generation row keeps what ran.
             "digest": (gen.model_digest if gen and gen.model_digest else shot.model_digest),
         },
-        "loras": _loras_json(shot),
+        "loras": _with_trainings(session, _loras_json(shot)),
         "sampling": _sampling_json(shot),
         "generation": None if gen is None else _generation_json(gen),
         "filter": None if fr is None else _filter_json(fr),
@@ -171,6 +172,22 @@ def _loras_json(shot: Shot) -> list[dict[str, Any]]:
         for a in shot.adapters or []
         if isinstance(a, Mapping)
     ]
+
+
+def _with_trainings(session: Session, loras: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each adapter with the training run that made it (down to its dataset digest)."""
+    runs = trainings_for_pins(session, [str(a.get("sha256") or "") for a in loras])
+    for item in loras:
+        run = runs.get(str(item.get("sha256") or "").lower())
+        if run is not None:  # adapters from elsewhere have no training run to show
+            item["training"] = {
+                "id": run.id,
+                "dataset_digest": run.dataset_digest,
+                "base_model": run.base_model,
+                "base_model_digest": run.base_model_digest,
+                "steps": run.steps_done,
+            }
+    return loras
 
 
 def _sampling_json(shot: Shot) -> dict[str, Any]:
@@ -379,6 +396,14 @@ def assets_by_lora(session: Session, name: str, sha256: str | None = None) -> li
             )
             break
     return out
+
+
+def assets_by_training(session: Session, run_id: int) -> list[dict[str, Any]]:
+    """Every published asset made with the adapter training run ``run_id`` produced."""
+    run = get_training(session, run_id)
+    if run.adapter_sha256 is None:
+        return []
+    return assets_by_lora(session, run.name, run.adapter_sha256)
 
 
 def outputs_of_import_run(session: Session, run_id: int) -> dict[str, Any]:

@@ -398,3 +398,46 @@ class SourceImageRef(Base):
     source_line: Mapped[int | None] = mapped_column(Integer)
 
     source_image: Mapped[SourceImage] = relationship()
+
+
+class TrainingState(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    done = "done"
+    failed = "failed"
+
+
+class LoraTraining(Base):
+    """One brand LoRA training run: what went in (dataset, base model, hyperparameters),
+    how far it got, and the adapter it produced."""
+
+    __tablename__ = "lora_trainings"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_key: Mapped[str] = mapped_column(String(64), unique=True)  # checkpoints' blob prefix
+    brand_id: Mapped[int | None] = mapped_column(ForeignKey("brands.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    trigger_word: Mapped[str] = mapped_column(String(100))
+    source_uri: Mapped[str] = mapped_column(Text)
+    # sha256 over sorted "image sha256:caption sha256" lines: the dataset's identity.
+    dataset_digest: Mapped[str] = mapped_column(String(64), index=True)
+    files: Mapped[list[Any]] = mapped_column(default=list)  # [{file, sha256, caption_sha256}]
+    base_model: Mapped[str] = mapped_column(Text)
+    base_model_digest: Mapped[str | None] = mapped_column(String(64))
+    hyperparameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    state: Mapped[str] = mapped_column(String(20), default=TrainingState.queued.value, index=True)
+    steps_total: Mapped[int] = mapped_column(Integer)
+    steps_done: Mapped[int] = mapped_column(Integer, default=0)
+    progress: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {step, loss, eta_s}
+    loss_summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    checkpoints: Mapped[list[Any]] = mapped_column(default=list)  # blob keys kept
+    warnings: Mapped[list[Any]] = mapped_column(default=list)
+    error: Mapped[str | None] = mapped_column(Text)
+    adapter_id: Mapped[int | None] = mapped_column(ForeignKey("lora_adapters.id"), index=True)
+    adapter_sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    adapter_uri: Mapped[str | None] = mapped_column(Text)
+    validation_key: Mapped[str | None] = mapped_column(Text)  # the contact sheet's blob key
+    created_at: Mapped[datetime] = _ts()
+    updated_at: Mapped[datetime] = _ts(onupdate=utcnow)
+
+    adapter: Mapped[LoraAdapter | None] = relationship()

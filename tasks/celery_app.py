@@ -46,7 +46,13 @@ from tasks.queues import (
 )
 
 # Importing these registers the tasks and connects the worker signals.
-TASK_MODULES = ["tasks.dispatch", "tasks.ingest", "tasks.fetch", "tasks.signals"]
+TASK_MODULES = [
+    "tasks.dispatch",
+    "tasks.ingest",
+    "tasks.fetch",
+    "tasks.signals",
+    "tasks.training.task",
+]
 
 __all__ = [
     "QUEUE_CPU",

@@ -26,10 +26,13 @@ TASK_IMPORT = "shotline.import_catalog"
 TASK_INGEST = "shotline.ingest_due_catalogs"
 TASK_SWEEP = "shotline.sweep_stalled"
 TASK_FETCH = "shotline.fetch_sources"
+TASK_TRAIN = "shotline.train_lora"
 
 QUEUE_CPU = "cpu"
 QUEUE_INGEST = "ingest"
 GPU_PREFIX = "gpu."
+# LoRA training: train.<model-key>, routed per base model like generation (sent with queue=).
+TRAIN_PREFIX = "train."
 
 # generate_batch has no route: it is sent with queue=gpu.<model-key> for its batch's model.
 ROUTES: dict[str, dict[str, str]] = {
@@ -52,6 +55,10 @@ def model_key(model_id: str) -> str:
 
 def gpu_queue(key: str) -> str:
     return f"{GPU_PREFIX}{key}"
+
+
+def train_queue(key: str) -> str:
+    return f"{TRAIN_PREFIX}{key}"
 
 
 def models_for_queue(settings: Settings, queue: str) -> list[str]:

@@ -246,6 +246,13 @@ class TemplateSpec(_Model):
         return self.placement or PlacementConfig()
 
 
+class LoraValidationPrompt(_Model):
+    """A prompt rendered with fixed seeds, with and without a newly trained adapter."""
+
+    prompt: str = Field(min_length=1, max_length=2000)
+    seed: int = Field(default=0, ge=0)
+
+
 class CompetitorSpec(_Model):
     name: str = Field(min_length=1)
     aliases: list[str] = Field(default_factory=list)
@@ -336,6 +343,7 @@ class BrandConfig(_Model):
         default_factory=lambda: ["Color", "Colour", "Material", "Pattern"]
     )
     competitors: list[CompetitorSpec] = Field(default_factory=list)
+    lora_validation: list[LoraValidationPrompt] = Field(default_factory=list)
     blocked_terms: list[str] = Field(default_factory=list)
     # Who may approve this brand's images (database logins on Postgres, OS logins on SQLite,
     # or free names where SHOTLINE_REVIEW_FREE_NAMES allows them). Empty: nobody may approve.

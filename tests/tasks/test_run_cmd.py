@@ -142,3 +142,10 @@ def test_run_warns_when_the_run_time_model_differs_from_the_planned_one(
     assert result.exit_code == 0, result.output
     assert "warning: SHOTLINE_MODEL=org/other-model is ignored by run" in result.output
     assert "pinned tiny" in result.output
+    # LoRA training: its own queue per base model; generation and training only when asked
+    result = runner.invoke(app, ["worker", "--train", "tiny", "--dry-run"])
+    assert "-Q train.tiny --pool solo" in result.output
+    result = runner.invoke(app, ["worker", "--gpu", "tiny", "--train", "tiny", "--dry-run"])
+    assert "-Q gpu.tiny,train.tiny --pool solo" in result.output
+    result = runner.invoke(app, ["worker", "--cpu", "--train", "tiny", "--dry-run"])
+    assert result.exit_code == 2

@@ -18,12 +18,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from catalog.lineage import (
     LineageError,
     assets_by_lora,
+    assets_by_training,
     lineage_for,
     outputs_of_import_run,
     parse_lora_ref,
     shot_lineage,
 )
 from catalog.source_lineage import UnknownSource, outputs_of_source
+from catalog.training import TrainingNotFound
 from tasks.cli.common import MAX_ID, CliState, cli_state, console, fail, print_json
 
 
@@ -90,10 +92,16 @@ def _add_generation(tree: Tree, chain: Mapping[str, Any]) -> None:
         prompt.add(f"[yellow]removed[/] {_e(rm)}")
     model = tree.add(f"model {_e(chain['model']['id'])}  digest {_e(chain['model']['digest'])}")
     for lora in chain["loras"]:
-        model.add(
+        node = model.add(
             f"LoRA {_e(lora.get('name'))} @ {_e(lora.get('weight'))}  "
             f"sha256 {_e(lora.get('sha256'))}"
         )
+        run = lora.get("training")
+        if run:
+            node.add(
+                f"training run {run['id']}  dataset {_e(run['dataset_digest'])}  "
+                f"base {_e(run['base_model'])}  steps {run['steps']}"
+            )
     sp = chain["sampling"]
     tree.add(
         f"seed {sp['seed']}  steps {sp['steps']}  guidance {sp['guidance']}  "
@@ -204,19 +212,26 @@ def print_lineage(report: Mapping[str, Any]) -> None:
 
 
 def _lookup(
-    state: CliState, ref: str | None, lora: str | None, import_run: int | None, source: str | None
+    state: CliState,
+    ref: str | None,
+    lora: str | None,
+    import_run: int | None,
+    source: str | None = None,
+    training: int | None = None,
 ) -> Any:
     try:
         with state.session() as s:
             if source is not None:
                 return outputs_of_source(s, source)
+            if training is not None:
+                return assets_by_training(s, training)
             if lora is not None:
                 name, sha = parse_lora_ref(lora)
                 return assets_by_lora(s, name, sha)
             if import_run is not None:
                 return outputs_of_import_run(s, import_run)
             return lineage_for(s, str(ref))
-    except (LineageError, UnknownSource) as exc:
+    except (LineageError, UnknownSource, TrainingNotFound) as exc:
         fail(str(exc))
 
 
@@ -234,6 +249,14 @@ def lineage(
     source: str | None = typer.Option(
         None, "--source", metavar="URL|SHA256", help="Shots and assets made from this image."
     ),
+    training: int | None = typer.Option(
+        None,
+        "--training",
+        metavar="RUN",
+        help="Published assets made with this run's adapter.",
+        min=1,
+        max=MAX_ID,
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
     like: int | None = typer.Option(
         None,
@@ -245,20 +268,25 @@ def lineage(
     ),
     top: int = typer.Option(10, "--top", min=1, max=1000, help="How many --like results."),
 ) -> None:
-    """Trace images back to their CSV line (or list what a LoRA, an import run or a source
-    image produced, or the published assets most like one)."""
+    """Trace images back to their CSV line (or list what a LoRA, an import run, a source
+    image or a training run produced, or the published assets most like one)."""
     if like is not None:
-        if any(x is not None for x in (ref, lora, import_run, source)):
+        if any(x is not None for x in (ref, lora, import_run, source, training)):
             fail("--like ASSET_ID goes alone")
         _like(cli_state(ctx), like, top, json_out)
         return
-    if sum(x is not None for x in (ref, lora, import_run, source)) != 1:
-        fail("give exactly one of REF, --lora NAME[@SHA256], --import-run ID or --source URL")
-    data = _lookup(cli_state(ctx), ref, lora, import_run, source)
+    if sum(x is not None for x in (ref, lora, import_run, source, training)) != 1:
+        fail(
+            "give exactly one of REF, --lora NAME[@SHA256], --import-run ID, --source URL "
+            "or --training RUN"
+        )
+    data = _lookup(cli_state(ctx), ref, lora, import_run, source, training)
     if json_out:
         print_json(data)
     elif source is not None:
         _print_source(data)
+    elif training is not None:
+        _print_lora(f"training run {training}", data)
     elif lora is not None:
         _print_lora(lora, data)
     elif import_run is not None:

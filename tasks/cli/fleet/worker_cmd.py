@@ -11,11 +11,13 @@ import typer
 from tasks.cli.common import cli_state, console, fail
 
 
-def _celery_args(gpu: str | None, concurrency: int) -> list[str]:
+def _celery_args(gpu: str | None, concurrency: int, train: str | None = None) -> list[str]:
     celery = shutil.which("celery", path=os.path.dirname(sys.executable)) or "celery"
     args = [celery, "-A", "tasks.celery_app", "worker", "-l", "INFO"]
-    if gpu:
-        return [*args, "-Q", f"gpu.{gpu}", "--pool", "solo"]
+    if gpu or train:
+        # A worker serves generation or training; both only when asked for both.
+        queues = ([f"gpu.{gpu}"] if gpu else []) + ([f"train.{train}"] if train else [])
+        return [*args, "-Q", ",".join(queues), "--pool", "solo"]
     return [*args, "-Q", "cpu,ingest", "--pool", "prefork", "-c", str(concurrency)]
 
 
@@ -23,6 +25,9 @@ def worker(
     ctx: typer.Context,
     gpu: str | None = typer.Option(
         None, "--gpu", help="Serve gpu.<MODEL-KEY> (e.g. tiny) with the solo pool."
+    ),
+    train: str | None = typer.Option(
+        None, "--train", help="Serve train.<MODEL-KEY> (LoRA training); with --gpu, both."
     ),
     cpu: bool = typer.Option(False, "--cpu", help="Serve the cpu and ingest queues."),
     concurrency: int = typer.Option(
@@ -35,11 +40,11 @@ def worker(
     GPU workers use `--pool solo`: CUDA does not survive fork. Run one per GPU, pinned with
     CUDA_VISIBLE_DEVICES. CPU workers (gate, publish, import) may use prefork.
     """
-    if bool(gpu) == cpu:
-        fail("give exactly one of --gpu MODEL-KEY or --cpu")
+    if bool(gpu or train) == cpu:
+        fail("give --gpu MODEL-KEY and/or --train MODEL-KEY, or --cpu")
     if cli_state(ctx).settings.embedded:
         fail("no broker configured: set SHOTLINE_BROKER_URL (redis://...) to run workers")
-    args = _celery_args(gpu, concurrency)
+    args = _celery_args(gpu, concurrency, train)
     if dry_run:
         console.print(" ".join(args), highlight=False, soft_wrap=True)
         return

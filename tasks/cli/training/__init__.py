@@ -1,0 +1,1 @@
+"""``shotline lora ...``: brand LoRA training."""
