@@ -40,6 +40,7 @@ from pipeline.packshot.fidelity import Fidelity, check_exact
 from pipeline.packshot.placement import Placed
 
 if TYPE_CHECKING:
+    from pipeline.settings import Settings
     from pipeline.types import GenerationOutput, ShotParams
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,14 @@ class PackshotOutput:
     fidelity: Fidelity | None  # the exact check before any watermark; None on error
 
 
+def load_inpainter(settings: Settings, model_id: str) -> Inpainter:
+    """An inpainter on its own loaded model: a brand's ``inpaint_model`` (load it once per
+    worker and keep it). For the base model, wrap the worker's ``Generator`` instead."""
+    from pipeline.generate.generator import load_generator
+
+    return Inpainter(load_generator(settings, model_id))
+
+
 class Inpainter:
     """Inpainting on a loaded generator's modules. One per generator (worker process)."""
 
@@ -93,9 +102,14 @@ class Inpainter:
         g = self.generator
         batch_id = batch_id or uuid.uuid4().hex
         groups: dict[tuple[Any, ...], list[int]] = {}
-        for i, shot in enumerate(shots):
-            groups.setdefault(shot.params.batch_key(), []).append(i)
         results: list[PackshotOutput | None] = [None] * len(shots)
+        for i, shot in enumerate(shots):
+            try:
+                shot.check()
+            except ValueError as exc:  # fails this shot only, before it can join a batch
+                results[i] = self._result(shot, batch_id, str(exc))
+                continue
+            groups.setdefault(shot.params.batch_key(), []).append(i)
         pending: list[tuple[int, Future[PackshotOutput]]] = []
         size = max(1, g.settings.batch_size)
         for indices in groups.values():
@@ -161,7 +175,6 @@ class Inpainter:
         g = self.generator
         first = chunk[0].params
         for shot in chunk:
-            shot.check()
             if shot.params.model_id != g.model_id:
                 raise ValueError(
                     f"shot {shot.params.shot_id} wants model {shot.params.model_id!r}, "

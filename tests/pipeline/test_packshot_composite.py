@@ -88,3 +88,21 @@ def test_psnr_check_after_a_watermark_like_change(mug_cut) -> None:
     bad = check_psnr(heavy, placed.rgb, placed.core)
     assert not bad.ok and bad.reason is not None and "below 40 dB" in bad.reason
     assert check_psnr(out.astype(np.uint8), placed.rgb, placed.core).to_json()["psnr_db"] is None
+
+
+@pytest.mark.parametrize("name", ["mug", "bottle", "pillow", "ball"])
+def test_real_watermark_keeps_psnr_inside_the_product(name: str) -> None:
+    from pipeline.gate.watermark import WatermarkConfig, embed
+
+    with Image.open(SAMPLES / f"{name}.png") as im:
+        cut = cut_out(im.copy())
+    # 256 px: the smallest canvas the invisible watermark embeds in.
+    placed = place(cut, PlacementSpec(anchor="bottom", shadow="contact"), 256, 256)
+    final = composite(_noise(256, 256), placed)
+    marked = embed(final, 42, WatermarkConfig())
+    assert marked.embedded
+    # The watermark changes product pixels on purpose (so the exact check no longer holds)...
+    assert not check_exact(marked.image, placed.rgb, placed.core).ok
+    # ...but only slightly.
+    fid = check_psnr(marked.image, placed.rgb, placed.core)
+    assert fid.ok, fid.reason

@@ -137,6 +137,11 @@ def test_lora_changes_the_scene_not_the_product(
 def test_a_bad_shot_fails_alone(inpainter: Inpainter, placements: dict[str, Placed]) -> None:
     good = InpaintShot(_shot(1, inpainter.model_id), placements["ball"])
     wrong_size = InpaintShot(_shot(2, inpainter.model_id, width=128, height=128), placements["mug"])
-    res = inpainter.generate([good, wrong_size])
-    assert res[0].output.error is None
+    small = place(cut_out(Image.open(SAMPLES / "pillow.png")), PlacementSpec(), 32, 32)
+    # Same batch key as ``good`` (64x64 shot), but its placement was made for 32x32.
+    mismatched = InpaintShot(_shot(3, inpainter.model_id), small)
+    res = inpainter.generate([good, wrong_size, mismatched])
+    assert res[0].output.error is None and res[0].fidelity is not None and res[0].fidelity.ok
     assert res[1].output.error is not None and "placement is 64x64" in res[1].output.error
+    assert res[2].output.error is not None and "placement is 32x32" in res[2].output.error
+    assert res[2].fidelity is None and res[2].output.image is None
