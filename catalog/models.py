@@ -20,10 +20,13 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
     UniqueConstraint,
+    and_,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -221,7 +224,14 @@ class Shot(Base):
 
     product_revision: Mapped[ProductRevision] = relationship()
     generation: Mapped[Generation | None] = relationship(back_populates="shot")
-    filter_result: Mapped[FilterResult | None] = relationship(back_populates="shot")
+    # The current decision; a rescore appends rows and moves ``current`` (filter_history).
+    filter_result: Mapped[FilterResult | None] = relationship(
+        primaryjoin=lambda: and_(Shot.id == FilterResult.shot_id, FilterResult.current),
+        viewonly=True,
+    )
+    filter_history: Mapped[list[FilterResult]] = relationship(
+        order_by="FilterResult.id", viewonly=True
+    )
     watermark: Mapped[Watermark | None] = relationship(back_populates="shot")
     asset: Mapped[Asset | None] = relationship(back_populates="shot")
     review_events: Mapped[list[ReviewEvent]] = relationship(
@@ -250,11 +260,24 @@ class Generation(Base):
 
 
 class FilterResult(Base):
+    """One gate pass on a shot. Every pass stays; exactly one row per shot is ``current``."""
+
     __tablename__ = "filter_results"
+    __table_args__ = (
+        # One current decision per shot: a redelivered gate task cannot add a second one.
+        Index(
+            "uq_filter_results_current_shot_id",
+            "shot_id",
+            unique=True,
+            postgresql_where=text("current"),
+            sqlite_where=text("current"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    shot_id: Mapped[int] = mapped_column(ForeignKey("shots.id"), unique=True)
-    policy_version: Mapped[str] = mapped_column(String(64))
+    shot_id: Mapped[int] = mapped_column(ForeignKey("shots.id"), index=True)
+    current: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    policy_version: Mapped[str] = mapped_column(String(200))
     clip_model: Mapped[str] = mapped_column(String(200))
     # [{"name", "kind": safety|competitor|product_match, "score", "threshold", "triggered"}]
     scores: Mapped[list[Any]] = mapped_column()
@@ -262,7 +285,7 @@ class FilterResult(Base):
     reasons: Mapped[list[Any]] = mapped_column(default=list)
     created_at: Mapped[datetime] = _ts()
 
-    shot: Mapped[Shot] = relationship(back_populates="filter_result")
+    shot: Mapped[Shot] = relationship()
 
 
 class Watermark(Base):
@@ -319,3 +342,20 @@ class Asset(Base):
     published_at: Mapped[datetime] = _ts()
 
     shot: Mapped[Shot] = relationship(back_populates="asset")
+
+
+class ShotEmbedding(Base):
+    """A shot's full-image CLIP feature, L2-normalised, as float16 bytes (``dim`` values).
+
+    ``clip_model`` names the encoder (architecture + checkpoint digest): vectors of different
+    models are never compared.
+    """
+
+    __tablename__ = "shot_embeddings"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shot_id: Mapped[int] = mapped_column(ForeignKey("shots.id"), unique=True)
+    clip_model: Mapped[str] = mapped_column(String(200), index=True)
+    dim: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = _ts()

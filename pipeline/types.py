@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
+    import numpy as np
     from PIL import Image
 
     from pipeline.brand.config import BrandConfig
@@ -116,9 +117,14 @@ class FilterDecision:
     reasons: list[str]
     policy_version: str
     clip_model: str
+    # The L2-normalised full-image CLIP feature (float32) the scores came from; kept as the
+    # shot's embedding (catalog/embeddings.py). None where the gate computes none (fakes).
+    embedding: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data.pop("embedding")  # a vector, not JSON; stored on its own as float16 bytes
+        return data
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from typing import Any
 
 from PIL import Image
 
+from catalog.embeddings import store_embedding
 from catalog.models import Shot, ShotState
 from catalog.shots import (
     ShotInfo,
@@ -419,6 +420,8 @@ def _record_gated(
                 reasons=list(dec.reasons),
                 watermark=finals.get(shot.id),
             )
+            if dec.embedding is not None:
+                store_embedding(s, shot.id, dec.clip_model, dec.embedding)
             (result.done if dec.decision == S.pending_review else result.rejected).append(shot.id)
             metrics.record_gated(dec.decision, list(dec.reasons))
 

@@ -72,6 +72,7 @@ def compute_scores(
         logo=logo,
         logo_crop=logo_crop,
         product=float(full @ product_emb),
+        embedding=np.asarray(full, dtype=np.float32),
     )
 
 
