@@ -14,7 +14,7 @@ from pipeline.settings import Settings
 from tasks.cli.catalog import brands_cmd, import_cmd, lineage_cmd, plan_cmd, reproduce_cmd
 from tasks.cli.common import CliState
 from tasks.cli.fleet import db_cmd, run_cmd, status_cmd, worker_cmd
-from tasks.cli.quality import calibrate_cmd, review_cmd, verify_cmd
+from tasks.cli.quality import calibrate_cmd, gate_cmd, review_cmd, verify_cmd
 
 app = typer.Typer(
     name="shotline",
@@ -37,6 +37,7 @@ app.command("worker")(worker_cmd.worker)
 app.add_typer(brands_cmd.brands_app, name="brands")
 app.add_typer(db_cmd.db_app, name="db")
 app.add_typer(review_cmd.review_app, name="review")
+app.add_typer(gate_cmd.gate_app, name="gate")
 
 
 @app.callback()
