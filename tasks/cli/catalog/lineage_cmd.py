@@ -1,4 +1,5 @@
-"""``shotline lineage REF | --lora NAME[@SHA256] | --import-run ID`` and the ``verify`` hook.
+"""``shotline lineage REF | --lora NAME[@SHA256] | --import-run ID | --like ASSET [--top K]``
+and the ``verify`` hook.
 
 REF resolution (``catalog.lineage``): ``asset:ID``, ``shot:ID``, ``sku:SKU``, a blob key
 (anything with a ``/``, ``s3://bucket/key`` too), else a sku.
@@ -18,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from catalog.lineage import (
     LineageError,
     assets_by_lora,
+    assets_like,
     lineage_for,
     outputs_of_import_run,
     parse_lora_ref,
@@ -182,9 +184,13 @@ def print_lineage(report: Mapping[str, Any]) -> None:
         console.print(f"  lineage: {report['lineage_note']}", markup=False, highlight=False)
 
 
-def _lookup(state: CliState, ref: str | None, lora: str | None, import_run: int | None) -> Any:
+def _lookup(
+    state: CliState, ref: str | None, lora: str | None, import_run: int | None, like: Any = None
+) -> Any:
     try:
         with state.session() as s:
+            if like is not None:
+                return assets_like(s, like[0], top=like[1])
             if lora is not None:
                 name, sha = parse_lora_ref(lora)
                 return assets_by_lora(s, name, sha)
@@ -206,14 +212,21 @@ def lineage(
     import_run: int | None = typer.Option(
         None, "--import-run", metavar="ID", help="What this import run produced."
     ),
+    like: str | None = typer.Option(
+        None, "--like", metavar="ASSET", help="Published assets nearest to this one (id or key)."
+    ),
+    top: int = typer.Option(10, "--top", min=1, max=1000, help="How many --like neighbours."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Trace images back to their CSV line (or list what a LoRA / an import run produced)."""
-    if sum(x is not None for x in (ref, lora, import_run)) != 1:
-        fail("give exactly one of REF, --lora NAME[@SHA256] or --import-run ID")
-    data = _lookup(cli_state(ctx), ref, lora, import_run)
+    """Trace images back to their CSV line (or list what a LoRA / an import run produced, or
+    the published assets that look most like one)."""
+    if sum(x is not None for x in (ref, lora, import_run, like)) != 1:
+        fail("give exactly one of REF, --lora NAME[@SHA256], --import-run ID or --like ASSET")
+    data = _lookup(cli_state(ctx), ref, lora, import_run, (like, top) if like else None)
     if json_out:
         print_json(data)
+    elif like is not None:
+        _print_like(like, data)
     elif lora is not None:
         _print_lora(lora, data)
     elif import_run is not None:
@@ -254,5 +267,17 @@ def _print_run(data: dict[str, Any]) -> None:
     for r in data["shots"]:
         table.add_row(
             str(r["shot_id"]), _e(r["sku"]), _e(r["template"]), r["state"], _e(r["asset_key"])
+        )
+    console.print(table)
+
+
+def _print_like(ref: str, data: dict[str, Any]) -> None:
+    rows = data["neighbours"]
+    table = Table(title=f"{len(rows)} published asset(s) nearest to asset {data['asset_id']}")
+    for col in ("asset", "shot", "cosine", "sku", "key"):
+        table.add_column(col, overflow="fold", justify="right" if col == "cosine" else "left")
+    for r in rows:
+        table.add_row(
+            str(r["asset_id"]), str(r["shot_id"]), f"{r['cosine']:.4f}", _e(r["sku"]), _e(r["key"])
         )
     console.print(table)
