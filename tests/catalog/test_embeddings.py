@@ -16,6 +16,7 @@ from catalog.embeddings import (
     store_embedding,
 )
 from catalog.models import ShotState
+from pipeline.settings import Settings
 from tests.factories import make_asset, make_brand, make_product, make_shot
 
 D = 32
@@ -106,3 +107,33 @@ def test_like_errors_name_the_asset(session: Session) -> None:
         nearest_assets(session, bare)
     with pytest.raises(EmbeddingError, match="asset 987654321: no such asset"):
         nearest_assets(session, 987654321)
+
+
+def test_line_keeps_the_gates_embedding_with_its_model(tmp_settings: Settings) -> None:
+    """The real gate with the tiny CLIP, in-process (a fixed-image generator keeps it fast):
+    each gated shot's embedding is the gate's full-image feature, recorded under the gate's
+    model id (with checkpoint digest)."""
+    from catalog import migrate
+    from catalog.db import make_engine, make_sessionmaker
+    from tasks.context import context_for
+    from tasks.runner import run_line
+    from tests.tasks.conftest import seed_shots
+
+    tmp_settings = tmp_settings.model_copy(
+        update={"generator_factory": "tasks.fakes:fixed_image_generator"}
+    )
+    migrate.upgrade(tmp_settings.database_url)
+    ids = seed_shots(tmp_settings, 2)
+    run_line(tmp_settings, brand="acme", progress=False)
+    gate = context_for(tmp_settings).gate()
+    engine = make_engine(tmp_settings.database_url)
+    try:
+        with make_sessionmaker(engine)() as s:
+            rows = [embedding_of(s, i) for i in ids]
+    finally:
+        engine.dispose()
+    dim = gate.filter.encoder.encode_texts(["a"]).shape[1]
+    for row in rows:
+        assert row is not None and row.clip_model == gate.clip_model and row.dim == dim
+        assert "@" in row.clip_model  # names the checkpoint digest
+        assert np.linalg.norm(from_bytes(row.vector, row.dim)) == pytest.approx(1.0, abs=1e-2)
