@@ -131,16 +131,15 @@ def _group_duplicates(
 ) -> dict[int, NearDuplicate]:
     ids = [sid for sid, _ in members]
     mat = np.stack([from_bytes(e.vector, e.dim) for _, e in members])
-    sims = mat @ mat.T
-    np.fill_diagonal(sims, -np.inf)
+    rows = [i for i, sid in enumerate(ids) if sid in wanted]
+    sims = mat[rows] @ mat.T  # only the asked-for rows: (asked, group), not (group, group)
+    sims[np.arange(len(rows)), rows] = -np.inf  # a shot is not its own duplicate
     out: dict[int, NearDuplicate] = {}
-    for i, sid in enumerate(ids):
-        if sid not in wanted:
-            continue
-        j = int(np.argmax(sims[i]))
-        cos = float(sims[i, j])
+    for r, i in enumerate(rows):
+        j = int(np.argmax(sims[r]))
+        cos = float(sims[r, j])
         if cos >= threshold:
-            out[sid] = NearDuplicate(sid, ids[j], cos)
+            out[ids[i]] = NearDuplicate(ids[i], ids[j], cos)
     return out
 
 
@@ -168,6 +167,7 @@ def nearest_assets(
         .where(
             Shot.brand_id == brand_id,
             ShotEmbedding.clip_model == emb.clip_model,
+            ShotEmbedding.dim == emb.dim,
             Asset.id != asset.id,
         )
         .order_by(Asset.id)
@@ -175,8 +175,9 @@ def nearest_assets(
     )
     best: list[tuple[float, int, int, str]] = []  # a k-heap of (cosine, asset, shot, key)
     for part in session.execute(stmt).partitions(chunk):
-        mat = np.stack([from_bytes(r.vector, r.dim) for r in part])
-        sims = mat @ query
+        # One buffer per chunk: every row has the query's dim (filtered above).
+        mat = np.frombuffer(b"".join(r.vector for r in part), dtype="<f2").reshape(-1, emb.dim)
+        sims = mat.astype(np.float32) @ query
         for r, cos in zip(part, sims.tolist(), strict=True):
             item = (float(cos), -r.id, r.shot_id, r.key)
             if len(best) < k:
