@@ -24,6 +24,7 @@ from sqlalchemy import String, cast, select
 from sqlalchemy.orm import Session, selectinload
 
 from catalog.db import MAX_ROW_ID
+from catalog.embeddings import EmbeddingError, nearest_assets
 from catalog.models import (
     Asset,
     Brand,
@@ -35,9 +36,9 @@ from catalog.models import (
     Shot,
     Watermark,
 )
+from catalog.packshots.source_lineage import packshot_json
 from catalog.review import current_review_state, event_json, shot_sku
 from catalog.shots import lineage_loads
-from catalog.source_lineage import packshot_json
 from catalog.training import get_training, trainings_for_pins
 
 
@@ -482,3 +483,40 @@ def batch_mates(session: Session, shot: Shot) -> list[Shot]:
             .order_by(Shot.id)
         ).all()
     )
+
+
+def _asset_id(session: Session, ref: str) -> int:
+    """``asset:ID``, a bare id, or the asset's key (``s3://bucket/key`` too)."""
+    text = ref.strip()
+    if text.startswith("asset:"):
+        return _int_ref(text[len("asset:") :], "asset")
+    if text.isdigit():
+        return int(text)
+    key = text.split("/", 3)[3] if text.startswith("s3://") and text.count("/") >= 3 else text
+    found = session.scalar(select(Asset.id).where(Asset.key == key))
+    if found is None:
+        raise LineageError(f"{ref!r}: no published asset with that id or key")
+    return int(found)
+
+
+def assets_like(session: Session, ref: str, top: int = 10) -> dict[str, Any]:
+    """The ``top`` published assets nearest to ``ref`` (same brand and CLIP model), by the
+    cosine of their stored image embeddings."""
+    asset_id = _asset_id(session, ref)
+    try:
+        hits = nearest_assets(session, asset_id, k=top)
+    except EmbeddingError as exc:
+        raise LineageError(str(exc)) from None
+    return {
+        "asset_id": asset_id,
+        "neighbours": [
+            {
+                "asset_id": n.asset_id,
+                "shot_id": n.shot_id,
+                "key": n.key,
+                "sku": n.sku,
+                "cosine": n.cosine,
+            }
+            for n in hits
+        ],
+    }

@@ -25,6 +25,8 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    and_,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -230,7 +232,14 @@ class Shot(Base):
     product_revision: Mapped[ProductRevision] = relationship()
     source_image: Mapped[SourceImage | None] = relationship()
     generation: Mapped[Generation | None] = relationship(back_populates="shot")
-    filter_result: Mapped[FilterResult | None] = relationship(back_populates="shot")
+    # The current decision; a rescore appends rows and moves ``current`` (filter_history).
+    filter_result: Mapped[FilterResult | None] = relationship(
+        primaryjoin=lambda: and_(Shot.id == FilterResult.shot_id, FilterResult.current),
+        viewonly=True,
+    )
+    filter_history: Mapped[list[FilterResult]] = relationship(
+        order_by="FilterResult.id", viewonly=True
+    )
     watermark: Mapped[Watermark | None] = relationship(back_populates="shot")
     asset: Mapped[Asset | None] = relationship(back_populates="shot")
     review_events: Mapped[list[ReviewEvent]] = relationship(
@@ -259,11 +268,24 @@ class Generation(Base):
 
 
 class FilterResult(Base):
+    """One gate pass on a shot. Every pass stays; exactly one row per shot is ``current``."""
+
     __tablename__ = "filter_results"
+    __table_args__ = (
+        # One current decision per shot: a redelivered gate task cannot add a second one.
+        Index(
+            "uq_filter_results_current_shot_id",
+            "shot_id",
+            unique=True,
+            postgresql_where=text("current"),
+            sqlite_where=text("current"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    shot_id: Mapped[int] = mapped_column(ForeignKey("shots.id"), unique=True)
-    policy_version: Mapped[str] = mapped_column(String(64))
+    shot_id: Mapped[int] = mapped_column(ForeignKey("shots.id"), index=True)
+    current: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    policy_version: Mapped[str] = mapped_column(String(200))
     clip_model: Mapped[str] = mapped_column(String(200))
     # [{"name", "kind": safety|competitor|product_match, "score", "threshold", "triggered"}]
     scores: Mapped[list[Any]] = mapped_column()
@@ -271,7 +293,7 @@ class FilterResult(Base):
     reasons: Mapped[list[Any]] = mapped_column(default=list)
     created_at: Mapped[datetime] = _ts()
 
-    shot: Mapped[Shot] = relationship(back_populates="filter_result")
+    shot: Mapped[Shot] = relationship()
 
 
 class Watermark(Base):
@@ -331,8 +353,11 @@ class Asset(Base):
 
 
 class ShotEmbedding(Base):
-    """A shot's CLIP image embedding (float16 bytes, L2-normalised) and the CLIP model it came
-    from: near-duplicate flags in review, and "assets like this one" in lineage."""
+    """A shot's full-image CLIP feature, L2-normalised, as float16 bytes (``dim`` values).
+
+    ``clip_model`` names the encoder (architecture + checkpoint digest): vectors of different
+    models are never compared.
+    """
 
     __tablename__ = "shot_embeddings"
 

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from catalog.brands import upsert_brand
 from catalog.models import LoraAdapter, Product, ProductRevision, Shot, ShotState
-from catalog.packshot_planning import PackshotSlots
+from catalog.packshots.planning import PackshotSlots
 from pipeline.brand.config import BrandConfig, ResolvedTemplate
 from pipeline.brand.loader import brand_warnings
 from pipeline.brand.seeds import derive_seed

@@ -34,6 +34,7 @@ from typing import Any
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session, selectinload
 
+from catalog.embeddings import near_duplicates
 from catalog.models import (
     Brand,
     Product,
@@ -361,8 +362,27 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def review_record(shot: Shot) -> dict[str, Any]:
-    """One shot as the review commands show it (JSON-able)."""
+def near_duplicate_flags(
+    session: Session, shots: Sequence[Shot], threshold: float
+) -> dict[int, dict[str, Any]]:
+    """``{shot_id: {"shot_id": other, "cosine": c, "note": "near-duplicate of shot N (0.98)"}}``
+    for the shots whose image embedding is within ``threshold`` cosine of another shot of the
+    same product. Computed on read (``catalog.embeddings.near_duplicates``), not stored: a
+    shot generated later flags the earlier one too, and a changed threshold applies at once."""
+    flags = near_duplicates(session, [shot.id for shot in shots], threshold)
+    return {
+        sid: {
+            "shot_id": f.other_shot_id,
+            "cosine": round(f.cosine, 4),
+            "note": f"near-duplicate of shot {f.other_shot_id} ({f.cosine:.2f})",
+        }
+        for sid, f in flags.items()
+    }
+
+
+def review_record(shot: Shot, near_duplicate: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One shot as the review commands show it (JSON-able); ``near_duplicate`` is its entry
+    from ``near_duplicate_flags``."""
     fr = shot.filter_result
     last = shot.review_events[-1] if shot.review_events else None
     return {
@@ -384,6 +404,7 @@ def review_record(shot: Shot) -> dict[str, Any]:
         "events": [event_json(e) for e in shot.review_events],
         "image_key": shot.watermark.image_key if shot.watermark is not None else None,
         "asset_key": shot.asset.key if shot.asset is not None else None,
+        "near_duplicate": near_duplicate,
     }
 
 

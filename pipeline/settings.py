@@ -101,6 +101,8 @@ class Settings(BaseSettings):
     clip_model: str = "tiny"  # an open_clip architecture name, or the offline "tiny" preset
     clip_pretrained: str | None = None  # an open_clip tag or a local checkpoint path
     clip_crop_grid: int = 3
+    # Review flags a shot whose embedding is at least this cosine to another of its product.
+    near_duplicate_threshold: float = Field(default=0.97, ge=-1.0, le=1.0)
     # Chosen by tests/benchmarks/bench_watermark.py: dwtDctSvd on luma survives white
     # backgrounds, JPEG q75 and 50 % resizes; dwtDct does not. rivaGan is refused (32-bit cap).
     watermark_method: Literal["dwtDct", "dwtDctSvd"] = "dwtDctSvd"
@@ -120,9 +122,6 @@ class Settings(BaseSettings):
     # Let --reviewer / SHOTLINE_REVIEWER name someone other than the authenticated login (the
     # demo, a shared service account). Off: a reviewer can only approve as themselves.
     review_free_names: bool = False
-    # Review flags a shot whose image is at least this cosine-similar (CLIP embedding) to
-    # another shot of the same product.
-    near_duplicate_cosine: float = Field(default=0.97, ge=0.0, le=1.0)
 
     # --- scheduled ingestion ----------------------------------------------------
     ingest_sources: list[str] = Field(default_factory=list)

@@ -117,12 +117,13 @@ class FilterDecision:
     reasons: list[str]
     policy_version: str
     clip_model: str
-    # The full image's CLIP embedding (L2-normalised), kept for near-duplicates and "like".
+    # The L2-normalised full-image CLIP feature (float32) the scores came from; kept as the
+    # shot's embedding (catalog/embeddings.py). None where the gate computes none (fakes).
     embedding: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data.pop("embedding")
+        data.pop("embedding")  # a vector, not JSON; stored on its own as float16 bytes
         return data
 
 

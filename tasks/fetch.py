@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from catalog.models import SourceImage, SourceStatus
-from catalog.sources import sources_to_fetch
+from catalog.packshots.sources import sources_to_fetch
 from pipeline.settings import Settings
 from tasks.celery_app import app, submit
 from tasks.context import context_for

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from catalog.models import ProductRevision
-from catalog.sources import RefRow, write_refs
+from catalog.packshots.sources import RefRow, write_refs
 from pipeline.sources.refs import normalize_ref
 
 _BATCH = 5000  # revisions read back at a time

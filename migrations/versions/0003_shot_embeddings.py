@@ -1,8 +1,8 @@
-"""shot_embeddings: each shot's CLIP image embedding with its model
+"""shot embeddings; filter_results keeps every gate pass (one current row per shot)
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-12-02 13:45:00
+Create Date: 2026-12-02 13:50:00
 """
 
 from __future__ import annotations
@@ -36,14 +36,36 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_shot_embeddings_clip_model"), "shot_embeddings", ["clip_model"], unique=False
     )
-    if op.get_bind().dialect.name == "postgresql":
-        # Reviewers read embeddings for near-duplicate flags (0002 granted the tables then).
-        op.execute(
-            "DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'shotline_reviewer') "
-            "THEN GRANT SELECT ON shot_embeddings TO shotline_reviewer; END IF; END $$"
+    # A rescore appends a row per pass; the partial unique index keeps one current row per
+    # shot, so a redelivered gate task still cannot write a second first decision.
+    with op.batch_alter_table("filter_results") as batch:
+        batch.drop_constraint("uq_filter_results_shot_id", type_="unique")
+        batch.add_column(
+            sa.Column("current", sa.Boolean(), nullable=False, server_default=sa.true())
         )
+        batch.alter_column(
+            "policy_version", type_=sa.String(length=200), existing_type=sa.String(length=64)
+        )
+    op.create_index("ix_filter_results_shot_id", "filter_results", ["shot_id"])
+    op.create_index(
+        "uq_filter_results_current_shot_id",
+        "filter_results",
+        ["shot_id"],
+        unique=True,
+        postgresql_where=sa.text("current"),
+        sqlite_where=sa.text("current"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("uq_filter_results_current_shot_id", table_name="filter_results")
+    op.drop_index("ix_filter_results_shot_id", table_name="filter_results")
+    op.execute("DELETE FROM filter_results WHERE NOT current")
+    with op.batch_alter_table("filter_results") as batch:
+        batch.alter_column(
+            "policy_version", type_=sa.String(length=64), existing_type=sa.String(length=200)
+        )
+        batch.drop_column("current")
+        batch.create_unique_constraint("uq_filter_results_shot_id", ["shot_id"])
     op.drop_index(op.f("ix_shot_embeddings_clip_model"), table_name="shot_embeddings")
     op.drop_table("shot_embeddings")

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 from PIL import Image
 
+from pipeline.digests import sha256_file
 from pipeline.gate.clip_preprocess import FastClipPreprocess
 from pipeline.gate.policy import GateError
 
@@ -110,8 +111,19 @@ def load_open_clip(
     except (RuntimeError, ValueError, OSError) as exc:
         raise GateError(f"cannot load CLIP {model_name!r} ({pretrained}): {exc}") from None
     tokenizer = open_clip.get_tokenizer(model_name)
-    label = f"{model_name}:{Path(pretrained).name if pretrained else 'random'}"
+    label = f"{model_name}:{_checkpoint_id(pretrained)}"
     return OpenClipEncoder(model, preprocess, tokenizer, label, device=device)
+
+
+def _checkpoint_id(pretrained: str | None) -> str:
+    """How the model id names its weights: a local file by name and sha256 (hashed once per
+    worker, in 1 MiB reads), an open_clip tag by the tag (it names one published file)."""
+    if not pretrained:
+        return "random"
+    if _looks_like_path(pretrained):
+        path = Path(pretrained)
+        return f"{path.name}@{sha256_file(path, 'CLIP checkpoint')[:16]}"
+    return pretrained
 
 
 def load_clip_encoder(settings: Settings) -> OpenClipEncoder:
@@ -126,7 +138,9 @@ def load_clip_encoder(settings: Settings) -> OpenClipEncoder:
     if settings.clip_model == "tiny":
         checkpoint = ensure_tiny_clip(settings.model_cache_dir)
         enc = load_open_clip(TINY_CLIP_NAME, str(checkpoint), device=device)
-        enc.name = "tiny-clip (random weights)"
+        # The id names the checkpoint's digest: stored embeddings and scores are only
+        # compared with (and re-decided under) the same weights.
+        enc.name = f"tiny-clip (random weights)@{sha256_file(checkpoint, 'CLIP checkpoint')[:16]}"
         return enc
     return load_open_clip(
         settings.clip_model,

@@ -58,7 +58,8 @@ class CompetitorConcept:
 class GatePolicy:
     """What the gate checks for one brand. ``version`` names it in every filter result: the
     brand's ``safety.version`` plus a digest of the content, so an edited prompt or threshold
-    is a new version even when nobody bumped the number."""
+    is a new version even when nobody bumped the number. The digest has two parts,
+    ``<concepts>.<thresholds>``: see ``concepts_digest``."""
 
     brand: str
     version: str
@@ -80,25 +81,34 @@ class GatePolicy:
         logo_threshold: float,
         product_match_min: float,
     ) -> GatePolicy:
-        content = {
-            "safety": [asdict(s) for s in safety],
+        concepts = {
+            "safety": [(s.name, s.prompt) for s in safety],
             "competitors": [asdict(c) for c in competitors],
+            "product_prompt": PRODUCT_PROMPT,
+        }
+        thresholds = {
+            "safety": [(s.name, s.threshold) for s in safety],
             "competitor_threshold": competitor_threshold,
             "logo_threshold": logo_threshold,
             "product_match_min": product_match_min,
-            "product_prompt": PRODUCT_PROMPT,
         }
-        blob = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
-        digest = hashlib.sha256(blob.encode()).hexdigest()[:12]
         return cls(
             brand=brand,
-            version=f"{brand}:v{declared_version}:{digest}",
+            # Two digests: what is scored (concepts) and where it cuts (thresholds). Stored
+            # scores stay valid across a thresholds-only change (``gate rescore``).
+            version=f"{brand}:v{declared_version}:{_digest(concepts)}.{_digest(thresholds)}",
             safety=tuple(safety),
             competitors=tuple(competitors),
             competitor_threshold=competitor_threshold,
             logo_threshold=logo_threshold,
             product_match_min=product_match_min,
         )
+
+    @property
+    def concepts_digest(self) -> str:
+        """The digest of what is scored: concept names, prompts, logos, the product prompt.
+        Stored scores made under the same one (and the same CLIP model) can be re-decided."""
+        return concepts_digest_of(self.version) or ""
 
     @classmethod
     def from_brand(cls, brand_cfg: BrandConfig) -> GatePolicy:
@@ -124,6 +134,19 @@ class GatePolicy:
         )
 
 
+def _digest(content: dict[str, Any]) -> str:
+    blob = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def concepts_digest_of(policy_version: str) -> str | None:
+    """The concepts part of a policy version (``brand:vN:<concepts>.<thresholds>``); None for
+    a version written before the split (its scores then cannot be trusted to line up)."""
+    tail = policy_version.rsplit(":", 1)[-1]
+    head, dot, rest = tail.partition(".")
+    return head if dot and head and rest else None
+
+
 # --- scores and decision (pure) -----------------------------------------------------------
 
 
@@ -137,6 +160,7 @@ class ScoreSet:
     logo: np.ndarray  # (n_competitors,) max over logos and crops; nan when no logos
     logo_crop: np.ndarray  # (n_competitors,)
     product: float
+    embedding: np.ndarray | None = None  # the full-image feature (row 0 of the crops)
 
 
 def decide(scores: ScoreSet, policy: GatePolicy, clip_model: str) -> FilterDecision:
@@ -183,6 +207,7 @@ def decide(scores: ScoreSet, policy: GatePolicy, clip_model: str) -> FilterDecis
         reasons=reasons,
         policy_version=policy.version,
         clip_model=clip_model,
+        embedding=scores.embedding,
     )
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
@@ -72,6 +72,7 @@ def compute_scores(
         logo=logo,
         logo_crop=logo_crop,
         product=float(full @ product_emb),
+        embedding=np.asarray(full, dtype=np.float32),
     )
 
 
@@ -159,12 +160,6 @@ class ClipFilter:
         self, images: Sequence[Image.Image], product_texts: Sequence[str], policy: GatePolicy
     ) -> list[ScoreSet]:
         """Scores for a batch: every crop of every image goes through the encoder in one call."""
-        return self.score_with_embeddings(images, product_texts, policy)[0]
-
-    def score_with_embeddings(
-        self, images: Sequence[Image.Image], product_texts: Sequence[str], policy: GatePolicy
-    ) -> tuple[list[ScoreSet], list[np.ndarray]]:
-        """Scores for a batch, and each full image's embedding (its first crop)."""
         pe = self.policy_embeddings(policy)
         crops: list[Image.Image] = []
         for image in images:
@@ -173,21 +168,16 @@ class ClipFilter:
         per = len(crops) // max(len(images), 1)
         prompts = [policy.product_prompt.format(text=t) for t in product_texts]
         products = self.product_embeddings(prompts)
-        scores = [
+        return [
             compute_scores(embs[i * per : (i + 1) * per], products[i], pe, len(policy.competitors))
             for i in range(len(images))
         ]
-        return scores, [embs[i * per].copy() for i in range(len(images))]
 
     def check(self, items: Sequence[GateItem], policy: GatePolicy) -> list[FilterDecision]:
         if not items:
             return []
-        images = [it.image for it in items]
-        scores, full = self.score_with_embeddings(images, [it.product_text for it in items], policy)
-        return [
-            replace(decide(s, policy, self.clip_model), embedding=e)
-            for s, e in zip(scores, full, strict=True)
-        ]
+        scores = self.score([it.image for it in items], [it.product_text for it in items], policy)
+        return [decide(s, policy, self.clip_model) for s in scores]
 
 
 def _load_logo(path: str, brand: str, competitor: str) -> Image.Image:

@@ -21,7 +21,7 @@ from tasks.cli.catalog import (
 )
 from tasks.cli.common import CliState
 from tasks.cli.fleet import db_cmd, run_cmd, status_cmd, worker_cmd
-from tasks.cli.quality import calibrate_cmd, review_cmd, verify_cmd
+from tasks.cli.quality import calibrate_cmd, gate_cmd, review_cmd, verify_cmd
 from tasks.cli.training import lora_cmd
 
 app = typer.Typer(
@@ -47,6 +47,7 @@ app.add_typer(db_cmd.db_app, name="db")
 app.add_typer(review_cmd.review_app, name="review")
 app.add_typer(sources_cmd.sources_app, name="sources")
 app.add_typer(lora_cmd.lora_app, name="lora")
+app.add_typer(gate_cmd.gate_app, name="gate")
 
 
 @app.callback()

@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import select
 
 from catalog.models import SourceImage, SourceStatus
-from catalog.sources import FetchOutcome, record_outcomes
+from catalog.packshots.sources import FetchOutcome, record_outcomes
 from pipeline.digests import sha256_bytes
 from pipeline.images import ImageError
 from pipeline.settings import Settings

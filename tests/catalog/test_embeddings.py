@@ -1,81 +1,139 @@
-"""Shot embeddings on SQLite and Postgres: stored once as float16, near-duplicates within a
-product, and the nearest published assets of a brand (issue 14, part 3)."""
+"""Shot embeddings on Postgres and SQLite: stored with their model, near-duplicates within
+a product, ``nearest_assets`` ordering and its errors."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from catalog.embeddings import (
     EmbeddingError,
+    embedding_of,
     from_bytes,
     near_duplicates,
     nearest_assets,
     store_embedding,
-    to_bytes,
 )
-from catalog.models import ShotEmbedding
-from tests.factories import make_asset, make_brand, make_gated_shot, make_product, make_shot
+from catalog.models import ShotState
+from pipeline.settings import Settings
+from tests.factories import make_asset, make_brand, make_product, make_shot
 
-MODEL = "ViT-B-32@abc"
+D = 32
 
 
-def _unit(*xs: float) -> np.ndarray:
-    v = np.zeros(512, dtype=np.float32)
-    v[: len(xs)] = xs
+def unit(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(D).astype(np.float32)
     return v / np.linalg.norm(v)
 
 
-def test_vectors_round_trip_as_normalised_float16() -> None:
-    v = np.random.default_rng(0).normal(size=512).astype(np.float32) * 7
-    back = from_bytes(to_bytes(v), 512)
-    assert back.dtype == np.float32 and len(to_bytes(v)) == 1024
-    np.testing.assert_allclose(back, v / np.linalg.norm(v), atol=1e-3)
-    with pytest.raises(EmbeddingError):
-        to_bytes(np.zeros(4))
+def towards(base: np.ndarray, other: np.ndarray, cos: float) -> np.ndarray:
+    """A unit vector at cosine ``cos`` from ``base`` (in the plane of base and other)."""
+    ortho = other - (other @ base) * base
+    ortho /= np.linalg.norm(ortho)
+    return (cos * base + np.sqrt(1 - cos**2) * ortho).astype(np.float32)
 
 
-def test_store_once_and_flag_near_duplicates_of_the_same_product(session: Session) -> None:
+def test_embedding_stored_as_float16_with_its_model(session: Session) -> None:
+    rev = make_product(session, make_brand(session))
+    shot = make_shot(session, rev, state=ShotState.pending_review.value)
+    v = unit(1) * 3.0  # stored normalised
+    store_embedding(session, shot.id, "ViT-B-32:abc123", v)
+    store_embedding(session, shot.id, "ViT-B-32:abc123", unit(2))  # a redelivery: no-op
+    row = embedding_of(session, shot.id)
+    assert row is not None and row.clip_model == "ViT-B-32:abc123" and row.dim == D
+    assert len(row.vector) == 2 * D  # float16
+    back = from_bytes(row.vector, row.dim)
+    assert np.allclose(back, unit(1), atol=1e-3)
+
+
+def test_near_duplicate_flag_within_a_product_only(session: Session) -> None:
     brand = make_brand(session)
-    rev = make_product(session, brand, "MUG-1")
-    other = make_product(session, brand, "MUG-2")
-    a, b, c = (make_shot(session, rev, template=t) for t in ("hero", "side", "top"))
-    d = make_shot(session, other)
-    session.flush()
-    assert store_embedding(session, a.id, MODEL, _unit(1, 0))
-    assert not store_embedding(session, a.id, MODEL, _unit(0, 1)), "a redelivery adds nothing"
-    store_embedding(session, b.id, MODEL, _unit(1, 0.1))  # cosine 0.995 to a
-    store_embedding(session, c.id, MODEL, _unit(1, 1))  # cosine 0.707 to a
-    store_embedding(session, d.id, MODEL, _unit(1, 0))  # identical, but another product
-    session.flush()
-    assert session.scalar(select(func.count()).select_from(ShotEmbedding)) >= 4
-    dupes = near_duplicates(session, a.id, 0.97)
-    assert [n.shot_id for n in dupes] == [b.id]
-    assert dupes[0].cosine == pytest.approx(0.995, abs=2e-3)
-    assert near_duplicates(session, c.id, 0.97) == []
-    assert [n.shot_id for n in near_duplicates(session, a.id, 0.5)] == [b.id, c.id]
+    rev = make_product(session, brand)
+    other_rev = make_product(session, brand)
+    a, b, c = (make_shot(session, rev, template=t) for t in ("hero_white", "lifestyle", "flat"))
+    stranger = make_shot(session, other_rev)
+    base = unit(10)
+    store_embedding(session, a.id, "m", base)
+    store_embedding(session, b.id, "m", base)  # the identical image
+    store_embedding(session, c.id, "m", towards(base, unit(11), 0.80))  # a different one
+    store_embedding(session, stranger.id, "m", base)  # same image, other product: no flag
+    flags = near_duplicates(session, [a.id, b.id, c.id, stranger.id], threshold=0.97)
+    assert set(flags) == {a.id, b.id}
+    assert flags[a.id].other_shot_id == b.id and flags[a.id].cosine == pytest.approx(1.0, abs=2e-3)
+    assert flags[b.id].other_shot_id == a.id
+    # The threshold decides: at 0.75 the 0.80 shot is flagged too.
+    assert near_duplicates(session, [c.id], threshold=0.75)[c.id].cosine == pytest.approx(
+        0.80, abs=2e-3
+    )
 
 
-def test_nearest_published_assets_of_the_brand(session: Session) -> None:
+def test_near_duplicate_ignores_other_clip_models(session: Session) -> None:
+    rev = make_product(session, make_brand(session))
+    a, b = make_shot(session, rev), make_shot(session, rev, template="lifestyle")
+    store_embedding(session, a.id, "model-one", unit(3))
+    store_embedding(session, b.id, "model-two", unit(3))
+    assert near_duplicates(session, [a.id, b.id], threshold=0.97) == {}
+
+
+def _published(session: Session, brand, vec: np.ndarray, model: str = "m") -> int:  # type: ignore[no-untyped-def]
+    rev = make_product(session, brand)
+    shot = make_shot(session, rev, state=ShotState.published.value)
+    store_embedding(session, shot.id, model, vec)
+    return make_asset(session, shot).id
+
+
+def test_like_orders_published_assets_by_cosine(session: Session) -> None:
     brand = make_brand(session)
-    shots = [make_gated_shot(session, brand=brand, sku=f"S-{i}") for i in range(4)]
-    vectors = [_unit(1, 0), _unit(1, 0.2), _unit(0, 1), _unit(1, 1)]
-    assets = []
-    for shot, v in zip(shots, vectors, strict=True):
-        store_embedding(session, shot.id, MODEL, v)
-        assets.append(make_asset(session, shot))
-    unpublished = make_gated_shot(session, brand=brand, sku="S-x")
-    store_embedding(session, unpublished.id, MODEL, _unit(1, 0))
-    session.flush()
-    like = nearest_assets(session, assets[0].id, k=2)
-    assert [n.asset_id for n in like] == [assets[1].id, assets[3].id]
-    assert like[0].sku == "S-1" and like[0].key == assets[1].key
-    assert like[0].cosine > like[1].cosine
-    with pytest.raises(EmbeddingError, match="no such asset"):
-        nearest_assets(session, 2**31 - 1)
-    bare = make_asset(session, make_gated_shot(session, brand=brand, sku="S-bare"))
-    session.flush()
-    with pytest.raises(EmbeddingError, match="no stored embedding"):
-        nearest_assets(session, bare.id)
+    base, side = unit(20), unit(21)
+    origin = _published(session, brand, base)
+    near = _published(session, brand, towards(base, side, 0.95))
+    mid = _published(session, brand, towards(base, side, 0.60))
+    far = _published(session, brand, towards(base, side, 0.10))
+    _published(session, brand, base, model="another-model")  # never compared
+    _published(session, make_brand(session), base)  # another brand's asset: not listed
+    got = nearest_assets(session, origin, k=10, chunk=2)  # chunked: 2 vectors per block
+    assert [n.asset_id for n in got] == [near, mid, far]
+    assert [round(n.cosine, 2) for n in got] == [0.95, 0.60, 0.10]
+    assert all(n.sku and n.key for n in got)
+    assert [n.asset_id for n in nearest_assets(session, origin, k=2)] == [near, mid]
+
+
+def test_like_errors_name_the_asset(session: Session) -> None:
+    brand = make_brand(session)
+    shot = make_shot(session, make_product(session, brand), state=ShotState.published.value)
+    bare = make_asset(session, shot).id
+    with pytest.raises(EmbeddingError, match=f"asset {bare}: no stored embedding"):
+        nearest_assets(session, bare)
+    with pytest.raises(EmbeddingError, match="asset 987654321: no such asset"):
+        nearest_assets(session, 987654321)
+
+
+def test_line_keeps_the_gates_embedding_with_its_model(tmp_settings: Settings) -> None:
+    """The real gate with the tiny CLIP, in-process (a fixed-image generator keeps it fast):
+    each gated shot's embedding is the gate's full-image feature, recorded under the gate's
+    model id (with checkpoint digest)."""
+    from catalog import migrate
+    from catalog.db import make_engine, make_sessionmaker
+    from tasks.context import context_for
+    from tasks.runner import run_line
+    from tests.tasks.conftest import seed_shots
+
+    tmp_settings = tmp_settings.model_copy(
+        update={"generator_factory": "tasks.fakes:fixed_image_generator"}
+    )
+    migrate.upgrade(tmp_settings.database_url)
+    ids = seed_shots(tmp_settings, 2)
+    run_line(tmp_settings, brand="acme", progress=False)
+    gate = context_for(tmp_settings).gate()
+    engine = make_engine(tmp_settings.database_url)
+    try:
+        with make_sessionmaker(engine)() as s:
+            rows = [embedding_of(s, i) for i in ids]
+    finally:
+        engine.dispose()
+    dim = gate.filter.encoder.encode_texts(["a"]).shape[1]
+    for row in rows:
+        assert row is not None and row.clip_model == gate.clip_model and row.dim == dim
+        assert "@" in row.clip_model  # names the checkpoint digest
+        assert np.linalg.norm(from_bytes(row.vector, row.dim)) == pytest.approx(1.0, abs=1e-2)

@@ -15,7 +15,7 @@ from catalog import migrate
 from catalog.db import make_engine, make_sessionmaker
 from catalog.importing.importer import import_catalog
 from catalog.models import Brand, Product, SourceImage, SourceImageRef
-from catalog.sources import find_sources, refs_for_revision, sources_to_fetch
+from catalog.packshots.sources import find_sources, refs_for_revision, sources_to_fetch
 from pipeline.brand.config import BrandConfig
 from pipeline.brand.loader import find_brand
 from pipeline.sources.refs import normalize_ref, url_digest
@@ -140,7 +140,7 @@ def test_normalize_ref() -> None:
 
 def test_pick_source() -> None:
     from catalog.models import SourceImageRef
-    from catalog.sources import pick_source
+    from catalog.packshots.sources import pick_source
 
     def ref(pos: int) -> SourceImageRef:
         return SourceImageRef(position=pos, raw=f"img{pos}.png", source_image_id=1)
@@ -157,8 +157,8 @@ def test_pick_source() -> None:
 
 def test_reverse_lineage_from_a_source_image(session: Session) -> None:
     from catalog.lineage import lineage_for
-    from catalog.source_lineage import UnknownSource, outputs_of_source
-    from catalog.sources import ensure_source_images
+    from catalog.packshots.source_lineage import UnknownSource, outputs_of_source
+    from catalog.packshots.sources import ensure_source_images
     from tests.factories import make_asset, make_brand, make_product, make_shot
 
     brand = make_brand(session)
@@ -200,7 +200,7 @@ def test_packshot_slots_pick_per_variant_and_never_crash(
     position; a product without images (or without position N) is a reason, not an error."""
     from types import SimpleNamespace
 
-    from catalog.packshot_planning import PackshotSlots
+    from catalog.packshots.planning import PackshotSlots
     from catalog.planning import RevisionRow, visual_variants
 
     path = tmp_path / "catalog.csv"

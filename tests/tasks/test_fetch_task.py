@@ -260,7 +260,7 @@ def test_packshot_sources_for_the_gpu_step(
 ) -> None:
     """Pending sources are fetched on the spot, each decoded once; failed ones give the
     fetch's one-line reason (naming the URL); a blob gone from the store is named too."""
-    from catalog.sources import ensure_source_images
+    from catalog.packshots.sources import ensure_source_images
     from tasks.context import context_for
     from tasks.sources.packshot import load_packshot_sources
 

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from catalog import migrate
 from catalog.lineage import lineage_for
 from catalog.models import Shot
-from catalog.source_lineage import outputs_of_source
-from catalog.sources import ensure_source_images
+from catalog.packshots.source_lineage import outputs_of_source
+from catalog.packshots.sources import ensure_source_images
 from pipeline.settings import Settings
 from pipeline.types import Gate
 from tasks.cli import app

@@ -11,7 +11,7 @@ from PIL import Image
 
 from catalog import migrate
 from catalog.models import Shot
-from catalog.sources import ensure_source_images
+from catalog.packshots.sources import ensure_source_images
 from pipeline.settings import Settings
 from pipeline.types import GenerationOutput
 from tasks.context import context_for

@@ -676,38 +676,3 @@ def test_a_reject_between_approve_and_publish_is_reported_exit_2(
     assert "published 0 of 1" in res.stdout
     assert f"error: shot {shot_id}: not published: it is rejected now" in res.output
     assert cli.shot(shot_id).state == "rejected"
-
-
-def test_show_flags_near_duplicates_and_lineage_lists_assets_like_one(cli: CliEnv) -> None:
-    """Issue 14, part 3: stored embeddings drive review's near-duplicate flag and --like."""
-    from catalog.embeddings import store_embedding
-    from tests.factories import make_asset, make_brand, make_shot
-
-    def seed(s: Session) -> tuple[int, int, int, int]:
-        brand = make_brand(s)
-        first = make_gated_shot(s, brand=brand, sku="VASE-1")
-        twin = make_shot(s, first.product_revision, template="side", state="pending_review")
-        other = make_gated_shot(s, brand=brand, sku="VASE-2")
-        s.flush()
-        base = np.zeros(64, dtype=np.float32)
-        base[0] = 1.0
-        near, far = base.copy(), base.copy()
-        near[1], far[2] = 0.1, 3.0
-        for shot, vec in ((first, base), (twin, near), (other, far)):
-            store_embedding(s, shot.id, "tiny-clip", vec)
-        a1, a2 = make_asset(s, first), make_asset(s, other)
-        return first.id, twin.id, a1.id, a2.id
-
-    first, twin, asset, other_asset = cli.insert(seed)
-    res = cli.invoke("review", "show", str(first), "--json")
-    assert res.exit_code == 0, res.output
-    [dupe] = json.loads(res.stdout)["near_duplicates"]
-    assert dupe["shot_id"] == twin and dupe["cosine"] > 0.99
-    res = cli.invoke("review", "show", str(first))
-    assert f"near-duplicate of shot {twin}" in res.stdout
-
-    res = cli.invoke("lineage", "--like", str(asset), "--json")
-    assert res.exit_code == 0, res.output
-    assert [n["asset_id"] for n in json.loads(res.stdout)["like"]] == [other_asset]
-    res = cli.invoke("lineage", "--like", "999999")
-    assert res.exit_code == 2 and "no such asset" in res.output

@@ -1,4 +1,5 @@
-"""``shotline lineage REF | --lora NAME[@SHA256] | --import-run ID`` and the ``verify`` hook.
+"""``shotline lineage REF | --lora NAME[@SHA256] | --import-run ID | --like ASSET [--top K]``
+and the ``verify`` hook.
 
 REF resolution (``catalog.lineage``): ``asset:ID``, ``shot:ID``, ``sku:SKU``, a blob key
 (anything with a ``/``, ``s3://bucket/key`` too), else a sku.
@@ -19,12 +20,13 @@ from catalog.lineage import (
     LineageError,
     assets_by_lora,
     assets_by_training,
+    assets_like,
     lineage_for,
     outputs_of_import_run,
     parse_lora_ref,
     shot_lineage,
 )
-from catalog.source_lineage import UnknownSource, outputs_of_source
+from catalog.packshots.source_lineage import UnknownSource, outputs_of_source
 from catalog.training import TrainingNotFound
 from tasks.cli.common import MAX_ID, CliState, cli_state, console, fail, print_json
 
@@ -218,9 +220,12 @@ def _lookup(
     import_run: int | None,
     source: str | None = None,
     training: int | None = None,
+    like: Any = None,
 ) -> Any:
     try:
         with state.session() as s:
+            if like is not None:
+                return assets_like(s, like[0], top=like[1])
             if source is not None:
                 return outputs_of_source(s, source)
             if training is not None:
@@ -257,32 +262,26 @@ def lineage(
         min=1,
         max=MAX_ID,
     ),
-    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
-    like: int | None = typer.Option(
-        None,
-        "--like",
-        metavar="ASSET_ID",
-        help="Published assets most like this one (CLIP).",
-        min=1,
-        max=MAX_ID,
+    like: str | None = typer.Option(
+        None, "--like", metavar="ASSET", help="Published assets nearest to this one (id or key)."
     ),
-    top: int = typer.Option(10, "--top", min=1, max=1000, help="How many --like results."),
+    top: int = typer.Option(10, "--top", min=1, max=1000, help="How many --like neighbours."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Trace images back to their CSV line (or list what a LoRA, an import run, a source
-    image or a training run produced, or the published assets most like one)."""
-    if like is not None:
-        if any(x is not None for x in (ref, lora, import_run, source, training)):
-            fail("--like ASSET_ID goes alone")
-        _like(cli_state(ctx), like, top, json_out)
-        return
-    if sum(x is not None for x in (ref, lora, import_run, source, training)) != 1:
+    image or a training run produced, or the published assets that look most like one)."""
+    if sum(x is not None for x in (ref, lora, import_run, source, training, like)) != 1:
         fail(
-            "give exactly one of REF, --lora NAME[@SHA256], --import-run ID, --source URL "
-            "or --training RUN"
+            "give exactly one of REF, --lora NAME[@SHA256], --import-run ID, --source URL, "
+            "--training RUN or --like ASSET"
         )
-    data = _lookup(cli_state(ctx), ref, lora, import_run, source, training)
+    data = _lookup(
+        cli_state(ctx), ref, lora, import_run, source, training, (like, top) if like else None
+    )
     if json_out:
         print_json(data)
+    elif like is not None:
+        _print_like(like, data)
     elif source is not None:
         _print_source(data)
     elif training is not None:
@@ -294,28 +293,6 @@ def lineage(
     else:
         for chain in data["chains"]:
             console.print(chain_tree(chain))
-
-
-def _like(state: CliState, asset_id: int, top: int, json_out: bool) -> None:
-    """``--like``: the nearest published assets of the same brand by image embedding."""
-    from catalog.embeddings import EmbeddingError, nearest_assets
-
-    try:
-        with state.session() as s:
-            found = [n.to_json() for n in nearest_assets(s, asset_id, top)]
-    except EmbeddingError as exc:
-        fail(str(exc))
-    if json_out:
-        print_json({"asset_id": asset_id, "like": found})
-        return
-    table = Table(title=f"{len(found)} published asset(s) most like asset {asset_id}")
-    for col in ("asset", "shot", "sku", "cosine", "key"):
-        table.add_column(col, overflow="fold")
-    for n in found:
-        table.add_row(
-            str(n["asset_id"]), str(n["shot_id"]), _e(n["sku"]), f"{n['cosine']:.4f}", _e(n["key"])
-        )
-    console.print(table)
 
 
 def _print_lora(ref: str, rows: list[dict[str, Any]]) -> None:
@@ -370,5 +347,17 @@ def _print_run(data: dict[str, Any]) -> None:
     for r in data["shots"]:
         table.add_row(
             str(r["shot_id"]), _e(r["sku"]), _e(r["template"]), r["state"], _e(r["asset_key"])
+        )
+    console.print(table)
+
+
+def _print_like(ref: str, data: dict[str, Any]) -> None:
+    rows = data["neighbours"]
+    table = Table(title=f"{len(rows)} published asset(s) nearest to asset {data['asset_id']}")
+    for col in ("asset", "shot", "cosine", "sku", "key"):
+        table.add_column(col, overflow="fold", justify="right" if col == "cosine" else "left")
+    for r in rows:
+        table.add_row(
+            str(r["asset_id"]), str(r["shot_id"]), f"{r['cosine']:.4f}", _e(r["sku"]), _e(r["key"])
         )
     console.print(table)

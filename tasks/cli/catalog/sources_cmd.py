@@ -11,7 +11,7 @@ from rich.table import Table
 
 from catalog.brands import get_brand
 from catalog.models import SourceImage, SourceStatus
-from catalog.sources import brand_sources
+from catalog.packshots.sources import brand_sources
 from tasks.cli.common import CliState, cli_state, console, fail, print_json
 from tasks.output import styled
 

@@ -18,7 +18,6 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from catalog.embeddings import near_duplicates
 from catalog.lineage import shot_chain
 from catalog.models import Shot, ShotState
 from catalog.review import (
@@ -26,6 +25,7 @@ from catalog.review import (
     ReviewError,
     approve,
     list_shots,
+    near_duplicate_flags,
     pending_ids,
     reject,
     resolve_reviewer,
@@ -151,9 +151,15 @@ def _print_list(records: list[dict[str, Any]]) -> None:
             escape(r["template"]),
             r["state"],
             _scores_cell(r["key_scores"]),
-            escape("; ".join(str(x) for x in r["reasons"])),
+            escape("; ".join(str(x) for x in _reasons_and_flags(r))),
         )
     console.print(table)
+
+
+def _reasons_and_flags(r: Mapping[str, Any]) -> list[str]:
+    """The gate's reasons, then the near-duplicate note (review's own flag, not a gate reason)."""
+    dup = r.get("near_duplicate")
+    return [str(x) for x in r["reasons"]] + ([dup["note"]] if dup else [])
 
 
 @review_app.command("list")
@@ -169,7 +175,8 @@ def list_cmd(
     json_out: bool = JsonOpt,
 ) -> None:
     """Shots awaiting review (or in --status): id, sku, template, key scores, reasons."""
-    with cli_state(ctx).session() as s:
+    state = cli_state(ctx)
+    with state.session() as s:
         shots = list_shots(
             s,
             brand=brand,
@@ -178,7 +185,8 @@ def list_cmd(
             template=template,
             limit=limit,
         )
-        records = [review_record(shot) for shot in shots]
+        dups = near_duplicate_flags(s, shots, state.settings.near_duplicate_threshold)
+        records = [review_record(shot, dups.get(shot.id)) for shot in shots]
     if json_out:
         print_json(records)
     else:
@@ -240,9 +248,8 @@ def show_cmd(
         shot = review_shot(s, shot_id)
         if shot is None:
             fail(f"shot {shot_id}: no such shot")
-        record = review_record(shot)
-        dupes = near_duplicates(s, shot_id, state.settings.near_duplicate_cosine)
-        record["near_duplicates"] = [n.to_json() for n in dupes]
+        dups = near_duplicate_flags(s, [shot], state.settings.near_duplicate_threshold)
+        record = review_record(shot, dups.get(shot.id))
         chain = shot_chain(s, shot)
         image = _image_bytes(_blob_store(state.settings), shot) if open_image else None
     if json_out:
@@ -287,11 +294,8 @@ def _print_record(r: dict[str, Any], chain: dict[str, Any]) -> None:
         body.append(f"sanitizer removed: {escape(terms)}")
     if r["reasons"]:
         body.append(f"[red]reasons: {escape('; '.join(str(x) for x in r['reasons']))}[/]")
-    for dupe in r.get("near_duplicates") or []:
-        body.append(
-            f"[yellow]near-duplicate of shot {dupe['shot_id']} "
-            f"(cosine {dupe['cosine']:.3f})[/] of the same product"
-        )
+    if r.get("near_duplicate"):
+        body.append(f"[yellow]{escape(r['near_duplicate']['note'])}[/]")
     console.print(Panel("\n".join(body), expand=False))
     if r["scores"]:
         console.print(_scores_table(r["scores"]))
@@ -301,10 +305,12 @@ def _print_record(r: dict[str, Any], chain: dict[str, Any]) -> None:
 # --- contact sheet -----------------------------------------------------------------------
 
 
-def _entries(shots: Sequence[Shot], store: Any) -> list[SheetEntry]:
+def _entries(
+    shots: Sequence[Shot], store: Any, dups: Mapping[int, dict[str, Any]] | None = None
+) -> list[SheetEntry]:
     entries = []
     for shot in shots:
-        r = review_record(shot)
+        r = review_record(shot, (dups or {}).get(shot.id))
         source, mask, label = _packshot_files(store, shot)
         entries.append(
             SheetEntry(
@@ -315,7 +321,7 @@ def _entries(shots: Sequence[Shot], store: Any) -> list[SheetEntry]:
                 image=_image_bytes(store, shot),
                 state=r["state"],
                 decision=r["gate_decision"],
-                reasons=tuple(str(x) for x in r["reasons"]),
+                reasons=tuple(_reasons_and_flags(r)),
                 scores=tuple(r["scores"]),
                 source=source,
                 mask=mask,
@@ -360,7 +366,8 @@ def write_contact_sheet(
             limit=limit,
         )
         with console.status(f"loading {len(shots)} image(s)"):
-            entries = _entries(shots, _blob_store(state.settings))
+            dups = near_duplicate_flags(s, shots, state.settings.near_duplicate_threshold)
+            entries = _entries(shots, _blob_store(state.settings), dups)
     title = "shotline contact sheet" + (f": {brand}" if brand else "")
     # Never let tiny-preset noise pass for product photography, even out of context.
     banner = TINY_BANNER if any(sh.model_id == "tiny" for sh in shots) else None

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from catalog.importing.image_refs import write_revision_refs
 from catalog.models import ImportRun, ProductRevision, SourceImageRef
-from catalog.sources import pick_source
+from catalog.packshots.sources import pick_source
 
 
 @dataclasses.dataclass(frozen=True)

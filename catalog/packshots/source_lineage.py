@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from catalog.models import Product, ProductRevision, Shot, SourceImage
-from catalog.sources import find_sources
+from catalog.packshots.sources import find_sources
 
 
 class UnknownSource(LookupError):

@@ -1,0 +1,1 @@
+"""Packshot data: source images and their refs, packshot planning, reverse source lineage."""
