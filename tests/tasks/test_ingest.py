@@ -46,6 +46,25 @@ def _shots_by_state(ctx: WorkerContext) -> dict[str, int]:
         return dict(s.execute(select(Shot.state, func.count()).group_by(Shot.state)).all())
 
 
+def _text_and_packshot_states(ctx: WorkerContext) -> tuple[dict[str, int], list[str]]:
+    """Text-to-image shots by state, and the errors of packshot shots that failed (their
+    catalog images are on cdn.example.com or relative to a folder the ingest copy left)."""
+    with ctx.sessions.begin() as s:
+        text = dict(
+            s.execute(
+                select(Shot.state, func.count())
+                .where(Shot.source_image_id.is_(None))
+                .group_by(Shot.state)
+            ).all()
+        )
+        errors = list(
+            s.scalars(
+                select(Shot.error).where(Shot.source_image_id.is_not(None), Shot.state == "failed")
+            )
+        )
+    return text, [e or "" for e in errors]
+
+
 def test_beat_schedules_ingestion() -> None:
     entry = app.conf.beat_schedule["ingest-due-catalogs"]
     assert entry["task"] == TASK_INGEST
@@ -70,7 +89,13 @@ def test_ingest_local_folder_once_per_file_and_failed_files_moved(
     ok = next(r for r in result["files"] if r["status"] == "imported")
     assert ok["shots_enqueued"] > 0
     # Planned and run in-process (embedded): every new shot went through generate -> gate.
-    assert _shots_by_state(ctx) == {"pending_review": ok["shots_enqueued"]}
+    # Packshot shots whose source image can't be fetched here fail, each naming its image.
+    text, packshot_errors = _text_and_packshot_states(ctx)
+    assert set(text) == {"pending_review"}
+    assert sum(_shots_by_state(ctx).values()) == ok["shots_enqueued"]
+    assert all("source image" in e or "http" in e or "png" in e for e in packshot_errors), (
+        packshot_errors
+    )
     assert not (incoming / "broken.csv").exists()
     assert (incoming / "failed" / "broken.csv").exists()
     assert (incoming / "failed" / "broken.csv.error.txt").read_text().strip()

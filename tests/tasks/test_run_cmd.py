@@ -79,6 +79,13 @@ def test_worker_command(cli_settings: Settings, monkeypatch: pytest.MonkeyPatch)
     assert "-Q gpu.tiny --pool solo" in result.output
     result = runner.invoke(app, ["worker", "--cpu", "-c", "2", "--dry-run"])
     assert "-Q cpu,ingest --pool prefork -c 2" in result.output
+    # LoRA training: its own queue per base model; generation and training only when asked
+    result = runner.invoke(app, ["worker", "--train", "tiny", "--dry-run"])
+    assert "-Q train.tiny --pool solo" in result.output
+    result = runner.invoke(app, ["worker", "--gpu", "tiny", "--train", "tiny", "--dry-run"])
+    assert "-Q gpu.tiny,train.tiny --pool solo" in result.output
+    result = runner.invoke(app, ["worker", "--cpu", "--train", "tiny", "--dry-run"])
+    assert result.exit_code == 2
 
 
 def _bad_models(tmp_path: Path) -> dict[str, str]:
@@ -142,10 +149,3 @@ def test_run_warns_when_the_run_time_model_differs_from_the_planned_one(
     assert result.exit_code == 0, result.output
     assert "warning: SHOTLINE_MODEL=org/other-model is ignored by run" in result.output
     assert "pinned tiny" in result.output
-    # LoRA training: its own queue per base model; generation and training only when asked
-    result = runner.invoke(app, ["worker", "--train", "tiny", "--dry-run"])
-    assert "-Q train.tiny --pool solo" in result.output
-    result = runner.invoke(app, ["worker", "--gpu", "tiny", "--train", "tiny", "--dry-run"])
-    assert "-Q gpu.tiny,train.tiny --pool solo" in result.output
-    result = runner.invoke(app, ["worker", "--cpu", "--train", "tiny", "--dry-run"])
-    assert result.exit_code == 2
