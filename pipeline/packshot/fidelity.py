@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
@@ -89,3 +89,24 @@ def check_psnr(
             f"below {min_psnr_db:g} dB"
         )
     return Fidelity(value >= min_psnr_db, "psnr", n, 0, value, reason)
+
+
+class ImageEncoder(Protocol):
+    def encode_images(self, images: list[Image.Image]) -> Any: ...
+
+
+def clip_similarity(
+    encoder: ImageEncoder, image: Image.Image | np.ndarray, source: np.ndarray, core: np.ndarray
+) -> float | None:
+    """Cosine between the encoder's embeddings of the product's bounding box in ``image`` and
+    in the placed ``source``: how alike the gate's CLIP finds the product and its packshot.
+    Recorded, not thresholded (the pixel checks above decide); meaningful only with real CLIP
+    weights. None when the product mask is empty."""
+    ys, xs = np.nonzero(core)
+    if ys.size == 0:
+        return None
+    box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+    crops = [Image.fromarray(_pixels(a)).crop(box) for a in (image, source)]
+    emb = np.asarray(encoder.encode_images(crops), dtype=np.float64)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    return float(emb[0] @ emb[1])

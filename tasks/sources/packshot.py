@@ -28,7 +28,13 @@ from pipeline.digests import sha256_bytes
 from pipeline.images import ImageError, decode_image
 from pipeline.packshot.composite import composite
 from pipeline.packshot.cutout import Cutout, CutoutError, MatteModel, cut_out
-from pipeline.packshot.fidelity import MIN_PSNR_DB, Fidelity, check_exact, check_psnr
+from pipeline.packshot.fidelity import (
+    MIN_PSNR_DB,
+    Fidelity,
+    check_exact,
+    check_psnr,
+    clip_similarity,
+)
 from pipeline.packshot.placement import Placed, PlacementSpec, place
 from pipeline.sources.decode import DecodedSource, decode_source
 from pipeline.types import FilterDecision, GenerationOutput, ShotParams
@@ -379,7 +385,26 @@ def fidelity_scores(
             "triggered": not after.ok,
         },
     ]
+    encoder = _gate_encoder(ctx)
+    if encoder is not None:  # the real gate: how alike CLIP finds product and packshot
+        similarity = clip_similarity(encoder, raw, canvas, core)
+        if similarity is not None:
+            scores.append(
+                {
+                    "name": "product_clip_similarity",
+                    "kind": "fidelity",
+                    "score": similarity,
+                    "threshold": None,  # recorded, not a cut: the pixel checks decide
+                    "triggered": False,
+                }
+            )
     return scores, [r for r in (exact.reason, after.reason) if r]
+
+
+def _gate_encoder(ctx: WorkerContext) -> Any:
+    """The gate's CLIP image encoder, or None for gates without one (the stand-ins)."""
+    clip_filter = getattr(ctx.gate(), "filter", None)
+    return getattr(clip_filter, "encoder", None)
 
 
 def check_fidelity(
