@@ -19,6 +19,7 @@ human's decision or a publication silently:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -87,3 +88,26 @@ def outcome(state: str, new_decision: str) -> str:
     if state in ("approved", "published"):
         return ATTENTION if fails else UNCHANGED
     return UNCHANGED
+
+
+def with_carried_checks(
+    decision: FilterDecision,
+    previous_scores: Sequence[Mapping[str, Any]],
+    previous_reasons: Sequence[str],
+) -> FilterDecision:
+    """``decision`` plus the checks a CLIP pass doesn't redo, carried from the previous pass:
+    packshot fidelity (product pixels exact, PSNR), their scores and reasons, and a rejection
+    when one of them triggered. A rescore never clears a product that failed fidelity."""
+    carried = [
+        dict(r) for r in previous_scores if isinstance(r, Mapping) and r.get("kind") == "fidelity"
+    ]
+    if not carried:
+        return decision
+    reasons = [str(r) for r in previous_reasons if str(r).startswith("product fidelity")]
+    failed = any(r.get("triggered") for r in carried)
+    return replace(
+        decision,
+        scores=[*decision.scores, *carried],
+        reasons=[*decision.reasons, *reasons],
+        decision="rejected" if failed else decision.decision,
+    )

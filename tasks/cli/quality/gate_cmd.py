@@ -8,13 +8,11 @@ this process (``pipeline.gate.rescore`` for the rules, ``catalog.regate`` for th
 
 from __future__ import annotations
 
-import io
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import typer
-from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
@@ -24,7 +22,8 @@ from catalog.regate import record_pass, rescore_candidates
 from catalog.shots import shot_info, stored_brand_configs
 from pipeline.brand.config import BrandConfigError
 from pipeline.gate.policy import GateError, GatePolicy
-from pipeline.gate.rescore import can_redecide, outcome, redecide
+from pipeline.gate.rescore import can_redecide, outcome, redecide, with_carried_checks
+from pipeline.images import decode_image
 from pipeline.types import FilterDecision, GateItem
 from tasks.cli.common import clean, cli_state, console, fail, print_json
 from tasks.context import WorkerContext
@@ -61,6 +60,7 @@ def _redecide_or_queue(
             to_encode.append(shot)
             continue
         run.modes["re-decided"] += 1
+        dec = with_carried_checks(dec, list(fr.scores or []), list(fr.reasons or []))
         run.decisions[shot.id] = (dec, outcome(shot.state, dec.decision))
         progress.advance(task)
     return to_encode
@@ -86,12 +86,17 @@ def _encode(
                 progress.advance(task)
         keys = [sh.watermark.image_key for sh in part if sh.watermark is not None]
         raws = wctx.io_map(wctx.store.get, keys)
-        items = [
-            GateItem(sh.id, Image.open(io.BytesIO(raw)).convert("RGB"), infos[sh.id].product_text)
+        items = [  # the bounded decoder: a stored blob is still bytes from a store
+            GateItem(
+                sh.id, decode_image(raw, f"shot {sh.id} final image"), infos[sh.id].product_text
+            )
             for sh, raw in zip(part, raws, strict=True)
         ]
         for sh, dec in zip(part, the_gate.check(items, policy), strict=True):
             run.modes["re-encoded"] += 1
+            if sh.filter_result is not None:
+                prev = sh.filter_result
+                dec = with_carried_checks(dec, list(prev.scores or []), list(prev.reasons or []))
             run.decisions[sh.id] = (dec, outcome(sh.state, dec.decision))
             progress.advance(task)
 
