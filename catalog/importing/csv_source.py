@@ -18,7 +18,7 @@ import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pandas as pd
 
@@ -209,12 +209,13 @@ def _line_kinds(path: Path) -> tuple[int, list[int]]:
     return utf8_lines, legacy
 
 
-def _capped_lines(fh: BinaryIO) -> Iterator[bytes | None]:
-    """Physical lines of a byte stream (split at LF); None for a line over MAX_LINE_BYTES,
-    which is skipped to its end without being held in memory."""
+def _capped_lines(fh: BinaryIO | io.TextIOBase) -> Iterator[Any]:
+    """Physical lines of a byte or text stream; None for a line over MAX_LINE_BYTES (bytes,
+    or characters for text), which is skipped to its end without being held in memory."""
+    ends: Any = b"\n" if isinstance(fh.read(0), bytes) else ("\n", "\r")
     while line := fh.readline(MAX_LINE_BYTES + 1):
-        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
-            while (rest := fh.readline(BLOCK)) and not rest.endswith(b"\n"):
+        if len(line) > MAX_LINE_BYTES and not line.endswith(ends):
+            while (rest := fh.readline(BLOCK)) and not rest.endswith(ends):
                 pass
             yield None
             continue
@@ -234,15 +235,10 @@ def _text_lines(counter: io.RawIOBase, encoding: str, errors: list[RowError]) ->
     buffered = io.BufferedReader(counter, BLOCK)
     if encoding != MIXED_ENCODING:
         text = io.TextIOWrapper(buffered, encoding, newline="")
-        n = 0
-        while line := text.readline(MAX_LINE_BYTES + 1):
-            n += 1
-            if len(line) > MAX_LINE_BYTES and not line.endswith(("\n", "\r")):
-                while (rest := text.readline(BLOCK)) and not rest.endswith(("\n", "\r")):
-                    pass
+        for n, line in enumerate(_capped_lines(text), start=1):
+            if line is None:
                 errors.append(RowError(n, None, _too_long(), None))
-                line = "\n"
-            yield line
+            yield "\n" if line is None else line
         return
     for n, raw in enumerate(_capped_lines(buffered), start=1):
         if raw is None:

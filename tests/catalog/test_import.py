@@ -7,7 +7,6 @@ from __future__ import annotations
 import codecs
 import shutil
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,40 +14,15 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from catalog import migrate
-from catalog.db import make_engine, make_sessionmaker
 from catalog.importing.importer import CatalogImportError, ImportSummary, import_catalog
 from catalog.models import Brand, ImportRowError, ImportRun, Product, ProductRevision
 from pipeline.brand.config import BrandConfig
 from pipeline.brand.loader import find_brand
-from tests.conftest import ROOT, create_pg_database, drop_pg_database
+from tests.conftest import ROOT
 
 SAMPLES = ROOT / "samples"
 
 HEADER = "Handle,Title,Body (HTML),Option1 Name,Option1 Value,Variant SKU,Variant Price,Image Src"
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def factory(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[sessionmaker[Session]]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('import') / 'catalog.db'}"
-        migrate.upgrade(url)
-    else:
-        url = create_pg_database("shotline_imp")
-    engine = make_engine(url)
-    yield make_sessionmaker(engine)
-    engine.dispose()
-    if request.param == "postgres":
-        drop_pg_database(url)
-
-
-@pytest.fixture
-def brand() -> BrandConfig:
-    """A fresh brand per test: products are keyed by brand, so tests never collide."""
-    base = find_brand(SAMPLES / "brands", "acme")
-    return base.model_copy(update={"name": f"t-{uuid.uuid4().hex[:10]}"})
 
 
 def write(tmp_path: Path, text: str, name: str = "catalog.csv", encoding: str = "utf-8") -> Path:

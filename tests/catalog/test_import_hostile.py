@@ -24,10 +24,8 @@ from catalog.importing.csv_source import CatalogFileError
 from catalog.importing.importer import CatalogImportError, import_catalog
 from catalog.models import ImportRun
 from pipeline.brand.config import BrandConfig
-from tests.catalog.test_import import HEADER, brand, factory, products, row_errors, write
+from tests.catalog.test_import import HEADER, products, row_errors, write
 from tests.conftest import ROOT
-
-__all__ = ["brand", "factory"]  # fixtures shared with test_import
 
 
 def test_a_header_over_64_kib_is_read_whole(

@@ -4,22 +4,17 @@ real Postgres: every reference kept with its position and variant, bad ones neve
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from catalog import migrate
-from catalog.db import make_engine, make_sessionmaker
 from catalog.importing.importer import import_catalog
 from catalog.models import Brand, Product, SourceImage, SourceImageRef
 from catalog.packshots.sources import find_sources, refs_for_revision, sources_to_fetch
 from pipeline.brand.config import BrandConfig
-from pipeline.brand.loader import find_brand
 from pipeline.sources.refs import normalize_ref, url_digest
-from tests.conftest import ROOT, create_pg_database, drop_pg_database
 
 SHOPIFY = (
     "Handle,Title,Option1 Name,Option1 Value,Variant SKU,Image Src,Image Position,Variant Image\n"
@@ -34,28 +29,6 @@ GMC = (
     "https://cdn.example.com/b2.jpg, https://cdn.example.com/b3.jpg\tGreen\n"
     "B-2\tbottle\tBottle\thttp://[::1/broken\t\tBlue\n"
 )
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def factory(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[sessionmaker[Session]]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('sources') / 'catalog.db'}"
-        migrate.upgrade(url)
-    else:
-        url = create_pg_database("shotline_src")
-    engine = make_engine(url)
-    yield make_sessionmaker(engine)
-    engine.dispose()
-    if request.param == "postgres":
-        drop_pg_database(url)
-
-
-@pytest.fixture
-def brand() -> BrandConfig:
-    base = find_brand(ROOT / "samples" / "brands", "acme")
-    return base.model_copy(update={"name": f"t-{uuid.uuid4().hex[:10]}"})
 
 
 def _refs(f: sessionmaker[Session], brand: BrandConfig, key: str) -> list[tuple[int, str]]:

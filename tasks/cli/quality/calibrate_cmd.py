@@ -32,10 +32,11 @@ def _folder_entries(folder: Path, label: str) -> list[Path]:
         fail(f"{folder}: {label}: {exc.strerror or exc}")
 
 
-def _load_images(folder: Path, label: str) -> list[Any]:
+def _load_images(folder: Path, entries: list[Path]) -> list[Any]:
+    """The example images among ``entries`` (the folder's listing), each read capped."""
     from pipeline.images import load_image_file
 
-    paths = [p for p in _folder_entries(folder, label) if p.suffix.lower() in IMAGE_SUFFIXES]
+    paths = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
     if len(paths) > MAX_IMAGES_PER_FOLDER:
         fail(f"{folder}: {len(paths)} images; the limit is {MAX_IMAGES_PER_FOLDER} per folder")
     images = []
@@ -50,11 +51,11 @@ def _load_images(folder: Path, label: str) -> list[Any]:
 def _examples(positives: Path, negatives: Path) -> tuple[dict[str, list[Any]], list[Any]]:
     """The labelled images: one list per concept subfolder of POSITIVES, and the negatives."""
     concept_dirs = [p for p in _folder_entries(positives, "--positives") if p.is_dir()]
-    _folder_entries(negatives, "--negatives")
+    negative_entries = _folder_entries(negatives, "--negatives")
     if not concept_dirs:
         fail(f"{positives}: expected one subfolder per concept, e.g. {positives}/nudity/*.png")
-    pos = {d.name: _load_images(d, "--positives") for d in concept_dirs}
-    neg = _load_images(negatives, "--negatives")
+    pos = {d.name: _load_images(d, _folder_entries(d, "--positives")) for d in concept_dirs}
+    neg = _load_images(negatives, negative_entries)
     if not neg:
         fail(f"{negatives}: no images (.png, .jpg, .jpeg, .webp)")
     return pos, neg

@@ -97,6 +97,28 @@ def _scores_cell(scores: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(parts)
 
 
+def _flagged_shots(
+    state: CliState,
+    s: Any,
+    brand: str | None,
+    status: str | None,
+    import_run: int | None,
+    template: str | None,
+    limit: int | None,
+) -> tuple[list[Shot], dict[int, Any]]:
+    """The shots ``review list`` and ``review sheet`` show (pending by default), with their
+    near-duplicate flags."""
+    shots = list_shots(
+        s,
+        brand=brand,
+        status=_status(status, ShotState.pending_review.value),
+        import_run=import_run,
+        template=template,
+        limit=limit,
+    )
+    return shots, near_duplicate_flags(s, shots, state.settings.near_duplicate_threshold)
+
+
 def _image_bytes(store: Any, shot: Shot) -> bytes | None:
     """The gated final file if there is one, else the raw generation; None when missing."""
     keys = []
@@ -177,15 +199,7 @@ def list_cmd(
     """Shots awaiting review (or in --status): id, sku, template, key scores, reasons."""
     state = cli_state(ctx)
     with state.session() as s:
-        shots = list_shots(
-            s,
-            brand=brand,
-            status=_status(status, ShotState.pending_review.value),
-            import_run=import_run,
-            template=template,
-            limit=limit,
-        )
-        dups = near_duplicate_flags(s, shots, state.settings.near_duplicate_threshold)
+        shots, dups = _flagged_shots(state, s, brand, status, import_run, template, limit)
         records = [review_record(shot, dups.get(shot.id)) for shot in shots]
     if json_out:
         print_json(records)
@@ -357,16 +371,8 @@ def write_contact_sheet(
 ) -> None:
     """``review sheet`` for callers with their own state (the demo): HTML and PNG in ``out``."""
     with state.session() as s:
-        shots = list_shots(
-            s,
-            brand=brand,
-            status=_status(status, ShotState.pending_review.value),
-            import_run=import_run,
-            template=template,
-            limit=limit,
-        )
+        shots, dups = _flagged_shots(state, s, brand, status, import_run, template, limit)
         with console.status(f"loading {len(shots)} image(s)"):
-            dups = near_duplicate_flags(s, shots, state.settings.near_duplicate_threshold)
             entries = _entries(shots, _blob_store(state.settings), dups)
     title = "shotline contact sheet" + (f": {brand}" if brand else "")
     # Never let tiny-preset noise pass for product photography, even out of context.
