@@ -205,7 +205,7 @@ def _sampling_json(shot: Shot) -> dict[str, Any]:
 def _generation_json(gen: Generation) -> dict[str, Any]:
     return {
         "raw_sha256": gen.sha256,
-        "raw_key": gen.blob_key,
+        "raw_key": gen.blob_key or None,  # "": not stored (gated on the GPU host)
         "backend": gen.blob_backend,
         "device": gen.device,
         "batch_id": gen.batch_id,
@@ -267,6 +267,8 @@ def _int_ref(ref: str, kind: str) -> int:
 
 
 def _shots_for_key(session: Session, key: str) -> list[int]:
+    if not key:  # "" is what a raw that was never stored records: it names no file
+        return []
     for column, id_col in (
         (Asset.key, Asset.shot_id),
         (Watermark.image_key, Watermark.shot_id),

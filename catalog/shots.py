@@ -154,10 +154,11 @@ def shots_in_state(session: Session, ids: Iterable[int], state: str) -> list[Sho
 
 
 def raw_keys(session: Session, shot_ids: Iterable[int]) -> dict[int, str]:
-    """The store key of each shot's raw generation, for the shots that have one."""
+    """The store key of each shot's raw generation, for the shots that have one (a shot
+    gated on the GPU host without ``store_raw`` records "": it has none)."""
     rows = session.execute(
         select(Generation.shot_id, Generation.blob_key).where(
-            Generation.shot_id.in_(list(shot_ids))
+            Generation.shot_id.in_(list(shot_ids)), Generation.blob_key != ""
         )
     )
     return {shot_id: key for shot_id, key in rows}

@@ -101,6 +101,19 @@ class Settings(BaseSettings):
     clip_model: str = "tiny"  # an open_clip architecture name, or the offline "tiny" preset
     clip_pretrained: str | None = None  # an open_clip tag or a local checkpoint path
     clip_crop_grid: int = 3
+    # Where the gate runs. "gpu": on the worker that generated the image, right after the
+    # decode (CLIP on the same device, finalizing on its CPU threads while the next batch
+    # denoises); the cpu queue then gates only what arrives without a GPU (a fallback, a
+    # sweep, a rescore). "cpu": every image goes through the cpu queue's gate task.
+    gate_on: Literal["gpu", "cpu"] = "gpu"
+    # Keep the raw (pre-watermark) PNG in the blob store too. Off: a shot costs one put (its
+    # final file) before review; the raw PNG's sha256 is still recorded for reproduce.
+    store_raw: bool = False
+    # GPU batches per generate message when gating on the GPU host: finalizing batch N
+    # overlaps denoising batch N+1 inside one task, which commits before it is acked.
+    gpu_batches_per_task: int = Field(default=4, ge=1)
+    # Threads that finalize (watermark, encode, upload, record) on the GPU host.
+    finalize_threads: int = Field(default=2, ge=1)
     # Review flags a shot whose embedding is at least this cosine to another of its product.
     near_duplicate_threshold: float = Field(default=0.97, ge=-1.0, le=1.0)
     # Chosen by tests/benchmarks/bench_watermark.py: dwtDctSvd on luma survives white

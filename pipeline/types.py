@@ -82,6 +82,9 @@ class GenerationOutput:
     library_versions: dict[str, str]
     batch_id: str
     error: str | None = None
+    # ``image`` as a uint8 (3, H, W) tensor on the generating device, when the generator
+    # decoded it there (the gate on the GPU host scores it without a copy); else None.
+    pixels: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,9 @@ class GateItem:
     shot_id: int
     image: Image.Image
     product_text: str
+    # The same pixels as a uint8 (3, H, W) tensor where the generator still holds them on
+    # its device (the GPU host's gate scores them there); None: score ``image``.
+    pixels: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

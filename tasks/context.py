@@ -62,6 +62,7 @@ class WorkerContext:
     _brands: dict[str, BrandConfig] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _io: ThreadPoolExecutor | None = None
+    _finalize: ThreadPoolExecutor | None = None
 
     def io_map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
         """``[fn(x) for x in items]`` on a small thread pool: blob-store calls are network
@@ -69,9 +70,21 @@ class WorkerContext:
         seq = list(items)
         if len(seq) <= 1:
             return [fn(x) for x in seq]
-        if self._io is None:
-            self._io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="blob-io")
+        with self._lock:  # finalize threads call this concurrently on the GPU host
+            if self._io is None:
+                self._io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="blob-io")
         return list(self._io.map(fn, seq))
+
+    @property
+    def finalize_pool(self) -> ThreadPoolExecutor:
+        """The GPU host's finalize threads (``finalize_threads``): watermarking, encoding and
+        uploading batch N while the main thread drives the GPU through batch N+1."""
+        with self._lock:
+            if self._finalize is None:
+                self._finalize = ThreadPoolExecutor(
+                    max_workers=self.settings.finalize_threads, thread_name_prefix="finalize"
+                )
+            return self._finalize
 
     @classmethod
     def build(cls, settings: Settings) -> WorkerContext:
@@ -105,6 +118,11 @@ class WorkerContext:
                 self._generators[model_id] = gen
             return gen
 
+    def loaded_generator(self, model_id: str) -> Generator | None:
+        """The generator for ``model_id`` if it is loaded already (never loads it)."""
+        with self._lock:
+            return self._generators.get(model_id)
+
     def gate(self) -> Gate:
         with self._lock:
             if self._gate is None:
@@ -132,8 +150,9 @@ class WorkerContext:
         return cfg
 
     def close(self) -> None:
-        if self._io is not None:
-            self._io.shutdown(wait=True)
+        for pool in (self._finalize, self._io):
+            if pool is not None:
+                pool.shutdown(wait=True)
         self.engine.dispose()
 
 

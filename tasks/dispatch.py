@@ -25,6 +25,7 @@ from pipeline.settings import Settings
 from tasks import steps
 from tasks.celery_app import app, submit, task_settings
 from tasks.context import WorkerContext, context_for
+from tasks.host import gate as host_gate
 from tasks.queues import (
     QUEUE_CPU,
     TASK_GATE,
@@ -100,7 +101,9 @@ def generate_batch(
     ctx = self.context
     # Only a first delivery or a redelivery (lost worker) counts as an attempt, not a retry.
     first = not self.request.retries
-    res = steps.generate(ctx, shot_ids, batch_id=batch_id, first_delivery=first)
+    # Gating on the GPU host leaves ``done`` empty, but for a batch whose gating failed.
+    step = host_gate.generate_and_gate if ctx.settings.gate_on == "gpu" else steps.generate
+    res = step(ctx, shot_ids, batch_id=batch_id, first_delivery=first)
     enqueue_gate(res.done, ctx.settings)
     enqueue_generate(res.retry, ctx.settings, single=True, countdown=1.0)
     return _summary(res)
@@ -130,14 +133,21 @@ def chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
         yield list(items[i : i + size])
 
 
+def message_size(settings: Settings) -> int:
+    """Shots per generate message: one GPU batch, or ``gpu_batches_per_task`` of them when
+    the gate runs on the GPU host (so finalizing one overlaps generating the next)."""
+    per = settings.gpu_batches_per_task if settings.gate_on == "gpu" else 1
+    return max(1, settings.batch_size) * per
+
+
 def plan_batches(settings: Settings, shot_ids: Iterable[int]) -> list[tuple[str, list[int]]]:
-    """(model key, ids) batches of at most ``batch_size`` shots sharing a batch key."""
+    """(model key, ids) messages of at most ``message_size`` shots sharing a batch key."""
     with context_for(settings).sessions.begin() as s:
         groups = progress.batch_groups(s, list(shot_ids))
     return [
         (model_key(str(bkey[0])), batch)
         for bkey, ids in groups
-        for batch in chunks(ids, settings.batch_size)
+        for batch in chunks(ids, message_size(settings))
     ]
 
 

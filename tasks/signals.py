@@ -38,6 +38,9 @@ def warm_up(settings: Settings, queues: list[str] | None = None) -> None:
             for model_id in models_for_queue(settings, queue):
                 log.info("loading model %s for %s", model_id, queue)
                 ctx.generator(model_id)
+            if settings.gate_on == "gpu":
+                log.info("loading the gate (CLIP + watermark) next to the model")
+                ctx.gate()
         elif queue == QUEUE_CPU:
             log.info("loading the gate (CLIP + watermark)")
             ctx.gate()

@@ -66,6 +66,11 @@ class StepResult:
     retry: list[int] = field(default_factory=list)  # back to planned: re-enqueue one by one
     failed: list[int] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)  # already past this step (redelivery)
+    gated: list[int] = field(default_factory=list)  # gated on the GPU host: pending review
+
+    def merge(self, other: StepResult) -> None:
+        for name, ids in vars(other).items():
+            getattr(self, name).extend(ids)
 
 
 def transient_errors() -> tuple[type[BaseException], ...]:
@@ -102,33 +107,37 @@ def _hand_back_all(shots: Sequence[Shot], reason: str, result: StepResult) -> No
 
 
 @dataclass(frozen=True)
-class _GenerateClaim:
+class GenerateClaim:
     params: list[ShotParams]
     infos: dict[int, ShotInfo]
     packshots: list[Shot] = field(default_factory=list)  # detached stubs (packshot_step)
+    # What the gate on the GPU host needs too: each shot's provenance, and the config
+    # stored on each brand row (``claim_for_generate(..., for_gate=True)``).
+    provenance: dict[int, ProvenanceInfo] = field(default_factory=dict)
+    brand_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
-class _Generated:
+class Generated:
     outputs: list[GenerationOutput] = field(default_factory=list)
     errors: dict[int, str] = field(default_factory=dict)  # shot id -> why it has no image
     packshot_notes: dict[int, dict[str, Any]] = field(default_factory=dict)  # packshot_step
 
 
 @dataclass(frozen=True)
-class _RawFile:
+class RawFile:
     """A generated image to upload under its content-addressed ``key``."""
 
     out: GenerationOutput
     png: bytes
     key: str
+    sha256: str
 
 
 @dataclass(frozen=True)
-class _StoredRaw:
-    out: GenerationOutput
-    key: str
-    blob: BlobInfo  # what the store returned for ``key``
+class StoredRaw:
+    raw: RawFile
+    blob: BlobInfo  # what the store returned for ``raw.key``
 
 
 def generate(
@@ -141,22 +150,26 @@ def generate(
     """planned -> generated: a GPU batch, raw PNGs under ``raw/``, a ``generations`` row each."""
     result = StepResult()
     batch_id = batch_id or uuid.uuid4().hex
-    claim = _claim_for_generate(ctx, shot_ids, first_delivery, result)
+    claim = claim_for_generate(ctx, shot_ids, first_delivery, result)
     jobs, params = packshot_step.prepare_batch(ctx, claim.packshots, claim.params, result.failed)
     if not params:
         return result
-    generated = _run_generators(ctx, params, batch_id, result, jobs)
+    generated = run_generators(ctx, params, batch_id, result, jobs)
     notes = generated.packshot_notes
-    ready = _raw_files(generated, claim.infos)
-    uploaded = {f.out.shot_id: f for f in ctx.io_map(lambda f: _put_raw(ctx, f), ready)}
-    _record_generated(ctx, uploaded, generated.errors, batch_id, result, notes)
+    ready = raw_files(generated, claim.infos)
+    uploaded = {f.raw.out.shot_id: f for f in ctx.io_map(lambda f: put_raw(ctx, f), ready)}
+    record_generated(ctx, uploaded, generated.errors, batch_id, result, notes)
     metrics.record_generated(len(result.done))
     return result
 
 
-def _claim_for_generate(
-    ctx: WorkerContext, shot_ids: list[int], first_delivery: bool, result: StepResult
-) -> _GenerateClaim:
+def claim_for_generate(
+    ctx: WorkerContext,
+    shot_ids: list[int],
+    first_delivery: bool,
+    result: StepResult,
+    for_gate: bool = False,
+) -> GenerateClaim:
     with ctx.sessions.begin() as s:
         claim = claim_shots(
             s, shot_ids, max_attempts=ctx.settings.max_attempts, count_attempt=first_delivery
@@ -166,25 +179,29 @@ def _claim_for_generate(
             # The worker died on this batch. If one shot kills workers, retrying the batch
             # would take its neighbours down again: retry each shot alone instead.
             _hand_back_all(claim.claimed, "batch redelivered after a lost worker", result)
-            return _GenerateClaim([], {})
+            return GenerateClaim([], {})
         params = [shot_params(shot) for shot in claim.claimed]
         infos = shot_info(s, claim.claimed)
         stubs = [st for shot in claim.claimed if (st := packshot_step.job_stub(shot))]
+        provenance, brand_rows = {}, {}
+        if for_gate:
+            provenance = {sh.id: provenance_of(sh, infos[sh.id]) for sh in claim.claimed}
+            brand_rows = stored_brand_configs(s, {info.brand for info in infos.values()})
     claimed = {p.shot_id for p in params}
     result.skipped += [i for i in shot_ids if i not in claimed and i not in result.failed]
-    return _GenerateClaim(params, infos, stubs)
+    return GenerateClaim(params, infos, stubs, provenance, brand_rows)
 
 
-def _run_generators(
+def run_generators(
     ctx: WorkerContext,
     params: list[ShotParams],
     batch_id: str,
     result: StepResult,
     jobs: dict[int, packshot_step.PackshotJob] | None = None,
-) -> _Generated:
+) -> Generated:
     """One ``Generator.generate`` call per model (packshot shots: one inpainting call);
     the batch's wall time goes to metrics."""
-    generated = _Generated()
+    generated = Generated()
     started = time.perf_counter()
     by_model: dict[tuple[str, bool], list[ShotParams]] = defaultdict(list)
     for p in params:
@@ -200,7 +217,7 @@ def _run_group(
     model_id: str,
     group: list[ShotParams],
     batch_id: str,
-    generated: _Generated,
+    generated: Generated,
     result: StepResult,
     jobs: dict[int, packshot_step.PackshotJob] | None = None,
 ) -> None:
@@ -238,10 +255,10 @@ def _png_of(out: GenerationOutput) -> bytes | None:
     return encode_png(out.image)
 
 
-def _raw_files(generated: _Generated, infos: dict[int, ShotInfo]) -> list[_RawFile]:
+def raw_files(generated: Generated, infos: dict[int, ShotInfo]) -> list[RawFile]:
     """The images to upload under their content-addressed ``raw/`` keys; an output without
     one joins ``generated.errors``."""
-    ready: list[_RawFile] = []
+    ready: list[RawFile] = []
     for out in generated.outputs:
         png = _png_of(out)
         if png is None:
@@ -250,19 +267,19 @@ def _raw_files(generated: _Generated, infos: dict[int, ShotInfo]) -> list[_RawFi
         info = infos[out.shot_id]
         sha = out.sha256 or sha256_bytes(png)
         key = content_key("raw", info.brand, info.sku, info.template, sha256=sha, ext="png")
-        ready.append(_RawFile(out, png, key))
+        ready.append(RawFile(out, png, key, sha))
     return ready
 
 
-def _put_raw(ctx: WorkerContext, raw: _RawFile) -> _StoredRaw:
+def put_raw(ctx: WorkerContext, raw: RawFile) -> StoredRaw:
     meta = {"shot-id": str(raw.out.shot_id)}
     blob = ctx.store.put(raw.key, raw.png, content_type="image/png", metadata=meta)
-    return _StoredRaw(raw.out, raw.key, blob)
+    return StoredRaw(raw, blob)
 
 
-def _record_generated(
+def record_generated(
     ctx: WorkerContext,
-    uploaded: dict[int, _StoredRaw],
+    uploaded: dict[int, StoredRaw],
     errors: dict[int, str],
     batch_id: str,
     result: StepResult,
@@ -272,25 +289,47 @@ def _record_generated(
     with ctx.sessions.begin() as s, batched_inserts(s):
         for shot in lock_shots(s, list(uploaded) + list(errors), (S.generating,)):
             if shot.id in errors:
-                retried = retry_or_fail(shot, errors[shot.id], max_attempts=max_attempts)
-                (result.retry if retried else result.failed).append(shot.id)
+                settle_error(shot, errors[shot.id], max_attempts, result)
                 continue
             raw = uploaded[shot.id]
             packshot_step.note_packshot(shot, (notes or {}).get(shot.id))
-            record_generation(
-                s,
-                shot,
-                blob_backend=raw.blob.backend,
-                blob_key=raw.key,  # the store-relative key: what get() takes back
-                sha256=raw.blob.sha256,
-                size_bytes=raw.blob.size,
-                model_digest=raw.out.model_digest,
-                timings=dict(raw.out.timings or {}),
-                device=str(raw.out.device),
-                library_versions=dict(raw.out.library_versions or {}),
-                batch_id=raw.out.batch_id or batch_id,
-            )
+            # The store-relative key: what get() takes back.
+            record_output(s, shot, raw.raw, batch_id, raw.blob.backend, raw.raw.key)
             result.done.append(shot.id)
+
+
+def settle_error(shot: Shot, reason: str, max_attempts: int, result: StepResult) -> None:
+    """A shot that got no image: back to ``planned`` for another try, or ``failed``."""
+    retried = retry_or_fail(shot, reason, max_attempts=max_attempts)
+    (result.retry if retried else result.failed).append(shot.id)
+
+
+def record_output(
+    s: Any,
+    shot: Shot,
+    raw: RawFile,
+    batch_id: str,
+    backend: str,
+    key: str,
+    timings: dict[str, Any] | None = None,
+) -> None:
+    """The ``generations`` row of one output, in the caller's transaction: the raw PNG's
+    sha256 and size, stored under ``key`` (both ``key`` and ``backend`` are "" when it was
+    not stored: ``store_raw`` off, the gate ran on the GPU host)."""
+    out = raw.out
+    record_generation(
+        s,
+        shot,
+        blob_backend=backend,
+        blob_key=key,
+        sha256=raw.sha256,
+        size_bytes=len(raw.png),
+        model_digest=out.model_digest,
+        timings={**(out.timings or {}), **(timings or {})},
+        device=str(out.device),
+        library_versions=dict(out.library_versions or {}),
+        batch_id=out.batch_id or batch_id,
+    )
 
 
 # --- gate ---------------------------------------------------------------------------------
@@ -308,10 +347,11 @@ class _GateClaim:
     shots: dict[int, _GateShot]
     brand_rows: dict[str, dict[str, Any]]  # the config stored on each brand row
     packshots: dict[int, dict[str, Any]] = field(default_factory=dict)  # shot id -> packshot
+    failed: list[int] = field(default_factory=list)  # generated without a stored raw
 
 
 @dataclass(frozen=True)
-class _FinalFile:
+class FinalFile:
     shot_id: int
     key: str
     image: FinalImage
@@ -322,18 +362,21 @@ def gate(ctx: WorkerContext, shot_ids: list[int]) -> StepResult:
     watermark + provenance, written to ``final/...``."""
     result = StepResult()
     claim = _claim_for_gate(ctx, shot_ids)
-    result.skipped = [i for i in shot_ids if i not in claim.shots]
+    result.failed = list(claim.failed)
+    result.skipped = [i for i in shot_ids if i not in claim.shots and i not in claim.failed]
     if not claim.shots:
         return result
     the_gate: Gate = ctx.gate()
     images = _load_raws(ctx, claim)
-    decisions = _check(ctx, the_gate, claim, images)
+    infos = {sid: shot.info for sid, shot in claim.shots.items()}
+    decisions = decide_by_brand(ctx, the_gate, infos, claim.brand_rows, images)
     # Rejected images get their final file too: a reviewer override can then publish the
     # exact bytes the sheet showed, and every stored final carries watermark + provenance.
-    built = _finalize(ctx, the_gate, claim, images, decisions)
+    provenance = {sid: shot.provenance for sid, shot in claim.shots.items()}
+    built = finalize_files(ctx, the_gate, infos, provenance, images, list(decisions))
     finals_data = {f.shot_id: f.image.data for f in built}
     packshot_step.check_fidelity(ctx, claim.packshots, images, finals_data, decisions)
-    finals = dict(ctx.io_map(lambda f: _put_final(ctx, f), built))
+    finals = dict(ctx.io_map(lambda f: put_final(ctx, f), built))
     _record_gated(ctx, decisions, finals, result)
     return result
 
@@ -343,18 +386,22 @@ def _claim_for_gate(ctx: WorkerContext, shot_ids: list[int]) -> _GateClaim:
         shots = {shot.id: shot for shot in shots_in_state(s, shot_ids, S.generated)}
         infos = shot_info(s, list(shots.values()))
         keys = raw_keys(s, infos)
+        failed = [sid for sid in infos if sid not in keys]
+        for sid in failed:  # nothing to gate: a generation whose raw PNG was not stored
+            mark_failed(shots[sid], "generated, but its raw image was not stored: cannot gate")
+            del infos[sid]
         brand_rows = stored_brand_configs(s, {info.brand for info in infos.values()})
         gate_shots = {
-            sid: _GateShot(info, keys[sid], _provenance(shots[sid], info))
+            sid: _GateShot(info, keys[sid], provenance_of(shots[sid], info))
             for sid, info in infos.items()
         }
         packshots = {
             sid: dict(sh.packshot) for sid, sh in shots.items() if sh.source_image_id is not None
         }
-    return _GateClaim(gate_shots, brand_rows, packshots)
+    return _GateClaim(gate_shots, brand_rows, packshots, failed)
 
 
-def _provenance(shot: Shot, info: ShotInfo) -> ProvenanceInfo:
+def provenance_of(shot: Shot, info: ShotInfo) -> ProvenanceInfo:
     return ProvenanceInfo(
         shot_id=shot.id,
         model_id=shot.model_id,
@@ -376,41 +423,58 @@ def _load_raws(ctx: WorkerContext, claim: _GateClaim) -> dict[int, Image.Image]:
     }
 
 
-def _check(
-    ctx: WorkerContext, the_gate: Gate, claim: _GateClaim, images: dict[int, Image.Image]
+def decide_by_brand(
+    ctx: WorkerContext,
+    the_gate: Gate,
+    infos: dict[int, ShotInfo],
+    brand_rows: dict[str, dict[str, Any]],
+    images: dict[int, Image.Image],
+    pixels: dict[int, Any] | None = None,
 ) -> dict[int, FilterDecision]:
-    """One ``Gate.check`` batch per brand, under that brand's policy."""
+    """One ``Gate.check`` batch per brand, under that brand's policy. ``pixels`` are the
+    images' device tensors where the generator still holds them (the GPU host)."""
     by_brand: dict[str, list[int]] = defaultdict(list)
-    for sid, shot in claim.shots.items():
-        by_brand[shot.info.brand].append(sid)
+    for sid in images:
+        by_brand[infos[sid].brand].append(sid)
     decisions: dict[int, FilterDecision] = {}
     for brand, ids in by_brand.items():
-        policy = the_gate.policy_for(ctx.brand_config(brand, claim.brand_rows.get(brand)))
-        items = [GateItem(sid, images[sid], claim.shots[sid].info.product_text) for sid in ids]
+        policy = the_gate.policy_for(ctx.brand_config(brand, brand_rows.get(brand)))
+        items = [
+            GateItem(sid, images[sid], infos[sid].product_text, (pixels or {}).get(sid))
+            for sid in ids
+        ]
         decisions.update(zip(ids, the_gate.check(items, policy), strict=True))
     return decisions
 
 
-def _finalize(
+def finalize_file(
     ctx: WorkerContext,
     the_gate: Gate,
-    claim: _GateClaim,
+    info: ShotInfo,
+    provenance: ProvenanceInfo,
+    image: Image.Image,
+) -> FinalFile:
+    """Watermark + provenance + encoding of one image, and its ``final/`` key."""
+    sid = info.shot_id
+    final = the_gate.finalize(sid, image, provenance, ctx.settings.output_format)
+    key = content_key(
+        "final", info.brand, info.sku, info.template, sha256=final.sha256, ext=final.ext
+    )
+    return FinalFile(sid, key, final)
+
+
+def finalize_files(
+    ctx: WorkerContext,
+    the_gate: Gate,
+    infos: dict[int, ShotInfo],
+    provenance: dict[int, ProvenanceInfo],
     images: dict[int, Image.Image],
-    decisions: dict[int, FilterDecision],
-) -> list[_FinalFile]:
-    built: list[_FinalFile] = []
-    for sid in decisions:
-        shot = claim.shots[sid]
-        final = the_gate.finalize(sid, images[sid], shot.provenance, ctx.settings.output_format)
-        info = shot.info
-        key = content_key(
-            "final", info.brand, info.sku, info.template, sha256=final.sha256, ext=final.ext
-        )
-        built.append(_FinalFile(sid, key, final))
-    return built
+    shot_ids: Sequence[int],
+) -> list[FinalFile]:
+    return [finalize_file(ctx, the_gate, infos[i], provenance[i], images[i]) for i in shot_ids]
 
 
-def _put_final(ctx: WorkerContext, f: _FinalFile) -> tuple[int, dict[str, Any]]:
+def put_final(ctx: WorkerContext, f: FinalFile) -> tuple[int, dict[str, Any]]:
     """Upload the final file; returns its ``watermarks`` row columns."""
     final, meta = f.image, {"shot-id": str(f.shot_id)}
     blob = ctx.store.put(f.key, final.data, content_type=final.content_type, metadata=meta)
@@ -436,21 +500,29 @@ def _record_gated(
 ) -> None:
     with ctx.sessions.begin() as s, batched_inserts(s):
         for shot in lock_shots(s, list(decisions), (S.generated,)):
-            dec = decisions[shot.id]
-            record_gate(
-                s,
-                shot,
-                decision=dec.decision,
-                policy_version=dec.policy_version,
-                clip_model=dec.clip_model,
-                scores=list(dec.scores),
-                reasons=list(dec.reasons),
-                watermark=finals.get(shot.id),
-            )
-            if dec.embedding is not None:
-                store_embedding(s, shot.id, dec.clip_model, dec.embedding)
-            (result.done if dec.decision == S.pending_review else result.rejected).append(shot.id)
-            metrics.record_gated(dec.decision, list(dec.reasons))
+            record_decision(s, shot, decisions[shot.id], finals.get(shot.id))
+            kept = decisions[shot.id].decision == S.pending_review
+            (result.done if kept else result.rejected).append(shot.id)
+
+
+def record_decision(
+    s: Any, shot: Shot, dec: FilterDecision, watermark: dict[str, Any] | None
+) -> None:
+    """The gate's rows for one ``generated`` shot, in the caller's transaction: the
+    ``filter_results`` row, the final file's ``watermarks`` row and the embedding."""
+    record_gate(
+        s,
+        shot,
+        decision=dec.decision,
+        policy_version=dec.policy_version,
+        clip_model=dec.clip_model,
+        scores=list(dec.scores),
+        reasons=list(dec.reasons),
+        watermark=watermark,
+    )
+    if dec.embedding is not None:
+        store_embedding(s, shot.id, dec.clip_model, dec.embedding)
+    metrics.record_gated(dec.decision, list(dec.reasons))
 
 
 # --- publish ------------------------------------------------------------------------------

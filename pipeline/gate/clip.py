@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.digests import sha256_file
-from pipeline.gate.clip_preprocess import FastClipPreprocess
+from pipeline.gate.clip_preprocess import TensorClipPreprocess, pil_to_pixels
 from pipeline.gate.policy import GateError
 
 if TYPE_CHECKING:
@@ -29,7 +29,12 @@ class ImageTextEncoder(Protocol):
 
 
 class OpenClipEncoder:
-    """An open_clip model + its eval transform + tokenizer behind ``ImageTextEncoder``."""
+    """An open_clip model + its eval transform + tokenizer behind ``ImageTextEncoder``.
+
+    ``encode_pixels`` takes uint8 (3, H, W) tensors on any device (the GPU host's decoded
+    images); ``encode_images`` turns PIL images into those tensors and calls it, so both
+    give the same embedding for the same pixels.
+    """
 
     def __init__(
         self,
@@ -46,29 +51,37 @@ class OpenClipEncoder:
         self.name = name
         self.device = device
         self.batch_size = batch_size
-        # The stock transform, batched; None for a non-standard transform (then per image).
-        self.fast_preprocess = FastClipPreprocess.from_transform(preprocess)
+        first = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
+        self.dtype = None if first is None else first.dtype  # fp16 on CUDA (load_open_clip)
+        # The stock transform in torch; None for a non-standard transform (then per image).
+        self.tensor_preprocess = TensorClipPreprocess.from_transform(preprocess)
 
-    def _batch(self, images: Sequence[Image.Image]) -> Any:
+    def _batch(self, pixels: Sequence[Any]) -> Any:
         import torch
+        from torchvision.transforms.functional import to_pil_image
 
-        if self.fast_preprocess is not None:
+        if self.tensor_preprocess is not None:
             try:
-                return self.fast_preprocess(images)
+                return self.tensor_preprocess(pixels, device=self.device, dtype=self.dtype)
             except ValueError:  # an image the stock transform pads: let it do so
                 pass
-        return torch.stack([self.preprocess(im.convert("RGB")) for im in images])
+        stock = [self.preprocess(to_pil_image(p.cpu())) for p in pixels]
+        return torch.stack(stock).to(self.device, dtype=self.dtype)
 
-    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+    def encode_pixels(self, pixels: Sequence[Any]) -> np.ndarray:
+        """L2-normalised float32 embeddings of uint8 (3, H, W) tensors (any device)."""
         import torch
 
         out = []
         with torch.inference_mode():
-            for i in range(0, len(images), self.batch_size):
-                batch = self._batch(images[i : i + self.batch_size])
-                feats = self.model.encode_image(batch.to(self.device))
+            for i in range(0, len(pixels), self.batch_size):
+                batch = self._batch(pixels[i : i + self.batch_size])
+                feats = self.model.encode_image(batch)
                 out.append(torch.nn.functional.normalize(feats.float(), dim=-1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return self.encode_pixels([pil_to_pixels(im) for im in images])
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         import torch
@@ -106,6 +119,9 @@ def load_open_clip(
             model_name,
             pretrained=pretrained,
             device=device,
+            # Half precision on a GPU: the gate runs next to the diffusion model there, and
+            # its scores are cosine similarities compared with thresholds of two decimals.
+            precision="fp16" if str(device).startswith("cuda") else "fp32",
             cache_dir=str(cache_dir) if cache_dir else None,
         )
     except (RuntimeError, ValueError, OSError) as exc:

@@ -1,17 +1,22 @@
-"""open_clip's evaluation transform for a whole batch at once, bit-identical to the original.
+"""open_clip's evaluation transform for uint8 pixel tensors, batched, on any device.
 
-The gate sends every image through CLIP as ten crops (the full frame plus a 3x3 grid). The
-stock transform (Resize -> CenterCrop -> RGB -> ToTensor -> Normalize) runs per crop, and
-at the control plane's rates its per-call tensor work costs more than the model itself.
-Here only the resize stays per crop, done by PIL exactly as torchvision does for PIL input;
-the crop is a numpy slice and the float conversion and normalisation are one tensor
-operation over the stacked batch. ``FastClipPreprocess.from_transform`` recognises only the
-standard pipeline and returns None for anything else, so unusual models keep their own
-transform.
+The gate sends every image through CLIP as ten crops (the full frame plus a 3x3 grid). On the
+GPU host the images are still on the device right after the VAE decode, so the crops, the
+resize and the normalisation run there in torch: no PIL round trip, no copy to the host. A
+PIL image (the ``cpu`` queue, a rescore) is turned into the same uint8 tensor and goes
+through the same code, so both paths give the same scores for the same pixels.
+
+The resize is torch's antialiased bicubic (or bilinear) in float32, the filter PIL uses,
+without PIL's rounding back to uint8 in between; the result differs from the stock
+PIL-based transform by a fraction of one grey level (tests/pipeline/test_clip_preprocess.py
+measures it). ``TensorClipPreprocess.from_transform`` recognises only the standard pipeline
+(Resize -> CenterCrop -> RGB -> ToTensor -> Normalize) and returns None for anything else,
+so unusual models keep their own transform.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,21 +26,49 @@ from PIL import Image
 
 _CONVERT_STEPS = ("MaybeConvertMode", "_convert_to_rgb")
 _TENSOR_STEPS = ("MaybeToTensor", "ToTensor")
+_MODES = {"bicubic": "bicubic", "bilinear": "bilinear"}
+
+
+def pil_to_pixels(image: Image.Image) -> Any:
+    """A uint8 (3, H, W) CPU tensor of ``image`` in RGB (no copy beyond the conversion)."""
+    import torch
+
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1)
+
+
+def grid_boxes(width: int, height: int, n: int) -> list[tuple[int, int, int, int]]:
+    """(left, top, right, bottom) of the full frame and an ``n`` x ``n`` tiling, with the
+    same rounding as ``scores.crop_grid`` (so PIL crops and tensor slices are the same)."""
+    boxes = [(0, 0, width, height)]
+    if n <= 1:
+        return boxes
+    xs = [round(i * width / n) for i in range(n + 1)]
+    ys = [round(j * height / n) for j in range(n + 1)]
+    for j in range(n):
+        for i in range(n):
+            boxes.append((xs[i], ys[j], xs[i + 1], ys[j + 1]))
+    return boxes
+
+
+def pixel_grid(pixels: Any, n: int) -> list[Any]:
+    """The crops of a (3, H, W) tensor as views (slices), in ``grid_boxes`` order."""
+    _, h, w = pixels.shape
+    return [pixels[:, t:b, left:r] for left, t, r, b in grid_boxes(w, h, n)]
 
 
 @dataclass(frozen=True)
-class FastClipPreprocess:
+class TensorClipPreprocess:
     resize: int | tuple[int, int]  # an int: the shorter side; a pair: (height, width)
-    resample: int  # PIL resampling filter
+    mode: str  # torch interpolate mode, antialiased
     crop: tuple[int, int]  # (height, width)
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
     @classmethod
-    def from_transform(cls, transform: Any) -> FastClipPreprocess | None:
-        """The fast equivalent of ``transform``, or None when it is not the standard one."""
+    def from_transform(cls, transform: Any) -> TensorClipPreprocess | None:
+        """The tensor equivalent of ``transform``, or None when it is not the standard one."""
         from torchvision.transforms import CenterCrop, Normalize, Resize
-        from torchvision.transforms.functional import pil_modes_mapping
 
         steps = list(getattr(transform, "transforms", []))
         if len(steps) != 5:
@@ -50,7 +83,7 @@ class FastClipPreprocess:
             and getattr(convert, "mode", "RGB") == "RGB"
             and type(to_tensor).__name__ in _TENSOR_STEPS
             and resize.max_size is None
-            and resize.interpolation in pil_modes_mapping
+            and getattr(resize.interpolation, "value", None) in _MODES
         ):
             return None
         size = resize.size
@@ -66,7 +99,7 @@ class FastClipPreprocess:
             return None
         return cls(
             resize=size,
-            resample=int(pil_modes_mapping[resize.interpolation]),
+            mode=_MODES[str(resize.interpolation.value)],
             crop=(crop_size[0], crop_size[1]),
             mean=tuple(float(v) for v in norm.mean),
             std=tuple(float(v) for v in norm.std),
@@ -80,27 +113,35 @@ class FastClipPreprocess:
         new_short, new_long = self.resize, int(self.resize * long / short)
         return (new_short, new_long) if width <= height else (new_long, new_short)
 
-    def __call__(self, images: Sequence[Image.Image]) -> Any:
-        """A float32 (N, 3, H, W) tensor, equal to stacking the stock transform's outputs.
-        Raises ValueError for an image smaller than the crop after resizing (the stock
-        transform would pad it); callers fall back to the stock transform then."""
+    def __call__(self, pixels: Sequence[Any], device: Any = None, dtype: Any = None) -> Any:
+        """A (N, 3, H, W) tensor of ``dtype`` (default float32) on ``device`` (default: the
+        inputs') from uint8 (3, h, w) tensors of any sizes. Crops of one size are resized
+        in one call. Raises ValueError for an image smaller than the crop after resizing
+        (the stock transform would pad it); callers fall back to the stock transform then."""
         import torch
+        import torch.nn.functional as F
 
+        if not pixels:
+            raise ValueError("no images to preprocess")
+        device = pixels[0].device if device is None else device
         ch, cw = self.crop
-        arrays = []
-        for im in images:
-            if im.mode != "RGB":
-                im = im.convert("RGB")
-            nw, nh = self.resized_size(*im.size)
+        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for i, p in enumerate(pixels):
+            groups[(int(p.shape[1]), int(p.shape[2]))].append(i)
+        out = torch.empty((len(pixels), 3, ch, cw), dtype=torch.float32, device=device)
+        for (h, w), idx in groups.items():
+            nw, nh = self.resized_size(w, h)
             if nw < cw or nh < ch:
                 raise ValueError("image smaller than the CLIP crop: needs padding")
-            if (nw, nh) != im.size:
-                im = im.resize((nw, nh), self.resample)
+            batch = torch.stack([pixels[i].to(device) for i in idx]).float()
+            if (nw, nh) != (w, h):
+                batch = F.interpolate(
+                    batch, size=(nh, nw), mode=self.mode, antialias=True, align_corners=False
+                ).clamp_(0, 255)  # PIL clamps its bicubic overshoot into 0..255 too
             # torchvision's CenterCrop offsets (round half to even), applied as a slice.
             top, left = round((nh - ch) / 2.0), round((nw - cw) / 2.0)
-            arrays.append(np.asarray(im)[top : top + ch, left : left + cw])
-        batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-        out = batch.to(dtype=torch.float32).div(255)
-        mean = torch.as_tensor(self.mean, dtype=out.dtype).view(-1, 1, 1)
-        std = torch.as_tensor(self.std, dtype=out.dtype).view(-1, 1, 1)
-        return out.sub_(mean).div_(std)
+            out[idx] = batch[:, :, top : top + ch, left : left + cw]
+        mean = torch.as_tensor(self.mean, dtype=out.dtype, device=device).view(-1, 1, 1)
+        std = torch.as_tensor(self.std, dtype=out.dtype, device=device).view(-1, 1, 1)
+        out = out.div_(255).sub_(mean).div_(std)
+        return out if dtype is None else out.to(dtype)

@@ -21,11 +21,13 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from pipeline.gate.clip import ImageTextEncoder
+from pipeline.gate.clip_preprocess import grid_boxes, pil_to_pixels, pixel_grid
 from pipeline.gate.policy import GateError, GatePolicy, ScoreSet, decide
 from pipeline.images import load_image_file
 from pipeline.types import FilterDecision, GateItem
@@ -79,16 +81,7 @@ def compute_scores(
 def crop_grid(image: Image.Image, n: int) -> list[Image.Image]:
     """The full image followed by an ``n`` x ``n`` tiling (n <= 1: the full image only)."""
     image = image.convert("RGB")
-    crops = [image]
-    if n <= 1:
-        return crops
-    w, h = image.size
-    xs = [round(i * w / n) for i in range(n + 1)]
-    ys = [round(j * h / n) for j in range(n + 1)]
-    for j in range(n):
-        for i in range(n):
-            crops.append(image.crop((xs[i], ys[j], xs[i + 1], ys[j + 1])))
-    return crops
+    return [image] + [image.crop(box) for box in grid_boxes(*image.size, n)[1:]]
 
 
 @dataclass
@@ -157,15 +150,18 @@ class ClipFilter:
         return np.stack(out)
 
     def score(
-        self, images: Sequence[Image.Image], product_texts: Sequence[str], policy: GatePolicy
+        self,
+        images: Sequence[Image.Image],
+        product_texts: Sequence[str],
+        policy: GatePolicy,
+        pixels: Sequence[Any] | None = None,
     ) -> list[ScoreSet]:
-        """Scores for a batch: every crop of every image goes through the encoder in one call."""
+        """Scores for a batch: every crop of every image goes through the encoder in one call.
+        ``pixels`` (uint8 (3, H, W) tensors, e.g. still on the GPU that decoded them) stand in
+        for the PIL images where given; they give the same scores for the same pixels."""
         pe = self.policy_embeddings(policy)
-        crops: list[Image.Image] = []
-        for image in images:
-            crops.extend(crop_grid(image, self.crop_grid))
-        embs = np.asarray(self.encoder.encode_images(crops), dtype=np.float32)
-        per = len(crops) // max(len(images), 1)
+        embs = self._crop_embeddings(images, pixels)
+        per = len(embs) // max(len(images), 1)
         prompts = [policy.product_prompt.format(text=t) for t in product_texts]
         products = self.product_embeddings(prompts)
         return [
@@ -173,10 +169,28 @@ class ClipFilter:
             for i in range(len(images))
         ]
 
+    def _crop_embeddings(
+        self, images: Sequence[Image.Image], pixels: Sequence[Any] | None
+    ) -> np.ndarray:
+        encode_pixels = getattr(self.encoder, "encode_pixels", None)
+        if encode_pixels is None:  # an encoder of PIL images only (the test stand-ins)
+            crops = [c for image in images for c in crop_grid(image, self.crop_grid)]
+            return np.asarray(self.encoder.encode_images(crops), dtype=np.float32)
+        tiles: list[Any] = []
+        for i, image in enumerate(images):
+            px = pixels[i] if pixels is not None else None
+            tiles.extend(pixel_grid(pil_to_pixels(image) if px is None else px, self.crop_grid))
+        return np.asarray(encode_pixels(tiles), dtype=np.float32)
+
     def check(self, items: Sequence[GateItem], policy: GatePolicy) -> list[FilterDecision]:
         if not items:
             return []
-        scores = self.score([it.image for it in items], [it.product_text for it in items], policy)
+        scores = self.score(
+            [it.image for it in items],
+            [it.product_text for it in items],
+            policy,
+            pixels=[it.pixels for it in items],
+        )
         return [decide(s, policy, self.clip_model) for s in scores]
 
 

@@ -135,6 +135,16 @@ def _batch_invariant_mode() -> Any:
 class _BatchResult:
     images: list[Image.Image]
     timings: dict[str, float] = field(default_factory=dict)
+    pixels: list[Any] = field(default_factory=list)  # uint8 (3, H, W) on the device
+
+
+def to_uint8(decoded: torch.Tensor) -> torch.Tensor:
+    """VAE output in [-1, 1] -> uint8 pixels, on its own device: the same float32 steps as
+    diffusers' ``VaeImageProcessor.postprocess`` (denormalize, * 255, round half to even),
+    so the PIL image built from it is the one diffusers would return, bit for bit."""
+    import torch
+
+    return decoded.float().mul(0.5).add(0.5).clamp(0, 1).mul(255).round().to(torch.uint8)
 
 
 class Generator:
@@ -266,7 +276,7 @@ class Generator:
         for i, shot in enumerate(shots):
             groups.setdefault(shot.batch_key(), []).append(i)
         results: list[GenerationOutput | None] = [None] * len(shots)
-        pending: list[tuple[int, Future[bytes], Image.Image, dict[str, float]]] = []
+        pending: list[tuple[int, Future[bytes], Image.Image, Any, dict[str, float]]] = []
         for indices in groups.values():
             first = shots[indices[0]]
             size = batch_size_for(self.settings, self.architecture, first.width, first.height)
@@ -277,16 +287,17 @@ class Generator:
                     if isinstance(outcome, str):
                         results[idx] = self._output(shots[idx], batch_id, {}, error=outcome)
                     else:
-                        image, timings = outcome
+                        image, pixels, timings = outcome
                         # PNG encoding (zlib releases the GIL) overlaps the next batch.
-                        pending.append(
-                            (idx, self._encoder.submit(encode_png, image), image, timings)
-                        )
-        for idx, fut, image, timings in pending:
+                        fut = self._encoder.submit(encode_png, image)
+                        pending.append((idx, fut, image, pixels, timings))
+        for idx, fut, image, pixels, timings in pending:
             t0 = time.perf_counter()
             png = fut.result()
             timings = {**timings, "encode_wait": time.perf_counter() - t0}
-            results[idx] = self._output(shots[idx], batch_id, timings, image=image, png=png)
+            out = self._output(shots[idx], batch_id, timings, image=image, png=png)
+            out.pixels = pixels
+            results[idx] = out
         return [r for r in results if r is not None]
 
     def _output(
@@ -313,7 +324,7 @@ class Generator:
 
     def _run_split(
         self, chunk: list[ShotParams]
-    ) -> list[tuple[Image.Image, dict[str, float]] | str]:
+    ) -> list[tuple[Image.Image, Any, dict[str, float]] | str]:
         """Run a batch; on CUDA OOM split it in half and retry, down to single images."""
         import torch
 
@@ -340,7 +351,8 @@ class Generator:
             # Bad adapters/scheduler names fail these shots, not the whole worker.
             return [str(exc)] * len(chunk)
         timings = {**result.timings, "batch_size": float(len(chunk))}
-        return [(img, timings) for img in result.images]
+        pixels = result.pixels or [None] * len(result.images)
+        return [(img, px, timings) for img, px in zip(result.images, pixels, strict=True)]
 
     def _run_batch(self, chunk: list[ShotParams]) -> _BatchResult:
         import torch
@@ -379,16 +391,21 @@ class Generator:
             ).images
             self._sync()
             t2 = time.perf_counter()
-            images = self._decode(latents)
+            images, pixels = self._decode_pixels(latents)
             t3 = time.perf_counter()
         timings = {"lora": t_lora, "denoise": t2 - t1, "decode": t3 - t2}
         if self._compiled and self.compile_seconds is None:
             self.compile_seconds = t2 - t1
             log.info("torch.compile of the UNet: first call took %.1f s", self.compile_seconds)
             timings["compile_first_call"] = self.compile_seconds
-        return _BatchResult(images=images, timings=timings)
+        return _BatchResult(images=images, timings=timings, pixels=pixels)
 
     def _decode(self, latents: Any) -> list[Image.Image]:
+        return self._decode_pixels(latents)[0]
+
+    def _decode_pixels(self, latents: Any) -> tuple[list[Image.Image], list[Any]]:
+        """The batch's PIL images, and the same pixels as uint8 tensors left on the device
+        (for the gate on the GPU host; one copy to the host builds the PIL images)."""
         import torch
 
         vae = self.pipe.vae
@@ -409,9 +426,10 @@ class Generator:
         if getattr(cfg, "shift_factor", None) is not None:
             z = z + cfg.shift_factor
         decoded = vae.decode(z, return_dict=False)[0]
-        images = self.pipe.image_processor.postprocess(decoded.float(), output_type="pil")
+        pixels = to_uint8(decoded)
+        host = pixels.permute(0, 2, 3, 1).cpu().numpy()
         self._sync()
-        return list(images)
+        return [Image.fromarray(a) for a in host], list(pixels.unbind(0))
 
     def _sync(self) -> None:
         import torch

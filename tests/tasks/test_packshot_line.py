@@ -35,6 +35,7 @@ def test_packshot_shots_in_process(tmp_settings: Settings, tmp_path: Path) -> No
             "source_roots": [ROOT / "samples"],
             "generator_factory": "tasks.fakes:fixed_image_generator",
             "gate_factory": "tasks.fakes:pass_through_gate",
+            "store_raw": True,  # the test reads the raw image back
         }
     )
     migrate.upgrade(settings.database_url)
@@ -130,7 +131,11 @@ def test_packshot_with_the_tiny_inpainting_pipeline(tmp_settings: Settings) -> N
     """The real path on the CPU: the tiny preset (random weights: the scene is noise), two
     packshot shots in one inpainting batch, each with its own image and mask."""
     settings = tmp_settings.model_copy(
-        update={"source_roots": [ROOT / "samples"], "gate_factory": "tasks.fakes:pass_through_gate"}
+        update={
+            "source_roots": [ROOT / "samples"],
+            "gate_factory": "tasks.fakes:pass_through_gate",
+            "store_raw": True,  # the test reads the raw image back
+        }
     )
     migrate.upgrade(settings.database_url)
     reset_contexts()

@@ -135,6 +135,8 @@ def _difference(
     """How far the pixels moved from the recorded raw image, or why that cannot be said."""
     from pipeline.storage import make_blob_store
 
+    if not key:  # gated on the GPU host without store_raw: only the sha256 was kept
+        return None, "the raw image was not stored (store_raw off): no pixel comparison"
     try:
         return pixel_difference(make_blob_store(settings).get(key), png), None
     except FileNotFoundError:

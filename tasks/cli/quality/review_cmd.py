@@ -124,7 +124,7 @@ def _image_bytes(store: Any, shot: Shot) -> bytes | None:
     keys = []
     if shot.watermark is not None:
         keys.append(shot.watermark.image_key)
-    if shot.generation is not None:
+    if shot.generation is not None and shot.generation.blob_key:  # "": raw not stored
         keys.append(shot.generation.blob_key)
     for key in keys:
         try:

@@ -1,0 +1,1 @@
+"""The gate on the GPU host (generate -> score -> finalize in one task)."""
