@@ -8,7 +8,10 @@ never product photos.
 
 Knobs (environment, read by the worker that builds the fake):
 ``SHOTLINE_FAKE_GENERATE_DELAY_S`` sleeps per batch (lets a test kill a worker mid-batch);
-``SHOTLINE_FAKE_IMAGE_SIZE`` sets the image side (default 64, the tiny preset's).
+``SHOTLINE_FAKE_IMAGE_SIZE`` sets the image side (default 64, the tiny preset's);
+``SHOTLINE_FAKE_FINALIZE_DELAY_S`` sleeps in each ``finalize`` (a kill lands mid-finalize, or
+finalizing shows overlapping the next batch), after appending a line to the file named by
+``SHOTLINE_FAKE_FINALIZE_MARKER`` when that is set (so a test sees finalizing has begun).
 """
 
 from __future__ import annotations
@@ -101,6 +104,10 @@ def _decision(decision: Decision, reasons: list[str]) -> FilterDecision:
 class PassThroughGate:
     """Keeps every image whose product text does not contain "reject"; tags PNGs with the id."""
 
+    def __init__(self) -> None:
+        self.finalize_delay_s = float(os.environ.get("SHOTLINE_FAKE_FINALIZE_DELAY_S", "0") or 0)
+        self.marker = os.environ.get("SHOTLINE_FAKE_FINALIZE_MARKER") or None
+
     def policy_for(self, brand: BrandConfig) -> str:
         return "fake"
 
@@ -115,6 +122,11 @@ class PassThroughGate:
     def finalize(
         self, shot_id: int, image: Image.Image, provenance: ProvenanceInfo, fmt: str | None = None
     ) -> FinalImage:
+        if self.marker:
+            with open(self.marker, "a", encoding="utf-8") as fh:
+                fh.write(f"{shot_id}\n")
+        if self.finalize_delay_s:
+            time.sleep(self.finalize_delay_s)
         payload = f"{shot_id:016x}"
         data = _png(image, {"shotline:shot_id": str(shot_id)})
         return FinalImage(

@@ -6,16 +6,20 @@ resize and the normalisation run there in torch: no PIL round trip, no copy to t
 PIL image (the ``cpu`` queue, a rescore) is turned into the same uint8 tensor and goes
 through the same code, so both paths give the same scores for the same pixels.
 
-The resize is torch's antialiased bicubic (or bilinear) in float32, the filter PIL uses,
-without PIL's rounding back to uint8 in between; the result differs from the stock
-PIL-based transform by a fraction of one grey level (tests/pipeline/test_clip_preprocess.py
-measures it). ``TensorClipPreprocess.from_transform`` recognises only the standard pipeline
-(Resize -> CenterCrop -> RGB -> ToTensor -> Normalize) and returns None for anything else,
-so unusual models keep their own transform.
+The resize is PIL's own resampling (``resample_matrix``: PIL's bicubic or bilinear filter,
+widened when shrinking, the same support and normalisation), applied as two matrix products
+with PIL's rounding to uint8 after each pass, horizontal first. torch's ``interpolate`` is
+not that filter (its bicubic upsampling uses a = -0.75, PIL's -0.5: up to 24 grey levels
+apart on a 3x3 tile of a 512-pixel image), so it is not used. Against the stock PIL transform
+the gate's tiles differ by at most one grey level (a fixed-point sum and a float one round
+apart). Pillow 13 sometimes runs the vertical pass first; on pure noise, where the bicubic
+overshoot is clipped between passes, that order moves a few pixels by several levels
+(tests/pipeline/test_clip_preprocess.py measures both).
 """
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +31,42 @@ from PIL import Image
 _CONVERT_STEPS = ("MaybeConvertMode", "_convert_to_rgb")
 _TENSOR_STEPS = ("MaybeToTensor", "ToTensor")
 _MODES = {"bicubic": "bicubic", "bilinear": "bilinear"}
+
+
+def _bicubic(x: np.ndarray) -> np.ndarray:
+    a = -0.5  # PIL's bicubic (Keys, a = -0.5)
+    x = np.abs(x)
+    near = ((a + 2.0) * x - (a + 3.0)) * x * x + 1
+    far = (((x - 5) * x + 8) * x - 4) * a
+    return np.where(x < 1.0, near, np.where(x < 2.0, far, 0.0))
+
+
+def _bilinear(x: np.ndarray) -> np.ndarray:
+    return np.clip(1.0 - np.abs(x), 0.0, None)
+
+
+_FILTERS = {"bicubic": (_bicubic, 2.0), "bilinear": (_bilinear, 1.0)}
+
+
+@functools.lru_cache(maxsize=256)  # a gate sees a handful of sizes: its images' tiles
+def resample_matrix(in_size: int, out_size: int, mode: str) -> np.ndarray:
+    """(out_size, in_size) weights of PIL's resampling along one axis (``precompute_coeffs``
+    in Pillow's Resample.c): the filter's support grows with the shrink factor (that is the
+    antialiasing), each output's weights sum to one."""
+    fn, support = _FILTERS[mode]
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support *= filterscale
+    weights = np.zeros((out_size, in_size), dtype=np.float64)
+    for xx in range(out_size):
+        center = (xx + 0.5) * scale
+        xmin = max(int(center - support + 0.5), 0)
+        xmax = min(int(center + support + 0.5), in_size)
+        w = fn((np.arange(xmin, xmax) - center + 0.5) / filterscale)
+        total = w.sum()
+        weights[xx, xmin:xmax] = w / total if total != 0.0 else w
+    weights.flags.writeable = False  # shared by the cache
+    return weights
 
 
 def pil_to_pixels(image: Image.Image) -> Any:
@@ -105,6 +145,12 @@ class TensorClipPreprocess:
             std=tuple(float(v) for v in norm.std),
         )
 
+    def _weights(self, size: int, new: int, start: int, keep: int, device: Any) -> Any:
+        import torch
+
+        rows = resample_matrix(size, new, self.mode)[start : start + keep]
+        return torch.tensor(rows, dtype=torch.float32, device=device)  # a copy: rows is shared
+
     def resized_size(self, width: int, height: int) -> tuple[int, int]:
         """(width, height) after Resize, by torchvision's own rule for an int size."""
         if not isinstance(self.resize, int):
@@ -119,7 +165,6 @@ class TensorClipPreprocess:
         in one call. Raises ValueError for an image smaller than the crop after resizing
         (the stock transform would pad it); callers fall back to the stock transform then."""
         import torch
-        import torch.nn.functional as F
 
         if not pixels:
             raise ValueError("no images to preprocess")
@@ -134,13 +179,20 @@ class TensorClipPreprocess:
             if nw < cw or nh < ch:
                 raise ValueError("image smaller than the CLIP crop: needs padding")
             batch = torch.stack([pixels[i].to(device) for i in idx]).float()
-            if (nw, nh) != (w, h):
-                batch = F.interpolate(
-                    batch, size=(nh, nw), mode=self.mode, antialias=True, align_corners=False
-                ).clamp_(0, 255)  # PIL clamps its bicubic overshoot into 0..255 too
-            # torchvision's CenterCrop offsets (round half to even), applied as a slice.
+            # torchvision's CenterCrop offsets (round half to even): only the output rows
+            # and columns the crop keeps are computed.
             top, left = round((nh - ch) / 2.0), round((nw - cw) / 2.0)
-            out[idx] = batch[:, :, top : top + ch, left : left + cw]
+            if nw != w:  # PIL: the horizontal pass first, rounded to uint8
+                wx = self._weights(w, nw, left, cw, device)
+                batch = torch.matmul(batch, wx.T).round_().clamp_(0, 255)
+            else:
+                batch = batch[:, :, :, left : left + cw]
+            if nh != h:
+                wy = self._weights(h, nh, top, ch, device)
+                batch = torch.matmul(wy, batch).round_().clamp_(0, 255)
+            else:
+                batch = batch[:, :, top : top + ch, :]
+            out[idx] = batch
         mean = torch.as_tensor(self.mean, dtype=out.dtype, device=device).view(-1, 1, 1)
         std = torch.as_tensor(self.std, dtype=out.dtype, device=device).view(-1, 1, 1)
         out = out.div_(255).sub_(mean).div_(std)
