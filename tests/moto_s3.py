@@ -13,6 +13,35 @@ granian, a production HTTP server (Rust) that keeps connections open: ~1.3 ms pe
 from __future__ import annotations
 
 import argparse
+import json
+import threading
+from collections import Counter
+from typing import Any
+
+COUNT_PATH = "/_requests"  # not a bucket: S3 bucket names cannot start with "_"
+
+
+class RequestCounter:
+    """WSGI middleware: counts requests by method and first key segment (the benchmark's
+    blob-store requests per shot); ``GET /_requests`` answers the counts as JSON."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.counts: Counter[str] = Counter()
+        self.lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        path = environ.get("PATH_INFO", "")
+        if path == COUNT_PATH:
+            with self.lock:
+                body = json.dumps(dict(self.counts)).encode()
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [body]
+        parts = path.lstrip("/").split("/")
+        prefix = parts[1] if len(parts) > 2 else ""  # /bucket/<prefix>/...
+        with self.lock:
+            self.counts[f"{environ.get('REQUEST_METHOD', '?')} {prefix}"] += 1
+        return self.app(environ, start_response)
 
 
 def make_app() -> object:
@@ -20,7 +49,7 @@ def make_app() -> object:
 
     app = create_backend_app("s3")
     app.debug = False  # moto turns Flask's debug helpers on; they only add per-request work
-    return app
+    return RequestCounter(app)
 
 
 def main() -> None:

@@ -1,21 +1,30 @@
 """The control plane alone: N shots through generate -> gate -> approve -> publish.
 
 The generator is the fixed-image stand-in (``tasks.fakes``): it returns at once. Everything
-else is real: Redis, Postgres, `celery worker` processes, the real gate (tiny CLIP + the
+else is real: Redis, Postgres, `celery worker` processes, the real gate (CLIP + the
 watermark + provenance metadata) and publishing to moto's S3 server over HTTP. Approval is
 an instant scripted reviewer ("bench"), so the line runs end to end.
 
     .venv/bin/python tests/benchmarks/bench_orchestration.py [--shots 2000] [--image-size 64]
+    .venv/bin/python tests/benchmarks/bench_orchestration.py --shots 48 --image-size 512 \
+        --clip ViT-B-32            # a real-size CLIP architecture (random weights)
 
-Prints a table and writes JSON (default var/bench/orchestration.json). Note: the watermark
-needs >= 256x256 pixels; at the tiny preset's 64x64 it is skipped (method "none") and the
-run measures orchestration; ``--image-size 256`` adds the real watermark cost.
+``--gate-on gpu`` (the default, as in production) gates on the generating worker: CLIP and
+finalizing run in the "gpu" worker process (on this machine's CPU), and the cpu workers only
+publish. ``--gate-on cpu`` is the old line: the gate on the cpu queue.
+
+Reports machine CPU-seconds per shot by role (the control plane: cpu workers, the driver,
+Postgres and Redis; the GPU host; the S3 stand-in on its own) and blob-store requests per
+shot, counted by the S3 server. Prints a table and writes JSON (default
+var/bench/orchestration.json). The watermark needs >= 256x256 pixels; at the tiny preset's
+64x64 it is skipped (method "none").
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -26,6 +35,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -159,10 +169,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shots", type=int, default=2000)
     ap.add_argument("--image-size", type=int, default=64)
-    ap.add_argument("--batch-size", type=int, default=32, help="shots per generate task")
+    ap.add_argument("--batch-size", type=int, default=32, help="shots per GPU batch")
     ap.add_argument("--cpu-batch-size", type=int, default=32, help="shots per gate/publish task")
     ap.add_argument("--cpu-workers", type=int, default=2, help="prefork children on cpu queue")
     ap.add_argument("--gate", choices=["real", "fake"], default="real")
+    ap.add_argument(
+        "--gate-on", choices=["gpu", "cpu"], default="gpu", help="where the gate runs (setting)"
+    )
+    ap.add_argument(
+        "--clip", default="tiny", help="open_clip architecture for the gate (random weights)"
+    )
+    ap.add_argument("--gpu-batches-per-task", type=int, default=4)
+    ap.add_argument("--store-raw", action="store_true", help="keep raw PNGs in the store too")
     ap.add_argument(
         "--blob",
         choices=["s3", "local"],
@@ -223,6 +241,10 @@ def main() -> None:
         "batch_size": args.batch_size,
         "cpu_batch_size": args.cpu_batch_size,
         "stall_timeout_s": 60,
+        "gate_on": args.gate_on,
+        "clip_model": args.clip,
+        "gpu_batches_per_task": args.gpu_batches_per_task,
+        "store_raw": args.store_raw,
     }
     if args.gate == "fake":
         values["gate_factory"] = "tasks.fakes:pass_through_gate"
@@ -245,12 +267,13 @@ def main() -> None:
             if args.s3_server == "moto_server"
             else [sys.executable, "-m", "tests.moto_s3", "--port", str(port)]
         )
+        s3_log = logs / "s3.log"  # moto_server logs each request here (werkzeug)
         procs.append(
             subprocess.Popen(
                 s3_cmd,
                 cwd=ROOT,
                 stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                stderr=s3_log.open("wb"),
                 env=env,
             )
         )
@@ -294,7 +317,7 @@ def main() -> None:
                     [celery, *wargs],
                     cwd=ROOT,
                     env=env,
-                    stdout=(logs / f"{name}.log").open("wb"),
+                    stdout=(logs / f"{name}-worker.log").open("wb"),
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
@@ -303,7 +326,7 @@ def main() -> None:
         ids = seed(engine, acme, args.shots, args.image_size)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            text = "".join(p.read_text(errors="replace") for p in logs.glob("*.log"))
+            text = "".join(p.read_text(errors="replace") for p in logs.glob("*worker.log"))
             # Every process (the solo GPU worker, each prefork child) logs when it is warm.
             if text.count("shotline worker warm") >= 1 + args.cpu_workers:
                 break
@@ -314,6 +337,7 @@ def main() -> None:
         from catalog.review import Reviewer, approve
         from tasks.dispatch import enqueue_generate, enqueue_publish
 
+        requests_before = s3_requests(args, endpoint, s3_log)
         calibration_before = calibration_ms()
         worker_ps = [psutil.Process(p.pid) for p in procs[1:]]
         all_ps = [psutil.Process(p.pid) for p in procs]
@@ -363,6 +387,7 @@ def main() -> None:
         driver_cpu = time.process_time() - me0
         sys_busy = (sys1.user + sys1.system) - (sys0.user + sys0.system)
 
+        requests = s3_requests(args, endpoint, s3_log) - requests_before
         calibration_after = calibration_ms()
         with sessions.begin() as s:
             states = dict(
@@ -371,6 +396,9 @@ def main() -> None:
                 ).all()
             )
             gen_at = dict(s.execute(select(Generation.shot_id, Generation.created_at)).all())
+            gen_timings = [
+                (b, t) for b, t in s.execute(select(Generation.batch_id, Generation.timings))
+            ]
             gate_at = dict(s.execute(select(FilterResult.shot_id, FilterResult.created_at)).all())
             pub_at = dict(s.execute(select(Asset.shot_id, Asset.published_at)).all())
             rev_at = dict(s.execute(select(ReviewEvent.shot_id, ReviewEvent.created_at)).all())
@@ -388,18 +416,29 @@ def main() -> None:
         }
         # Task run times, from the workers' own "succeeded in" lines.
         task_times: dict[str, list[float]] = {}
-        for log in logs.glob("*.log"):
+        for log in logs.glob("*worker.log"):
             for name, secs in re.findall(
                 r"Task (shotline\.\w+)\[[^\]]+\] succeeded in ([0-9.]+)s", log.read_text()
             ):
                 task_times.setdefault(name, []).append(float(secs))
 
         n = len(ids)
+        control = by_role["cpu_main"] + by_role["cpu_children"] + pg_cpu + redis_cpu + driver_cpu
         result = {
             "machine": f"{psutil.cpu_count()} CPU cores, {platform_name()}",
             "shots": n,
             "image_size": args.image_size,
             "gate": args.gate,
+            "gate_on": args.gate_on,
+            "clip": args.clip,
+            "store_raw": args.store_raw,
+            "gpu_batches_per_task": args.gpu_batches_per_task,
+            "blob_requests_per_shot": round(requests.total() / n, 3),
+            "blob_requests": dict(requests),
+            "control_plane_ms_per_shot": round(control / n * 1000, 2),
+            "gpu_host_ms_per_shot": round(by_role["gpu"] / n * 1000, 2),
+            "s3_standin_ms_per_shot": round(cpu_services / n * 1000, 2),
+            **host_stage_figures(gen_timings),
             "blob": args.blob,
             "s3_server": args.s3_server if args.blob == "s3" else None,
             "batch_size": args.batch_size,
@@ -443,6 +482,61 @@ def main() -> None:
         _ = uuid  # keep the import for ad-hoc debugging runs
 
 
+def s3_requests(args: argparse.Namespace, endpoint: str, log: Path) -> Counter[str]:
+    """Requests the S3 server has answered so far, by method and key prefix: the stand-in
+    counts them itself (``GET /_requests``); moto_server logs one line per request."""
+    if args.blob != "s3":
+        return Counter()
+    if args.s3_server == "keepalive":
+        import urllib.request
+
+        with urllib.request.urlopen(f"{endpoint}/_requests", timeout=10) as resp:
+            return Counter(json.loads(resp.read()))
+    counts: Counter[str] = Counter()
+    for method, path in re.findall(r'"([A-Z]+) (/[^ ?"]*)[^"]* HTTP/1\.1"', log.read_text()):
+        parts = path.lstrip("/").split("/")
+        counts[f"{method} {parts[1] if len(parts) > 2 else ''}"] += 1
+    return counts
+
+
+HOST_FIGURES = (
+    "host_finalize_cpu_ms_per_shot",
+    "host_score_ms_per_shot",
+    "host_batches_overlapping_next",
+)
+
+
+def host_stage_figures(gens: list[tuple[str | None, dict[str, Any]]]) -> dict[str, Any]:
+    """The GPU host's stages from the shots' own timings (gate on the GPU host): finalize
+    CPU (thread time) and scoring per shot, and how many GPU batches were still finalizing
+    when the next GPU batch of their message began generating."""
+    rows = [(bid, t) for bid, t in gens if t and "finalize_start" in t]
+    if not rows:
+        return dict.fromkeys(
+            (
+                "host_finalize_cpu_ms_per_shot",
+                "host_score_ms_per_shot",
+                "host_batches_overlapping_next",
+            )
+        )
+    batches: dict[tuple[str | None, float], list[dict[str, Any]]] = {}
+    for bid, t in rows:
+        batches.setdefault((bid, t["generate_start"]), []).append(t)
+    messages: dict[str | None, list[dict[str, Any]]] = {}
+    for (bid, _), shots in sorted(batches.items(), key=lambda kv: kv[0][1]):
+        messages.setdefault(bid, []).append(shots[0])
+    pairs = [pair for order in messages.values() for pair in itertools.pairwise(order)]
+    overlapped = sum(1 for a, b in pairs if a["finalize_end"] > b["generate_start"])
+    score = sum(shots[0]["score_s"] for shots in batches.values()) / len(rows)
+    return {
+        "host_finalize_cpu_ms_per_shot": round(
+            sum(t["finalize_cpu_s"] for _, t in rows) / len(rows) * 1000, 2
+        ),
+        "host_score_ms_per_shot": round(score * 1000, 2),
+        "host_batches_overlapping_next": f"{overlapped}/{len(pairs)}",
+    }
+
+
 def platform_name() -> str:
     import platform
 
@@ -456,13 +550,20 @@ def print_table(r: dict[str, Any]) -> None:
     console = Console()
     t = Table(
         title=f"orchestration: {r['shots']} shots, {r['image_size']}px, "
-        f"gate={r['gate']}, blob={r['blob']}"
+        f"gate={r['gate']} on {r['gate_on']} (clip {r['clip']}), blob={r['blob']}"
         + (f" ({r['s3_server']})" if r.get("s3_server") else "")
     )
     t.add_column("metric")
     t.add_column("value", justify="right")
     for key in (
         "shots_per_s",
+        "blob_requests_per_shot",
+        "control_plane_ms_per_shot",
+        "gpu_host_ms_per_shot",
+        "s3_standin_ms_per_shot",
+        "host_finalize_cpu_ms_per_shot",
+        "host_score_ms_per_shot",
+        "host_batches_overlapping_next",
         "elapsed_s",
         "enqueue_s",
         "cpu_s_per_shot_workers",

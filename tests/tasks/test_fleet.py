@@ -170,6 +170,45 @@ def test_kill_9_worker_mid_batch_is_redelivered(
 
 
 @pytest.mark.slow
+def test_kill_9_gpu_worker_while_finalizing_loses_and_duplicates_nothing(
+    tmp_path: Path, pg_db: str, fleet_redis: str, moto_server: str, make_fleet: Any
+) -> None:
+    """The gate on the GPU host: kill -9 while a batch is finalizing (after its images were
+    generated and scored, before its one transaction). Nothing of it is written; the message
+    is redelivered and every shot ends with exactly one generation, decision and watermark."""
+    bucket = make_bucket(moto_server)
+    settings, env = fleet_settings(
+        tmp_path, pg_db, fleet_redis, moto_server, bucket, batch_size=2, gpu_batches_per_task=3
+    )
+    assert settings.gate_on == "gpu"
+    ids = seed_shots(settings, 6)  # one message: three GPU batches of two
+    marker = tmp_path / "finalizing"
+    fleet = make_fleet(settings, env)
+    slow = {"SHOTLINE_FAKE_FINALIZE_DELAY_S": "30", "SHOTLINE_FAKE_FINALIZE_MARKER": str(marker)}
+    fleet.start("victim", queues="gpu.tiny", extra_env=slow)
+
+    from tasks.dispatch import enqueue_generate
+
+    enqueue_generate(ids, settings)
+    _wait_until(
+        marker.exists, what="the victim to start finalizing", detail=lambda: fleet.log_tail()
+    )
+    fleet.kill("victim")  # SIGKILL mid-finalize: no ack, no commit
+    killed = line_counts(settings, ids)
+    assert killed["states"] == {"generating": 6}, killed
+    assert killed["rows"]["generations"] == 0 and killed["rows"]["filter_results"] == 0
+
+    fleet.start("survivor", queues="gpu.tiny,cpu")
+    _, complete, _ = wait_for(settings, ids, timeout_s=60, poll_s=0.2)
+    assert complete, fleet.log_tail()
+    info = assert_line_sound(settings, ids, {"pending_review"})
+    assert info["states"] == {"pending_review": 6}
+    rows = info["rows"]
+    assert rows["generations"] == rows["filter_results"] == rows["watermarks"] == 6, rows
+    assert max(_attempts(settings, ids).values()) == 2  # the killed delivery counted once
+
+
+@pytest.mark.slow
 def test_redis_restart_mid_run(
     tmp_path: Path, pg_db: str, moto_server: str, make_fleet: Any
 ) -> None:
