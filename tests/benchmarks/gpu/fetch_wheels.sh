@@ -7,7 +7,9 @@
 # open_clip. Versions are the ones this checkout's .venv runs the tests with, so the GPU
 # run exercises the same library code; transformers/hub/tokenizers/peft/accelerate come
 # along too (and what huggingface_hub 2.x imports: httpx2, click), since the image's older
-# ones may not match diffusers here.
+# ones may not match diffusers here. The gate stage (bench_host_gate.py) runs the generate
+# task's own code, so it needs the catalog's SQLAlchemy + alembic (SQLite) and the
+# task module's imports too.
 #
 #   tests/benchmarks/gpu/fetch_wheels.sh            # then: du -sh var/wheels  (< 64 MiB)
 set -euo pipefail
@@ -17,7 +19,8 @@ DEST=${DEST:-var/wheels}
 NAMES=(diffusers transformers tokenizers huggingface_hub hf-xet peft accelerate
        pydantic pydantic_core pydantic-settings python-dotenv annotated-types typing-inspection
        typing_extensions importlib_metadata zipp open_clip_torch ftfy wcwidth
-       invisible-watermark PyWavelets httpx2 httpcore2 truststore click regex)
+       invisible-watermark PyWavelets httpx2 httpcore2 truststore click regex
+       SQLAlchemy alembic Mako prometheus_client kombu amqp vine redis)
 PLATFORMS=()
 for n in 17 24 27 28 31 34 35; do PLATFORMS+=(--platform "manylinux_2_${n}_x86_64"); done
 PLATFORMS+=(--platform manylinux2014_x86_64 --platform manylinux1_x86_64)

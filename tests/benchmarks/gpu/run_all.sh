@@ -5,6 +5,7 @@
 # On the device (wheels from tests/benchmarks/gpu/fetch_wheels.sh, carried):
 #   run(command="bash tests/benchmarks/gpu/run_all.sh shakedown sd15", carry=["var/wheels"], timeout_s=560)
 #   run(command="bash tests/benchmarks/gpu/run_all.sh sdxl", carry=["var/wheels"], timeout_s=400)
+#   run(command="bash tests/benchmarks/gpu/run_all.sh gate", carry=["var/wheels"], timeout_s=360)
 # (all three stages in one call need ~11 min, over the 10-minute limit of one command.)
 # Here, on the CPU, the same stages at tiny sizes (catches typos before GPU time is spent):
 #   tests/benchmarks/gpu/run_all.sh --cpu
@@ -33,6 +34,7 @@ if [[ $MODE == cuda ]]; then
   BENCH=(--device cuda --compile --channels-last --iters 3)
   T_SHAKE=${T_SHAKE:-270} T_SD15=${T_SD15:-270} T_SDXL=${T_SDXL:-360}
   SD15=(--arch sd15 --batches 8) SDXL=(--arch sdxl --batches 4)
+  T_GATE=${T_GATE:-300} GATE=(--device cuda --arch sd15 --clip ViT-L-14 --batch 8 --batches 4)
 else
   PY=${PY:-.venv/bin/python}
   export PYTHONPATH=$PWD
@@ -40,6 +42,7 @@ else
   BENCH=(--device cpu --quick)
   T_SHAKE=${T_SHAKE:-300} T_SD15=${T_SD15:-200} T_SDXL=${T_SDXL:-200}
   SD15=(--arch tiny --batches 2) SDXL=(--arch tiny --batches 1)
+  T_GATE=${T_GATE:-200} GATE=(--device cpu --arch tiny --clip tiny)
 fi
 "$PY" -c "import torch, diffusers, transformers; print('torch', torch.__version__, \
 'diffusers', diffusers.__version__, 'transformers', transformers.__version__, \
@@ -55,11 +58,14 @@ for stage in "${STAGES[@]}"; do
             --json-out "$DEST/bench_sd15.json" >"$DEST/bench_sd15.log" 2>&1 ;;
     sdxl) timeout "$T_SDXL" "$PY" tests/benchmarks/bench_generate.py "${BENCH[@]}" "${SDXL[@]}" \
             --json-out "$DEST/bench_sdxl.json" >"$DEST/bench_sdxl.log" 2>&1 ;;
+    # Issue 14: the gate on the GPU host (ViT-L-14 fp16 + watermark) vs generation alone.
+    gate) timeout "$T_GATE" "$PY" tests/benchmarks/bench_host_gate.py "${GATE[@]}" \
+            --json-out "$DEST/host_gate.json" >"$DEST/bench_gate.log" 2>&1 ;;
     # Optional A/B of the text-embedding cache (not in the default stages: GPU time is short).
     sd15-nocache) timeout "$T_SD15" "$PY" tests/benchmarks/bench_generate.py "${BENCH[@]}" \
             "${SD15[@]}" --no-prompt-cache --json-out "$DEST/bench_sd15-nocache.json" \
             >"$DEST/bench_sd15-nocache.log" 2>&1 ;;
-    *) echo "run_all: unknown stage $stage (shakedown, sd15, sdxl, sd15-nocache)"; exit 2 ;;
+    *) echo "run_all: unknown stage $stage (shakedown, sd15, sdxl, gate, sd15-nocache)"; exit 2 ;;
   esac
   rc=$?
   echo "== $stage: exit $rc in $(( $(date +%s) - start )) s (124 = time box hit)"

@@ -16,6 +16,8 @@ from rich.text import Text
 
 # Issue 17's targets: shotline / plain diffusers (compiled, channels_last, LoRA fused).
 TARGETS = {"sd15": 1.24, "sdxl": 1.22}
+# Issue 14's: the gate on the GPU host / generation alone (bench_host_gate.py).
+GATE_TARGET = 0.95
 
 
 def bench_rows(folder: Path) -> list[dict[str, Any]]:
@@ -54,7 +56,12 @@ def summary(folder: Path) -> dict[str, Any]:
                 "machine": r["machine"],
             }
         )
-    return {"checks": checks, "workloads": workloads}
+    gate_file = folder / "host_gate.json"
+    gate = json.loads(gate_file.read_text()) if gate_file.exists() else None
+    if gate is not None:
+        gate["target"] = GATE_TARGET
+        gate["met"] = gate["ratio_gate_on_host_vs_alone"] >= GATE_TARGET
+    return {"checks": checks, "workloads": workloads, "gate": gate}
 
 
 def print_summary(s: dict[str, Any], console: Console) -> None:
@@ -81,6 +88,22 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
             Text(f"{w['target']}x{met}" if w["target"] else ""),
         )
     console.print(t)
+    g = s.get("gate")
+    if g is not None:
+        t = Table(title="gate on the GPU host vs generation alone (bench_host_gate.py)")
+        for c in ("model", "CLIP", "batch", "img/h alone", "img/h gated", "ratio", "target"):
+            t.add_column(c)
+        iph = g["images_per_hour"]
+        t.add_row(
+            Text(f"{g['arch']} {g['size']}² on {g['device']}"),
+            Text(str(g["clip"])),
+            Text(f"{g['batch']} x {g['gpu_batches_per_task']}"),
+            Text(f"{iph['generation alone']:,}"),
+            Text(f"{iph['gate on host']:,}"),
+            Text(f"{g['ratio_gate_on_host_vs_alone']:.3f}x"),
+            Text(f"{g['target']}x {'met' if g['met'] else 'MISSED'}"),
+        )
+        console.print(t)
 
 
 def main(argv: list[str]) -> int:
