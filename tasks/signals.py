@@ -41,7 +41,9 @@ def warm_up(settings: Settings, queues: list[str] | None = None) -> None:
             if settings.gate_on == "gpu":
                 log.info("loading the gate (CLIP + watermark) next to the model")
                 ctx.gate()
-        elif queue == QUEUE_CPU:
+        elif queue == QUEUE_CPU and settings.gate_on == "cpu":
+            # Gating on the GPU host, the cpu queue gates only fallbacks: it loads CLIP on
+            # the first one rather than holding a copy in every prefork child.
             log.info("loading the gate (CLIP + watermark)")
             ctx.gate()
     # Open the pool's first DB connection and build the blob store client now, not inside
