@@ -161,6 +161,8 @@ class PlanContext:
     adapters_json: Mapping[str, list[dict[str, Any]]]
     renderer: PromptRenderer
     model_id: str
+    # The brand's ControlNet as packshot shots record it (file, sha256, parameters), or None.
+    controlnet: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -314,6 +316,7 @@ def plan_context(
     except ModelLoadError as exc:
         raise PlanningError(f"model {exc}") from None
     return PlanContext(
+        controlnet=_controlnet(brand, settings, resolved),
         brand=brand,
         brand_id=brand_row.id,
         brand_config_digest=brand_row.config_digest,
@@ -324,6 +327,24 @@ def plan_context(
         renderer=renderer or PromptRenderer(brand, templates=names),
         model_id=model_id,
     )
+
+
+def _controlnet(
+    brand: BrandConfig, settings: Settings, resolved: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """What packshot shots record of the brand's ControlNet: checked now (the file exists, is
+    safetensors, matches its pin), so no shot is planned with one that can never load."""
+    cn, path = brand.controlnet, brand.resolved_controlnet_path()
+    if cn is None or path is None:
+        return None
+    if not any(getattr(t, "source", "text") == "packshot" for t in resolved.values()):
+        return None
+    from pipeline.generate.controlnet import plan_spec
+
+    try:
+        return plan_spec(path, cn.sha256, cn.params(), settings).to_json()
+    except ModelLoadError as exc:
+        raise PlanningError(f"brand {brand.name!r}: {exc}") from None
 
 
 def shot_row(ctx: PlanContext, slot: ShotSlot, rendered: RenderedPrompt) -> dict[str, Any]:
@@ -412,7 +433,12 @@ def _plan_rows(
     entries: list[PlanEntry] = []
     pending: list[PendingShot] = []
     packshots = PackshotSlots.for_chunk(
-        session, ctx.templates, ctx.resolved, rows, getattr(ctx.brand, "inpaint_model", None)
+        session,
+        ctx.templates,
+        ctx.resolved,
+        rows,
+        getattr(ctx.brand, "inpaint_model", None),
+        controlnet=ctx.controlnet,
     )
     for slot in _slots(ctx, rows):
         found = existing.get(slot.key)

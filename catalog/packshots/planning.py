@@ -28,6 +28,7 @@ class PackshotRequest:
     image: str | int  # "variant" | "first" | position N
     placement: dict[str, Any]
     inpaint_model: str | None = None  # the brand's 9-channel checkpoint, if it names one
+    controlnet: Mapping[str, Any] | None = None  # the brand's ControlNet, as shots record it
 
 
 def _plain(value: Any) -> dict[str, Any]:
@@ -40,13 +41,17 @@ def _plain(value: Any) -> dict[str, Any]:
     return dict(value)
 
 
-def packshot_request(template: Any, inpaint_model: str | None = None) -> PackshotRequest | None:
+def packshot_request(
+    template: Any,
+    inpaint_model: str | None = None,
+    controlnet: Mapping[str, Any] | None = None,
+) -> PackshotRequest | None:
     """The packshot part of a resolved template, or None for a text-to-image one."""
     if getattr(template, "source", "text") != "packshot":
         return None
     image = getattr(template, "image", None) or "variant"
     placement = _plain(getattr(template, "placement", None))
-    return PackshotRequest(image=image, placement=placement, inpaint_model=inpaint_model)
+    return PackshotRequest(image, placement, inpaint_model, controlnet)
 
 
 def refs_by_revision(
@@ -112,6 +117,7 @@ def choose(
             "ref": ref.raw,
             "placement": request.placement,
             "inpaint_model": request.inpaint_model,
+            **({"controlnet": dict(request.controlnet)} if request.controlnet else {}),
         },
     }, ""
 
@@ -131,8 +137,13 @@ class PackshotSlots:
         resolved: Mapping[str, Any],
         rows: Sequence[Any],
         inpaint_model: str | None = None,
+        controlnet: Mapping[str, Any] | None = None,
     ) -> PackshotSlots:
-        requests = {t: r for t in templates if (r := packshot_request(resolved[t], inpaint_model))}
+        requests = {
+            t: r
+            for t in templates
+            if (r := packshot_request(resolved[t], inpaint_model, controlnet))
+        }
         if not requests:
             return cls({}, {})
         return cls(requests, refs_by_revision(session, [(r.revision_id, r.data) for r in rows]))

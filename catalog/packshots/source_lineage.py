@@ -52,6 +52,7 @@ def packshot_json(session: Session, shot: Shot) -> dict[str, Any] | None:
         "image": info.get("image"),
         "placement": info.get("placement"),
         "cutout": info.get("cutout"),
+        "controlnet": info.get("controlnet"),
     }
 
 

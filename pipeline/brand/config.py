@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote, urlparse
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.brand.sanitize import normalize_text
 from pipeline.digests import sha256_file
@@ -329,6 +329,61 @@ class ResolvedTemplate:
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+class ControlNetSpec(_Model):
+    """A local ControlNet for the brand's packshot templates: the scene is conditioned on the
+    canny edges of the placed packshot (pipeline/generate/controlnet.py)."""
+
+    # A local .safetensors file (diffusers layout: its config.json beside it; else diffusers'
+    # single-file loader), relative to the brand file, or "tiny-controlnet" (the offline
+    # preset's).
+    path: str
+    sha256: str | None = None  # the file's pin; planning records the sha256 either way
+    kind: Literal["canny"] = "canny"  # depth would need a depth estimator: none ships here
+    scale: float = Field(default=0.8, ge=0.0, le=2.0)  # controlnet_conditioning_scale
+    canny_low: int = Field(default=100, ge=0, le=255)
+    canny_high: int = Field(default=200, ge=0, le=255)
+
+    @field_validator("path")
+    @classmethod
+    def _local_safetensors(cls, v: str) -> str:
+        if v == "tiny-controlnet":
+            return v
+        if _has_scheme(v):
+            raise ValueError(f"ControlNet weights must be a local file, not a URI ({v!r})")
+        if PurePosixPath(v.replace("\\", "/")).suffix.lower() != ".safetensors":
+            raise ValueError(
+                f"ControlNet weights must be a .safetensors file (got {v!r}); "
+                "pickle formats (.ckpt, .bin, .pt) are refused"
+            )
+        return v
+
+    @field_validator("sha256", mode="before")
+    @classmethod
+    def _sha_pin(cls, v: Any) -> Any:
+        if v is None:
+            return None
+        if not isinstance(v, str) or not _SHA_RE.match(v.strip().lower()):
+            raise ValueError(
+                "must be the 64 hex digit sha256 of the .safetensors file (quoted in YAML)"
+            )
+        return v.strip().lower()
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> ControlNetSpec:
+        if self.canny_low > self.canny_high:
+            raise ValueError("canny_low must not exceed canny_high")
+        return self
+
+    def params(self) -> dict[str, Any]:
+        """The generation parameters a shot records beside the file and its sha256."""
+        return {
+            "kind": self.kind,
+            "scale": float(self.scale),
+            "canny_low": int(self.canny_low),
+            "canny_high": int(self.canny_high),
+        }
+
+
 class BrandConfig(_Model):
     name: str = Field(pattern=NAME_RE)
     display_name: str | None = None
@@ -336,6 +391,8 @@ class BrandConfig(_Model):
     # A 9-channel inpainting checkpoint for packshot templates (a repo id, folder,
     # .safetensors, or "tiny-inpaint"); unset: inpaint with base_model's own modules.
     inpaint_model: str | None = None
+    # An optional ControlNet for packshot templates (the placed packshot's canny edges).
+    controlnet: ControlNetSpec | None = None
     loras: list[LoraSpec] = Field(default_factory=list)
     presets: dict[str, PresetSpec] = Field(default_factory=dict)
     templates: dict[str, TemplateSpec] = Field(default_factory=dict)
@@ -375,8 +432,9 @@ class BrandConfig(_Model):
         data = self.model_dump(mode="json", exclude={"source_path"})
         # Packshot fields at their defaults are left out, so a brand that uses none of them
         # keeps the digest it had before they existed (no spurious new brand version).
-        if data.get("inpaint_model") is None:
-            data.pop("inpaint_model", None)
+        for key in ("inpaint_model", "controlnet"):
+            if data.get(key) is None:
+                data.pop(key, None)
         for tmpl in data.get("templates", {}).values():
             if tmpl.get("source") == "text" and tmpl.get("placement") is None:
                 tmpl.pop("source", None)
@@ -402,6 +460,13 @@ class BrandConfig(_Model):
     def resolved_base_model(self) -> str:
         """``base_model`` with a relative local path made absolute; repo ids stay as written."""
         return self._resolved_model(self.base_model)
+
+    def resolved_controlnet_path(self) -> str | None:
+        """The ControlNet file, absolute (relative paths are relative to the brand file)."""
+        cn = self.controlnet
+        if cn is None or cn.path == "tiny-controlnet":
+            return None if cn is None else cn.path
+        return str(self.resolve_path(str(Path(cn.path).expanduser())))
 
     def resolved_inpaint_model(self) -> str | None:
         """``inpaint_model`` resolved like ``base_model`` (None: inpaint with base_model)."""

@@ -11,7 +11,10 @@ its own ``Generator`` (``load_generator``) and wrapped the same way.
 batch-invariant mode on the CPU and the CUDA OOM split, and each shot in a batch with its own
 image and mask. After decoding, each image goes through ``pipeline.packshot.composite`` (the
 real product pixels pasted back) and the exact fidelity check; the output's ``image``/``png``
-are the composited image, ``raw`` the decoded one.
+are the composited image, ``raw`` the decoded one. With a ``ControlSpec`` (the brand's
+ControlNet, recorded on the shot at plan time) the batch runs diffusers' ControlNet
+inpainting pipeline on the same shared modules, the placed packshot's canny edges as the
+control image (``pipeline.generate.controlnet``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
+from pipeline.generate.controlnet import ControlSpec, control_image, load_controlnet
 from pipeline.generate.generator import (
     OOM_MESSAGE,
     Generator,
@@ -90,15 +94,36 @@ class Inpainter:
         self.pipe = AutoPipelineForInpainting.from_pipe(generator.pipe)
         self.pipe.set_progress_bar_config(disable=True)
         self.channels = int(self.pipe.unet.config.in_channels)
+        self._controlled: dict[str, Any] = {}  # ControlNet file@sha256 -> its pipeline
+
+    def _pipe_for(self, control: ControlSpec | None) -> Any:
+        """The inpainting pipeline, or its ControlNet variant for ``control`` (the ControlNet
+        loaded once, checked against the sha256 the shot recorded; ``ModelLoadError``)."""
+        if control is None:
+            return self.pipe
+        key = f"{control.path}@{control.sha256}"  # the weights; the scale is per call
+        if key not in self._controlled:
+            from diffusers import AutoPipelineForInpainting
+
+            g = self.generator
+            model = load_controlnet(control, g.device, g.pipe.unet.dtype)
+            pipe = AutoPipelineForInpainting.from_pipe(g.pipe, controlnet=model)
+            pipe.set_progress_bar_config(disable=True)
+            self._controlled[key] = pipe
+        return self._controlled[key]
 
     @property
     def model_id(self) -> str:
         return self.generator.model_id
 
     def generate(
-        self, shots: Sequence[InpaintShot], batch_id: str | None = None
+        self,
+        shots: Sequence[InpaintShot],
+        batch_id: str | None = None,
+        control: ControlSpec | None = None,
     ) -> list[PackshotOutput]:
-        """Composited images for ``shots``, in input order. Per-shot failures are in ``error``."""
+        """Composited images for ``shots``, in input order. Per-shot failures are in ``error``
+        (a ControlNet that cannot be loaded fails every shot that asked for it)."""
         g = self.generator
         batch_id = batch_id or uuid.uuid4().hex
         groups: dict[tuple[Any, ...], list[int]] = {}
@@ -115,7 +140,8 @@ class Inpainter:
         for indices in groups.values():
             for start in range(0, len(indices), size):
                 idx = indices[start : start + size]
-                for i, outcome in zip(idx, self._run_split([shots[j] for j in idx]), strict=True):
+                chunk = [shots[j] for j in idx]
+                for i, outcome in zip(idx, self._run_split(chunk, control), strict=True):
                     # Composite, check and PNG encode run on the generator's CPU threads
                     # (numpy, OpenCV and zlib release the GIL) while the next batch denoises.
                     fut = g._encoder.submit(self._result, shots[i], batch_id, outcome)
@@ -144,13 +170,13 @@ class Inpainter:
         return PackshotOutput(out, raw, fid)
 
     def _run_split(
-        self, chunk: list[InpaintShot]
+        self, chunk: list[InpaintShot], control: ControlSpec | None = None
     ) -> list[tuple[Image.Image, dict[str, float]] | str]:
         """Run a batch; on CUDA OOM split it in half and retry, down to single images."""
         import torch
 
         try:
-            images, timings = self._run_batch(chunk)
+            images, timings = self._run_batch(chunk, control)
         except torch.cuda.OutOfMemoryError:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
@@ -163,13 +189,15 @@ class Inpainter:
                 ]
             half = (len(chunk) + 1) // 2
             log.warning("CUDA OOM at inpainting batch size %d; splitting", len(chunk))
-            return self._run_split(chunk[:half]) + self._run_split(chunk[half:])
+            return self._run_split(chunk[:half], control) + self._run_split(chunk[half:], control)
         except (LoraError, ModelLoadError, ValueError) as exc:
             return [str(exc)] * len(chunk)
         timings = {**timings, "batch_size": float(len(chunk))}
         return [(img, timings) for img in images]
 
-    def _run_batch(self, chunk: list[InpaintShot]) -> tuple[list[Image.Image], dict[str, float]]:
+    def _run_batch(
+        self, chunk: list[InpaintShot], control: ControlSpec | None = None
+    ) -> tuple[list[Image.Image], dict[str, float]]:
         import torch
 
         g = self.generator
@@ -180,7 +208,8 @@ class Inpainter:
                     f"shot {shot.params.shot_id} wants model {shot.params.model_id!r}, "
                     f"this inpainter holds {g.model_id!r}"
                 )
-        self.pipe.scheduler = g._scheduler(first.scheduler)
+        pipe = self._pipe_for(control)
+        pipe.scheduler = g._scheduler(first.scheduler)
         t0 = time.perf_counter()
         g._activate_adapters(first)  # fuses into the shared UNet
         t_lora = time.perf_counter() - t0
@@ -188,10 +217,15 @@ class Inpainter:
         generators = [torch.Generator(device="cpu").manual_seed(s.params.seed) for s in chunk]
         images = [Image.fromarray(s.placed.rgb, "RGB") for s in chunk]
         masks = [Image.fromarray(s.placed.inpaint_mask, "L") for s in chunk]
+        extra: dict[str, Any] = {}
+        if control is not None:
+            extra["control_image"] = [control_image(s.placed.rgb, control) for s in chunk]
+            extra["controlnet_conditioning_scale"] = control.scale
         invariant = _batch_invariant_mode() if g.batch_invariant else contextlib.nullcontext()
         with torch.inference_mode(), invariant:
             t1 = time.perf_counter()
-            latents = self.pipe(
+            latents = pipe(
+                **extra,
                 prompt=[s.params.prompt for s in chunk],
                 negative_prompt=[s.params.negative_prompt for s in chunk],
                 image=images,

@@ -21,6 +21,8 @@ TINY_DIRNAME = "tiny-sd"
 # The 9-channel inpainting variant (latents + mask + masked-image latents in), for packshot
 # shots with a brand ``inpaint_model: tiny-inpaint``. Same VAE, text encoder and blocks.
 TINY_INPAINT_DIRNAME = "tiny-sd-inpaint"
+# A ControlNet for the tiny UNet's blocks (brand ``controlnet: {path: tiny-controlnet}``).
+TINY_CONTROLNET_DIRNAME = "tiny-controlnet"
 # Bump when the architecture below changes, so stale caches are rebuilt rather than reused.
 TINY_VERSION = "1"
 _MARKER = "shotline_tiny.json"
@@ -137,6 +139,46 @@ def ensure_tiny_model(cache_dir: Path, inpaint: bool = False) -> Path:
     def build(tmp: Path) -> None:
         pipe = build_tiny_pipeline(in_channels=9 if inpaint else 4)
         pipe.save_pretrained(tmp, safe_serialization=True)
+        (tmp / _MARKER).write_text(json.dumps({"version": TINY_VERSION, "seed": TINY_SEED}))
+
+    return publish_dir(target, build, _is_complete)
+
+
+def build_tiny_controlnet():  # -> ControlNetModel (untyped)
+    """A ControlNet for the tiny UNet (4 latent channels in, so it also serves the 9-channel
+    inpainting variant, whose ControlNet input is the plain latents). ``from_unet`` starts
+    its zero convolutions at zero, which would make it a no-op; here they get small random
+    weights (fixed seed) so that a test can see the control image change the scene."""
+    import torch
+    from diffusers import ControlNetModel
+
+    unet = build_tiny_pipeline().unet
+    controlnet = ControlNetModel.from_unet(
+        unet, conditioning_embedding_out_channels=(8, 16, 32, 64)
+    )
+    gen = torch.Generator().manual_seed(TINY_SEED + 1)
+    with torch.no_grad():
+        for name, param in controlnet.named_parameters():
+            zero_init = name.startswith(
+                (
+                    "controlnet_down_blocks",
+                    "controlnet_mid_block",
+                    "controlnet_cond_embedding.conv_out",
+                )
+            )
+            if zero_init:
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.05)
+    return controlnet
+
+
+def ensure_tiny_controlnet(cache_dir: Path) -> Path:
+    """The tiny ControlNet's folder (diffusers layout: config.json + safetensors), built once."""
+    target = Path(cache_dir) / TINY_CONTROLNET_DIRNAME
+    if _is_complete(target):
+        return target
+
+    def build(tmp: Path) -> None:
+        build_tiny_controlnet().save_pretrained(tmp, safe_serialization=True)
         (tmp / _MARKER).write_text(json.dumps({"version": TINY_VERSION, "seed": TINY_SEED}))
 
     return publish_dir(target, build, _is_complete)

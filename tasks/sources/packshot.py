@@ -308,7 +308,9 @@ def generate_packshots(
     product composited back. A stand-in generator without a pipeline generates the scene
     and the product is composited over it. Returns the outputs and what each shot records.
     A brand's ``inpaint_model`` (recorded on the shot at plan time) is loaded once and used
-    instead of the base model's own modules."""
+    instead of the base model's own modules; a brand's ControlNet (recorded likewise)
+    conditions its shots' batches on the packshot's edges (a stand-in generator, which has
+    no pipeline, ignores it)."""
     chosen = {(jobs[p.shot_id].packshot.get("inpaint_model") or model_id) for p in group}
     use = sorted(chosen)[0] if len(chosen) == 1 else model_id
     if use != model_id:
@@ -324,10 +326,19 @@ def generate_packshots(
             if info:
                 notes[out.shot_id] = info
         return done, notes
+    from pipeline.generate.controlnet import ControlSpec
     from pipeline.generate.inpaint import InpaintShot
 
-    shots = [InpaintShot(p, jobs[p.shot_id].placed) for p in group]
-    results = _inpainter(generator).generate(shots, batch_id=batch_id)
+    # Shots planned with different ControlNets (or none) never share a denoising batch.
+    by_control: dict[str, list[ShotParams]] = {}
+    for p in group:
+        spec = ControlSpec.from_json(jobs[p.shot_id].packshot.get("controlnet"))
+        by_control.setdefault(spec.key() if spec else "", []).append(p)
+    results = []
+    for part in by_control.values():
+        spec = ControlSpec.from_json(jobs[part[0].shot_id].packshot.get("controlnet"))
+        shots = [InpaintShot(p, jobs[p.shot_id].placed) for p in part]
+        results += _inpainter(generator).generate(shots, batch_id=batch_id, control=spec)
     outputs = []
     for res in results:
         out, fid = res.output, res.fidelity

@@ -24,14 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        var_dir=tmp_path_factory.mktemp("var"),
-        model_cache_dir=ROOT / "var" / "models",
-        device="cpu",
-        clip_model="tiny",
-    )
+def settings(cpu_settings: Settings) -> Settings:
+    return cpu_settings
 
 
 def policy() -> GatePolicy:

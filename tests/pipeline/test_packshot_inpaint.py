@@ -37,14 +37,8 @@ SIZE = 64
 
 
 @pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        var_dir=tmp_path_factory.mktemp("var"),
-        model_cache_dir=ROOT / "var" / "models",
-        device="cpu",
-        batch_size=4,
-    )
+def settings(cpu_settings: Settings) -> Settings:
+    return cpu_settings
 
 
 @pytest.fixture(scope="module", params=["tiny", "tiny-inpaint"])

@@ -69,6 +69,18 @@ def seed_shots(
     return ids
 
 
+def cli_env(settings: Settings) -> dict[str, str]:
+    """The environment a `shotline` CLI call needs to see ``settings``' embedded line (its
+    database, blob folder, model cache and the sample packshots as a source root)."""
+    return {
+        "SHOTLINE_DATABASE_URL": settings.database_url,
+        "SHOTLINE_VAR_DIR": str(settings.var_dir),
+        "SHOTLINE_BLOB_ROOT": str(settings.blob_root),
+        "SHOTLINE_MODEL_CACHE_DIR": str(settings.model_cache_dir),
+        "SHOTLINE_SOURCE_ROOTS": json.dumps([str(ROOT / "samples")]),
+    }
+
+
 def line_counts(settings: Settings, ids: list[int]) -> dict[str, Any]:
     engine = make_engine(settings.database_url)
     try:

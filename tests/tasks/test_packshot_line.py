@@ -25,6 +25,7 @@ from tasks.fakes import PassThroughGate
 from tasks.runner import run_line
 from tests.conftest import ROOT
 from tests.factories import make_brand, make_product, make_shot
+from tests.tasks.conftest import cli_env
 
 PACKSHOTS = ROOT / "samples" / "packshots"
 
@@ -163,13 +164,7 @@ def test_packshot_with_the_tiny_inpainting_pipeline(tmp_settings: Settings) -> N
             assert not np.array_equal(raw[alpha == 0], canvas[alpha == 0])  # a generated scene
             assert row.generation.batch_id is not None
     # reproduce: the same bytes on the CPU from the stored source blob, in its batch and alone
-    env = {
-        "SHOTLINE_DATABASE_URL": settings.database_url,
-        "SHOTLINE_VAR_DIR": str(settings.var_dir),
-        "SHOTLINE_BLOB_ROOT": str(settings.blob_root),
-        "SHOTLINE_MODEL_CACHE_DIR": str(settings.model_cache_dir),
-        "SHOTLINE_SOURCE_ROOTS": json.dumps([str(ROOT / "samples")]),
-    }
+    env = cli_env(settings)
     for args in ([str(shot_ids[1])], [str(shot_ids[0]), "--alone"]):
         res = CliRunner().invoke(app, ["reproduce", *args, "--json"], env=env)
         assert res.exit_code == 0, res.stdout + res.stderr

@@ -83,6 +83,13 @@ def _add_packshot(tree: Tree, pk: Mapping[str, Any] | None) -> None:
         )
     if pk.get("placement"):
         node.add(f"placement {_e(pk['placement'])}")
+    cn = pk.get("controlnet")
+    if isinstance(cn, Mapping):
+        node.add(
+            f"controlnet {_e(cn.get('kind'))} {_e(cn.get('path'))}  sha256 {_e(cn.get('sha256'))}"
+            f"  scale {_e(cn.get('scale'))}  canny {_e(cn.get('canny_low'))}-"
+            f"{_e(cn.get('canny_high'))}"
+        )
 
 
 def _add_generation(tree: Tree, chain: Mapping[str, Any]) -> None:
