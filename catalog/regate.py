@@ -6,6 +6,8 @@ Every pass appends a ``filter_results`` row and makes it the current one; earlie
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, selectinload
 
@@ -19,8 +21,11 @@ S = ShotState
 RESCORE_STATES = (S.pending_review, S.rejected, S.approved, S.published)
 
 
-def rescore_candidates(session: Session, brand: str) -> list[Shot]:
-    """The brand's gated shots, with their current filter result and final-file row."""
+def rescore_candidates(
+    session: Session, brand: str, shot_ids: Sequence[int] | None = None
+) -> list[Shot]:
+    """The brand's gated shots (of ``shot_ids`` when given), with their current filter
+    result and final-file row."""
     stmt = (
         select(Shot)
         .join(Brand, Brand.id == Shot.brand_id)
@@ -28,6 +33,8 @@ def rescore_candidates(session: Session, brand: str) -> list[Shot]:
         .options(selectinload(Shot.filter_result), selectinload(Shot.watermark))
         .order_by(Shot.id)
     )
+    if shot_ids is not None:
+        stmt = stmt.where(Shot.id.in_(list(shot_ids)))
     return [shot for shot in session.scalars(stmt) if shot.filter_result is not None]
 
 
@@ -63,3 +70,23 @@ def record_pass(session: Session, shot_id: int, decision: FilterDecision, result
     if result == REJECTED and shot.state == S.pending_review:
         transition(shot, S.rejected)  # the reasons are on the new filter_results row
     return True
+
+
+def passes_since(session: Session, before: Mapping[int, int]) -> dict[int, FilterDecision]:
+    """The shots (ids of ``before``: shot id -> its current filter result's id then) whose
+    current filter result is a newer pass now, as decisions: what a re-encode on the cpu
+    queue has recorded so far."""
+    rows = session.scalars(
+        select(FilterResult).where(FilterResult.shot_id.in_(list(before)), FilterResult.current)
+    )
+    return {
+        fr.shot_id: FilterDecision(
+            decision=fr.decision,  # type: ignore[arg-type]
+            scores=list(fr.scores or []),
+            reasons=list(fr.reasons or []),
+            policy_version=fr.policy_version,
+            clip_model=fr.clip_model,
+        )
+        for fr in rows
+        if fr.id != before[fr.shot_id]
+    }

@@ -50,6 +50,7 @@ TASK_MODULES = [
     "tasks.dispatch",
     "tasks.ingest",
     "tasks.fetch",
+    "tasks.regate",
     "tasks.signals",
     "tasks.training.task",
 ]

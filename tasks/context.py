@@ -136,9 +136,13 @@ class WorkerContext:
                 self._gate = factory(self.settings)
             return self._gate
 
-    def brand_config(self, name: str, stored: dict[str, Any] | None = None) -> BrandConfig:
-        """The brand's YAML from brands_dir; the config stored on the row if the file is gone."""
-        cfg = self._brands.get(name)
+    def brand_config(
+        self, name: str, stored: dict[str, Any] | None = None, fresh: bool = False
+    ) -> BrandConfig:
+        """The brand's YAML from brands_dir; the config stored on the row if the file is gone.
+        Kept for the worker's life, unless ``fresh`` (read the file again: a rescore applies
+        the policy as it is now)."""
+        cfg = None if fresh else self._brands.get(name)
         if cfg is None:
             try:
                 cfg = find_brand(self.settings.brands_dir, name)

@@ -2,9 +2,10 @@
 
 - ``gpu.<model-key>`` (e.g. ``gpu.tiny``): ``shotline.generate_batch``. One queue per base
   model so a worker keeps one model loaded and never swaps it between tasks.
-- ``cpu``: ``shotline.gate_shot`` (CLIP + watermark + provenance), ``shotline.publish_shot``
-  ``shotline.sweep_stalled`` and ``shotline.fetch_sources`` (source image downloads), so
-  CPU work never stalls a GPU.
+- ``cpu``: ``shotline.publish_shot``, ``shotline.sweep_stalled``, ``shotline.fetch_sources``
+  (source image downloads), ``shotline.regate_shots`` (a rescore's re-encodes) and
+  ``shotline.gate_shot`` (CLIP + watermark + provenance for images that arrive without a
+  GPU: every image with ``gate_on=cpu``), so CPU work never stalls a GPU.
 - ``ingest``: ``shotline.import_catalog`` and the beat-driven ``shotline.ingest_due_catalogs``.
 
 The names are the wire format between CLI, workers, beat and docker/compose.yaml: renaming
@@ -27,6 +28,7 @@ TASK_INGEST = "shotline.ingest_due_catalogs"
 TASK_SWEEP = "shotline.sweep_stalled"
 TASK_FETCH = "shotline.fetch_sources"
 TASK_TRAIN = "shotline.train_lora"
+TASK_REGATE = "shotline.regate_shots"
 
 QUEUE_CPU = "cpu"
 QUEUE_INGEST = "ingest"
@@ -40,6 +42,7 @@ ROUTES: dict[str, dict[str, str]] = {
     TASK_PUBLISH: {"queue": QUEUE_CPU},
     TASK_SWEEP: {"queue": QUEUE_CPU},
     TASK_FETCH: {"queue": QUEUE_CPU},
+    TASK_REGATE: {"queue": QUEUE_CPU},
     TASK_IMPORT: {"queue": QUEUE_INGEST},
     TASK_INGEST: {"queue": QUEUE_INGEST},
 }

@@ -16,7 +16,8 @@ no shot is lost and none gets a second row.
 
 A stage error in scoring or finalizing (not a transient one: those propagate, and Celery
 retries the task) falls back to the old path for that batch: the raw PNG is stored, the shots
-are recorded ``generated``, and the task enqueues them for the ``cpu`` queue's gate.
+are recorded ``generated``, and the task enqueues them for the ``cpu`` queue's gate. So does
+the whole message when the gate cannot be loaded on this host at all.
 """
 
 from __future__ import annotations
@@ -70,13 +71,23 @@ def generate_and_gate(
 ) -> steps.StepResult:
     """planned -> pending_review | rejected on the GPU host (``generated`` for a batch
     whose gating failed: ``result.done``, for the cpu queue)."""
+    try:
+        the_gate: Gate = ctx.gate()
+    except steps.transient_errors():
+        raise
+    except Exception as exc:  # this host cannot gate (CLIP does not load here): the cpu queue
+        log.warning(
+            "gate on the GPU host unavailable (%s: %s); generating for the cpu queue's gate",
+            type(exc).__name__,
+            exc,
+        )
+        return steps.generate(ctx, shot_ids, batch_id=batch_id, first_delivery=first_delivery)
     result = steps.StepResult()
     batch_id = batch_id or uuid.uuid4().hex
     claim = steps.claim_for_generate(ctx, shot_ids, first_delivery, result, for_gate=True)
     jobs, params = packshot_step.prepare_batch(ctx, claim.packshots, claim.params, result.failed)
     if not params:
         return result
-    the_gate: Gate = ctx.gate()
     futures: list[Future[steps.StepResult]] = []
     try:
         for chunk in gpu_batches(ctx, params):

@@ -5,6 +5,7 @@ queue's gate without losing the shot."""
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import threading
 from collections import Counter
@@ -163,3 +164,29 @@ def test_store_raw_keeps_the_raw_png(tmp_settings: Settings, tmp_path: Path) -> 
     for g in _generations(settings, ids).values():
         assert g.blob_key.startswith("raw/") and g.blob_backend == "local"
         assert len(store.get(g.blob_key)) == g.size_bytes
+
+
+_LOADS: list[int] = []
+
+
+def gate_that_fails_its_first_load(settings: Settings) -> Gate:
+    """The first load fails (say, CLIP does not fit beside the model); later ones work."""
+    _LOADS.append(1)
+    if len(_LOADS) == 1:
+        raise RuntimeError("CUDA out of memory while loading CLIP")
+    return PassThroughGate()
+
+
+def test_a_host_that_cannot_load_the_gate_leaves_gating_to_the_cpu_queue(
+    tmp_settings: Settings,
+) -> None:
+    # The factory runs from the module as the settings name it (pytest may import this file
+    # under another name): count its loads there.
+    loads = importlib.import_module("tests.tasks.test_host_gate")._LOADS
+    loads.clear()
+    gate = "tests.tasks.test_host_gate:gate_that_fails_its_first_load"
+    settings = _settings(tmp_settings, gate_factory=gate)
+    ids = seed_shots(settings, 2)
+    assert run_line(settings, progress=False).counts == {"pending_review": 2}
+    assert len(loads) == 2  # the host's attempt, then the cpu queue's gate
+    assert all(g.blob_key.startswith("raw/") for g in _generations(settings, ids).values())

@@ -12,6 +12,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -28,7 +29,7 @@ from tasks.context import reset_contexts
 from tasks.runner import run_line
 from tests.conftest import ROOT, create_pg_database, drop_pg_database
 from tests.pipeline.test_clip_filter import FakeEncoder
-from tests.tasks.conftest import approve_all, seed_shots
+from tests.tasks.conftest import approve_all, fleet_settings, make_bucket, seed_shots
 
 ENCODER = FakeEncoder()
 
@@ -157,3 +158,51 @@ def test_rescore_unknown_brand_is_one_line(cli_settings: Settings) -> None:
     res = CliRunner().invoke(app, ["gate", "rescore", "--brand", "nope"])
     assert res.exit_code == 2
     assert "nope" in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.slow
+def test_rescore_reencodes_on_a_cpu_worker(
+    tmp_path: Path,
+    pg_db: str,
+    fleet_redis: str,
+    moto_server: str,
+    make_fleet: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With a broker the re-encodes are the cpu queue's: a real `celery worker` encodes the
+    stored final images, the CLI only waits for the new passes and reports them."""
+    brands = tmp_path / "brands"
+    brands.mkdir()
+    shutil.copy(ROOT / "samples" / "brands" / "acme.yaml", brands / "acme.yaml")
+    settings, env = fleet_settings(
+        tmp_path,
+        pg_db,
+        fleet_redis,
+        moto_server,
+        make_bucket(moto_server),
+        brands_dir=str(brands),
+        gate_factory="tests.tasks.test_rescore_cli:counting_gate",
+    )
+    ids = seed_shots(settings, 3)
+    fleet = make_fleet(settings, env)
+    fleet.start("worker", queues="gpu.tiny,cpu")
+    line = run_line(settings, progress=False, timeout_s=60)
+    assert line.counts == {"pending_review": 3}, line.failures
+    edit_brand(
+        settings,
+        "  concepts:\n",
+        '  concepts:\n    - {name: smoke, prompt: "smoke, haze", threshold: 0.5}\n',
+    )
+    for name in [n for n in os.environ if n.startswith("SHOTLINE_")]:
+        monkeypatch.delenv(name)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    ENCODER.image_calls.clear()
+    out = rescore("--timeout", "60")
+    assert out["modes"] == {"re-encoded": 3} and out["recorded"] == 3, out
+    assert ENCODER.image_calls == []  # this process encoded no image: the worker did
+    assert "Task shotline.regate_shots" in fleet.log_tail(10**6)
+    _, history = rows(settings)
+    for i in ids:
+        assert len(history[i]) == 2 and history[i][-1].current
+        assert any(r["name"] == "smoke" for r in history[i][-1].scores)

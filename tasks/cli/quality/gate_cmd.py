@@ -2,12 +2,15 @@
 applied to its gated shots.
 
 Shots whose stored scores came from the same concepts and CLIP model are re-decided from the
-stored numbers (no encoder); the others are encoded again from their stored final image, in
-this process (``pipeline.gate.rescore`` for the rules, ``catalog.regate`` for the rows).
+stored numbers, here (no encoder). The others are encoded again from their stored final
+image by ``shotline.regate_shots`` on the ``cpu`` queue (``tasks.regate``; in-process when
+embedded), and this command waits for them; ``--dry-run`` encodes them here and writes
+nothing. ``pipeline.gate.rescore`` holds the rules, ``catalog.regate`` the rows.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,21 +19,18 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from catalog.embeddings import replace_embedding
 from catalog.models import Shot
-from catalog.regate import record_pass, rescore_candidates
-from catalog.shots import shot_info, stored_brand_configs
+from catalog.regate import passes_since, rescore_candidates
+from catalog.shots import stored_brand_configs
 from pipeline.brand.config import BrandConfigError
 from pipeline.gate.policy import GateError, GatePolicy
 from pipeline.gate.rescore import can_redecide, outcome, redecide, with_carried_checks
-from pipeline.images import decode_image
-from pipeline.types import FilterDecision, GateItem
+from pipeline.types import FilterDecision
 from tasks.cli.common import clean, cli_state, console, fail, print_json
-from tasks.context import WorkerContext
+from tasks.context import WorkerContext, context_for
+from tasks.regate import encode_again, enqueue_regate, record_decisions
 
 gate_app = typer.Typer(help="Re-run gate decisions.", no_args_is_help=True)
-
-ENCODE_BATCH = 16  # final images decoded and encoded at a time: bounded memory
 
 
 @dataclass
@@ -64,52 +64,6 @@ def _redecide_or_queue(
         run.decisions[shot.id] = (dec, outcome(shot.state, dec.decision))
         progress.advance(task)
     return to_encode
-
-
-def _encode(
-    wctx: WorkerContext,
-    s: Any,
-    shots: list[Shot],
-    policy: Any,
-    run: _Pass,
-    progress: Progress,
-    task: Any,
-) -> None:
-    """Score the stored final images again, a batch at a time."""
-    the_gate = wctx.gate()
-    infos = shot_info(s, shots)
-    for i in range(0, len(shots), ENCODE_BATCH):
-        part = [sh for sh in shots[i : i + ENCODE_BATCH] if sh.watermark is not None]
-        for sh in shots[i : i + ENCODE_BATCH]:
-            if sh.watermark is None:
-                run.modes["no final image"] += 1
-                progress.advance(task)
-        keys = [sh.watermark.image_key for sh in part if sh.watermark is not None]
-        raws = wctx.io_map(wctx.store.get, keys)
-        items = [  # the bounded decoder: a stored blob is still bytes from a store
-            GateItem(
-                sh.id, decode_image(raw, f"shot {sh.id} final image"), infos[sh.id].product_text
-            )
-            for sh, raw in zip(part, raws, strict=True)
-        ]
-        for sh, dec in zip(part, the_gate.check(items, policy), strict=True):
-            run.modes["re-encoded"] += 1
-            if sh.filter_result is not None:
-                prev = sh.filter_result
-                dec = with_carried_checks(dec, list(prev.scores or []), list(prev.reasons or []))
-            run.decisions[sh.id] = (dec, outcome(sh.state, dec.decision))
-            progress.advance(task)
-
-
-def _record(wctx: WorkerContext, run: _Pass) -> int:
-    recorded = 0
-    with wctx.sessions.begin() as s:
-        for sid, (dec, result) in run.decisions.items():
-            if record_pass(s, sid, dec, result):
-                recorded += 1
-                if dec.embedding is not None:
-                    replace_embedding(s, sid, dec.clip_model, dec.embedding)
-    return recorded
 
 
 def _summary(brand: str, run: _Pass, shots: dict[int, Shot], dry_run: bool) -> dict[str, Any]:
@@ -157,22 +111,65 @@ def _print(summary: dict[str, Any]) -> None:
         )
 
 
+def _encode_here(
+    wctx: WorkerContext, s: Any, shots: list[Shot], policy: Any, run: _Pass, advance: Any
+) -> None:
+    """--dry-run: encode here (the decisions come back to print; nothing is written)."""
+    decided = encode_again(wctx, s, shots, policy, on_shot=advance)
+    run.modes.update({"re-encoded": len(decided), "no final image": len(shots) - len(decided)})
+    run.modes += Counter()  # drop the zero counts
+    run.decisions.update(decided)
+
+
+def _encode_on_queue(
+    wctx: WorkerContext, brand: str, shots: list[Shot], run: _Pass, timeout_s: float
+) -> int:
+    """Send the re-encodes to the ``cpu`` queue and wait until each shot has a new current
+    pass; returns how many do. Embedded, the tasks have run when ``enqueue_regate`` returns."""
+    before = {
+        sh.id: sh.filter_result.id
+        for sh in shots
+        if sh.watermark is not None and sh.filter_result is not None
+    }
+    if len(before) < len(shots):
+        run.modes["no final image"] += len(shots) - len(before)
+    enqueue_regate(wctx.settings, brand, list(before))
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with wctx.sessions() as s:
+            decided = passes_since(s, before)
+        if len(decided) == len(before) or time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
+    for sh in shots:
+        dec = decided.get(sh.id)
+        if dec is not None:
+            run.modes["re-encoded"] += 1
+            run.decisions[sh.id] = (dec, outcome(sh.state, dec.decision))
+        elif sh.id in before:
+            run.modes["still queued"] += 1
+    return len(decided)
+
+
 @gate_app.command("rescore")
 def rescore(
     ctx: typer.Context,
     brand: str = typer.Option(..., "--brand", help="Brand whose gated shots to re-decide."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change; write nothing."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    timeout: float = typer.Option(
+        600.0, "--timeout", min=0, help="Seconds to wait for the cpu queue's re-encodes."
+    ),
 ) -> None:
     """Apply the brand's current gate policy to its gated shots (stored scores when only
-    thresholds changed, else the stored final image encoded again)."""
+    thresholds changed, else the stored final image encoded again on the cpu queue)."""
     state = cli_state(ctx)
-    wctx = WorkerContext(
-        settings=state.settings, engine=state.engine, sessions=state.sessionmaker()
-    )
+    # The process's own context: embedded, the re-encode tasks run here and share its CLIP.
+    wctx = context_for(state.settings)
     with wctx.sessions() as s:
         try:
-            cfg = wctx.brand_config(brand, stored_brand_configs(s, [brand]).get(brand))
+            stored = stored_brand_configs(s, [brand]).get(brand)
+            cfg = wctx.brand_config(brand, stored, fresh=True)
             the_gate = wctx.gate()
             policy = the_gate.policy_for(cfg)
         except (BrandConfigError, GateError) as exc:
@@ -190,9 +187,20 @@ def rescore(
         ) as progress:
             task = progress.add_task("rescore", total=len(shots))
             to_encode = _redecide_or_queue(shots, policy, clip_model, run, progress, task)
-            if to_encode:
-                _encode(wctx, s, to_encode, policy, run, progress, task)
-        summary = _summary(brand, run, {sh.id: sh for sh in shots}, dry_run)
+            if to_encode and dry_run:
+                _encode_here(wctx, s, to_encode, policy, run, lambda: progress.advance(task))
+    recorded = 0
     if not dry_run:
-        summary["recorded"] = _record(wctx, run)
+        recorded = record_decisions(wctx, run.decisions)
+        if to_encode:
+            recorded += _encode_on_queue(wctx, brand, to_encode, run, timeout)
+    summary = _summary(brand, run, {sh.id: sh for sh in shots}, dry_run)
+    if not dry_run:
+        summary["recorded"] = recorded
     print_json(summary) if as_json else _print(summary)
+    if run.modes.get("still queued"):
+        fail(
+            f"{run.modes['still queued']} re-encode(s) still queued on the cpu queue after "
+            f"{timeout:g} s; they are recorded when a cpu worker runs them",
+            code=1,
+        )
