@@ -52,6 +52,8 @@ class _Batch:
     decisions: dict[int, FilterDecision]
     timings: dict[str, float]
     fallback: str | None = None  # why this batch goes to the cpu queue's gate instead
+    # The packshot shots' placements, still in memory (the fidelity check reads no blob).
+    jobs: dict[int, packshot_step.PackshotJob] = field(default_factory=dict)
 
 
 @dataclass
@@ -163,7 +165,7 @@ def _generate_and_score(
         "generate_start": t0,
         "generate_end": t1,
     }
-    return _Batch(generated, decisions, timings, fallback)
+    return _Batch(generated, decisions, timings, fallback, jobs)
 
 
 def _finalize_batch(
@@ -222,7 +224,7 @@ def _finalize_files(
         if stub.id in images
     }
     finals_data = {f.shot_id: f.image.data for f in built}
-    packshot_step.check_fidelity(ctx, packshots, images, finals_data, batch.decisions)
+    packshot_step.check_fidelity(ctx, packshots, images, finals_data, batch.decisions, batch.jobs)
     done.finals = dict(ctx.io_map(lambda f: steps.put_final(ctx, f), built))
 
 

@@ -363,14 +363,25 @@ def _stored_array(ctx: WorkerContext, key: Any, mode: str) -> np.ndarray | None:
 
 
 def fidelity_scores(
-    ctx: WorkerContext, packshot: Mapping[str, Any], raw: Image.Image, final: bytes
+    ctx: WorkerContext,
+    packshot: Mapping[str, Any],
+    raw: Image.Image,
+    final: bytes,
+    placed_now: Placed | None = None,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """The product-fidelity scores of one packshot shot and the reasons it fails: inside
     the eroded product mask the raw image equals the placed source bit for bit, and the
-    final (watermarked) file is within ``MIN_PSNR_DB`` of it."""
+    final (watermarked) file is within ``MIN_PSNR_DB`` of it. The placed canvas and alpha
+    are read back from the store, unless the caller still holds them (``placed_now``: the
+    GPU host, which made them)."""
     placed = packshot.get("placed") or {}
-    canvas = _stored_array(ctx, placed.get("image_key"), "RGB")
-    alpha = _stored_array(ctx, placed.get("alpha_key"), "L")
+    canvas: np.ndarray | None
+    alpha: np.ndarray | None
+    if placed_now is not None:
+        canvas, alpha = placed_now.rgb, placed_now.alpha
+    else:
+        canvas = _stored_array(ctx, placed.get("image_key"), "RGB")
+        alpha = _stored_array(ctx, placed.get("alpha_key"), "L")
     if canvas is None or alpha is None:
         return [], ["product fidelity: the placed source or its mask is missing from the store"]
     core = alpha == 255
@@ -424,13 +435,16 @@ def check_fidelity(
     raws: Mapping[int, Image.Image],
     finals: Mapping[int, bytes],
     decisions: dict[int, FilterDecision],
+    jobs: Mapping[int, PackshotJob] | None = None,
 ) -> None:
     """Add the fidelity scores to each packshot shot's decision; a shot that fails is
-    rejected with the reason (in place)."""
+    rejected with the reason (in place). ``jobs``: the shots' placements still in memory."""
     for sid, packshot in packshots.items():
         if sid not in decisions or sid not in finals:
             continue
-        scores, reasons = fidelity_scores(ctx, packshot, raws[sid], finals[sid])
+        job = (jobs or {}).get(sid)
+        placed_now = job.placed if job is not None else None
+        scores, reasons = fidelity_scores(ctx, packshot, raws[sid], finals[sid], placed_now)
         dec = decisions[sid]
         decisions[sid] = dataclasses.replace(
             dec,
