@@ -12,7 +12,15 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from catalog.models import Asset, Brand, FilterResult, Generation, Shot, ShotState, utcnow
+from catalog.models import (
+    Asset,
+    Brand,
+    Generation,
+    Shot,
+    ShotState,
+    Watermark,
+    utcnow,
+)
 from catalog.shots import shot_params
 
 
@@ -37,7 +45,9 @@ def throughput(session: Session, minutes: int = 5, brand: str | None = None) -> 
     out: dict[str, Any] = {"window_minutes": minutes}
     for name, model, column in (
         ("generated", Generation, Generation.created_at),
-        ("gated", FilterResult, FilterResult.created_at),
+        # One watermarks row per shot, written when it is first gated (kept or rejected):
+        # a rescore adds filter_results rows, and must not count the shot again.
+        ("gated", Watermark, Watermark.created_at),
         ("published", Asset, Asset.published_at),
     ):
         stmt = select(func.count()).select_from(model).join(Shot, Shot.id == model.shot_id)

@@ -22,6 +22,7 @@ from catalog import migrate
 from catalog.db import make_engine, make_sessionmaker
 from catalog.embeddings import embedding_of
 from catalog.models import FilterResult, Shot
+from catalog.status import throughput
 from pipeline.gate.stage import Gate, load_gate
 from pipeline.settings import Settings
 from tasks.cli.app import app
@@ -152,6 +153,13 @@ def test_rescore_thresholds_without_encoder_then_concepts_reencode(cli_settings:
     for i in ids:
         assert len(history[i]) == 3 and [fr.current for fr in history[i]] == [False, False, True]
         assert any(r["name"] == "smoke" for r in history[i][-1].scores)
+    engine = make_engine(cli_settings.database_url)
+    try:
+        with make_sessionmaker(engine)() as s:
+            # Three passes each, and each shot is still gated once in the line's figures.
+            assert throughput(s, minutes=60)["gated"] == 3
+    finally:
+        engine.dispose()
 
 
 def test_rescore_unknown_brand_is_one_line(cli_settings: Settings) -> None:
