@@ -16,8 +16,12 @@ from catalog.models import (
     Asset,
     Brand,
     Generation,
+    Product,
+    ProductRevision,
     Shot,
     ShotState,
+    SourceImage,
+    SourceImageRef,
     Watermark,
     utcnow,
 )
@@ -79,6 +83,22 @@ def recent_failures(
     ]
 
 
+def source_image_counts(session: Session, brand: str | None = None) -> dict[str, int]:
+    """The catalog images packshot shots are made from, by fetch status (of the images the
+    brand's products name, with ``brand``)."""
+    stmt = select(SourceImage.status, func.count(func.distinct(SourceImage.id)))
+    if brand is not None:
+        stmt = (
+            stmt.join(SourceImageRef, SourceImageRef.source_image_id == SourceImage.id)
+            .join(ProductRevision, ProductRevision.id == SourceImageRef.product_revision_id)
+            .join(Product, Product.id == ProductRevision.product_id)
+            .join(Brand, Brand.id == Product.brand_id)
+            .where(Brand.name == brand)
+        )
+    rows = session.execute(stmt.group_by(SourceImage.status))
+    return {str(state): int(n) for state, n in rows}
+
+
 def status_report(
     session: Session, brand: str | None = None, minutes: int = 5, failures: int = 20
 ) -> dict[str, Any]:
@@ -87,6 +107,7 @@ def status_report(
         "brand": brand,
         "total": sum(counts.values()),
         "counts": counts,
+        "source_images": source_image_counts(session, brand),
         "throughput": throughput(session, minutes, brand),
         "failures": recent_failures(session, failures, brand),
     }

@@ -1,4 +1,5 @@
-"""``shotline status``: counts by state, recent throughput, failures."""
+"""``shotline status``: counts by state, source images by fetch status, recent throughput,
+failures."""
 
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ def _print_report(report: dict[str, Any], brand: str | None) -> None:
         table.add_row(state, str(n))
     table.add_row("[bold]total[/]", f"[bold]{report['total']}[/]")
     console.print(table)
+    sources = report.get("source_images") or {}
+    if sources:
+        parts = ", ".join(f"{state} {n}" for state, n in sorted(sources.items()))
+        console.print(f"source images (packshots): {parts}", highlight=False)
     tp = report["throughput"]
     console.print(
         f"last {tp['window_minutes']} min: generated {tp['generated']} "
