@@ -151,7 +151,7 @@ def ingest_source_file(ctx: WorkerContext, uri: str, brand: str | None = None) -
             if not name:
                 raise BrandConfigError(uri, ["no brand: set SHOTLINE_INGEST_BRAND"])
             cfg = ctx.brand_config(name)
-            summary = import_catalog(ctx.sessions, path, cfg)
+            summary = import_catalog(ctx.sessions, path, cfg, source_uri=uri)
         except (ValueError, OSError) as exc:  # CatalogFileError, BrandConfigError, unreadable
             run_id = getattr(getattr(exc, "summary", None), "run_id", None)
             reason = str(exc)

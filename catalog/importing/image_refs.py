@@ -24,7 +24,7 @@ _FLUSH = 50_000  # references staged at a time
 
 
 def revision_refs(
-    revision_id: int, data: Mapping[str, Any], line: int | None, base_dir: Path | None
+    revision_id: int, data: Mapping[str, Any], line: int | None, base_dir: Path | str | None
 ) -> tuple[list[RefRow], int]:
     """The references of one revision's data, and how many cells were unusable. Variant
     images are among ``images`` already (import adds them), so one row per image is all."""
@@ -39,7 +39,7 @@ def revision_refs(
     return refs, skipped
 
 
-def write_run_refs(session: Session, run_id: int, base_dir: Path | None) -> tuple[int, int]:
+def write_run_refs(session: Session, run_id: int, base_dir: Path | str | None) -> tuple[int, int]:
     """References of every revision import run ``run_id`` created: (written, skipped)."""
     ids = list(
         session.scalars(
@@ -61,7 +61,7 @@ def write_run_refs(session: Session, run_id: int, base_dir: Path | None) -> tupl
 
 
 def write_revision_refs(
-    session: Session, rows: Iterable[Any], base_dir: Path | None
+    session: Session, rows: Iterable[Any], base_dir: Path | str | None
 ) -> tuple[int, int]:
     written = skipped = 0
     pending: list[RefRow] = []

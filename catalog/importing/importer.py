@@ -35,6 +35,7 @@ from catalog.importing.import_store import ApplyResult, ImportStore
 from catalog.importing.product_content import ProductAcc
 from catalog.models import ImportRun, ImportStatus, utcnow
 from pipeline.brand.config import BrandConfig
+from pipeline.sources.refs import ref_base
 
 log = logging.getLogger(__name__)
 # Row warnings kept on the run (import_runs.warnings); the rest are counted.
@@ -150,9 +151,12 @@ def import_catalog(
     encoding: str = "auto",
     chunk_rows: int = 20_000,
     max_field_chars: int = DEFAULT_MAX_FIELD_CHARS,
+    source_uri: str | None = None,
 ) -> ImportSummary:
     """Import ``path`` for ``brand``. Raises ``CatalogImportError`` (a ``CatalogFileError``) for a
-    file that cannot be imported, after recording the failed run."""
+    file that cannot be imported, after recording the failed run. ``source_uri``: where the
+    file really lives when ``path`` is a downloaded copy (scheduled ingestion from S3): the
+    run records it, and relative image references resolve against it."""
     path = Path(path)
     summary = ImportSummary(run_id=None, status=ImportStatus.running.value, source=str(path))
     file_sha: str | None = None
@@ -173,7 +177,7 @@ def import_catalog(
         brand_id = upsert_brand(s, brand).id
         run = ImportRun(
             brand_id=brand_id,
-            source_uri=str(path),
+            source_uri=source_uri or str(path),
             file_sha256=info.sha256,
             format=summary.format,
             encoding=info.encoding,
@@ -269,7 +273,8 @@ def _load(
     current.clear()
     result = store.apply()
     store.close()
-    _, bad_refs = write_run_refs(s, run_id, Path(info.path).parent)
+    source = s.scalar(select(ImportRun.source_uri).where(ImportRun.id == run_id))
+    _, bad_refs = write_run_refs(s, run_id, ref_base(source or str(info.path)))
     if bad_refs:
         summary.warnings.append(f"{bad_refs} image references were empty or over 2 KB; skipped")
     _finish_run(s, run_id, info, summary, result)

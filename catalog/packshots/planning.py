@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -21,6 +20,7 @@ from sqlalchemy.orm import Session
 from catalog.importing.image_refs import write_revision_refs
 from catalog.models import ImportRun, ProductRevision, SourceImageRef
 from catalog.packshots.sources import pick_source
+from pipeline.sources.refs import ref_base
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +83,7 @@ def refs_by_revision(
             .where(ProductRevision.id.in_(missing))
         ).all()
         for rid, data, line, uri in rows:
-            base = Path(uri).parent if uri and "://" not in uri else None
+            base = ref_base(uri) if uri else None
             write_revision_refs(session, [(rid, data, line)], base)
         load()
     return found

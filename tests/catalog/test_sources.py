@@ -14,7 +14,7 @@ from catalog.importing.importer import import_catalog
 from catalog.models import Brand, Product, SourceImage, SourceImageRef
 from catalog.packshots.sources import find_sources, refs_for_revision, sources_to_fetch
 from pipeline.brand.config import BrandConfig
-from pipeline.sources.refs import normalize_ref, url_digest
+from pipeline.sources.refs import normalize_ref, ref_base, url_digest
 
 SHOPIFY = (
     "Handle,Title,Option1 Name,Option1 Value,Variant SKU,Image Src,Image Position,Variant Image\n"
@@ -109,6 +109,35 @@ def test_normalize_ref() -> None:
     assert normalize_ref("HTTPS://cdn/x.jpg", base) == "https://cdn/x.jpg"
     assert normalize_ref("  ", base) is None
     assert normalize_ref("x" * 3000, base) is None
+
+
+def test_relative_refs_of_a_catalog_at_a_url_resolve_next_to_it() -> None:
+    # Scheduled ingestion imports a downloaded copy: references are relative to the source.
+    s3 = ref_base("s3://feeds/acme/2026-12/catalog.csv")
+    assert s3 == "s3://feeds/acme/2026-12/"
+    assert normalize_ref("packshots/mug.png", s3) == "s3://feeds/acme/2026-12/packshots/mug.png"
+    assert normalize_ref("../shared/a b.png", s3) == "s3://feeds/acme/shared/a b.png"
+    assert normalize_ref("..\\up.png", s3) == "s3://feeds/acme/up.png"
+    https = ref_base("https://cdn.example.com/feeds/catalog.csv")
+    assert normalize_ref("img/a b.png", https) == "https://cdn.example.com/feeds/img/a%20b.png"
+    assert normalize_ref("/abs/x.png", s3) == "file:///abs/x.png"  # a local path stays local
+    assert ref_base("/data/catalogs/catalog.csv") == Path("/data/catalogs")
+    assert ref_base("file:///data/catalogs/catalog.csv") == Path("/data/catalogs")
+
+
+def test_import_of_a_downloaded_copy_resolves_refs_against_its_source(
+    factory: sessionmaker[Session], brand: BrandConfig, tmp_path: Path
+) -> None:
+    brand = brand.model_copy(
+        update={"column_map": {"sku": "Ref", "title": "Name", "image": "Photo"}}
+    )
+    path = tmp_path / "copy.csv"
+    path.write_text("Ref,Name,Photo\nP-9,Pot,packshots/p9.png\n")
+    summary = import_catalog(
+        factory, path, brand, fmt="generic", source_uri="s3://feeds/acme/catalog.csv"
+    )
+    assert summary.status == "succeeded"
+    assert _refs(factory, brand, "P-9") == [(1, "s3://feeds/acme/packshots/p9.png")]
 
 
 def test_pick_source() -> None:

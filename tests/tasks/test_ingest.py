@@ -12,7 +12,7 @@ import boto3
 from sqlalchemy import func, select
 
 from catalog import migrate
-from catalog.models import ImportRun, Shot
+from catalog.models import ImportRun, Shot, SourceImage
 from pipeline.settings import Settings
 from tasks.celery_app import TASK_INGEST, app
 from tasks.context import WorkerContext
@@ -130,6 +130,11 @@ def test_ingest_s3_prefix(tmp_settings: Settings, moto_server: str) -> None:
     assert {"incoming/failed/bad.csv", "incoming/failed/bad.csv.error.txt"} <= keys
     with ctx.sessions.begin() as s:
         uris = set(s.scalars(select(ImportRun.source_uri)))
+        refs = set(s.scalars(select(SourceImage.url)))
     assert f"s3://{bucket}/incoming/catalog.csv" in uris
+    # The sample's relative packshot paths resolve next to the catalog in the bucket, not
+    # in the temp folder its copy was imported from.
+    assert f"s3://{bucket}/incoming/packshots/mug.png" in refs
+    assert not any(r.startswith("file://") for r in refs)
     assert ingest_due(ctx)["imported"] == 0  # imported once
     ctx.close()
