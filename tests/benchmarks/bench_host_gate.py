@@ -157,8 +157,8 @@ def main() -> None:
     ids = seed(settings, per_task * (args.iters + 1), params)
     rounds = [ids[i : i + per_task] for i in range(0, len(ids), per_task)]
 
-    def alone(round_ids: list[int]) -> None:
-        shots = [
+    def alone_shots(round_ids: list[int]) -> list[ShotParams]:
+        return [
             ShotParams(
                 shot_id=sid,
                 prompt=PROMPT.format(i=sid),
@@ -174,6 +174,9 @@ def main() -> None:
             )
             for sid in round_ids
         ]
+
+    def alone(round_ids: list[int]) -> None:
+        shots = alone_shots(round_ids)
         for i in range(0, len(shots), batch):  # the task's GPU batches
             outs = gen.generate(shots[i : i + batch])
             if any(o.error for o in outs):
@@ -198,10 +201,47 @@ def main() -> None:
     with ctx.sessions() as s:
         timings = [t for t in s.scalars(select(Generation.timings)) if "finalize_cpu_s" in t]
     result = report(args, batch, steps, size, per_task, times, timings)
+    result["score_agreement"] = score_agreement(ctx, gen, alone_shots(rounds[0][:2]))
     print_table(result, console)
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps(result, indent=2))
     console.print(f"JSON: {args.json_out}")
+
+
+def score_agreement(ctx: Any, gen: Generator, shots: list[ShotParams]) -> dict[str, Any]:
+    """The gate's scores from the device pixels (the GPU host: fp16 on CUDA) against the cpu
+    path's (the PNG's pixels, an fp32 copy of the same CLIP on the CPU), for a few images:
+    the largest difference of any score, and whether any decision differs."""
+    import copy
+
+    import numpy as np
+
+    from pipeline.gate.clip import OpenClipEncoder
+    from pipeline.gate.scores import ClipFilter
+
+    outs = gen.generate(shots)
+    the_gate = ctx.gate()
+    policy = the_gate.policy_for(ctx.brand_config("bench"))
+    images = [o.image for o in outs]
+    texts = ["a linen pillow"] * len(outs)
+    on_device = the_gate.filter.score(images, texts, policy, pixels=[o.pixels for o in outs])
+    enc = the_gate.filter.encoder
+    cpu_enc = OpenClipEncoder(
+        copy.deepcopy(enc.model).float().cpu(), enc.preprocess, enc.tokenizer, enc.name
+    )
+    on_cpu = ClipFilter(cpu_enc, crop_grid=the_gate.filter.crop_grid).score(images, texts, policy)
+    diffs = []
+    for a, b in zip(on_device, on_cpu, strict=True):
+        for x, y in ((a.safety, b.safety), (a.competitor, b.competitor), (a.logo, b.logo)):
+            d = np.abs(np.asarray(x, dtype=np.float64) - np.asarray(y, dtype=np.float64))
+            diffs += [float(v) for v in d.ravel() if np.isfinite(v)]
+        diffs.append(abs(a.product - b.product))
+    return {
+        "images": len(outs),
+        "device_dtype": str(enc.dtype),
+        "max_abs_score_diff": max(diffs) if diffs else 0.0,
+        "pixels_on": str(outs[0].pixels.device) if outs and outs[0].pixels is not None else None,
+    }
 
 
 def report(
@@ -247,6 +287,11 @@ def print_table(r: dict[str, Any], console: Console) -> None:
     t.add_column("value", justify="right")
     for name, v in r["images_per_hour"].items():
         t.add_row(f"images/hour, {name}", f"{v:,}")
+    agree = r.get("score_agreement") or {}
+    t.add_row(
+        "max |score diff|, device pixels vs cpu fp32 path",
+        f"{agree.get('max_abs_score_diff', float('nan')):.2e} ({agree.get('device_dtype')})",
+    )
     for key in (
         "ratio_gate_on_host_vs_alone",
         "score_ms_per_image",

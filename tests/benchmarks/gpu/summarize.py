@@ -91,7 +91,8 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
     g = s.get("gate")
     if g is not None:
         t = Table(title="gate on the GPU host vs generation alone (bench_host_gate.py)")
-        for c in ("model", "CLIP", "batch", "img/h alone", "img/h gated", "ratio", "target"):
+        cols = ("model", "CLIP", "batch", "img/h alone", "img/h gated", "ratio", "target", "Δscore")
+        for c in cols:
             t.add_column(c)
         iph = g["images_per_hour"]
         t.add_row(
@@ -102,6 +103,7 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
             Text(f"{iph['gate on host']:,}"),
             Text(f"{g['ratio_gate_on_host_vs_alone']:.3f}x"),
             Text(f"{g['target']}x {'met' if g['met'] else 'MISSED'}"),
+            Text(f"{(g.get('score_agreement') or {}).get('max_abs_score_diff', float('nan')):.1e}"),
         )
         console.print(t)
 
