@@ -7,10 +7,12 @@ per in-process run) so tasks never pay for a model load or a connection setup.
 from __future__ import annotations
 
 import importlib
+import logging
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine
@@ -24,6 +26,7 @@ from pipeline.storage import BlobStore, make_blob_store
 from pipeline.types import Gate, Generator
 
 IO_THREADS = 8
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -43,6 +46,17 @@ def quiet_model_loading() -> None:
     tlog.set_verbosity_error()
 
 
+def _file_stamp(path: Path | None) -> tuple[int, int] | None:
+    """(mtime_ns, size) of a brand file, or None (no file: a config from its brand row)."""
+    if path is None:
+        return None
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
 def import_callable(spec: str) -> Callable[..., Any]:
     """``"package.module:name"`` -> the object (a settings-selected factory)."""
     module, _, attr = spec.partition(":")
@@ -59,7 +73,8 @@ class WorkerContext:
     _store: BlobStore | None = None
     _gate: Gate | None = None
     _generators: dict[str, Generator] = field(default_factory=dict)
-    _brands: dict[str, BrandConfig] = field(default_factory=dict)
+    # name -> (config, its file's (mtime_ns, size) when read; None for a stored config)
+    _brands: dict[str, tuple[BrandConfig, tuple[int, int] | None]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _io: ThreadPoolExecutor | None = None
     _finalize: ThreadPoolExecutor | None = None
@@ -140,17 +155,25 @@ class WorkerContext:
         self, name: str, stored: dict[str, Any] | None = None, fresh: bool = False
     ) -> BrandConfig:
         """The brand's YAML from brands_dir; the config stored on the row if the file is gone.
-        Kept for the worker's life, unless ``fresh`` (read the file again: a rescore applies
-        the policy as it is now)."""
-        cfg = None if fresh else self._brands.get(name)
-        if cfg is None:
-            try:
-                cfg = find_brand(self.settings.brands_dir, name)
-            except BrandConfigError:
-                if stored is None:
-                    raise
-                cfg = BrandConfig.model_validate(stored)
-            self._brands[name] = cfg
+
+        Kept while its file is unchanged: a stat per call notices an edit, so a changed
+        policy reaches the next batch without a worker restart. An edit that does not load
+        (a half-saved file) keeps the last good config, with a warning. ``fresh`` reads the
+        file regardless (a rescore applies the policy as it is now)."""
+        cached = self._brands.get(name)
+        if cached is not None and not fresh and _file_stamp(cached[0].source_path) == cached[1]:
+            return cached[0]
+        try:
+            cfg = find_brand(self.settings.brands_dir, name)
+        except BrandConfigError as exc:
+            if cached is not None and not fresh and cached[0].source_path is not None:
+                log.warning("brand %s: keeping the last good config: %s", name, exc)
+                self._brands[name] = (cached[0], _file_stamp(cached[0].source_path))
+                return cached[0]
+            if stored is None:
+                raise
+            cfg = BrandConfig.model_validate(stored)
+        self._brands[name] = (cfg, _file_stamp(cfg.source_path))
         return cfg
 
     def close(self) -> None:
