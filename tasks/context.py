@@ -78,6 +78,9 @@ class WorkerContext:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _io: ThreadPoolExecutor | None = None
     _finalize: ThreadPoolExecutor | None = None
+    # Why the gate could not be loaded for gating on this GPU host (then it is not tried
+    # for every message again; tasks.host.gate leaves gating to the cpu queue).
+    host_gate_error: str | None = None
 
     def io_map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
         """``[fn(x) for x in items]`` on a small thread pool: blob-store calls are network
@@ -137,6 +140,10 @@ class WorkerContext:
         """The generator for ``model_id`` if it is loaded already (never loads it)."""
         with self._lock:
             return self._generators.get(model_id)
+
+    @property
+    def gate_loaded(self) -> bool:
+        return self._gate is not None
 
     def gate(self) -> Gate:
         with self._lock:

@@ -73,16 +73,8 @@ def generate_and_gate(
 ) -> steps.StepResult:
     """planned -> pending_review | rejected on the GPU host (``generated`` for a batch
     whose gating failed: ``result.done``, for the cpu queue)."""
-    try:
-        the_gate: Gate = ctx.gate()
-    except steps.transient_errors():
-        raise
-    except Exception as exc:  # this host cannot gate (CLIP does not load here): the cpu queue
-        log.warning(
-            "gate on the GPU host unavailable (%s: %s); generating for the cpu queue's gate",
-            type(exc).__name__,
-            exc,
-        )
+    the_gate = _host_gate(ctx)
+    if the_gate is None:  # this host cannot gate: generate for the cpu queue's gate
         return steps.generate(ctx, shot_ids, batch_id=batch_id, first_delivery=first_delivery)
     result = steps.StepResult()
     batch_id = batch_id or uuid.uuid4().hex
@@ -106,6 +98,25 @@ def generate_and_gate(
         result.merge(part)
     metrics.record_generated(len(result.done) + len(result.gated) + len(result.rejected))
     return result
+
+
+def _host_gate(ctx: WorkerContext) -> Gate | None:
+    """The gate, or None when it does not load on this host (CLIP does not fit beside the
+    model, its checkpoint is not mounted here...): said once, not retried per message."""
+    if ctx.host_gate_error is not None and not ctx.gate_loaded:
+        return None
+    try:
+        return ctx.gate()
+    except steps.transient_errors():
+        raise
+    except Exception as exc:
+        ctx.host_gate_error = f"{type(exc).__name__}: {exc}"
+        log.warning(
+            "gate on the GPU host unavailable (%s); this worker's images go to the cpu "
+            "queue's gate",
+            ctx.host_gate_error,
+        )
+        return None
 
 
 def gpu_batches(ctx: WorkerContext, params: list[ShotParams]) -> Iterator[list[ShotParams]]:

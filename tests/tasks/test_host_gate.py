@@ -186,7 +186,13 @@ def test_a_host_that_cannot_load_the_gate_leaves_gating_to_the_cpu_queue(
     loads.clear()
     gate = "tests.tasks.test_host_gate:gate_that_fails_its_first_load"
     settings = _settings(tmp_settings, gate_factory=gate)
-    ids = seed_shots(settings, 2)
-    assert run_line(settings, progress=False).counts == {"pending_review": 2}
+    ids = seed_shots(settings, 4)
+    assert run_line(settings, progress=False, limit=2).counts == {"pending_review": 2}
     assert len(loads) == 2  # the host's attempt, then the cpu queue's gate
-    assert all(g.blob_key.startswith("raw/") for g in _generations(settings, ids).values())
+    first = _generations(settings, ids)
+    assert len(first) == 2 and all(g.blob_key.startswith("raw/") for g in first.values())
+    assert context_for(settings).host_gate_error == (
+        "RuntimeError: CUDA out of memory while loading CLIP"
+    )
+    assert run_line(settings, progress=False).counts == {"pending_review": 2}
+    assert len(loads) == 2 and len(_generations(settings, ids)) == 4  # not tried again
