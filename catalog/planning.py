@@ -330,14 +330,14 @@ def plan_context(
 
 
 def _controlnet(
-    brand: BrandConfig, settings: Settings, resolved: Mapping[str, Any]
+    brand: BrandConfig, settings: Settings, resolved: Mapping[str, ResolvedTemplate]
 ) -> dict[str, Any] | None:
     """What packshot shots record of the brand's ControlNet: checked now (the file exists, is
     safetensors, matches its pin), so no shot is planned with one that can never load."""
     cn, path = brand.controlnet, brand.resolved_controlnet_path()
     if cn is None or path is None:
         return None
-    if not any(getattr(t, "source", "text") == "packshot" for t in resolved.values()):
+    if not any(t.is_packshot for t in resolved.values()):
         return None
     from pipeline.generate.controlnet import plan_spec
 

@@ -291,10 +291,9 @@ def record_generated(
             if shot.id in errors:
                 settle_error(shot, errors[shot.id], max_attempts, result)
                 continue
-            raw = uploaded[shot.id]
+            stored = uploaded[shot.id]
             packshot_step.note_packshot(shot, (notes or {}).get(shot.id))
-            # The store-relative key: what get() takes back.
-            record_output(s, shot, raw.raw, batch_id, raw.blob.backend, raw.raw.key)
+            record_output(s, shot, stored.raw, batch_id, stored)
             result.done.append(shot.id)
 
 
@@ -309,19 +308,19 @@ def record_output(
     shot: Shot,
     raw: RawFile,
     batch_id: str,
-    backend: str,
-    key: str,
+    stored: StoredRaw | None,
     timings: dict[str, Any] | None = None,
 ) -> None:
     """The ``generations`` row of one output, in the caller's transaction: the raw PNG's
-    sha256 and size, stored under ``key`` (both ``key`` and ``backend`` are "" when it was
-    not stored: ``store_raw`` off, the gate ran on the GPU host)."""
+    sha256 and size, and where ``stored`` put it (the store-relative key: what get() takes
+    back). Backend and key are "" when it was not stored (``store_raw`` off, the gate ran
+    on the GPU host)."""
     out = raw.out
     record_generation(
         s,
         shot,
-        blob_backend=backend,
-        blob_key=key,
+        blob_backend=stored.blob.backend if stored else "",
+        blob_key=raw.key if stored else "",
         sha256=raw.sha256,
         size_bytes=len(raw.png),
         model_digest=out.model_digest,

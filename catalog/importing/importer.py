@@ -200,6 +200,7 @@ def import_catalog(
                 progress,
                 chunk_rows,
                 max_field_chars,
+                ref_base(source_uri or str(path)),
             )
     except CatalogFileError as exc:
         _record_failure(session_factory, run_id, summary, brand, str(exc))
@@ -220,6 +221,7 @@ def _load(
     progress: Progress | None,
     chunk_rows: int,
     max_field_chars: int,
+    refs_base: Path | str | None = None,
 ) -> None:
     store = ImportStore(s, brand_id, run_id)
     # key -> number of fragments staged; >1 when a product's rows were not adjacent.
@@ -273,8 +275,8 @@ def _load(
     current.clear()
     result = store.apply()
     store.close()
-    source = s.scalar(select(ImportRun.source_uri).where(ImportRun.id == run_id))
-    _, bad_refs = write_run_refs(s, run_id, ref_base(source or str(info.path)))
+    # Relative references resolve against where the catalog lives (ref_base).
+    _, bad_refs = write_run_refs(s, run_id, refs_base or Path(info.path).parent)
     if bad_refs:
         summary.warnings.append(f"{bad_refs} image references were empty or over 2 KB; skipped")
     _finish_run(s, run_id, info, summary, result)

@@ -97,6 +97,15 @@ def pixel_grid(pixels: Any, n: int) -> list[Any]:
     return [pixels[:, t:b, left:r] for left, t, r, b in grid_boxes(w, h, n)]
 
 
+@functools.lru_cache(maxsize=256)  # per batch on the GPU host: no rebuild, no host copy
+def _weights_on(size: int, new: int, mode: str, start: int, keep: int, device: str) -> Any:
+    """The kept rows of ``resample_matrix`` as a float32 tensor on ``device``."""
+    import torch
+
+    rows = resample_matrix(size, new, mode)[start : start + keep]
+    return torch.tensor(rows, dtype=torch.float32, device=device)  # a copy: rows is shared
+
+
 @dataclass(frozen=True)
 class TensorClipPreprocess:
     resize: int | tuple[int, int]  # an int: the shorter side; a pair: (height, width)
@@ -146,10 +155,7 @@ class TensorClipPreprocess:
         )
 
     def _weights(self, size: int, new: int, start: int, keep: int, device: Any) -> Any:
-        import torch
-
-        rows = resample_matrix(size, new, self.mode)[start : start + keep]
-        return torch.tensor(rows, dtype=torch.float32, device=device)  # a copy: rows is shared
+        return _weights_on(size, new, self.mode, start, keep, str(device))
 
     def resized_size(self, width: int, height: int) -> tuple[int, int]:
         """(width, height) after Resize, by torchvision's own rule for an int size."""

@@ -23,7 +23,7 @@ from PIL import Image
 
 from pipeline.digests import sha256_file
 from pipeline.files import InputFileError
-from pipeline.generate.modelspec import ModelLoadError
+from pipeline.generate.modelspec import ModelLoadError, cached_sha256
 from pipeline.weights import check_safetensors
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ def plan_spec(
         check_safetensors(file, "ControlNet")
     except InputFileError as exc:
         raise ModelLoadError(str(exc)) from None
-    sha = sha256_file(file, "ControlNet")
+    sha = cached_sha256(file, settings)  # every plan checks it: hashed once per file version
     if pin and pin != sha:
         raise ModelLoadError(f"ControlNet {file}: sha256 {sha} does not match the pin {pin}")
     return ControlSpec(path=str(file), sha256=sha, **params)

@@ -217,6 +217,16 @@ class _DigestCache:
         self.dirty = False
 
 
+def cached_sha256(path: Path, settings: Settings) -> str:
+    """A weights file's sha256 through the digest cache (re-hashed only when its mtime or
+    size changed): for checks that run on every plan, not for a worker's load-time pin."""
+    cache = _DigestCache(Path(settings.model_cache_dir) / DIGEST_CACHE_NAME)
+    digest = cache.sha256(path)
+    with contextlib.suppress(OSError):  # a read-only cache dir only costs re-hashing
+        cache.save()
+    return digest
+
+
 def weight_files(path: Path) -> list[Path]:
     """The safetensors weight files of a model folder or single checkpoint, sorted."""
     if path.is_file():

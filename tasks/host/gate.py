@@ -155,7 +155,7 @@ def _generate_and_score(
     generated = steps.run_generators(ctx, chunk, batch_id, result, jobs)
     t1 = time.time()
     good = [o for o in generated.outputs if not o.error and o.image is not None]
-    images = {o.shot_id: o.image for o in good if o.image is not None}
+    images = {o.shot_id: o.image for o in good if o.image is not None}  # (narrows the type)
     pixels = {o.shot_id: o.pixels for o in good if o.pixels is not None}
     decisions: dict[int, FilterDecision] = {}
     fallback = None
@@ -167,7 +167,9 @@ def _generate_and_score(
         raise
     except Exception as exc:
         fallback = f"scoring failed: {type(exc).__name__}: {exc}"
-        log.warning("gate on the GPU host: %s; %d shot(s) go to the cpu queue", fallback, len(good))
+        log.warning(
+            "gate on the GPU host: %s; %d shot(s) go to the cpu queue", fallback, len(images)
+        )
     for out in generated.outputs:
         out.pixels = None  # the device memory goes back before the next batch
     timings = {
@@ -198,13 +200,13 @@ def _finalize_batch(
     if batch.fallback is not None or ctx.settings.store_raw:
         stored = ctx.io_map(lambda r: steps.put_raw(ctx, r), list(raws.values()))
         done.stored = {st.raw.out.shot_id: st for st in stored}
-    n = max(1, len(raws))
+    n, t1 = max(1, len(raws)), time.time()
     done.timings = {
         **batch.timings,
-        "finalize_s": (time.time() - t0) / n,
+        "finalize_s": (t1 - t0) / n,
         "finalize_cpu_s": (time.thread_time() - cpu0) / n,
         "finalize_start": t0,
-        "finalize_end": time.time(),
+        "finalize_end": t1,
     }
     notes = batch.generated.packshot_notes
     if batch.fallback is not None:
@@ -250,10 +252,9 @@ def _record(
             if shot.id in errors:
                 steps.settle_error(shot, errors[shot.id], ctx.settings.max_attempts, res)
                 continue
-            raw, stored = done.raws[shot.id], done.stored.get(shot.id)
             packshot_step.note_packshot(shot, notes.get(shot.id))
-            backend, key = (stored.blob.backend, raw.key) if stored else ("", "")
-            steps.record_output(s, shot, raw, batch_id, backend, key, done.timings)
+            raw, stored = done.raws[shot.id], done.stored.get(shot.id)
+            steps.record_output(s, shot, raw, batch_id, stored, done.timings)
             dec = batch.decisions[shot.id]
             steps.record_decision(s, shot, dec, done.finals.get(shot.id))
             (res.gated if dec.decision == S.pending_review else res.rejected).append(shot.id)

@@ -330,13 +330,12 @@ def generate_packshots(
     from pipeline.generate.inpaint import InpaintShot
 
     # Shots planned with different ControlNets (or none) never share a denoising batch.
-    by_control: dict[str, list[ShotParams]] = {}
+    by_control: dict[str, tuple[ControlSpec | None, list[ShotParams]]] = {}
     for p in group:
         spec = ControlSpec.from_json(jobs[p.shot_id].packshot.get("controlnet"))
-        by_control.setdefault(spec.key() if spec else "", []).append(p)
+        by_control.setdefault(spec.key() if spec else "", (spec, []))[1].append(p)
     results = []
-    for part in by_control.values():
-        spec = ControlSpec.from_json(jobs[part[0].shot_id].packshot.get("controlnet"))
+    for spec, part in by_control.values():
         shots = [InpaintShot(p, jobs[p.shot_id].placed) for p in part]
         results += _inpainter(generator).generate(shots, batch_id=batch_id, control=spec)
     outputs = []

@@ -32,7 +32,6 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-import yaml  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from sqlalchemy import select  # noqa: E402
@@ -53,22 +52,9 @@ from tests.benchmarks.bench_generate import (  # noqa: E402
     build_arch,
     make_bench_lora,
 )
+from tests.benchmarks.permissive_brand import write_permissive_brand  # noqa: E402
 
 SIZES = {"tiny": 64, "sd15": 512, "sdxl": 1024}
-
-
-def bench_brand(dest: Path) -> Path:
-    """The sample brand with every threshold open: random weights would reject everything,
-    and rejected images are finalized too, so the work measured is the same either way."""
-    acme = yaml.safe_load((ROOT / "samples" / "brands" / "acme.yaml").read_text())
-    acme["name"] = "bench"
-    acme.setdefault("safety", {})["product_match_min"] = -1.0
-    acme["safety"]["competitor_threshold"] = 1.0
-    acme["safety"]["logo_threshold"] = 1.0
-    acme["competitors"] = []
-    dest.mkdir(parents=True, exist_ok=True)
-    (dest / "bench.yaml").write_text(yaml.safe_dump(acme))
-    return dest
 
 
 def seed(settings: Settings, n: int, params: dict[str, Any]) -> list[int]:
@@ -127,13 +113,14 @@ def main() -> None:
         var_dir=tmp / "var",
         blob_root=tmp / "blobs",
         model_cache_dir=ROOT / "var" / "models",
-        brands_dir=bench_brand(tmp / "brands"),
+        brands_dir=tmp / "brands",
         device=args.device,
         clip_model=args.clip,
         batch_size=batch,
         gpu_batches_per_task=args.batches,
         gate_on="gpu",
     )
+    write_permissive_brand(settings.brands_dir)  # every image kept: the work is the same
     migrate.upgrade(settings.database_url)
     reset_contexts()
     ctx = context_for(settings)

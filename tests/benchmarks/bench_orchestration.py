@@ -45,7 +45,6 @@ sys.path.insert(0, str(ROOT))
 import boto3  # noqa: E402
 import psutil  # noqa: E402
 import redis  # noqa: E402
-import yaml  # noqa: E402
 from sqlalchemy import insert, select  # noqa: E402
 
 from catalog.db import make_engine, make_sessionmaker  # noqa: E402
@@ -60,6 +59,7 @@ from catalog.models import (  # noqa: E402
     Shot,
 )
 from pipeline.settings import Settings  # noqa: E402
+from tests.benchmarks.permissive_brand import write_permissive_brand  # noqa: E402
 from tests.conftest import create_pg_database, drop_pg_database, free_port  # noqa: E402
 
 REDIS_DB = 12
@@ -207,18 +207,9 @@ def main() -> None:
         os.environ.setdefault(key, value)
 
     tmp = Path(tempfile.mkdtemp(prefix="shotline-bench-"))
-    # A permissive copy of the sample brand: random-weight tiny CLIP would reject everything
-    # on product match, and this benchmark wants every image to go all the way to S3.
-    acme = yaml.safe_load((ROOT / "samples" / "brands" / "acme.yaml").read_text())
-    acme["name"] = "bench"
-    acme.setdefault("safety", {})["product_match_min"] = -1.0
-    acme["safety"]["competitor_threshold"] = 1.0
-    acme["safety"]["logo_threshold"] = 1.0
-    acme["competitors"] = []
-    acme["safety"]["concepts"] = []
+    # Every image should go all the way to S3: the sample brand with its gate opened up.
     brands = tmp / "brands"
-    brands.mkdir()
-    (brands / "bench.yaml").write_text(yaml.safe_dump(acme))
+    acme = write_permissive_brand(brands, keep_concepts=False)
 
     pg_url = create_pg_database("shotline_bench")
     broker = f"redis://127.0.0.1:6379/{REDIS_DB}"

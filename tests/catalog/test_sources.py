@@ -85,12 +85,17 @@ def test_gmc_additional_images_and_a_broken_url(
     ]
 
 
+def _generic(brand: BrandConfig) -> BrandConfig:
+    """The brand reading a generic CSV: Ref, Name and Photo columns."""
+    return brand.model_copy(
+        update={"column_map": {"sku": "Ref", "title": "Name", "image": "Photo"}}
+    )
+
+
 def test_generic_column_map_image(
     factory: sessionmaker[Session], brand: BrandConfig, tmp_path: Path
 ) -> None:
-    brand = brand.model_copy(
-        update={"column_map": {"sku": "Ref", "title": "Name", "image": "Photo"}}
-    )
+    brand = _generic(brand)
     path = tmp_path / "own.csv"
     path.write_text("Ref,Name,Photo\nP-1,Pot,s3://bucket/pots/p1.png\nP-2,Pan,\n")
     assert import_catalog(factory, path, brand, fmt="generic").status == "succeeded"
@@ -128,9 +133,7 @@ def test_relative_refs_of_a_catalog_at_a_url_resolve_next_to_it() -> None:
 def test_import_of_a_downloaded_copy_resolves_refs_against_its_source(
     factory: sessionmaker[Session], brand: BrandConfig, tmp_path: Path
 ) -> None:
-    brand = brand.model_copy(
-        update={"column_map": {"sku": "Ref", "title": "Name", "image": "Photo"}}
-    )
+    brand = _generic(brand)
     path = tmp_path / "copy.csv"
     path.write_text("Ref,Name,Photo\nP-9,Pot,packshots/p9.png\n")
     summary = import_catalog(
