@@ -218,10 +218,13 @@ class Shot(Base):
     scheduler: Mapped[str] = mapped_column(String(50))
     state: Mapped[str] = mapped_column(String(20), default=ShotState.planned.value, index=True)
     error: Mapped[str | None] = mapped_column(Text)
+    # The kind of ``error`` (``pipeline.failures.FailureKind``): status groups failures by it
+    # and ``retry --kind`` selects them. None for an error from before kinds were recorded.
+    error_kind: Mapped[str | None] = mapped_column(String(32), index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # Packshot shots: the catalog image the product pixels come from (None: text-to-image),
-    # and {"image": which one the template asked for, "placement": {...}, "cutout": {method,
-    # params, mask_sha256, confidence} once generated}.
+    # and ``packshot``: the plan, then the record once generated; its shape is owned by
+    # ``pipeline.packshot.records`` (PackshotPlan, PackshotRecord).
     source_image_id: Mapped[int | None] = mapped_column(
         ForeignKey("source_images.id", use_alter=True), index=True
     )

@@ -30,6 +30,7 @@ from catalog.models import (
     Watermark,
     utcnow,
 )
+from pipeline.failures import Failure, FailureKind
 from pipeline.storage import BlobInfo
 from pipeline.types import AdapterRef, ShotParams
 
@@ -59,11 +60,14 @@ def can_transition(current: str, new: str) -> bool:
     return new in ALLOWED.get(current, frozenset())
 
 
-def transition(shot: Shot, new: str, *, error: str | None = None) -> None:
+def transition(
+    shot: Shot, new: str, *, error: str | None = None, kind: FailureKind | str | None = None
+) -> None:
     if not can_transition(shot.state, new):
         raise InvalidTransition(shot.id, shot.state, new)
     shot.state = str(new)
     shot.error = error
+    shot.error_kind = str(kind) if error is not None and kind is not None else None
     shot.updated_at = utcnow()
 
 
@@ -204,38 +208,42 @@ def claim_shots(
         if count_attempt:
             if shot.attempts >= max_attempts:
                 reason = shot.error or "worker lost while generating"
-                mark_failed(shot, f"gave up after {shot.attempts} attempts: {reason}")
+                # The last error's kind where it was one; else the worker was lost on it.
+                kind = shot.error_kind or FailureKind.worker_lost
+                mark_failed(shot, f"gave up after {shot.attempts} attempts: {reason}", kind)
                 claim.failed.append(shot)
                 continue
             shot.attempts += 1
         if shot.state == S.generating:
             claim.redelivered.append(shot)
-        transition(shot, S.generating, error=shot.error)
+        transition(shot, S.generating, error=shot.error, kind=shot.error_kind)
         claim.claimed.append(shot)
     session.flush()
     return claim
 
 
-def mark_failed(shot: Shot, reason: str) -> None:
-    """``failed`` with its reason; allowed from any non-terminal state."""
+def mark_failed(shot: Shot, reason: str, kind: FailureKind | str = FailureKind.internal) -> None:
+    """``failed`` with its reason and kind; allowed from any non-terminal state."""
     shot.state = S.failed.value
     shot.error = reason[:4000]
+    shot.error_kind = str(kind)
     shot.updated_at = utcnow()
 
 
-def retry_or_fail(shot: Shot, reason: str, *, max_attempts: int) -> bool:
+def retry_or_fail(shot: Shot, failure: Failure, *, max_attempts: int) -> bool:
     """After an error on ``shot``: back to ``planned`` (True) or ``failed`` when out of attempts."""
     if shot.attempts >= max_attempts:
-        mark_failed(shot, f"failed after {shot.attempts} attempts: {reason}")
+        reason = f"failed after {shot.attempts} attempts: {failure.reason}"
+        mark_failed(shot, reason, failure.kind)
         return False
-    transition(shot, S.planned, error=reason[:4000])
+    transition(shot, S.planned, error=failure.reason[:4000], kind=failure.kind)
     return True
 
 
 def hand_back(shot: Shot, reason: str) -> None:
     """Back to ``planned`` with ``reason``, whatever its attempts: the shot is not at fault
     (its batch was split, or redelivered after a lost worker), so it never fails here."""
-    transition(shot, S.planned, error=reason[:4000])
+    transition(shot, S.planned, error=reason[:4000], kind=None)
 
 
 _BUFFER = "shotline_insert_buffer"
@@ -398,7 +406,8 @@ def record_assets(session: Session, uploads: Sequence[tuple[Shot, BlobInfo]]) ->
             owner = shot.id  # published earlier under another key (e.g. a changed prefix)
         if owner != shot.id:
             # Byte-identical output of another shot: the key is content-addressed and taken.
-            mark_failed(shot, f"identical image already published as shot {owner} at {up.key}")
+            reason = f"identical image already published as shot {owner} at {up.key}"
+            mark_failed(shot, reason, FailureKind.duplicate)
             not_published.append(shot.id)
             continue
         transition(shot, S.published)

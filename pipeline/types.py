@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from pipeline.brand.config import BrandConfig
+    from pipeline.failures import FailureKind
 
 Decision = Literal["rejected", "pending_review"]
 
@@ -82,6 +83,7 @@ class GenerationOutput:
     library_versions: dict[str, str]
     batch_id: str
     error: str | None = None
+    error_kind: FailureKind | None = None  # set with ``error`` where the stage knows it
     # ``image`` as a uint8 (3, H, W) tensor on the generating device, when the generator
     # decoded it there (the gate on the GPU host scores it without a copy); else None.
     pixels: Any = field(default=None, compare=False, repr=False)
@@ -115,11 +117,35 @@ class GateItem:
 
 
 @dataclass(frozen=True)
+class Score:
+    """One check of the gate's, with its threshold (None: recorded, not a cut)."""
+
+    name: str
+    kind: str  # safety | competitor | logo | product_match | fidelity
+    score: float
+    threshold: float | None
+    triggered: bool
+    crop: int | None = None  # which crop scored highest (0 = the full image)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "kind": self.kind,
+            "score": float(self.score),
+            "threshold": None if self.threshold is None else float(self.threshold),
+            "triggered": bool(self.triggered),
+        }
+        if self.crop is not None:
+            out["crop"] = int(self.crop)
+        return out
+
+
+@dataclass(frozen=True)
 class FilterDecision:
     """The gate's verdict on one image: every score with its threshold, and the reasons."""
 
     decision: Decision
-    scores: list[dict[str, Any]]
+    scores: list[dict[str, Any]]  # ``Score.to_json()`` rows: what ``filter_results`` stores
     reasons: list[str]
     policy_version: str
     clip_model: str
@@ -150,8 +176,23 @@ class ProvenanceInfo:
 # (tasks/fakes.py) both implement them.
 
 
+class ImageEncoder(Protocol):
+    """CLIP's image tower, as the packshot fidelity check uses it."""
+
+    def encode_images(self, images: list[Image.Image]) -> Any: ...
+
+
 class Generator(Protocol):
     """Text (and later source image) to raw image, one ``torch.Generator`` per shot."""
+
+    model_id: str
+    architecture: str  # the batch table's key ("sd15", "sdxl", ...; "" for a stand-in)
+
+    def inpainter(self) -> Any | None:
+        """The inpainting pipeline on this generator's loaded modules
+        (``pipeline.generate.inpaint.Inpainter``), or None for a stand-in without one: its
+        packshot scenes are generated plainly and the product composited over them."""
+        ...
 
     def generate(
         self, shots: Sequence[ShotParams], batch_id: str | None = None
@@ -160,6 +201,14 @@ class Generator(Protocol):
 
 class Gate(Protocol):
     """CLIP checks on a batch, then watermark + provenance on each final file."""
+
+    @property
+    def clip_model(self) -> str: ...
+
+    @property
+    def image_encoder(self) -> ImageEncoder | None:
+        """CLIP's image encoder (packshot fidelity records a similarity), or None."""
+        ...
 
     def policy_for(self, brand: BrandConfig) -> Any:
         """The brand's policy, in whatever form ``check`` takes back."""

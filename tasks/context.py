@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -24,6 +24,9 @@ from pipeline.brand.loader import find_brand
 from pipeline.settings import Settings
 from pipeline.storage import BlobStore, make_blob_store
 from pipeline.types import Gate, Generator
+
+if TYPE_CHECKING:
+    from pipeline.packshot.cutout import MatteModel
 
 IO_THREADS = 8
 log = logging.getLogger(__name__)
@@ -79,8 +82,9 @@ class WorkerContext:
     _io: ThreadPoolExecutor | None = None
     _finalize: ThreadPoolExecutor | None = None
     # Why the gate could not be loaded for gating on this GPU host (then it is not tried
-    # for every message again; tasks.host.gate leaves gating to the cpu queue).
+    # for every message again; the orchestrator leaves gating to the cpu queue).
     host_gate_error: str | None = None
+    _mattes: dict[Path, MatteModel] = field(default_factory=dict)
 
     def io_map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
         """``[fn(x) for x in items]`` on a small thread pool: blob-store calls are network
@@ -157,6 +161,19 @@ class WorkerContext:
                     factory = load_gate
                 self._gate = factory(self.settings)
             return self._gate
+
+    def matte(self) -> MatteModel | None:
+        """The learned matte (``matte_model``, a local ONNX file) loaded once per process;
+        None when unset. A bad file raises ``CutoutError``."""
+        path = self.settings.matte_model
+        if path is None:
+            return None
+        with self._lock:
+            if path not in self._mattes:
+                from pipeline.packshot.onnx_matte import load_matte
+
+                self._mattes[path] = load_matte(path)
+            return self._mattes[path]
 
     def brand_config(
         self, name: str, stored: dict[str, Any] | None = None, fresh: bool = False

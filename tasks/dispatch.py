@@ -22,10 +22,10 @@ from celery import Task
 from catalog import status as progress
 from catalog.models import ShotState, utcnow
 from pipeline.settings import Settings
-from tasks import steps
 from tasks.celery_app import app, submit, task_settings
 from tasks.context import WorkerContext, context_for
-from tasks.host import gate as host_gate
+from tasks.line.orchestrator import gate_shots, generate_shots, publish
+from tasks.line.results import transient_errors
 from tasks.queues import (
     QUEUE_CPU,
     TASK_GATE,
@@ -61,7 +61,7 @@ class ShotlineTask(Task):  # type: ignore[misc]
     once, when the task is registered. In-process (eager), a retry runs again at once.
     """
 
-    autoretry_for = steps.transient_errors()
+    autoretry_for = transient_errors()
     retry_backoff = 1  # seconds before the first retry, doubled each time, up to the max
     retry_jitter = True
     acks_late = True
@@ -83,10 +83,6 @@ class ShotlineTask(Task):  # type: ignore[misc]
         return self.settings.task_retry_backoff_max_s
 
 
-def _summary(res: steps.StepResult) -> dict[str, int]:
-    return {k: len(v) for k, v in vars(res).items()}
-
-
 def _ids(shot_ids: list[int] | int) -> list[int]:
     return [shot_ids] if isinstance(shot_ids, int) else shot_ids
 
@@ -101,22 +97,20 @@ def generate_batch(
     ctx = self.context
     # Only a first delivery or a redelivery (lost worker) counts as an attempt, not a retry.
     first = not self.request.retries
-    # Gating on the GPU host leaves ``done`` empty, but for a batch whose gating failed.
-    step = host_gate.generate_and_gate if ctx.settings.gate_on == "gpu" else steps.generate
-    res = step(ctx, shot_ids, batch_id=batch_id, first_delivery=first)
-    enqueue_gate(res.done, ctx.settings)
+    res = generate_shots(ctx, shot_ids, batch_id=batch_id, first_delivery=first)
+    enqueue_gate(res.to_gate, ctx.settings)  # not gated on this host: the cpu queue's gate
     enqueue_generate(res.retry, ctx.settings, single=True, countdown=1.0)
-    return _summary(res)
+    return res.summary()
 
 
 @app.task(name=TASK_GATE, base=ShotlineTask, bind=True)
 def gate_shot(self: ShotlineTask, shot_ids: list[int] | int) -> dict[str, int]:
-    return _summary(steps.gate(self.context, _ids(shot_ids)))
+    return gate_shots(self.context, _ids(shot_ids)).summary()
 
 
 @app.task(name=TASK_PUBLISH, base=ShotlineTask, bind=True)
 def publish_shot(self: ShotlineTask, shot_ids: list[int] | int) -> dict[str, int]:
-    return _summary(steps.publish(self.context, _ids(shot_ids)))
+    return publish(self.context, _ids(shot_ids)).summary()
 
 
 @app.task(name=TASK_SWEEP, base=ShotlineTask, bind=True)

@@ -55,6 +55,8 @@ def _png(image: Image.Image, text: dict[str, str] | None = None) -> bytes:
 class FixedImageGenerator:
     """Returns the same small image for every shot, immediately."""
 
+    architecture = ""  # not in the batch table: the settings' batch size
+
     def __init__(self, model_id: str, size: int | None = None) -> None:
         self.model_id = model_id
         size = size or int(os.environ.get("SHOTLINE_FAKE_IMAGE_SIZE", "64") or 64)
@@ -64,6 +66,9 @@ class FixedImageGenerator:
         self.png = _png(self.image)
         self.sha256 = hashlib.sha256(self.png).hexdigest()
         self.delay_s = float(os.environ.get("SHOTLINE_FAKE_GENERATE_DELAY_S", "0") or 0)
+
+    def inpainter(self) -> None:
+        return None  # packshot scenes are generated plainly, the product composited over
 
     def generate(
         self, shots: Sequence[ShotParams], batch_id: str | None = None
@@ -107,6 +112,9 @@ class PassThroughGate:
     def __init__(self) -> None:
         self.finalize_delay_s = float(os.environ.get("SHOTLINE_FAKE_FINALIZE_DELAY_S", "0") or 0)
         self.marker = os.environ.get("SHOTLINE_FAKE_FINALIZE_MARKER") or None
+
+    clip_model = "none"
+    image_encoder = None
 
     def policy_for(self, brand: BrandConfig) -> str:
         return "fake"

@@ -6,9 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import func, select
-
-from catalog.models import SourceImage, SourceStatus
+from catalog.packshots.loading import count_pending, pending_sources_of
 from catalog.packshots.sources import sources_to_fetch
 from pipeline.settings import Settings
 from tasks.celery_app import app, submit
@@ -55,21 +53,9 @@ def prefetch_for_shots(settings: Settings, shot_ids: list[int], wait_s: float = 
     GPU: in-process when embedded, else on the ``cpu`` queue, waiting up to ``wait_s`` for
     them to settle. Whatever is still pending then, the GPU step fetches itself. Returns
     how many images were sent."""
-    from catalog.models import Shot
-
     ctx = context_for(settings)
     with ctx.sessions.begin() as s:
-        wanted = select(Shot.source_image_id).where(
-            Shot.id.in_(shot_ids), Shot.source_image_id.is_not(None)
-        )
-        ids = list(
-            s.scalars(
-                select(SourceImage.id).where(
-                    SourceImage.id.in_(wanted),
-                    SourceImage.status == SourceStatus.pending.value,
-                )
-            )
-        )
+        ids = pending_sources_of(s, shot_ids)
     if not ids:
         return 0
     enqueue_fetch(ids, settings)
@@ -77,14 +63,7 @@ def prefetch_for_shots(settings: Settings, shot_ids: list[int], wait_s: float = 
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             with ctx.sessions.begin() as s:
-                left = s.scalar(
-                    select(func.count())
-                    .select_from(SourceImage)
-                    .where(
-                        SourceImage.id.in_(ids),
-                        SourceImage.status == SourceStatus.pending.value,
-                    )
-                )
+                left = count_pending(s, ids)
             if not left:
                 break
             time.sleep(0.5)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.types import FilterDecision
+from pipeline.types import FilterDecision, Score
 
 if TYPE_CHECKING:
     from pipeline.brand.config import BrandConfig
@@ -211,11 +211,22 @@ def decide(scores: ScoreSet, policy: GatePolicy, clip_model: str) -> FilterDecis
     )
 
 
+def with_checks(
+    decision: FilterDecision, scores: Sequence[Score | Mapping[str, Any]], reasons: Sequence[str]
+) -> FilterDecision:
+    """``decision`` with checks made outside CLIP added (packshot fidelity): their scores
+    join the decision's, and any reason rejects it. With ``decide`` the only code that makes
+    a gate decision; a check never clears a rejection."""
+    if not scores and not reasons:
+        return decision
+    rows = [s.to_json() if isinstance(s, Score) else dict(s) for s in scores]
+    return replace(
+        decision,
+        decision="rejected" if reasons else decision.decision,
+        scores=[*decision.scores, *rows],
+        reasons=[*decision.reasons, *reasons],
+    )
+
+
 def _row(name: str, kind: str, score: float, threshold: float, triggered: bool) -> dict[str, Any]:
-    return {
-        "name": name,
-        "kind": kind,
-        "score": float(score),
-        "threshold": float(threshold),
-        "triggered": bool(triggered),
-    }
+    return Score(name, kind, float(score), float(threshold), bool(triggered)).to_json()

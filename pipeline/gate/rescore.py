@@ -19,12 +19,11 @@ human's decision or a publication silently:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from pipeline.gate.policy import GatePolicy, ScoreSet, concepts_digest_of, decide
+from pipeline.gate.policy import GatePolicy, ScoreSet, concepts_digest_of, decide, with_checks
 from pipeline.types import FilterDecision
 
 UNCHANGED, REJECTED, NOW_PASSES, ATTENTION = "unchanged", "rejected", "now_passes", "attention"
@@ -104,10 +103,6 @@ def with_carried_checks(
     if not carried:
         return decision
     reasons = [str(r) for r in previous_reasons if str(r).startswith("product fidelity")]
-    failed = any(r.get("triggered") for r in carried)
-    return replace(
-        decision,
-        scores=[*decision.scores, *carried],
-        reasons=[*decision.reasons, *reasons],
-        decision="rejected" if failed else decision.decision,
-    )
+    if any(r.get("triggered") for r in carried) and not reasons:
+        reasons = ["product fidelity: failed on the previous pass"]
+    return with_checks(decision, carried, reasons)

@@ -1,6 +1,6 @@
 """The gate stage facade: CLIP filter decisions, then watermark + provenance on the final file.
 
-``load_gate(settings)`` builds the CLIP encoder once; the Celery gate task keeps the Gate and
+``load_gate(settings)`` builds the CLIP encoder once; the Celery gate task keeps the ClipGate and
 calls ``check`` on batches and ``finalize`` per approved-for-review image. ``verify_image``
 needs no model: it decodes the watermark and reads the metadata of any file.
 """
@@ -36,9 +36,9 @@ if TYPE_CHECKING:
     from pipeline.settings import Settings
 
 __all__ = [
+    "ClipGate",
     "FilterDecision",
     "FinalImage",
-    "Gate",
     "GateError",
     "GateItem",
     "GatePolicy",
@@ -63,7 +63,7 @@ class VerifyResult:
 
 
 @dataclass
-class Gate:
+class ClipGate:
     filter: ClipFilter
     watermark: wm.WatermarkConfig = field(default_factory=wm.WatermarkConfig)
     signer: C2paSigner | None = None
@@ -72,6 +72,11 @@ class Gate:
     @property
     def clip_model(self) -> str:
         return self.filter.clip_model
+
+    @property
+    def image_encoder(self) -> Any:
+        """CLIP's image tower (``encode_images``), for the packshot fidelity similarity."""
+        return self.filter.encoder
 
     def policy_for(self, brand: BrandConfig) -> GatePolicy:
         """The brand's policy; ``check`` takes it back (embeddings are cached per version)."""
@@ -126,7 +131,7 @@ class Gate:
         )
 
 
-def load_gate(settings: Settings, encoder: ImageTextEncoder | None = None) -> Gate:
+def load_gate(settings: Settings, encoder: ImageTextEncoder | None = None) -> ClipGate:
     """Build the gate once per worker: CLIP (or an injected encoder), watermark, signer."""
     try:
         config = wm.WatermarkConfig(
@@ -141,7 +146,7 @@ def load_gate(settings: Settings, encoder: ImageTextEncoder | None = None) -> Ga
         if not (settings.c2pa_cert and settings.c2pa_key):
             raise GateError("C2PA signing needs both SHOTLINE_C2PA_CERT and SHOTLINE_C2PA_KEY")
         signer = C2paSigner.from_files(settings.c2pa_cert, settings.c2pa_key)
-    return Gate(
+    return ClipGate(
         filter=ClipFilter(
             encoder or load_clip_encoder(settings), crop_grid=settings.clip_crop_grid
         ),

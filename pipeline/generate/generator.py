@@ -1,7 +1,7 @@
 """The generation stage: shots in, images plus lineage metadata out.
 
 ``load_generator(settings, model_id)`` loads a model once (per worker process) and applies
-the precision, memory and speed options from settings. ``Generator.generate(shots)`` groups
+the precision, memory and speed options from settings. ``DiffusersGenerator.generate(shots)`` groups
 shots by ``ShotParams.batch_key()`` into batches of ``settings.batch_size``, gives every image
 its own ``torch.Generator`` seeded from its shot (so an image never depends on its batch
 neighbours), activates the batch's LoRA set (fused), and splits a batch in half on CUDA OOM.
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
+from pipeline.failures import Failure, FailureKind, kind_of
 from pipeline.generate.batch_table import architecture, batch_size_for
 from pipeline.generate.lora import LoraError, LoraManager, adapter_name
 from pipeline.generate.modelspec import ModelLoadError, ModelSpec, load_pipeline, model_digest
@@ -33,6 +34,7 @@ from pipeline.types import GenerationOutput, ShotParams
 if TYPE_CHECKING:
     import torch
 
+    from pipeline.generate.inpaint import Inpainter
     from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -147,7 +149,7 @@ def to_uint8(decoded: torch.Tensor) -> torch.Tensor:
     return decoded.float().mul(0.5).add(0.5).clamp(0, 1).mul(255).round().to(torch.uint8)
 
 
-class Generator:
+class DiffusersGenerator:
     """A loaded pipeline plus the options and state that go with it. One per worker process."""
 
     def __init__(
@@ -182,15 +184,25 @@ class Generator:
         self.compile_seconds: float | None = None  # wall time of the first compiled call
         self._compiled = False
         self._qkv_fused = False
-        self._encoder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="png")
+        # PNG encoding (and the inpainter's composite) overlap the next batch on these.
+        self.cpu_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="png")
+        self._inpainter: Inpainter | None = None
         self._apply_options()
 
     @classmethod
     def from_pipeline(
         cls, pipe: Any, settings: Settings, model_id: str, digest: str = "unknown"
-    ) -> Generator:
+    ) -> DiffusersGenerator:
         """Wrap an already-built pipeline (benchmarks build real-size ones in memory)."""
         return cls(pipe, settings, model_id, digest)
+
+    def inpainter(self) -> Inpainter:
+        """The inpainting pipeline on this generator's modules (built once, no second load)."""
+        if self._inpainter is None:
+            from pipeline.generate.inpaint import Inpainter
+
+            self._inpainter = Inpainter(self)
+        return self._inpainter
 
     # --- setup ---------------------------------------------------------------------
 
@@ -248,12 +260,12 @@ class Generator:
             return False
         return torch.cuda.get_device_capability(self.device) >= (8, 9)
 
-    def _scheduler(self, name: str) -> Any:
+    def scheduler(self, name: str) -> Any:
         if name not in self._schedulers:
             self._schedulers[name] = make_scheduler(name, self._base_scheduler_config)
         return self._schedulers[name]
 
-    def _activate_adapters(self, shot: ShotParams) -> None:
+    def activate_adapters(self, shot: ShotParams) -> None:
         # Fused QKV projections bypass to_q/to_k/to_v, so LoRA (un)fusing happens on the
         # separate projections and QKV is re-fused afterwards from the updated weights.
         wanted = tuple((adapter_name(a), float(a.weight)) for a in shot.adapters)
@@ -284,31 +296,32 @@ class Generator:
                 chunk = [shots[i] for i in indices[start : start + size]]
                 chunk_idx = indices[start : start + size]
                 for idx, outcome in zip(chunk_idx, self._run_split(chunk), strict=True):
-                    if isinstance(outcome, str):
-                        results[idx] = self._output(shots[idx], batch_id, {}, error=outcome)
+                    if isinstance(outcome, Failure):
+                        results[idx] = self.output(shots[idx], batch_id, {}, failure=outcome)
                     else:
                         image, pixels, timings = outcome
                         # PNG encoding (zlib releases the GIL) overlaps the next batch.
-                        fut = self._encoder.submit(encode_png, image)
+                        fut = self.cpu_pool.submit(encode_png, image)
                         pending.append((idx, fut, image, pixels, timings))
         for idx, fut, image, pixels, timings in pending:
             t0 = time.perf_counter()
             png = fut.result()
             timings = {**timings, "encode_wait": time.perf_counter() - t0}
-            out = self._output(shots[idx], batch_id, timings, image=image, png=png)
+            out = self.output(shots[idx], batch_id, timings, image=image, png=png)
             out.pixels = pixels
             results[idx] = out
         return [r for r in results if r is not None]
 
-    def _output(
+    def output(
         self,
         shot: ShotParams,
         batch_id: str,
         timings: dict[str, float],
         image: Image.Image | None = None,
         png: bytes | None = None,
-        error: str | None = None,
+        failure: Failure | None = None,
     ) -> GenerationOutput:
+        """One shot's output record (a ``failure`` instead of an image: its reason and kind)."""
         return GenerationOutput(
             shot_id=shot.shot_id,
             image=image,
@@ -319,12 +332,13 @@ class Generator:
             device=self.device_name,
             library_versions=self.library_versions,
             batch_id=batch_id,
-            error=error,
+            error=failure.reason if failure else None,
+            error_kind=failure.kind if failure else None,
         )
 
     def _run_split(
         self, chunk: list[ShotParams]
-    ) -> list[tuple[Image.Image, Any, dict[str, float]] | str]:
+    ) -> list[tuple[Image.Image, Any, dict[str, float]] | Failure]:
         """Run a batch; on CUDA OOM split it in half and retry, down to single images."""
         import torch
 
@@ -335,10 +349,11 @@ class Generator:
                 torch.cuda.empty_cache()
             if len(chunk) == 1:
                 log.warning("shot %s: CUDA OOM at batch size 1", chunk[0].shot_id)
-                return [
+                reason = (
                     f"{OOM_MESSAGE} ({chunk[0].width}x{chunk[0].height}, {chunk[0].steps} steps "
                     f"on {self.device_name}); try vae_tiling, fp8_storage or cpu_offload"
-                ]
+                )
+                return [Failure(FailureKind.oom, reason)]
             half = (len(chunk) + 1) // 2
             log.warning(
                 "CUDA OOM at batch size %d; retrying as %d + %d",
@@ -349,7 +364,7 @@ class Generator:
             return self._run_split(chunk[:half]) + self._run_split(chunk[half:])
         except (LoraError, ModelLoadError, ValueError) as exc:
             # Bad adapters/scheduler names fail these shots, not the whole worker.
-            return [str(exc)] * len(chunk)
+            return [Failure(kind_of(exc), str(exc))] * len(chunk)
         timings = {**result.timings, "batch_size": float(len(chunk))}
         pixels = result.pixels or [None] * len(result.images)
         return [(img, px, timings) for img, px in zip(result.images, pixels, strict=True)]
@@ -364,9 +379,9 @@ class Generator:
                     f"shot {shot.shot_id} wants model {shot.model_id!r}, "
                     f"this generator holds {self.model_id!r}"
                 )
-        self.pipe.scheduler = self._scheduler(first.scheduler)
+        self.pipe.scheduler = self.scheduler(first.scheduler)
         t0 = time.perf_counter()
-        self._activate_adapters(first)
+        self.activate_adapters(first)
         t_lora = time.perf_counter() - t0
         # CPU generators: the initial noise for a seed is the same on every device and GPU
         # model, so a shot re-run elsewhere starts from the same latents.
@@ -389,7 +404,7 @@ class Generator:
                 generator=generators,
                 output_type="latent",
             ).images
-            self._sync()
+            self.sync()
             t2 = time.perf_counter()
             images, pixels = self._decode_pixels(latents)
             t3 = time.perf_counter()
@@ -400,7 +415,7 @@ class Generator:
             timings["compile_first_call"] = self.compile_seconds
         return _BatchResult(images=images, timings=timings, pixels=pixels)
 
-    def _decode(self, latents: Any) -> list[Image.Image]:
+    def decode(self, latents: Any) -> list[Image.Image]:
         return self._decode_pixels(latents)[0]
 
     def _decode_pixels(self, latents: Any) -> tuple[list[Image.Image], list[Any]]:
@@ -428,21 +443,21 @@ class Generator:
         decoded = vae.decode(z, return_dict=False)[0]
         pixels = to_uint8(decoded)
         host = pixels.permute(0, 2, 3, 1).cpu().numpy()
-        self._sync()
+        self.sync()
         return [Image.fromarray(a) for a in host], list(pixels.unbind(0))
 
-    def _sync(self) -> None:
+    def sync(self) -> None:
         import torch
 
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
     def close(self) -> None:
-        self._encoder.shutdown(wait=True)
+        self.cpu_pool.shutdown(wait=True)
 
 
-def load_generator(settings: Settings, model_id: str) -> Generator:
-    """Load ``model_id`` (``"tiny"`` = the offline preset) and wrap it in a ``Generator``."""
+def load_generator(settings: Settings, model_id: str) -> DiffusersGenerator:
+    """Load ``model_id`` (``"tiny"`` = the offline preset) as a ``DiffusersGenerator``."""
     spec = ModelSpec.parse(model_id, settings)
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
@@ -451,4 +466,6 @@ def load_generator(settings: Settings, model_id: str) -> Generator:
     digest = model_digest(spec, settings)
     load_seconds = time.perf_counter() - t0
     log.info("loaded %s (%s) in %.2f s", model_id, digest[:12], load_seconds)
-    return Generator(pipe, settings, model_id, digest, load_seconds, device=device, dtype=dtype)
+    return DiffusersGenerator(
+        pipe, settings, model_id, digest, load_seconds, device=device, dtype=dtype
+    )

@@ -1,17 +1,20 @@
 """Inpainting generation for packshot shots: the scene is generated around the real product.
 
-``Inpainter`` turns a loaded ``Generator`` into an inpainting one without a second load:
+``Inpainter`` turns a loaded ``DiffusersGenerator`` into an inpainting one without a second load:
 ``AutoPipelineForInpainting.from_pipe`` shares the text-to-image pipeline's modules (UNet, VAE,
 text encoder), so the LoRAs the generator fuses into its UNet apply here too. A brand's
 ``inpaint_model`` (a 9-channel inpainting checkpoint such as ``tiny-inpaint``) is loaded once as
-its own ``Generator`` (``load_generator``) and wrapped the same way.
+its own generator (``load_generator``) and wrapped the same way. The generator is the loaded
+model component both pipelines share (pipe, device, dtype, LoRA manager, prompt cache, decode,
+its CPU threads); this module calls only its public members.
 
-``generate(shots)`` works like ``Generator.generate``: shots grouped by ``batch_key``, batches of
-``settings.batch_size``, a CPU ``torch.Generator`` per shot, the batch's LoRA set, the
-batch-invariant mode on the CPU and the CUDA OOM split, and each shot in a batch with its own
-image and mask. After decoding, each image goes through ``pipeline.packshot.composite`` (the
-real product pixels pasted back) and the exact fidelity check; the output's ``image``/``png``
-are the composited image, ``raw`` the decoded one. With a ``ControlSpec`` (the brand's
+``generate(shots)`` works like ``DiffusersGenerator.generate``: shots grouped by ``batch_key``,
+batches of ``batch_size_for`` the architecture and size (the same table), a CPU
+``torch.Generator`` per shot, the batch's LoRA set, the batch-invariant mode on the CPU and the
+CUDA OOM split, and each shot in a batch with its own image and mask. After decoding, each
+image goes through ``pipeline.packshot.stage.composite_checked`` (the real product pixels
+pasted back, and the exact fidelity check); the output's ``image``/``png`` are the composited
+image, ``raw`` the decoded one. With a ``ControlSpec`` (the brand's
 ControlNet, recorded on the shot at plan time) the batch runs diffusers' ControlNet
 inpainting pipeline on the same shared modules, the placed packshot's canny edges as the
 control image (``pipeline.generate.controlnet``).
@@ -30,18 +33,20 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
+from pipeline.failures import Failure, FailureKind, kind_of
+from pipeline.generate.batch_table import batch_size_for
 from pipeline.generate.controlnet import ControlSpec, control_image, load_controlnet
 from pipeline.generate.generator import (
     OOM_MESSAGE,
-    Generator,
+    DiffusersGenerator,
     _batch_invariant_mode,
     encode_png,
 )
 from pipeline.generate.lora import LoraError
 from pipeline.generate.modelspec import ModelLoadError
-from pipeline.packshot.composite import composite
-from pipeline.packshot.fidelity import Fidelity, check_exact
+from pipeline.packshot.fidelity import Fidelity
 from pipeline.packshot.placement import Placed
+from pipeline.packshot.stage import composite_checked
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings
@@ -77,16 +82,16 @@ class PackshotOutput:
 
 def load_inpainter(settings: Settings, model_id: str) -> Inpainter:
     """An inpainter on its own loaded model: a brand's ``inpaint_model`` (load it once per
-    worker and keep it). For the base model, wrap the worker's ``Generator`` instead."""
+    worker and keep it). For the base model, ask the worker's generator (``inpainter()``)."""
     from pipeline.generate.generator import load_generator
 
-    return Inpainter(load_generator(settings, model_id))
+    return load_generator(settings, model_id).inpainter()
 
 
 class Inpainter:
     """Inpainting on a loaded generator's modules. One per generator (worker process)."""
 
-    def __init__(self, generator: Generator) -> None:
+    def __init__(self, generator: DiffusersGenerator) -> None:
         from diffusers import AutoPipelineForInpainting
 
         self.generator = generator
@@ -132,19 +137,20 @@ class Inpainter:
             try:
                 shot.check()
             except ValueError as exc:  # fails this shot only, before it can join a batch
-                results[i] = self._result(shot, batch_id, str(exc))
+                results[i] = self._result(shot, batch_id, Failure(FailureKind.generation, str(exc)))
                 continue
             groups.setdefault(shot.params.batch_key(), []).append(i)
         pending: list[tuple[int, Future[PackshotOutput]]] = []
-        size = max(1, g.settings.batch_size)
         for indices in groups.values():
+            first = shots[indices[0]].params
+            size = batch_size_for(g.settings, g.architecture, first.width, first.height)
             for start in range(0, len(indices), size):
                 idx = indices[start : start + size]
                 chunk = [shots[j] for j in idx]
                 for i, outcome in zip(idx, self._run_split(chunk, control), strict=True):
                     # Composite, check and PNG encode run on the generator's CPU threads
                     # (numpy, OpenCV and zlib release the GIL) while the next batch denoises.
-                    fut = g._encoder.submit(self._result, shots[i], batch_id, outcome)
+                    fut = g.cpu_pool.submit(self._result, shots[i], batch_id, outcome)
                     pending.append((i, fut))
         for i, fut in pending:
             results[i] = fut.result()
@@ -154,24 +160,23 @@ class Inpainter:
         self,
         shot: InpaintShot,
         batch_id: str,
-        outcome: tuple[Image.Image, dict[str, float]] | str,
+        outcome: tuple[Image.Image, dict[str, float]] | Failure,
     ) -> PackshotOutput:
         g = self.generator
-        if isinstance(outcome, str):
-            return PackshotOutput(g._output(shot.params, batch_id, {}, error=outcome), None, None)
+        if isinstance(outcome, Failure):
+            return PackshotOutput(g.output(shot.params, batch_id, {}, failure=outcome), None, None)
         raw, timings = outcome
         t0 = time.perf_counter()
-        final = composite(raw, shot.placed)
-        fid = check_exact(final, shot.placed.rgb, shot.placed.core)
+        final, fid = composite_checked(raw, shot.placed)
         t1 = time.perf_counter()
         png = encode_png(final)
         timings = {**timings, "composite": t1 - t0, "encode": time.perf_counter() - t1}
-        out = g._output(shot.params, batch_id, timings, image=final, png=png)
+        out = g.output(shot.params, batch_id, timings, image=final, png=png)
         return PackshotOutput(out, raw, fid)
 
     def _run_split(
         self, chunk: list[InpaintShot], control: ControlSpec | None = None
-    ) -> list[tuple[Image.Image, dict[str, float]] | str]:
+    ) -> list[tuple[Image.Image, dict[str, float]] | Failure]:
         """Run a batch; on CUDA OOM split it in half and retry, down to single images."""
         import torch
 
@@ -183,15 +188,16 @@ class Inpainter:
             if len(chunk) == 1:
                 p = chunk[0].params
                 log.warning("shot %s: CUDA OOM at batch size 1 (inpainting)", p.shot_id)
-                return [
+                reason = (
                     f"{OOM_MESSAGE} ({p.width}x{p.height} inpainting, {p.steps} steps on "
                     f"{self.generator.device_name}); try vae_tiling, fp8_storage or cpu_offload"
-                ]
+                )
+                return [Failure(FailureKind.oom, reason)]
             half = (len(chunk) + 1) // 2
             log.warning("CUDA OOM at inpainting batch size %d; splitting", len(chunk))
             return self._run_split(chunk[:half], control) + self._run_split(chunk[half:], control)
         except (LoraError, ModelLoadError, ValueError) as exc:
-            return [str(exc)] * len(chunk)
+            return [Failure(kind_of(exc), str(exc))] * len(chunk)
         timings = {**timings, "batch_size": float(len(chunk))}
         return [(img, timings) for img in images]
 
@@ -209,9 +215,9 @@ class Inpainter:
                     f"this inpainter holds {g.model_id!r}"
                 )
         pipe = self._pipe_for(control)
-        pipe.scheduler = g._scheduler(first.scheduler)
+        pipe.scheduler = g.scheduler(first.scheduler)
         t0 = time.perf_counter()
-        g._activate_adapters(first)  # fuses into the shared UNet
+        g.activate_adapters(first)  # fuses into the shared UNet
         t_lora = time.perf_counter() - t0
         # One CPU generator per shot: noise and the VAE's latent sampling are the shot's own.
         generators = [torch.Generator(device="cpu").manual_seed(s.params.seed) for s in chunk]
@@ -238,8 +244,8 @@ class Inpainter:
                 generator=generators,
                 output_type="latent",
             ).images
-            g._sync()
+            g.sync()
             t2 = time.perf_counter()
-            decoded = g._decode(latents)
+            decoded = g.decode(latents)
             t3 = time.perf_counter()
         return decoded, {"lora": t_lora, "denoise": t2 - t1, "decode": t3 - t2}

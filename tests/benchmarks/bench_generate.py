@@ -1,6 +1,6 @@
 """Generation throughput: shotline's generator vs plain diffusers, in one process.
 
-Times the project's own ``Generator.generate`` end to end (batching, per-image seeds,
+Times the project's own ``DiffusersGenerator.generate`` end to end (batching, per-image seeds,
 pinned + fused brand LoRA, latent decode, PNG encode) at 30 steps with CFG, and the plain
 diffusers pipeline on the same architecture (batched, with the LoRA fused the diffusers
 way, compiled too when ``--compile``), and prints images/hour, achieved TFLOP/s (counted
@@ -38,7 +38,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from pipeline.digests import sha256_file  # noqa: E402
-from pipeline.generate.generator import Generator, load_generator, resolve_dtype  # noqa: E402
+from pipeline.generate.generator import DiffusersGenerator, load_generator, resolve_dtype  # noqa: E402
 from pipeline.generate.modelspec import ModelSpec, load_pipeline  # noqa: E402
 from pipeline.generate.tiny_preset import ensure_tiny_model  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
@@ -384,7 +384,7 @@ def bench_arch(arch: str, args: argparse.Namespace, console: Console) -> list[Ro
     if arch == "tiny":
         gen = load_generator(settings, "tiny")
     else:
-        gen = Generator.from_pipeline(
+        gen = DiffusersGenerator.from_pipeline(
             build_arch(arch, settings, device, dtype), settings, arch, "random-weights"
         )
     ref = AdapterRef(

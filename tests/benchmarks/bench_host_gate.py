@@ -1,6 +1,6 @@
 """The gate on the GPU host against generation alone, in images/hour, in one process.
 
-"gate on host" is the generate task's own code (``tasks.host.gate.generate_and_gate``): per
+"gate on host" is the generate task's own code (``tasks.line.orchestrator.generate_shots``): per
 GPU batch the generator, then CLIP scoring of the decoded pixels on the same device, then
 finalizing on the finalize threads (policy decision, watermark embed + verify, XMP, PNG
 encoding, one put of the final file, one transaction) while the next batch denoises.
@@ -39,11 +39,11 @@ from sqlalchemy import select  # noqa: E402
 from catalog import migrate  # noqa: E402
 from catalog.models import Generation  # noqa: E402
 from pipeline.digests import sha256_file  # noqa: E402
-from pipeline.generate.generator import Generator, load_generator, resolve_dtype  # noqa: E402
+from pipeline.generate.generator import DiffusersGenerator, load_generator, resolve_dtype  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from pipeline.types import AdapterRef, ShotParams  # noqa: E402
 from tasks.context import context_for, reset_contexts  # noqa: E402
-from tasks.host.gate import generate_and_gate  # noqa: E402
+from tasks.line.orchestrator import generate_shots  # noqa: E402
 from tests.benchmarks.bench_generate import (  # noqa: E402
     NEGATIVE,
     PROMPT,
@@ -69,7 +69,9 @@ def seed(settings: Settings, n: int, params: dict[str, Any]) -> list[int]:
     return ids
 
 
-def build_generator(args: argparse.Namespace, settings: Settings) -> tuple[Generator, AdapterRef]:
+def build_generator(
+    args: argparse.Namespace, settings: Settings
+) -> tuple[DiffusersGenerator, AdapterRef]:
     device = torch.device(args.device)
     if args.arch == "tiny":
         path, sha = SAMPLE_LORA, sha256_file(SAMPLE_LORA)
@@ -79,7 +81,7 @@ def build_generator(args: argparse.Namespace, settings: Settings) -> tuple[Gener
         pipe = build_arch(args.arch, settings, device, dtype)
         path = ROOT / "var" / "bench" / f"lora_{args.arch}_r16.safetensors"
         sha = make_bench_lora(pipe.unet, path, 16)
-        gen = Generator.from_pipeline(pipe, settings, args.arch, "random-weights")
+        gen = DiffusersGenerator.from_pipeline(pipe, settings, args.arch, "random-weights")
     return gen, AdapterRef(name="acme_style", sha256=sha, weight=0.8, uri=str(path))
 
 
@@ -170,7 +172,7 @@ def main() -> None:
                 raise RuntimeError(next(o.error for o in outs if o.error))
 
     def gated(round_ids: list[int]) -> None:
-        res = generate_and_gate(ctx, round_ids)
+        res = generate_shots(ctx, round_ids, gate_on="gpu")
         if len(res.gated) + len(res.rejected) != len(round_ids):
             raise RuntimeError(f"not every shot was gated: {res}")
 
@@ -195,7 +197,7 @@ def main() -> None:
     console.print(f"JSON: {args.json_out}")
 
 
-def score_agreement(ctx: Any, gen: Generator, shots: list[ShotParams]) -> dict[str, Any]:
+def score_agreement(ctx: Any, gen: DiffusersGenerator, shots: list[ShotParams]) -> dict[str, Any]:
     """The gate's scores from the device pixels (the GPU host: fp16 on CUDA) against the cpu
     path's (the PNG's pixels, an fp32 copy of the same CLIP on the CPU), for a few images:
     the largest difference of any score, and whether any decision differs."""

@@ -144,7 +144,7 @@ def bench_gpu(args: argparse.Namespace, console: Console) -> list[dict[str, Any]
     from bench_generate import build_arch, make_bench_lora
     from diffusers import StableDiffusionInpaintPipeline
 
-    from pipeline.generate.generator import Generator, resolve_dtype
+    from pipeline.generate.generator import DiffusersGenerator, resolve_dtype
     from pipeline.generate.inpaint import Inpainter, InpaintShot
     from pipeline.settings import Settings
     from pipeline.types import AdapterRef, ShotParams
@@ -170,7 +170,7 @@ def bench_gpu(args: argparse.Namespace, console: Console) -> list[dict[str, Any]
         sha = make_bench_lora(pipe.unet, lora_path, rank=16)
         adapter = AdapterRef(name="bench", sha256=sha, weight=0.8, uri=str(lora_path))
         settings_b = settings.model_copy(update={"batch_size": batch})
-        ours_gen = Generator.from_pipeline(pipe, settings_b, "bench-sd15")
+        ours_gen = DiffusersGenerator.from_pipeline(pipe, settings_b, "bench-sd15")
         inp = Inpainter(ours_gen)
         shots = [
             InpaintShot(

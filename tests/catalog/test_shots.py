@@ -26,6 +26,7 @@ from catalog.shots import (
     stored_brand_configs,
     transition,
 )
+from pipeline.failures import Failure, FailureKind
 from pipeline.storage import BlobInfo
 from tests.factories import (
     make_brand,
@@ -187,9 +188,12 @@ def test_transitions_are_checked(session: Session) -> None:
     with pytest.raises(InvalidTransition, match="cannot go from 'planned' to 'published'"):
         transition(shot, ShotState.published)
     claim_shots(session, [shot.id], max_attempts=2)
-    assert retry_or_fail(shot, "boom", max_attempts=2) and shot.state == ShotState.planned
+    assert (
+        retry_or_fail(shot, Failure(FailureKind.generation, "boom"), max_attempts=2)
+        and shot.state == ShotState.planned
+    )
     claim_shots(session, [shot.id], max_attempts=2)
-    assert not retry_or_fail(shot, "boom", max_attempts=2)
+    assert not retry_or_fail(shot, Failure(FailureKind.generation, "boom"), max_attempts=2)
     assert shot.state == ShotState.failed and shot.error == "failed after 2 attempts: boom"
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from pipeline.generate.generator import Generator, load_generator
+from pipeline.generate.generator import DiffusersGenerator, load_generator
 from pipeline.generate.lora import (
     LoraError,
     LoraManager,
@@ -43,12 +43,12 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def gen(settings: Settings) -> Generator:
+def gen(settings: Settings) -> DiffusersGenerator:
     return load_generator(settings, "tiny")
 
 
 @pytest.fixture(scope="module")
-def loras(tmp_path_factory: pytest.TempPathFactory, gen: Generator) -> list[AdapterRef]:
+def loras(tmp_path_factory: pytest.TempPathFactory, gen: DiffusersGenerator) -> list[AdapterRef]:
     """Three peft-built adapters for the tiny UNet (random, distinct)."""
     from diffusers import UNet2DConditionModel
 
@@ -66,7 +66,7 @@ def loras(tmp_path_factory: pytest.TempPathFactory, gen: Generator) -> list[Adap
 
 
 @pytest.fixture(autouse=True)
-def _clean(gen: Generator):
+def _clean(gen: DiffusersGenerator):
     yield
     gen.lora.unload_all()
 
@@ -87,14 +87,14 @@ def shot(seed: int = 3, adapters: tuple[AdapterRef, ...] = ()) -> ShotParams:
     )
 
 
-def png(gen: Generator, s: ShotParams) -> bytes:
+def png(gen: DiffusersGenerator, s: ShotParams) -> bytes:
     (out,) = gen.generate([s])
     assert out.error is None, out.error
     assert out.png is not None
     return out.png
 
 
-def unet_state(gen: Generator) -> dict[str, torch.Tensor]:
+def unet_state(gen: DiffusersGenerator) -> dict[str, torch.Tensor]:
     # peft wraps targeted layers (".base_layer") once an adapter was loaded; compare base weights.
     return {
         k.replace(".base_layer", ""): v.detach().clone()
@@ -103,7 +103,7 @@ def unet_state(gen: Generator) -> dict[str, torch.Tensor]:
     }
 
 
-def test_pin_mismatch_refused_before_loading(gen: Generator, loras, monkeypatch) -> None:
+def test_pin_mismatch_refused_before_loading(gen: DiffusersGenerator, loras, monkeypatch) -> None:
     bad = replace(loras[0], sha256="0" * 64)
     monkeypatch.setattr(
         gen.pipe, "load_lora_weights", lambda *a, **k: pytest.fail("read an unverified file")
@@ -132,7 +132,7 @@ def test_only_safetensors_accepted(tmp_path: Path) -> None:
         verify_adapter(replace(ref, uri="s3://bucket/style.safetensors"))
 
 
-def test_lora_changes_output_and_unloading_restores_it(gen: Generator, loras) -> None:
+def test_lora_changes_output_and_unloading_restores_it(gen: DiffusersGenerator, loras) -> None:
     before_weights = unet_state(gen)
     base = png(gen, shot())
     styled = png(gen, shot(adapters=(loras[0],)))
@@ -151,14 +151,14 @@ def test_lora_changes_output_and_unloading_restores_it(gen: Generator, loras) ->
     assert png(gen, shot(adapters=(loras[0],))) == styled
 
 
-def test_weight_and_set_matter(gen: Generator, loras) -> None:
+def test_weight_and_set_matter(gen: DiffusersGenerator, loras) -> None:
     a = png(gen, shot(adapters=(loras[0],)))
     weaker = png(gen, shot(adapters=(replace(loras[0], weight=0.3),)))
     both = png(gen, shot(adapters=(loras[0], loras[1])))
     assert len({a, weaker, both}) == 3
 
 
-def test_lru_keeps_recent_adapters_resident(gen: Generator, loras) -> None:
+def test_lru_keeps_recent_adapters_resident(gen: DiffusersGenerator, loras) -> None:
     mgr = gen.lora
     start = mgr.loads
     mgr.activate([loras[0]])
@@ -173,7 +173,7 @@ def test_lru_keeps_recent_adapters_resident(gen: Generator, loras) -> None:
     assert peft_names == {adapter_name(loras[0]), adapter_name(loras[2])}
 
 
-def test_fused_matches_unfused(gen: Generator, settings: Settings, loras) -> None:
+def test_fused_matches_unfused(gen: DiffusersGenerator, settings: Settings, loras) -> None:
     fused = gen.generate([shot(adapters=(loras[0],))])[0].image
     unfused_mgr = LoraManager(gen.pipe, cache_size=2, fuse=False)
     gen.lora.unload_all()
@@ -194,7 +194,7 @@ def test_fused_matches_unfused(gen: Generator, settings: Settings, loras) -> Non
     assert np.abs(diff).max() <= 2  # same maths, different rounding order
 
 
-def test_sample_lora_matches_brand_pin(gen: Generator) -> None:
+def test_sample_lora_matches_brand_pin(gen: DiffusersGenerator) -> None:
     brand = yaml.safe_load((ROOT / "samples" / "brands" / "acme.yaml").read_text())
     (spec,) = [lo for lo in brand["loras"] if lo["name"] == "acme_style"]
     path = (ROOT / "samples" / "brands" / spec["path"]).resolve()
@@ -212,7 +212,7 @@ def test_sample_lora_matches_brand_pin(gen: Generator) -> None:
 
 
 def test_ten_switches_leave_weights_bit_identical_to_fresh(
-    gen: Generator, settings: Settings, loras
+    gen: DiffusersGenerator, settings: Settings, loras
 ) -> None:
     fresh = load_generator(settings, "tiny")
     fresh_base = unet_state(fresh)

@@ -8,8 +8,9 @@ from types import SimpleNamespace
 import numpy as np
 from PIL import Image
 
+from pipeline.gate.stage import ClipGate
 from pipeline.packshot.fidelity import clip_similarity
-from tasks.sources.packshot import _gate_encoder
+from tasks.fakes import PassThroughGate
 
 
 class MeanColourEncoder:
@@ -51,7 +52,7 @@ def test_similarity_is_computed_on_the_product_box() -> None:
 
 def test_only_a_gate_with_an_encoder_records_it() -> None:
     enc = MeanColourEncoder()
-    real = SimpleNamespace(gate=lambda: SimpleNamespace(filter=SimpleNamespace(encoder=enc)))
-    stand_in = SimpleNamespace(gate=lambda: object())
-    assert _gate_encoder(real) is enc  # type: ignore[arg-type]
-    assert _gate_encoder(stand_in) is None  # type: ignore[arg-type]
+    real = ClipGate(filter=SimpleNamespace(encoder=enc))  # type: ignore[arg-type]
+    stand_in = PassThroughGate()
+    assert real.image_encoder is enc
+    assert stand_in.image_encoder is None

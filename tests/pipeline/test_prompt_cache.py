@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pipeline.generate.batch_table import architecture, batch_size_for
-from pipeline.generate.generator import Generator, load_generator
+from pipeline.generate.generator import DiffusersGenerator, load_generator
 from pipeline.generate.prompt_cache import PromptCache
 from pipeline.settings import Settings
 from pipeline.types import ShotParams
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def gen(tmp_path_factory: pytest.TempPathFactory) -> Generator:
+def gen(tmp_path_factory: pytest.TempPathFactory) -> DiffusersGenerator:
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         var_dir=tmp_path_factory.mktemp("var"),
@@ -50,7 +50,7 @@ def shots(prompts: list[str], negative: str = "blurry, text") -> list[ShotParams
 PROMPTS = ["a red mug", "a blue mug", "a red mug", "a green lamp"]
 
 
-def test_cached_images_equal_uncached(gen: Generator) -> None:
+def test_cached_images_equal_uncached(gen: DiffusersGenerator) -> None:
     gen.prompts = PromptCache(enabled=False)
     plain = [o.sha256 for o in gen.generate(shots(PROMPTS))]
     assert None not in plain and len(set(plain)) == 4
@@ -62,7 +62,7 @@ def test_cached_images_equal_uncached(gen: Generator) -> None:
     assert cache.encoded == 4 and cache.hits == 4  # the second batch came from the LRU
 
 
-def test_per_batch_only_and_lru_bound(gen: Generator) -> None:
+def test_per_batch_only_and_lru_bound(gen: DiffusersGenerator) -> None:
     cache = gen.prompts = PromptCache(enabled=True, max_entries=0)
     gen.generate(shots(PROMPTS[:2]))
     gen.generate(shots(PROMPTS[:2]))
@@ -72,7 +72,7 @@ def test_per_batch_only_and_lru_bound(gen: Generator) -> None:
     assert len(cache._lru) == 2
 
 
-def test_empty_negative_and_raw_fallback(gen: Generator) -> None:
+def test_empty_negative_and_raw_fallback(gen: DiffusersGenerator) -> None:
     gen.prompts = PromptCache(enabled=False)
     plain = gen.generate(shots(["a red mug"], negative=""))[0].sha256
     gen.prompts = PromptCache(enabled=True, max_entries=4)
@@ -85,7 +85,7 @@ def test_empty_negative_and_raw_fallback(gen: Generator) -> None:
     assert kwargs == {"prompt": ["p"], "negative_prompt": ["n"]}
 
 
-def test_batch_table(gen: Generator) -> None:
+def test_batch_table(gen: DiffusersGenerator) -> None:
     assert architecture(gen.pipe) == "sd"
     s = Settings(
         _env_file=None,  # type: ignore[call-arg]
@@ -97,7 +97,9 @@ def test_batch_table(gen: Generator) -> None:
     assert batch_size_for(s, "sdxl", 1024, 1024) == 4
 
 
-def test_batch_table_splits_generate(gen: Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_batch_table_splits_generate(
+    gen: DiffusersGenerator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SHOTLINE_BATCH_SIZES", '{"sd@32x32": 2}')
     gen.settings = Settings(_env_file=None, batch_size=4)  # type: ignore[call-arg]
     assert gen.settings.batch_sizes == {"sd@32x32": 2}
@@ -167,8 +169,8 @@ def tiny_sdxl(settings: Settings):  # -> StableDiffusionXLPipeline
     )
 
 
-def test_sdxl_cached_equals_uncached(gen: Generator) -> None:
-    sdxl = Generator.from_pipeline(tiny_sdxl(gen.settings), gen.settings, "tiny")
+def test_sdxl_cached_equals_uncached(gen: DiffusersGenerator) -> None:
+    sdxl = DiffusersGenerator.from_pipeline(tiny_sdxl(gen.settings), gen.settings, "tiny")
     assert architecture(sdxl.pipe) == "sdxl"
     # An empty negative is encoded, not zeroed: the pipeline zeroes only negative_prompt=None.
     batch = shots(PROMPTS[:3]) + shots(["a red mug"], negative="")

@@ -261,8 +261,9 @@ def test_packshot_sources_for_the_gpu_step(
     """Pending sources are fetched on the spot, each decoded once; failed ones give the
     fetch's one-line reason (naming the URL); a blob gone from the store is named too."""
     from catalog.packshots.sources import ensure_source_images
+    from pipeline.failures import FailureKind
     from tasks.context import context_for
-    from tasks.sources.packshot import load_packshot_sources
+    from tasks.line.prepare import load_packshot_sources
 
     settings = _settings(tmp_settings, tmp_path)
     migrate.upgrade(settings.database_url)
@@ -274,7 +275,11 @@ def test_packshot_sources_for_the_gpu_step(
     ready, errors = load_packshot_sources(ctx, wanted)
     assert set(ready) == {1, 3, 4} and ready[1] is ready[3]  # one decode per source
     assert ready[1].decoded.image.size == (8, 6) and ready[1].sha256 == sha256_bytes(PNG)
-    assert errors == {2: f"source image {urls[1]}: HTTP 404 Not Found"}
+    assert {k: f.reason for k, f in errors.items()} == {
+        2: f"source image {urls[1]}: HTTP 404 Not Found"
+    }
+    assert errors[2].kind == FailureKind.source_unavailable
     ctx.store.delete(source_key(ready[4].sha256))
     ready, errors = load_packshot_sources(ctx, {5: ids[urls[2]]})
-    assert not ready and "is missing (fetch again)" in errors[5] and urls[2] in errors[5]
+    reason = errors[5].reason
+    assert not ready and "is missing (fetch again)" in reason and urls[2] in reason

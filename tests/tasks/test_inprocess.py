@@ -63,7 +63,7 @@ def test_in_process_line_with_real_tiny_models(tmp_settings: Settings) -> None:
 def test_sweep_requeues_stalled_shots_but_not_running_batches(tmp_settings: Settings) -> None:
     from catalog.models import Shot
     from tasks.dispatch import sweep_stalled
-    from tasks.steps import generate
+    from tasks.line.orchestrator import generate_shots
 
     settings = tmp_settings.model_copy(
         update={
@@ -79,7 +79,7 @@ def test_sweep_requeues_stalled_shots_but_not_running_batches(tmp_settings: Sett
     ctx = context_for(settings)
     # Shot 0: generated, but its gate message was lost. Shot 1: claimed by a worker that is
     # (as far as anyone knows) still generating. Shot 2: planned and waiting for `run`.
-    generate(ctx, [ids[0]])
+    generate_shots(ctx, [ids[0]], gate_on="cpu")
     with ctx.sessions.begin() as s:
         s.get(Shot, ids[1]).state = "generating"
 
@@ -107,11 +107,17 @@ def _flaky_calls() -> list[int]:
 class _FlakyGenerator:
     """Fails with a transient error the first ``fails`` batches, then makes real images."""
 
+    architecture = ""
+
     def __init__(self, settings: Settings, model_id: str, fails: int) -> None:
         from tasks.fakes import fixed_image_generator
 
+        self.model_id = model_id
         self.inner = fixed_image_generator(settings, model_id)
         self.fails = fails
+
+    def inpainter(self) -> None:
+        return None
 
     def generate(self, shots: Any, batch_id: str | None = None) -> Any:
         FLAKY_CALLS.append(len(shots))

@@ -10,25 +10,25 @@ import numpy as np
 from PIL import Image
 
 from catalog import migrate
-from catalog.models import Shot
 from catalog.packshots.sources import ensure_source_images
+from pipeline.failures import FailureKind
+from pipeline.packshot.records import PackshotPlan
+from pipeline.packshot.stage import composite_checked
 from pipeline.settings import Settings
-from pipeline.types import GenerationOutput
 from tasks.context import context_for
-from tasks.sources.packshot import composite_output, placement_spec, prepare_jobs
+from tasks.line.claim import PackshotShot
+from tasks.line.finalize import packshot_record
+from tasks.line.prepare import prepare_jobs
 from tests.conftest import ROOT
 
 PACKSHOTS = ROOT / "samples" / "packshots"
 
 
-def _shot(shot_id: int, source_id: int, placement: dict[str, object], size: int = 64) -> Shot:
-    return Shot(
-        id=shot_id,
-        source_image_id=source_id,
-        packshot={"image": "first", "placement": placement},
-        width=size,
-        height=size,
-    )
+def _shot(
+    shot_id: int, source_id: int, placement: dict[str, object], size: int = 64
+) -> PackshotShot:
+    plan = PackshotPlan.from_json({"image": "first", "placement": placement})
+    return PackshotShot(shot_id, source_id, plan, size, size)
 
 
 def _noise(size: int, seed: int) -> Image.Image:
@@ -61,22 +61,24 @@ def test_cutout_place_composite(tmp_settings: Settings, tmp_path: Path) -> None:
     assert set(jobs) == {1, 2, 3}
     assert jobs[1].cutout is jobs[2].cutout  # one cutout per source
     assert jobs[1].cutout.method == "flood_grabcut" and jobs[3].cutout.method == "alpha"
-    assert "background is not uniform" in errors[4] and urls[2] in errors[4]
-    assert errors[5].startswith(f"source image {urls[3]}: ") and "not found" in errors[5]
+    reasons = {sid: f.reason for sid, f in errors.items()}
+    assert "background is not uniform" in reasons[4] and urls[2] in reasons[4]
+    assert reasons[5].startswith(f"source image {urls[3]}: ") and "not found" in reasons[5]
+    assert errors[4].kind == FailureKind.cutout_refused
+    assert errors[5].kind == FailureKind.source_unavailable
     for job in jobs.values():
         size = job.placed.rgb.shape[0]
-        out = GenerationOutput(
-            job.shot_id, _noise(size, job.shot_id), None, None, "d", {}, "cpu", {}, "b"
-        )
-        done, info = composite_output(ctx, out, job)
-        px = np.asarray(done.image)
+        done, exact = composite_checked(_noise(size, job.shot_id), job.placed)
+        info = packshot_record(ctx, job, exact).to_json()
+        px = np.asarray(done)
         core = job.placed.core
         assert core.any() and np.array_equal(px[core], job.placed.rgb[core])
         assert info["fidelity"]["exact"]["ok"] and info["source_sha256"] == job.source.sha256
         mask = Image.open(io.BytesIO(ctx.store.get(info["cutout"]["mask_key"])))
         assert mask.size == (512, 512) and info["cutout"]["mask_sha256"]
         assert info["placed"]["size"] == [size, size]
-    assert placement_spec({"scale": 0.3, "fill": [1, 2, 3], "bogus": 1}).fill == (1, 2, 3)
+    plan = PackshotPlan.from_json({"placement": {"scale": 0.3, "fill": [1, 2, 3], "bogus": 1}})
+    assert plan.placement_spec().fill == (1, 2, 3)
 
 
 def test_a_bad_matte_model_fails_the_packshot_shots(tmp_settings: Settings, tmp_path: Path) -> None:
@@ -89,4 +91,5 @@ def test_a_bad_matte_model_fails_the_packshot_shots(tmp_settings: Settings, tmp_
     with ctx.sessions.begin() as s:
         sid = ensure_source_images(s, [url])[url]
     jobs, errors = prepare_jobs(ctx, [_shot(1, sid, {})])
-    assert not jobs and "absent.onnx: matte model not found" in errors[1]
+    assert not jobs and "absent.onnx: matte model not found" in errors[1].reason
+    assert errors[1].kind == FailureKind.cutout_refused

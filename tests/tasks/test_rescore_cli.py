@@ -23,7 +23,7 @@ from catalog.db import make_engine, make_sessionmaker
 from catalog.embeddings import embedding_of
 from catalog.models import FilterResult, Shot
 from catalog.status import throughput
-from pipeline.gate.stage import Gate, load_gate
+from pipeline.gate.stage import ClipGate, load_gate
 from pipeline.settings import Settings
 from tasks.cli.app import app
 from tasks.context import reset_contexts
@@ -35,7 +35,7 @@ from tests.tasks.conftest import approve_all, fleet_settings, make_bucket, seed_
 ENCODER = FakeEncoder()
 
 
-def counting_gate(settings: Settings) -> Gate:
+def counting_gate(settings: Settings) -> ClipGate:
     """The real gate (ClipFilter, watermark) around the module's counting encoder."""
     return load_gate(settings, encoder=ENCODER)
 

@@ -444,8 +444,8 @@ def test_lineage_forward_and_reverse(cli: CliEnv) -> None:
 
 def test_reproduce_matches_exactly_on_cpu(cli: CliEnv) -> None:
     """Generate with the line's own step (tiny preset, CPU, a batch of 3), then reproduce."""
-    from tasks import steps
     from tasks.context import context_for
+    from tasks.line.orchestrator import generate_shots
 
     def seed(s: Session) -> list[int]:
         brand = make_brand(s)
@@ -453,8 +453,8 @@ def test_reproduce_matches_exactly_on_cpu(cli: CliEnv) -> None:
         return [make_shot(s, rev, template=f"t{i}", seed=100 + i).id for i in range(3)]
 
     ids = cli.insert(seed)
-    result = steps.generate(context_for(Settings()), ids)
-    assert sorted(result.done) == ids, result
+    result = generate_shots(context_for(Settings()), ids, gate_on="cpu")
+    assert sorted(result.to_gate) == ids, result
     target = ids[1]
     with cli.sessions() as s:
         gen = s.scalar(select(Generation).where(Generation.shot_id == target))
@@ -510,8 +510,8 @@ def _photo(size: int = 256) -> Image.Image:
 
 
 def _published_by_gate(env: CliEnv) -> tuple[int, Path, str]:
-    """A published shot whose final file came from ``Gate.finalize`` (real watermark + XMP)."""
-    from pipeline.gate.stage import Gate
+    """A published shot whose final file came from ``ClipGate.finalize`` (real watermark + XMP)."""
+    from pipeline.gate.stage import ClipGate
     from pipeline.types import ProvenanceInfo
 
     def seed(s: Session) -> tuple[int, str, str]:
@@ -524,7 +524,7 @@ def _published_by_gate(env: CliEnv) -> tuple[int, Path, str]:
         return shot.id, brand.name, (shot.variant or {})["sku"]
 
     shot_id, brand, sku = env.insert(seed)
-    gate = Gate(filter=cast(Any, None))  # finalize needs no CLIP model
+    gate = ClipGate(filter=cast(Any, None))  # finalize needs no CLIP model
     final = gate.finalize(
         shot_id,
         _photo(),

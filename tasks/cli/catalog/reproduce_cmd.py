@@ -34,7 +34,7 @@ from tasks.cli.common import (
     fail,
     print_json,
 )
-from tasks.sources.packshot import job_stub
+from tasks.line.claim import PackshotShot
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class _Recorded:
     model_digest: str | None
     device: str
     library_versions: dict[str, Any]
-    packshots: list[Any]  # detached stubs of the batch's packshot shots (tasks.sources)
+    packshots: list[Any]  # the batch's packshot shots (tasks.line.claim.PackshotShot)
 
 
 def _load(
@@ -70,7 +70,7 @@ def _load(
         kind = shot.source_image_id is not None
         keep = {m.id for m in mates if (m.source_image_id is not None) == kind} | {shot.id}
         batch = [p for p in batch if p.shot_id in keep]
-        stubs = [st for m in mates if m.id in keep and (st := job_stub(m)) is not None]
+        stubs = [st for m in mates if m.id in keep and (st := PackshotShot.of(m)) is not None]
         recorded = _Recorded(
             sha256=gen.sha256,
             key=gen.blob_key,
@@ -87,14 +87,14 @@ def _packshot_outputs(
 ) -> list[GenerationOutput]:
     """A packshot batch again: cutout and placement from the stored source blobs, then the
     same inpainting and composite as the line."""
-    from tasks.sources.packshot import generate_packshots, prepare_jobs
+    from tasks.line.generate import regenerate
+    from tasks.line.prepare import prepare_jobs
 
     jobs, errors = prepare_jobs(ctx, stubs)
     if shot_id in errors:
-        fail(f"shot {shot_id}: {errors[shot_id]}")
+        fail(f"shot {shot_id}: {errors[shot_id].reason}")
     batch = [p for p in batch if p.shot_id in jobs]
-    outputs, _ = generate_packshots(ctx, params.model_id, batch, jobs, f"reproduce-{shot_id}")
-    return outputs
+    return regenerate(ctx, batch, jobs, f"reproduce-{shot_id}")
 
 
 def _regenerate(

@@ -2,7 +2,7 @@
 
 Checks, each a row of the table and the JSON (``--json-out``):
 
-- ``option:<name>``: a batch of 2 with a pinned, fused LoRA through ``Generator.generate``
+- ``option:<name>``: a batch of 2 with a pinned, fused LoRA through ``DiffusersGenerator.generate``
   under each option (fp16, bf16, fp8 storage, CPU offload, torch.compile, QKV fusion);
   passes when no shot fails and no image is blank; reports the pixel difference against
   the default options (fp16 on CUDA), e.g. what fp8 storage costs in image terms.
@@ -49,7 +49,7 @@ from rich.table import Table  # noqa: E402
 from rich.text import Text  # noqa: E402
 
 from pipeline.digests import sha256_file  # noqa: E402
-from pipeline.generate.generator import Generator  # noqa: E402
+from pipeline.generate.generator import DiffusersGenerator  # noqa: E402
 from pipeline.generate.lora import write_random_lora  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from pipeline.types import AdapterRef, ShotParams  # noqa: E402
@@ -95,11 +95,11 @@ class Ctx:
         }
         return Settings(_env_file=None, **{**base, **over})  # type: ignore[call-arg]
 
-    def generator(self, arch: str | None = None, **over: Any) -> Generator:
+    def generator(self, arch: str | None = None, **over: Any) -> DiffusersGenerator:
         s = self.settings(**over)
         dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[s.dtype]
         pipe = build_arch(arch or self.arch, s, self.device, dtype)
-        return Generator.from_pipeline(pipe, s, arch or self.arch, "random-weights")
+        return DiffusersGenerator.from_pipeline(pipe, s, arch or self.arch, "random-weights")
 
     def shot(self, seed: int, adapters: int | None = 0, size: int | None = None) -> ShotParams:
         return ShotParams(
@@ -140,7 +140,7 @@ class Ctx:
         return refs
 
 
-def pixels(gen: Generator, shots: list[ShotParams]) -> list[np.ndarray]:
+def pixels(gen: DiffusersGenerator, shots: list[ShotParams]) -> list[np.ndarray]:
     outs = gen.generate(shots)
     errors = [o.error for o in outs if o.error]
     if errors:
@@ -153,7 +153,7 @@ def diff(a: np.ndarray, b: np.ndarray) -> tuple[int, float]:
     return int(d.max()), float(d.mean())
 
 
-def free(*gens: Generator) -> None:
+def free(*gens: DiffusersGenerator) -> None:
     for g in gens:
         g.close()
     import gc
@@ -243,7 +243,7 @@ def check_oom_split(ctx: Ctx) -> dict[str, Any]:
         free(gen)
 
 
-def _fake_oom_above(gen: Generator, limit: int) -> None:
+def _fake_oom_above(gen: DiffusersGenerator, limit: int) -> None:
     real = gen._run_batch
 
     def run(chunk: list[ShotParams]) -> Any:
@@ -254,7 +254,7 @@ def _fake_oom_above(gen: Generator, limit: int) -> None:
     gen._run_batch = run  # type: ignore[method-assign]
 
 
-def _cap_memory_above_one(gen: Generator, shot: ShotParams, device: torch.device) -> None:
+def _cap_memory_above_one(gen: DiffusersGenerator, shot: ShotParams, device: torch.device) -> None:
     """Cap the allocator at weights + 2.5x one image's working memory: b=8 must OOM."""
     torch.cuda.empty_cache()
     base = torch.cuda.memory_allocated(device)
@@ -290,7 +290,7 @@ def check_lora_switch(ctx: Ctx) -> dict[str, Any]:
     return {"ok": _within(ctx, mx, mean) and drift == 0.0, "max": mx, "weight_drift": drift}
 
 
-def _base_weights(gen: Generator) -> dict[str, torch.Tensor]:
+def _base_weights(gen: DiffusersGenerator) -> dict[str, torch.Tensor]:
     return {
         k.replace(".base_layer", ""): v
         for k, v in gen.pipe.unet.state_dict().items()

@@ -1,0 +1,103 @@
+"""The packshot stage as pure functions over arrays: prepare -> (inpaint) -> composite ->
+fidelity. The line calls these; the inpainting itself is ``pipeline.generate.inpaint``.
+
+- ``prepare``: the product cut out of its source image and placed on the shot's canvas.
+- ``composite_checked``: the real product pixels back over a generated scene, and the check
+  that, inside the eroded mask, they equal the placed source bit for bit. The one place that
+  composites (the inpainter and the stand-in generators' path both call it).
+- ``fidelity_scores``: the gate's product-fidelity scores of one shot, from the raw image,
+  the final (watermarked) file and the placement; they join the gate's decision through
+  ``pipeline.gate.policy.with_checks``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from pipeline.images import ImageError, decode_image
+from pipeline.packshot.composite import composite
+from pipeline.packshot.cutout import Cutout, CutoutError, MatteModel, cut_out
+from pipeline.packshot.fidelity import (
+    MIN_PSNR_DB,
+    Fidelity,
+    ImageEncoder,
+    check_exact,
+    check_psnr,
+    clip_similarity,
+)
+from pipeline.packshot.placement import Placed, PlacementSpec, place
+from pipeline.types import Score
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One packshot shot ready for the GPU: its product cut out and placed on the canvas."""
+
+    cutout: Cutout
+    placed: Placed
+
+
+def cut(image: Image.Image, matte: MatteModel | None, what: str) -> Cutout | str:
+    """The product cut out of a source image, or the one-line reason it cannot be."""
+    try:
+        return cut_out(image, matte=matte, what=what)
+    except (CutoutError, ValueError) as exc:
+        return f"cutout: {exc}"
+
+
+def placed_on_canvas(
+    cutout: Cutout, spec: PlacementSpec, width: int, height: int, what: str
+) -> Placed | str:
+    """The cutout placed on a ``width`` x ``height`` canvas, or why it cannot be."""
+    try:
+        return place(cutout, spec, width, height)
+    except (ValueError, cv2.error) as exc:
+        return f"placement of {what}: {exc}"
+
+
+def composite_checked(scene: Image.Image, placed: Placed) -> tuple[Image.Image, Fidelity]:
+    """``scene`` (resized to the canvas if a stand-in made it another size) with the product
+    pasted back, and the exact-pixel check of the result."""
+    size = placed.rgb.shape[1::-1]
+    if scene.size != size:
+        scene = scene.convert("RGB").resize(size, Image.Resampling.NEAREST)
+    final = composite(scene, placed)
+    return final, check_exact(final, placed.rgb, placed.core)
+
+
+def _score(name: str, value: float, threshold: float | None, triggered: bool) -> Score:
+    return Score(name=name, kind="fidelity", score=value, threshold=threshold, triggered=triggered)
+
+
+def fidelity_scores(
+    raw: Image.Image,
+    final: bytes,
+    canvas: np.ndarray,
+    alpha: np.ndarray,
+    encoder: ImageEncoder | None = None,
+) -> tuple[list[Score], list[str]]:
+    """The product-fidelity scores of one packshot shot and the reasons it fails: inside the
+    eroded product mask the raw image equals the placed source bit for bit, and the final
+    (watermarked) file is within ``MIN_PSNR_DB`` of it. With the gate's CLIP ``encoder``,
+    how alike CLIP finds product and packshot is recorded too (not a cut)."""
+    core = alpha == 255
+    try:
+        exact = check_exact(raw, canvas, core)
+        after = check_psnr(decode_image(final, mode="RGB"), canvas, core)
+    except (ValueError, ImageError) as exc:
+        return [], [f"product fidelity: {exc}"]
+    psnr_db = after.psnr_db if after.psnr_db is not None and math.isfinite(after.psnr_db) else 99.0
+    scores = [
+        _score("product_pixels_changed", float(exact.mismatched), 0.0, not exact.ok),
+        _score("product_psnr_db", float(psnr_db), MIN_PSNR_DB, not after.ok),
+    ]
+    if encoder is not None:
+        similarity = clip_similarity(encoder, raw, canvas, core)
+        if similarity is not None:
+            scores.append(_score("product_clip_similarity", similarity, None, False))
+    return scores, [r for r in (exact.reason, after.reason) if r]

@@ -1,1 +1,0 @@
-"""The gate on the GPU host (generate -> score -> finalize in one task)."""

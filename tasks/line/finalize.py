@@ -1,0 +1,293 @@
+"""Finalize: watermark, provenance (XMP, C2PA) and encoding of each scored image, the put of
+its final file, and the packshot masks' puts. Rejected images get their final file too: a
+reviewer override then publishes the exact bytes the sheet showed.
+
+Where it runs is a strategy, chosen once per message by the orchestrator:
+
+- ``HostFinalize`` (``gate_on=gpu``, the default): on the GPU host's finalize threads
+  (``ctx.finalize_pool``), so batch N is finalized while the GPU runs batch N+1; generation
+  and gate decision are recorded in one transaction per batch.
+- ``QueueFinalize`` (``gate_on=cpu``, or a batch whose scoring failed on the GPU host): the
+  raw PNG is stored and the shots recorded ``generated``; the ``cpu`` queue's gate message
+  scores and finalizes them (``orchestrator.gate_shots``).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from catalog.shots import ShotInfo
+from pipeline.digests import sha256_bytes
+from pipeline.failures import Failure, FailureKind
+from pipeline.keys import final_key, mask_key, raw_key
+from pipeline.packshot.fidelity import Fidelity
+from pipeline.packshot.records import PackshotRecord
+from pipeline.storage import BlobInfo
+from pipeline.types import FilterDecision, FinalImage, Gate, GenerationOutput, ProvenanceInfo
+from tasks.context import WorkerContext
+from tasks.line import record
+from tasks.line.claim import GenerateClaim
+from tasks.line.generate import Generated
+from tasks.line.prepare import PackshotJob
+from tasks.line.results import LineResult, transient_errors
+from tasks.line.score import Placement, check_fidelity
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RawFile:
+    """A generated image as PNG bytes, and its content-addressed ``raw/`` key."""
+
+    out: GenerationOutput
+    png: bytes
+    key: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class StoredRaw:
+    raw: RawFile
+    blob: BlobInfo  # what the store returned for ``raw.key``
+
+
+@dataclass(frozen=True)
+class FinalFile:
+    shot_id: int
+    key: str
+    image: FinalImage
+
+
+@dataclass
+class ScoredBatch:
+    """One GPU batch between the task's thread and finalizing."""
+
+    generated: Generated
+    jobs: Mapping[int, PackshotJob]  # the packshot shots' placements, still in memory
+    decisions: dict[int, FilterDecision] | None  # None: not scored here (the cpu queue's)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _png_of(out: GenerationOutput) -> bytes | None:
+    """The output's PNG bytes (encoded here if the generator gave only an image), or None."""
+    if out.error:
+        return None
+    if out.png is not None:
+        return out.png
+    if out.image is None:
+        return None
+    from pipeline.generate.generator import encode_png  # torch: only where it is needed
+
+    return encode_png(out.image)
+
+
+def raw_files(generated: Generated, infos: Mapping[int, ShotInfo]) -> list[RawFile]:
+    """The images under their content-addressed ``raw/`` keys; an output without one joins
+    ``generated.errors`` with its kind."""
+    ready: list[RawFile] = []
+    for out in generated.outputs:
+        png = _png_of(out)
+        if png is None:
+            kind = out.error_kind or FailureKind.generation
+            generated.errors[out.shot_id] = Failure(
+                kind, out.error or "generator returned no image"
+            )
+            continue
+        info = infos[out.shot_id]
+        sha = out.sha256 or sha256_bytes(png)
+        ready.append(RawFile(out, png, raw_key(info.brand, info.sku, info.template, sha), sha))
+    return ready
+
+
+def put_raw(ctx: WorkerContext, raw: RawFile) -> StoredRaw:
+    meta = {"shot-id": str(raw.out.shot_id)}
+    blob = ctx.store.put(raw.key, raw.png, content_type="image/png", metadata=meta)
+    return StoredRaw(raw, blob)
+
+
+def finalize_files(
+    ctx: WorkerContext,
+    the_gate: Gate,
+    infos: Mapping[int, ShotInfo],
+    provenance: Mapping[int, ProvenanceInfo],
+    images: Mapping[int, Image.Image],
+    shot_ids: Sequence[int],
+) -> list[FinalFile]:
+    """Watermark + provenance + encoding of each image, and its ``final/`` key."""
+    built = []
+    for sid in shot_ids:
+        info = infos[sid]
+        final = the_gate.finalize(sid, images[sid], provenance[sid], ctx.settings.output_format)
+        key = final_key(info.brand, info.sku, info.template, final.sha256, final.ext)
+        built.append(FinalFile(sid, key, final))
+    return built
+
+
+def put_final(ctx: WorkerContext, f: FinalFile) -> tuple[int, dict[str, Any]]:
+    """Upload the final file; returns its ``watermarks`` row columns."""
+    final, meta = f.image, {"shot-id": str(f.shot_id)}
+    blob = ctx.store.put(f.key, final.data, content_type=final.content_type, metadata=meta)
+    return f.shot_id, {
+        "method": final.method,
+        "payload": final.payload,
+        "verified": bool(final.verified),
+        "bit_accuracy": float(final.bit_accuracy),
+        "image_backend": blob.backend,
+        "image_key": f.key,
+        "image_sha256": final.sha256,
+        "image_size": len(final.data),
+        "content_type": final.content_type,
+        "c2pa_signed": bool(final.c2pa_signed),
+    }
+
+
+def _png(array: np.ndarray, mode: str) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array, mode).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def put_mask(ctx: WorkerContext, png: bytes) -> tuple[str, str]:
+    """Store a cutout mask or placed canvas (PNG bytes); returns ``(key, sha256)``."""
+    sha = sha256_bytes(png)
+    key = mask_key(sha)
+    if not ctx.store.exists(key):
+        ctx.store.put(key, png, content_type="image/png")
+    return key, sha
+
+
+def packshot_record(ctx: WorkerContext, job: PackshotJob, exact: Fidelity) -> PackshotRecord:
+    """Store the cutout mask and the placed canvas and alpha (off the GPU thread); what the
+    shot records about them."""
+    cut_key, cut_sha = put_mask(ctx, _png(job.cutout.alpha, "L"))
+    placed_key, _ = put_mask(ctx, _png(job.placed.rgb, "RGB"))
+    alpha_key, _ = put_mask(ctx, _png(job.placed.alpha, "L"))
+    return PackshotRecord(
+        cutout={**job.cutout.lineage(), "mask_key": cut_key, "mask_png_sha256": cut_sha},
+        placed={**job.placed.lineage(), "image_key": placed_key, "alpha_key": alpha_key},
+        source_sha256=job.source.sha256,
+        fidelity={"exact": exact.to_json()},
+    )
+
+
+def packshot_records(
+    ctx: WorkerContext, batch: ScoredBatch, shot_ids: Sequence[int]
+) -> dict[int, PackshotRecord]:
+    exact = batch.generated.exact
+    ids = [sid for sid in shot_ids if sid in exact and sid in batch.jobs]
+    recs = ctx.io_map(lambda sid: packshot_record(ctx, batch.jobs[sid], exact[sid]), ids)
+    return dict(zip(ids, recs, strict=True))
+
+
+class QueueFinalize:
+    """Store the raw PNGs and record the shots ``generated``: the ``cpu`` queue's gate
+    scores and finalizes them (``result.to_gate``). Runs on the caller's thread."""
+
+    def __init__(self, ctx: WorkerContext, claim: GenerateClaim, batch_id: str) -> None:
+        self.ctx, self.claim, self.batch_id = ctx, claim, batch_id
+
+    def submit(self, batch: ScoredBatch) -> Future[LineResult]:
+        fut: Future[LineResult] = Future()
+        try:
+            fut.set_result(self.run(batch))
+        except BaseException as exc:  # re-raised by the orchestrator once all have finished
+            fut.set_exception(exc)
+        return fut
+
+    def run(self, batch: ScoredBatch, timings: Mapping[str, float] | None = None) -> LineResult:
+        ctx, res = self.ctx, LineResult()
+        raws = raw_files(batch.generated, self.claim.infos)
+        stored = {st.raw.out.shot_id: st for st in ctx.io_map(lambda r: put_raw(ctx, r), raws)}
+        records = packshot_records(ctx, batch, list(stored))
+        errors = batch.generated.errors
+        record.record_generated(ctx, stored, errors, self.batch_id, res, records, timings)
+        return res
+
+
+class HostFinalize:
+    """Finalize on the GPU host's finalize threads (the batch arrives scored)."""
+
+    def __init__(
+        self, ctx: WorkerContext, the_gate: Gate, claim: GenerateClaim, batch_id: str
+    ) -> None:
+        self.ctx, self.gate, self.claim, self.batch_id = ctx, the_gate, claim, batch_id
+        self.fallback = QueueFinalize(ctx, claim, batch_id)
+
+    def submit(self, batch: ScoredBatch) -> Future[LineResult]:
+        return self.ctx.finalize_pool.submit(self.run, batch)
+
+    def run(self, batch: ScoredBatch) -> LineResult:
+        """Final files, uploads, and the batch's one transaction. A stage error here (not a
+        transient one: those propagate and Celery retries the message) sends the batch to
+        the cpu queue's gate instead."""
+        cpu0, t0 = time.thread_time(), time.time()
+        raws = {r.out.shot_id: r for r in raw_files(batch.generated, self.claim.infos)}
+        decisions = batch.decisions
+        finals: dict[int, dict[str, Any]] = {}
+        records: dict[int, PackshotRecord] = {}
+        if decisions is not None:
+            try:
+                finals, records = self._finalize(batch, raws, decisions)
+            except transient_errors():
+                raise
+            except Exception as exc:
+                decisions = None
+                log.warning(
+                    "gate on the GPU host: finalizing failed: %s: %s; the batch goes to the "
+                    "cpu queue",
+                    type(exc).__name__,
+                    exc,
+                )
+        timings = self._timings(batch, cpu0, t0, max(1, len(raws)))
+        if decisions is None:
+            return self.fallback.run(batch, timings)
+        stored: dict[int, StoredRaw] = {}
+        if self.ctx.settings.store_raw:
+            put = self.ctx.io_map(lambda r: put_raw(self.ctx, r), list(raws.values()))
+            stored = {st.raw.out.shot_id: st for st in put}
+        res = LineResult()
+        record.record_batch(
+            self.ctx,
+            record.BatchRows(raws, stored, decisions, finals, records, batch.generated.errors),
+            self.batch_id,
+            timings,
+            res,
+        )
+        return res
+
+    def _finalize(
+        self, batch: ScoredBatch, raws: Mapping[int, RawFile], decisions: dict[int, FilterDecision]
+    ) -> tuple[dict[int, dict[str, Any]], dict[int, PackshotRecord]]:
+        images = {sid: r.out.image for sid, r in raws.items() if r.out.image is not None}
+        ids = [sid for sid in decisions if sid in images]
+        built = finalize_files(
+            self.ctx, self.gate, self.claim.infos, self.claim.provenance, images, ids
+        )
+        placements = {
+            sid: Placement(job.placed.rgb, job.placed.alpha)
+            for sid, job in batch.jobs.items()
+            if sid in images
+        }
+        finals_data = {f.shot_id: f.image.data for f in built}
+        check_fidelity(self.gate, placements, images, finals_data, decisions)
+        finals = dict(self.ctx.io_map(lambda f: put_final(self.ctx, f), built))
+        return finals, packshot_records(self.ctx, batch, list(images))
+
+    def _timings(self, batch: ScoredBatch, cpu0: float, t0: float, n: int) -> dict[str, float]:
+        t1 = time.time()
+        return {
+            **batch.timings,
+            "finalize_s": (t1 - t0) / n,
+            "finalize_cpu_s": (time.thread_time() - cpu0) / n,
+            "finalize_start": t0,
+            "finalize_end": t1,
+        }
