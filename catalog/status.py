@@ -66,7 +66,7 @@ def recent_failures(
     session: Session, limit: int = 20, brand: str | None = None
 ) -> list[dict[str, Any]]:
     stmt = _brand_filter(
-        select(Shot.id, Shot.attempts, Shot.error, Shot.updated_at)
+        select(Shot.id, Shot.attempts, Shot.error, Shot.error_kind, Shot.updated_at)
         .where(Shot.state == ShotState.failed)
         .order_by(Shot.updated_at.desc(), Shot.id.desc())
         .limit(limit),
@@ -77,10 +77,21 @@ def recent_failures(
             "shot_id": sid,
             "attempts": attempts,
             "error": error,
+            "kind": kind,
             "at": at.isoformat() if at else None,
         }
-        for sid, attempts, error, at in session.execute(stmt)
+        for sid, attempts, error, kind, at in session.execute(stmt)
     ]
+
+
+def failures_by_kind(session: Session, brand: str | None = None) -> dict[str, int]:
+    """Failed shots by failure kind (``pipeline.failures.FailureKind``); "unknown" for
+    failures recorded before kinds were."""
+    stmt = _brand_filter(
+        select(Shot.error_kind, func.count()).where(Shot.state == ShotState.failed), brand
+    )
+    rows = session.execute(stmt.group_by(Shot.error_kind))
+    return {str(kind or "unknown"): int(n) for kind, n in sorted(rows, key=lambda r: -r[1])}
 
 
 def source_image_counts(session: Session, brand: str | None = None) -> dict[str, int]:
@@ -109,6 +120,7 @@ def status_report(
         "counts": counts,
         "source_images": source_image_counts(session, brand),
         "throughput": throughput(session, minutes, brand),
+        "failure_kinds": failures_by_kind(session, brand),
         "failures": recent_failures(session, failures, brand),
     }
 
@@ -178,10 +190,13 @@ def failures(session: Session, shot_ids: Sequence[int], limit: int = 50) -> list
     """The failed ones among ``shot_ids``, with attempts and reason."""
     out: list[dict[str, Any]] = []
     for part in _parts(shot_ids):
-        stmt = select(Shot.id, Shot.attempts, Shot.error).where(
+        stmt = select(Shot.id, Shot.attempts, Shot.error, Shot.error_kind).where(
             Shot.id.in_(part), Shot.state == S.failed
         )
-        out += [{"shot_id": i, "attempts": a, "error": e} for i, a, e in session.execute(stmt)]
+        out += [
+            {"shot_id": i, "attempts": a, "error": e, "kind": k}
+            for i, a, e, k in session.execute(stmt)
+        ]
     return out[:limit]
 
 

@@ -195,6 +195,29 @@ def test_transitions_are_checked(session: Session) -> None:
     claim_shots(session, [shot.id], max_attempts=2)
     assert not retry_or_fail(shot, Failure(FailureKind.generation, "boom"), max_attempts=2)
     assert shot.state == ShotState.failed and shot.error == "failed after 2 attempts: boom"
+    assert shot.error_kind == FailureKind.generation
+
+
+def test_failure_kinds_follow_the_error(session: Session) -> None:
+    """The kind is stored with the reason: a retry keeps the last error's kind, a shot that
+    is given up on keeps it too, and one whose worker was just lost is ``worker_lost``."""
+    shot = _shot(session)
+    claim_shots(session, [shot.id], max_attempts=2)
+    assert retry_or_fail(shot, Failure(FailureKind.oom, "out of memory"), max_attempts=2)
+    assert (shot.state, shot.error_kind) == (ShotState.planned, "oom")
+    claim_shots(session, [shot.id], max_attempts=2)
+    assert shot.error_kind == "oom"  # still the last error's, while generating again
+    claim_shots(session, [shot.id], max_attempts=2)  # lost again: out of attempts
+    assert shot.state == ShotState.failed and shot.error_kind == "oom"
+    lost = _shot(session)
+    claim_shots(session, [lost.id], max_attempts=1)
+    claim_shots(session, [lost.id], max_attempts=1)  # its worker died; no error recorded
+    assert lost.state == ShotState.failed and lost.error_kind == FailureKind.worker_lost
+    assert "worker lost while generating" in (lost.error or "")
+    back = _shot(session)
+    claim_shots(session, [back.id], max_attempts=3)
+    hand_back(back, "batch split after: x")
+    assert back.error_kind is None  # handed back: not the shot's failure
 
 
 def test_rejected_needs_no_watermark_but_kept_does(session: Session) -> None:

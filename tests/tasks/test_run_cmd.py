@@ -58,9 +58,11 @@ def test_run_then_status(cli_settings: Settings) -> None:
     assert status["throughput"]["generated"] == 5 and status["throughput"]["gated"] == 5
     [failure] = status["failures"]
     assert failure["attempts"] == 3 and "impossible size 7x100000" in failure["error"]
+    assert failure["kind"] == "generation" and status["failure_kinds"] == {"generation": 1}
 
     result = runner.invoke(app, ["status"])
     assert result.exit_code == 0 and "pending_review" in result.output
+    assert "by kind: generation 1" in result.output
 
 
 def test_run_unknown_brand_is_one_line_exit_2(cli_settings: Settings) -> None:

@@ -30,10 +30,14 @@ def _print_report(report: dict[str, Any], brand: str | None) -> None:
         f"last {tp['window_minutes']} min: generated {tp['generated']} "
         f"({tp['generated_per_min']}/min), gated {tp['gated']}, published {tp['published']}"
     )
+    kinds = report.get("failure_kinds") or {}
+    if kinds:
+        parts = ", ".join(f"{kind} {n}" for kind, n in kinds.items())
+        console.print(f"[red]failed[/] by kind: {parts}", highlight=False)
     for f in report["failures"]:
         console.print(
-            f"[red]failed[/] shot {f['shot_id']} after {f['attempts']} attempt(s): "
-            + escape(str(f["error"])),
+            f"[red]failed[/] shot {f['shot_id']} ({f.get('kind') or 'unknown'}) after "
+            f"{f['attempts']} attempt(s): " + escape(str(f["error"])),
             highlight=False,
         )
 
