@@ -40,7 +40,7 @@ fmt: $(STAMP)
 # when they are stale). Phony on its own line: the docs/ folder would make it "up to date".
 .PHONY: docs
 docs: $(STAMP)
-	$(BIN)/python -m tasks.reference
+	$(BIN)/python -m tasks.cli.reference
 
 clean:
 	rm -rf var/demo

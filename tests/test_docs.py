@@ -10,7 +10,7 @@ import pytest
 import typer.main
 
 from pipeline.settings import Settings
-from tasks import reference
+from tasks.cli import reference
 from tasks.cli.app import app
 
 ROOT = reference.ROOT
