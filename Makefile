@@ -36,5 +36,11 @@ fmt: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Regenerates docs/cli.md and docs/configuration.md from the code (tests/test_docs.py fails
+# when they are stale). Phony on its own line: the docs/ folder would make it "up to date".
+.PHONY: docs
+docs: $(STAMP)
+	$(BIN)/python -m tasks.cli.reference
+
 clean:
 	rm -rf var/demo
