@@ -1,4 +1,8 @@
-"""Engine and session factory. One engine per process, built from settings."""
+"""Engine and session factory. One engine per process, built from settings.
+
+The application layer (``tasks/``) names no SQLAlchemy module (the import contract in
+pyproject.toml): the types and errors it handles are the ones re-exported here.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,22 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+
+__all__ = [
+    "MAX_ROW_ID",
+    "DBAPIError",
+    "Engine",
+    "OperationalError",
+    "SQLAlchemyError",
+    "Session",
+    "is_sqlite",
+    "make_engine",
+    "make_sessionmaker",
+    "normalize_url",
+    "sessionmaker",
+]
 
 # Row ids are INTEGER primary keys: 32-bit on Postgres (64-bit on SQLite). A larger number
 # can name no row, and the drivers raise on it (OverflowError, "integer out of range"), so

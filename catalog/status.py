@@ -94,6 +94,12 @@ def failures_by_kind(session: Session, brand: str | None = None) -> dict[str, in
     return {str(kind or "unknown"): int(n) for kind, n in sorted(rows, key=lambda r: -r[1])}
 
 
+def failed_shots(session: Session) -> list[tuple[int, str | None]]:
+    """Every failed shot's id and reason, by id (the embedded demo's summary)."""
+    stmt = select(Shot.id, Shot.error).where(Shot.state == ShotState.failed).order_by(Shot.id)
+    return [(int(i), e) for i, e in session.execute(stmt)]
+
+
 def source_image_counts(session: Session, brand: str | None = None) -> dict[str, int]:
     """The catalog images packshot shots are made from, by fetch status (of the images the
     brand's products name, with ``brand``)."""

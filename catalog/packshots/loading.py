@@ -59,3 +59,8 @@ def count_pending(session: Session, source_ids: Sequence[int]) -> int:
         )
         or 0
     )
+
+
+def sources_by_id(session: Session, ids: Sequence[int]) -> list[SourceImage]:
+    """The ``source_images`` rows a fetch message names (in the caller's session)."""
+    return list(session.scalars(select(SourceImage).where(SourceImage.id.in_(list(ids)))))

@@ -24,7 +24,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2.sandbox import SecurityError
+from jinja2.exceptions import SecurityError
 
 # No template output may exceed this: guards against a template that multiplies text.
 MAX_RENDER_CHARS = 200_000
@@ -187,7 +187,7 @@ def check_product(left: Any, right: Any) -> None:
 
 
 def check_sum(left: Any, right: Any) -> None:
-    seqs = str | bytes | list | tuple
+    seqs = str | bytes | list[Any] | tuple[Any, ...]
     if isinstance(left, seqs) and isinstance(right, seqs):
         require(size(left) + size(right), "concatenation in template")
 

@@ -114,7 +114,7 @@ class PromptSandbox(ImmutableSandboxedEnvironment):
 
     # --- hooks the compiled template calls -------------------------------------------
 
-    def concat(self, parts: Iterable[str]) -> str:  # type: ignore[override]
+    def concat(self, parts: Iterable[str]) -> str:
         """The output (and every block) joined with a running size check."""
         out: list[str] = []
         total = 0

@@ -30,8 +30,7 @@ from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Any, Protocol
 
 from jinja2 import StrictUndefined, Template, TemplateError, Undefined, UndefinedError, meta, nodes
-from jinja2.exceptions import TemplateSyntaxError
-from jinja2.sandbox import SecurityError
+from jinja2.exceptions import SecurityError, TemplateSyntaxError
 
 from pipeline.brand.budget import MAX_RENDER_CHARS
 from pipeline.brand.config import BrandConfig, BrandConfigError, BrandProblem, Loc

@@ -38,11 +38,13 @@ def _bicubic(x: np.ndarray) -> np.ndarray:
     x = np.abs(x)
     near = ((a + 2.0) * x - (a + 3.0)) * x * x + 1
     far = (((x - 5) * x + 8) * x - 4) * a
-    return np.where(x < 1.0, near, np.where(x < 2.0, far, 0.0))
+    out: np.ndarray = np.where(x < 1.0, near, np.where(x < 2.0, far, 0.0))
+    return out
 
 
 def _bilinear(x: np.ndarray) -> np.ndarray:
-    return np.clip(1.0 - np.abs(x), 0.0, None)
+    out: np.ndarray = np.clip(1.0 - np.abs(x), 0.0, None)
+    return out
 
 
 _FILTERS = {"bicubic": (_bicubic, 2.0), "bilinear": (_bilinear, 1.0)}

@@ -62,7 +62,7 @@ def _is_complete(folder: Path) -> bool:
     if not marker.is_file() or not (folder / CHECKPOINT_NAME).is_file():
         return False
     try:
-        return json.loads(marker.read_text()).get("version") == TINY_CLIP_VERSION
+        return bool(json.loads(marker.read_text()).get("version") == TINY_CLIP_VERSION)
     except ValueError:
         return False
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from pipeline.files import publish_dir
 from pipeline.generate.clip_tokenizer import write_clip_tokenizer_files
@@ -39,12 +40,12 @@ def _is_complete(path: Path) -> bool:
     if not marker.is_file():
         return False
     try:
-        return json.loads(marker.read_text())["version"] == TINY_VERSION
+        return bool(json.loads(marker.read_text())["version"] == TINY_VERSION)
     except (ValueError, KeyError):
         return False
 
 
-def build_tiny_pipeline(in_channels: int = 4):  # -> StableDiffusion(Inpaint)Pipeline (untyped)
+def build_tiny_pipeline(in_channels: int = 4) -> Any:  # StableDiffusion(Inpaint)Pipeline
     """Build the random-weight pipeline in memory (deterministic: fixed torch seed).
 
     ``in_channels=9`` gives the inpainting layout (4 latent + 1 mask + 4 masked-image latent
@@ -144,7 +145,7 @@ def ensure_tiny_model(cache_dir: Path, inpaint: bool = False) -> Path:
     return publish_dir(target, build, _is_complete)
 
 
-def build_tiny_controlnet():  # -> ControlNetModel (untyped)
+def build_tiny_controlnet() -> Any:  # ControlNetModel
     """A ControlNet for the tiny UNet (4 latent channels in, so it also serves the 9-channel
     inpainting variant, whose ControlNet input is the plain latents). ``from_unet`` starts
     its zero convolutions at zero, which would make it a no-op; here they get small random

@@ -169,7 +169,8 @@ def _flood_foreground(
     edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
     is_bg = np.zeros(n, dtype=bool)
     is_bg[edge[edge > 0]] = True
-    return ~is_bg[labels]
+    out: np.ndarray = ~is_bg[labels]
+    return out
 
 
 def _grabcut_refine(rgb: np.ndarray, hard: np.ndarray, params: CutoutParams) -> np.ndarray:

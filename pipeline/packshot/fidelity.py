@@ -42,7 +42,9 @@ def _pixels(image: Image.Image | np.ndarray) -> np.ndarray:
     return image
 
 
-def _region(image: Image.Image | np.ndarray, source: np.ndarray, core: np.ndarray):
+def _region(
+    image: Image.Image | np.ndarray, source: np.ndarray, core: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     px = _pixels(image)
     if px.shape != source.shape or core.shape != source.shape[:2]:
         raise ValueError(f"image {px.shape} and placed source {source.shape} differ in size")

@@ -12,7 +12,8 @@ from pipeline.training.trainer import ADAPTER, LoraTrainer
 
 def _metadata(module: Any) -> dict[str, Any]:
     # Saved with the weights so a loader uses the trained alpha, not alpha = rank.
-    return module.peft_config[ADAPTER].to_dict()
+    meta: dict[str, Any] = module.peft_config[ADAPTER].to_dict()
+    return meta
 
 
 # peft keeps these as sets; their list order in the JSON follows the process's hash seed.
@@ -53,7 +54,7 @@ def _canonical(src: Path, dst: Path) -> None:
 def save_adapter(trainer: LoraTrainer, path: Path) -> str:
     """Write the trainer's adapter to ``path`` (diffusers LoRA format); return its sha256."""
     from diffusers import StableDiffusionPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers
+    from diffusers.utils.state_dict_utils import convert_state_dict_to_diffusers
 
     from pipeline.files import atomic_write_via
 

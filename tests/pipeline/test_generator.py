@@ -15,7 +15,7 @@ from PIL import Image
 
 from pipeline.generate.generator import (
     OOM_MESSAGE,
-    Generator,
+    DiffusersGenerator,
     encode_png,
     load_generator,
     resolve_dtype,
@@ -43,7 +43,7 @@ def settings(cpu_settings: Settings) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def gen(settings: Settings) -> Generator:
+def gen(settings: Settings) -> DiffusersGenerator:
     return load_generator(settings, "tiny")
 
 
@@ -63,7 +63,7 @@ def shot(shot_id: int, seed: int | None = None, **kw: Any) -> ShotParams:
     return replace(base, **kw)
 
 
-def test_load_records_lineage(gen: Generator, settings: Settings) -> None:
+def test_load_records_lineage(gen: DiffusersGenerator, settings: Settings) -> None:
     (out,) = gen.generate([shot(1)], batch_id="b-1")
     assert out.error is None
     assert out.shot_id == 1 and out.batch_id == "b-1"
@@ -78,20 +78,20 @@ def test_load_records_lineage(gen: Generator, settings: Settings) -> None:
     assert gen.batch_invariant  # auto: per-sample linear/conv on CPU
 
 
-def test_one_tiny_image_well_under_a_second(gen: Generator) -> None:
+def test_one_tiny_image_well_under_a_second(gen: DiffusersGenerator) -> None:
     gen.generate([shot(2)])  # warm-up (first-call allocations)
     best = min(_timed(gen, shot(2)) for _ in range(3))
     assert best < 0.5, f"one tiny 64x64 image took {best:.3f} s"
 
 
-def _timed(gen: Generator, s: ShotParams) -> float:
+def _timed(gen: DiffusersGenerator, s: ShotParams) -> float:
     t0 = time.perf_counter()
     (out,) = gen.generate([s])
     assert out.error is None
     return time.perf_counter() - t0
 
 
-def test_same_shot_gives_byte_identical_png(gen: Generator) -> None:
+def test_same_shot_gives_byte_identical_png(gen: DiffusersGenerator) -> None:
     a = gen.generate([shot(3)])[0]
     b = gen.generate([shot(3)])[0]
     assert a.png == b.png and a.sha256 == b.sha256
@@ -99,7 +99,7 @@ def test_same_shot_gives_byte_identical_png(gen: Generator) -> None:
 
 
 @pytest.mark.parametrize("adapters", [(), (SAMPLE_LORA,)], ids=["base", "lora"])
-def test_batch_invariance(gen: Generator, adapters: tuple[AdapterRef, ...]) -> None:
+def test_batch_invariance(gen: DiffusersGenerator, adapters: tuple[AdapterRef, ...]) -> None:
     alone = gen.generate([shot(7, adapters=adapters)])[0]
     batch = gen.generate([shot(i, adapters=adapters) for i in (5, 6, 7, 8)])
     assert [o.shot_id for o in batch] == [5, 6, 7, 8]
@@ -113,7 +113,9 @@ def test_batch_invariance(gen: Generator, adapters: tuple[AdapterRef, ...]) -> N
     assert [o.png for o in pair] == [batch[3].png, batch[0].png]
 
 
-def test_groups_by_batch_key_and_keeps_input_order(gen: Generator, settings: Settings) -> None:
+def test_groups_by_batch_key_and_keeps_input_order(
+    gen: DiffusersGenerator, settings: Settings
+) -> None:
     shots = [
         shot(10),
         shot(11, steps=3),
@@ -137,7 +139,7 @@ def test_batch_size_setting_splits_groups(settings: Settings) -> None:
     assert [o.timings["batch_size"] for o in outs] == [2, 2, 2, 2, 1]
 
 
-def test_bad_shots_fail_alone(gen: Generator) -> None:
+def test_bad_shots_fail_alone(gen: DiffusersGenerator) -> None:
     outs = gen.generate([shot(20), shot(21, scheduler="nope"), shot(22, model_id="other")])
     assert outs[0].error is None
     assert "unknown scheduler 'nope'" in (outs[1].error or "")
@@ -145,7 +147,9 @@ def test_bad_shots_fail_alone(gen: Generator) -> None:
     assert outs[1].image is None and outs[2].png is None
 
 
-def _fake_oom(monkeypatch, gen: Generator, fail_at_one: set[int] | None = None) -> list[int]:
+def _fake_oom(
+    monkeypatch, gen: DiffusersGenerator, fail_at_one: set[int] | None = None
+) -> list[int]:
     """Make the pipeline raise CUDA OOM for batches > 1 (and for given seeds at size 1)."""
     sizes: list[int] = []
     pipe_cls = type(gen.pipe)
@@ -163,7 +167,7 @@ def _fake_oom(monkeypatch, gen: Generator, fail_at_one: set[int] | None = None) 
     return sizes
 
 
-def test_oom_splits_batch_down_to_one(gen: Generator, monkeypatch) -> None:
+def test_oom_splits_batch_down_to_one(gen: DiffusersGenerator, monkeypatch) -> None:
     shots = [shot(i) for i in (30, 31, 32, 33)]
     expected = [o.png for o in gen.generate(shots)]
     sizes = _fake_oom(monkeypatch, gen)
@@ -174,7 +178,7 @@ def test_oom_splits_batch_down_to_one(gen: Generator, monkeypatch) -> None:
     assert [o.timings["batch_size"] for o in outs] == [1, 1, 1, 1]
 
 
-def test_oom_at_batch_size_one_fails_only_that_shot(gen: Generator, monkeypatch) -> None:
+def test_oom_at_batch_size_one_fails_only_that_shot(gen: DiffusersGenerator, monkeypatch) -> None:
     shots = [shot(i) for i in (40, 41, 42)]
     _fake_oom(monkeypatch, gen, fail_at_one={shots[1].seed})
     outs = gen.generate(shots)
@@ -199,7 +203,7 @@ def test_encode_png_is_deterministic_and_clean() -> None:
     assert Image.open(io.BytesIO(data)).tobytes() == img.tobytes()
 
 
-def test_every_scheduler_name_builds(gen: Generator) -> None:
+def test_every_scheduler_name_builds(gen: DiffusersGenerator) -> None:
     for name in SCHEDULERS:
         sched = make_scheduler(name, gen.pipe.scheduler.config)
         assert sched.config.num_train_timesteps == 1000, name
