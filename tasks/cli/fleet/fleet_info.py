@@ -63,11 +63,24 @@ def _connection(settings: Settings) -> Connection:
 
 def active_queues(settings: Settings, timeout_s: float = 1.0) -> dict[str, list[str]]:
     """Worker name -> queues it consumes, from the workers that answer within ``timeout_s``."""
-    from tasks.celery_app import app
+    from celery import Celery
 
-    with _connection(settings) as conn:
-        conn.ensure_connection(max_retries=1)
-        replies = app.control.inspect(timeout=timeout_s, connection=conn).active_queues() or {}
+    from tasks.celery_app import celery_config
+
+    # A throwaway app on *this* broker: remote control publishes through its app's producer
+    # pool, so the module's app (configured for whatever this process started with) would
+    # ask another broker, or none.
+    probe = Celery("shotline-inspect", set_as_current=False)
+    probe.conf.update(celery_config(settings))
+    probe.conf.broker_connection_retry_on_startup = False
+    probe.conf.broker_connection_max_retries = 1
+    try:
+        with _connection(settings) as conn:
+            conn.ensure_connection(max_retries=1)
+            inspector = probe.control.inspect(timeout=timeout_s, connection=conn)
+            replies = inspector.active_queues() or {}
+    finally:
+        probe.close()
     return {
         worker: sorted({str(q.get("name")) for q in queues or [] if q.get("name")})
         for worker, queues in replies.items()
