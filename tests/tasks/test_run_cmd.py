@@ -182,3 +182,25 @@ def test_embedded_run_says_it_is_loading_models(cli_settings: Settings) -> None:
     )
     assert res.returncode == 0, res.stderr
     assert "loading model tiny" in res.stderr and "loading the gate" in res.stderr
+
+
+def test_reproduce_shows_progress(cli_settings: Settings) -> None:
+    """reproduce takes tens of seconds on real models: a bar on stderr says which phase."""
+    import os
+    import subprocess
+    import sys
+
+    [shot] = seed_shots(cli_settings, 1)
+    assert runner.invoke(app, ["run"]).exit_code == 0
+    env = {**os.environ, "FORCE_COLOR": "1", "COLUMNS": "120"}
+    res = subprocess.run(
+        [sys.executable, "-c", "from tasks.cli import main; main()", "reproduce", str(shot)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "loading tiny" in res.stderr and "regenerating 1 shot(s)" in res.stderr
+    assert "match: true" in res.stdout
