@@ -6,11 +6,41 @@ Built once at process start (CLI entry, worker init) and passed down; nothing in
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import SettingsError as _PydanticSettingsError
+
+ENV_PREFIX = "SHOTLINE_"
+
+
+class SettingsInvalid(ValueError):
+    """The environment (or ``.env``) holds a setting that does not parse: one line naming the
+    variable, for the CLI to print instead of pydantic's multi-line report."""
+
+
+def split_list(value: Any) -> Any:
+    """A list setting from the environment: a JSON list (``["a", "b"]``) or plain
+    comma-separated text (``127.0.0.1,10.0.0.0/8``), which is what people type."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not a JSON list ({exc.msg} at column {exc.colno})") from None
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+# A list setting that accepts JSON or comma-separated text (NoDecode: pydantic-settings would
+# otherwise insist on JSON and fail with a traceback on plain text).
+TextList = Annotated[list[str], NoDecode]
+PathList = Annotated[list[Path], NoDecode]
 
 
 class Settings(BaseSettings):
@@ -47,10 +77,10 @@ class Settings(BaseSettings):
 
     # --- source images (packshots named by the catalog) ------------------------------
     # Local paths and file:// URLs are fetched only from under these folders.
-    source_roots: list[Path] = Field(default_factory=lambda: [Path("./samples")])
+    source_roots: PathList = Field(default_factory=lambda: [Path("./samples")])
     # Hosts (names or IPs) that may resolve to loopback/private/link-local addresses; all
     # other hosts must resolve to public addresses only (each redirect hop is re-checked).
-    source_allow_hosts: list[str] = Field(default_factory=list)
+    source_allow_hosts: TextList = Field(default_factory=list)
     source_max_bytes: int = 25 * 1024 * 1024
     source_max_pixels: int = 6000 * 6000
     source_connect_timeout_s: float = 5.0
@@ -137,13 +167,18 @@ class Settings(BaseSettings):
     review_free_names: bool = False
 
     # --- scheduled ingestion ----------------------------------------------------
-    ingest_sources: list[str] = Field(default_factory=list)
+    ingest_sources: TextList = Field(default_factory=list)
     ingest_brand: str | None = None
     ingest_interval_s: float = 300.0
 
     # --- operations -------------------------------------------------------------
     metrics_port: int | None = None
     log_level: str = "INFO"
+
+    @field_validator("source_roots", "source_allow_hosts", "ingest_sources", mode="before")
+    @classmethod
+    def _lists_from_text(cls, value: Any) -> Any:
+        return split_list(value)
 
     @model_validator(mode="after")
     def _paths_under_var_dir(self) -> Settings:
@@ -161,3 +196,34 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """True when no broker is configured: the whole line runs in-process."""
         return not self.broker_url
+
+
+def _variable(field: str) -> str:
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def describe_settings_error(exc: Exception) -> str:
+    """One line naming the variable(s) that did not parse, and why."""
+    if isinstance(exc, ValidationError):
+        parts = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err.get("loc") else ""
+            name = _variable(field) if field else "settings"
+            msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+            parts.append(f"{name}: {msg}")
+        return "; ".join(parts) or str(exc).splitlines()[0]
+    text = " ".join(str(exc).split())
+    found = re.search(r'field "([^"]+)"', text)
+    if found:
+        detail = text.split('"EnvSettingsSource"', 1)[-1].strip() or text
+        return f"{_variable(found.group(1))}: not valid JSON ({detail})"
+    return text
+
+
+def load_settings(**values: Any) -> Settings:
+    """``Settings()`` from the environment, with any parse error as one ``SettingsInvalid``
+    line naming the variable (no pydantic report, no traceback)."""
+    try:
+        return Settings(**values)
+    except (ValidationError, _PydanticSettingsError) as exc:
+        raise SettingsInvalid(describe_settings_error(exc)) from None

@@ -41,6 +41,17 @@ _META_DIR = ".meta"
 class StorageError(Exception):
     """A blob operation failed for a reason other than a missing key."""
 
+    # Worth a retry (a 5xx, a dropped connection); PermanentStorageError says otherwise.
+    transient: bool = True
+
+
+class PermanentStorageError(StorageError):
+    """A blob operation that will fail the same way however often it is retried: the bucket
+    does not exist, access is denied, the credentials are missing or wrong. Callers fail the
+    row with this reason instead of retrying (a retry only hides it in a worker log)."""
+
+    transient = False
+
 
 class InvalidKeyError(StorageError, ValueError):
     """A key that is not a relative path of sanitized segments."""
@@ -213,6 +224,41 @@ class LocalBlobStore:
 
 
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+# Error codes no retry will change: a missing bucket, refused access, bad or expired
+# credentials, a bucket in another region (a wrong endpoint), a disabled account.
+_PERMANENT_CODES = frozenset(
+    {
+        "NoSuchBucket",
+        "AccessDenied",
+        "AllAccessDisabled",
+        "AccountProblem",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "InvalidBucketName",
+        "ExpiredToken",
+        "InvalidToken",
+        "InvalidSecurity",
+        "PermanentRedirect",
+        "403",
+        "Forbidden",
+        "301",
+    }
+)
+
+
+def _permanent_client_error(exc: Exception) -> bool:
+    from botocore.exceptions import (
+        ClientError,
+        NoCredentialsError,
+        ParamValidationError,
+        PartialCredentialsError,
+    )
+
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError | ParamValidationError):
+        return True
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", "")) in _PERMANENT_CODES
+    return False
 
 
 class S3BlobStore:
@@ -259,10 +305,13 @@ class S3BlobStore:
 
         if isinstance(exc, ClientError):
             code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code == "NoSuchBucket":
+                return PermanentStorageError(f"s3 bucket {self.bucket!r} does not exist")
             if code in _NOT_FOUND_CODES:
                 return FileNotFoundError(f"no blob {key!r} in s3://{self.bucket}/{self.prefix}")
-            return StorageError(f"s3 {op} {self.bucket}/{self._full(key)} failed: {code} {exc}")
-        return StorageError(f"s3 {op} {self.bucket}/{self._full(key)} failed: {exc}")
+        kind = PermanentStorageError if _permanent_client_error(exc) else StorageError
+        detail = f"{code} {exc}" if isinstance(exc, ClientError) else str(exc)
+        return kind(f"s3 {op} {self.bucket}/{self._full(key)} failed: {detail}")
 
     def _call(self, op: str, key: str, fn: Any, **kwargs: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -271,6 +320,23 @@ class S3BlobStore:
             return fn(Bucket=self.bucket, Key=self._full(key), **kwargs)
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc, op, key) from exc
+
+    def check_bucket(self) -> None:
+        """Raise ``PermanentStorageError`` when the bucket is missing or refused to us (one
+        HEAD request), ``StorageError`` when the endpoint cannot be reached at all."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in {"404", "NoSuchBucket", "NotFound"}:
+                raise PermanentStorageError(f"s3 bucket {self.bucket!r} does not exist") from exc
+            kind = PermanentStorageError if _permanent_client_error(exc) else StorageError
+            raise kind(f"s3 bucket {self.bucket!r}: {code} {exc}") from exc
+        except BotoCoreError as exc:
+            kind = PermanentStorageError if _permanent_client_error(exc) else StorageError
+            raise kind(f"s3 bucket {self.bucket!r}: {exc}") from exc
 
     def ensure_bucket(self) -> None:
         """Create the bucket when it does not exist (demo, tests, a fresh MinIO)."""
@@ -375,6 +441,25 @@ class S3BlobStore:
             digest = base64.b64decode(checksum).hex()
         etag = str(result.get("ETag", "")).strip('"') or None
         return BlobInfo(self.backend, self.bucket, dst, digest, src_info.size, etag, content_type)
+
+
+PROBE_PREFIX = "_shotline-probe"
+
+
+def probe_store(store: BlobStore, token: str) -> None:
+    """Put, read back and delete one small blob: the store is writable by us. Raises
+    ``StorageError`` (``PermanentStorageError`` for a missing bucket or refused access)."""
+    key = f"{PROBE_PREFIX}/{sanitize_part(token)}.txt"
+    body = f"shotline doctor probe {token}\n".encode()
+    store.put(key, body, content_type="text/plain")
+    try:
+        got = store.get(key)
+    except FileNotFoundError as exc:
+        raise StorageError(f"probe blob {key!r} vanished right after it was written") from exc
+    finally:
+        store.delete(key)
+    if got != body:
+        raise StorageError(f"probe blob {key!r} read back different bytes")
 
 
 def make_blob_store(settings: Settings) -> BlobStore:

@@ -73,6 +73,17 @@ __all__ = [
 ]
 
 
+def ingest_kwargs(settings: Settings) -> dict[str, Any]:
+    """What beat's ingest tick carries: its own sources and brand, when it has them (else the
+    worker's settings apply, as before)."""
+    out: dict[str, Any] = {}
+    if settings.ingest_sources:
+        out["sources"] = list(settings.ingest_sources)
+    if settings.ingest_brand:
+        out["brand"] = settings.ingest_brand
+    return out
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Everything the app needs from settings; also used to point a client at another broker."""
     return {
@@ -117,6 +128,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "ingest-due-catalogs": {
                 "task": TASK_INGEST,
                 "schedule": float(settings.ingest_interval_s),
+                # The ingestion settings travel with the tick: they are set where beat runs
+                # (as documented), and the ingest worker may have none of its own.
+                "kwargs": ingest_kwargs(settings),
                 # A tick nobody picked up before the next one is redundant: drop it.
                 "options": {"queue": QUEUE_INGEST, "expires": float(settings.ingest_interval_s)},
             },

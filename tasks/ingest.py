@@ -186,10 +186,16 @@ def ingest_source_file(ctx: WorkerContext, uri: str, brand: str | None = None) -
     }
 
 
-def ingest_due(ctx: WorkerContext) -> dict[str, Any]:
-    """Every configured source: import the files not seen yet. One bad file never stops the rest."""
+def ingest_due(
+    ctx: WorkerContext, sources: list[str] | None = None, brand: str | None = None
+) -> dict[str, Any]:
+    """Every configured source: import the files not seen yet. One bad file never stops the rest.
+
+    ``sources`` and ``brand`` come with beat's tick (its settings, where the documentation
+    says to set them); without them the worker's own settings apply.
+    """
     results: list[dict[str, Any]] = []
-    for source in ctx.settings.ingest_sources:
+    for source in ctx.settings.ingest_sources if sources is None else sources:
         try:
             files = list_source(ctx, source)
         except Exception as exc:  # an unreachable source must not hide the others
@@ -197,7 +203,7 @@ def ingest_due(ctx: WorkerContext) -> dict[str, Any]:
             continue
         for src in files:
             try:
-                results.append(ingest_source_file(ctx, src.uri))
+                results.append(ingest_source_file(ctx, src.uri, brand))
             except Exception as exc:
                 log.exception("ingest of %s failed", src.uri)
                 results.append({"file": src.uri, "status": "error", "error": str(exc)})
@@ -216,5 +222,7 @@ def import_catalog_task(
 
 
 @app.task(name=TASK_INGEST, base=ShotlineTask, bind=True)
-def ingest_due_catalogs(self: ShotlineTask) -> dict[str, Any]:
-    return ingest_due(self.context)
+def ingest_due_catalogs(
+    self: ShotlineTask, sources: list[str] | None = None, brand: str | None = None
+) -> dict[str, Any]:
+    return ingest_due(self.context, sources, brand)

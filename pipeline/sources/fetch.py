@@ -152,7 +152,9 @@ def _fetch_s3(url: str, policy: FetchPolicy, client: Any, etag: str | None) -> F
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code == "304":
             return Fetched(url, None, None, etag=etag, final_url=url)
-        raise FetchError(url, f"S3 error {code or exc}") from None
+        message = str(exc.response.get("Error", {}).get("Message", "")).strip()
+        detail = f"S3 error {code or exc}" + (f": {message}" if message else "")
+        raise FetchError(url, detail) from None
     except BotoCoreError as exc:
         raise FetchError(url, f"S3 error: {exc}") from None
     size = int(resp.get("ContentLength") or 0)

@@ -7,10 +7,12 @@ and hands them to the command through ``typer.Context.obj`` (a ``CliState``).
 from __future__ import annotations
 
 import logging
+import sys
+from typing import Any
 
 import typer
 
-from pipeline.settings import Settings
+from pipeline.settings import Settings, SettingsInvalid, load_settings
 from tasks.cli.catalog import (
     brands_cmd,
     import_cmd,
@@ -19,8 +21,8 @@ from tasks.cli.catalog import (
     reproduce_cmd,
     sources_cmd,
 )
-from tasks.cli.common import CliState
-from tasks.cli.fleet import db_cmd, run_cmd, status_cmd, worker_cmd
+from tasks.cli.common import CliState, fail
+from tasks.cli.fleet import db_cmd, doctor_cmd, run_cmd, status_cmd, worker_cmd
 from tasks.cli.quality import calibrate_cmd, gate_cmd, review_cmd, verify_cmd
 from tasks.cli.training import lora_cmd
 
@@ -42,6 +44,7 @@ app.command("reproduce")(reproduce_cmd.reproduce)
 app.command("run")(run_cmd.run)
 app.command("status")(status_cmd.status)
 app.command("worker")(worker_cmd.worker)
+app.command("doctor")(doctor_cmd.doctor)
 app.add_typer(brands_cmd.brands_app, name="brands")
 app.add_typer(db_cmd.db_app, name="db")
 app.add_typer(review_cmd.review_app, name="review")
@@ -52,11 +55,33 @@ app.add_typer(gate_cmd.gate_app, name="gate")
 
 @app.callback()
 def _start(ctx: typer.Context) -> None:
-    settings = Settings()
+    try:
+        settings = load_settings()
+    except SettingsInvalid as exc:  # one line naming the variable, never pydantic's report
+        fail(f"bad setting: {exc}")
     _configure_logging(settings)
     state = CliState(settings)
     ctx.obj = state
     ctx.call_on_close(state.close)
+
+
+class LiveStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes each record to ``sys.stderr`` as it is *now*, not as it was at start-up.
+
+    While a rich progress bar is live it swaps ``sys.stderr`` for a proxy that prints through
+    the bar's console, above the bar; a handler holding the original stream would write
+    through the bar and break it (the same trick as logging's last-resort handler)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
 
 
 def _configure_logging(cfg: Settings) -> None:
@@ -70,6 +95,8 @@ def _configure_logging(cfg: Settings) -> None:
     level = getattr(logging, chosen.upper(), logging.WARNING)
     # basicConfig leaves the root at WARNING (and does nothing if handlers already exist);
     # only our packages are lowered, their records reach the root handler by propagation.
-    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    handler = LiveStderrHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(handlers=[handler])
     for name in ("catalog", "pipeline", "tasks"):
         logging.getLogger(name).setLevel(level)

@@ -30,8 +30,10 @@ err_console = SafeConsole(markup=True, stderr=True, soft_wrap=True)
 # max=MAX_ID``): typer turns a number outside it into a usage error (one line, exit 2) before
 # any query runs.
 MAX_ID = MAX_ROW_ID
-# Counts (--limit, --show, ...) are bounded too (SQL LIMIT takes at most a 64-bit integer).
-COUNT_MAX = 2**62
+# Counts (--limit, --show, ...) are bounded too, by a real bound: no query can return more
+# rows than there are row ids, so a count never needs to exceed the largest id. (A storage
+# limit such as 2**62 read as "x<=4611686018427387904" in every --help.)
+COUNT_MAX = MAX_ROW_ID
 
 
 @dataclass

@@ -29,7 +29,7 @@ from pipeline.images import ImageError
 from pipeline.settings import Settings
 from pipeline.sources.decode import decode_source
 from pipeline.sources.fetch import FetchError, FetchPolicy, fetch
-from pipeline.storage import BlobStore
+from pipeline.storage import BlobStore, PermanentStorageError
 from tasks.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -127,6 +127,10 @@ def _safe_fetch_one(
         return _fetch_one(settings, store, policy, row)
     except (FetchError, ImageError) as exc:
         return FetchOutcome(row.id, error=" ".join(str(exc).split()))
+    except PermanentStorageError as exc:
+        # No bucket, access denied, bad credentials: a retry cannot help, so the row says
+        # why (the transient StorageError still propagates and the task retries).
+        return FetchOutcome(row.id, error=f"{row.url}: cannot store it: {exc}")
     except (OSError, ValueError) as exc:
         return FetchOutcome(row.id, error=f"{row.url}: {type(exc).__name__}: {exc}")
 

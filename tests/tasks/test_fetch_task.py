@@ -245,7 +245,7 @@ def test_sources_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: st
     code, out, err = run("import", str(csv), "--brand", "acme")
     assert code == 0, out + err
     code, out, err = run("sources", "fetch", "--brand", "acme", "--json")
-    assert code == 0, out + err
+    assert code == 1, out + err  # one fetch failed: non-zero (issue 24)
     report = json.loads(out)
     assert report["sent"] == 2 and report["states"] == {"fetched": 1, "failed": 1}
     assert report["failed"] == [f"{server}/missing.png?[red]x[/red]: HTTP 404 Not Found"]

@@ -39,7 +39,9 @@ def cli_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Se
 
 def test_run_then_status(cli_settings: Settings) -> None:
     ids = seed_shots(cli_settings, 6, poison=1, reject=1)
-    result = runner.invoke(app, ["run", "--brand", "acme", "--limit", "4", "--json"])
+    result = runner.invoke(
+        app, ["run", "--brand", "acme", "--limit", "4", "--json", "--allow-failures"]
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     assert summary["mode"] == "in-process" and summary["total"] == 4
@@ -151,3 +153,56 @@ def test_run_warns_when_the_run_time_model_differs_from_the_planned_one(
     assert result.exit_code == 0, result.output
     assert "warning: SHOTLINE_MODEL=org/other-model is ignored by run" in result.output
     assert "pinned tiny" in result.output
+
+
+def test_run_exits_1_when_a_shot_failed_unless_allowed(cli_settings: Settings) -> None:
+    """One rule for people and cron: any failed shot makes the exit non-zero."""
+    seed_shots(cli_settings, 2, poison=1)
+    result = runner.invoke(app, ["run"])
+    assert result.exit_code == 1, result.output  # one failed, one pending review
+    assert "failed=1" in result.output and "pending_review=1" in result.output
+    # (test_run_then_status: the same mix with --allow-failures exits 0)
+    assert "--allow-failures" in runner.invoke(app, ["run", "--help"]).output
+
+
+def test_embedded_run_says_it_is_loading_models(cli_settings: Settings) -> None:
+    """Before the bar moves, a status line names the model being loaded (seen on a terminal)."""
+    import os
+    import subprocess
+    import sys
+
+    seed_shots(cli_settings, 1)
+    env = {k: v for k, v in os.environ.items()}
+    env.update(FORCE_COLOR="1", COLUMNS="120")
+    res = subprocess.run(
+        [sys.executable, "-c", "from tasks.cli import main; main()", "run"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "loading model tiny" in res.stderr and "loading the gate" in res.stderr
+
+
+def test_reproduce_shows_progress(cli_settings: Settings) -> None:
+    """reproduce takes tens of seconds on real models: a bar on stderr says which phase."""
+    import os
+    import subprocess
+    import sys
+
+    [shot] = seed_shots(cli_settings, 1)
+    assert runner.invoke(app, ["run"]).exit_code == 0
+    env = {**os.environ, "FORCE_COLOR": "1", "COLUMNS": "120"}
+    res = subprocess.run(
+        [sys.executable, "-c", "from tasks.cli import main; main()", "reproduce", str(shot)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "loading tiny" in res.stderr and "regenerating 1 shot(s)" in res.stderr
+    assert "match: true" in res.stdout

@@ -97,6 +97,66 @@ def _packshot_outputs(
     return regenerate(ctx, batch, jobs, f"reproduce-{shot_id}")
 
 
+def _progress() -> Any:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    # On stderr: --json keeps stdout to itself. Transient: the report replaces it.
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
+
+
+def _denoise_steps(generator: Any, batch: list[ShotParams]) -> tuple[Any, int | None]:
+    """The module called once per denoising step, and how many calls this batch makes; None
+    when the generator has no such module (a stand-in generator)."""
+    import math
+
+    pipe = getattr(generator, "pipe", None)
+    denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+    if denoiser is None or not hasattr(denoiser, "register_forward_hook") or not batch:
+        return None, None
+    from pipeline.generate.generator import batch_size_for
+
+    first = batch[0]
+    try:
+        size = batch_size_for(generator.settings, generator.architecture, first.width, first.height)
+    except Exception:  # an estimate only: the bar then just has no total
+        return denoiser, None
+    return denoiser, first.steps * math.ceil(len(batch) / max(1, size))
+
+
+def _generate_with_bar(
+    bar: Any, ctx: Any, shot_id: int, params: ShotParams, batch: list[ShotParams]
+) -> list[GenerationOutput]:
+    """Load the model (its own phase), then denoise with the bar advanced per step."""
+    loading = bar.add_task(f"loading {escape(params.model_id)}", total=None)
+    generator = ctx.generator(params.model_id)
+    bar.remove_task(loading)
+    denoiser, total = _denoise_steps(generator, batch)
+    task = bar.add_task(f"regenerating {len(batch)} shot(s)", total=total)
+    hook = None
+    if denoiser is not None:
+        hook = denoiser.register_forward_hook(lambda *_: bar.advance(task))
+    try:
+        return list(generator.generate(batch, batch_id=f"reproduce-{shot_id}"))
+    finally:
+        if hook is not None:
+            hook.remove()
+
+
 def _regenerate(
     settings: Settings,
     shot_id: int,
@@ -107,14 +167,14 @@ def _regenerate(
     """Run the generator over the batch; this shot's output and its PNG bytes."""
     from tasks.context import WorkerContext
 
-    with console.status(f"loading {params.model_id} and regenerating shot {shot_id}"):
+    with _progress() as bar:
         try:
             ctx = WorkerContext.build(settings)
             if stubs:
+                bar.add_task(f"loading {escape(params.model_id)} and inpainting", total=None)
                 outputs = _packshot_outputs(ctx, shot_id, params, batch, stubs)
             else:
-                generator = ctx.generator(params.model_id)
-                outputs = generator.generate(batch, batch_id=f"reproduce-{shot_id}")
+                outputs = _generate_with_bar(bar, ctx, shot_id, params, batch)
             output = next(o for o in outputs if o.shot_id == shot_id)
         except (FileNotFoundError, ValueError) as exc:
             fail(f"shot {shot_id}: cannot load model {params.model_id!r}: {exc}")

@@ -1,4 +1,9 @@
-"""``shotline sources fetch|list``: the catalog's source images (packshots)."""
+"""``shotline sources fetch|list``: the catalog's source images (packshots).
+
+``sources fetch`` exits 0 when every image it sent was fetched (or found unchanged), 1 when
+any failed or (on a fleet) is still pending when it stops waiting, 2 for bad input and for a
+blob store that cannot take the images at all (no bucket, access denied).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from rich.table import Table
 from catalog.brands import get_brand
 from catalog.models import SourceImage, SourceStatus
 from catalog.packshots.sources import brand_sources
-from tasks.cli.common import CliState, cli_state, console, fail, print_json
+from tasks.cli.common import CliState, cli_state, console, err_console, fail, print_json
 from tasks.output import styled
 
 sources_app = typer.Typer(help="Source images named by the catalog: fetch and inspect them.")
@@ -43,6 +48,60 @@ def _row(r: SourceImage) -> dict[str, Any]:
     }
 
 
+def _check_store(state: CliState) -> None:
+    """A bucket that is missing or refused is said once, up front, with exit 2: every fetch
+    would fail the same way (and on a fleet only a worker log would say why)."""
+    from pipeline.storage import S3BlobStore, StorageError, make_blob_store
+
+    store = make_blob_store(state.settings)
+    if not isinstance(store, S3BlobStore):
+        return
+    try:
+        store.check_bucket()
+    except StorageError as exc:
+        fail(f"cannot store source images: {exc}")
+
+
+def _attempts(state: CliState, brand_id: int) -> dict[int, int]:
+    with state.session() as s:
+        return {r.id: r.attempts for r in brand_sources(s, brand_id)}
+
+
+def _wait_for_fleet(
+    state: CliState, brand_id: int, ids: list[int], before: dict[int, int], timeout_s: float
+) -> None:
+    """Follow the cpu queue's work from the database: done when every sent row has been
+    tried once more than before it was sent (a fetch always records its outcome)."""
+    from tasks.cli.fleet.fleet_info import missing_consumers, start_hint
+    from tasks.queues import QUEUE_CPU
+
+    if missing_consumers(state.settings, [QUEUE_CPU]):
+        err_console.print(
+            styled(
+                ("warning:", "yellow"),
+                f" no worker consumes {QUEUE_CPU}: the images stay pending until one starts "
+                f"(`{start_hint(QUEUE_CPU)}`)",
+            ),
+            soft_wrap=True,
+        )
+        return
+    wanted = set(ids)
+    deadline = time.monotonic() + timeout_s
+    with err_console.status(f"fetching {len(ids)} source images on the {QUEUE_CPU} queue…"):
+        while time.monotonic() < deadline:
+            now = _attempts(state, brand_id)
+            if all(now.get(i, 0) > before.get(i, 0) for i in wanted):
+                return
+            time.sleep(1.0)
+
+
+def _summary_line(sent: int, counts: dict[str, int], where: str, seconds: float) -> str:
+    order = [SourceStatus.fetched.value, SourceStatus.failed.value, SourceStatus.pending.value]
+    parts = [f"{counts[k]} {k}" for k in order if counts.get(k)]
+    parts += [f"{n} {k}" for k, n in sorted(counts.items()) if k not in order and n]
+    return f"{sent} source image(s) sent {where} in {seconds:.1f}s: {', '.join(parts) or 'none'}"
+
+
 @sources_app.command("fetch")
 def fetch(
     ctx: typer.Context,
@@ -52,28 +111,50 @@ def fetch(
         False, "--refresh", help="re-check fetched ones (ETag/sha256: unchanged ones are kept)"
     ),
     as_json: bool = typer.Option(False, "--json"),
+    wait: bool = typer.Option(
+        True, "--wait/--no-wait", help="fleet: wait for the cpu queue to fetch them"
+    ),
+    timeout: float = typer.Option(
+        600.0, "--timeout", min=1, max=86_400, help="fleet: stop waiting after this many seconds"
+    ),
 ) -> None:
-    """Download the brand's source images into the blob store (the cpu queue, or here)."""
+    """Download the brand's source images into the blob store (the cpu queue, or here).
+
+    Exit status: 0 when every image was fetched or unchanged; 1 when any failed, or is still
+    pending when waiting stops; 2 for an unknown brand or a bucket that cannot be written.
+    """
+    from pipeline.storage import StorageError
     from tasks.fetch import fetch_for_brand
 
     state = cli_state(ctx)
     brand_id = _brand_id(state, brand)
+    _check_store(state)
     started = time.monotonic()
-    ids = fetch_for_brand(state.settings, brand_id, retry_failed=retry_failed, refresh=refresh)
+    before = _attempts(state, brand_id)
+    try:
+        ids = fetch_for_brand(state.settings, brand_id, retry_failed=retry_failed, refresh=refresh)
+    except StorageError as exc:  # embedded: the blob store failed under the fetch itself
+        fail(f"cannot store source images: {exc}")
+    if ids and wait and not state.settings.embedded:
+        _wait_for_fleet(state, brand_id, ids, before, timeout)
     counts: dict[str, int] = {}
     with state.session() as s:
         rows = [r for r in brand_sources(s, brand_id) if r.id in set(ids)]
         for r in rows:
             counts[r.status] = counts.get(r.status, 0) + 1
         failed = [(r.url, r.error or "") for r in rows if r.status == SourceStatus.failed.value]
-    summary = {"sent": len(ids), "states": counts, "seconds": round(time.monotonic() - started, 2)}
+    seconds = round(time.monotonic() - started, 2)
+    summary = {"sent": len(ids), "states": counts, "seconds": seconds}
     if as_json:
         print_json({**summary, "failed": [e for _, e in failed]})
-        return
-    where = "in this process" if state.settings.embedded else "to the cpu queue"
-    console.print(styled(f"{len(ids)} source images sent {where}: ", str(counts or "none")))
-    for _, error in failed:
-        console.print(styled(("failed:", "red"), " ", error))
+    else:
+        where = "in this process" if state.settings.embedded else "to the cpu queue"
+        console.print(styled(_summary_line(len(ids), counts, where, seconds)), highlight=False)
+        for _, error in failed:
+            console.print(styled(("failed:", "red"), " ", error), highlight=False)
+    pending = counts.get(SourceStatus.pending.value, 0) if wait else 0
+    if failed or pending:
+        raise typer.Exit(1)
 
 
 @sources_app.command("list")

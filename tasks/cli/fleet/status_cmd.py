@@ -1,5 +1,5 @@
 """``shotline status``: counts by state, source images by fetch status, recent throughput,
-failures."""
+failures, and on a fleet the queue depths and the workers consuming each queue."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from catalog.status import status_report
-from tasks.cli.common import cli_state, console, print_json
+from tasks.cli.common import clean, cli_state, console, print_json
+from tasks.cli.fleet.fleet_info import FleetInfo, fleet_info
 
 
 def _print_report(report: dict[str, Any], brand: str | None) -> None:
@@ -42,6 +43,22 @@ def _print_report(report: dict[str, Any], brand: str | None) -> None:
         )
 
 
+def _print_fleet(info: FleetInfo) -> None:
+    if not info.reachable:
+        console.print(f"broker: unreachable ({clean(info.error)})", markup=False)
+        return
+    table = Table(title="queues")
+    table.add_column("queue")
+    table.add_column("waiting", justify="right")
+    table.add_column("workers")
+    for queue in info.queues():
+        workers = info.consumers(queue)
+        shown = ", ".join(escape(clean(w)) for w in workers) if workers else "[red]none[/]"
+        table.add_row(escape(queue), str(info.depths.get(queue, 0)), shown)
+    console.print(table)
+    console.print(f"{len(info.workers)} worker(s) answering", highlight=False)
+
+
 def status(
     ctx: typer.Context,
     brand: str | None = typer.Option(None, "--brand", help="Only this brand."),
@@ -49,9 +66,13 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Counts by state, throughput over the last minutes, and failures with their reasons."""
-    with cli_state(ctx).session() as s:
+    state = cli_state(ctx)
+    with state.session() as s:
         report = status_report(s, brand=brand, minutes=minutes)
+    info = None if state.settings.embedded else fleet_info(state.settings)
     if as_json:
-        print_json(report)
-    else:
-        _print_report(report, brand)
+        print_json({**report, "fleet": info.to_json() if info is not None else None})
+        return
+    _print_report(report, brand)
+    if info is not None:
+        _print_fleet(info)

@@ -11,14 +11,26 @@ import typer
 from tasks.cli.common import cli_state, console, fail
 
 
+def node_name(queues: list[str], pid: int) -> str:
+    """``<queues>-<pid>@%h``: unique per process on a host (two workers with one name collide:
+    Celery warns, and inspect and remote control see only one of them). The pid is this
+    process's, which ``execv`` hands to the worker."""
+    label = "+".join(q.replace(".", "-") for q in queues)
+    return f"{label}-{pid}@%h"
+
+
 def _celery_args(gpu: str | None, concurrency: int, train: str | None = None) -> list[str]:
     celery = shutil.which("celery", path=os.path.dirname(sys.executable)) or "celery"
-    args = [celery, "-A", "tasks.celery_app", "worker", "-l", "INFO"]
     if gpu or train:
         # A worker serves generation or training; both only when asked for both.
         queues = ([f"gpu.{gpu}"] if gpu else []) + ([f"train.{train}"] if train else [])
-        return [*args, "-Q", ",".join(queues), "--pool", "solo"]
-    return [*args, "-Q", "cpu,ingest", "--pool", "prefork", "-c", str(concurrency)]
+        pool = ["--pool", "solo"]
+    else:
+        queues = ["cpu", "ingest"]
+        pool = ["--pool", "prefork", "-c", str(concurrency)]
+    # -E: task events on (Flower and `celery events` need them; the README promises them).
+    args = [celery, "-A", "tasks.celery_app", "worker", "-l", "INFO", "-E"]
+    return [*args, "-n", node_name(queues, os.getpid()), "-Q", ",".join(queues), *pool]
 
 
 def worker(

@@ -44,15 +44,53 @@ def verify_report(data: bytes, trust_anchors_pem: str | None = None) -> dict[str
     }
 
 
+# Far above any product image; bounds memory whatever file (or object) is named.
+MAX_IMAGE_BYTES = 256 << 20
+
+
 def _read_image_file(path: Path) -> bytes:
+    """The file's bytes; a FIFO, device or socket is refused before it is opened (reading
+    one would block forever), and so is a file over ``MAX_IMAGE_BYTES``."""
+    from pipeline.files import InputFileError, read_capped
+
     try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        fail(f"{path}: file not found")
-    except IsADirectoryError:
-        fail(f"{path}: is a directory, not an image")
-    except OSError as exc:
-        fail(f"{path}: unreadable: {exc.strerror or exc}")
+        return read_capped(path, MAX_IMAGE_BYTES, "image")
+    except InputFileError as exc:
+        fail(f"{clean(path)}: {exc.reason.removeprefix('image: ')}")
+
+
+def _read_s3_object(settings: Settings, uri: str) -> bytes:
+    """``s3://bucket/key`` through boto3 (the configured endpoint), at most MAX_IMAGE_BYTES."""
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    if not bucket or not key:
+        fail(f"{clean(uri)}: an S3 image must be s3://bucket/key")
+    endpoint = settings.s3_endpoint_url
+    config = Config(
+        region_name=settings.s3_region,
+        s3={"addressing_style": "path"} if endpoint else {},
+        connect_timeout=10,
+        read_timeout=60,
+    )
+    try:
+        client = boto3.client("s3", endpoint_url=endpoint, config=config)
+        resp = client.get_object(Bucket=bucket, Key=key)
+        size = int(resp.get("ContentLength") or 0)
+        if size > MAX_IMAGE_BYTES:
+            resp["Body"].close()
+            fail(f"{clean(uri)}: object is {size} bytes; the limit is {MAX_IMAGE_BYTES}")
+        data = bytes(resp["Body"].read(MAX_IMAGE_BYTES + 1))
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        fail(f"{clean(uri)}: S3 error {code or exc}")
+    except BotoCoreError as exc:
+        fail(f"{clean(uri)}: S3 error: {exc}")
+    if len(data) > MAX_IMAGE_BYTES:
+        fail(f"{clean(uri)}: object is over the limit of {MAX_IMAGE_BYTES} bytes")
+    return data
 
 
 def _trust_anchors(settings: Settings) -> str | None:
@@ -67,7 +105,9 @@ def _trust_anchors(settings: Settings) -> str | None:
 
 def verify(
     ctx: typer.Context,
-    image: Path = typer.Argument(..., help="Image file (PNG, JPEG or WebP)."),
+    image: str = typer.Argument(
+        ..., help="Image file (PNG, JPEG or WebP), or s3://bucket/key on the configured endpoint."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Decode the invisible watermark and read the provenance metadata of IMAGE.
@@ -75,11 +115,15 @@ def verify(
     Exit 0 with a valid watermark, 1 without one, 2 when the file is missing or unreadable.
     """
     state = cli_state(ctx)
-    data = _read_image_file(image)
+    # Kept as text: a Path would fold "s3://bucket/key" into "s3:/bucket/key".
+    if image.startswith("s3://"):
+        data = _read_s3_object(state.settings, image)
+    else:
+        data = _read_image_file(Path(image))
     try:
         report = verify_report(data, _trust_anchors(state.settings))
     except ValueError as exc:
-        fail(f"{image}: {exc}")
+        fail(f"{clean(image)}: {exc}")
     # A verified watermark names a shot; show where it came from (CSV line to reviewer).
     lineage_cmd.attach_lineage(state, report)
     if as_json:
@@ -91,7 +135,7 @@ def verify(
         raise typer.Exit(1)
 
 
-def _print_report(path: Path, r: dict[str, Any]) -> None:
+def _print_report(path: str, r: dict[str, Any]) -> None:
     if r["verified"]:
         line = f"{clean(path)}: shot {r['shot_id']}: watermark valid"
         if r["rescale"] != 1.0:

@@ -43,10 +43,21 @@ def _brand(state: CliState, ref: str) -> tuple[BrandConfig, Path]:
     return cfg, cfg.source_path
 
 
+def _steps_total(state: CliState, run_id: int) -> int | None:
+    """The run's planned step count, for the bar's total before the first step reports."""
+    with state.session() as s:
+        try:
+            total = training_json(get_training(s, run_id)).get("steps_total")
+        except TrainingNotFound:
+            return None  # run_job says so, with the reason
+    return int(total) if total else None
+
+
 def _run_in_process(state: CliState, run_id: int, quiet: bool) -> dict[str, Any]:
     ctx = context_for(state.settings)
     if quiet:
         return run_job(ctx, run_id)
+    total = _steps_total(state, run_id)
     columns = (
         TextColumn("training"),
         BarColumn(),
@@ -54,12 +65,27 @@ def _run_in_process(state: CliState, run_id: int, quiet: bool) -> dict[str, Any]
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=err_console, transient=True) as bar:
-        task = bar.add_task("train", total=None, loss="-")
+        task = bar.add_task("train", total=total, loss="-")
 
         def show(p: TrainProgress) -> None:
             bar.update(task, completed=p.step, total=p.steps, loss=f"{p.loss:.4f}")
 
         return run_job(ctx, run_id, on_progress=show)
+
+
+def _warn_no_consumer(state: CliState, base_model: str) -> None:
+    """One line, before queueing, when no worker consumes the run's train.<model> queue."""
+    from tasks.cli.fleet.fleet_info import missing_consumers, start_hint
+    from tasks.queues import model_key, train_queue
+
+    queue = train_queue(model_key(base_model))
+    if missing_consumers(state.settings, [queue]):
+        err_console.print(
+            f"warning: no worker consumes {queue}: the run waits until one starts "
+            f"(`{start_hint(queue)}`)",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 def _config(**kw: Any) -> TrainConfig:
@@ -148,6 +174,7 @@ def train(
     if not state.settings.embedded:
         with state.session() as s:
             base = get_training(s, run_id).base_model
+        _warn_no_consumer(state, base)
         queue = enqueue_training(state.settings, run_id, base)
         console.print(
             f"training run {run_id} queued on {queue}; "
