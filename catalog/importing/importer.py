@@ -236,8 +236,7 @@ def _load(
     def stage(products: list[ProductAcc]) -> None:
         rows = []
         for acc in products:
-            if acc.conflicts:
-                row_warnings.extend(acc.conflicts)
+            row_warnings.extend(acc.warnings())
             key = acc.key
             seq = seen.get(key, 0)
             seen[key] = seq + 1
