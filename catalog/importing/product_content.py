@@ -77,9 +77,7 @@ class ProductAcc:
     # Indexes over the variants (not part of the data): repeats are found in O(1) per row.
     _seen: dict[tuple[Any, ...], int] = field(default_factory=dict, repr=False)
     _repeats: dict[tuple[Any, ...], list[int]] = field(default_factory=dict, repr=False)
-    _by_sku_options: dict[tuple[Any, ...], dict[str, Any]] = field(
-        default_factory=dict, repr=False
-    )
+    _by_sku_options: dict[tuple[Any, ...], dict[str, Any]] = field(default_factory=dict, repr=False)
     _sku_lines: dict[str, list[int]] = field(default_factory=dict, repr=False)
 
     def check_fields(self, line: int, values: dict[str, str]) -> None:
