@@ -1,13 +1,19 @@
 """Catalog formats: which column is the product key, and how rows become products.
 
-Three formats share one product shape (the ``product_revisions.data`` contract):
+Four formats share one product shape (the ``product_revisions.data`` contract):
 
 - **shopify**: a product export. The first row of a Handle carries the product; the
   following rows with the same Handle carry only variant columns and/or an image
   (continuation rows). They belong to the product and are not errors.
 - **gmc**: a Google Merchant Center feed. Each row is an item (a variant); items share a
   product through ``item_group_id``, else the item ``id`` is the product.
+- **woocommerce**: WooCommerce's product export: variation rows name their product in
+  ``Parent``, option names sit in ``Attribute N name`` columns (see ``woocommerce``).
 - **generic**: any CSV, described by the brand's ``column_map`` (our field -> CSV column).
+
+An image column that may hold a list (generic, WooCommerce ``Images``, Merchant Center
+``additional_image_link``) is split (``image_lists``); parts that are not one reference
+are skipped with one warning per column.
 
 Catalog text is untrusted: values are copied as strings, never interpreted.
 """
@@ -21,11 +27,13 @@ from typing import Any
 
 import pandas as pd
 
+from catalog.importing import woocommerce
 from catalog.importing.csv_source import RowError
+from catalog.importing.image_lists import BadImageCells, split_images
 from catalog.importing.product_content import ProductAcc
 from pipeline.brand.config import BrandConfig
 
-FORMATS = ("shopify", "gmc", "generic")
+FORMATS = ("shopify", "woocommerce", "gmc", "generic")
 MAX_KEY_CHARS = 255
 
 # Stock and availability change daily and never change an image: they are left out of
@@ -42,6 +50,13 @@ VOLATILE = frozenset(
         "quantity",
         "sale_price_effective_date",
         "expiration_date",
+        # WooCommerce
+        "stock",
+        "in stock?",
+        "backorders allowed?",
+        "low stock amount",
+        "date sale price starts",
+        "date sale price ends",
     }
 )
 
@@ -84,7 +99,7 @@ def detect_layout(header: list[str], brand: BrandConfig, fmt: str = "auto") -> L
     elif brand.column_map:
         # A brand that maps its own columns most likely sends its own CSVs, which may well
         # have "id" and "title" columns too: try the mapping before Google Merchant.
-        order = ("shopify", "generic", "gmc")
+        order = ("shopify", "woocommerce", "generic", "gmc")
     else:
         order = FORMATS
     for name in order:
@@ -92,6 +107,12 @@ def detect_layout(header: list[str], brand: BrandConfig, fmt: str = "auto") -> L
             handle = _find(header, "Handle")
             if handle is not None and (fmt != "auto" or _find(header, "Title", "Variant SKU")):
                 return Layout("shopify", header, [handle], "Handle")
+        elif name == "woocommerce":
+            sku, parent = _find(header, "SKU"), _find(header, "Parent")
+            typed = _find(header, "Type") is not None
+            named = fmt != "auto" or _find(header, "Name") is not None
+            if sku is not None and parent is not None and typed and named:
+                return Layout("woocommerce", header, [sku, parent], WOO_KEY)
         elif name == "gmc":
             ident = _find(header, "id")
             group = _find(header, "item_group_id")
@@ -113,6 +134,8 @@ def missing_key_message(header: list[str], brand: BrandConfig, fmt: str) -> str:
         want = "no 'Handle' column"
     elif fmt == "gmc":
         want = "no 'id' or 'item_group_id' column"
+    elif fmt == "woocommerce":
+        want = "no 'Type', 'SKU' and 'Parent' columns (a WooCommerce product export has them)"
     elif fmt == "generic":
         col = _generic_key(brand)
         want = (
@@ -126,6 +149,24 @@ def missing_key_message(header: list[str], brand: BrandConfig, fmt: str) -> str:
             f"generic: the sku of brand {brand.name!r} column_map)"
         )
     return f"{want} in the header; found: {found}"
+
+
+def layout_warnings(layout: Layout) -> list[str]:
+    """What the file's columns will silently lose: a Merchant Center-like feed without
+    ``image_link`` whose images sit in a column of another name reads no main image."""
+    if layout.fmt != "gmc" or layout.col("image_link") is not None:
+        return []
+    others = [
+        h
+        for h in layout.header
+        if "image" in _norm(h) and _norm(h) not in ("additional_image_link", "image_link")
+    ]
+    if not others:
+        return []
+    return [
+        f"no 'image_link' column, so no main image is read; column(s) {others} were not "
+        "read as images (Merchant Center names the main image 'image_link')"
+    ]
 
 
 def _present(*cols: int | None) -> frozenset[int]:
@@ -266,11 +307,72 @@ class GenericColumns(ItemColumns):
         )
 
 
-FormatColumns = ShopifyColumns | MerchantColumns | GenericColumns
-_COLUMNS: dict[str, type[ShopifyColumns] | type[MerchantColumns] | type[GenericColumns]] = {
+WOO_KEY = "SKU (Parent for a variation)"
+# Columns of a WooCommerce export that describe one row, not the product.
+_WOO_PER_ROW = ("ID", "Type", "Parent", "Sale price", "Position", "Published")
+
+
+@dataclass(frozen=True)
+class WooColumns(ProductColumns):
+    """A WooCommerce product export (``woocommerce`` has the row loop)."""
+
+    kind: int | None
+    parent: int | None
+    ident: int | None
+    attrs: tuple[tuple[int, int], ...]  # (Attribute N name, Attribute N value(s))
+
+    @classmethod
+    def from_layout(cls, layout: Layout, brand: BrandConfig) -> WooColumns:
+        h = layout.col
+        attrs = []
+        for n in range(1, 1000):
+            name, value = h(f"Attribute {n} name"), h(f"Attribute {n} value(s)")
+            if name is None or value is None:
+                break
+            attrs.append((name, value))
+        return cls(
+            title=h("Name"),
+            body=h("Description", "Short description"),
+            vendor=h("Brands", "Brand"),
+            ptype=h("Categories"),
+            tags=h("Tags"),
+            sku=h("SKU"),
+            price=h("Regular price"),
+            image=h("Images"),
+            kind=h("Type"),
+            parent=h("Parent"),
+            ident=h("ID"),
+            attrs=tuple(attrs),
+        )
+
+    def used(self, layout: Layout) -> frozenset[int]:
+        per_row = (
+            i for i, name in enumerate(layout.header) if _norm(name).startswith("attribute ")
+        )
+        named = (layout.col(n) for n in _WOO_PER_ROW)
+        return super().used(layout) | _present(*named, *per_row)
+
+    def keys(self, frame: pd.DataFrame) -> pd.Series:
+        """The product of each row: a variation's ``Parent``; else its SKU, or ``id:<ID>``."""
+        empty = pd.Series("", index=frame.index, dtype=object)
+
+        def strip(c: int | None) -> pd.Series:
+            return frame[c].str.strip() if c is not None else empty
+
+        sku, ident = strip(self.sku), strip(self.ident)
+        own = sku.where(sku != "", ("id:" + ident).where(ident != "", ""))
+        variation = strip(self.kind).str.lower().str.contains("variation", regex=False)
+        return strip(self.parent).where(variation, own)
+
+
+FormatColumns = ShopifyColumns | MerchantColumns | GenericColumns | WooColumns
+_COLUMNS: dict[
+    str, type[ShopifyColumns] | type[MerchantColumns] | type[GenericColumns] | type[WooColumns]
+] = {
     "shopify": ShopifyColumns,
     "gmc": MerchantColumns,
     "generic": GenericColumns,
+    "woocommerce": WooColumns,
 }
 
 
@@ -287,6 +389,7 @@ class Normalizer:
         self.header = layout.header
         self.current: ProductAcc | None = None
         self.cols = cols = format_columns(layout, brand)
+        self.bad_images = BadImageCells()
         self._product_cols = (cols.title, cols.body, cols.vendor, cols.ptype, cols.tags)
         used = cols.used(layout) | set(layout.key_cols)
         self.extra_cols = [
@@ -300,9 +403,12 @@ class Normalizer:
     def keys(self, frame: pd.DataFrame, lines: list[int]) -> tuple[pd.Series, list[RowError]]:
         """The product key of every row, and an error for each row without a usable one."""
         cols = self.layout.key_cols
-        key = frame[cols[0]].str.strip()
-        for c in cols[1:]:
-            key = key.where(key != "", frame[c].str.strip())
+        if isinstance(self.cols, WooColumns):
+            key = self.cols.keys(frame)
+        else:
+            key = frame[cols[0]].str.strip()
+            for c in cols[1:]:
+                key = key.where(key != "", frame[c].str.strip())
         errors: list[RowError] = []
         bad_empty = key == ""
         bad_long = key.str.len() > MAX_KEY_CHARS
@@ -348,6 +454,8 @@ class Normalizer:
         cols = self.cols
         if isinstance(cols, ShopifyColumns):
             done = self._shopify(cols, keys, lines, arr, col)
+        elif isinstance(cols, WooColumns):
+            done = self._woo(cols, keys, lines, arr, col)
         else:
             done = self._items(cols, keys, lines, arr, col)
         return done, errors
@@ -355,6 +463,43 @@ class Normalizer:
     def finish(self) -> list[ProductAcc]:
         last, self.current = self.current, None
         return [last] if last is not None else []
+
+    def warnings(self) -> list[str]:
+        """File-wide notes from reading the rows (one per image column with unreadable parts)."""
+        return self.bad_images.warnings()
+
+    def _image_list(self, column: int | None, cell: str, line: int) -> list[str]:
+        images, unreadable = split_images(cell)
+        if unreadable and column is not None:
+            self.bad_images.note(self.header[column], line, unreadable)
+        return images
+
+    def _woo(
+        self,
+        c: WooColumns,
+        keys: list[str],
+        lines: list[int],
+        arr: Any,
+        col: Callable[[int | None], list[str]],
+    ) -> list[ProductAcc]:
+        chunk = woocommerce.WooChunk(
+            keys=keys,
+            lines=lines,
+            types=col(c.kind),
+            skus=col(c.sku),
+            prices=col(c.price),
+            images=col(c.image),
+            attrs=[(col(name), col(value)) for name, value in c.attrs],
+        )
+        image_column = self.header[c.image] if c.image is not None else "Images"
+        done, self.current = woocommerce.feed_rows(
+            self.current,
+            chunk,
+            lambda acc, i: self._product_row(acc, arr[i]),
+            self.bad_images,
+            image_column,
+        )
+        return done
 
     def _product_row(self, acc: ProductAcc, row: Any) -> None:
         """Product-level fields from a row that has them; the first non-empty value wins."""
@@ -462,6 +607,7 @@ class Normalizer:
         cur = self.current
         opt_cols = [(name, col(pos)) for name, pos in c.options]
         columns = (col(c.sku), col(c.price), col(c.image), col(c.more_images))
+        split_main = isinstance(c, GenericColumns)
         rows = zip(keys, lines, *columns, strict=True)
         for i, (k, line, sku, price, img, extra_imgs) in enumerate(rows):
             if cur is None or k != cur.key:
@@ -470,12 +616,14 @@ class Normalizer:
                 cur = ProductAcc(key=k, line=line)
             if not cur.title or not cur.extra:
                 self._product_row(cur, arr[i])
-            img = img.strip()
-            if img:
-                cur.add_image(img)
+            # A generic image column may hold a list; Merchant Center's image_link is one URL.
+            images = self._image_list(c.image, img, line) if split_main else [img.strip()]
+            img = images[0] if images else ""
+            for url in images:
+                cur.add_image(url)
             if extra_imgs:
-                for url in extra_imgs.split(","):
-                    cur.add_image(url.strip())
+                for url in self._image_list(c.more_images, extra_imgs, line):
+                    cur.add_image(url)
             options: dict[str, str] = {}
             for name, values in opt_cols:
                 value = values[i].strip()

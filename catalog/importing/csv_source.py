@@ -81,6 +81,8 @@ class SourceInfo:
     header_line: int = 1
     has_nul: bool = False
     warnings: list[str] = field(default_factory=list)
+    kind: str = "csv"  # or "xml": a Merchant Center RSS/Atom feed (catalog.importing.xml_feed)
+    first: bytes = b""  # the file's first block, for telling CSV from XML
 
 
 @dataclass
@@ -148,6 +150,7 @@ def inspect_file(path: Path, encoding: str = "auto") -> SourceInfo:
         raise CatalogFileError(f"{path}: binary file (NUL or control bytes), not CSV/TSV text")
 
     info = SourceInfo(path=path, size=size, sha256=digest.hexdigest(), encoding="utf-8")
+    info.first = first[:BINARY_SNIFF_BYTES]
     info.has_nul = has_nul
     if utf16:
         info.encoding = "utf-16"
@@ -437,7 +440,7 @@ def iter_chunks(
             records.append(rec)
             lines.append(line)
             if len(records) >= chunk_rows:
-                yield _chunk(records, lines, errors, counter.count, rows)
+                yield make_chunk(records, lines, errors, counter.count, rows)
                 if on_progress:
                     on_progress(counter.count)
                 records, lines, errors, rows = [], [], [], 0
@@ -446,7 +449,7 @@ def iter_chunks(
             line = lines.pop()
             errors.append(RowError(line, None, "quoted field is never closed", _raw(delim, rec)))
         if records or errors or rows:
-            yield _chunk(records, lines, errors, counter.count, rows)
+            yield make_chunk(records, lines, errors, counter.count, rows)
         if on_progress:
             on_progress(counter.count)
 
@@ -456,7 +459,7 @@ def _unterminated(rec: list[str]) -> bool:
     return any(v.endswith(("\n", "\r")) for v in rec)
 
 
-def _chunk(
+def make_chunk(
     records: list[list[str]], lines: list[int], errors: list[RowError], nbytes: int, rows: int
 ) -> Chunk:
     frame = pd.DataFrame(records, dtype=object) if records else pd.DataFrame()

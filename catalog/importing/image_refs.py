@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from catalog.models import ProductRevision
-from catalog.packshots.sources import RefRow, write_refs
+from catalog.packshots.sources import RefRow, RefWriter
 from pipeline.sources.refs import normalize_ref
 
 _BATCH = 5000  # revisions read back at a time
@@ -40,7 +40,10 @@ def revision_refs(
 
 
 def write_run_refs(session: Session, run_id: int, base_dir: Path | str | None) -> tuple[int, int]:
-    """References of every revision import run ``run_id`` created: (written, skipped)."""
+    """References of every revision import run ``run_id`` created: (written, skipped).
+
+    The revisions are read back in batches and their references streamed into one staging
+    table; one pair of set-based statements writes them all (``RefWriter``)."""
     ids = list(
         session.scalars(
             select(ProductRevision.id)
@@ -48,29 +51,36 @@ def write_run_refs(session: Session, run_id: int, base_dir: Path | str | None) -
             .order_by(ProductRevision.id)
         )
     )
-    written = skipped = 0
+    writer = RefWriter(session)
+    skipped = 0
     for start in range(0, len(ids), _BATCH):
         rows = session.execute(
             select(ProductRevision.id, ProductRevision.data, ProductRevision.source_line).where(
                 ProductRevision.id.in_(ids[start : start + _BATCH])
             )
         ).all()
-        done, bad = write_revision_refs(session, rows, base_dir)
-        written, skipped = written + done, skipped + bad
-    return written, skipped
+        skipped += _stage(writer, rows, base_dir)
+    return writer.finish(), skipped
 
 
 def write_revision_refs(
     session: Session, rows: Iterable[Any], base_dir: Path | str | None
 ) -> tuple[int, int]:
-    written = skipped = 0
+    """References of the given ``(revision id, data, source line)`` rows: (written, skipped)."""
+    writer = RefWriter(session)
+    skipped = _stage(writer, rows, base_dir)
+    return writer.finish(), skipped
+
+
+def _stage(writer: RefWriter, rows: Iterable[Any], base_dir: Path | str | None) -> int:
+    skipped = 0
     pending: list[RefRow] = []
     for rev_id, data, line in rows:
         refs, bad = revision_refs(rev_id, data if isinstance(data, Mapping) else {}, line, base_dir)
         pending.extend(refs)
         skipped += bad
         if len(pending) >= _FLUSH:
-            written += write_refs(session, pending)
+            writer.add(pending)
             pending = []
-    written += write_refs(session, pending)
-    return written, skipped
+    writer.add(pending)
+    return skipped

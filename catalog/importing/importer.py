@@ -20,7 +20,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from catalog.brands import get_brand, upsert_brand
-from catalog.importing.csv_formats import FORMATS, Normalizer, detect_layout, missing_key_message
+from catalog.importing.csv_formats import (
+    FORMATS,
+    Normalizer,
+    detect_layout,
+    layout_warnings,
+    missing_key_message,
+)
 from catalog.importing.csv_source import (
     DEFAULT_MAX_FIELD_CHARS,
     CatalogFileError,
@@ -33,6 +39,12 @@ from catalog.importing.csv_source import (
 from catalog.importing.image_refs import write_run_refs
 from catalog.importing.import_store import ApplyResult, ImportStore
 from catalog.importing.product_content import ProductAcc
+from catalog.importing.xml_feed import (
+    declared_encoding,
+    iter_xml_chunks,
+    looks_like_xml,
+    xml_header,
+)
 from catalog.models import ImportRun, ImportStatus, utcnow
 from pipeline.brand.config import BrandConfig
 from pipeline.sources.refs import ref_base
@@ -89,10 +101,14 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _resolve(info: SourceInfo, brand: BrandConfig, fmt: str) -> Normalizer:
+def _resolve(
+    info: SourceInfo, brand: BrandConfig, fmt: str, max_field_chars: int = DEFAULT_MAX_FIELD_CHARS
+) -> Normalizer:
     """Pick the delimiter whose header fits the format; fail with one line otherwise."""
     if fmt not in ("auto", *FORMATS):
         raise CatalogFileError(f"unknown format {fmt!r}; use auto, {', '.join(FORMATS)}")
+    if looks_like_xml(info.first):
+        return _resolve_xml(info, brand, fmt, max_field_chars)
     candidates = header_candidates(read_sample(info))
     if not candidates:
         raise CatalogFileError(f"{info.path}: empty file (no header line)")
@@ -105,9 +121,28 @@ def _resolve(info: SourceInfo, brand: BrandConfig, fmt: str) -> Normalizer:
                 info.warnings.append(
                     f"{info.path}:{line}: duplicate columns {dupes}; the first of each is used"
                 )
+            info.warnings.extend(f"{info.path}:{line}: {w}" for w in layout_warnings(layout))
             return Normalizer(layout, brand)
     _, header, line = max(candidates, key=lambda c: len(c[1]))
     raise CatalogFileError(f"{info.path}:{line}: {missing_key_message(header, brand, fmt)}")
+
+
+def _resolve_xml(
+    info: SourceInfo, brand: BrandConfig, fmt: str, max_field_chars: int
+) -> Normalizer:
+    """A Merchant Center RSS/Atom feed: its items read as rows of a ``gmc`` feed."""
+    if fmt not in ("auto", "gmc"):
+        raise CatalogFileError(f"{info.path}: an XML feed, which is read as gmc, not {fmt}")
+    # expat reads the declared encoding itself: the text sniffing's verdict doesn't apply.
+    info.kind, info.encoding = "xml", declared_encoding(info.first)
+    info.warnings.clear()
+    info.header = xml_header(info, max_field_chars)
+    layout = detect_layout(info.header, brand, "gmc")
+    if layout is None:
+        message = missing_key_message(info.header, brand, "gmc").replace("column", "element")
+        raise CatalogFileError(f"{info.path}: {message}")
+    info.warnings.extend(f"{info.path}: {w}" for w in layout_warnings(layout))
+    return Normalizer(layout, brand)
 
 
 def _record_failure(
@@ -164,8 +199,8 @@ def import_catalog(
         info = inspect_file(path, encoding)
         file_sha = info.sha256
         summary.encoding = info.encoding
-        normalizer = _resolve(info, brand, fmt)
-        summary.format = normalizer.layout.fmt
+        normalizer = _resolve(info, brand, fmt, max_field_chars)
+        summary.format, summary.encoding = normalizer.layout.fmt, info.encoding
     except CatalogFileError as exc:
         _record_failure(session_factory, None, summary, brand, str(exc), file_sha)
         raise CatalogImportError(str(exc), summary) from None
@@ -236,8 +271,7 @@ def _load(
     def stage(products: list[ProductAcc]) -> None:
         rows = []
         for acc in products:
-            if acc.conflicts:
-                row_warnings.extend(acc.conflicts)
+            row_warnings.extend(acc.warnings())
             key = acc.key
             seq = seen.get(key, 0)
             seen[key] = seq + 1
@@ -249,12 +283,14 @@ def _load(
         store.stage(rows)
 
     on_bytes = (lambda n: progress("read", n, info.size)) if progress else None
-    for chunk in iter_chunks(info, chunk_rows, max_field_chars, on_bytes):
+    read = iter_xml_chunks if info.kind == "xml" else iter_chunks
+    for chunk in read(info, chunk_rows, max_field_chars, on_bytes):
         summary.rows_total += chunk.rows_read
         done, key_errors = normalizer.feed(chunk.frame, chunk.lines)
         summary.errors += store.row_errors(sorted(chunk.errors + key_errors, key=lambda e: e.line))
         stage(done)
     stage(normalizer.finish())
+    row_warnings.extend(normalizer.warnings())
 
     if summary.rows_total == 0:
         raise CatalogFileError(f"{info.path}: no data rows after the header")

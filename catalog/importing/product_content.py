@@ -8,6 +8,7 @@ variants: [{sku, options, price, image, line}], extra}``.
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import re
 from dataclasses import dataclass, field
@@ -15,6 +16,31 @@ from typing import Any
 
 _PLACEHOLDER = re.compile(r"Option([1-3])")
 SHORT_CHARS = 40
+SHOWN_LINES = 20  # line numbers listed in one warning; the rest are counted
+
+
+# Feeds that escape text twice (``&amp;nbsp;``, ``5&amp;quot; x 7&amp;quot;``) or more: a
+# bound on the rounds, so a crafted ``&amp;amp;amp;...`` can't cost more than this.
+MAX_UNESCAPE_ROUNDS = 8
+
+
+def unescape(value: str) -> str:
+    """``value`` with HTML entities decoded until it no longer changes (double-encoded feeds
+    would otherwise put ``&nbsp;`` and ``&quot;`` in prompts), then stripped."""
+    for _ in range(MAX_UNESCAPE_ROUNDS):
+        if "&" not in value:
+            break
+        decoded = html.unescape(value)
+        if decoded == value:
+            break
+        value = decoded
+    return value.strip()
+
+
+def _lines(lines: list[int]) -> str:
+    shown = ", ".join(map(str, lines[:SHOWN_LINES]))
+    more = len(lines) - SHOWN_LINES
+    return f"{shown} and {more} more" if more > 0 else shown
 
 
 def _short(value: Any) -> str:
@@ -48,11 +74,16 @@ class ProductAcc:
     # each names both lines and which one was kept. The importer records them as warnings.
     conflicts: list[str] = field(default_factory=list)
     fields_line: int = 0  # the line the product-level fields came from
+    # Indexes over the variants (not part of the data): repeats are found in O(1) per row.
+    _seen: dict[tuple[Any, ...], int] = field(default_factory=dict, repr=False)
+    _repeats: dict[tuple[Any, ...], list[int]] = field(default_factory=dict, repr=False)
+    _by_sku_options: dict[tuple[Any, ...], dict[str, Any]] = field(default_factory=dict, repr=False)
+    _sku_lines: dict[str, list[int]] = field(default_factory=dict, repr=False)
 
     def check_fields(self, line: int, values: dict[str, str]) -> None:
         """A later row repeating the product's own fields: note every field it contradicts."""
         for name, value in values.items():
-            kept = getattr(self, name)
+            value, kept = unescape(value), getattr(self, name)
             if value and kept and value != kept:
                 self.conflicts.append(
                     f"line {line}: {self.key!r} {name} {_short(value)} differs from line "
@@ -61,37 +92,61 @@ class ProductAcc:
                 )
 
     def add_variant(self, variant: dict[str, Any]) -> None:
-        """Append a variant. A second row for the same variant (same SKU and options) is
-        dropped with a note naming both lines and what differs (prices 1 and 99 can't both be
-        right); a SKU shared by variants with different options is kept but noted. Not when the
-        SKU is the product's own key (generic files keyed by SKU, without a variant SKU)."""
+        """Append a variant. A row repeating an earlier variant exactly (same SKU, options,
+        price and image) is dropped; a second row for the same variant that differs (prices 1
+        and 99 can't both be right) is dropped with a note naming both lines and what differs;
+        a SKU shared by variants with different options is kept. Repeats are noted once per
+        repeated value (``warnings``), not once per pair of rows: 2,048 variants sharing
+        "N/A" are one note, not two million. When the SKU is the product's own key (generic
+        files keyed by SKU) or empty, exact repeats are kept, and noted."""
         sku = variant.get("sku")
+        options = {unescape(k): unescape(v) for k, v in (variant.get("options") or {}).items()}
+        variant["options"] = options
+        opts = tuple(sorted(options.items()))
+        whole = (sku or "", opts, variant.get("price"), variant.get("image"))
+        first = self._seen.setdefault(whole, variant["line"])
+        if first != variant["line"]:
+            self._repeats.setdefault(whole, [first]).append(variant["line"])
         if not sku or sku == self.key:  # keyed by SKU: the SKU doesn't tell variants apart
-            self.variants.append(variant)
+            self.variants.append(variant)  # an exact repeat is kept (and noted), as it was
             return
-        for earlier in self.variants:
-            if earlier.get("sku") != sku:
-                continue
-            first = earlier["line"]
-            if earlier.get("options") != variant.get("options"):
-                self.conflicts.append(
-                    f"line {variant['line']}: SKU {sku!r} is also the SKU of a variant with "
-                    f"other options on line {first}; both were kept"
-                )
-                continue
+        if first != variant["line"]:  # an exact repeat of a variant SKU: one is enough
+            return
+        earlier = self._by_sku_options.get((sku, opts))
+        if earlier is not None:
+            first_line = earlier["line"]
             diff = [
                 f"{k} {_short(variant.get(k))} vs {_short(earlier.get(k))}"
                 for k in ("price", "image")
                 if variant.get(k) != earlier.get(k)
             ]
-            what = "conflicting duplicate" if diff else "duplicate"
-            detail = f" ({'; '.join(diff)})" if diff else ""
             self.conflicts.append(
-                f"line {variant['line']}: {what} of SKU {sku!r} from line {first}{detail}; "
-                f"line {first} was kept"
+                f"line {variant['line']}: conflicting duplicate of SKU {sku!r} from line "
+                f"{first_line} ({'; '.join(diff)}); line {first_line} was kept"
             )
             return
+        self._by_sku_options[(sku, opts)] = variant
+        self._sku_lines.setdefault(sku, []).append(variant["line"])
         self.variants.append(variant)
+
+    def warnings(self) -> list[str]:
+        """Every note on this product's rows: conflicts, then one per repeated value."""
+        notes = list(self.conflicts)
+        for (sku, _, _, _), lines in self._repeats.items():
+            if sku and sku != self.key:
+                what, kept = f"SKU {sku!r}", f"line {lines[0]} was kept"
+            else:  # keyed by SKU (or no SKU): the rows stay identical variants
+                what, kept = repr(self.key), "all were kept as identical variants"
+            notes.append(
+                f"{what}: line(s) {_lines(lines[1:])} repeat line {lines[0]} exactly; {kept}"
+            )
+        for sku, lines in self._sku_lines.items():
+            if len(lines) > 1:
+                notes.append(
+                    f"SKU {sku!r} is shared by {len(lines)} variants of {self.key!r} with "
+                    f"different options (lines {_lines(lines)}); all were kept"
+                )
+        return notes
 
     # Shopify "Image Position" by URL; the images are put in this order before hashing.
     positions: dict[str, int] = field(default_factory=dict)
@@ -109,6 +164,7 @@ class ProductAcc:
         self.positions = {}
 
     def add_option(self, name: str) -> None:
+        name = unescape(name)
         if name not in self.options:
             self.options.append(name)
 
@@ -116,12 +172,15 @@ class ProductAcc:
         """Product-level fields: the first non-empty value wins."""
         if not self.fields_line and (title or body or vendor or ptype):
             self.fields_line = self.line
+        # The body stays HTML (its tags are stripped where a prompt uses it); its entities
+        # are decoded like the plain fields', so a double-encoded one is no longer literal.
+        title, body, vendor, ptype = map(unescape, (title, body, vendor, ptype))
         self.title = self.title or title
         self.body_html = self.body_html or body
         self.vendor = self.vendor or vendor
         self.product_type = self.product_type or ptype
         if tags and not self.tags:
-            self.tags = sorted({t.strip() for t in tags.split(",") if t.strip()})
+            self.tags = sorted({t for t in map(unescape, tags.split(",")) if t})
 
     def merge(self, other: ProductAcc) -> None:
         """Fold a later fragment of the same product (rows that were not adjacent)."""

@@ -71,59 +71,88 @@ class RefRow:
 
 
 _REF_STAGE = "shotline_ref_stage"
+# Fresh source_images rows past this many: refresh the planner's statistics before the join
+# (the table looked empty when the transaction began; a stale plan loops over it per row).
+_ANALYZE_AFTER = 1000
+
+
+class RefWriter:
+    """Writes an import's image references set-based, whatever their number.
+
+    One temporary staging table for the whole run: every batch is streamed into it
+    (Postgres: one ``COPY`` per batch; SQLite: ``executemany``), then ``finish`` writes the
+    new ``pending`` source images with one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``
+    and the references with another. No per-batch statements, no per-row round trips.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        conn = session.connection()
+        self.pg = conn.dialect.name == "postgresql"
+        self.dbapi: Any = conn.connection.driver_connection
+        self.count = 0
+        session.execute(text(f"DROP TABLE IF EXISTS {_REF_STAGE}"))
+        session.execute(
+            text(
+                f"CREATE TEMPORARY TABLE {_REF_STAGE} (rev INTEGER NOT NULL, "
+                "pos INTEGER NOT NULL, digest TEXT NOT NULL, url TEXT NOT NULL, "
+                "raw TEXT NOT NULL, line INTEGER)"
+            )
+        )
+
+    def add(self, refs: Iterable[RefRow]) -> None:
+        rows = [(r.revision_id, r.position, url_digest(r.url), r.url, r.raw, r.line) for r in refs]
+        if not rows:
+            return
+        self.count += len(rows)
+        if self.pg:
+            with self.dbapi.cursor() as cur, cur.copy(f"COPY {_REF_STAGE} FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            self.dbapi.executemany(f"INSERT INTO {_REF_STAGE} VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def finish(self) -> int:
+        """Write what was staged; returns how many references were given."""
+        run = self.session.execute
+        if self.count:
+            if self.pg:  # temp tables are never auto-analyzed: the joins need the stats
+                run(text(f"ANALYZE {_REF_STAGE}"))
+            details = "CAST('{}' AS JSONB)" if self.pg else "'{}'"
+            params = {"now": utcnow(), "pending": SourceStatus.pending.value}
+            new = run(
+                text(
+                    "INSERT INTO source_images "
+                    "(url_sha256, url, status, details, attempts, created_at, updated_at) "
+                    f"SELECT digest, MIN(url), :pending, {details}, 0, :now, :now "
+                    f"FROM {_REF_STAGE} WHERE true GROUP BY digest "
+                    "ON CONFLICT (url_sha256) DO NOTHING"
+                ),
+                params,
+            ).rowcount
+            if self.pg and new > _ANALYZE_AFTER:
+                run(text("ANALYZE source_images"))
+            run(
+                text(
+                    "INSERT INTO source_image_refs "
+                    "(product_revision_id, source_image_id, position, raw, source_line) "
+                    f"SELECT st.rev, si.id, st.pos, st.raw, st.line FROM {_REF_STAGE} st "
+                    "JOIN source_images si ON si.url_sha256 = st.digest WHERE true "
+                    "ON CONFLICT (product_revision_id, position) DO NOTHING"
+                )
+            )
+        run(text(f"DROP TABLE {_REF_STAGE}"))
+        return self.count
 
 
 def write_refs(session: Session, refs: Sequence[RefRow]) -> int:
-    """Insert references and their ``pending`` source images (existing rows are kept).
-
-    Set-based like the import itself: the rows are staged in a temporary table (Postgres:
-    ``COPY``; SQLite: ``executemany``), then two ``INSERT ... SELECT ... ON CONFLICT DO
-    NOTHING`` statements write the images and the references. Returns how many were given.
-    """
+    """Insert references and their ``pending`` source images (existing rows are kept), in one
+    ``RefWriter`` pass. Returns how many were given."""
     if not refs:
         return 0
-    conn = session.connection()
-    pg = conn.dialect.name == "postgresql"
-    dbapi: Any = conn.connection.driver_connection
-    session.execute(text(f"DROP TABLE IF EXISTS {_REF_STAGE}"))
-    session.execute(
-        text(
-            f"CREATE TEMPORARY TABLE {_REF_STAGE} (rev INTEGER NOT NULL, "
-            "pos INTEGER NOT NULL, digest TEXT NOT NULL, url TEXT NOT NULL, raw TEXT NOT NULL, "
-            "line INTEGER)"
-        )
-    )
-    rows = [(r.revision_id, r.position, url_digest(r.url), r.url, r.raw, r.line) for r in refs]
-    if pg:
-        with dbapi.cursor() as cur, cur.copy(f"COPY {_REF_STAGE} FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-    else:
-        dbapi.executemany(f"INSERT INTO {_REF_STAGE} VALUES (?, ?, ?, ?, ?, ?)", rows)
-    if pg:  # temp tables are never auto-analyzed: without stats the join goes nested-loop
-        session.execute(text(f"ANALYZE {_REF_STAGE}"))
-    details = "CAST('{}' AS JSONB)" if pg else "'{}'"
-    now = {"now": utcnow(), "pending": SourceStatus.pending.value}
-    session.execute(
-        text(
-            "INSERT INTO source_images "
-            "(url_sha256, url, status, details, attempts, created_at, updated_at) "
-            f"SELECT digest, MIN(url), :pending, {details}, 0, :now, :now FROM {_REF_STAGE} "
-            "WHERE true GROUP BY digest ON CONFLICT (url_sha256) DO NOTHING"
-        ),
-        now,
-    )
-    session.execute(
-        text(
-            "INSERT INTO source_image_refs "
-            "(product_revision_id, source_image_id, position, raw, source_line) "
-            f"SELECT st.rev, si.id, st.pos, st.raw, st.line FROM {_REF_STAGE} st "
-            "JOIN source_images si ON si.url_sha256 = st.digest WHERE true "
-            "ON CONFLICT (product_revision_id, position) DO NOTHING"
-        )
-    )
-    session.execute(text(f"DROP TABLE {_REF_STAGE}"))
-    return len(rows)
+    writer = RefWriter(session)
+    writer.add(refs)
+    return writer.finish()
 
 
 def refs_for_revision(session: Session, revision_id: int) -> list[SourceImageRef]:

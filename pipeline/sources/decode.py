@@ -1,7 +1,9 @@
 """Source image bytes -> sRGB RGB or RGBA pixels, bounded and upright.
 
-Decoding goes through ``pipeline.images.opened_image`` (pixel count checked from the header
-before any pixel is decoded; Pillow's decompression-bomb warnings are errors). Then:
+Decoding goes through ``pipeline.images.opened_image`` (allowed formats only; pixel count
+checked from the header before any pixel is decoded; Pillow's decompression-bomb warnings
+are errors; any exception the steps below raise is the image's one-line ``ImageError``).
+Then:
 
 - ``ImageOps.exif_transpose``: phones and some DAMs store the pixels sideways and an EXIF
   orientation tag; the packshot must be upright before it is cut out;
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageCms, ImageOps
 
-from pipeline.images import DEFAULT_MAX_PIXELS, ImageError, opened_image
+from pipeline.images import DEFAULT_MAX_PIXELS, opened_image
 
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
@@ -79,33 +81,26 @@ def decode_source(
     data: bytes, what: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> DecodedSource:
     """The upright sRGB image in ``data``; ``ImageError`` (naming ``what``) otherwise."""
-    with opened_image(data, what, max_pixels) as im:
+    # opened_image turns whatever the decoding below raises (a type-confused EXIF tag in
+    # exif_transpose, a colour conversion that fails) into the ImageError for this image.
+    with opened_image(data, what, max_pixels) as im, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
         source_mode = im.mode
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                im.load()
-                icc = im.info.get("icc_profile")
-                steps: list[str] = []
-                orientation = im.getexif().get(0x0112, 1)
-                img = ImageOps.exif_transpose(im) or im
-                if orientation not in (1, None):
-                    steps.append(f"exif_transpose({orientation})")
-                img = _to_8bit(img)
-                alpha = None
-                if img.mode in _ALPHA_MODES or "transparency" in img.info:
-                    rgba = img.convert("RGBA")
-                    alpha = rgba.getchannel("A")
-                    img = rgba.convert("RGB")
-                color = _to_srgb(img, icc if isinstance(icc, bytes) else None, steps)
-                if alpha is not None:
-                    color.putalpha(alpha)
-                    steps.append("alpha kept")
-                return DecodedSource(color, source_mode, im.format, steps)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageError(f"{what + ': ' if what else ''}image too large: {exc}") from None
-        except (OSError, ValueError, SyntaxError) as exc:
-            if isinstance(exc, ImageError):
-                raise
-            named = f"{what}: " if what else ""
-            raise ImageError(f"{named}not a readable image: {exc}") from None
+        im.load()
+        icc = im.info.get("icc_profile")
+        steps: list[str] = []
+        orientation = im.getexif().get(0x0112, 1)
+        img = ImageOps.exif_transpose(im) or im
+        if orientation not in (1, None):
+            steps.append(f"exif_transpose({orientation})")
+        img = _to_8bit(img)
+        alpha = None
+        if img.mode in _ALPHA_MODES or "transparency" in img.info:
+            rgba = img.convert("RGBA")
+            alpha = rgba.getchannel("A")
+            img = rgba.convert("RGB")
+        color = _to_srgb(img, icc if isinstance(icc, bytes) else None, steps)
+        if alpha is not None:
+            color.putalpha(alpha)
+            steps.append("alpha kept")
+        return DecodedSource(color, source_mode, im.format, steps)

@@ -19,7 +19,7 @@ from PIL import Image, ImageOps
 
 from pipeline.digests import sha256_bytes
 from pipeline.files import InputFileError, read_capped, read_text_capped
-from pipeline.images import ImageError, decode_image
+from pipeline.images import ImageError, decode_image, exif_orientation
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp"})
 MIN_SIDE_PX = 256
@@ -172,11 +172,7 @@ _TRANSPOSE = {
 
 
 def _orientation(data: bytes) -> int:
-    try:
-        with Image.open(io.BytesIO(data)) as im:  # header only: no pixels are decoded
-            return int(im.getexif().get(0x0112, 1))
-    except (OSError, ValueError, TypeError):
-        return 1
+    return exif_orientation(data)  # the shared bounded decoder: every exception is handled
 
 
 def image_files(root: Path) -> list[Path]:

@@ -4,7 +4,9 @@
         --db postgresql://postgres@127.0.0.1:5432/test
 
 ``--db`` names a server: the benchmark creates (and drops) its own database there, or uses
-a SQLite file URL as given. Each pass runs in a fresh child process so its peak RSS is
+a SQLite file URL as given. On Postgres the same file is also loaded with psql's ``\\copy``
+into a table of text columns, in the same run, as the floor to compare against: the table
+reports each pass as a multiple of it. Each pass runs in a fresh child process so its peak RSS is
 its own. Prints a table and writes JSON (default ``var/bench/import.json``).
 """
 
@@ -86,6 +88,25 @@ def _peak_rss_bytes() -> int:
     return peak if platform.system() == "Darwin" else peak * 1024
 
 
+def copy_baseline(db_url: str, csv_path: Path) -> float | None:
+    r"""Seconds for psql's ``\copy`` of the file into an unlogged table of text columns."""
+    if not db_url.startswith("postgresql"):
+        return None
+    import subprocess
+
+    url = db_url.replace("postgresql+psycopg://", "postgresql://")
+    cols = ", ".join(f"c{i} text" for i in range(len(COLUMNS)))
+    subprocess.run(["psql", url, "-qc", f"CREATE UNLOGGED TABLE bench_copy ({cols})"], check=True)
+    t0 = time.perf_counter()
+    subprocess.run(
+        ["psql", url, "-qc", f"\\copy bench_copy FROM '{csv_path}' WITH (FORMAT csv, HEADER)"],
+        check=True,
+    )
+    wall = time.perf_counter() - t0
+    subprocess.run(["psql", url, "-qc", "DROP TABLE bench_copy"], check=True)
+    return wall
+
+
 def _child(db_url: str, csv_path: str, out: Any) -> None:
     from catalog.db import make_engine, make_sessionmaker
     from catalog.importing.importer import import_catalog
@@ -159,6 +180,7 @@ def main() -> None:
     gen_s = time.perf_counter() - t0
     url, dbname = _prepare_db(args.db)
     try:
+        copy_s = copy_baseline(url, csv_path)
         first = run_pass(url, csv_path)
         second = run_pass(url, csv_path)
     finally:
@@ -170,13 +192,18 @@ def main() -> None:
     passes = {"import": first, "reimport_unchanged": second}
     print(f"{args.rows:,} rows, {products:,} products, {csv_path.name} generated in {gen_s:.1f}s")
     print(f"cpus={os.cpu_count()} db={url.split('@')[-1]}")
-    header = f"{'pass':<20}{'wall s':>9}{'rows/s':>12}{'peak RSS MB':>13}{'new revs':>10}"
-    print(header + f"{'unchanged':>11}{'errors':>8}")
+    if copy_s is not None:
+        print(f"psql \\copy of the same file: {copy_s:.2f}s")
+    header = f"{'pass':<20}{'wall s':>9}{'x copy':>8}{'rows/s':>12}{'peak RSS MB':>13}"
+    print(header + f"{'new revs':>10}{'unchanged':>11}{'errors':>8}")
     for name, r in passes.items():
         rate = r["rows_total"] / r["wall_s"] if r["wall_s"] else 0.0
         r["rows_per_s"] = rate
+        r["x_copy"] = r["wall_s"] / copy_s if copy_s else None
+        ratio = f"{r['x_copy']:>8.1f}" if copy_s else f"{'-':>8}"
         print(
-            f"{name:<20}{r['wall_s']:>9.2f}{rate:>12,.0f}{r['peak_rss_bytes'] / 2**20:>13.0f}"
+            f"{name:<20}{r['wall_s']:>9.2f}{ratio}{rate:>12,.0f}"
+            f"{r['peak_rss_bytes'] / 2**20:>13.0f}"
             f"{r['revisions_new']:>10,}{r['unchanged']:>11,}{r['errors']:>8,}"
         )
     report = {
@@ -184,6 +211,7 @@ def main() -> None:
         "products": products,
         "cpus": os.cpu_count(),
         "db": url.split("@")[-1],
+        "copy_s": copy_s,
         "passes": passes,
     }
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
