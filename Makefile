@@ -27,9 +27,12 @@ test-quick: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m tasks.demo
 
+# ruff, mypy (strict flags on pipeline/, pyproject.toml) and the layer contract (import-linter).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/hadolint docker/Dockerfile.app docker/Dockerfile.worker-gpu
 
 fmt: $(STAMP)

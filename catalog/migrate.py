@@ -7,7 +7,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from catalog.db import normalize_url
+from catalog.db import Engine, normalize_url
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,6 +21,18 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
+
+
+def schema_heads(engine: Engine, url: str) -> tuple[set[str], set[str]]:
+    """(the database's current revisions, the migrations' heads); raises the driver's
+    ``SQLAlchemyError`` when the database cannot be reached."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    heads = set(ScriptDirectory.from_config(alembic_config(url)).get_heads())
+    with engine.connect() as conn:
+        current = set(MigrationContext.configure(conn).get_current_heads())
+    return current, heads
 
 
 def check(url: str) -> None:

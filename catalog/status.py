@@ -94,6 +94,11 @@ def failures_by_kind(session: Session, brand: str | None = None) -> dict[str, in
     return {str(kind or "unknown"): int(n) for kind, n in sorted(rows, key=lambda r: -r[1])}
 
 
+def all_assets(session: Session) -> list[Asset]:
+    """Every published asset, oldest first (the embedded demo's summary)."""
+    return list(session.scalars(select(Asset).order_by(Asset.id)))
+
+
 def failed_shots(session: Session) -> list[tuple[int, str | None]]:
     """Every failed shot's id and reason, by id (the embedded demo's summary)."""
     stmt = select(Shot.id, Shot.error).where(Shot.state == ShotState.failed).order_by(Shot.id)

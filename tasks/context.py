@@ -15,10 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
-
-from catalog.db import make_engine, make_sessionmaker
+from catalog.db import Engine, Session, make_engine, make_sessionmaker, sessionmaker
 from pipeline.brand.config import BrandConfig, BrandConfigError
 from pipeline.brand.loader import find_brand
 from pipeline.settings import Settings

@@ -142,20 +142,14 @@ def _step_approve(console: Console, state: CliState) -> list[int]:
 def _step_publish(console: Console, state: CliState, shot_ids: list[int]) -> Asset | None:
     """Publish the approved shots; returns the first asset (None: nothing was published)."""
     settings = state.settings
-    from sqlalchemy import select
-
-    from catalog.models import Asset, Shot, ShotState
+    from catalog.status import all_assets, failed_shots
     from tasks.dispatch import enqueue_publish
 
     console.rule("6. publish to the local blob folder")
     enqueue_publish(shot_ids, settings)
     with state.session() as s:
-        assets = list(s.scalars(select(Asset).order_by(Asset.id)))
-        failed = list(
-            s.execute(
-                select(Shot.id, Shot.error).where(Shot.state == ShotState.failed).order_by(Shot.id)
-            )
-        )
+        assets = all_assets(s)
+        failed = failed_shots(s)
     console.print(f"{len(assets)} asset(s) under {settings.blob_root}")
     for sid, error in failed:
         console.print(f"[red]failed[/] shot {sid}: {error}", highlight=False)

@@ -22,6 +22,7 @@ from celery import Task
 from catalog import status as progress
 from catalog.models import ShotState, utcnow
 from pipeline.settings import Settings
+from pipeline.storage import PermanentStorageError
 from tasks.celery_app import app, submit, task_settings
 from tasks.context import WorkerContext, context_for
 from tasks.line.orchestrator import gate_shots, generate_shots, publish
@@ -62,6 +63,9 @@ class ShotlineTask(Task):  # type: ignore[misc]
     """
 
     autoretry_for = transient_errors()
+    # No bucket, access denied, bad credentials: retrying cannot help; the task fails and
+    # says why (``shotline doctor`` names the fix).
+    dont_autoretry_for = (PermanentStorageError,)
     retry_backoff = 1  # seconds before the first retry, doubled each time, up to the max
     retry_jitter = True
     acks_late = True

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
-from catalog.models import Brand, ImportRun, ImportStatus, Shot, ShotState, utcnow
+from catalog.importing.runs import run_of_file
+from catalog.models import ImportRun, ImportStatus, utcnow
+from catalog.status import planned_shots
 from pipeline.brand.config import BrandConfigError
 from pipeline.digests import sha256_file
 from tasks.celery_app import app
@@ -143,7 +143,7 @@ def ingest_source_file(ctx: WorkerContext, uri: str, brand: str | None = None) -
         path = _fetch(ctx, src, Path(tmp))
         sha = sha256_file(path)
         with ctx.sessions.begin() as s:
-            seen = s.scalar(select(ImportRun.id).where(ImportRun.file_sha256 == sha).limit(1))
+            seen = run_of_file(s, sha)
         if seen is not None:
             return {"file": uri, "status": "skipped", "reason": f"already seen as run {seen}"}
         name = brand or settings.ingest_brand
@@ -165,14 +165,7 @@ def ingest_source_file(ctx: WorkerContext, uri: str, brand: str | None = None) -
             plan = plan_shots(s, cfg, settings)
             # Every planned shot of the brand, by state rather than a huge IN list of ids:
             # generation claims by state, so a shot enqueued twice is still made once.
-            planned = list(
-                s.scalars(
-                    select(Shot.id)
-                    .join(Brand, Shot.brand_id == Brand.id)
-                    .where(Brand.name == cfg.name, Shot.state == ShotState.planned)
-                    .order_by(Shot.id)
-                )
-            )
+            planned = planned_shots(s, cfg.name)
     except PlanningError as exc:
         return {"file": uri, "status": "imported", "run_id": summary.run_id, "error": str(exc)}
     enqueue_generate(planned, settings)

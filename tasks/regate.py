@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.orm import Session
-
+from catalog.db import Session
 from catalog.embeddings import replace_embedding
 from catalog.models import Shot
 from catalog.regate import record_pass, rescore_candidates

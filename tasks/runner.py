@@ -25,9 +25,9 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from sqlalchemy.exc import OperationalError
 
 from catalog import status as queries
+from catalog.db import OperationalError
 from catalog.models import ShotState
 from pipeline.settings import Settings
 from tasks import dispatch

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import typer
-from sqlalchemy.exc import DBAPIError
 
+from catalog.db import DBAPIError
 from tasks.cli.app import app
 from tasks.cli.common import describe_db_error, err_console
 from tasks.output import styled

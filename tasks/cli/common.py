@@ -11,11 +11,16 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import typer
-from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session, sessionmaker
 
-from catalog.db import MAX_ROW_ID, make_engine, make_sessionmaker
+from catalog.db import (
+    MAX_ROW_ID,
+    DBAPIError,
+    Engine,
+    Session,
+    make_engine,
+    make_sessionmaker,
+    sessionmaker,
+)
 from pipeline.settings import Settings
 from tasks.output import SafeConsole, neutralize, styled
 

@@ -29,13 +29,13 @@ class LineResult:
 
 def transient_errors() -> tuple[type[BaseException], ...]:
     """Errors worth a retry with backoff: the DB, the blob store or the broker hiccuped.
-    A permanent storage error (no bucket, access denied) is a ``StorageError`` too, but the
-    adapter marks it; those are not retried."""
+    A permanent storage error (no bucket, access denied) is a ``StorageError`` too; the
+    tasks' ``dont_autoretry_for`` keeps it from being retried."""
     from kombu.exceptions import OperationalError as BrokerError
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
-    from sqlalchemy.exc import DBAPIError, OperationalError
 
+    from catalog.db import DBAPIError, OperationalError
     from pipeline.storage import StorageError
 
     return (

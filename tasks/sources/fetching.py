@@ -20,9 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import select
-
-from catalog.models import SourceImage, SourceStatus
+from catalog.models import SourceStatus
+from catalog.packshots.loading import sources_by_id
 from catalog.packshots.sources import FetchOutcome, record_outcomes
 from pipeline.digests import sha256_bytes
 from pipeline.images import ImageError
@@ -140,7 +139,7 @@ def fetch_sources(ctx: WorkerContext, source_ids: list[int]) -> FetchReport:
     with ctx.sessions.begin() as s:
         rows = [
             _Row(r.id, r.url, r.status, r.sha256, r.etag, r.last_modified, r.blob_key)
-            for r in s.scalars(select(SourceImage).where(SourceImage.id.in_(source_ids)))
+            for r in sources_by_id(s, source_ids)
         ]
     policy = FetchPolicy.from_settings(ctx.settings)
     store = ctx.store

@@ -17,6 +17,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from catalog.importing.csv_formats import FORMATS
 from catalog.importing.importer import CatalogImportError, ImportSummary, import_catalog
 from pipeline.brand.config import BrandConfigError
 from pipeline.brand.loader import find_brand
@@ -83,15 +84,15 @@ def import_command(
     ctx: typer.Context,
     path: Path = typer.Argument(..., help="Shopify export, Google Merchant feed or generic CSV."),
     brand: str = typer.Option(..., "--brand", "-b", help="Brand name (samples/brands/NAME.yaml)."),
-    fmt: str = typer.Option("auto", "--format", "-f", help="auto | shopify | gmc | generic"),
+    fmt: str = typer.Option("auto", "--format", "-f", help="auto | " + " | ".join(FORMATS)),
     encoding: str = typer.Option(
         "auto", "--encoding", help="auto (UTF-8, else cp1252 with a warning) | utf-8 | a codec"
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Import a catalog file: products and revisions, bad rows to import_row_errors."""
-    if fmt not in ("auto", "shopify", "gmc", "generic"):
-        fail(f"unknown format {fmt!r}; use auto, shopify, gmc or generic")
+    if fmt not in ("auto", *FORMATS):
+        fail(f"unknown format {fmt!r}; use auto, {', '.join(FORMATS)}")
     state = cli_state(ctx)
     try:
         brand_cfg = find_brand(state.settings.brands_dir, brand)

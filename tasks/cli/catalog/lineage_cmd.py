@@ -14,8 +14,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
-from sqlalchemy.exc import SQLAlchemyError
 
+from catalog.db import SQLAlchemyError
 from catalog.lineage import (
     LineageError,
     assets_by_lora,

@@ -29,18 +29,12 @@ class Finding:
 
 
 def _database(state: CliState) -> Iterator[Finding]:
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from catalog.migrate import alembic_config
+    from catalog.db import SQLAlchemyError
+    from catalog.migrate import schema_heads
     from tasks.cli.common import describe_db_error
 
-    script = ScriptDirectory.from_config(alembic_config(state.settings.database_url))
-    heads = set(script.get_heads())
     try:
-        with state.engine.connect() as conn:
-            current = set(MigrationContext.configure(conn).get_current_heads())
+        current, heads = schema_heads(state.engine, state.settings.database_url)
     except SQLAlchemyError as exc:
         reason = describe_db_error(exc) if hasattr(exc, "orig") else str(exc)  # type: ignore[arg-type]
         yield Finding("database", False, " ".join(reason.split()))
