@@ -30,9 +30,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import Table, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from catalog.embeddings import near_duplicates
@@ -61,6 +61,7 @@ REVIEW_STATES = (
 
 PAGE_ROWS = 500  # shots per keyset page when streaming every row (export, --all)
 EVENT_CHUNK = 1000  # review events per INSERT batch
+EVENTS = cast(Table, ReviewEvent.__table__)
 
 # Spreadsheet apps evaluate cells starting with these (OWASP "CSV injection").
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -411,10 +412,9 @@ def decide_pending(
         )
     )
     now = utcnow()
-    table = ReviewEvent.__table__
     for part in id_chunks(ids, EVENT_CHUNK):
         session.execute(
-            table.insert(),
+            insert(EVENTS),  # Core executemany: no ORM objects to build
             [
                 {
                     "shot_id": sid,
