@@ -20,8 +20,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from catalog.models import Asset, Product, ProductRevision, Shot, ShotEmbedding, utcnow
+from catalog.shots import id_chunks
 
 LIKE_CHUNK = 4096  # vectors per numpy block in ``nearest_assets``
+DUPLICATE_CHUNK = 1000  # asked-for shots per round of ``near_duplicates``
 
 
 class EmbeddingError(LookupError):
@@ -98,21 +100,31 @@ def near_duplicates(
 ) -> dict[int, NearDuplicate]:
     """For each shot, its most similar other shot of the same product when the cosine is at
     least ``threshold`` (same CLIP model only). Computed on read: a shot made later still
-    flags an earlier one, and a threshold change needs no migration."""
-    if not shot_ids:
-        return {}
-    products = dict(
-        session.execute(
-            select(Shot.id, ProductRevision.product_id)
-            .join(ProductRevision, Shot.product_revision_id == ProductRevision.id)
-            .where(Shot.id.in_(list(shot_ids)))
-        ).all()
+    flags an earlier one, and a threshold change needs no migration. Works through
+    ``shot_ids`` a chunk at a time, so no IN list and no candidate set grows with the input."""
+    out: dict[int, NearDuplicate] = {}
+    for part in id_chunks(dict.fromkeys(shot_ids), DUPLICATE_CHUNK):
+        out.update(_near_duplicates_of(session, part, threshold))
+    return out
+
+
+def _near_duplicates_of(
+    session: Session, shot_ids: list[int], threshold: float
+) -> dict[int, NearDuplicate]:
+    products = set(
+        session.scalars(
+            select(ProductRevision.product_id)
+            .join(Shot, Shot.product_revision_id == ProductRevision.id)
+            .where(Shot.id.in_(shot_ids))
+        )
     )
+    if not products:
+        return {}
     rows = session.execute(
         select(ProductRevision.product_id, Shot.id, ShotEmbedding)
         .join(Shot, Shot.product_revision_id == ProductRevision.id)
         .join(ShotEmbedding, ShotEmbedding.shot_id == Shot.id)
-        .where(ProductRevision.product_id.in_(set(products.values())))
+        .where(ProductRevision.product_id.in_(products))
     ).all()
     groups: dict[tuple[int, str], list[tuple[int, ShotEmbedding]]] = defaultdict(list)
     for product_id, sid, emb in rows:
@@ -190,13 +202,13 @@ def nearest_assets(
 
 
 def _skus(session: Session, shot_ids: Iterable[int]) -> dict[int, str]:
-    ids = list(shot_ids)
-    if not ids:
-        return {}
-    rows = session.execute(
-        select(Shot.id, Product.sku)
-        .join(ProductRevision, Shot.product_revision_id == ProductRevision.id)
-        .join(Product, ProductRevision.product_id == Product.id)
-        .where(Shot.id.in_(ids))
-    ).all()
-    return {sid: sku for sid, sku in rows}
+    out: dict[int, str] = {}
+    for part in id_chunks(shot_ids):
+        rows = session.execute(
+            select(Shot.id, Product.sku)
+            .join(ProductRevision, Shot.product_revision_id == ProductRevision.id)
+            .join(Product, ProductRevision.product_id == Product.id)
+            .where(Shot.id.in_(part))
+        ).all()
+        out.update({sid: sku for sid, sku in rows})
+    return out

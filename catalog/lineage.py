@@ -16,11 +16,12 @@ dict (see ``shot_chain``). Unknown refs raise ``LineageError`` naming the ref.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, cast, select
+from sqlalchemy import String, cast, func, select, text
 from sqlalchemy.orm import Session, selectinload
 
 from catalog.db import MAX_ROW_ID
@@ -38,7 +39,7 @@ from catalog.models import (
 )
 from catalog.packshots.source_lineage import packshot_json
 from catalog.review import current_review_state, event_json, shot_sku
-from catalog.shots import lineage_loads
+from catalog.shots import id_chunks, lineage_loads
 from catalog.training import get_training, trainings_for_pins
 
 
@@ -319,21 +320,25 @@ def _shots_for_sku(session: Session, ref: str, sku: str) -> list[int]:
             .where(Product.sku == sku)
         ).all()
     )
-    # Variant skus live in the shots' JSON: a text pre-filter, then an exact check.
-    candidates = session.execute(
-        select(Shot.id, Shot.variant).where(
-            cast(Shot.variant, String).like(f"%{_like_escape(sku)}%", escape="\\")
-        )
-    ).all()
-    ids.update(
-        sid
-        for sid, variant in candidates
-        if isinstance(variant, Mapping) and variant.get("sku") == sku
-    )
+    # Variant skus live in the shots' JSON: matched as JSON values (the variant's ``sku``, or
+    # one of its visual variant's ``skus``), never a LIKE over every shot's JSON cast to text.
+    ids.update(session.scalars(select(Shot.id).where(_variant_has_sku(session, sku))))
     if not ids:
         hint = " (a bare number is a sku: write shot:N or asset:N)" if sku.isdigit() else ""
         raise LineageError(f"{ref}: no shots for this sku{hint}")
     return sorted(ids)
+
+
+def _variant_has_sku(session: Session, sku: str) -> Any:
+    """``shots.variant`` names ``sku``: its own ``sku`` or one of its ``skus``."""
+    if session.get_bind().dialect.name == "postgresql":
+        return text(
+            "(shots.variant ->> 'sku') = :sku OR (shots.variant -> 'skus') @> CAST(:skus AS jsonb)"
+        ).bindparams(sku=sku, skus=json.dumps([sku]))
+    return text(
+        "json_extract(shots.variant, '$.sku') = :sku OR EXISTS "
+        "(SELECT 1 FROM json_each(shots.variant, '$.skus') WHERE json_each.value = :sku)"
+    ).bindparams(sku=sku)
 
 
 def lineage_for(session: Session, ref: str) -> dict[str, Any]:
@@ -341,8 +346,12 @@ def lineage_for(session: Session, ref: str) -> dict[str, Any]:
     if not ref or not ref.strip():
         raise LineageError("empty lineage reference")
     matched, ids = _resolve(session, ref)
-    shots = session.scalars(_shot_query().where(Shot.id.in_(ids)).order_by(Shot.id)).all()
-    return {"ref": ref, "matched": matched, "chains": [shot_chain(session, s) for s in shots]}
+    chains = [
+        shot_chain(session, shot)
+        for part in id_chunks(sorted(ids))
+        for shot in session.scalars(_shot_query().where(Shot.id.in_(part)).order_by(Shot.id))
+    ]
+    return {"ref": ref, "matched": matched, "chains": chains}
 
 
 # --- reverse queries ---------------------------------------------------------------------
@@ -409,25 +418,23 @@ def assets_by_training(session: Session, run_id: int) -> list[dict[str, Any]]:
     return assets_by_lora(session, run.name, run.adapter_sha256)
 
 
-def outputs_of_import_run(session: Session, run_id: int) -> dict[str, Any]:
-    """What an import run produced: its revisions' shots, their states and published assets."""
+STREAM_ROWS = 2000  # rows per fetch when streaming an import run's outputs
+
+
+def import_run_outputs(session: Session, run_id: int) -> dict[str, Any]:
+    """What an import run produced, for any catalog size: the run, its shots' states and
+    the number of revisions (aggregates in SQL), with ``revisions`` and ``shots`` as
+    *iterators* over plain rows read through a server-side cursor (``yield_per``). Consume
+    them one after the other, inside the session; ``outputs_of_import_run`` makes lists."""
     run = session.get(ImportRun, run_id)
     if run is None:
         raise LineageError(f"import run {run_id}: no such run")
-    revisions = session.scalars(
-        select(ProductRevision)
-        .where(ProductRevision.import_run_id == run_id)
-        .options(selectinload(ProductRevision.product))
+    revs = select(ProductRevision.id).where(ProductRevision.import_run_id == run_id)
+    in_run = Shot.product_revision_id.in_(revs)
+    states = session.execute(
+        select(Shot.state, func.count()).where(in_run).group_by(Shot.state).order_by(Shot.state)
     ).all()
-    shots = session.scalars(
-        _shot_query()
-        .join(ProductRevision, Shot.product_revision_id == ProductRevision.id)
-        .where(ProductRevision.import_run_id == run_id)
-        .order_by(Shot.id)
-    ).all()
-    counts: dict[str, int] = {}
-    for shot in shots:
-        counts[shot.state] = counts.get(shot.state, 0) + 1
+    n_revisions = session.scalar(select(func.count()).select_from(revs.subquery()))
     return {
         "run": {
             "id": run.id,
@@ -439,29 +446,68 @@ def outputs_of_import_run(session: Session, run_id: int) -> dict[str, Any]:
             "started_at": _iso(run.started_at),
             "finished_at": _iso(run.finished_at),
         },
-        "revisions": [
-            {
-                "id": r.id,
-                "product_key": r.product.sku,
-                "revision": r.revision,
-                "line": r.source_line,
-            }
-            for r in revisions
-        ],
-        "states": counts,
-        "shots": [
-            {
-                "shot_id": s.id,
-                "sku": shot_sku(s),
-                "template": s.template_name,
-                "state": s.state,
-                "raw_sha256": s.generation.sha256 if s.generation else None,
-                "asset_id": s.asset.id if s.asset else None,
-                "asset_key": s.asset.key if s.asset else None,
-            }
-            for s in shots
-        ],
+        "revision_count": int(n_revisions or 0),
+        "revisions": _run_revisions(session, run_id),
+        "states": {str(state): int(n) for state, n in states},
+        "shots": _run_shots(session, in_run),
     }
+
+
+def _run_revisions(session: Session, run_id: int) -> Iterator[dict[str, Any]]:
+    stmt = (
+        select(
+            ProductRevision.id, Product.sku, ProductRevision.revision, ProductRevision.source_line
+        )
+        .join(Product, Product.id == ProductRevision.product_id)
+        .where(ProductRevision.import_run_id == run_id)
+        .order_by(ProductRevision.id)
+        .execution_options(yield_per=STREAM_ROWS)
+    )
+    for rev_id, sku, revision, line in session.execute(stmt):
+        yield {"id": rev_id, "product_key": sku, "revision": revision, "line": line}
+
+
+def _run_shots(session: Session, in_run: Any) -> Iterator[dict[str, Any]]:
+    stmt = (
+        select(
+            Shot.id,
+            Shot.variant,
+            Product.sku,
+            Shot.template_name,
+            Shot.state,
+            Generation.sha256,
+            Asset.id,
+            Asset.key,
+        )
+        .join(ProductRevision, ProductRevision.id == Shot.product_revision_id)
+        .join(Product, Product.id == ProductRevision.product_id)
+        .outerjoin(Generation, Generation.shot_id == Shot.id)
+        .outerjoin(Asset, Asset.shot_id == Shot.id)
+        .where(in_run)
+        .order_by(Shot.id)
+        .execution_options(yield_per=STREAM_ROWS)
+    )
+    for sid, variant, product_key, template, state, raw, asset_id, asset_key in session.execute(
+        stmt
+    ):
+        sku = variant.get("sku") if isinstance(variant, Mapping) else None
+        yield {
+            "shot_id": sid,
+            "sku": str(sku or product_key),
+            "template": template,
+            "state": state,
+            "raw_sha256": raw,
+            "asset_id": asset_id,
+            "asset_key": asset_key,
+        }
+
+
+def outputs_of_import_run(session: Session, run_id: int) -> dict[str, Any]:
+    """What an import run produced, as lists (see ``import_run_outputs`` to stream)."""
+    out = import_run_outputs(session, run_id)
+    out["revisions"] = list(out["revisions"])
+    out["shots"] = list(out["shots"])
+    return out
 
 
 def shot_with_generation(session: Session, shot_id: int) -> Shot | None:

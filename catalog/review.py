@@ -25,18 +25,20 @@ import getpass
 import io
 import os
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
-from sqlalchemy import select, text, update
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import Table, insert, select, text, update
+from sqlalchemy.orm import Session
 
 from catalog.embeddings import near_duplicates
 from catalog.models import (
     Brand,
+    FilterResult,
     Product,
     ProductRevision,
     ReviewAction,
@@ -45,7 +47,9 @@ from catalog.models import (
     ShotState,
     utcnow,
 )
-from catalog.shots import can_transition, lineage_loads
+from catalog.shots import can_transition, id_chunks, lineage_loads
+from pipeline.brand.config import BrandConfigError
+from pipeline.brand.loader import load_brand
 
 # The states a reviewer looks at; ``review list`` without --status shows pending ones.
 REVIEW_STATES = (
@@ -54,6 +58,10 @@ REVIEW_STATES = (
     ShotState.approved.value,
     ShotState.published.value,
 )
+
+PAGE_ROWS = 500  # shots per keyset page when streaming every row (export, --all)
+EVENT_CHUNK = 1000  # review events per INSERT batch
+EVENTS = cast(Table, ReviewEvent.__table__)
 
 # Spreadsheet apps evaluate cells starting with these (OWASP "CSV injection").
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -135,12 +143,38 @@ def resolve_reviewer(session: Session, claimed: str | None, *, free_names: bool)
     return Reviewer(name, authenticated)
 
 
-def _authorize(session: Session, shots: Sequence[Shot], reviewer: Reviewer) -> None:
-    """Every shot's brand must list the reviewer; refuse before anything is written."""
-    brand_ids = {s.brand_id for s in shots}
-    brands = session.scalars(select(Brand).where(Brand.id.in_(brand_ids))).all()
+def brand_reviewers(brand: Brand, brands_dir: Path | None = None) -> list[str]:
+    """Who may review ``brand``: the ``reviewers:`` of its YAML in ``brands_dir`` as the file
+    says now (the YAML is the source: an edit takes effect at the next decision, not at the
+    next ``plan``), else the config stored on the row when there is no file.
+
+    A file that exists but does not load refuses the review (``ReviewError``): the last plan's
+    list may name someone the edit removed.
+    """
+    if brands_dir is not None:
+        for ext in (".yaml", ".yml"):
+            path = brands_dir / f"{brand.name}{ext}"
+            if path.is_file():
+                try:
+                    return [str(r) for r in load_brand(path).reviewers]
+                except BrandConfigError as exc:
+                    raise ReviewError(
+                        f"brand {brand.name!r}: its config does not load, so who may review "
+                        f"it is unknown: {exc}"
+                    ) from None
+    return [str(r) for r in (brand.config or {}).get("reviewers") or []]
+
+
+def _authorize(
+    session: Session, brand_ids: Iterable[int], reviewer: Reviewer, brands_dir: Path | None
+) -> None:
+    """Every brand must list the reviewer; refuse before anything is written."""
+    wanted = set(brand_ids)
+    if not wanted:
+        return
+    brands = session.scalars(select(Brand).where(Brand.id.in_(wanted)).order_by(Brand.id)).all()
     for brand in brands:
-        allowed = [str(r) for r in (brand.config or {}).get("reviewers") or []]
+        allowed = brand_reviewers(brand, brands_dir)
         if reviewer.name.casefold() not in {a.casefold() for a in allowed}:
             who = ", ".join(allowed) if allowed else "nobody (no reviewers: in its config)"
             raise ReviewError(
@@ -148,26 +182,32 @@ def _authorize(session: Session, shots: Sequence[Shot], reviewer: Reviewer) -> N
             )
 
 
-def _load_for_update(session: Session, shot_ids: Sequence[int]) -> list[Shot]:
-    """The shots in the given order, row-locked on Postgres so two reviewers serialize."""
+def _lock_states(session: Session, shot_ids: Sequence[int]) -> tuple[list[int], dict[int, Any]]:
+    """The distinct ids in the given order and each one's (state, brand_id), row-locked on
+    Postgres so two reviewers serialize. Plain columns, a chunk of ids per statement, in id
+    order (two overlapping batches lock in the same order: no deadlock)."""
     if not shot_ids:
         raise ReviewError("no shot ids given")
     ids = list(dict.fromkeys(int(i) for i in shot_ids))
-    rows = session.scalars(
-        select(Shot)
-        .where(Shot.id.in_(ids))
-        .options(selectinload(Shot.filter_result))
-        .with_for_update(of=Shot)
-    ).all()
-    by_id = {s.id: s for s in rows}
-    missing = [i for i in ids if i not in by_id]
-    if missing:
-        raise ReviewError(f"shot {missing[0]}: no such shot")
-    return [by_id[i] for i in ids]
+    found: dict[int, Any] = {}
+    for part in id_chunks(sorted(ids)):
+        rows = session.execute(
+            select(Shot.id, Shot.state, Shot.brand_id)
+            .where(Shot.id.in_(part))
+            .order_by(Shot.id)
+            .with_for_update()
+        )
+        found.update({sid: (state, brand_id) for sid, state, brand_id in rows})
+    missing = next((i for i in ids if i not in found), None)
+    if missing is not None:
+        raise ReviewError(f"shot {missing}: no such shot")
+    return ids, found
 
 
-def _gate_reasons(shot: Shot) -> str:
-    fr = shot.filter_result
+def _gate_reasons(session: Session, shot_id: int) -> str:
+    fr = session.scalar(
+        select(FilterResult).where(FilterResult.shot_id == shot_id, FilterResult.current)
+    )
     if fr is not None and fr.decision == ShotState.rejected.value:
         reasons = ", ".join(str(r) for r in fr.reasons or []) or "no reason recorded"
         return f"the gate rejected it ({reasons})"
@@ -180,104 +220,227 @@ def approve(
     reviewer: Reviewer,
     note: str | None = None,
     override: bool = False,
+    brands_dir: Path | None = None,
 ) -> list[ReviewEvent]:
-    """Approve shots; returns the events added. Raises ``ReviewError`` before writing anything."""
+    """Approve shots; returns the events added. Raises ``ReviewError`` before writing anything.
+
+    ``brands_dir``: where the brands' YAML lives (who may review is read from it, see
+    ``brand_reviewers``); None uses the configs stored at the last plan."""
     note = (note or "").strip() or None
-    shots = _load_for_update(session, shot_ids)
-    _authorize(session, shots, reviewer)
-    actions: list[str] = []
-    for shot in shots:
-        if shot.state == ShotState.pending_review.value:
-            actions.append(ReviewAction.approve.value)
-        elif shot.state == ShotState.rejected.value:
+    ids, found = _lock_states(session, shot_ids)
+    _authorize(session, {b for _, b in found.values()}, reviewer, brands_dir)
+    actions: dict[int, str] = {}
+    for sid in ids:
+        state = found[sid][0]
+        if state == ShotState.pending_review.value:
+            actions[sid] = ReviewAction.approve.value
+        elif state == ShotState.rejected.value:
             if not override:
                 raise ReviewError(
-                    f"shot {shot.id}: {_gate_reasons(shot)}; approving it needs "
+                    f"shot {sid}: {_gate_reasons(session, sid)}; approving it needs "
                     "--override --reason TEXT"
                 )
             if note is None:
-                raise ReviewError(f"shot {shot.id}: an override needs --reason TEXT")
-            actions.append(ReviewAction.override.value)
+                raise ReviewError(f"shot {sid}: an override needs --reason TEXT")
+            actions[sid] = ReviewAction.override.value
         else:
-            raise ReviewError(_wrong_state(session, shot, "approve"))
-    return _append_events(session, shots, actions, reviewer, note, ShotState.approved)
+            raise ReviewError(_wrong_state(session, sid, state, "approve"))
+    seen = {sid: found[sid][0] for sid in ids}
+    return _append_events(session, seen, actions, reviewer, note, ShotState.approved)
 
 
 def reject(
-    session: Session, shot_ids: Sequence[int], reviewer: Reviewer, reason: str | None
+    session: Session,
+    shot_ids: Sequence[int],
+    reviewer: Reviewer,
+    reason: str | None,
+    brands_dir: Path | None = None,
 ) -> list[ReviewEvent]:
     """Reject shots awaiting review (or approved but not yet published). A reason is required."""
+    why = _reason(reason)
+    ids, found = _lock_states(session, shot_ids)
+    _authorize(session, {b for _, b in found.values()}, reviewer, brands_dir)
+    allowed = (ShotState.pending_review.value, ShotState.approved.value)
+    for sid in ids:
+        if found[sid][0] not in allowed:
+            raise ReviewError(_wrong_state(session, sid, found[sid][0], "reject"))
+    seen = {sid: found[sid][0] for sid in ids}
+    actions = dict.fromkeys(ids, ReviewAction.reject.value)
+    return _append_events(session, seen, actions, reviewer, why, ShotState.rejected)
+
+
+def _reason(reason: str | None) -> str:
     why = (reason or "").strip()
     if not why:
         raise ReviewError("rejecting needs --reason TEXT")
-    shots = _load_for_update(session, shot_ids)
-    _authorize(session, shots, reviewer)
-    allowed = (ShotState.pending_review.value, ShotState.approved.value)
-    for shot in shots:
-        if shot.state not in allowed:
-            raise ReviewError(_wrong_state(session, shot, "reject"))
-    actions = [ReviewAction.reject.value] * len(shots)
-    return _append_events(session, shots, actions, reviewer, why, ShotState.rejected)
+    return why
 
 
-def _wrong_state(session: Session, shot: Shot, verb: str) -> str:
+def _wrong_state(session: Session, shot_id: int, state: str, verb: str) -> str:
     """Why ``verb`` can't apply, naming who decided last when a reviewer did."""
     last = session.scalars(
         select(ReviewEvent)
-        .where(ReviewEvent.shot_id == shot.id)
+        .where(ReviewEvent.shot_id == shot_id)
         .order_by(ReviewEvent.id.desc())
         .limit(1)
     ).first()
-    if last is not None and shot.state in (ShotState.approved.value, ShotState.rejected.value):
+    if last is not None and state in (ShotState.approved.value, ShotState.rejected.value):
         done = "approved" if last.action != ReviewAction.reject.value else "rejected"
-        return f"shot {shot.id}: already {done} by {last.reviewer!r}"
+        return f"shot {shot_id}: already {done} by {last.reviewer!r}"
     if verb == "approve":
         allowed = "only pending_review, or rejected with --override"
     else:
         allowed = "only pending_review or approved-not-yet-published"
-    return f"shot {shot.id}: cannot {verb} a shot in state {shot.state!r} ({allowed})"
+    return f"shot {shot_id}: cannot {verb} a shot in state {state!r} ({allowed})"
+
+
+def _move(session: Session, shot_ids: Sequence[int], seen: str, new_state: ShotState) -> set[int]:
+    """Compare-and-set ``seen -> new_state`` on ``shot_ids``, a chunk per UPDATE; the ids moved.
+
+    Shots loaded in the session get the new state from the RETURNING ids ("fetch"), without
+    re-evaluating every loaded shot on each statement ("evaluate" was quadratic)."""
+    moved: set[int] = set()
+    for part in id_chunks(shot_ids):
+        moved.update(
+            session.scalars(
+                update(Shot)
+                .where(Shot.id.in_(part), Shot.state == seen)
+                .values(state=str(new_state), error=None, updated_at=utcnow())
+                .returning(Shot.id)
+                .execution_options(synchronize_session="fetch")
+            )
+        )
+    return moved
 
 
 def _append_events(
     session: Session,
-    shots: Sequence[Shot],
-    actions: Sequence[str],
+    seen: Mapping[int, str],
+    actions: Mapping[int, str],
     reviewer: Reviewer,
     note: str | None,
     new_state: ShotState,
 ) -> list[ReviewEvent]:
-    """Every check passed: move each shot by compare-and-set, then append its event.
+    """Every check passed: move the shots by compare-and-set, then append their events.
 
-    The UPDATE names the state the checks saw, so a concurrent decision that committed in
-    between (SQLite has no row locks) matches no row: this one then fails whole, and the
-    transaction rolls back. On Postgres the row locks already serialize the two.
+    The UPDATEs name the state the checks saw, so a concurrent decision that committed in
+    between (SQLite has no row locks) matches no row: this batch then fails whole (its
+    savepoint rolls back). On Postgres the row locks already serialize the two.
     """
-    events = []
-    for shot, action in zip(shots, actions, strict=True):
-        seen = shot.state
-        if not can_transition(seen, new_state):  # pragma: no cover - checked by the callers
-            raise ReviewError(_wrong_state(session, shot, "review"))
-        moved = session.execute(
-            update(Shot)
-            .where(Shot.id == shot.id, Shot.state == seen)
-            .values(state=str(new_state), error=None, updated_at=utcnow())
-            # The loaded shot is updated in place: no second SELECT per shot.
-            .execution_options(synchronize_session="evaluate")
-        )
-        if getattr(moved, "rowcount", 0) != 1:  # a CursorResult for an UPDATE
-            session.refresh(shot)  # what the concurrent decision left
-            raise ReviewError(_wrong_state(session, shot, "review"))
-        event = ReviewEvent(
-            shot_id=shot.id,
-            reviewer=reviewer.name,
-            authenticated_reviewer=reviewer.authenticated,
-            action=action,
-            note=note,
-        )
-        session.add(event)
-        events.append(event)
-    session.flush()
+    by_state: dict[str, list[int]] = defaultdict(list)
+    for sid, state in seen.items():
+        if not can_transition(state, new_state):  # pragma: no cover - checked by the callers
+            raise ReviewError(_wrong_state(session, sid, state, "review"))
+        by_state[state].append(sid)
+    now = utcnow()
+    events: list[ReviewEvent] = []
+    with session.begin_nested():
+        for state, ids in by_state.items():
+            moved = _move(session, ids, state, new_state)
+            lost = next((i for i in ids if i not in moved), None)
+            if lost is not None:  # what the concurrent decision left
+                current = session.scalar(select(Shot.state).where(Shot.id == lost))
+                raise ReviewError(_wrong_state(session, lost, str(current), "review"))
+        rows = [
+            {
+                "shot_id": sid,
+                "reviewer": reviewer.name,
+                "authenticated_reviewer": reviewer.authenticated,
+                "action": actions[sid],
+                "note": note,
+                "created_at": now,
+            }
+            for sid in seen
+        ]
+        for i in range(0, len(rows), EVENT_CHUNK):
+            events += session.scalars(
+                insert(ReviewEvent).returning(ReviewEvent, sort_by_parameter_order=True),
+                rows[i : i + EVENT_CHUNK],
+            ).all()
     return events
+
+
+def _filters(
+    brand: str | None = None, import_run: int | None = None, template: str | None = None
+) -> list[Any]:
+    """The list filters as WHERE clauses on ``shots`` alone (subqueries, no joins), so the same
+    clauses serve a SELECT, a keyset page and a set-based UPDATE."""
+    where: list[Any] = []
+    if brand is not None:
+        where.append(Shot.brand_id.in_(select(Brand.id).where(Brand.name == brand)))
+    if import_run is not None:
+        revisions = select(ProductRevision.id).where(ProductRevision.import_run_id == import_run)
+        where.append(Shot.product_revision_id.in_(revisions))
+    if template is not None:
+        where.append(Shot.template_name == template)
+    return where
+
+
+def decide_pending(
+    session: Session,
+    reviewer: Reviewer,
+    *,
+    rejecting: bool = False,
+    note: str | None = None,
+    brands_dir: Path | None = None,
+    **filters: Any,
+) -> list[int]:
+    """``--all-pending``: approve (or, ``rejecting``, reject with the reason ``note``) every
+    shot awaiting review that matches the ``list_shots`` filters, set-based: one UPDATE ...
+    RETURNING moves them and their events are inserted in batches. Returns the shot ids
+    decided, ascending.
+
+    The UPDATE re-checks ``pending_review`` row by row, so a shot another reviewer decides
+    meanwhile is left to that decision (no second event), and only brands the reviewer was
+    checked against are touched."""
+    why = _reason(note) if rejecting else (note or "").strip() or None
+    pending = ShotState.pending_review.value
+    where = [Shot.state == pending, *_filters(**filters)]
+    brand_ids = list(session.scalars(select(Shot.brand_id).where(*where).distinct()))
+    if not brand_ids:
+        return []
+    _authorize(session, brand_ids, reviewer, brands_dir)
+    new_state = ShotState.rejected if rejecting else ShotState.approved
+    action = ReviewAction.reject.value if rejecting else ReviewAction.approve.value
+    ids = sorted(
+        session.scalars(
+            update(Shot)
+            .where(*where, Shot.brand_id.in_(brand_ids))
+            .values(state=str(new_state), error=None, updated_at=utcnow())
+            .returning(Shot.id)
+            .execution_options(synchronize_session="fetch")
+        )
+    )
+    now = utcnow()
+    for part in id_chunks(ids, EVENT_CHUNK):
+        session.execute(
+            insert(EVENTS),  # Core executemany: no ORM objects to build
+            [
+                {
+                    "shot_id": sid,
+                    "reviewer": reviewer.name,
+                    "authenticated_reviewer": reviewer.authenticated,
+                    "action": action,
+                    "note": why,
+                    "created_at": now,
+                }
+                for sid in part
+            ],
+        )
+    return ids
+
+
+def _list_query(
+    statuses: Sequence[str], filters: Mapping[str, Any], after: int | None, loads: bool
+) -> Any:
+    query = select(Shot).where(Shot.state.in_(statuses), *_filters(**filters)).order_by(Shot.id)
+    if after is not None:
+        query = query.where(Shot.id > after)  # keyset: the next page starts past the last id
+    return query.options(*lineage_loads()) if loads else query
+
+
+def _statuses(status: str | Sequence[str] | None) -> list[str]:
+    return [status] if isinstance(status, str) else list(status or REVIEW_STATES)
 
 
 def list_shots(
@@ -287,36 +450,52 @@ def list_shots(
     import_run: int | None = None,
     template: str | None = None,
     limit: int | None = None,
+    after: int | None = None,
 ) -> list[Shot]:
     """Shots for the review list/sheet/export, oldest first, with their lineage rows loaded.
 
     ``status`` is one state or several; None means every review state (pending_review,
     rejected, approved, published). ``import_run`` selects shots of products whose
-    revision that run created.
+    revision that run created. ``after`` starts past that shot id (keyset paging); for every
+    row of a large catalog use ``iter_shots``, which holds one page at a time.
     """
-    statuses = [status] if isinstance(status, str) else list(status or REVIEW_STATES)
-    query = (
-        select(Shot)
-        .join(ProductRevision, Shot.product_revision_id == ProductRevision.id)
-        .where(Shot.state.in_(statuses))
-        .options(*lineage_loads())
-        .order_by(Shot.id)
-    )
-    if brand is not None:
-        query = query.join(Brand, Shot.brand_id == Brand.id).where(Brand.name == brand)
-    if import_run is not None:
-        query = query.where(ProductRevision.import_run_id == import_run)
-    if template is not None:
-        query = query.where(Shot.template_name == template)
+    filters = {"brand": brand, "import_run": import_run, "template": template}
+    query = _list_query(_statuses(status), filters, after, loads=True)
     if limit is not None:
         query = query.limit(limit)
     return list(session.scalars(query).all())
 
 
+def iter_shots(
+    session: Session,
+    brand: str | None = None,
+    status: str | Sequence[str] | None = None,
+    import_run: int | None = None,
+    template: str | None = None,
+    after: int | None = None,
+    page: int = PAGE_ROWS,
+) -> Iterator[list[Shot]]:
+    """``list_shots`` in pages of ``page`` shots (keyset on the id, each page with its lineage
+    rows): memory holds one page, whatever the catalog's size. A page the caller lets go is
+    collected (the session's identity map holds unchanged rows weakly)."""
+    filters = {"brand": brand, "import_run": import_run, "template": template}
+    statuses = _statuses(status)
+    while True:
+        shots = list(session.scalars(_list_query(statuses, filters, after, True).limit(page)))
+        if not shots:
+            return
+        yield shots
+        if len(shots) < page:
+            return
+        after = shots[-1].id
+
+
 def pending_ids(session: Session, **filters: Any) -> list[int]:
-    """Ids of the shots awaiting review that match ``list_shots`` filters (``--all-pending``)."""
-    filters["status"] = ShotState.pending_review.value
-    return [s.id for s in list_shots(session, **filters)]
+    """Ids of the shots awaiting review that match ``list_shots`` filters (``--all-pending``):
+    ids only, no rows loaded."""
+    statuses = [ShotState.pending_review.value]
+    query = _list_query(statuses, filters, None, loads=False).with_only_columns(Shot.id)
+    return list(session.scalars(query))
 
 
 def review_shot(session: Session, shot_id: int) -> Shot | None:
@@ -436,44 +615,51 @@ def escape_formula(value: Any) -> Any:
     return value
 
 
-def export_rows(shots: Iterable[Shot]) -> list[dict[str, Any]]:
-    rows = []
-    for shot in shots:
-        rec = review_record(shot)
-        row = {
-            "shot_id": rec["id"],
-            "sku": rec["sku"],
-            "template": rec["template"],
-            "state": rec["state"],
-            "gate_decision": rec["gate_decision"] or "",
-            "gate_reasons": "; ".join(str(r) for r in rec["reasons"]),
-            "review_action": rec["review_action"] or "",
-            "reviewer": rec["reviewer"] or "",
-            "review_note": rec["review_note"] or "",
-            "reviewed_at": rec["reviewed_at"] or "",
-            "prompt": rec["prompt"],
-            "asset_key": rec["asset_key"] or "",
-        }
-        rows.append({k: escape_formula(v) for k, v in row.items()})
-    return rows
+def export_row(shot: Shot) -> dict[str, Any]:
+    """One shot as an export row, formula-escaped."""
+    rec = review_record(shot)
+    row = {
+        "shot_id": rec["id"],
+        "sku": rec["sku"],
+        "template": rec["template"],
+        "state": rec["state"],
+        "gate_decision": rec["gate_decision"] or "",
+        "gate_reasons": "; ".join(str(r) for r in rec["reasons"]),
+        "review_action": rec["review_action"] or "",
+        "reviewer": rec["reviewer"] or "",
+        "review_note": rec["review_note"] or "",
+        "reviewed_at": rec["reviewed_at"] or "",
+        "prompt": rec["prompt"],
+        "asset_key": rec["asset_key"] or "",
+    }
+    return {k: escape_formula(v) for k, v in row.items()}
 
 
-def _csv_text(rows: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
+def export_rows(shots: Iterable[Shot]) -> Iterator[dict[str, Any]]:
+    """The export rows of ``shots``, one at a time (an iterator: nothing is held)."""
+    return (export_row(shot) for shot in shots)
+
+
+def _write_csv(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
+    writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
+    n = 0
+    for row in rows:
+        writer.writerow(row)
+        n += 1
+    return n
 
 
 def decisions_csv(shots: Iterable[Shot]) -> str:
     """The review decisions as CSV text (one row per shot), formula-escaped."""
-    return _csv_text(export_rows(shots))
+    buf = io.StringIO()
+    _write_csv(export_rows(shots), buf)
+    return buf.getvalue()
 
 
 def write_decisions_csv(shots: Iterable[Shot], path: Path) -> int:
-    """Write the decisions to ``path`` (UTF-8 with BOM so spreadsheets detect the encoding)."""
-    rows = export_rows(shots)
+    """Write the decisions to ``path`` (UTF-8 with BOM so spreadsheets detect the encoding),
+    each row as its shot arrives: pass ``iter_shots`` pages and memory stays one page."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(_csv_text(rows), encoding="utf-8-sig")
-    return len(rows)
+    with path.open("w", encoding="utf-8-sig", newline="") as fh:
+        return _write_csv(export_rows(shots), fh)

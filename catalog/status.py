@@ -5,11 +5,11 @@ stalled). ``tasks/`` decides what to do with the answers."""
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from catalog.models import (
@@ -25,7 +25,7 @@ from catalog.models import (
     Watermark,
     utcnow,
 )
-from catalog.shots import shot_params
+from catalog.shots import id_chunks, shot_params
 
 
 def _brand_filter(stmt: Any, brand: str | None) -> Any:
@@ -138,22 +138,18 @@ def status_report(
 
 def shot_states(session: Session, shot_ids: Sequence[int]) -> dict[int, tuple[str, str | None]]:
     """The state and error of each of ``shot_ids`` (after ``review approve`` publishes)."""
-    rows = session.execute(select(Shot.id, Shot.state, Shot.error).where(Shot.id.in_(shot_ids)))
-    return {sid: (state, error) for sid, state, error in rows}
+    out: dict[int, tuple[str, str | None]] = {}
+    for part in id_chunks(shot_ids):
+        rows = session.execute(select(Shot.id, Shot.state, Shot.error).where(Shot.id.in_(part)))
+        out.update({sid: (state, error) for sid, state, error in rows})
+    return out
 
 
 # --- orchestration -------------------------------------------------------------------
 
 S = ShotState
-# Bound parameters per IN list: well under SQLite's and Postgres' limits.
-_IN_CHUNK = 5000
 # Stalled in these states, a shot is re-sent to the step that moves it on.
 _RESENT = (S.planned, S.generated, S.approved)
-
-
-def _parts(ids: Sequence[int]) -> Iterator[list[int]]:
-    for i in range(0, len(ids), _IN_CHUNK):
-        yield list(ids[i : i + _IN_CHUNK])
 
 
 def planned_shots(
@@ -182,16 +178,17 @@ def batch_groups(
     """``shot_ids`` grouped by batch key (model first), ids ascending: shots with equal keys
     can share one GPU batch."""
     groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
-    stmt = select(Shot).where(Shot.id.in_(list(shot_ids))).order_by(Shot.id)
-    for shot in session.scalars(stmt):
-        groups[shot_params(shot).batch_key()].append(shot.id)
+    for part in id_chunks(sorted(set(shot_ids))):  # ascending ids, chunk after chunk
+        stmt = select(Shot).where(Shot.id.in_(part)).order_by(Shot.id)
+        for shot in session.scalars(stmt):
+            groups[shot_params(shot).batch_key()].append(shot.id)
     return list(groups.items())
 
 
 def state_counts(session: Session, shot_ids: Sequence[int]) -> Counter[str]:
     """How many of ``shot_ids`` are in each state."""
     counts: Counter[str] = Counter()
-    for part in _parts(shot_ids):
+    for part in id_chunks(shot_ids):
         stmt = select(Shot.state, func.count()).where(Shot.id.in_(part)).group_by(Shot.state)
         counts.update({state: n for state, n in session.execute(stmt)})
     return counts
@@ -200,7 +197,7 @@ def state_counts(session: Session, shot_ids: Sequence[int]) -> Counter[str]:
 def failures(session: Session, shot_ids: Sequence[int], limit: int = 50) -> list[dict[str, Any]]:
     """The failed ones among ``shot_ids``, with attempts and reason."""
     out: list[dict[str, Any]] = []
-    for part in _parts(shot_ids):
+    for part in id_chunks(shot_ids):
         stmt = select(Shot.id, Shot.attempts, Shot.error, Shot.error_kind).where(
             Shot.id.in_(part), Shot.state == S.failed
         )
@@ -228,13 +225,22 @@ def take_stalled(
         | ((Shot.state == S.generating) & (Shot.updated_at < generating_cutoff))
     )
     if shot_ids is not None:
-        stmt = stmt.where(Shot.id.in_(list(shot_ids)))
+        rows = [
+            row
+            for part in id_chunks(shot_ids)
+            for row in session.execute(stmt.where(Shot.id.in_(part))).all()
+        ]
+        rows.sort(key=lambda r: r[0])
     else:
         stmt = stmt.where((Shot.state != S.planned) | (Shot.attempts > 0))
-    rows = session.execute(stmt.order_by(Shot.id)).all()
-    if rows:
-        for shot in session.scalars(select(Shot).where(Shot.id.in_([r[0] for r in rows]))):
-            shot.updated_at = utcnow()
+        rows = list(session.execute(stmt.order_by(Shot.id)).all())
+    for part in id_chunks(r[0] for r in rows):  # one UPDATE per chunk, not a load per shot
+        session.execute(
+            update(Shot)
+            .where(Shot.id.in_(part))
+            .values(updated_at=utcnow())
+            .execution_options(synchronize_session="fetch")
+        )
     by_state: dict[str, list[int]] = defaultdict(list)
     for sid, state in rows:
         by_state[state].append(sid)

@@ -676,3 +676,174 @@ def test_a_reject_between_approve_and_publish_is_reported_exit_2(
     assert "published 0 of 1" in res.stdout
     assert f"error: shot {shot_id}: not published: it is rejected now" in res.output
     assert cli.shot(shot_id).state == "rejected"
+
+
+# --- catalog scale: paging, set-based decisions, reviewer logins (issues 24, 30) ------------
+
+
+def test_list_pages_by_keyset_with_a_default_limit(any_cli: CliEnv) -> None:
+    from tasks.cli.quality.review_cmd import LIST_LIMIT
+
+    brand = any_cli.insert(lambda s: make_brand(s))
+    ids = any_cli.insert(
+        lambda s: [make_gated_shot(s, brand=brand).id for _ in range(LIST_LIMIT + 2)]
+    )
+
+    def listed(*args: str) -> list[int]:
+        res = any_cli.invoke("review", "list", "--json", "--brand", brand.name, *args)
+        assert res.exit_code == 0, res.output
+        return [r["id"] for r in json.loads(res.stdout)]
+
+    assert listed() == ids[:LIST_LIMIT]  # no flag: one page, not every row
+    assert listed("--limit", "3") == ids[:3]
+    assert listed("--limit", "3", "--after", str(ids[2])) == ids[3:6]
+    assert listed("--all") == ids
+    assert listed("--all", "--after", str(ids[-2])) == ids[-1:]
+    res = any_cli.invoke("review", "list", "--brand", brand.name, "--limit", "2")
+    assert res.exit_code == 0, res.output
+    assert f"--after {ids[1]} for the next page" in res.output
+
+
+def test_list_and_show_print_our_newlines_and_escape_user_text(cli: CliEnv) -> None:
+    """Issue 24, item 5: the scores cell and the show panel joined their lines with "\\n",
+    which the control-character escaping then printed as a literal \\x0a."""
+    shot_id = _gated(cli, decision="rejected", sku="ESC\x1b[31m")
+    res = cli.invoke("review", "list", "--status", "rejected")
+    assert res.exit_code == 0, res.output
+    assert "\\x0a" not in res.stdout
+    lines = res.stdout.splitlines()
+    # key scores: one per line (triggered Nike first), each on its own row of the cell
+    assert any("Nike 0.410/0.300" in ln for ln in lines)
+    assert not any("Nike 0.410/0.300" in ln and "nsfw" in ln for ln in lines)
+    assert "ESC\\x1b[31m" in res.stdout and "\x1b[31m" not in res.stdout  # user text escaped
+    res = cli.invoke("review", "show", str(shot_id))
+    assert res.exit_code == 0, res.output
+    assert "\\x0a" not in res.stdout
+    assert any(
+        ln.strip("│ ").startswith("prompt: studio product photo")
+        for ln in lines + res.stdout.splitlines()
+    )
+
+
+def test_reject_all_pending_takes_the_filters_approve_has(any_cli: CliEnv) -> None:
+    brand = any_cli.insert(lambda s: make_brand(s))
+    mine = [_gated(any_cli, brand=brand), _gated(any_cli, brand=brand)]
+    skipped = _gated(any_cli, brand=brand, template="lifestyle")
+    other = _gated(any_cli)
+    res = any_cli.invoke(
+        "review", "reject", "--all-pending", "--brand", brand.name, "--template", "hero_white",
+        "--reviewer", "bob", "--reason", "off-brand light",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert f"rejected 2 shot(s) as bob: {mine[0]}, {mine[1]}" in res.stdout
+    assert [any_cli.events(i) for i in mine] == [[("reject", "bob", "off-brand light")]] * 2
+    assert any_cli.shot(skipped).state == any_cli.shot(other).state == "pending_review"
+    res = any_cli.invoke("review", "reject", "--all-pending", "--reviewer", "bob")
+    assert res.exit_code == 2 and "rejecting needs --reason TEXT" in res.output
+    res = any_cli.invoke("review", "reject", str(other), "--brand", brand.name, "--reason", "x")
+    assert res.exit_code == 2 and "only filter --all-pending" in res.output
+
+
+def _brand_yaml(folder: Path, name: str, reviewers: list[str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.yaml"
+    path.write_text(
+        f"name: {name}\nbase_model: tiny\nreviewers: {json.dumps(reviewers)}\n"
+        "templates:\n  hero_white:\n    prompt: studio photo of {{ product.title }}\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_an_edited_reviewers_list_applies_at_once(any_cli: CliEnv) -> None:
+    """Issue 24, item 4: the brand row keeps the reviewers of the last `plan`; the YAML is the
+    source, so an edit takes effect at the next decision."""
+    brands = any_cli.tmp / "brands"
+    any_cli.set_env("SHOTLINE_BRANDS_DIR", str(brands))
+    brand = any_cli.insert(lambda s: make_brand(s, config={"reviewers": ["alice"]}))
+    a, b = _gated(any_cli, brand=brand), _gated(any_cli, brand=brand)
+    yaml_path = _brand_yaml(brands, brand.name, ["carol"])  # alice removed, carol added
+    res = any_cli.invoke("review", "approve", str(a), "--reviewer", "alice")
+    assert res.exit_code == 2 and "its reviewers: carol" in res.output
+    res = any_cli.invoke("review", "reject", str(a), "--reviewer", "carol", "--reason", "dim")
+    assert res.exit_code == 0, res.output
+    yaml_path.write_text("name: [unclosed\n", encoding="utf-8")  # a half-saved edit
+    res = any_cli.invoke("review", "reject", str(b), "--reviewer", "carol", "--reason", "dim")
+    assert res.exit_code == 2 and "does not load" in res.output
+    assert any_cli.events(b) == []
+    yaml_path.unlink()  # no file: the config stored at the last plan
+    res = any_cli.invoke("review", "reject", str(b), "--reviewer", "alice", "--reason", "dim")
+    assert res.exit_code == 0, res.output
+
+
+def test_lineage_finds_every_sku_of_a_visual_variant(any_cli: CliEnv) -> None:
+    """One shot depicts the Red variant in every size; any of their skus traces to it."""
+    variant = {"sku": "TEE-RED-S", "skus": ["TEE-RED-S", "TEE-RED-M"], "options": {"Color": "Red"}}
+    shot_id = any_cli.insert(lambda s: make_gated_shot(s, sku="TEE", variant=variant).id)
+    for ref in ("TEE-RED-S", "TEE-RED-M", "sku:TEE-RED-M", "TEE"):
+        res = any_cli.invoke("lineage", ref, "--json")
+        assert res.exit_code == 0, (ref, res.output)
+        assert [c["shot_id"] for c in json.loads(res.stdout)["chains"]] == [shot_id]
+    res = any_cli.invoke("lineage", "TEE-RED")  # a prefix names nothing
+    assert res.exit_code == 2 and "no shots for this sku" in res.output
+
+
+def test_every_reviewer_command_as_a_reviewer_login(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 24, item 1: a login in shotline_reviewer could approve but not look (permission
+    denied for table shot_embeddings). Every reviewer command, as such a login, on Postgres."""
+    import uuid
+
+    import psycopg
+    from sqlalchemy import make_url
+
+    from catalog.embeddings import store_embedding
+    from tests.conftest import PG_ADMIN_DSN
+
+    url = create_pg_database("shotline_revlogin")
+    login = f"shotline_t_rev_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE ROLE "{login}" LOGIN IN ROLE shotline_reviewer')
+    as_reviewer = make_url(url).set(username=login).render_as_string(False)
+    admin = make_engine(url)
+    try:
+        gen = _env(as_reviewer, tmp_path, monkeypatch)
+        env = next(gen)
+        env.set_env("SHOTLINE_REVIEW_FREE_NAMES", None)  # the login is the reviewer
+        store = env.store
+
+        def seed(s: Session) -> list[int]:
+            brand = make_brand(s, config={"reviewers": [login]})
+            shots = [make_gated_shot(s, brand=brand, store=store) for _ in range(3)]
+            for shot in shots:
+                store_embedding(s, shot.id, "tiny", np.ones(8, dtype=np.float32))
+            return [shot.id for shot in shots]
+
+        with make_sessionmaker(admin).begin() as s:
+            a, b, c = seed(s)
+        for args in (
+            ["list", "--json"],
+            ["list"],
+            ["show", str(a)],
+            ["show", str(a), "--json"],
+            ["sheet", "--out", str(tmp_path / "sheet")],
+            ["approve", str(a)],
+            ["reject", str(b), "--reason", "dim"],
+            ["approve", "--all-pending"],
+            ["export", "--out", str(tmp_path / "decisions.csv")],
+        ):
+            res = env.invoke("review", *args)
+            assert res.exit_code == 0, (args, res.output)
+            assert "permission denied" not in res.output
+        with make_sessionmaker(admin)() as s:
+            assert s.get(Shot, a).state == s.get(Shot, c).state == "published"
+            assert s.get(Shot, b).state == "rejected"
+            assert {e.authenticated_reviewer for e in s.scalars(select(ReviewEvent))} == {login}
+        gen.close()
+    finally:
+        admin.dispose()
+        reset_contexts()
+        drop_pg_database(url)
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP ROLE IF EXISTS "{login}"')

@@ -7,7 +7,10 @@ REF resolution (``catalog.lineage``): ``asset:ID``, ``shot:ID``, ``sku:SKU``, a 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import sys
+import textwrap
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import typer
@@ -21,8 +24,8 @@ from catalog.lineage import (
     assets_by_lora,
     assets_by_training,
     assets_like,
+    import_run_outputs,
     lineage_for,
-    outputs_of_import_run,
     parse_lora_ref,
     shot_lineage,
 )
@@ -240,8 +243,6 @@ def _lookup(
             if lora is not None:
                 name, sha = parse_lora_ref(lora)
                 return assets_by_lora(s, name, sha)
-            if import_run is not None:
-                return outputs_of_import_run(s, import_run)
             return lineage_for(s, str(ref))
     except (LineageError, UnknownSource, TrainingNotFound) as exc:
         fail(str(exc))
@@ -282,6 +283,9 @@ def lineage(
             "give exactly one of REF, --lora NAME[@SHA256], --import-run ID, --source URL, "
             "--training RUN or --like ASSET"
         )
+    if import_run is not None:
+        _import_run(cli_state(ctx), import_run, json_out)
+        return
     data = _lookup(
         cli_state(ctx), ref, lora, import_run, source, training, (like, top) if like else None
     )
@@ -295,8 +299,6 @@ def lineage(
         _print_lora(f"training run {training}", data)
     elif lora is not None:
         _print_lora(lora, data)
-    elif import_run is not None:
-        _print_run(data)
     else:
         for chain in data["chains"]:
             console.print(chain_tree(chain))
@@ -340,18 +342,67 @@ def _print_source(data: dict[str, Any]) -> None:
     console.print(table)
 
 
+def _import_run(state: CliState, run_id: int, json_out: bool) -> None:
+    """``lineage --import-run``: rows are written as the server-side cursor yields them, so
+    a run of 300,000 shots holds one fetch of rows, not all of them."""
+    try:
+        with state.session() as s:
+            data = import_run_outputs(s, run_id)
+            if json_out:
+                _stream_json_object(data)
+            else:
+                _print_run(data)
+    except LineageError as exc:
+        fail(str(exc))
+
+
+def _stream_json_object(data: Mapping[str, Any]) -> None:
+    """A JSON object (indent 2, as ``print_json`` writes it) whose iterator values are
+    written as arrays element by element."""
+    out = sys.stdout
+    out.write("{")
+    for n, (key, value) in enumerate(data.items()):
+        out.write(("," if n else "") + f"\n  {json.dumps(key)}: ")
+        if isinstance(value, Iterator):
+            first = True
+            for item in value:
+                text = json.dumps(item, indent=2, default=str)
+                out.write(("[\n" if first else ",\n") + textwrap.indent(text, "    "))
+                first = False
+            out.write("[]" if first else "\n  ]")
+        else:
+            text = json.dumps(value, indent=2, default=str)
+            out.write(text.replace("\n", "\n  "))
+    out.write("\n}\n")
+    out.flush()
+
+
+RUN_TABLE_ROWS = 100  # shots per printed table: the rows are printed as they are read
+
+
 def _print_run(data: dict[str, Any]) -> None:
     run = data["run"]
     states = ", ".join(f"{k} {v}" for k, v in sorted(data["states"].items())) or "no shots"
     console.print(
         f"import run {run['id']}: {_e(run['uri'])} sha256 {_e(run['sha256'])} "
         f"({run['status']}, {run['rows_total']} rows, "
-        f"{len(data['revisions'])} revisions) — {states}"
+        f"{data['revision_count']} revisions) — {states}"
     )
+    batch: list[dict[str, Any]] = []
+    for r in data["shots"]:
+        batch.append(r)
+        if len(batch) == RUN_TABLE_ROWS:
+            _run_table(batch)
+            batch = []
+    if batch:
+        _run_table(batch)
+
+
+def _run_table(rows: list[dict[str, Any]]) -> None:
     table = Table()
     for col in ("shot", "sku", "template", "state", "asset key"):
         table.add_column(col, overflow="fold")
-    for r in data["shots"]:
+    for r in rows:
         table.add_row(
             str(r["shot_id"]), _e(r["sku"]), _e(r["template"]), r["state"], _e(r["asset_key"])
         )

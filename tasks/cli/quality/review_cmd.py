@@ -8,8 +8,11 @@ in-process on the embedded default.
 from __future__ import annotations
 
 import hashlib
+import json
+import sys
+import textwrap
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +20,19 @@ import typer
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from catalog.lineage import shot_chain
 from catalog.models import Shot, ShotState
 from catalog.review import (
+    PAGE_ROWS,
     REVIEW_STATES,
     ReviewError,
     approve,
+    decide_pending,
+    iter_shots,
     list_shots,
     near_duplicate_flags,
-    pending_ids,
     reject,
     resolve_reviewer,
     review_record,
@@ -89,12 +95,20 @@ def _fmt(value: Any) -> str:
         return str(value)
 
 
-def _scores_cell(scores: Sequence[Mapping[str, Any]]) -> str:
-    parts = []
-    for s in scores:
-        text = escape(f"{s.get('name')} {_fmt(s.get('score'))}/{_fmt(s.get('threshold'))}")
-        parts.append(f"[red]{text}[/]" if s.get("triggered") else text)
-    return "\n".join(parts)
+def _scores_cell(scores: Sequence[Mapping[str, Any]]) -> Text:
+    """One line per score. A ``Text`` (our own newlines between escaped values): a plain
+    string cell goes through the console's escaping, which would show each newline as
+    ``\\x0a``."""
+    lines = [
+        styled(
+            (
+                f"{s.get('name')} {_fmt(s.get('score'))}/{_fmt(s.get('threshold'))}",
+                "red" if s.get("triggered") else None,
+            )
+        )
+        for s in scores
+    ]
+    return Text("\n").join(lines)
 
 
 def _flagged_shots(
@@ -162,26 +176,76 @@ def _blob_store(settings: Settings) -> Any:
 # --- list / show -------------------------------------------------------------------------
 
 
-def _print_list(records: list[dict[str, Any]]) -> None:
-    table = Table(title=f"{len(records)} shot(s)", show_lines=True)
+LIST_LIMIT = 50  # rows `review list` shows without --limit/--all
+TABLE_ROWS = 100  # rows per printed table when a listing runs long
+
+
+def _print_table(records: Sequence[dict[str, Any]], title: str | None) -> None:
+    table = Table(title=title, show_lines=True)
     for col in ("id", "sku", "template", "state", "key scores", "reasons"):
         table.add_column(col, overflow="fold")
     for r in records:
         table.add_row(
-            f"[bold]{r['id']}[/]",
-            escape(r["sku"]),
-            escape(r["template"]),
-            r["state"],
+            styled((str(r["id"]), "bold")),
+            styled(r["sku"]),
+            styled(r["template"]),
+            styled(r["state"]),
             _scores_cell(r["key_scores"]),
-            escape("; ".join(str(x) for x in _reasons_and_flags(r))),
+            styled("; ".join(str(x) for x in _reasons_and_flags(r))),
         )
     console.print(table)
+
+
+def _print_list(records: Iterable[dict[str, Any]]) -> int:
+    """Tables of at most ``TABLE_ROWS`` rows, printed as the records arrive."""
+    batch: list[dict[str, Any]] = []
+    n = 0
+    for r in records:
+        batch.append(r)
+        n += 1
+        if len(batch) == TABLE_ROWS:
+            _print_table(batch, None)
+            batch = []
+    if batch or n == 0:
+        _print_table(batch, None)
+    console.print(f"{n} shot(s)")
+    return n
+
+
+def _stream_json(records: Iterable[Any]) -> None:
+    """A JSON array written element by element: the same text ``print_json`` writes for the
+    whole list, without holding it."""
+    out = sys.stdout
+    first = True
+    for rec in records:
+        out.write("[\n" if first else ",\n")
+        out.write(textwrap.indent(json.dumps(rec, indent=2, default=str), "  "))
+        first = False
+    out.write("[]\n" if first else "\n]\n")
+    out.flush()
 
 
 def _reasons_and_flags(r: Mapping[str, Any]) -> list[str]:
     """The gate's reasons, then the near-duplicate note (review's own flag, not a gate reason)."""
     dup = r.get("near_duplicate")
     return [str(x) for x in r["reasons"]] + ([dup["note"]] if dup else [])
+
+
+def _records(
+    s: Any, pages: Iterator[list[Shot]], limit: int | None, threshold: float, more: list[int]
+) -> Iterator[dict[str, Any]]:
+    """Review records page by page (near-duplicate flags per page), at most ``limit``; when
+    there are more, ``more`` gets the last id shown (the next ``--after``)."""
+    n, last = 0, 0
+    for page in pages:
+        dups = near_duplicate_flags(s, page, threshold)
+        for shot in page:
+            if limit is not None and n == limit:
+                more.append(last)
+                return
+            last = shot.id
+            n += 1
+            yield review_record(shot, dups.get(shot.id))
 
 
 @review_app.command("list")
@@ -193,18 +257,40 @@ def list_cmd(
     ),
     import_run: int | None = ImportRunOpt,
     template: str | None = TemplateOpt,
-    limit: int | None = typer.Option(None, "--limit", min=1, max=COUNT_MAX),
+    limit: int = typer.Option(
+        LIST_LIMIT, "--limit", min=1, max=COUNT_MAX, help="At most this many shots."
+    ),
+    after: int | None = typer.Option(
+        None, "--after", metavar="ID", min=0, max=MAX_ID, help="Start past this shot id."
+    ),
+    all_rows: bool = typer.Option(
+        False, "--all", help="Every matching shot (streamed page by page; ignores --limit)."
+    ),
     json_out: bool = JsonOpt,
 ) -> None:
-    """Shots awaiting review (or in --status): id, sku, template, key scores, reasons."""
+    """Shots awaiting review (or in --status), oldest first, --limit at a time (--after ID for
+    the next page, --all for every one): id, sku, template, key scores, reasons."""
     state = cli_state(ctx)
+    cap = None if all_rows else limit
+    more: list[int] = []
     with state.session() as s:
-        shots, dups = _flagged_shots(state, s, brand, status, import_run, template, limit)
-        records = [review_record(shot, dups.get(shot.id)) for shot in shots]
-    if json_out:
-        print_json(records)
-    else:
-        _print_list(records)
+        pages = iter_shots(
+            s,
+            brand=brand,
+            status=_status(status, ShotState.pending_review.value),
+            import_run=import_run,
+            template=template,
+            after=after,
+            # one row past the limit tells whether there is a next page
+            page=PAGE_ROWS if cap is None else min(PAGE_ROWS, cap + 1),
+        )
+        records = _records(s, pages, cap, state.settings.near_duplicate_threshold, more)
+        if json_out:
+            _stream_json(records)
+        else:
+            _print_list(records)
+    if more and not json_out:
+        err_console.print(f"more shots follow: --after {more[0]} for the next page, or --all")
 
 
 # Viewer copies live in one folder under var/ and are pruned: a viewer started by
@@ -291,26 +377,29 @@ def _scores_table(scores: Sequence[Mapping[str, Any]]) -> Table:
 
 
 def _print_record(r: dict[str, Any], chain: dict[str, Any]) -> None:
-    head = (
-        f"[bold]shot {r['id']}[/]  {escape(r['sku'])} · {escape(r['template'])} · "
-        f"state [bold]{r['state']}[/] · gate {r['gate_decision'] or '-'}"
-    )
+    # Text lines joined by our own newlines: the values in them are escaped, the separators
+    # are not (a plain string would show every newline as a literal \\x0a).
     body = [
-        head,
-        f"prompt: {escape(r['prompt'])}",
-        f"negative: {escape(r['negative_prompt'] or '')}",
+        styled(
+            (f"shot {r['id']}", "bold"),
+            f"  {r['sku']} · {r['template']} · state ",
+            (str(r["state"]), "bold"),
+            f" · gate {r['gate_decision'] or '-'}",
+        ),
+        styled(f"prompt: {r['prompt']}"),
+        styled(f"negative: {r['negative_prompt'] or ''}"),
     ]
     removals = chain["prompt"]["sanitizer_removals"]
     if removals:
         terms = ", ".join(
             str(x.get("term", x)) if isinstance(x, Mapping) else str(x) for x in removals
         )
-        body.append(f"sanitizer removed: {escape(terms)}")
+        body.append(styled(f"sanitizer removed: {terms}"))
     if r["reasons"]:
-        body.append(f"[red]reasons: {escape('; '.join(str(x) for x in r['reasons']))}[/]")
+        body.append(styled((f"reasons: {'; '.join(str(x) for x in r['reasons'])}", "red")))
     if r.get("near_duplicate"):
-        body.append(f"[yellow]{escape(r['near_duplicate']['note'])}[/]")
-    console.print(Panel("\n".join(body), expand=False))
+        body.append(styled((str(r["near_duplicate"]["note"]), "yellow")))
+    console.print(Panel(Text("\n").join(body), expand=False))
     if r["scores"]:
         console.print(_scores_table(r["scores"]))
     lineage_cmd.print_summary(chain)
@@ -416,20 +505,29 @@ def sheet_cmd(
 
 
 def _apply(
-    state: CliState, fn: Any, ids: list[int], claimed: str | None, **kw: Any
+    state: CliState, fn: Any, claimed: str | None, *args: Any, **kw: Any
 ) -> tuple[list[int], str]:
     """Resolve who reviews (the authenticated login, or the claimed name where allowed), then
-    apply ``fn`` in one transaction: the shot ids decided and the reviewer's name."""
+    apply ``fn`` in one transaction: the shot ids decided and the reviewer's name. Who may
+    review a brand is read from its YAML now (an edited ``reviewers:`` applies at once)."""
     settings = state.settings
     try:
         with state.session() as s:
             who = resolve_reviewer(
                 s, claimed or settings.reviewer, free_names=settings.review_free_names
             )
-            events = fn(s, ids, who, **kw)
-            return [e.shot_id for e in events], who.name
+            done = fn(s, *args, reviewer=who, brands_dir=settings.brands_dir, **kw)
+            ids = [e if isinstance(e, int) else e.shot_id for e in done]
+            return ids, who.name
     except ReviewError as exc:
         fail(str(exc))
+
+
+def _check_selection(shot_ids: Sequence[int] | None, all_pending: bool, *filters: Any) -> None:
+    if bool(shot_ids) == all_pending:
+        fail("give shot IDs or --all-pending (with optional filters), not both or neither")
+    if not all_pending and any(f is not None for f in filters):
+        fail("--brand/--import-run/--template only filter --all-pending")
 
 
 def _id_list(ids: Sequence[int], shown: int = 20) -> str:
@@ -499,19 +597,17 @@ def approve_cmd(
 ) -> None:
     """Approve shots (IDs, or --all-pending with filters); approved shots get published."""
     state = cli_state(ctx)
-    if bool(shot_ids) == all_pending:
-        fail("give shot IDs or --all-pending (with optional filters), not both or neither")
-    if not all_pending and (brand or import_run or template):
-        fail("--brand/--import-run/--template only filter --all-pending")
+    _check_selection(shot_ids, all_pending, brand, import_run, template)
     if all_pending:
-        with state.session() as s:
-            shot_ids = pending_ids(s, brand=brand, import_run=import_run, template=template)
-        if not shot_ids:
+        filters = {"brand": brand, "import_run": import_run, "template": template}
+        ids, who = _apply(state, decide_pending, reviewer, note=reason, **filters)
+        if not ids:
             console.print("nothing pending")
             return
-    ids, who = _apply(
-        state, approve, list(shot_ids or []), reviewer, note=reason, override=override
-    )
+    else:
+        ids, who = _apply(
+            state, approve, reviewer, list(shot_ids or []), note=reason, override=override
+        )
     console.print(f"approved {len(ids)} shot(s) as {escape(who)}: {_id_list(ids)}")
     _publish(state, ids)
 
@@ -519,15 +615,27 @@ def approve_cmd(
 @review_app.command("reject")
 def reject_cmd(
     ctx: typer.Context,
-    shot_ids: list[int] = typer.Argument(
-        ..., metavar="ID...", show_default=False, min=1, max=MAX_ID
+    shot_ids: list[int] | None = typer.Argument(
+        None, metavar="ID...", show_default=False, min=1, max=MAX_ID
     ),
+    all_pending: bool = typer.Option(False, "--all-pending", help="Every pending shot."),
+    brand: str | None = BrandOpt,
+    import_run: int | None = ImportRunOpt,
+    template: str | None = TemplateOpt,
     reason: str | None = typer.Option(None, "--reason", help="Why (required)."),
     reviewer: str | None = ReviewerOpt,
 ) -> None:
-    """Reject shots awaiting review."""
+    """Reject shots (IDs, or --all-pending with filters) awaiting review."""
     state = cli_state(ctx)
-    ids, who = _apply(state, reject, list(shot_ids), reviewer, reason=reason)
+    _check_selection(shot_ids, all_pending, brand, import_run, template)
+    if all_pending:
+        filters = {"brand": brand, "import_run": import_run, "template": template}
+        ids, who = _apply(state, decide_pending, reviewer, rejecting=True, note=reason, **filters)
+        if not ids:
+            console.print("nothing pending")
+            return
+    else:
+        ids, who = _apply(state, reject, reviewer, list(shot_ids or []), reason=reason)
     console.print(f"rejected {len(ids)} shot(s) as {escape(who)}: {_id_list(ids)}")
 
 
@@ -540,9 +648,10 @@ def export_cmd(
     import_run: int | None = ImportRunOpt,
     template: str | None = TemplateOpt,
 ) -> None:
-    """The decisions as CSV, one row per shot; formula-like cells are escaped."""
+    """The decisions as CSV, one row per shot; formula-like cells are escaped. Rows are
+    written as they are read, a page of shots at a time."""
     with cli_state(ctx).session() as s:
-        shots = list_shots(
+        pages = iter_shots(
             s,
             brand=brand,
             status=_status(status, None),
@@ -550,7 +659,7 @@ def export_cmd(
             template=template,
         )
         try:
-            n = write_decisions_csv(shots, out)
+            n = write_decisions_csv((shot for page in pages for shot in page), out)
         except OSError as exc:
             fail(f"{out}: cannot write: {exc.strerror or exc}")
     console.print(f"wrote {n} row(s) to {escape(str(out))}", highlight=False, soft_wrap=True)
