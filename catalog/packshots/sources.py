@@ -120,7 +120,7 @@ class RefWriter:
                 run(text(f"ANALYZE {_REF_STAGE}"))
             details = "CAST('{}' AS JSONB)" if self.pg else "'{}'"
             params = {"now": utcnow(), "pending": SourceStatus.pending.value}
-            new = run(
+            inserted = run(
                 text(
                     "INSERT INTO source_images "
                     "(url_sha256, url, status, details, attempts, created_at, updated_at) "
@@ -129,7 +129,9 @@ class RefWriter:
                     "ON CONFLICT (url_sha256) DO NOTHING"
                 ),
                 params,
-            ).rowcount
+            )
+            # An INSERT's result is a CursorResult (the Result type does not say so).
+            new = int(getattr(inserted, "rowcount", 0) or 0)
             if self.pg and new > _ANALYZE_AFTER:
                 run(text("ANALYZE source_images"))
             run(

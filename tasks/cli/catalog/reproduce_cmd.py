@@ -128,7 +128,7 @@ def _denoise_steps(generator: Any, batch: list[ShotParams]) -> tuple[Any, int | 
     denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
     if denoiser is None or not hasattr(denoiser, "register_forward_hook") or not batch:
         return None, None
-    from pipeline.generate.generator import batch_size_for
+    from pipeline.generate.batch_table import batch_size_for
 
     first = batch[0]
     try:
