@@ -306,7 +306,9 @@ class S3BlobStore:
         if isinstance(exc, ClientError):
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code == "NoSuchBucket":
-                return PermanentStorageError(f"s3 bucket {self.bucket!r} does not exist")
+                return PermanentStorageError(
+                    f"s3 bucket {self.bucket!r} does not exist (NoSuchBucket)"
+                )
             if code in _NOT_FOUND_CODES:
                 return FileNotFoundError(f"no blob {key!r} in s3://{self.bucket}/{self.prefix}")
         kind = PermanentStorageError if _permanent_client_error(exc) else StorageError
@@ -331,7 +333,9 @@ class S3BlobStore:
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in {"404", "NoSuchBucket", "NotFound"}:
-                raise PermanentStorageError(f"s3 bucket {self.bucket!r} does not exist") from exc
+                raise PermanentStorageError(
+                    f"s3 bucket {self.bucket!r} does not exist (NoSuchBucket)"
+                ) from exc
             kind = PermanentStorageError if _permanent_client_error(exc) else StorageError
             raise kind(f"s3 bucket {self.bucket!r}: {code} {exc}") from exc
         except BotoCoreError as exc:
