@@ -17,8 +17,6 @@ from catalog.db import (
     DBAPIError,
     Engine,
     Session,
-    make_engine,
-    make_sessionmaker,
     sessionmaker,
 )
 from pipeline.settings import Settings
@@ -44,23 +42,25 @@ COUNT_MAX = MAX_ROW_ID
 @dataclass
 class CliState:
     """What one ``shotline`` invocation shares (``typer.Context.obj``): the settings read from
-    the environment when it started, and the engine, built on first use so commands that never
+    the environment when it started, and the process's one engine (the ``WorkerContext``'s,
+    which the line's in-process run uses too), built on first use so commands that never
     touch the database never connect."""
 
     settings: Settings
-    _engine: Engine | None = field(default=None, init=False, repr=False)
-    _sessions: sessionmaker[Session] | None = field(default=None, init=False, repr=False)
+    _used: bool = field(default=False, init=False, repr=False)
 
     @property
     def engine(self) -> Engine:
-        if self._engine is None:
-            self._engine = make_engine(self.settings.database_url)
-        return self._engine
+        from tasks.context import context_for
+
+        self._used = True
+        return context_for(self.settings).engine
 
     def sessionmaker(self) -> sessionmaker[Session]:
-        if self._sessions is None:
-            self._sessions = make_sessionmaker(self.engine)
-        return self._sessions
+        from tasks.context import context_for
+
+        self._used = True
+        return context_for(self.settings).sessions
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -70,9 +70,11 @@ class CliState:
 
     def close(self) -> None:
         """Give the pooled connections back (the invocation is over)."""
-        if self._engine is not None:
-            self._engine.dispose()
-        self._engine = self._sessions = None
+        if self._used:
+            from tasks.context import context_for
+
+            context_for(self.settings).engine.dispose()
+        self._used = False
 
 
 def cli_state(ctx: typer.Context) -> CliState:

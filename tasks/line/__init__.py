@@ -10,9 +10,11 @@ in-process runner call only the orchestrator's entry points:
   placement, through the pure ``pipeline.packshot`` stage.
 - ``generate``: GPU batches (formed once, by ``pipeline.generate.batching``) through the
   generator; packshot batches inpaint around the placed product and composite it back.
-- ``score``: the gate's CLIP checks, one batch per brand under that brand's policy, and the
-  packshot fidelity checks folded into the same decision (``pipeline.gate.policy``).
-- ``finalize``: watermark, provenance, encoding and the put of each final file. Where it runs
+- ``score``: the gate's CLIP checks, one batch per brand under that brand's policy
+  (``pipeline.gate.policy`` decides).
+- ``finalize``: watermark, provenance, encoding and the put of each final file; the packshot
+  fidelity checks on the final file, folded into the same decision
+  (``pipeline.gate.policy.with_checks``); the packshot masks' puts. Where it runs
   is a strategy chosen once per message (``finalize.HostFinalize``: the GPU host's finalize
   threads, overlapping the next batch; ``finalize.QueueFinalize``: the raw PNG is stored and
   the ``cpu`` queue's gate scores and finalizes it).

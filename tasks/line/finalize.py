@@ -28,9 +28,12 @@ from PIL import Image
 from catalog.shots import ShotInfo
 from pipeline.digests import sha256_bytes
 from pipeline.failures import Failure, FailureKind
+from pipeline.gate.policy import with_checks
+from pipeline.images import ImageError, decode_image
 from pipeline.keys import final_key, mask_key, raw_key
 from pipeline.packshot.fidelity import Fidelity
 from pipeline.packshot.records import PackshotRecord
+from pipeline.packshot.stage import fidelity_scores
 from pipeline.storage import BlobInfo
 from pipeline.types import FilterDecision, FinalImage, Gate, GenerationOutput, ProvenanceInfo
 from tasks.context import WorkerContext
@@ -39,9 +42,9 @@ from tasks.line.claim import GenerateClaim
 from tasks.line.generate import Generated
 from tasks.line.prepare import PackshotJob
 from tasks.line.results import LineResult, transient_errors
-from tasks.line.score import Placement, check_fidelity
 
 log = logging.getLogger(__name__)
+MISSING_PLACEMENT = "product fidelity: the placed source or its mask is missing from the store"
 
 
 @dataclass(frozen=True)
@@ -291,3 +294,49 @@ class HostFinalize:
             "finalize_start": t0,
             "finalize_end": t1,
         }
+
+
+# --- product fidelity: the final file against the placed product ----------------------
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A packshot shot's placed product on its canvas: what fidelity compares against."""
+
+    canvas: np.ndarray  # (H, W, 3) uint8
+    alpha: np.ndarray  # (H, W) uint8
+
+
+def stored_placement(ctx: WorkerContext, keys: tuple[str | None, str | None]) -> Placement | None:
+    """The placement the generate phase stored (the cpu queue's gate has no other copy)."""
+    image_key, alpha_key = keys
+    arrays = []
+    for key, mode in ((image_key, "RGB"), (alpha_key, "L")):
+        if not key:
+            return None
+        try:
+            arrays.append(np.asarray(decode_image(ctx.store.get(key), mode=mode), np.uint8))
+        except (FileNotFoundError, ImageError):
+            return None
+    return Placement(arrays[0], arrays[1])
+
+
+def check_fidelity(
+    the_gate: Gate,
+    placements: Mapping[int, Placement | None],
+    raws: Mapping[int, Image.Image],
+    finals: Mapping[int, bytes],
+    decisions: dict[int, FilterDecision],
+) -> None:
+    """Fold each packshot shot's fidelity scores into its decision (in place); a shot that
+    fails is rejected with the reason. ``placements``: by packshot shot id (None: missing)."""
+    for sid, placement in placements.items():
+        if sid not in decisions or sid not in finals:
+            continue
+        if placement is None:
+            decisions[sid] = with_checks(decisions[sid], [], [MISSING_PLACEMENT])
+            continue
+        scores, reasons = fidelity_scores(
+            raws[sid], finals[sid], placement.canvas, placement.alpha, the_gate.image_encoder
+        )
+        decisions[sid] = with_checks(decisions[sid], scores, reasons)

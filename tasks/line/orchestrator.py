@@ -26,23 +26,20 @@ from tasks.context import WorkerContext
 from tasks.line.claim import GenerateClaim, claim_for_gate, claim_for_generate
 from tasks.line.finalize import (
     HostFinalize,
+    Placement,
     QueueFinalize,
     ScoredBatch,
+    check_fidelity,
     finalize_files,
     put_final,
+    stored_placement,
 )
 from tasks.line.generate import generate_batch, gpu_batches
 from tasks.line.prepare import PackshotJob, prepare_batch
 from tasks.line.publish import publish
 from tasks.line.record import record_gated
 from tasks.line.results import LineResult, transient_errors
-from tasks.line.score import (
-    Placement,
-    check_fidelity,
-    decide_by_brand,
-    load_raws,
-    stored_placement,
-)
+from tasks.line.score import decide_by_brand, load_raws
 
 log = logging.getLogger(__name__)
 

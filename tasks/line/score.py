@@ -1,28 +1,22 @@
-"""Score: the gate's checks. CLIP in one ``Gate.check`` batch per brand, under that brand's
-policy (from the device pixels where the generator still holds them: the GPU host), and for
-packshot shots the product-fidelity checks, which join the same decision through
-``pipeline.gate.policy.with_checks``: the policy module makes every decision.
+"""Score: the gate's CLIP checks, in one ``Gate.check`` batch per brand under that brand's
+policy (from the device pixels where the generator still holds them: the GPU host), decided
+by ``pipeline.gate.policy``. The packshot fidelity checks need the final (watermarked) file,
+so finalizing makes them and folds them into the same decision (``finalize.check_fidelity``).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from PIL import Image
 
 from catalog.shots import ShotInfo
-from pipeline.gate.policy import with_checks
-from pipeline.images import ImageError, decode_image
-from pipeline.packshot.stage import fidelity_scores
+from pipeline.images import decode_image
 from pipeline.types import FilterDecision, Gate, GateItem
 from tasks.context import WorkerContext
 from tasks.line.claim import GateClaim
-
-MISSING_PLACEMENT = "product fidelity: the placed source or its mask is missing from the store"
 
 
 def decide_by_brand(
@@ -58,46 +52,3 @@ def load_raws(ctx: WorkerContext, claim: GateClaim) -> dict[int, Image.Image]:
         sid: decode_image(raw, f"shot {sid} raw image {claim.shots[sid].raw_key}")
         for sid, raw in zip(ids, raws, strict=True)
     }
-
-
-@dataclass(frozen=True)
-class Placement:
-    """A packshot shot's placed product on its canvas: what fidelity compares against."""
-
-    canvas: np.ndarray  # (H, W, 3) uint8
-    alpha: np.ndarray  # (H, W) uint8
-
-
-def stored_placement(ctx: WorkerContext, keys: tuple[str | None, str | None]) -> Placement | None:
-    """The placement the generate phase stored (the cpu queue's gate has no other copy)."""
-    image_key, alpha_key = keys
-    arrays = []
-    for key, mode in ((image_key, "RGB"), (alpha_key, "L")):
-        if not key:
-            return None
-        try:
-            arrays.append(np.asarray(decode_image(ctx.store.get(key), mode=mode), np.uint8))
-        except (FileNotFoundError, ImageError):
-            return None
-    return Placement(arrays[0], arrays[1])
-
-
-def check_fidelity(
-    the_gate: Gate,
-    placements: Mapping[int, Placement | None],
-    raws: Mapping[int, Image.Image],
-    finals: Mapping[int, bytes],
-    decisions: dict[int, FilterDecision],
-) -> None:
-    """Fold each packshot shot's fidelity scores into its decision (in place); a shot that
-    fails is rejected with the reason. ``placements``: by packshot shot id (None: missing)."""
-    for sid, placement in placements.items():
-        if sid not in decisions or sid not in finals:
-            continue
-        if placement is None:
-            decisions[sid] = with_checks(decisions[sid], [], [MISSING_PLACEMENT])
-            continue
-        scores, reasons = fidelity_scores(
-            raws[sid], finals[sid], placement.canvas, placement.alpha, the_gate.image_encoder
-        )
-        decisions[sid] = with_checks(decisions[sid], scores, reasons)
