@@ -90,6 +90,16 @@ class GenerationOutput:
 
 
 @dataclass(frozen=True)
+class KeepPixels:
+    """Pixels the final file must carry exactly: a packshot's product core. The watermark is
+    embedded in the rest of the image (the generated scene), so the product's own pixels are
+    published byte for byte."""
+
+    rgb: np.ndarray  # (H, W, 3) uint8: the placed source on the canvas
+    mask: np.ndarray  # (H, W) bool: where ``rgb`` must be kept (alpha 255)
+
+
+@dataclass(frozen=True)
 class FinalImage:
     """The file a reviewer sees and publish uploads: watermark, then XMP, then C2PA."""
 
@@ -217,5 +227,10 @@ class Gate(Protocol):
     def check(self, items: Sequence[GateItem], policy: Any) -> list[FilterDecision]: ...
 
     def finalize(
-        self, shot_id: int, image: Image.Image, provenance: ProvenanceInfo, fmt: str | None = None
+        self,
+        shot_id: int,
+        image: Image.Image,
+        provenance: ProvenanceInfo,
+        fmt: str | None = None,
+        keep: KeepPixels | None = None,
     ) -> FinalImage: ...

@@ -36,6 +36,7 @@ from pipeline.types import (
     GateItem,
     GenerationOutput,
     Generator,
+    KeepPixels,
     ProvenanceInfo,
     ShotParams,
 )
@@ -128,7 +129,12 @@ class PassThroughGate:
         ]
 
     def finalize(
-        self, shot_id: int, image: Image.Image, provenance: ProvenanceInfo, fmt: str | None = None
+        self,
+        shot_id: int,
+        image: Image.Image,
+        provenance: ProvenanceInfo,
+        fmt: str | None = None,
+        keep: KeepPixels | None = None,  # its PNG changes no pixel: nothing to restore
     ) -> FinalImage:
         if self.marker:
             with open(self.marker, "a", encoding="utf-8") as fh:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from PIL import Image
 
 from pipeline.gate import watermark as wm
@@ -29,7 +30,7 @@ from pipeline.gate.provenance import (
 )
 from pipeline.gate.scores import ClipFilter
 from pipeline.images import DEFAULT_MAX_PIXELS, decode_image, opened_image
-from pipeline.types import FilterDecision, FinalImage, GateItem, ProvenanceInfo
+from pipeline.types import FilterDecision, FinalImage, GateItem, KeepPixels, ProvenanceInfo
 
 if TYPE_CHECKING:
     from pipeline.brand.config import BrandConfig
@@ -92,8 +93,11 @@ class ClipGate:
         image: Image.Image,
         provenance: ProvenanceInfo,
         fmt: str | None = None,
+        keep: KeepPixels | None = None,
     ) -> FinalImage:
-        """Watermark the pixels -> encode with XMP -> decode again to verify -> C2PA sign.
+        """Watermark the pixels -> restore ``keep`` (a packshot's product core: the mark
+        lives in the generated scene only) -> encode with XMP -> decode again to verify ->
+        C2PA sign.
 
         Signing is last because any later byte change breaks the credential.
         """
@@ -103,6 +107,8 @@ class ClipGate:
         fmt = normalize_format(fmt or self.default_format)
         content_type, ext = FORMATS[fmt]
         marked = wm.embed(image, shot_id, self.watermark)
+        if keep is not None and marked.embedded:
+            marked = replace(marked, image=restore_pixels(marked.image, keep))
         xmp = build_xmp(provenance, extra={"Watermark": marked.method})
         data = encode_image(marked.image, fmt, xmp)
         verified, accuracy = False, 0.0
@@ -129,6 +135,18 @@ class ClipGate:
             bit_accuracy=accuracy,
             c2pa_signed=signed,
         )
+
+
+def restore_pixels(image: Image.Image, keep: KeepPixels) -> Image.Image:
+    """``image`` with ``keep.rgb`` put back where ``keep.mask`` is set."""
+    arr = np.array(image.convert("RGB"), dtype=np.uint8)
+    if arr.shape != keep.rgb.shape or keep.mask.shape != arr.shape[:2]:
+        raise GateError(
+            f"the pixels to keep are {keep.rgb.shape[1]}x{keep.rgb.shape[0]}, the image "
+            f"{arr.shape[1]}x{arr.shape[0]}"
+        )
+    np.copyto(arr, keep.rgb, where=keep.mask[..., None])
+    return Image.fromarray(arr, "RGB")
 
 
 def load_gate(settings: Settings, encoder: ImageTextEncoder | None = None) -> ClipGate:

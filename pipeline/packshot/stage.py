@@ -33,6 +33,8 @@ from pipeline.packshot.fidelity import (
 from pipeline.packshot.placement import Placed, PlacementSpec, place
 from pipeline.types import Score
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
 
 @dataclass(frozen=True)
 class Prepared:
@@ -82,22 +84,33 @@ def fidelity_scores(
     encoder: ImageEncoder | None = None,
 ) -> tuple[list[Score], list[str]]:
     """The product-fidelity scores of one packshot shot and the reasons it fails: inside the
-    eroded product mask the raw image equals the placed source bit for bit, and the final
-    (watermarked) file is within ``MIN_PSNR_DB`` of it. With the gate's CLIP ``encoder``,
-    how alike CLIP finds product and packshot is recorded too (not a cut)."""
+    eroded product mask the raw image equals the placed source bit for bit, and so does the
+    final file where its format is lossless (the watermark lives in the generated scene:
+    ``KeepPixels``); a lossy final (JPEG, WebP) must be within ``MIN_PSNR_DB`` of it. With the
+    gate's CLIP ``encoder``, how alike CLIP finds product and packshot is recorded too (not a
+    cut)."""
     core = alpha == 255
     try:
         exact = check_exact(raw, canvas, core)
-        after = check_psnr(decode_image(final, mode="RGB"), canvas, core)
+        decoded = decode_image(final, mode="RGB")
+        close = check_psnr(decoded, canvas, core)
+        lossless = final.startswith(PNG_SIGNATURE)
+        kept = check_exact(decoded, canvas, core) if lossless else None
     except (ValueError, ImageError) as exc:
         return [], [f"product fidelity: {exc}"]
-    psnr_db = after.psnr_db if after.psnr_db is not None and math.isfinite(after.psnr_db) else 99.0
+    psnr_db = close.psnr_db if close.psnr_db is not None and math.isfinite(close.psnr_db) else 99.0
     scores = [
         _score("product_pixels_changed", float(exact.mismatched), 0.0, not exact.ok),
-        _score("product_psnr_db", float(psnr_db), MIN_PSNR_DB, not after.ok),
+        _score("product_psnr_db", float(psnr_db), MIN_PSNR_DB, not close.ok),
     ]
+    reasons = [r for r in (exact.reason, close.reason) if r]
+    if kept is not None:
+        name = "product_pixels_changed_final"
+        scores.append(_score(name, float(kept.mismatched), 0.0, not kept.ok))
+        if kept.reason:
+            reasons.append(f"{kept.reason} in the final file")
     if encoder is not None:
         similarity = clip_similarity(encoder, raw, canvas, core)
         if similarity is not None:
             scores.append(_score("product_clip_similarity", similarity, None, False))
-    return scores, [r for r in (exact.reason, after.reason) if r]
+    return scores, reasons

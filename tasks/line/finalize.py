@@ -35,7 +35,14 @@ from pipeline.packshot.fidelity import Fidelity
 from pipeline.packshot.records import PackshotRecord
 from pipeline.packshot.stage import fidelity_scores
 from pipeline.storage import BlobInfo
-from pipeline.types import FilterDecision, FinalImage, Gate, GenerationOutput, ProvenanceInfo
+from pipeline.types import (
+    FilterDecision,
+    FinalImage,
+    Gate,
+    GenerationOutput,
+    KeepPixels,
+    ProvenanceInfo,
+)
 from tasks.context import WorkerContext
 from tasks.line import record
 from tasks.line.claim import GenerateClaim
@@ -124,12 +131,19 @@ def finalize_files(
     provenance: Mapping[int, ProvenanceInfo],
     images: Mapping[int, Image.Image],
     shot_ids: Sequence[int],
+    keeps: Mapping[int, KeepPixels] | None = None,
 ) -> list[FinalFile]:
-    """Watermark + provenance + encoding of each image, and its ``final/`` key."""
+    """Watermark + provenance + encoding of each image, and its ``final/`` key. ``keeps``:
+    the packshot shots' product cores, which the watermark leaves alone."""
     built = []
+    fmt = ctx.settings.output_format
     for sid in shot_ids:
         info = infos[sid]
-        final = the_gate.finalize(sid, images[sid], provenance[sid], ctx.settings.output_format)
+        keep = (keeps or {}).get(sid)
+        if keep is not None:
+            final = the_gate.finalize(sid, images[sid], provenance[sid], fmt, keep)
+        else:
+            final = the_gate.finalize(sid, images[sid], provenance[sid], fmt)
         key = final_key(info.brand, info.sku, info.template, final.sha256, final.ext)
         built.append(FinalFile(sid, key, final))
     return built
@@ -272,14 +286,15 @@ class HostFinalize:
     ) -> tuple[dict[int, dict[str, Any]], dict[int, PackshotRecord]]:
         images = {sid: r.out.image for sid, r in raws.items() if r.out.image is not None}
         ids = [sid for sid in decisions if sid in images]
-        built = finalize_files(
-            self.ctx, self.gate, self.claim.infos, self.claim.provenance, images, ids
-        )
         placements = {
             sid: Placement(job.placed.rgb, job.placed.alpha)
             for sid, job in batch.jobs.items()
             if sid in images
         }
+        keeps = {sid: p.keep() for sid, p in placements.items()}
+        built = finalize_files(
+            self.ctx, self.gate, self.claim.infos, self.claim.provenance, images, ids, keeps
+        )
         finals_data = {f.shot_id: f.image.data for f in built}
         check_fidelity(self.gate, placements, images, finals_data, decisions)
         finals = dict(self.ctx.io_map(lambda f: put_final(self.ctx, f), built))
@@ -305,6 +320,10 @@ class Placement:
 
     canvas: np.ndarray  # (H, W, 3) uint8
     alpha: np.ndarray  # (H, W) uint8
+
+    def keep(self) -> KeepPixels:
+        """The product core (alpha 255), which the final file carries exactly."""
+        return KeepPixels(self.canvas, self.alpha == 255)
 
 
 def stored_placement(ctx: WorkerContext, keys: tuple[str | None, str | None]) -> Placement | None:

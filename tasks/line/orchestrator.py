@@ -175,12 +175,13 @@ def gate_shots(ctx: WorkerContext, shot_ids: list[int]) -> LineResult:
     infos = {sid: shot.info for sid, shot in claim.shots.items()}
     decisions = decide_by_brand(ctx, the_gate, infos, claim.brand_rows, images)
     provenance = {sid: shot.provenance for sid, shot in claim.shots.items()}
-    built = finalize_files(ctx, the_gate, infos, provenance, images, list(decisions))
     placements: dict[int, Placement | None] = {
         sid: stored_placement(ctx, shot.packshot.mask_keys) if shot.packshot else None
         for sid, shot in claim.shots.items()
         if shot.is_packshot
     }
+    keeps = {sid: p.keep() for sid, p in placements.items() if p is not None}
+    built = finalize_files(ctx, the_gate, infos, provenance, images, list(decisions), keeps)
     finals_data = {f.shot_id: f.image.data for f in built}
     check_fidelity(the_gate, placements, images, finals_data, decisions)
     finals = dict(ctx.io_map(lambda f: put_final(ctx, f), built))

@@ -129,11 +129,16 @@ class _FailsOnTheHostGate(PassThroughGate):
     anywhere else (the cpu queue's gate)."""
 
     def finalize(
-        self, shot_id: int, image: Any, provenance: ProvenanceInfo, fmt: str | None = None
+        self,
+        shot_id: int,
+        image: Any,
+        provenance: ProvenanceInfo,
+        fmt: str | None = None,
+        keep: Any = None,
     ) -> FinalImage:
         if threading.current_thread().name.startswith("finalize"):
             raise RuntimeError("watermark library fell over")
-        return super().finalize(shot_id, image, provenance, fmt)
+        return super().finalize(shot_id, image, provenance, fmt, keep)
 
 
 def fails_on_the_host_gate(settings: Settings) -> Gate:

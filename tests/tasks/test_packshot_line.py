@@ -86,9 +86,10 @@ def test_packshot_shots_in_process(tmp_settings: Settings, tmp_path: Path) -> No
 
 
 class _TamperingGate(PassThroughGate):
-    """Finalizes with the image inverted: as if a watermark had wrecked the product."""
+    """Finalizes with the image inverted, ignoring the pixels it was asked to keep: as if a
+    watermark had wrecked the product."""
 
-    def finalize(self, shot_id, image, provenance, fmt=None):  # type: ignore[no-untyped-def]
+    def finalize(self, shot_id, image, provenance, fmt=None, keep=None):  # type: ignore[no-untyped-def]
         return super().finalize(shot_id, ImageOps.invert(image.convert("RGB")), provenance, fmt)
 
 
