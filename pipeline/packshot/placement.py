@@ -61,34 +61,45 @@ def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
 
 
 def place(cutout: Cutout, spec: PlacementSpec, width: int, height: int) -> Placed:
-    """Scale the cutout's product to ``spec.scale`` of the canvas and put it at the anchor."""
+    """Scale the cutout's product to ``spec.scale`` of the canvas and put it at the anchor.
+
+    The product's size is its hard mask's box (not the feathered alpha's, which is a few
+    pixels larger and would make a 1:1 placement resample by ~1.005). At 1:1 the pixels are
+    copied, never resampled; otherwise the source is resampled once (area filter down,
+    bicubic up), the feathered edge with it."""
     alpha_src = cutout.alpha
-    x0, y0, x1, y1 = _bbox(alpha_src > 0)
+    hard = cutout.mask
+    x0, y0, x1, y1 = _bbox(hard if hard.any() else alpha_src > 0)
+    sx0, sy0, sx1, sy1 = _bbox(alpha_src > 0)  # the hard box plus its feathered edge
     bw, bh = x1 - x0, y1 - y0
     free_w = width * (1 - 2 * spec.margin)
     free_h = height * (1 - 2 * spec.margin)
     target = spec.scale * max(width, height)
     factor = min(target / max(bw, bh), free_w / bw, free_h / bh)
     nw, nh = max(1, round(bw * factor)), max(1, round(bh * factor))
-    interp = cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC
-    prod = cv2.resize(cutout.rgb[y0:y1, x0:x1], (nw, nh), interpolation=interp)
-    # Linear for the alpha: cubic overshoots and would ring outside the product.
-    a = cv2.resize(alpha_src[y0:y1, x0:x1], (nw, nh), interpolation=cv2.INTER_LINEAR)
+    prod, a = _scaled(cutout, (sx0, sy0, sx1, sy1), factor, (nw, nh) == (bw, bh))
     px = (width - nw) // 2
     if spec.anchor == "bottom":
         py = height - nh - round(height * max(spec.floor_margin, spec.margin))
     else:
         py = (height - nh) // 2
     py = max(0, min(py, height - nh))
+    scale = 1.0 if (nw, nh) == (bw, bh) else factor
+    # Where the feathered region lands, clipped to the canvas.
+    qx, qy = px + round((sx0 - x0) * scale), py + round((sy0 - y0) * scale)
+    cx0, cy0 = max(0, qx), max(0, qy)
+    cx1, cy1 = min(width, qx + a.shape[1]), min(height, qy + a.shape[0])
+    prod = prod[cy0 - qy : cy1 - qy, cx0 - qx : cx1 - qx]
+    a = a[cy0 - qy : cy1 - qy, cx0 - qx : cx1 - qx]
 
     alpha = np.zeros((height, width), np.uint8)
-    alpha[py : py + nh, px : px + nw] = a
+    alpha[cy0:cy1, cx0:cx1] = a
     box = (px, py, px + nw, py + nh)
     shadow = _shadow(alpha, box, spec)
     rgb = np.empty((height, width, 3), np.uint8)
     rgb[:] = spec.fill
     rgb = apply_shadow(rgb, shadow)
-    region = rgb[py : py + nh, px : px + nw]
+    region = rgb[cy0:cy1, cx0:cx1]
     region[:] = blend(prod, region, a)
     core = alpha == 255
     keep = core.astype(np.uint8)
@@ -97,6 +108,23 @@ def place(cutout: Cutout, spec: PlacementSpec, width: int, height: int) -> Place
         keep = cv2.erode(keep, k)
     inpaint_mask = np.where(keep > 0, 0, 255).astype(np.uint8)
     return Placed(rgb, alpha, core, inpaint_mask, shadow, box, spec)
+
+
+def _scaled(
+    cutout: Cutout, soft: tuple[int, int, int, int], factor: float, one_to_one: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """The product's region (with its feathered edge) at its placed size: a copy at 1:1."""
+    sx0, sy0, sx1, sy1 = soft
+    rgb, alpha = cutout.rgb[sy0:sy1, sx0:sx1], cutout.alpha[sy0:sy1, sx0:sx1]
+    if one_to_one:
+        return rgb.copy(), alpha.copy()
+    size = (max(1, round((sx1 - sx0) * factor)), max(1, round((sy1 - sy0) * factor)))
+    interp = cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC
+    # Linear for the alpha: cubic overshoots and would ring outside the product.
+    return (
+        cv2.resize(rgb, size, interpolation=interp),
+        cv2.resize(alpha, size, interpolation=cv2.INTER_LINEAR),
+    )
 
 
 def blend(top: np.ndarray, bottom: np.ndarray, alpha: np.ndarray) -> np.ndarray:

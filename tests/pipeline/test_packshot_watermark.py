@@ -73,3 +73,24 @@ def test_pixels_to_keep_must_match_the_image(tmp_path: Path) -> None:
     small = KeepPixels(keep.rgb[:100], keep.mask[:100])
     with pytest.raises(g.GateError, match="pixels to keep"):
         gate.finalize(79, image, prov(79), "png", small)
+
+
+def test_a_one_to_one_placement_copies_the_product() -> None:
+    """A product whose box equals the placement box is copied, not resampled: every core
+    pixel on the canvas is the source's own (a textured label shows any blur). The source has
+    an opaque white background, so its cutout's alpha is feathered: the box must come from
+    the hard mask, or the product is resampled by ~1.005."""
+    rng = np.random.default_rng(5)
+    src = np.full((320, 320, 3), 255, np.uint8)
+    src[40:280, 60:260] = rng.integers(0, 200, (240, 200, 3), dtype=np.uint8)
+    cutout = cut_out(Image.fromarray(src, "RGB"))
+    hy, hx = np.nonzero(cutout.mask)
+    hard = (int(hx.min()), int(hy.min()), int(hx.max()) + 1, int(hy.max()) + 1)
+    bw, bh = hard[2] - hard[0], hard[3] - hard[1]
+    spec = PlacementSpec(scale=max(bw, bh) / 400, margin=0.01)
+    placed = place(cutout, spec, 400, 400)
+    x0, y0, x1, y1 = placed.box
+    assert (x1 - x0, y1 - y0) == (bw, bh)
+    ys, xs = np.nonzero(cutout.alpha == 255)
+    got = placed.rgb[ys - hard[1] + y0, xs - hard[0] + x0]
+    assert np.array_equal(got, src[ys, xs])
