@@ -123,9 +123,14 @@ class Settings(BaseSettings):
     generator_factory: str | None = None
 
     # --- packshots ----------------------------------------------------------------
-    # A local .onnx segmentation model (BiRefNet, U²-Net...) for cutouts of packshots whose
-    # background is not uniform; needs onnxruntime installed. Unset: those are refused.
+    # A local .onnx segmentation model (BiRefNet, ISNet, U²-Net...) that cuts out every
+    # opaque packshot. Unset: the default method (background flood fill + grabCut), and the
+    # fallback below for packshots whose background is not uniform.
     matte_model: Path | None = None
+    # The learned matte for packshots whose background is not uniform when no matte_model
+    # is set: "u2netp" (U²-Net-p, pinned by sha256, installed into model_cache_dir by
+    # `shotline matte install`, which `make` runs) or "none" (refuse those packshots).
+    matte_fallback: Literal["u2netp", "none"] = "u2netp"
 
     # --- gate ---------------------------------------------------------------------
     clip_model: str = "tiny"  # an open_clip architecture name, or the offline "tiny" preset

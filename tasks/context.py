@@ -23,7 +23,7 @@ from pipeline.storage import BlobStore, make_blob_store
 from pipeline.types import Gate, Generator
 
 if TYPE_CHECKING:
-    from pipeline.packshot.cutout import MatteModel
+    from pipeline.packshot.onnx_matte import OnnxMatte
 
 IO_THREADS = 8
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class WorkerContext:
     # Why the gate could not be loaded for gating on this GPU host (then it is not tried
     # for every message again; the orchestrator leaves gating to the cpu queue).
     host_gate_error: str | None = None
-    _mattes: dict[Path, MatteModel] = field(default_factory=dict)
+    _mattes: dict[Path, OnnxMatte] = field(default_factory=dict)
 
     def io_map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
         """``[fn(x) for x in items]`` on a small thread pool: blob-store calls are network
@@ -159,17 +159,29 @@ class WorkerContext:
                 self._gate = factory(self.settings)
             return self._gate
 
-    def matte(self) -> MatteModel | None:
-        """The learned matte (``matte_model``, a local ONNX file) loaded once per process;
-        None when unset. A bad file raises ``CutoutError``."""
+    def matte(self) -> OnnxMatte | None:
+        """The learned matte for every opaque packshot (``matte_model``), loaded once per
+        process; None when unset. A bad file raises ``CutoutError``."""
         path = self.settings.matte_model
-        if path is None:
+        return None if path is None else self._load_matte(path, None)
+
+    def fallback_matte(self) -> OnnxMatte | None:
+        """The pinned matte for non-uniform backgrounds (``matte_fallback``), or None when it
+        is "none" or not installed (those packshots are then refused, saying how to fix it)."""
+        from pipeline.packshot.matte_models import KNOWN, installed
+
+        if self.settings.matte_fallback == "none":
             return None
+        known = KNOWN[self.settings.matte_fallback]
+        path = installed(known, self.settings.model_cache_dir)
+        return None if path is None else self._load_matte(path, known.sha256, known.input_size)
+
+    def _load_matte(self, path: Path, sha256: str | None, size: int = 1024) -> OnnxMatte:
         with self._lock:
             if path not in self._mattes:
                 from pipeline.packshot.onnx_matte import load_matte
 
-                self._mattes[path] = load_matte(path)
+                self._mattes[path] = load_matte(path, size=size, sha256=sha256)
             return self._mattes[path]
 
     def brand_config(

@@ -25,8 +25,8 @@ def composite(generated: Image.Image, placed: Placed) -> Image.Image:
     out = apply_shadow(gen, placed.shadow)
     if out is gen:
         out = gen.copy()
-    # Outside the placement box the alpha is 0: the scene stays; only the box is blended.
-    x0, y0, x1, y1 = placed.box
+    # Outside the product's extent the alpha is 0: the scene stays; only that is blended.
+    x0, y0, x1, y1 = placed.extent or placed.box
     region = out[y0:y1, x0:x1]
     region[:] = blend(placed.rgb[y0:y1, x0:x1], region, placed.alpha[y0:y1, x0:x1])
     return Image.fromarray(out, "RGB")

@@ -18,7 +18,7 @@ A packshot whose border is not a uniform colour (a lifestyle photo) is refused w
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -96,8 +96,13 @@ def cut_out(
     params: CutoutParams | None = None,
     matte: MatteModel | None = None,
     what: str = "packshot",
+    fallback: MatteModel | None = None,
+    matte_info: Mapping[str, str] | None = None,
 ) -> Cutout:
-    """Cut the product out of ``image``; ``CutoutError`` (naming ``what``) when it can't."""
+    """Cut the product out of ``image``; ``CutoutError`` (naming ``what``) when it can't.
+    ``matte`` cuts every opaque image; ``fallback`` only those whose background is not
+    uniform (the default method's refusal). ``matte_info`` is what the cutout records about
+    whichever of them ran (model file, sha256)."""
     params = params or CutoutParams()
     rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
     if min(rgb.shape[:2]) < 4 * params.border_px:
@@ -106,14 +111,19 @@ def cut_out(
     if own is not None:
         return _finish(rgb, own, "alpha", {}, {"border_match": 1.0}, None, params, what)
     bg, match = _border_background(rgb, params)
-    if matte is not None:
-        alpha = np.clip(np.rint(matte(rgb) * 255.0), 0, 255).astype(np.uint8)
-        return _finish(rgb, alpha, "onnx", {}, {"border_match": match}, None, params, what)
+    learned = matte
+    if learned is None and match < params.min_border_match:
+        learned = fallback
+    if learned is not None:
+        alpha = np.clip(np.rint(learned(rgb) * 255.0), 0, 255).astype(np.uint8)
+        info = dict(matte_info or {})
+        return _finish(rgb, alpha, "onnx", info, {"border_match": match}, None, params, what)
     if match < params.min_border_match:
         raise CutoutError(
             f"{what}: background is not uniform ({match:.0%} of the border is within "
             f"{params.tolerance:g} of its median colour, need {params.min_border_match:.0%}); "
-            "a lifestyle photo needs a learned matte (SHOTLINE_MATTE_MODEL)"
+            "a lifestyle photo needs a learned matte (`shotline matte install` for U²-Net-p, "
+            "or SHOTLINE_MATTE_MODEL)"
         )
     hard = _flood_foreground(rgb, bg, params)
     if hard.any() and params.grabcut_iters > 0:

@@ -1,9 +1,9 @@
 """The optional learned matte: a local ONNX segmentation model (BiRefNet, U²-Net...) run with
 onnxruntime, for packshots the default method refuses (non-uniform backgrounds).
 
-``SHOTLINE_MATTE_MODEL`` names the ``.onnx`` file. It is never downloaded. onnxruntime is not a
-dependency of shotline: when the setting is used without it installed, ``load_matte`` refuses
-with a line saying so (rather than silently falling back to the default method).
+``SHOTLINE_MATTE_MODEL`` names an ``.onnx`` file used for every opaque packshot; without it, the
+pinned U²-Net-p (``pipeline.packshot.matte_models``, ``SHOTLINE_MATTE_FALLBACK``) cuts out the
+packshots whose background is not uniform. Weights are never downloaded at run time.
 
 The model contract is the common one for these salient-object models: one float32 NCHW input
 in ImageNet normalisation at the model's fixed size (or ``size`` when the input is dynamic),
@@ -18,15 +18,17 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pipeline.packshot.cutout import CutoutError, MatteModel
+from pipeline.digests import sha256_file
+from pipeline.packshot.cutout import CutoutError
 
 MAX_MATTE_MODEL_BYTES = 2 << 30  # the largest public BiRefNet exports are under 1 GB
 _MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 _STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
-def load_matte(path: str | Path, size: int = 1024) -> MatteModel:
-    """A matte function for ``cut_out(matte=...)``; ``CutoutError`` naming the file otherwise."""
+def load_matte(path: str | Path, size: int = 1024, sha256: str | None = None) -> OnnxMatte:
+    """A matte for ``cut_out``; ``CutoutError`` naming the file otherwise (``sha256``: the
+    pin the file must match)."""
     p = Path(path).expanduser()
     if p.suffix.lower() != ".onnx":
         raise CutoutError(f"{p}: the learned matte must be a local .onnx model")
@@ -41,15 +43,22 @@ def load_matte(path: str | Path, size: int = 1024) -> MatteModel:
             f"{p}: SHOTLINE_MATTE_MODEL is set but onnxruntime is not installed "
             "(pip install onnxruntime, or unset it to use the default cutout)"
         ) from None
+    digest = sha256_file(p)
+    if sha256 is not None and digest != sha256:
+        raise CutoutError(f"{p}: matte model does not match its sha256 pin {sha256[:12]}…")
     try:
         session = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own untyped errors
         raise CutoutError(f"{p}: cannot load the ONNX model: {exc}") from None
-    return _OnnxMatte(session, size)
+    return OnnxMatte(session, size, {"model": p.name, "sha256": digest})
 
 
-class _OnnxMatte:
-    def __init__(self, session: Any, size: int) -> None:
+class OnnxMatte:
+    """A loaded ONNX matte: ``matte(rgb) -> alpha`` in [0, 1], and what a cutout records
+    about it (``info``: the model file's name and sha256)."""
+
+    def __init__(self, session: Any, size: int, info: dict[str, str]) -> None:
+        self.info = info
         self.session = session
         inp = session.get_inputs()[0]
         self.input_name = inp.name

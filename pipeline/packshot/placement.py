@@ -50,6 +50,8 @@ class Placed:
     shadow: np.ndarray  # (H, W) uint8 opacity
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 of the product on the canvas
     spec: PlacementSpec
+    # The box plus the feathered edge (what compositing blends); None: the box itself.
+    extent: tuple[int, int, int, int] | None = None
 
     def lineage(self) -> dict[str, Any]:
         return {**self.spec.to_json(), "box": list(self.box), "size": list(self.rgb.shape[1::-1])}
@@ -94,7 +96,9 @@ def place(cutout: Cutout, spec: PlacementSpec, width: int, height: int) -> Place
 
     alpha = np.zeros((height, width), np.uint8)
     alpha[cy0:cy1, cx0:cx1] = a
-    box = (px, py, px + nw, py + nh)
+    box = (px, py, px + nw, py + nh)  # the product's (hard mask's) box
+    # Everything the product touches, its feathered edge included: what compositing blends.
+    extent = _bbox(alpha > 0) if a.any() else box
     shadow = _shadow(alpha, box, spec)
     rgb = np.empty((height, width, 3), np.uint8)
     rgb[:] = spec.fill
@@ -107,7 +111,7 @@ def place(cutout: Cutout, spec: PlacementSpec, width: int, height: int) -> Place
         k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * spec.seam_px + 1,) * 2)
         keep = cv2.erode(keep, k)
     inpaint_mask = np.where(keep > 0, 0, 255).astype(np.uint8)
-    return Placed(rgb, alpha, core, inpaint_mask, shadow, box, spec)
+    return Placed(rgb, alpha, core, inpaint_mask, shadow, box, spec, extent)
 
 
 def _scaled(

@@ -30,6 +30,7 @@ from pipeline.packshot.fidelity import (
     check_psnr,
     clip_similarity,
 )
+from pipeline.packshot.onnx_matte import OnnxMatte
 from pipeline.packshot.placement import Placed, PlacementSpec, place
 from pipeline.types import Score
 
@@ -44,10 +45,18 @@ class Prepared:
     placed: Placed
 
 
-def cut(image: Image.Image, matte: MatteModel | None, what: str) -> Cutout | str:
-    """The product cut out of a source image, or the one-line reason it cannot be."""
+def cut(
+    image: Image.Image,
+    matte: OnnxMatte | MatteModel | None,
+    what: str,
+    fallback: OnnxMatte | None = None,
+) -> Cutout | str:
+    """The product cut out of a source image, or the one-line reason it cannot be.
+    ``matte`` cuts every opaque image, ``fallback`` those with a non-uniform background."""
+    used = matte if matte is not None else fallback
+    info = used.info if isinstance(used, OnnxMatte) else None
     try:
-        return cut_out(image, matte=matte, what=what)
+        return cut_out(image, matte=matte, what=what, fallback=fallback, matte_info=info)
     except (CutoutError, ValueError) as exc:
         return f"cutout: {exc}"
 

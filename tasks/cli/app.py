@@ -17,6 +17,7 @@ from tasks.cli.catalog import (
     brands_cmd,
     import_cmd,
     lineage_cmd,
+    matte_cmd,
     plan_cmd,
     reproduce_cmd,
     sources_cmd,
@@ -49,6 +50,7 @@ app.add_typer(brands_cmd.brands_app, name="brands")
 app.add_typer(db_cmd.db_app, name="db")
 app.add_typer(review_cmd.review_app, name="review")
 app.add_typer(sources_cmd.sources_app, name="sources")
+app.add_typer(matte_cmd.matte_app, name="matte")
 app.add_typer(lora_cmd.lora_app, name="lora")
 app.add_typer(gate_cmd.gate_app, name="gate")
 

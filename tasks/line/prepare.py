@@ -107,6 +107,7 @@ def prepare_jobs(
     sources, errors = load_packshot_sources(ctx, {p.shot_id: p.source_image_id for p in shots})
     try:
         matte = ctx.matte() if sources else None
+        fallback = ctx.fallback_matte() if sources and matte is None else None
     except CutoutError as exc:  # a bad SHOTLINE_MATTE_MODEL: every packshot shot says so
         refused = {sid: Failure(FailureKind.cutout_refused, f"cutout: {exc}") for sid in sources}
         return {}, {**errors, **refused}
@@ -117,7 +118,7 @@ def prepare_jobs(
         if src is None:
             continue
         if src.source_id not in cutouts:
-            cutouts[src.source_id] = cut(src.decoded.image, matte, src.url)
+            cutouts[src.source_id] = cut(src.decoded.image, matte, src.url, fallback)
         cutout = cutouts[src.source_id]
         placed = (
             cutout

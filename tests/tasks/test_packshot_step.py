@@ -37,7 +37,10 @@ def _noise(size: int, seed: int) -> Image.Image:
 
 
 def test_cutout_place_composite(tmp_settings: Settings, tmp_path: Path) -> None:
-    settings = tmp_settings.model_copy(update={"source_roots": [ROOT / "samples", tmp_path]})
+    # The default method's own refusals (no learned matte: tests/pipeline/test_matte_real.py).
+    settings = tmp_settings.model_copy(
+        update={"source_roots": [ROOT / "samples", tmp_path], "matte_fallback": "none"}
+    )
     migrate.upgrade(settings.database_url)
     ctx = context_for(settings)
     busy = tmp_path / "lifestyle.png"
