@@ -80,7 +80,11 @@ class Settings(BaseSettings):
     source_roots: PathList = Field(default_factory=lambda: [Path("./samples")])
     # Hosts (names or IPs) that may resolve to loopback/private/link-local addresses; all
     # other hosts must resolve to public addresses only (each redirect hop is re-checked).
+    # An entry "host" allows every port of it; "host:port" (or "[v6]:port") only that port.
     source_allow_hosts: TextList = Field(default_factory=list)
+    # Buckets catalog s3:// references may be read from (besides the buckets of
+    # SHOTLINE_INGEST_SOURCES); any other bucket is refused before a request is made.
+    source_s3_buckets: TextList = Field(default_factory=list)
     source_max_bytes: int = 25 * 1024 * 1024
     source_max_pixels: int = 6000 * 6000
     source_connect_timeout_s: float = 5.0
@@ -175,7 +179,9 @@ class Settings(BaseSettings):
     metrics_port: int | None = None
     log_level: str = "INFO"
 
-    @field_validator("source_roots", "source_allow_hosts", "ingest_sources", mode="before")
+    @field_validator(
+        "source_roots", "source_allow_hosts", "source_s3_buckets", "ingest_sources", mode="before"
+    )
     @classmethod
     def _lists_from_text(cls, value: Any) -> Any:
         return split_list(value)
