@@ -1,9 +1,9 @@
 """Download one source image under a policy; every refusal is one line naming the URL.
 
 Schemes: a local path or ``file://`` URL only under the configured roots (symlinks are
-resolved first, so a link cannot point out of them), ``s3://bucket/key`` from an allowed bucket only (the same
-one-line refusal whether or not the bucket or key exists) through a boto3 client the caller
-built once, and ``http(s)://`` through urllib3 with:
+resolved first, so a link cannot point out of them), ``s3://bucket/key`` from an allowed
+bucket only (one refusal whether or not the bucket or key exists) through a boto3 client the
+caller built once, and ``http(s)://`` through urllib3 with:
 
 - connect and read timeouts, and a deadline for the whole download enforced on every socket
   read: each read waits at most the time left (a server that drips one byte per read timeout
@@ -285,9 +285,7 @@ def _time_left(url: str, policy: FetchPolicy, deadline: float) -> float:
     return left
 
 
-def _read_by_deadline(
-    url: str, resp: Any, policy: FetchPolicy, deadline: float, via: str
-) -> bytes:
+def _read_by_deadline(url: str, resp: Any, policy: FetchPolicy, deadline: float, via: str) -> bytes:
     """The body, one ``recv`` per read, each waiting at most the time left: a server that
     drips bytes slower than the deadline allows is cut off at the deadline, not after a
     64 KiB buffer fills."""
