@@ -228,7 +228,7 @@ def _check_like(like: str) -> None:
     query); a key is looked up as it is."""
     text = like.strip().removeprefix("asset:")
     if text.isdigit() and (not text.isascii() or not 1 <= int(text) <= MAX_ID):
-        fail(f"--like {escape(like)}: asset ids run from 1 to {MAX_ID}")
+        fail(f"--like {like}: asset ids run from 1 to {MAX_ID}")
 
 
 def _lookup(

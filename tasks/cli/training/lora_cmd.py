@@ -115,7 +115,7 @@ def _check_name(name: str) -> None:
     pattern = _NAME_PATTERN
     if pattern and not re.match(pattern, name):
         fail(
-            f"--name {escape(repr(name))}: an adapter name is letters, digits, '_', '.' and "
+            f"--name {name!r}: an adapter name is letters, digits, '_', '.' and "
             "'-', starting with a letter or digit, at most 100 characters"
         )
 
