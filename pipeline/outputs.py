@@ -64,4 +64,7 @@ def write_output(path: Path, fill: Callable[[Path], None]) -> None:
 
 
 def write_output_bytes(path: Path, data: bytes) -> None:
-    write_output(path, lambda tmp: tmp.write_bytes(data))
+    def fill(tmp: Path) -> None:
+        tmp.write_bytes(data)
+
+    write_output(path, fill)
