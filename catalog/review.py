@@ -284,9 +284,13 @@ def _wrong_state(session: Session, shot_id: int, state: str, verb: str) -> str:
         .order_by(ReviewEvent.id.desc())
         .limit(1)
     ).first()
-    if last is not None and state in (ShotState.approved.value, ShotState.rejected.value):
+    # A race loser usually finds the winner's approval already published (in-process
+    # publishing is quick): name the winner then too, not the state.
+    decided = (ShotState.approved.value, ShotState.rejected.value, ShotState.published.value)
+    if last is not None and state in decided:
         done = "approved" if last.action != ReviewAction.reject.value else "rejected"
-        return f"shot {shot_id}: already {done} by {last.reviewer!r}"
+        tail = " (and published)" if state == ShotState.published.value else ""
+        return f"shot {shot_id}: already {done} by {last.reviewer!r}{tail}"
     if verb == "approve":
         allowed = "only pending_review, or rejected with --override"
     else:

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as _PydanticSettingsError
 
@@ -80,7 +80,11 @@ class Settings(BaseSettings):
     source_roots: PathList = Field(default_factory=lambda: [Path("./samples")])
     # Hosts (names or IPs) that may resolve to loopback/private/link-local addresses; all
     # other hosts must resolve to public addresses only (each redirect hop is re-checked).
+    # An entry "host" allows every port of it; "host:port" (or "[v6]:port") only that port.
     source_allow_hosts: TextList = Field(default_factory=list)
+    # Buckets catalog s3:// references may be read from (besides the buckets of
+    # SHOTLINE_INGEST_SOURCES); any other bucket is refused before a request is made.
+    source_s3_buckets: TextList = Field(default_factory=list)
     source_max_bytes: int = 25 * 1024 * 1024
     source_max_pixels: int = 6000 * 6000
     source_connect_timeout_s: float = 5.0
@@ -157,6 +161,14 @@ class Settings(BaseSettings):
     watermark_scale: float = 1.0  # multiplies imwatermark's quantisation step (36)
     # Levels white is lowered by so the watermark can swing upward (0 keeps pure white).
     watermark_headroom: int = 0
+    # The per-deployment secret the watermark's check code is keyed with: "SECRET" (key id 1)
+    # or "ID:SECRET" (ID 1..15, carried in the payload so keys can rotate). Unset: the legacy
+    # unkeyed check code, which anyone with the source can forge (verify says "unkeyed").
+    watermark_key: SecretStr | None = None
+    # Retired keys, "ID:SECRET" each: their watermarks still verify, new ones never use them.
+    watermark_old_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # Accept watermarks written before keys existed (unkeyed; reported as such).
+    watermark_legacy: bool = True
     c2pa_cert: Path | None = None
     c2pa_key: Path | None = None
     # PEM trust anchors `shotline verify` checks C2PA signers against (unset: "Valid" at best).
@@ -180,7 +192,14 @@ class Settings(BaseSettings):
     metrics_port: int | None = None
     log_level: str = "INFO"
 
-    @field_validator("source_roots", "source_allow_hosts", "ingest_sources", mode="before")
+    @field_validator(
+        "source_roots",
+        "source_allow_hosts",
+        "source_s3_buckets",
+        "ingest_sources",
+        "watermark_old_keys",
+        mode="before",
+    )
     @classmethod
     def _lists_from_text(cls, value: Any) -> Any:
         return split_list(value)

@@ -19,11 +19,18 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 from urllib.parse import unquote, urlparse
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.brand.sanitize import normalize_text
 from pipeline.digests import sha256_file
@@ -97,15 +104,38 @@ def _uri_path(uri: str) -> str:
     return unquote(urlparse(uri).path) if _has_scheme(uri) else uri
 
 
+# Numbers a brand file may hold are finite and bounded: NaN never compares true (a safety
+# concept at .nan silently never fires), and NaN/inf are not JSON (Postgres refuses the
+# digest's JSON naming no field). A CLIP threshold is a cosine, so it lies in [-1, 1].
+MAX_SEED = 2**63 - 1
+MAX_IMAGE_POSITION = 10_000
+LORA_WEIGHT_MAX = 4.0
+
+
+def _number_field(annotation: Any) -> bool:
+    kinds = set(get_args(annotation)) or {annotation}
+    return bool(kinds & {int, float}) and bool not in kinds
+
+
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan=False: .nan, .inf and 1e309 (which YAML reads as inf) are refused.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, v: Any, info: ValidationInfo) -> Any:
+        """YAML ``true`` is not a number (pydantic would read it as 1)."""
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(v, bool) and field is not None and _number_field(field.annotation):
+            raise ValueError(f"must be a number, not {str(v).lower()}")
+        return v
 
 
 class LoraSpec(_Model):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
     path: str  # a local path (relative to the brand file) or a URI
     sha256: str
-    weight: float = Field(default=1.0, ge=-4.0, le=4.0)
+    weight: float = Field(default=1.0, ge=-LORA_WEIGHT_MAX, le=LORA_WEIGHT_MAX)
     trigger_word: str | None = None
     version: str | None = None
     base_family: str | None = None
@@ -230,9 +260,29 @@ class TemplateSpec(_Model):
     def _known_scheduler(cls, v: str | None) -> str | None:
         return None if v is None else _check_scheduler(v)
 
+    @field_validator("loras")
+    @classmethod
+    def _lora_weights(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        for name, weight in (v or {}).items():
+            if not -LORA_WEIGHT_MAX <= weight <= LORA_WEIGHT_MAX:  # NaN fails this too
+                raise ValueError(
+                    f"LoRA {name!r}: weight must be a finite number in "
+                    f"[{-LORA_WEIGHT_MAX:g}, {LORA_WEIGHT_MAX:g}], not {weight!r}"
+                )
+        return v
+
+    @field_validator("loras", mode="before")
+    @classmethod
+    def _lora_weights_not_bool(cls, v: Any) -> Any:
+        if isinstance(v, dict) and any(isinstance(w, bool) for w in v.values()):
+            raise ValueError("LoRA weights must be numbers, not true/false")
+        return v
+
     @field_validator("image", mode="before")
     @classmethod
     def _image_choice(cls, v: Any) -> Any:
+        if isinstance(v, int) and not isinstance(v, bool) and v > MAX_IMAGE_POSITION:
+            raise ValueError(f"an image position is at most {MAX_IMAGE_POSITION}")
         if isinstance(v, bool) or (isinstance(v, int) and v < 1):
             raise ValueError('must be "variant", "first" or an image position (1, 2, ...)')
         if isinstance(v, str) and v not in ("variant", "first"):
@@ -250,7 +300,7 @@ class LoraValidationPrompt(_Model):
     """A prompt rendered with fixed seeds, with and without a newly trained adapter."""
 
     prompt: str = Field(min_length=1, max_length=2000)
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
 
 
 class CompetitorSpec(_Model):
@@ -262,15 +312,15 @@ class CompetitorSpec(_Model):
 class SafetyConcept(_Model):
     name: str
     prompt: str
-    threshold: float
+    threshold: float = Field(ge=-1.0, le=1.0)
 
 
 class SafetyPolicy(_Model):
     version: str = "1"
     concepts: list[SafetyConcept] = Field(default_factory=list)
-    competitor_threshold: float = 0.3
-    logo_threshold: float = 0.85
-    product_match_min: float = 0.15
+    competitor_threshold: float = Field(default=0.3, ge=-1.0, le=1.0)
+    logo_threshold: float = Field(default=0.85, ge=-1.0, le=1.0)
+    product_match_min: float = Field(default=0.15, ge=-1.0, le=1.0)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,9 @@ from pipeline.files import InputFileError, read_text_capped
 # A brand file is a few KB; these bound what a hostile or broken one can cost.
 MAX_BRAND_BYTES = 1 << 20
 MAX_BRAND_NODES = 100_000
+# PyYAML composes (and constructs) nodes recursively: 40 KB of "[" is a RecursionError. A
+# brand file is a handful of levels deep; the parser below counts depth without recursing.
+MAX_BRAND_DEPTH = 32
 
 
 def parse_brand(
@@ -61,7 +64,7 @@ def load_brand(path: str | Path) -> BrandConfig:
     except InputFileError as exc:
         raise BrandConfigError(str(p), [exc.reason.removeprefix("brand config: ")]) from None
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = compose_bounded(text)
         _refuse_alias_bombs(root)
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -74,30 +77,57 @@ def load_brand(path: str | Path) -> BrandConfig:
     return parse_brand(raw, source=str(p), root=root, path=p.resolve())
 
 
+def _refuse_deep_nesting(text: str) -> None:
+    """Walk the parser's events (a state machine, no recursion) and stop at the first
+    collection nested deeper than ``MAX_BRAND_DEPTH``."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_BRAND_DEPTH:
+                raise yaml.MarkedYAMLError(
+                    problem=f"nested more than {MAX_BRAND_DEPTH} levels deep",
+                    problem_mark=event.start_mark,
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def compose_bounded(text: str) -> yaml.Node | None:
+    """``yaml.compose`` after the nesting-depth check (every brand YAML parse goes here)."""
+    _refuse_deep_nesting(text)
+    return yaml.compose(text, Loader=yaml.SafeLoader)
+
+
 def _refuse_alias_bombs(root: yaml.Node | None) -> None:
     """YAML aliases share nodes, so a small file can expand to billions of values once
     validated (the "billion laughs"). Count nodes as expanded, stopping at the cap."""
-    seen, stack = 0, [root]
+    seen, stack = 0, [(root, 0)]
     while stack:
-        node = stack.pop()
+        node, depth = stack.pop()
         seen += 1
         if seen > MAX_BRAND_NODES:
             raise yaml.MarkedYAMLError(
                 problem=f"more than {MAX_BRAND_NODES} values once aliases are expanded",
                 problem_mark=getattr(node, "start_mark", None),
             )
+        if depth > MAX_BRAND_DEPTH:  # aliases nested in aliases deepen what the text shows
+            raise yaml.MarkedYAMLError(
+                problem=f"nested more than {MAX_BRAND_DEPTH} levels deep once aliases are expanded",
+                problem_mark=getattr(node, "start_mark", None),
+            )
         if isinstance(node, yaml.SequenceNode):
-            stack.extend(node.value)
+            stack.extend((child, depth + 1) for child in node.value)
         elif isinstance(node, yaml.MappingNode):
             for key, value in node.value:
-                stack.extend((key, value))
+                stack.extend(((key, depth + 1), (value, depth + 1)))
 
 
 def located_error(path: str | Path, problems: Sequence[tuple[Loc, str]]) -> BrandConfigError:
     """A ``BrandConfigError`` for problems found after loading, with YAML line numbers."""
     try:
         text = read_text_capped(path, MAX_BRAND_BYTES, "brand config")
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = compose_bounded(text)
     except (InputFileError, yaml.YAMLError):
         root = None
     return BrandConfigError(str(path), [located_problem(root, loc, msg) for loc, msg in problems])

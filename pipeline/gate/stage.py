@@ -61,12 +61,14 @@ class VerifyResult:
     method: str | None = None  # watermark config label that verified (else the first tried)
     rescale: float = 1.0  # scale factor of the attempt that verified
     c2pa: dict[str, Any] | None = None  # validation state + active manifest label
+    key_id: int | str | None = None  # the watermark key that verified (wm.LEGACY: unkeyed)
 
 
 @dataclass
 class ClipGate:
     filter: ClipFilter
     watermark: wm.WatermarkConfig = field(default_factory=wm.WatermarkConfig)
+    keys: wm.WatermarkKeys = wm.NO_KEYS  # SHOTLINE_WATERMARK_KEY: keys the check code
     signer: C2paSigner | None = None
     default_format: str = "png"
 
@@ -106,7 +108,7 @@ class ClipGate:
             raise GateError(f"provenance is for shot {provenance.shot_id}, not shot {shot_id}")
         fmt = normalize_format(fmt or self.default_format)
         content_type, ext = FORMATS[fmt]
-        marked = wm.embed(image, shot_id, self.watermark)
+        marked = wm.embed(image, shot_id, self.watermark, self.keys)
         if keep is not None and marked.embedded:
             marked = replace(marked, image=restore_pixels(marked.image, keep))
         xmp = build_xmp(provenance, extra={"Watermark": marked.method})
@@ -117,9 +119,9 @@ class ClipGate:
             own = decode_image(
                 data, "encoded output", max_pixels=max(1, image.width * image.height)
             )
-            decoded = wm.decode(own, self.watermark, rescale=())
+            decoded = wm.decode(own, self.watermark, rescale=(), keys=self.keys)
             verified = decoded.shot_id == shot_id
-            accuracy = wm.bit_accuracy(decoded.bits, shot_id)
+            accuracy = wm.bit_accuracy(decoded.bits, shot_id, self.keys)
         signed = False
         if self.signer is not None:
             data = sign_c2pa(data, content_type, provenance, self.signer)
@@ -157,6 +159,7 @@ def load_gate(settings: Settings, encoder: ImageTextEncoder | None = None) -> Cl
             strength=settings.watermark_scale,
             headroom=settings.watermark_headroom,
         )
+        keys = watermark_keys(settings)
     except wm.WatermarkError as exc:
         raise GateError(str(exc)) from None
     signer = None
@@ -169,9 +172,17 @@ def load_gate(settings: Settings, encoder: ImageTextEncoder | None = None) -> Cl
             encoder or load_clip_encoder(settings), crop_grid=settings.clip_crop_grid
         ),
         watermark=config,
+        keys=keys,
         signer=signer,
         default_format=settings.output_format,
     )
+
+
+def watermark_keys(settings: Settings) -> wm.WatermarkKeys:
+    """The check-code keys from ``SHOTLINE_WATERMARK_KEY`` / ``_OLD_KEYS`` / ``_LEGACY``."""
+    current = settings.watermark_key.get_secret_value() if settings.watermark_key else None
+    old = [k.get_secret_value() for k in settings.watermark_old_keys]
+    return wm.WatermarkKeys.parse(current, old, settings.watermark_legacy)
 
 
 def _candidate_configs(
@@ -193,6 +204,7 @@ def verify_image(
     configs: Sequence[wm.WatermarkConfig] | None = None,
     trust_anchors_pem: str | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    keys: wm.WatermarkKeys = wm.NO_KEYS,
 ) -> VerifyResult:
     """Decode the watermark and read XMP/C2PA from an encoded image.
 
@@ -208,16 +220,17 @@ def verify_image(
     xmp = read_xmp(data)
     candidates = _candidate_configs(xmp, configs or [wm.WatermarkConfig()])
     used = candidates[0]
-    result = wm.decode(image, used)
+    result = wm.decode(image, used, keys=keys)
     for config in candidates[1:]:
         if result.verified:
             break
-        attempt = wm.decode(image, config)
+        attempt = wm.decode(image, config, keys=keys)
         if attempt.verified:
             used, result = config, attempt
     xmp_id = _int_or_none(xmp.get("shotline:ShotId"))
     expected = result.shot_id if result.verified else xmp_id
-    accuracy = wm.bit_accuracy(result.bits, expected) if expected is not None else 0.0
+    wrote = keys.writing(result.key_id if result.verified else keys.current)
+    accuracy = wm.bit_accuracy(result.bits, expected, wrote) if expected is not None else 0.0
     content_type = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}.get(fmt)
     c2pa = None
     if content_type:
@@ -235,6 +248,7 @@ def verify_image(
         method=used.label,
         rescale=result.scale,
         c2pa=c2pa,
+        key_id=result.key_id,
     )
 
 

@@ -1,8 +1,16 @@
 """Invisible watermark that names the shot, built on ``invisible-watermark`` (imwatermark).
 
-Payload: 56 bits = 32-bit shot id + 24-bit check code (keyed BLAKE2b of the id). A random or
-unwatermarked image decodes to some bit string too; the check code makes the chance that it
-passes as a valid id 2**-24 per decode attempt, so verification means something.
+Payload: 56 bits = 32-bit shot id + 4-bit key id + 20-bit check code (BLAKE2b of id and key
+id, keyed with the deployment's secret ``SHOTLINE_WATERMARK_KEY``). Without the secret nobody
+can stamp an image with a check code that verifies, and the key id lets keys rotate: old
+keys stay listed for verifying only. A random or unwatermarked image decodes to some bit
+string too; the check code makes the chance that it passes as a valid id 2**-20 per decode
+attempt and key.
+
+Payloads written before keys existed (key id "legacy") are 32-bit id + 24-bit check keyed
+with a constant in this source: anyone with the code can forge them. They still verify
+(``WatermarkKeys.accept_legacy``) and every report says "unkeyed". A deployment without
+``SHOTLINE_WATERMARK_KEY`` still writes them, and ``shotline doctor``-style reports say so.
 
 Design choices, each measured with ``tests/benchmarks/bench_watermark.py`` (200 generated
 1024^2 images, half pure-white packshots; figures from the 2-core dev box):
@@ -52,8 +60,12 @@ from imwatermark import WatermarkDecoder, WatermarkEncoder
 from PIL import Image
 
 ID_BITS = 32
-CHECK_BITS = 24
+CHECK_BITS = 24  # legacy payloads: the whole tail is the check code
+KEY_ID_BITS = 4
+KEYED_CHECK_BITS = CHECK_BITS - KEY_ID_BITS
 PAYLOAD_BITS = ID_BITS + CHECK_BITS
+MAX_KEY_ID = 2**KEY_ID_BITS - 1  # key ids run 1..15
+LEGACY = "legacy"
 # imwatermark refuses images with fewer pixels than this.
 MIN_PIXELS = 256 * 256
 # imwatermark's own default quantisation step; ``strength`` multiplies it.
@@ -129,6 +141,58 @@ class WatermarkConfig:
 
 
 @dataclass(frozen=True)
+class WatermarkKeys:
+    """The deployment's check-code keys: ``current`` (the key id new payloads carry, None:
+    unkeyed legacy payloads) and every key id -> secret that still verifies."""
+
+    current: int | None = None
+    secrets: tuple[tuple[int, bytes], ...] = ()
+    accept_legacy: bool = True
+
+    def __post_init__(self) -> None:
+        ids = [kid for kid, _ in self.secrets]
+        if any(not 1 <= kid <= MAX_KEY_ID for kid in ids) or len(set(ids)) != len(ids):
+            raise WatermarkError(f"watermark key ids must be distinct, 1..{MAX_KEY_ID}")
+        if any(len(secret) < 16 for _, secret in self.secrets):
+            raise WatermarkError("a watermark key must be at least 16 characters")
+        if self.current is not None and self.current not in ids:
+            raise WatermarkError(f"no secret for the current watermark key id {self.current}")
+
+    def secret(self, key_id: int) -> bytes | None:
+        return dict(self.secrets).get(key_id)
+
+    def writing(self, key_id: int | str | None) -> WatermarkKeys:
+        """These keys with ``key_id`` as the current one (LEGACY/None: the unkeyed payload),
+        to compare decoded bits with the payload that key writes."""
+        kid = key_id if isinstance(key_id, int) and self.secret(key_id) else None
+        return WatermarkKeys(kid, self.secrets, self.accept_legacy)
+
+    @classmethod
+    def parse(
+        cls, current: str | None, old: Sequence[str] = (), legacy: bool = True
+    ) -> WatermarkKeys:
+        """From settings: ``current`` is ``SECRET`` (key id 1) or ``ID:SECRET``; ``old`` holds
+        ``ID:SECRET`` entries of retired keys, verified but never written."""
+        entries: list[tuple[int, bytes]] = []
+        now = None
+        for i, text in enumerate([current, *old] if current else list(old)):
+            head, sep, tail = text.partition(":")
+            if sep and head.isdigit() and head.isascii():
+                kid, secret = int(head), tail
+            elif i == 0 and current:
+                kid, secret = 1, text
+            else:
+                raise WatermarkError("an old watermark key must be ID:SECRET (ID 1..15)")
+            entries.append((kid, secret.encode("utf-8")))
+            if i == 0 and current:
+                now = kid
+        return WatermarkKeys(now, tuple(entries), legacy)
+
+
+NO_KEYS = WatermarkKeys()
+
+
+@dataclass(frozen=True)
 class EmbedResult:
     image: Image.Image
     payload: str  # hex of the 7 payload bytes
@@ -142,33 +206,69 @@ class DecodeResult:
     verified: bool
     bits: np.ndarray  # the decoded bits of the attempt reported (valid one, else as-is)
     scale: float  # the rescale factor of that attempt (1.0 = as-is)
+    key_id: int | str | None = None  # the key whose check code verified, or LEGACY
 
 
-def check_code(shot_id: int) -> int:
+def _legacy_check(shot_id: int) -> int:
     digest = hashlib.blake2b(shot_id.to_bytes(4, "big"), key=_CHECK_KEY, digest_size=8).digest()
     return int.from_bytes(digest[: CHECK_BITS // 8], "big")
 
 
-def make_payload(shot_id: int) -> bytes:
-    """The 7 payload bytes for ``shot_id`` (0 <= id < 2**32)."""
+def _keyed_check(shot_id: int, key_id: int, secret: bytes) -> int:
+    message = shot_id.to_bytes(4, "big") + bytes([key_id])
+    digest = hashlib.blake2b(message, key=secret[:64], digest_size=8).digest()
+    return int.from_bytes(digest[:3], "big") >> KEY_ID_BITS  # the top 20 bits
+
+
+def check_code(shot_id: int) -> int:
+    """The legacy (unkeyed) check code: kept so payloads written before keys still verify."""
+    return _legacy_check(shot_id)
+
+
+def make_payload(shot_id: int, keys: WatermarkKeys = NO_KEYS) -> bytes:
+    """The 7 payload bytes for ``shot_id`` (0 <= id < 2**32) under ``keys.current`` (no
+    current key: the legacy unkeyed payload)."""
     if not 0 <= shot_id < 2**ID_BITS:
         raise WatermarkError(f"shot id {shot_id} does not fit in {ID_BITS} bits")
-    return shot_id.to_bytes(4, "big") + check_code(shot_id).to_bytes(CHECK_BITS // 8, "big")
+    head = shot_id.to_bytes(4, "big")
+    kid = keys.current
+    secret = keys.secret(kid) if kid is not None else None
+    if kid is None or secret is None:
+        return head + _legacy_check(shot_id).to_bytes(CHECK_BITS // 8, "big")
+    tail = (kid << KEYED_CHECK_BITS) | _keyed_check(shot_id, kid, secret)
+    return head + tail.to_bytes(CHECK_BITS // 8, "big")
 
 
-def payload_bits(shot_id: int) -> np.ndarray:
-    return np.unpackbits(np.frombuffer(make_payload(shot_id), dtype=np.uint8)).astype(bool)
+def payload_bits(shot_id: int, keys: WatermarkKeys = NO_KEYS) -> np.ndarray:
+    return np.unpackbits(np.frombuffer(make_payload(shot_id, keys), dtype=np.uint8)).astype(bool)
 
 
-def parse_bits(bits: Sequence[int] | np.ndarray) -> int | None:
-    """The shot id if ``bits`` carry a valid check code, else None."""
+def parse_payload(
+    bits: Sequence[int] | np.ndarray, keys: WatermarkKeys = NO_KEYS
+) -> tuple[int, int | str] | None:
+    """(shot id, key id or LEGACY) if ``bits`` carry a check code that verifies under one of
+    ``keys`` (or the legacy code, when accepted), else None."""
     arr = np.asarray(bits, dtype=np.uint8)
     if arr.size != PAYLOAD_BITS:
         return None
     data = np.packbits(arr).tobytes()
     shot_id = int.from_bytes(data[:4], "big")
-    check = int.from_bytes(data[4:], "big")
-    return shot_id if check == check_code(shot_id) else None
+    tail = int.from_bytes(data[4:], "big")
+    kid = tail >> KEYED_CHECK_BITS
+    secret = keys.secret(kid)
+    if secret is not None and tail & ((1 << KEYED_CHECK_BITS) - 1) == _keyed_check(
+        shot_id, kid, secret
+    ):
+        return shot_id, kid
+    if keys.accept_legacy and tail == _legacy_check(shot_id):
+        return shot_id, LEGACY
+    return None
+
+
+def parse_bits(bits: Sequence[int] | np.ndarray, keys: WatermarkKeys = NO_KEYS) -> int | None:
+    """The shot id if ``bits`` carry a valid check code, else None."""
+    found = parse_payload(bits, keys)
+    return found[0] if found is not None else None
 
 
 def _to_bgr_float(image: Image.Image) -> np.ndarray:
@@ -220,10 +320,12 @@ def can_embed(image: Image.Image) -> bool:
     return image.width * image.height >= MIN_PIXELS
 
 
-def embed(image: Image.Image, shot_id: int, config: WatermarkConfig) -> EmbedResult:
+def embed(
+    image: Image.Image, shot_id: int, config: WatermarkConfig, keys: WatermarkKeys = NO_KEYS
+) -> EmbedResult:
     """Watermark ``image`` with the shot's payload. Images below 256x256 are returned as-is
     with ``embedded=False`` (imwatermark cannot embed in them)."""
-    payload = make_payload(shot_id)
+    payload = make_payload(shot_id, keys)
     if not can_embed(image):
         return EmbedResult(
             image=image.convert("RGB"), payload=payload.hex(), method="none", embedded=False
@@ -346,6 +448,7 @@ def decode(
     image: Image.Image,
     config: WatermarkConfig,
     rescale: Sequence[float] = RESCALE_FACTORS,
+    keys: WatermarkKeys = NO_KEYS,
 ) -> DecodeResult:
     """Decode the payload; try the image as-is, then scaled back up by each of ``rescale``."""
     bgr = _to_bgr_float(image)
@@ -353,21 +456,21 @@ def decode(
     if h * w < MIN_PIXELS:
         return DecodeResult(None, False, np.zeros(PAYLOAD_BITS, dtype=bool), 1.0)
     first = _decode_bits(bgr, config)
-    shot_id = parse_bits(first)
-    if shot_id is not None:
-        return DecodeResult(shot_id, True, first, 1.0)
+    found = parse_payload(first, keys)
+    if found is not None:
+        return DecodeResult(found[0], True, first, 1.0, found[1])
     for factor in rescale:
         size = (round(w * factor), round(h * factor))
         if size[0] * size[1] > MAX_DECODE_PIXELS:
             continue  # an upscaled copy of a huge file would cost gigabytes for nothing
         scaled = cv2.resize(bgr, size, interpolation=cv2.INTER_CUBIC)
         bits = _decode_bits(scaled, config)
-        shot_id = parse_bits(bits)
-        if shot_id is not None:
-            return DecodeResult(shot_id, True, bits, factor)
+        found = parse_payload(bits, keys)
+        if found is not None:
+            return DecodeResult(found[0], True, bits, factor, found[1])
     return DecodeResult(None, False, first, 1.0)
 
 
-def bit_accuracy(bits: np.ndarray, shot_id: int) -> float:
-    """Fraction of decoded bits that agree with ``shot_id``'s payload."""
-    return float(np.mean(np.asarray(bits, dtype=bool) == payload_bits(shot_id)))
+def bit_accuracy(bits: np.ndarray, shot_id: int, keys: WatermarkKeys = NO_KEYS) -> float:
+    """Fraction of decoded bits that agree with ``shot_id``'s payload (under ``keys.current``)."""
+    return float(np.mean(np.asarray(bits, dtype=bool) == payload_bits(shot_id, keys)))

@@ -34,9 +34,33 @@ def _is_public(ip: IPAddress) -> bool:
     )
 
 
-def host_allowed(host: str, allow_hosts: Collection[str]) -> bool:
-    wanted = host.strip("[]").lower().rstrip(".")
-    return any(wanted == h.strip("[]").lower().rstrip(".") for h in allow_hosts)
+def _norm(host: str) -> str:
+    return host.strip("[]").lower().rstrip(".")
+
+
+def _split_entry(entry: str) -> tuple[str, int | None]:
+    """``host`` -> (host, None: every port); ``host:port`` / ``[v6]:port`` -> (host, port).
+    A bare IPv6 address (more than one ":") is a host without a port."""
+    text = entry.strip()
+    if text.startswith("["):
+        addr, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":")
+        return _norm(addr), int(port) if port.isdigit() else None
+    if text.count(":") == 1:
+        name, _, port = text.partition(":")
+        return _norm(name), int(port) if port.isdigit() else -1  # -1: matches no port
+    return _norm(text), None
+
+
+def host_allowed(host: str, allow_hosts: Collection[str], port: int | None = None) -> bool:
+    """``host`` (on ``port``) is in the allow-list: a ``host`` entry allows all its ports,
+    a ``host:port`` entry that port only."""
+    wanted = _norm(host)
+    for entry in allow_hosts:
+        name, only = _split_entry(entry)
+        if name == wanted and (only is None or only == port):
+            return True
+    return False
 
 
 def resolve_checked(host: str, port: int, allow_hosts: Collection[str]) -> list[str]:
@@ -54,7 +78,7 @@ def resolve_checked(host: str, port: int, allow_hosts: Collection[str]) -> list[
             addresses.append(addr)
     if not addresses:
         raise AddressRefused(f"host {host!r} does not resolve")
-    if host_allowed(host, allow_hosts):
+    if host_allowed(host, allow_hosts, port):
         return addresses
     for addr in addresses:
         if not _is_public(ipaddress.ip_address(addr)):

@@ -1,11 +1,13 @@
 """Download one source image under a policy; every refusal is one line naming the URL.
 
 Schemes: a local path or ``file://`` URL only under the configured roots (symlinks are
-resolved first, so a link cannot point out of them), ``s3://bucket/key`` through a boto3
-client the caller built once, and ``http(s)://`` through urllib3 with:
+resolved first, so a link cannot point out of them), ``s3://bucket/key`` from an allowed
+bucket only (one refusal whether or not the bucket or key exists) through a boto3 client the
+caller built once, and ``http(s)://`` through urllib3 with:
 
-- connect and read timeouts, and a deadline for the whole download (a server that drips
-  one byte per read timeout cannot hold a fetch thread forever);
+- connect and read timeouts, and a deadline for the whole download enforced on every socket
+  read: each read waits at most the time left (a server that drips one byte per read timeout
+  cannot hold a fetch thread past the deadline), and the body is read one ``recv`` at a time;
 - the host resolved once and every address checked (``addresses.resolve_checked``); the
   connection goes to the checked address, with the name in ``Host`` and SNI;
 - redirects followed by hand, at most ``max_redirects``, each hop re-checked the same way;
@@ -54,6 +56,7 @@ class FetchError(ValueError):
 class FetchPolicy:
     roots: tuple[Path, ...] = ()
     allow_hosts: tuple[str, ...] = ()
+    s3_buckets: tuple[str, ...] = ()  # buckets s3:// sources may name (none: no s3:// sources)
     max_bytes: int = 25 * 1024 * 1024
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 20.0
@@ -65,6 +68,7 @@ class FetchPolicy:
         return cls(
             roots=tuple(Path(os.path.realpath(r)) for r in settings.source_roots),
             allow_hosts=tuple(settings.source_allow_hosts),
+            s3_buckets=allowed_s3_buckets(settings),
             max_bytes=settings.source_max_bytes,
             connect_timeout_s=settings.source_connect_timeout_s,
             read_timeout_s=settings.source_read_timeout_s,
@@ -85,6 +89,16 @@ class Fetched:
     @property
     def not_modified(self) -> bool:
         return self.data is None
+
+
+def allowed_s3_buckets(settings: Settings) -> tuple[str, ...]:
+    """``SHOTLINE_SOURCE_S3_BUCKETS`` plus the buckets scheduled ingestion reads catalogs from
+    (their relative packshot references resolve into the same bucket)."""
+    buckets = list(settings.source_s3_buckets)
+    for uri in settings.ingest_sources:
+        if uri.lower().startswith("s3://"):
+            buckets.append(urlsplit(uri).netloc)
+    return tuple(dict.fromkeys(b for b in buckets if b))
 
 
 def _mib(n: int) -> str:
@@ -139,6 +153,12 @@ def _fetch_s3(url: str, policy: FetchPolicy, client: Any, etag: str | None) -> F
     bucket, key = parts.netloc, parts.path.lstrip("/")
     if not bucket or not key:
         raise FetchError(url, "an s3 URL must be s3://bucket/key")
+    if bucket not in policy.s3_buckets:
+        # Refused before any request, in words that do not depend on the bucket or the key:
+        # a catalog must not learn what the worker's credentials can see.
+        raise FetchError(
+            url, "s3:// sources are read only from buckets in SHOTLINE_SOURCE_S3_BUCKETS"
+        )
     if client is None:
         raise FetchError(url, "no S3 client configured for s3:// sources")
     from botocore.exceptions import BotoCoreError, ClientError
@@ -196,9 +216,13 @@ def _fetch_http(
     url: str, policy: FetchPolicy, etag: str | None, last_modified: str | None
 ) -> Fetched:
     deadline = time.monotonic() + policy.total_timeout_s
-    timeout = urllib3.Timeout(connect=policy.connect_timeout_s, read=policy.read_timeout_s)
     current = url
     for _hop in range(policy.max_redirects + 1):
+        left = _time_left(url, policy, deadline)
+        # Connecting and waiting for the headers count against the deadline too.
+        timeout = urllib3.Timeout(
+            connect=min(policy.connect_timeout_s, left), read=min(policy.read_timeout_s, left)
+        )
         parts = urlsplit(current)
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https"):
@@ -216,6 +240,9 @@ def _fetch_http(
             raise FetchError(url, f"{exc}{via}") from None
         headers = {"Host": parts.netloc.rpartition("@")[2], "User-Agent": USER_AGENT}
         headers["Accept"] = "image/*"
+        # No compressed bodies: decoding one can take many reads per returned byte, which
+        # the per-read deadline could not bound (images are compressed already).
+        headers["Accept-Encoding"] = "identity"
         if etag:
             headers["If-None-Match"] = f'"{etag}"'
         if last_modified and not etag:
@@ -239,10 +266,45 @@ def _fetch_http(
         except FetchError:
             raise
         except (Urllib3Error, OSError) as exc:
+            if time.monotonic() >= deadline:
+                raise FetchError(url, _overtime(policy)) from None
             raise FetchError(url, f"{_net_reason(exc)}{via}") from None
         finally:
             pool.close()
     raise FetchError(url, f"more than {policy.max_redirects} redirects")
+
+
+def _overtime(policy: FetchPolicy) -> str:
+    return f"timed out: download took over {policy.total_timeout_s:g} s"
+
+
+def _time_left(url: str, policy: FetchPolicy, deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise FetchError(url, _overtime(policy))
+    return left
+
+
+def _read_by_deadline(url: str, resp: Any, policy: FetchPolicy, deadline: float, via: str) -> bytes:
+    """The body, one ``recv`` per read, each waiting at most the time left: a server that
+    drips bytes slower than the deadline allows is cut off at the deadline, not after a
+    64 KiB buffer fills."""
+    sock = getattr(resp.connection, "sock", None)
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        left = _time_left(url, policy, deadline)
+        if sock is not None:
+            sock.settimeout(min(policy.read_timeout_s, left))
+        chunk = resp.read1(_CHUNK, decode_content=False)
+        if not chunk:
+            break
+        total += len(chunk)
+        if total > policy.max_bytes:
+            raise FetchError(url, f"body is over the limit of {_mib(policy.max_bytes)}{via}")
+        chunks.append(chunk)
+    _time_left(url, policy, deadline)
+    return b"".join(chunks)
 
 
 def _net_reason(exc: BaseException) -> str:
@@ -273,19 +335,14 @@ def _http_body(
         raise FetchError(
             url, f"body is {_mib(int(declared))}; the limit is {_mib(policy.max_bytes)}{via}"
         )
-    chunks: list[bytes] = []
-    total = 0
-    for chunk in resp.stream(_CHUNK):
-        total += len(chunk)
-        if total > policy.max_bytes:
-            raise FetchError(url, f"body is over the limit of {_mib(policy.max_bytes)}{via}")
-        if time.monotonic() > deadline:
-            raise FetchError(url, f"timed out: download took over {policy.total_timeout_s:g} s")
-        chunks.append(chunk)
+    encoding = (resp.headers.get("Content-Encoding") or "identity").strip().lower()
+    if encoding != "identity":
+        raise FetchError(url, f"content encoding {encoding!r} is not supported{via}")
+    data = _read_by_deadline(url, resp, policy, deadline, via)
     new_etag = (resp.headers.get("ETag") or "").removeprefix("W/").strip('"') or None
     return Fetched(
         url,
-        b"".join(chunks),
+        data,
         ctype,
         etag=new_etag,
         last_modified=resp.headers.get("Last-Modified"),

@@ -5,6 +5,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+# Upper bounds: a number past these is a typo or an attack (a 40-digit --steps overflowed
+# the row's integer column after the whole dataset had been read).
+MAX_STEPS = 1_000_000
+MAX_RESOLUTION = 4096
+MAX_BATCH = 1024
+MAX_SEED = 2**63 - 1
+
 UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 TEXT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 
@@ -36,17 +43,21 @@ class TrainConfig:
         problems = []
         if self.rank < 1 or self.rank > 1024:
             problems.append(f"rank must be 1..1024, got {self.rank}")
-        if self.alpha <= 0:
-            problems.append(f"alpha must be positive, got {self.alpha}")
-        if self.steps < 1:
-            problems.append(f"steps must be at least 1, got {self.steps}")
+        if not 0 < self.alpha < 1e6:  # NaN fails this too
+            problems.append(f"alpha must be a positive number, got {self.alpha}")
+        if not 1 <= self.steps <= MAX_STEPS:
+            problems.append(f"steps must be 1..{MAX_STEPS}, got {self.steps}")
+        if not 0 <= self.seed <= MAX_SEED:
+            problems.append(f"seed must be 0..{MAX_SEED}, got {self.seed}")
         if not 0 < self.lr < 1:
             problems.append(f"lr must be between 0 and 1, got {self.lr}")
-        if self.resolution < 8 or self.resolution % 8:
-            problems.append(f"resolution must be a multiple of 8, got {self.resolution}")
-        if self.batch_size < 1:
-            problems.append(f"batch size must be at least 1, got {self.batch_size}")
-        if self.checkpoint_every < 1 or self.keep_checkpoints < 1:
+        if not 8 <= self.resolution <= MAX_RESOLUTION or self.resolution % 8:
+            problems.append(
+                f"resolution must be a multiple of 8 in 8..{MAX_RESOLUTION}, got {self.resolution}"
+            )
+        if not 1 <= self.batch_size <= MAX_BATCH:
+            problems.append(f"batch size must be 1..{MAX_BATCH}, got {self.batch_size}")
+        if not (1 <= self.checkpoint_every <= MAX_STEPS and 1 <= self.keep_checkpoints <= 1000):
             problems.append("checkpoint_every and keep_checkpoints must be at least 1")
         if self.mixed_precision not in ("fp16", "bf16", "no"):
             problems.append(f"mixed_precision must be fp16, bf16 or no, got {self.mixed_precision}")

@@ -194,6 +194,7 @@ def test_fetch_on_a_cpu_worker(
         "source_max_pixels": 1_000_000,
         "source_read_timeout_s": 0.5,
         "source_total_timeout_s": 5.0,
+        "source_s3_buckets": [bucket],  # s3:// sources only from allowed buckets (issue 31)
     }
     settings, env = fleet_settings(tmp_path, pg_db, fleet_redis, moto_server, bucket, **over)
     fleet = make_fleet(settings, env)

@@ -223,6 +223,14 @@ def print_lineage(report: Mapping[str, Any]) -> None:
         console.print(f"  lineage: {report['lineage_note']}", markup=False, highlight=False)
 
 
+def _check_like(like: str) -> None:
+    """An id given to --like is bounded like every other id (a 40-digit one overflowed the
+    query); a key is looked up as it is."""
+    text = like.strip().removeprefix("asset:")
+    if text.isdigit() and (not text.isascii() or not 1 <= int(text) <= MAX_ID):
+        fail(f"--like {like}: asset ids run from 1 to {MAX_ID}")
+
+
 def _lookup(
     state: CliState,
     ref: str | None,
@@ -278,6 +286,8 @@ def lineage(
 ) -> None:
     """Trace images back to their CSV line (or list what a LoRA, an import run, a source
     image or a training run produced, or the published assets that look most like one)."""
+    if like is not None:
+        _check_like(like)
     if sum(x is not None for x in (ref, lora, import_run, source, training, like)) != 1:
         fail(
             "give exactly one of REF, --lora NAME[@SHA256], --import-run ID, --source URL, "

@@ -204,9 +204,12 @@ def _difference(
 
 
 def _write(out: Path, png: bytes) -> None:
+    from pipeline.outputs import OutputPathError, write_output_bytes
+
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(png)
+        write_output_bytes(out, png)  # beside the target, then renamed; no links, no FIFOs
+    except OutputPathError as exc:
+        fail(str(exc))
     except OSError as exc:
         fail(f"{out}: cannot write: {exc.strerror or exc}")
 

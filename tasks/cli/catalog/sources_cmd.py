@@ -17,7 +17,15 @@ from rich.table import Table
 from catalog.brands import get_brand
 from catalog.models import SourceImage, SourceStatus
 from catalog.packshots.sources import brand_sources
-from tasks.cli.common import CliState, cli_state, console, err_console, fail, print_json
+from tasks.cli.common import (
+    COUNT_MAX,
+    CliState,
+    cli_state,
+    console,
+    err_console,
+    fail,
+    print_json,
+)
 from tasks.output import styled
 
 sources_app = typer.Typer(help="Source images named by the catalog: fetch and inspect them.")
@@ -162,7 +170,9 @@ def list_sources(
     ctx: typer.Context,
     brand: str = typer.Option(..., "--brand"),
     status: str | None = typer.Option(None, "--status", help="pending, fetched or failed"),
-    limit: int = typer.Option(50, "--limit"),
+    limit: int = typer.Option(
+        50, "--limit", min=0, max=COUNT_MAX, help="At most this many rows (0: all)."
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """The brand's source images with their state, size and sha256 (or the error)."""

@@ -41,6 +41,7 @@ from catalog.review import (
 )
 from catalog.status import shot_states
 from pipeline.files import atomic_write_bytes
+from pipeline.outputs import OutputPathError, check_output_dir, write_output, write_output_bytes
 from pipeline.review.contact_sheet import SheetEntry, render_grid_png, render_html
 from pipeline.settings import Settings
 from tasks.cli.catalog import lineage_cmd
@@ -438,10 +439,14 @@ def _write_sheet(
     out: Path, entries: list[SheetEntry], title: str, banner: str | None, columns: int | None
 ) -> tuple[Path, Path]:
     try:
+        check_output_dir(out)  # a symlinked folder would put the sheet elsewhere
         out.mkdir(parents=True, exist_ok=True)
         html_path, png_path = out / "contact-sheet.html", out / "contact-sheet.png"
-        html_path.write_text(render_html(entries, title=title, banner=banner), encoding="utf-8")
-        png_path.write_bytes(render_grid_png(entries, columns=columns, banner=banner))
+        html = render_html(entries, title=title, banner=banner).encode("utf-8")
+        write_output_bytes(html_path, html)
+        write_output_bytes(png_path, render_grid_png(entries, columns=columns, banner=banner))
+    except OutputPathError as exc:
+        fail(str(exc))
     except OSError as exc:
         fail(f"{out}: cannot write the contact sheet: {exc.strerror or exc}")
     return html_path, png_path
@@ -658,8 +663,16 @@ def export_cmd(
             import_run=import_run,
             template=template,
         )
+        rows: list[int] = []
+
+        def fill(tmp: Path) -> None:
+            rows.append(write_decisions_csv((shot for page in pages for shot in page), tmp))
+
         try:
-            n = write_decisions_csv((shot for page in pages for shot in page), out)
+            write_output(out, fill)  # beside the target, then renamed; no links, no FIFOs
+        except OutputPathError as exc:
+            fail(str(exc))
         except OSError as exc:
             fail(f"{out}: cannot write: {exc.strerror or exc}")
+        n = rows[0]
     console.print(f"wrote {n} row(s) to {escape(str(out))}", highlight=False, soft_wrap=True)

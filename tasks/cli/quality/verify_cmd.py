@@ -12,16 +12,19 @@ from tasks.cli.catalog import lineage_cmd
 from tasks.cli.common import clean, cli_state, console, fail, print_json
 
 
-def verify_report(data: bytes, trust_anchors_pem: str | None = None) -> dict[str, Any]:
+def verify_report(
+    data: bytes, trust_anchors_pem: str | None = None, keys: Any = None
+) -> dict[str, Any]:
     """What ``shotline verify`` reports about one encoded image, as JSON-able data.
 
     Raises ``ValueError`` when ``data`` is not a readable image. Reusable by commands that add
     lineage for a known shot.
     """
+    from pipeline.gate import watermark as wm
     from pipeline.gate.provenance import TRAINED_ALGORITHMIC_MEDIA
     from pipeline.gate.stage import verify_image
 
-    res = verify_image(data, trust_anchors_pem=trust_anchors_pem)
+    res = verify_image(data, trust_anchors_pem=trust_anchors_pem, keys=keys or wm.NO_KEYS)
     xmp_id = res.xmp.get("shotline:ShotId")
     xmp_shot = int(xmp_id) if isinstance(xmp_id, str) and xmp_id.isdigit() else None
     source_type = res.xmp.get("Iptc4xmpExt:DigitalSourceType")
@@ -32,6 +35,8 @@ def verify_report(data: bytes, trust_anchors_pem: str | None = None) -> dict[str
         "bit_accuracy": res.bit_accuracy,
         "watermark_method": res.method,
         "rescale": res.rescale,
+        # The key whose check code verified: an id, or "legacy" (unkeyed, forgeable).
+        "watermark_key": res.key_id,
         "xmp_shot_id": xmp_shot,
         "digital_source_type": source_type,
         "ai_generated_tag": source_type == TRAINED_ALGORITHMIC_MEDIA,
@@ -121,11 +126,12 @@ def verify(
     else:
         data = _read_image_file(Path(image))
     try:
-        report = verify_report(data, _trust_anchors(state.settings))
+        report = verify_report(data, _trust_anchors(state.settings), _keys(state.settings))
     except ValueError as exc:
         fail(f"{clean(image)}: {exc}")
     # A verified watermark names a shot; show where it came from (CSV line to reviewer).
     lineage_cmd.attach_lineage(state, report)
+    compare_with_record(state.settings, report, data)
     if as_json:
         print_json(report)
     else:
@@ -135,9 +141,116 @@ def verify(
         raise typer.Exit(1)
 
 
+def _keys(settings: Settings) -> Any:
+    from pipeline.gate.stage import watermark_keys
+    from pipeline.gate.watermark import WatermarkError
+
+    try:
+        return watermark_keys(settings)
+    except WatermarkError as exc:
+        fail(f"SHOTLINE_WATERMARK_KEY: {exc}")
+
+
+def _recorded_file(chain: dict[str, Any]) -> tuple[str, str, str] | None:
+    """(what, sha256, blob key) of the file recorded for the shot: the published asset, else
+    the finalized image; None when neither was recorded."""
+    asset, mark = chain.get("asset"), chain.get("watermark")
+    if asset and asset.get("sha256"):
+        return f"asset {asset['id']}", str(asset["sha256"]), str(asset.get("key") or "")
+    if mark and mark.get("image_sha256"):
+        return "final image", str(mark["image_sha256"]), str(mark.get("image_key") or "")
+    return None
+
+
+def compare_with_record(settings: Settings, report: dict[str, Any], data: bytes) -> None:
+    """``report["match"]``: how the file compares with what the catalog recorded for the shot
+    its watermark names. A valid watermark says only which shot the pixels came from; the
+    sha256 says whether this is that file (issue 31: never a bare "valid")."""
+    import hashlib
+
+    from pipeline.review.imagediff import pixel_difference
+    from pipeline.storage import StorageError, make_blob_store
+
+    report["match"] = None
+    if not report.get("verified"):
+        return
+    chain = report.get("lineage")
+    recorded = _recorded_file(chain) if chain else None
+    match: dict[str, Any] = {"outcome": "unrecorded"}
+    if chain and _legacy_but_recorded_keyed(report, chain):
+        # The shot was stamped under a key; an unkeyed code for it is what a forger with the
+        # source writes. The recorded payload's key id says which codes this shot can carry.
+        report.update(verified=False, status="forged: unkeyed watermark on a keyed shot")
+        match = {"outcome": "forged", "recorded_payload": chain["watermark"]["payload"]}
+    elif recorded is not None:
+        what, sha, key = recorded
+        match = {"outcome": "exact" if hashlib.sha256(data).hexdigest() == sha else "differs"}
+        match["recorded"] = what
+        if match["outcome"] == "differs" and key:
+            try:
+                match["difference"] = pixel_difference(make_blob_store(settings).get(key), data)
+            except (FileNotFoundError, StorageError, ValueError) as exc:
+                match["note"] = f"the recorded file could not be read ({type(exc).__name__})"
+    report["match"] = match
+
+
+def _legacy_but_recorded_keyed(report: dict[str, Any], chain: dict[str, Any]) -> bool:
+    from pipeline.gate.watermark import make_payload
+
+    mark = chain.get("watermark") or {}
+    payload = str(mark.get("payload") or "")
+    if report.get("watermark_key") != "legacy" or len(payload) != 14:
+        return False  # 14 hex digits: a payload this module wrote (older rows: not ours)
+    return payload != make_payload(int(report["shot_id"])).hex()
+
+
+def _how_different(diff: dict[str, Any] | None) -> str:
+    if not diff:
+        return "an unknown amount (the recorded file is unavailable)"
+    if not diff["same_size"]:
+        (w, h), (rw, rh) = diff["reproduced_size"], diff["recorded_size"]
+        return f"size: {w}x{h} against {rw}x{rh} (resized or cropped)"
+    psnr = diff["psnr_db"]
+    return (
+        f"{diff['mean_abs']:.2f} levels on average (max {diff['max_abs']}, "
+        f"{100 * diff['changed_fraction']:.0f}% of pixels changed"
+        + (f", PSNR {psnr:.1f} dB)" if psnr is not None else ")")
+        + " (re-encoded or edited)"
+    )
+
+
+def identity_line(path: str, r: dict[str, Any]) -> str:
+    """The first line of ``verify``: what the file is, as far as the record can say."""
+    shot = r["shot_id"]
+    kid = r.get("watermark_key")
+    key = "unkeyed legacy watermark, forgeable" if kid == "legacy" else f"key {kid}"
+    match = r.get("match") or {"outcome": "unrecorded"}
+    if match["outcome"] == "exact":
+        what = str(match["recorded"])
+        if what.startswith("asset "):
+            return f"{clean(path)}: this is {what} (shot {shot}), byte for byte ({key})"
+        return f"{clean(path)}: this is shot {shot}'s {what}, byte for byte, unpublished ({key})"
+    if match["outcome"] == "differs":
+        published = "published file" if str(match["recorded"]).startswith("asset") else "final"
+        return (
+            f"{clean(path)}: the watermark says shot {shot} ({key}); the pixels differ from "
+            f"the {published} by {_how_different(match.get('difference'))}"
+        )
+    why = "it is not in this catalog" if not r.get("lineage") else "no file was recorded for it"
+    return (
+        f"{clean(path)}: shot {shot}: watermark valid ({key}), but {why}: "
+        "nothing to compare the file with"
+    )
+
+
 def _print_report(path: str, r: dict[str, Any]) -> None:
-    if r["verified"]:
-        line = f"{clean(path)}: shot {r['shot_id']}: watermark valid"
+    if (r.get("match") or {}).get("outcome") == "forged":
+        line = (
+            f"{clean(path)}: forged watermark: it names shot {r['shot_id']} with the unkeyed "
+            "legacy code, but that shot was stamped under a deployment key"
+        )
+    elif r["verified"]:
+        line = identity_line(path, r)
         if r["rescale"] != 1.0:
             line += f" (found at {r['rescale']:.2f}x: the file was resized)"
     else:

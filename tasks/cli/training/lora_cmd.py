@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -10,18 +11,32 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from catalog.training import TrainingNotFound, get_training, list_trainings, training_json
-from pipeline.brand.config import BrandConfig, BrandConfigError
+from pipeline.brand.config import BrandConfig, BrandConfigError, LoraSpec
 from pipeline.brand.loader import find_brand, load_brand
 from pipeline.training.config import TrainConfig
 from pipeline.training.dataset import DatasetError
 from pipeline.training.trainer import Progress as TrainProgress
 from tasks.cli.catalog.brands_cmd import report_brand_error
-from tasks.cli.common import CliState, clean, cli_state, console, err_console, fail, print_json
+from tasks.cli.common import (
+    MAX_ID,
+    CliState,
+    clean,
+    cli_state,
+    console,
+    err_console,
+    fail,
+    print_json,
+)
 from tasks.cli.training.brand_yaml import lora_entry, write_into_brand
 from tasks.context import context_for
 from tasks.training.job import TrainingFailed, run_job
 from tasks.training.runs import new_run
 from tasks.training.task import enqueue_training
+
+_RUN_ID = typer.Argument(..., help="Training run id.", min=1, max=MAX_ID)
+_NAME_PATTERN = str(
+    next((m.pattern for m in LoraSpec.model_fields["name"].metadata if hasattr(m, "pattern")), "")
+)
 
 lora_app = typer.Typer(
     help="Train brand LoRA adapters and follow training runs.", no_args_is_help=True
@@ -95,6 +110,16 @@ def _config(**kw: Any) -> TrainConfig:
         fail(escape(str(exc)))
 
 
+def _check_name(name: str) -> None:
+    """The adapter name must be a valid loras[].name: checked before training, not after."""
+    pattern = _NAME_PATTERN
+    if pattern and not re.match(pattern, name):
+        fail(
+            f"--name {name!r}: an adapter name is letters, digits, '_', '.' and "
+            "'-', starting with a letter or digit, at most 100 characters"
+        )
+
+
 def _finish(state: CliState, run_id: int, brand_file: Path, write_brand: bool) -> None:
     with state.session() as s:
         row = get_training(s, run_id)
@@ -113,7 +138,10 @@ def _finish(state: CliState, run_id: int, brand_file: Path, write_brand: bool) -
         console.print(f"added {clean(info['name'])} to {clean(brand_file)}", markup=False)
     else:
         console.print("add to the brand's loras:", markup=False)
-        console.print(entry, markup=False, highlight=False)
+        # One print per line: the console shows a newline inside a string as a visible
+        # escape (control characters are never printed raw).
+        for line in entry.splitlines():
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @lora_app.command("train")
@@ -135,7 +163,11 @@ def train(
     seed: int = typer.Option(0, "--seed"),
     checkpoint_every: int = typer.Option(100, "--checkpoint-every"),
     resume: int = typer.Option(
-        0, "--resume", help="Resume training run RUN from its latest checkpoint."
+        0,
+        "--resume",
+        help="Resume training run RUN from its latest checkpoint.",
+        min=0,
+        max=MAX_ID,
     ),
     write_brand: bool = typer.Option(
         False, "--write-brand", help="Add the pinned adapter to the brand YAML."
@@ -150,6 +182,7 @@ def train(
     else:
         if not (images and name and trigger):
             fail("--images, --name and --trigger are required (or --resume RUN)")
+        _check_name(name)
         config = _config(
             rank=rank,
             alpha=alpha,
@@ -203,7 +236,7 @@ def _row(state: CliState, run_id: int) -> dict[str, Any]:
 
 
 @lora_app.command("status")
-def status(ctx: typer.Context, run_id: int = typer.Argument(..., help="Training run id.")) -> None:
+def status(ctx: typer.Context, run_id: int = _RUN_ID) -> None:
     """One line: state, step, loss, ETA."""
     info = _row(cli_state(ctx), run_id)
     prog = info["progress"] or {}
@@ -220,7 +253,7 @@ def status(ctx: typer.Context, run_id: int = typer.Argument(..., help="Training 
 
 
 @lora_app.command("show")
-def show(ctx: typer.Context, run_id: int = typer.Argument(..., help="Training run id.")) -> None:
+def show(ctx: typer.Context, run_id: int = _RUN_ID) -> None:
     """Everything recorded about a run, as JSON."""
     print_json(_row(cli_state(ctx), run_id))
 
