@@ -284,7 +284,8 @@ def _wrong_state(session: Session, shot_id: int, state: str, verb: str) -> str:
         .order_by(ReviewEvent.id.desc())
         .limit(1)
     ).first()
-    if last is not None and state in (ShotState.approved.value, ShotState.rejected.value):
+    decided = (ShotState.approved.value, ShotState.rejected.value, ShotState.published.value)
+    if last is not None and state in decided:  # published: approved by someone first
         done = "approved" if last.action != ReviewAction.reject.value else "rejected"
         return f"shot {shot_id}: already {done} by {last.reviewer!r}"
     if verb == "approve":
