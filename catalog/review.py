@@ -723,11 +723,13 @@ def queue_page(
     more = len(shots) > limit
     shots = shots[:limit]
     dups = near_duplicate_flags(session, shots, near_duplicate_threshold)
+    groups = group_sizes(session, shots)
     records = []
     for shot in shots:
         rec = review_record(shot, dups.get(shot.id))
         rec["flags"] = card_flags(rec)
         rec["candidate"] = shot.candidate
+        rec["group"], rec["group_size"] = groups[shot.id]
         rec["title"] = product_title(shot)
         if flag is None or flag in rec["flags"]:
             records.append(rec)
@@ -781,3 +783,83 @@ def product_title(shot: Shot) -> str:
     """The product's title as the catalog wrote it (shown as text, never as markup)."""
     data = shot.product_revision.data if isinstance(shot.product_revision.data, Mapping) else {}
     return str(data.get("title") or "")
+
+
+# --- web review: pick 1 of N ---------------------------------------------------------------
+
+NOT_PICKED = "not picked"
+
+
+@dataclass(frozen=True)
+class PickResult:
+    picked: int
+    rejected: list[int]  # the slot's other candidates this pick rejected
+    group: list[int]  # every shot of the slot, candidate order
+
+
+def _slot_where(shot: Shot) -> list[Any]:
+    return [
+        Shot.product_revision_id == shot.product_revision_id,
+        Shot.variant_key == shot.variant_key,
+        Shot.template_name == shot.template_name,
+    ]
+
+
+def candidate_group(session: Session, shot: Shot) -> list[dict[str, Any]]:
+    """Every shot of ``shot``'s slot (its candidates), in candidate order: id, number, state."""
+    rows = session.execute(
+        select(Shot.id, Shot.candidate, Shot.state, Shot.seed)
+        .where(*_slot_where(shot))
+        .order_by(Shot.candidate, Shot.id)
+    )
+    return [{"id": i, "candidate": c, "state": st, "seed": sd} for i, c, st, sd in rows]
+
+
+def group_sizes(session: Session, shots: Sequence[Shot]) -> dict[int, tuple[str, int]]:
+    """``{shot_id: (group key, size)}`` for the shots of a page: the key names the slot
+    (revision:variant:template) so the browser can find a card's fellow candidates."""
+    revisions = sorted({s.product_revision_id for s in shots})
+    counts: dict[tuple[int, str, str], int] = defaultdict(int)
+    for part in id_chunks(revisions):
+        rows = session.execute(
+            select(Shot.product_revision_id, Shot.variant_key, Shot.template_name).where(
+                Shot.product_revision_id.in_(part)
+            )
+        )
+        for rev, vkey, tname in rows:
+            counts[(rev, vkey, tname)] += 1
+    out = {}
+    for s in shots:
+        slot = (s.product_revision_id, s.variant_key, s.template_name)
+        key = f"{s.product_revision_id}:{s.template_name}:{s.variant_key}"
+        out[s.id] = (key, counts.get(slot, 1))
+    return out
+
+
+def pick(
+    session: Session, shot_id: int, reviewer: Reviewer, brands_dir: Path | None = None
+) -> PickResult:
+    """Pick ``shot_id`` as its slot's image: it is approved, and every other candidate still
+    awaiting review (or approved, not yet published) is rejected with the reason "not picked",
+    in the caller's one transaction (all or nothing), through ``approve`` and ``reject``, so
+    the brand's reviewers and the compare-and-set apply as for any decision. A candidate the
+    gate rejected stays rejected; a slot with a published candidate refuses a new pick."""
+    shot = session.get(Shot, shot_id)
+    if shot is None:
+        raise ReviewError(f"shot {shot_id}: no such shot")
+    group = candidate_group(session, shot)
+    published = [g["id"] for g in group if g["state"] == ShotState.published.value]
+    if published and published != [shot_id]:
+        raise ReviewError(f"shot {shot_id}: shot {published[0]} of its slot is already published")
+    others = [
+        g["id"]
+        for g in group
+        if g["id"] != shot_id
+        and g["state"] in (ShotState.pending_review.value, ShotState.approved.value)
+    ]
+    note = f"picked: candidate {shot.candidate + 1} of {len(group)}"
+    with session.begin_nested():
+        approve(session, [shot_id], reviewer, note=note, brands_dir=brands_dir)
+        if others:
+            reject(session, others, reviewer, NOT_PICKED, brands_dir=brands_dir)
+    return PickResult(shot_id, others, [g["id"] for g in group])

@@ -62,6 +62,12 @@ class DecisionOut(BaseModel):
     publish: str | None = None
 
 
+class PickOut(DecisionOut):
+    picked: int
+    rejected: list[int] = Field(description='The other candidates, now rejected "not picked".')
+    group: list[int]
+
+
 class PageOut(BaseModel):
     shots: list[dict[str, Any]]
     next_after: int | None
@@ -138,6 +144,14 @@ def reject_api(
 ) -> dict[str, Any]:
     """Reject a shot awaiting review (or approved, not yet published); a reason is required."""
     return decide.reject_many(web_state(request), viewer, [shot_id], body.reason)
+
+
+@router.post("/shots/{shot_id}/pick", response_model=PickOut, responses=ERRORS)
+def pick_api(
+    request: Request, shot_id: int = ShotId, viewer: Viewer = Depends(require_api_writer)
+) -> dict[str, Any]:
+    """Pick this candidate of its slot: approved; the slot's others rejected "not picked"."""
+    return decide.pick_one(web_state(request), viewer, shot_id)
 
 
 @router.post("/shots/bulk", response_model=DecisionOut, responses=ERRORS)

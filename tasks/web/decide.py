@@ -92,3 +92,24 @@ def approve_many(state: WebState, viewer: Viewer, shot_ids: list[int]) -> dict[s
         "reviewer": viewer.token.name,
         "publish": publish(state, ids),
     }
+
+
+def pick_one(state: WebState, viewer: Viewer, shot_id: int) -> dict[str, Any]:
+    """Pick one candidate of its slot: it is approved, the others rejected as "not picked"."""
+    from catalog.review import pick
+
+    try:
+        with state.session() as s:
+            result = pick(s, shot_id, viewer.reviewer, state.settings.brands_dir)
+    except ReviewError as exc:
+        message = str(exc)
+        raise WebError(_status_for(message), _web_words(message)) from None
+    return {
+        "ids": [result.picked],
+        "picked": result.picked,
+        "rejected": result.rejected,
+        "group": result.group,
+        "state": "approved",
+        "reviewer": viewer.token.name,
+        "publish": publish(state, [result.picked]),
+    }

@@ -19,6 +19,7 @@ from catalog.lineage import shot_chain
 from catalog.review import (
     QUEUE_FLAGS,
     REVIEW_STATES,
+    candidate_group,
     near_duplicate_flags,
     product_title,
     queue_page,
@@ -188,6 +189,8 @@ def shot_page(request: Request, shot_id: int) -> Response:
         record = review_record(shot, dups.get(shot.id))
         record["title"] = product_title(shot)
         record["candidate"] = shot.candidate
+        group = candidate_group(s, shot)
+        record["group_size"] = len(group)
         chain = shot_chain(s, shot)
         keys = shot_image_keys(s, shot.id) or {}
     return render(
@@ -198,7 +201,7 @@ def shot_page(request: Request, shot_id: int) -> Response:
         lineage=_lineage_lines(chain),
         has_source=bool(keys.get("source")),
         has_mask=bool(keys.get("mask")),
-        group=record.get("group_members"),
+        group=group if len(group) > 1 else None,
     )
 
 
@@ -294,3 +297,8 @@ def reject_form(
 ) -> Response:
     why = note.strip() or reason.strip() or None
     return _form_decision(request, csrf, decide.reject_many, [_id(shot_id)], why)
+
+
+@router.post("/shots/{shot_id}/pick")
+def pick_form(request: Request, shot_id: int, csrf: str = Form("")) -> Response:
+    return _form_decision(request, csrf, decide.pick_one, _id(shot_id))

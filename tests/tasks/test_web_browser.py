@@ -167,6 +167,24 @@ def test_revoked_token_is_refused(browser: Browser, env: WebEnv, served: Served)
     expect(page.get_by_role("alert")).to_have_text("unknown, expired or revoked token")
 
 
+def test_pick_one_of_four_by_keyboard(browser: Browser, env: WebEnv, served: Served) -> None:
+    from tests.tasks.test_web_pick import slot_of_four
+
+    ids = slot_of_four(env, gate_rejects=-1)
+    _, token = env.token("carol")
+    page = open_page(browser, served.base)
+    log_in(page, token)
+    expect(page.locator(f"#shot-{ids[0]} .meta")).to_contain_text("candidate 1 of 4")
+    expect(
+        page.get_by_role("button", name=f"Pick shot {ids[2]} (candidate 3 of 4)")
+    ).to_be_visible()
+    page.keyboard.press("3")
+    expect(page.locator(f"#shot-{ids[2]} .decided")).to_have_text("picked by carol")
+    for other in (ids[0], ids[1], ids[3]):
+        expect(page.locator(f"#shot-{other} .state-value")).to_have_text("rejected")
+    assert [env.state(i) for i in ids] == ["rejected", "rejected", "published", "rejected"]
+
+
 def test_two_browsers_approve_one_shot(browser: Browser, pg_env: WebEnv) -> None:
     shot = pg_env.gated()
     _, alice = pg_env.token("alice")

@@ -669,4 +669,5 @@ def export_cmd(
 # --- browser review: serve, token, pick (tasks/cli/quality/review_web_cmd.py) --------------
 
 review_app.command("serve")(review_web_cmd.serve_cmd)
+review_app.command("pick")(review_web_cmd.pick_cmd)
 review_app.add_typer(review_web_cmd.token_app, name="token")

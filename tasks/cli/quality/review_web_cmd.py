@@ -116,3 +116,36 @@ def token_revoke_cmd(
     except ReviewError as exc:
         fail(str(exc))
     console.print(styled(f"token {info.id} of ", (info.name, "bold"), " revoked"))
+
+
+def pick_cmd(
+    ctx: typer.Context,
+    shot_id: int = typer.Argument(..., metavar="ID", min=1, max=MAX_ID),
+    reviewer: str | None = typer.Option(
+        None, "--reviewer", help="Who decides (default: SHOTLINE_REVIEWER).", show_default=False
+    ),
+) -> None:
+    """Pick shot ID as its slot's image (pick 1 of N): it is approved and published, and the
+    slot's other candidates are rejected with the reason "not picked", all at once."""
+    from catalog.review import pick, resolve_reviewer
+    from tasks.dispatch import enqueue_publish
+
+    state = cli_state(ctx)
+    settings = state.settings
+    try:
+        with state.session() as s:
+            who = resolve_reviewer(
+                s, reviewer or settings.reviewer, free_names=settings.review_free_names
+            )
+            result = pick(s, shot_id, who, settings.brands_dir)
+    except ReviewError as exc:
+        fail(str(exc))
+    others = ", ".join(map(str, result.rejected)) or "none left to reject"
+    console.print(
+        styled(f"picked shot {result.picked} as ", (who.name, "bold"), f"; not picked: {others}")
+    )
+    try:
+        enqueue_publish([result.picked], settings)
+    except Exception as exc:  # the pick is committed; `shotline run` publishes it later
+        fail(f"picked, but publishing failed: {type(exc).__name__}: {exc}", 1)
+    console.print("published" if settings.embedded else "publishing enqueued")
