@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from catalog.models import Brand, Shot
+from catalog.models import Brand, ReviewerToken, Shot
 from catalog.planning import plan_shots
 from pipeline.brand.config import BrandConfig, TemplateSpec
 from pipeline.brand.loader import load_brand
@@ -153,5 +153,39 @@ def test_cli_pick(env: WebEnv, monkeypatch: pytest.MonkeyPatch) -> None:
         assert f"shot {ids[3]} of its slot is already published" in again.output
         missing = CliRunner().invoke(cli_app, ["review", "pick", "999999", "--reviewer", "bob"])
         assert missing.exit_code == 2 and "shot 999999: no such shot" in missing.output
+    finally:
+        reset_contexts()
+
+
+def test_token_cli_create_list_revoke(env: WebEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    from catalog.tokens import authenticate, token_sha256
+
+    monkeypatch.setenv("SHOTLINE_DATABASE_URL", env.settings.database_url)
+    monkeypatch.setenv("SHOTLINE_VAR_DIR", str(env.settings.var_dir))
+    monkeypatch.chdir(env.tmp)
+    reset_contexts()
+    try:
+        made = CliRunner().invoke(cli_app, ["review", "token", "create", "alice", "--expires", "7"])
+        assert made.exit_code == 0, made.output
+        token = made.stdout.strip().splitlines()[-1]
+        assert token.startswith("shl_") and len(token) > 40
+        with env.sessions() as s:
+            stored = s.scalars(select(ReviewerToken.token_sha256)).all()
+            assert stored == [token_sha256(token)]  # the hash, never the token
+            assert authenticate(s, token) is not None
+        listed = CliRunner().invoke(cli_app, ["review", "token", "list", "--json"])
+        assert '"status": "active"' in listed.stdout and token not in listed.stdout
+        gone = CliRunner().invoke(cli_app, ["review", "token", "revoke", "1"])
+        assert gone.exit_code == 0, gone.output
+        with env.sessions() as s:
+            assert authenticate(s, token) is None
+        assert (
+            '"status": "revoked"'
+            in CliRunner().invoke(cli_app, ["review", "token", "list", "--json"]).stdout
+        )
+        bad = CliRunner().invoke(cli_app, ["review", "token", "revoke", "99"])
+        assert bad.exit_code == 2 and "token 99: no such token" in bad.output
+        ctl = CliRunner().invoke(cli_app, ["review", "token", "create", "al\x1bice"])
+        assert ctl.exit_code == 2 and "control character U+001B" in ctl.output
     finally:
         reset_contexts()
