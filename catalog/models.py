@@ -187,8 +187,15 @@ class LoraAdapter(Base):
 class Shot(Base):
     __tablename__ = "shots"
     __table_args__ = (
-        # Planning is idempotent on (revision, visual variant, template).
-        UniqueConstraint("product_revision_id", "variant_key", "template_name"),
+        # Planning is idempotent on the slot (revision, visual variant, template) and the
+        # candidate number within it (a template's ``candidates: N``; web review).
+        UniqueConstraint(
+            "product_revision_id",
+            "variant_key",
+            "template_name",
+            "candidate",
+            name="uq_shots_slot_candidate",
+        ),
         Index("ix_shots_brand_id_state", "brand_id", "state"),
     )
 
@@ -206,6 +213,8 @@ class Shot(Base):
     sanitizer_removals: Mapped[list[Any]] = mapped_column(default=list)
     prompt_warnings: Mapped[list[Any]] = mapped_column(default=list)
     seed: Mapped[int] = mapped_column(BigInteger)
+    # 0..N-1 within the slot when the template asks for N candidates (pick 1 of N; web review).
+    candidate: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     model_id: Mapped[str] = mapped_column(Text)
     # Filled in by the generator when the weights are first hashed on a worker.
     model_digest: Mapped[str | None] = mapped_column(String(64))
@@ -469,3 +478,24 @@ class LoraTraining(Base):
     updated_at: Mapped[datetime] = _ts(onupdate=utcnow)
 
     adapter: Mapped[LoraAdapter | None] = relationship()
+
+
+# --- web review ---
+
+
+class ReviewerToken(Base):
+    """A reviewer's token for the browser and the HTTP API (``shotline review token``).
+
+    Only the sha256 of the token is stored: tokens are 256-bit random strings, so a fast hash
+    is enough (nothing to brute-force), and a leaked table logs nobody in. Revoking sets
+    ``revoked_at``; sessions made with the token end at their next request."""
+
+    __tablename__ = "reviewer_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), index=True)  # the reviewer it speaks for
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = _ts()
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -186,11 +186,13 @@ class ShotSlot:
     row: RevisionRow
     variant: VisualVariant
     template: str
+    candidate: int = 0  # 0..N-1 when the template asks for N candidates (pick 1 of N)
 
     @property
-    def key(self) -> tuple[int, str, str]:
-        """The ``shots`` unique constraint: (product_revision_id, variant_key, template_name)."""
-        return (self.row.revision_id, self.variant.key, self.template)
+    def key(self) -> tuple[int, str, str, int]:
+        """The ``shots`` unique constraint: (product_revision_id, variant_key, template_name,
+        candidate)."""
+        return (self.row.revision_id, self.variant.key, self.template, self.candidate)
 
     @property
     def where(self) -> str:
@@ -199,7 +201,12 @@ class ShotSlot:
 
     def seed(self, brand_name: str) -> int:
         return derive_seed(
-            brand_name, self.row.product_key, self.variant.key, self.template, self.row.revision
+            brand_name,
+            self.row.product_key,
+            self.variant.key,
+            self.template,
+            self.row.revision,
+            candidate=self.candidate,
         )
 
 
@@ -255,12 +262,13 @@ def _insert_one(session: Session, pending: PendingShot) -> tuple[int, bool]:
             session.flush()
         return shot.id, True
     except IntegrityError:
-        rev_id, vkey, tname = pending.slot.key
+        rev_id, vkey, tname, candidate = pending.slot.key
         existing = session.scalar(
             select(Shot.id).where(
                 Shot.product_revision_id == rev_id,
                 Shot.variant_key == vkey,
                 Shot.template_name == tname,
+                Shot.candidate == candidate,
             )
         )
         if existing is None:
@@ -270,18 +278,22 @@ def _insert_one(session: Session, pending: PendingShot) -> tuple[int, bool]:
 
 def _existing(
     session: Session, revision_ids: Sequence[int]
-) -> dict[tuple[int, str, str], tuple[int, str]]:
+) -> dict[tuple[int, str, str, int], tuple[int, str]]:
     rows = session.execute(
         select(
             Shot.id,
             Shot.product_revision_id,
             Shot.variant_key,
             Shot.template_name,
+            Shot.candidate,
             Shot.template_digest,
         ).where(Shot.product_revision_id.in_(revision_ids))
     ).all()
     return {
-        (r.product_revision_id, r.variant_key, r.template_name): (r.id, r.template_digest)
+        (r.product_revision_id, r.variant_key, r.template_name, r.candidate): (
+            r.id,
+            r.template_digest,
+        )
         for r in rows
     }
 
@@ -354,6 +366,7 @@ def shot_row(ctx: PlanContext, slot: ShotSlot, rendered: RenderedPrompt) -> dict
         brand_id=ctx.brand_id,
         product_revision_id=slot.row.revision_id,
         variant_key=slot.variant.key,
+        candidate=slot.candidate,
         variant=slot.variant.to_json(),
         brand_config_digest=ctx.brand_config_digest,
         template_name=slot.template,
@@ -400,12 +413,14 @@ def _revision_rows(session: Session, product_ids: Sequence[int]) -> list[Revisio
 
 
 def _slots(ctx: PlanContext, rows: Sequence[RevisionRow]) -> Iterator[ShotSlot]:
-    """Plan order: product (sku order), then template, then visual variant."""
+    """Plan order: product (sku order), then template, then visual variant, then candidate
+    (a template's ``candidates: N`` makes N shots per slot, each with its own seed)."""
     for row in rows:
         variants = visual_variants(row.data, ctx.brand.visual_options)
         for tname in ctx.templates:
             for vv in variants:
-                yield ShotSlot(row=row, variant=vv, template=tname)
+                for candidate in range(ctx.resolved[tname].candidates):
+                    yield ShotSlot(row=row, variant=vv, template=tname, candidate=candidate)
 
 
 def _render(ctx: PlanContext, slot: ShotSlot, summary: PlanSummary) -> RenderedPrompt | None:

@@ -667,3 +667,202 @@ def write_decisions_csv(shots: Iterable[Shot], path: Path) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8-sig", newline="") as fh:
         return _write_csv(export_rows(shots), fh)
+
+
+# --- web review: the browser's queue ------------------------------------------------------
+
+QUEUE_FLAGS = ("near_duplicate", "override_needed")
+QUEUE_PAGE_MAX = 200
+
+
+@dataclass(frozen=True)
+class QueuePage:
+    """One keyset page of the review queue: the cards, and the id the next page starts past
+    (None on the last page)."""
+
+    records: list[dict[str, Any]]
+    next_after: int | None
+    read_at: str  # when the page was read (ISO, UTC): live updates ask for changes since
+
+
+def card_flags(record: Mapping[str, Any]) -> list[str]:
+    """The flags a card shows: a near-duplicate, or a shot only an override can approve."""
+    flags = []
+    if record.get("near_duplicate"):
+        flags.append("near_duplicate")
+    if record["state"] == ShotState.rejected.value and record.get("review_action") is None:
+        flags.append("override_needed")
+    return flags
+
+
+def queue_page(
+    session: Session,
+    *,
+    status: str | Sequence[str] | None = None,
+    brand: str | None = None,
+    import_run: int | None = None,
+    template: str | None = None,
+    flag: str | None = None,
+    after: int | None = None,
+    limit: int = 48,
+    near_duplicate_threshold: float = 0.97,
+) -> QueuePage:
+    """The queue as the browser pages it: ``list_shots`` by keyset (id order, never OFFSET),
+    each record with its flags. ``flag`` keeps the cards carrying it; the page then may hold
+    fewer than ``limit`` cards, and ``next_after`` still moves past every shot read."""
+    if flag is not None and flag not in QUEUE_FLAGS:
+        raise ReviewError(f"flag {flag!r}: expected one of {', '.join(QUEUE_FLAGS)}")
+    limit = max(1, min(limit, QUEUE_PAGE_MAX))
+    read_at = utcnow().isoformat()
+    shots = list_shots(
+        session,
+        brand=brand,
+        status=status or ShotState.pending_review.value,
+        import_run=import_run,
+        template=template,
+        limit=limit + 1,  # one more tells whether a next page exists
+        after=after,
+    )
+    more = len(shots) > limit
+    shots = shots[:limit]
+    dups = near_duplicate_flags(session, shots, near_duplicate_threshold)
+    groups = group_sizes(session, shots)
+    records = []
+    for shot in shots:
+        rec = review_record(shot, dups.get(shot.id))
+        rec["flags"] = card_flags(rec)
+        rec["candidate"] = shot.candidate
+        rec["group"], rec["group_size"] = groups[shot.id]
+        rec["title"] = product_title(shot)
+        if flag is None or flag in rec["flags"]:
+            records.append(rec)
+    return QueuePage(records, shots[-1].id if more and shots else None, read_at)
+
+
+def shot_updates(
+    session: Session, shot_ids: Sequence[int], since: datetime | None, limit: int = 200
+) -> dict[str, Any]:
+    """What changed for the live queue: the state and last decision of ``shot_ids`` (the cards
+    on the page), and how many shots entered review since ``since`` (a running batch)."""
+    out: list[dict[str, Any]] = []
+    for part in id_chunks(sorted(set(shot_ids))[:QUEUE_PAGE_MAX]):
+        for shot in session.scalars(select(Shot).where(Shot.id.in_(part)).order_by(Shot.id)):
+            last = shot.review_events[-1] if shot.review_events else None
+            out.append(
+                {
+                    "id": shot.id,
+                    "state": shot.state,
+                    "reviewer": last.reviewer if last is not None else None,
+                    "action": last.action if last is not None else None,
+                }
+            )
+    new = 0
+    if since is not None:
+        new = len(
+            session.scalars(
+                select(Shot.id)
+                .where(Shot.state == ShotState.pending_review.value, Shot.updated_at > since)
+                .limit(limit)
+            ).all()
+        )
+    return {"shots": out, "new_pending": new}
+
+
+def shot_image_keys(session: Session, shot_id: int) -> dict[str, str | None] | None:
+    """The blob keys the review pages show for one shot: its image (the gated final file, else
+    the raw generation), and for a packshot the catalog source and the cutout mask. None when
+    there is no such shot."""
+    shot = session.get(Shot, shot_id)
+    if shot is None:
+        return None
+    final = shot.watermark.image_key if shot.watermark is not None else None
+    raw = shot.generation.blob_key if shot.generation is not None else None
+    cutout = (shot.packshot or {}).get("cutout") or {}
+    source = shot.source_image.blob_key if shot.source_image is not None else None
+    return {"image": final or raw or None, "source": source, "mask": cutout.get("mask_key")}
+
+
+def product_title(shot: Shot) -> str:
+    """The product's title as the catalog wrote it (shown as text, never as markup)."""
+    data = shot.product_revision.data if isinstance(shot.product_revision.data, Mapping) else {}
+    return str(data.get("title") or "")
+
+
+# --- web review: pick 1 of N ---------------------------------------------------------------
+
+NOT_PICKED = "not picked"
+
+
+@dataclass(frozen=True)
+class PickResult:
+    picked: int
+    rejected: list[int]  # the slot's other candidates this pick rejected
+    group: list[int]  # every shot of the slot, candidate order
+
+
+def _slot_where(shot: Shot) -> list[Any]:
+    return [
+        Shot.product_revision_id == shot.product_revision_id,
+        Shot.variant_key == shot.variant_key,
+        Shot.template_name == shot.template_name,
+    ]
+
+
+def candidate_group(session: Session, shot: Shot) -> list[dict[str, Any]]:
+    """Every shot of ``shot``'s slot (its candidates), in candidate order: id, number, state."""
+    rows = session.execute(
+        select(Shot.id, Shot.candidate, Shot.state, Shot.seed)
+        .where(*_slot_where(shot))
+        .order_by(Shot.candidate, Shot.id)
+    )
+    return [{"id": i, "candidate": c, "state": st, "seed": sd} for i, c, st, sd in rows]
+
+
+def group_sizes(session: Session, shots: Sequence[Shot]) -> dict[int, tuple[str, int]]:
+    """``{shot_id: (group key, size)}`` for the shots of a page: the key names the slot
+    (revision:variant:template) so the browser can find a card's fellow candidates."""
+    revisions = sorted({s.product_revision_id for s in shots})
+    counts: dict[tuple[int, str, str], int] = defaultdict(int)
+    for part in id_chunks(revisions):
+        rows = session.execute(
+            select(Shot.product_revision_id, Shot.variant_key, Shot.template_name).where(
+                Shot.product_revision_id.in_(part)
+            )
+        )
+        for rev, vkey, tname in rows:
+            counts[(rev, vkey, tname)] += 1
+    out = {}
+    for s in shots:
+        slot = (s.product_revision_id, s.variant_key, s.template_name)
+        key = f"{s.product_revision_id}:{s.template_name}:{s.variant_key}"
+        out[s.id] = (key, counts.get(slot, 1))
+    return out
+
+
+def pick(
+    session: Session, shot_id: int, reviewer: Reviewer, brands_dir: Path | None = None
+) -> PickResult:
+    """Pick ``shot_id`` as its slot's image: it is approved, and every other candidate still
+    awaiting review (or approved, not yet published) is rejected with the reason "not picked",
+    in the caller's one transaction (all or nothing), through ``approve`` and ``reject``, so
+    the brand's reviewers and the compare-and-set apply as for any decision. A candidate the
+    gate rejected stays rejected; a slot with a published candidate refuses a new pick."""
+    shot = session.get(Shot, shot_id)
+    if shot is None:
+        raise ReviewError(f"shot {shot_id}: no such shot")
+    group = candidate_group(session, shot)
+    published = [g["id"] for g in group if g["state"] == ShotState.published.value]
+    if published and published != [shot_id]:
+        raise ReviewError(f"shot {shot_id}: shot {published[0]} of its slot is already published")
+    others = [
+        g["id"]
+        for g in group
+        if g["id"] != shot_id
+        and g["state"] in (ShotState.pending_review.value, ShotState.approved.value)
+    ]
+    note = f"picked: candidate {shot.candidate + 1} of {len(group)}"
+    with session.begin_nested():
+        approve(session, [shot_id], reviewer, note=note, brands_dir=brands_dir)
+        if others:
+            reject(session, others, reviewer, NOT_PICKED, brands_dir=brands_dir)
+    return PickResult(shot_id, others, [g["id"] for g in group])

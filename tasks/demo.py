@@ -236,7 +236,25 @@ def main() -> int:
     finally:
         state.close()
     _print_closing(console, started, asset.id)
+    _print_review_web(console, settings)
     return 0
+
+
+def _print_review_web(console: Console, settings: Settings) -> None:
+    """How to review in the browser: a token for the demo reviewer, and the serve command."""
+    from catalog.tokens import create_token
+    from tasks.cli.common import CliState
+
+    state = CliState(settings)
+    try:
+        with state.session() as s:
+            _, token = create_token(s, REVIEWER, expires_days=1)
+    finally:
+        state.close()
+    cli = f"SHOTLINE_VAR_DIR={_shown(DEMO_DIR)} {_shown(ROOT / '.venv' / 'bin' / 'shotline')}"
+    console.print("Review in the browser (open http://127.0.0.1:8765/, log in with the token):")
+    for line in (f"  {cli} review serve", f"  token (valid one day): {token}"):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

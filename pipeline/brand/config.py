@@ -254,6 +254,9 @@ class TemplateSpec(_Model):
     source: Literal["text", "packshot"] = "text"
     image: ImageChoice = "variant"
     placement: PlacementConfig | None = None
+    # Pick 1 of N: planning makes this many shots per slot, each with its own seed; a
+    # reviewer picks one and the others are rejected as "not picked".
+    candidates: int = Field(default=1, ge=1, le=8)
 
     @field_validator("scheduler")
     @classmethod
@@ -339,6 +342,9 @@ class ResolvedTemplate:
     source: str = "text"  # text | packshot
     image: str | int = "variant"  # packshot: variant | first | position N
     placement: dict[str, Any] | None = None  # packshot: PlacementConfig fields
+    # Shots per slot (pick 1 of N). Not part of the digest: each candidate's own seed is
+    # recorded on its shot, and the definition of each image is unchanged.
+    candidates: int = 1
 
     @property
     def is_packshot(self) -> bool:
@@ -573,6 +579,7 @@ class BrandConfig(_Model):
             source=spec.source,
             image=spec.image,
             placement=(p.model_dump() if (p := spec.resolved_placement()) else None),
+            candidates=spec.candidates,
         )
 
     def template_digest(self, name: str) -> str:

@@ -22,15 +22,23 @@ def derive_seed(
     template: str,
     revision: int,
     bits: int = 63,
+    candidate: int = 0,
 ) -> int:
     """A non-negative ``bits``-bit seed (63 fits a signed BIGINT and ``torch.Generator``).
 
     Inputs are JSON-encoded as a list, so ("a|b", "c") and ("a", "b|c") can't collide.
+    ``candidate`` numbers the shots of one slot (a template's ``candidates: N``): candidate 0
+    keeps the seed the slot always had, the others add their index to the hashed inputs.
     """
     if bits not in (32, 63):
         raise ValueError("bits must be 32 or 63")
+    if candidate < 0:
+        raise ValueError("candidate must be >= 0")
+    parts: list[object] = [SEED_SCHEME, brand, product_key, variant_key, template, int(revision)]
+    if candidate:
+        parts.append(int(candidate))
     payload = json.dumps(
-        [SEED_SCHEME, brand, product_key, variant_key, template, int(revision)],
+        parts,
         ensure_ascii=False,
         separators=(",", ":"),
     )

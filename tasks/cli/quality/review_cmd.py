@@ -55,6 +55,7 @@ from tasks.cli.common import (
     fail,
     print_json,
 )
+from tasks.cli.quality import review_web_cmd
 from tasks.output import styled
 
 review_app = typer.Typer(
@@ -676,3 +677,10 @@ def export_cmd(
             fail(f"{out}: cannot write: {exc.strerror or exc}")
         n = rows[0]
     console.print(f"wrote {n} row(s) to {escape(str(out))}", highlight=False, soft_wrap=True)
+
+
+# --- browser review: serve, token, pick (tasks/cli/quality/review_web_cmd.py) --------------
+
+review_app.command("serve")(review_web_cmd.serve_cmd)
+review_app.command("pick")(review_web_cmd.pick_cmd)
+review_app.add_typer(review_web_cmd.token_app, name="token")
