@@ -3,8 +3,9 @@ then a rename, and never through a symlink or into a FIFO or device.
 
 Writing to the named path directly follows a symlink planted there (overwriting whatever it
 points to) and blocks forever on a FIFO. The target is checked with ``lstat`` (the link
-itself, not what it names), the bytes go to a fresh ``mkstemp`` file in the same folder
-(``O_EXCL``: it cannot be a planted link), and ``os.replace`` swaps it in atomically.
+itself, not what it names), and the bytes go through ``pipeline.files.atomic_write_via``: a
+fresh exclusive temp file in the same folder (it cannot be a planted link), swapped in
+atomically.
 """
 
 from __future__ import annotations

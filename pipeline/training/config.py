@@ -58,7 +58,7 @@ class TrainConfig:
         if not 1 <= self.batch_size <= MAX_BATCH:
             problems.append(f"batch size must be 1..{MAX_BATCH}, got {self.batch_size}")
         if not (1 <= self.checkpoint_every <= MAX_STEPS and 1 <= self.keep_checkpoints <= 1000):
-            problems.append("checkpoint_every and keep_checkpoints must be at least 1")
+            problems.append("checkpoint_every must be 1..1000000 and keep_checkpoints 1..1000")
         if self.mixed_precision not in ("fp16", "bf16", "no"):
             problems.append(f"mixed_precision must be fp16, bf16 or no, got {self.mixed_precision}")
         if problems:

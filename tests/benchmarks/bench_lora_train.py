@@ -38,7 +38,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from pipeline.settings import Settings  # noqa: E402
-from pipeline.training.config import TrainConfig  # noqa: E402
+from pipeline.training.config import MAX_STEPS, TrainConfig  # noqa: E402
 from pipeline.training.trainer import LoraTrainer, train  # noqa: E402
 
 
@@ -90,7 +90,7 @@ def bench_ours(pipe: Any, args: argparse.Namespace, device: torch.device) -> Row
     cfg = TrainConfig(
         rank=args.rank, alpha=args.rank, steps=args.steps + args.warmup, lr=1e-4,
         resolution=args.resolution, batch_size=args.batch,
-        mixed_precision=args.precision, checkpoint_every=10**9,
+        mixed_precision=args.precision, checkpoint_every=MAX_STEPS,
     )  # fmt: skip
     base = _peak_reset(device)
     tr = LoraTrainer(pipe, cfg, device=str(device))

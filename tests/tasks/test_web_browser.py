@@ -7,6 +7,7 @@ only: never ``playwright install``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -198,7 +199,7 @@ def test_two_browsers_approve_one_shot(browser: Browser, pg_env: WebEnv) -> None
         expect(a.locator(f"#shot-{shot} .message")).to_have_text("approved as alice")
         b.keyboard.press("a")
         expect(b.locator(f"#shot-{shot} .message")).to_have_text(
-            f"shot {shot}: already approved by 'alice'"
+            re.compile(rf"shot {shot}: already approved by 'alice'( \(and published\))?$")
         )
         # The live poll brings the other decision onto bob's card as well.
         expect(b.locator(f"#shot-{shot} .decided")).to_contain_text("by alice")
