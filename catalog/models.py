@@ -231,6 +231,9 @@ class Shot(Base):
     # and ``retry --kind`` selects them. None for an error from before kinds were recorded.
     error_kind: Mapped[str | None] = mapped_column(String(32), index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # When a generate message for it was last sent: a broker restart can drop queued messages,
+    # and a planned shot enqueued but never attempted is then re-sent by the sweep.
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Packshot shots: the catalog image the product pixels come from (None: text-to-image),
     # and ``packshot``: the plan, then the record once generated; its shape is owned by
     # ``pipeline.packshot.records`` (PackshotPlan, PackshotRecord).

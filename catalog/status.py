@@ -208,6 +208,18 @@ def failures(session: Session, shot_ids: Sequence[int], limit: int = 50) -> list
     return out[:limit]
 
 
+def mark_enqueued(session: Session, shot_ids: Sequence[int]) -> None:
+    """Record that generate messages for these shots are being sent (``enqueued_at``)."""
+    now = utcnow()
+    for part in id_chunks(shot_ids):
+        session.execute(
+            update(Shot)
+            .where(Shot.id.in_(part))
+            .values(enqueued_at=now, updated_at=Shot.updated_at)
+            .execution_options(synchronize_session=False)
+        )
+
+
 def take_stalled(
     session: Session,
     cutoff: datetime,
@@ -218,7 +230,9 @@ def take_stalled(
     by state, and touch them so a second sweep does not take the same shots straight away.
 
     Without ``shot_ids`` (fleet-wide) a planned shot nobody ever enqueued is not stalled, it
-    is waiting for `shotline run`; only shots handed back after an attempt count.
+    is waiting for `shotline run`; shots handed back after an attempt count, and so do shots
+    enqueued before ``generating_cutoff`` (the visibility window) and never attempted: their
+    message was lost (a broker restart drops what it had queued).
     """
     stmt = select(Shot.id, Shot.state).where(
         ((Shot.state.in_([str(w) for w in _RESENT])) & (Shot.updated_at < cutoff))
@@ -232,7 +246,8 @@ def take_stalled(
         ]
         rows.sort(key=lambda r: r[0])
     else:
-        stmt = stmt.where((Shot.state != S.planned) | (Shot.attempts > 0))
+        lost = Shot.enqueued_at.is_not(None) & (Shot.enqueued_at < generating_cutoff)
+        stmt = stmt.where((Shot.state != S.planned) | (Shot.attempts > 0) | lost)
         rows = list(session.execute(stmt.order_by(Shot.id)).all())
     for part in id_chunks(r[0] for r in rows):  # one UPDATE per chunk, not a load per shot
         session.execute(

@@ -190,6 +190,8 @@ def enqueue_generate(
     """
     if not shot_ids:
         return 0
+    with context_for(settings).sessions.begin() as s:
+        progress.mark_enqueued(s, list(shot_ids))  # before sending: a lost send is swept
     sent = 0
     for key, batch in plan_batches(settings, shot_ids):
         for part in chunks(batch, 1) if single else [batch]:

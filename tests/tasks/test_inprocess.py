@@ -91,6 +91,45 @@ def test_sweep_requeues_stalled_shots_but_not_running_batches(tmp_settings: Sett
     assert sweep_stalled(settings, ids, older_than_s=0) == {"planned": 1}
 
 
+def test_sweep_resends_what_a_broker_restart_lost(tmp_settings: Settings) -> None:
+    """A planned shot whose generate message was sent and never arrived (Redis restarted and
+    dropped its queue) is re-sent by the fleet-wide sweep once the visibility window has
+    passed; one enqueued just now, or never enqueued (waiting for `run`), is left alone."""
+    from datetime import timedelta
+
+    from catalog.models import Shot, utcnow
+    from tasks.context import context_for
+    from tasks.dispatch import enqueue_generate, sweep_stalled
+
+    settings = tmp_settings.model_copy(
+        update={
+            "generator_factory": "tasks.fakes:fixed_image_generator",
+            "gate_factory": "tasks.fakes:pass_through_gate",
+            "visibility_timeout_s": 60,
+        }
+    )
+    migrate.upgrade(settings.database_url)
+    ids = seed_shots(settings, 3)
+    ctx = context_for(settings)
+    long_ago = utcnow() - timedelta(hours=2)
+    with ctx.sessions.begin() as s:
+        lost, fresh = s.get(Shot, ids[0]), s.get(Shot, ids[1])
+        assert lost is not None and fresh is not None
+        lost.enqueued_at, lost.updated_at = long_ago, long_ago
+        fresh.enqueued_at, fresh.updated_at = utcnow(), long_ago
+    assert sweep_stalled(settings, older_than_s=0) == {"planned": 1}
+    with ctx.sessions.begin() as s:
+        states = {i: s.get(Shot, i).state for i in ids}
+    assert states == {ids[0]: "pending_review", ids[1]: "planned", ids[2]: "planned"}
+    # Sending records the time (before the send: a send that is lost is still swept).
+    before = utcnow()
+    enqueue_generate([ids[2]], settings)
+    with ctx.sessions.begin() as s:
+        shot = s.get(Shot, ids[2])
+        assert shot is not None and shot.enqueued_at is not None
+        assert shot.enqueued_at.replace(tzinfo=before.tzinfo) >= before
+
+
 # --- one in-process mechanism: the Celery tasks, run eagerly ------------------------------
 
 FLAKY = "tests.tasks.test_inprocess"
