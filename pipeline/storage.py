@@ -261,6 +261,25 @@ def _permanent_client_error(exc: Exception) -> bool:
     return False
 
 
+def s3_error(exc: Exception, op: str, bucket: str, key: str) -> Exception:
+    """An S3 (botocore) error as ours: ``FileNotFoundError`` for a missing object,
+    ``PermanentStorageError`` for a missing bucket, refused access or bad credentials (a
+    retry cannot help), ``StorageError`` (transient) for the rest. Every S3 caller maps its
+    errors here."""
+    from botocore.exceptions import ClientError
+
+    code = ""
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code == "NoSuchBucket":
+            return PermanentStorageError(f"s3 bucket {bucket!r} does not exist (NoSuchBucket)")
+        if code in _NOT_FOUND_CODES:
+            return FileNotFoundError(f"no object s3://{bucket}/{key}")
+    kind = PermanentStorageError if _permanent_client_error(exc) else StorageError
+    detail = f"{code} {exc}" if code else str(exc)
+    return kind(f"s3 {op} {bucket}/{key} failed: {detail}")
+
+
 class S3BlobStore:
     """Blobs in an S3 bucket (AWS, MinIO, moto...), under an optional key prefix."""
 
@@ -277,43 +296,16 @@ class S3BlobStore:
         self.bucket = bucket
         self.prefix = check_key(prefix.strip("/")) + "/" if prefix.strip("/") else ""
         if client is None:
-            import boto3
-            from botocore.config import Config
+            from pipeline.s3 import s3_client
 
-            config = Config(
-                region_name=region,
-                retries={"max_attempts": 5, "mode": "standard"},
-                connect_timeout=10,
-                read_timeout=60,
-                # MinIO and moto serve buckets by path, not by virtual host.
-                s3={"addressing_style": "path"} if endpoint_url else {},
-            )
-            client = boto3.client("s3", endpoint_url=endpoint_url, config=config)
-            # botocore sends every PutObject body behind "Expect: 100-continue": one more
-            # round trip per upload, which only pays off for bodies large enough to be
-            # worth not sending to a server that will refuse them. Product shots are small.
-            from botocore.handlers import add_expect_header
-
-            client.meta.events.unregister("before-call.s3", add_expect_header)
+            client = s3_client(endpoint_url, region)
         self.client = client
 
     def _full(self, key: str) -> str:
         return self.prefix + check_key(key)
 
     def _error(self, exc: Exception, op: str, key: str) -> Exception:
-        from botocore.exceptions import ClientError
-
-        if isinstance(exc, ClientError):
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code == "NoSuchBucket":
-                return PermanentStorageError(
-                    f"s3 bucket {self.bucket!r} does not exist (NoSuchBucket)"
-                )
-            if code in _NOT_FOUND_CODES:
-                return FileNotFoundError(f"no blob {key!r} in s3://{self.bucket}/{self.prefix}")
-        kind = PermanentStorageError if _permanent_client_error(exc) else StorageError
-        detail = f"{code} {exc}" if isinstance(exc, ClientError) else str(exc)
-        return kind(f"s3 {op} {self.bucket}/{self._full(key)} failed: {detail}")
+        return s3_error(exc, op, self.bucket, self._full(key))
 
     def _call(self, op: str, key: str, fn: Any, **kwargs: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError

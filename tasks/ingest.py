@@ -15,6 +15,8 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,8 @@ from catalog.models import ImportRun, ImportStatus, utcnow
 from catalog.status import planned_shots
 from pipeline.brand.config import BrandConfigError
 from pipeline.digests import sha256_file
+from pipeline.s3 import s3_client
+from pipeline.storage import s3_error
 from tasks.celery_app import app
 from tasks.context import WorkerContext
 from tasks.dispatch import ShotlineTask, enqueue_generate
@@ -44,14 +48,19 @@ class SourceFile:
 
 
 def _s3_client(ctx: WorkerContext) -> Any:
-    import boto3
-    from botocore.config import Config
+    return s3_client(ctx.settings.s3_endpoint_url, ctx.settings.s3_region)
 
-    s = ctx.settings
-    cfg = Config(
-        region_name=s.s3_region, s3={"addressing_style": "path"} if s.s3_endpoint_url else {}
-    )
-    return boto3.client("s3", endpoint_url=s.s3_endpoint_url, config=cfg)
+
+@contextmanager
+def _s3_errors(op: str, bucket: str, key: str) -> Iterator[None]:
+    """botocore's errors as ours (``pipeline.storage.s3_error``): a transient one retries the
+    task, a permanent one (no bucket, access denied) says so once."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except (BotoCoreError, ClientError) as exc:
+        raise s3_error(exc, op, bucket, key) from exc
 
 
 def _split_s3(uri: str) -> tuple[str, str]:
@@ -66,13 +75,14 @@ def list_source(ctx: WorkerContext, source: str) -> list[SourceFile]:
         prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
         client = _s3_client(ctx)
         out = []
-        for page in client.get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=prefix, Delimiter="/"
-        ):
-            for obj in page.get("Contents", []):
-                name = obj["Key"][len(prefix) :]
-                if name.lower().endswith(CATALOG_SUFFIXES):
-                    out.append(SourceFile(f"s3://{bucket}/{obj['Key']}", name))
+        with _s3_errors("list", bucket, prefix):
+            for page in client.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=prefix, Delimiter="/"
+            ):
+                for obj in page.get("Contents", []):
+                    name = obj["Key"][len(prefix) :]
+                    if name.lower().endswith(CATALOG_SUFFIXES):
+                        out.append(SourceFile(f"s3://{bucket}/{obj['Key']}", name))
         return sorted(out, key=lambda f: f.name)
     folder = Path(source)
     if not folder.is_dir():
@@ -93,7 +103,8 @@ def _fetch(ctx: WorkerContext, src: SourceFile, tmp: Path) -> Path:
         return Path(src.uri)
     bucket, key = _split_s3(src.uri)
     local = tmp / Path(key).name
-    _s3_client(ctx).download_file(bucket, key, str(local))
+    with _s3_errors("get", bucket, key):
+        _s3_client(ctx).download_file(bucket, key, str(local))
     return local
 
 
@@ -104,9 +115,10 @@ def _mark_failed(ctx: WorkerContext, src: SourceFile, reason: str) -> str:
         parent, _, name = key.rpartition("/")
         dest = f"{parent + '/' if parent else ''}{FAILED_DIR}/{name}"
         client = _s3_client(ctx)
-        client.copy_object(Bucket=bucket, Key=dest, CopySource={"Bucket": bucket, "Key": key})
-        client.put_object(Bucket=bucket, Key=dest + ".error.txt", Body=reason.encode())
-        client.delete_object(Bucket=bucket, Key=key)
+        with _s3_errors("move", bucket, key):
+            client.copy_object(Bucket=bucket, Key=dest, CopySource={"Bucket": bucket, "Key": key})
+            client.put_object(Bucket=bucket, Key=dest + ".error.txt", Body=reason.encode())
+            client.delete_object(Bucket=bucket, Key=key)
         return f"s3://{bucket}/{dest}"
     path = Path(src.uri)
     failed = path.parent / FAILED_DIR

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from pipeline.files import atomic_write_bytes
-from pipeline.storage import sanitize_part
+from pipeline.storage import s3_error, sanitize_part
 from pipeline.training.dataset import IMAGE_SUFFIXES, MAX_FILES, MAX_IMAGE_BYTES, DatasetError
 
 CAPTION_NAMES = frozenset({"metadata.jsonl", "captions.csv"})
@@ -39,7 +39,9 @@ def fetch_prefix(client: Any, uri: str, dest: Path) -> Path:
     try:
         return _fetch(client, uri, dest)
     except (BotoCoreError, ClientError) as exc:
-        raise DatasetError([f"{uri}: cannot read the training set: {exc}"]) from None
+        bucket, prefix = parse_s3_uri(uri)
+        why = s3_error(exc, "read", bucket, prefix)
+        raise DatasetError([f"{uri}: cannot read the training set: {why}"]) from None
 
 
 def _fetch(client: Any, uri: str, dest: Path) -> Path:
@@ -68,11 +70,3 @@ def _fetch(client: Any, uri: str, dest: Path) -> Path:
                 )
             atomic_write_bytes(dest / sanitize_part(name), body)
     return dest
-
-
-def s3_client(endpoint_url: str | None, region: str) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    config = Config(region_name=region, s3={"addressing_style": "path"} if endpoint_url else {})
-    return boto3.client("s3", endpoint_url=endpoint_url, config=config)

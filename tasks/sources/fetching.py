@@ -14,7 +14,6 @@ bytes hash to the stored sha256 is not written again.
 
 from __future__ import annotations
 
-import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -60,13 +59,10 @@ class _Row:
     blob_key: str | None
 
 
-@functools.lru_cache(maxsize=4)
 def _s3_client(endpoint: str | None, region: str) -> Any:
-    import boto3
-    from botocore.config import Config
+    from pipeline.s3 import s3_client
 
-    cfg = Config(region_name=region, s3={"addressing_style": "path"} if endpoint else {})
-    return boto3.client("s3", endpoint_url=endpoint, config=cfg)
+    return s3_client(endpoint, region)
 
 
 def _fetch_one(

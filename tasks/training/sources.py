@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.digests import sha256_bytes
+from pipeline.s3 import s3_client
 from pipeline.settings import Settings
-from pipeline.training.fetch import fetch_prefix, s3_client
+from pipeline.training.fetch import fetch_prefix
 
 
 def dataset_dir(settings: Settings, source: str) -> Path:

@@ -66,22 +66,15 @@ def _read_image_file(path: Path) -> bytes:
 
 def _read_s3_object(settings: Settings, uri: str) -> bytes:
     """``s3://bucket/key`` through boto3 (the configured endpoint), at most MAX_IMAGE_BYTES."""
-    import boto3
-    from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError
+
+    from pipeline.s3 import s3_client
 
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     if not bucket or not key:
         fail(f"{clean(uri)}: an S3 image must be s3://bucket/key")
-    endpoint = settings.s3_endpoint_url
-    config = Config(
-        region_name=settings.s3_region,
-        s3={"addressing_style": "path"} if endpoint else {},
-        connect_timeout=10,
-        read_timeout=60,
-    )
     try:
-        client = boto3.client("s3", endpoint_url=endpoint, config=config)
+        client = s3_client(settings.s3_endpoint_url, settings.s3_region)
         resp = client.get_object(Bucket=bucket, Key=key)
         size = int(resp.get("ContentLength") or 0)
         if size > MAX_IMAGE_BYTES:
