@@ -35,8 +35,10 @@ from typing import IO, Any, cast
 from sqlalchemy import Table, insert, select, text, update
 from sqlalchemy.orm import Session
 
+from catalog.delivery.current import superseded_clause
 from catalog.embeddings import near_duplicates
 from catalog.models import (
+    Asset,
     Brand,
     FilterResult,
     Product,
@@ -430,10 +432,24 @@ def decide_pending(
     return ids
 
 
+# Not a shot state: published shots whose asset a newer product revision replaced
+# (``catalog.delivery.current``); ``review list --status superseded`` lists them.
+SUPERSEDED = "superseded"
+
+
 def _list_query(
     statuses: Sequence[str], filters: Mapping[str, Any], after: int | None, loads: bool
 ) -> Any:
     query = select(Shot).where(Shot.state.in_(statuses), *_filters(**filters)).order_by(Shot.id)
+    if SUPERSEDED in statuses:
+        query = (
+            select(Shot)
+            .join(Asset, Asset.shot_id == Shot.id)
+            .join(ProductRevision, ProductRevision.id == Shot.product_revision_id)
+            .join(Product, Product.id == ProductRevision.product_id)
+            .where(superseded_clause(), *_filters(**filters))
+            .order_by(Shot.id)
+        )
     if after is not None:
         query = query.where(Shot.id > after)  # keyset: the next page starts past the last id
     return query.options(*lineage_loads()) if loads else query

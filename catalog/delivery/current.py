@@ -79,11 +79,11 @@ class AssetStatus:
 
 def first_recalls(session: Session, asset_ids: Sequence[int]) -> dict[int, Recall]:
     """The first recall event of each recalled asset among ``asset_ids``."""
-    rows = session.execute(
+    rows = session.scalars(
         select(AssetRecall)
         .where(AssetRecall.asset_id.in_(list(asset_ids)))
         .order_by(AssetRecall.asset_id, AssetRecall.id)
-    ).scalars()
+    )
     out: dict[int, Recall] = {}
     for r in rows:
         out.setdefault(r.asset_id, Recall(r.created_at, r.recalled_by, r.reason, r.objects))

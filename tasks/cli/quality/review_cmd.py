@@ -27,6 +27,7 @@ from catalog.models import Shot, ShotState
 from catalog.review import (
     PAGE_ROWS,
     REVIEW_STATES,
+    SUPERSEDED,
     ReviewError,
     approve,
     decide_pending,
@@ -83,8 +84,8 @@ TINY_BANNER = (
 def _status(status: str | None, default: Sequence[str] | str | None) -> Sequence[str] | str | None:
     if status is None:
         return default
-    if status not in REVIEW_STATES:
-        fail(f"--status {status!r}: expected one of {', '.join(REVIEW_STATES)}")
+    if status not in (*REVIEW_STATES, SUPERSEDED):
+        fail(f"--status {status!r}: expected one of {', '.join((*REVIEW_STATES, SUPERSEDED))}")
     return status
 
 
@@ -253,7 +254,9 @@ def list_cmd(
     ctx: typer.Context,
     brand: str | None = BrandOpt,
     status: str | None = typer.Option(
-        None, "--status", help="pending_review (default), rejected, approved or published."
+        None,
+        "--status",
+        help="pending_review (default), rejected, approved, published or superseded.",
     ),
     import_run: int | None = ImportRunOpt,
     template: str | None = TemplateOpt,
