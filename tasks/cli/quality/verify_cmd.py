@@ -141,8 +141,7 @@ def verify(
 def _attach_delivery(state: CliState, data: bytes, report: dict[str, Any]) -> None:
     """Which rendition (channel, asset) these bytes are, and whether their asset was recalled
     (when, by whom, why). A catalog that cannot be read never fails ``verify``."""
-    from sqlalchemy.exc import SQLAlchemyError
-
+    from catalog.db import SQLAlchemyError
     from catalog.delivery.lineage import file_facts
 
     try:
