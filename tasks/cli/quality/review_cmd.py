@@ -642,6 +642,17 @@ def reject_cmd(
     console.print(f"rejected {len(ids)} shot(s) as {escape(who)}: {_id_list(ids)}")
 
 
+def _base_url(value: str | None) -> str | None:
+    from pipeline.delivery.urls import PublicUrlError, check_base_url
+
+    if value is None:
+        return None
+    try:
+        return check_base_url(value)
+    except PublicUrlError as exc:
+        fail(str(exc))
+
+
 @review_app.command("export")
 def export_cmd(
     ctx: typer.Context,
@@ -652,8 +663,11 @@ def export_cmd(
     template: str | None = TemplateOpt,
 ) -> None:
     """The decisions as CSV, one row per shot; formula-like cells are escaped. Rows are
-    written as they are read, a page of shots at a time."""
-    with cli_state(ctx).session() as s:
+    written as they are read, a page of shots at a time. With SHOTLINE_PUBLIC_BASE_URL set,
+    each published row carries its public URL."""
+    state = cli_state(ctx)
+    base = _base_url(state.settings.public_base_url)
+    with state.session() as s:
         pages = iter_shots(
             s,
             brand=brand,
@@ -662,7 +676,7 @@ def export_cmd(
             template=template,
         )
         try:
-            n = write_decisions_csv((shot for page in pages for shot in page), out)
+            n = write_decisions_csv((shot for page in pages for shot in page), out, base)
         except OSError as exc:
             fail(f"{out}: cannot write: {exc.strerror or exc}")
     console.print(f"wrote {n} row(s) to {escape(str(out))}", highlight=False, soft_wrap=True)
