@@ -161,6 +161,21 @@ def test_weekly_loop_exports(tmp_settings: Settings, tmp_path: Path) -> None:
     delivery = json.loads(text)["chains"][0]["delivery"]
     assert delivery["status"] == "recalled" and delivery["recall"]["reason"] == "wrong colour"
 
+    # The review export carries the handle, variant, asset status and public URL.
+    code, text = _cli(tmp_settings, "review", "export", "--out", str(tmp_path / "review.csv"))
+    assert code == 0, text
+    review = pd.read_csv(tmp_path / "review.csv", dtype=str, keep_default_na=False)
+    by_shot = review.set_index("shot_id")
+    assert by_shot.loc[str(recalled.shot_id), "asset_status"] == "recalled"
+    assert {by_shot.loc[str(sid), "asset_status"] for sid in old_mug} == {"superseded"}
+    current = review[review["asset_status"] == "current"]
+    assert len(current) == 5 and set(current["handle"]) == {"mug", "bowl"}
+    mug = current[current["handle"] == "mug"]
+    assert set(mug["variant_options"]) == {"Color=Red", "Color=Blue"}
+    assert all(
+        u.startswith("https://cdn.example.com/shop%20images/acme/") for u in current["public_url"]
+    )
+
 
 def test_export_refuses_bad_input_with_one_line(tmp_settings: Settings, tmp_path: Path) -> None:
     migrate.upgrade(tmp_settings.database_url)
@@ -208,18 +223,3 @@ def test_export_refuses_bad_input_with_one_line(tmp_settings: Settings, tmp_path
         lines = [ln for ln in res.output.splitlines() if ln.strip()]
         assert len(lines) == 1 and needle in lines[0], (args, res.output)
     assert out.read_text() == "previous\n"  # nothing half-written
-
-    # The review export carries the handle, variant, asset status and public URL.
-    code, text = _cli(tmp_settings, "review", "export", "--out", str(tmp_path / "review.csv"))
-    assert code == 0, text
-    review = pd.read_csv(tmp_path / "review.csv", dtype=str, keep_default_na=False)
-    by_shot = review.set_index("shot_id")
-    assert by_shot.loc[str(recalled.shot_id), "asset_status"] == "recalled"
-    assert {by_shot.loc[str(sid), "asset_status"] for sid in old_mug} == {"superseded"}
-    current = review[review["asset_status"] == "current"]
-    assert len(current) == 5 and set(current["handle"]) == {"mug", "bowl"}
-    mug = current[current["handle"] == "mug"]
-    assert set(mug["variant_options"]) == {"Color=Red", "Color=Blue"}
-    assert all(
-        u.startswith("https://cdn.example.com/shop%20images/acme/") for u in current["public_url"]
-    )
