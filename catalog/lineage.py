@@ -25,6 +25,7 @@ from sqlalchemy import String, cast, func, select, text
 from sqlalchemy.orm import Session, selectinload
 
 from catalog.db import MAX_ROW_ID
+from catalog.delivery.lineage import delivery_json
 from catalog.embeddings import EmbeddingError, nearest_assets
 from catalog.models import (
     Asset,
@@ -136,6 +137,7 @@ def shot_chain(session: Session, shot: Shot) -> dict[str, Any]:
             "events": [event_json(e) for e in shot.review_events],
         },
         "asset": None if asset is None else _asset_json(asset),
+        "delivery": delivery_json(session, asset),  # renditions, current/superseded/recalled
     }
 
 

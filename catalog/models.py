@@ -502,3 +502,67 @@ class ReviewerToken(Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# --- delivery ---
+
+
+class AssetRendition(Base):
+    """One channel's file made from a published master (``channels`` in the brand file),
+    stored next to it, content-addressed. Its watermark was decoded after encoding."""
+
+    __tablename__ = "asset_renditions"
+    __table_args__ = (UniqueConstraint("asset_id", "channel", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # No index of its own: the unique constraint leads with it.
+    asset_id: Mapped[int] = mapped_column(ForeignKey("assets.id", ondelete="CASCADE"))
+    shot_id: Mapped[int] = mapped_column(ForeignKey("shots.id"), index=True)
+    channel: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(64))
+    backend: Mapped[str] = mapped_column(String(20))
+    bucket: Mapped[str | None] = mapped_column(String(255))
+    key: Mapped[str] = mapped_column(String(1024), index=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    content_type: Mapped[str] = mapped_column(String(50))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    quality: Mapped[int | None] = mapped_column(Integer)  # the one used (max_bytes may lower it)
+    watermark_verified: Mapped[bool] = mapped_column(Boolean)
+    bit_accuracy: Mapped[float | None] = mapped_column(Float)
+    xmp_ai_tag: Mapped[bool] = mapped_column(Boolean)  # trainedAlgorithmicMedia read back
+    icc_srgb: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = _ts()
+
+
+class AssetRecall(Base):
+    """Append-only: a published asset taken out of every later export, by whom and why."""
+
+    __tablename__ = "asset_recalls"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    asset_id: Mapped[int] = mapped_column(ForeignKey("assets.id"), index=True)
+    reason: Mapped[str] = mapped_column(Text)
+    # Who the connection says recalled it (the Postgres session user, the OS login on SQLite).
+    recalled_by: Mapped[str] = mapped_column(String(200))
+    # What selected it: {"assets": [...]} | {"lora": "name@sha"} | {"shots": [...]}.
+    selector: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    objects: Mapped[str] = mapped_column(String(20), default="kept")  # kept | deleted
+    created_at: Mapped[datetime] = _ts()
+
+
+class ShotErrorHistory(Base):
+    """Append-only: a failed shot's error as it was when an operator retried the shot
+    (``shotline run --retry-failed``); the shot row then carries only the latest try."""
+
+    __tablename__ = "shot_error_history"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shot_id: Mapped[int] = mapped_column(ForeignKey("shots.id"), index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    error_kind: Mapped[str | None] = mapped_column(String(32))
+    attempts: Mapped[int] = mapped_column(Integer)
+    failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    retried_by: Mapped[str] = mapped_column(String(200))
+    retried_at: Mapped[datetime] = _ts()

@@ -33,10 +33,17 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from sqlalchemy import Table, insert, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
+from catalog.delivery.current import (
+    CURRENT,
+    RECALLED,
+    first_recalls,
+    superseded_clause,
+)
 from catalog.embeddings import near_duplicates
 from catalog.models import (
+    Asset,
     Brand,
     FilterResult,
     Product,
@@ -50,6 +57,7 @@ from catalog.models import (
 from catalog.shots import can_transition, id_chunks, lineage_loads
 from pipeline.brand.config import BrandConfigError
 from pipeline.brand.loader import load_brand
+from pipeline.delivery.urls import public_url
 
 # The states a reviewer looks at; ``review list`` without --status shows pending ones.
 REVIEW_STATES = (
@@ -434,10 +442,24 @@ def decide_pending(
     return ids
 
 
+# Not a shot state: published shots whose asset a newer product revision replaced
+# (``catalog.delivery.current``); ``review list --status superseded`` lists them.
+SUPERSEDED = "superseded"
+
+
 def _list_query(
     statuses: Sequence[str], filters: Mapping[str, Any], after: int | None, loads: bool
 ) -> Any:
     query = select(Shot).where(Shot.state.in_(statuses), *_filters(**filters)).order_by(Shot.id)
+    if SUPERSEDED in statuses:
+        query = (
+            select(Shot)
+            .join(Asset, Asset.shot_id == Shot.id)
+            .join(ProductRevision, ProductRevision.id == Shot.product_revision_id)
+            .join(Product, Product.id == ProductRevision.product_id)
+            .where(superseded_clause(), *_filters(**filters))
+            .order_by(Shot.id)
+        )
     if after is not None:
         query = query.where(Shot.id > after)  # keyset: the next page starts past the last id
     return query.options(*lineage_loads()) if loads else query
@@ -606,6 +628,13 @@ EXPORT_COLUMNS = (
     "reviewed_at",
     "prompt",
     "asset_key",
+    # Delivery: the Shopify handle, the visual variant, whether the asset is the current one
+    # (current | superseded | recalled; empty when unpublished), its public URL.
+    "handle",
+    "variant_key",
+    "variant_options",
+    "asset_status",
+    "public_url",
 )
 
 
@@ -619,9 +648,24 @@ def escape_formula(value: Any) -> Any:
     return value
 
 
-def export_row(shot: Shot) -> dict[str, Any]:
-    """One shot as an export row, formula-escaped."""
+def _asset_status(shot: Shot, recalled: set[int]) -> str:
+    if shot.asset is None:
+        return ""
+    if shot.asset.id in recalled:
+        return RECALLED
+    current = shot.product_revision.product.current_revision_id
+    return SUPERSEDED if current not in (None, shot.product_revision_id) else CURRENT
+
+
+def export_row(
+    shot: Shot, recalled: set[int] | None = None, base_url: str | None = None
+) -> dict[str, Any]:
+    """One shot as an export row, formula-escaped. ``recalled``: the recalled asset ids
+    among these shots'; ``base_url``: ``SHOTLINE_PUBLIC_BASE_URL`` (checked), for the URL."""
     rec = review_record(shot)
+    variant = shot.variant if isinstance(shot.variant, Mapping) else {}
+    options = variant.get("options") if isinstance(variant.get("options"), Mapping) else {}
+    key = rec["asset_key"]
     row = {
         "shot_id": rec["id"],
         "sku": rec["sku"],
@@ -634,14 +678,33 @@ def export_row(shot: Shot) -> dict[str, Any]:
         "review_note": rec["review_note"] or "",
         "reviewed_at": rec["reviewed_at"] or "",
         "prompt": rec["prompt"],
-        "asset_key": rec["asset_key"] or "",
+        "asset_key": key or "",
+        "handle": shot.product_revision.product.sku,
+        "variant_key": shot.variant_key,
+        "variant_options": "; ".join(f"{k}={v}" for k, v in (options or {}).items()),
+        "asset_status": _asset_status(shot, recalled or set()),
+        "public_url": public_url(base_url, key) if key and base_url else "",
     }
     return {k: escape_formula(v) for k, v in row.items()}
 
 
-def export_rows(shots: Iterable[Shot]) -> Iterator[dict[str, Any]]:
-    """The export rows of ``shots``, one at a time (an iterator: nothing is held)."""
-    return (export_row(shot) for shot in shots)
+def export_rows(shots: Iterable[Shot], base_url: str | None = None) -> Iterator[dict[str, Any]]:
+    """The export rows of ``shots``, one at a time (a page of ``PAGE_ROWS`` is held, to look
+    up which of its assets are recalled in one query)."""
+    page: list[Shot] = []
+    for shot in shots:
+        page.append(shot)
+        if len(page) >= PAGE_ROWS:
+            yield from _page_rows(page, base_url)
+            page = []
+    yield from _page_rows(page, base_url)
+
+
+def _page_rows(page: list[Shot], base_url: str | None) -> Iterator[dict[str, Any]]:
+    assets = [sh.asset.id for sh in page if sh.asset is not None]
+    session = object_session(page[0]) if assets else None
+    recalled = set(first_recalls(session, assets)) if session is not None else set()
+    return (export_row(shot, recalled, base_url) for shot in page)
 
 
 def _write_csv(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
@@ -654,19 +717,19 @@ def _write_csv(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
     return n
 
 
-def decisions_csv(shots: Iterable[Shot]) -> str:
+def decisions_csv(shots: Iterable[Shot], base_url: str | None = None) -> str:
     """The review decisions as CSV text (one row per shot), formula-escaped."""
     buf = io.StringIO()
-    _write_csv(export_rows(shots), buf)
+    _write_csv(export_rows(shots, base_url), buf)
     return buf.getvalue()
 
 
-def write_decisions_csv(shots: Iterable[Shot], path: Path) -> int:
+def write_decisions_csv(shots: Iterable[Shot], path: Path, base_url: str | None = None) -> int:
     """Write the decisions to ``path`` (UTF-8 with BOM so spreadsheets detect the encoding),
     each row as its shot arrives: pass ``iter_shots`` pages and memory stays one page."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8-sig", newline="") as fh:
-        return _write_csv(export_rows(shots), fh)
+        return _write_csv(export_rows(shots, base_url), fh)
 
 
 # --- web review: the browser's queue ------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from catalog.delivery.retry import retryable_counts
 from catalog.models import (
     Asset,
     Brand,
@@ -132,6 +133,8 @@ def status_report(
         "source_images": source_image_counts(session, brand),
         "throughput": throughput(session, minutes, brand),
         "failure_kinds": failures_by_kind(session, brand),
+        # What `shotline run --retry-failed` would re-queue, by kind.
+        "retryable_failures": retryable_counts(session, brand),
         "failures": recent_failures(session, failures, brand),
     }
 

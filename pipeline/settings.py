@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     s3_bucket: str = "shotline"
     s3_prefix: str = ""
+    # Public base URL of the store (a CDN or bucket website): export URLs are this + the
+    # object key, stable for given bytes. Exports refuse to run without it.
+    public_base_url: str | None = None
 
     # --- source images (packshots named by the catalog) ------------------------------
     # Local paths and file:// URLs are fetched only from under these folders.

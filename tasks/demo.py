@@ -60,6 +60,8 @@ def _configure_env() -> None:
         "SHOTLINE_REVIEW_FREE_NAMES": "true",
         # The sample catalog names samples/packshots/* by relative path; only they are read.
         "SHOTLINE_SOURCE_ROOTS": json.dumps([str(ROOT / "samples")]),
+        # Export URLs: the local blob folder stands in for the CDN in front of the bucket.
+        "SHOTLINE_PUBLIC_BASE_URL": "https://cdn.example.com/acme-demo/",
     }
     for key in [k for k in os.environ if k.startswith("SHOTLINE_")]:
         del os.environ[key]  # a developer's broker or Postgres must not leak into the demo
@@ -179,6 +181,29 @@ def _step_sheet(console: Console, state: CliState) -> None:
     write_contact_sheet(state, SHEET_DIR, brand="acme", status="published")
 
 
+def _step_export(console: Console) -> list[Path]:
+    """The weekly loop's last step: the Shopify CSV and the Merchant Center feed, through the
+    same commands a user runs (``shotline export shopify|gmc``)."""
+    from typer.testing import CliRunner
+
+    from tasks.cli import app
+
+    console.rule("9. export: Shopify product CSV and Merchant Center feed")
+    outs = [DEMO_DIR / "exports" / "shopify.csv", DEMO_DIR / "exports" / "gmc.tsv"]
+    outs[0].parent.mkdir(parents=True, exist_ok=True)
+    for channel, out in zip(("shopify", "gmc"), outs, strict=True):
+        res = CliRunner().invoke(app, ["export", channel, "--brand", "acme", "--out", str(out)])
+        console.print(res.output.rstrip(), markup=False, highlight=False)
+        if res.exit_code != 0:
+            raise SystemExit(res.exit_code)
+    console.print(
+        "URLs use SHOTLINE_PUBLIC_BASE_URL (set to an example CDN here); each names an "
+        f"object under {DEMO_DIR / 'blobs'}",
+        highlight=False,
+    )
+    return outs
+
+
 def _shown(path: Path) -> str:
     """``path`` as the user can type it from the current folder (relative when inside it)."""
     try:
@@ -199,11 +224,13 @@ def look_around_commands(asset_id: int) -> list[str]:
     ]
 
 
-def _print_closing(console: Console, started: float, asset_id: int) -> None:
+def _print_closing(console: Console, started: float, asset_id: int, exports: list[Path]) -> None:
     console.print(Panel(NOISE_WARNING, border_style="yellow"))
     console.print(
         f"demo finished in {time.monotonic() - started:.0f}s; everything is in {DEMO_DIR}"
     )
+    for path in exports:
+        console.print(f"export written: {_shown(path)}", highlight=False, markup=False)
     console.print("Look around in what it made:")
     for command in look_around_commands(asset_id):
         console.print(f"  {command}", highlight=False, markup=False, soft_wrap=True)
@@ -233,9 +260,10 @@ def main() -> int:
             return 1
         _step_lineage(console, state, asset)
         _step_sheet(console, state)
+        exports = _step_export(console)
     finally:
         state.close()
-    _print_closing(console, started, asset.id)
+    _print_closing(console, started, asset.id, exports)
     _print_review_web(console, settings)
     return 0
 

@@ -165,6 +165,15 @@ def _run_embedded(settings: Settings, ids: list[int], progress: bool) -> None:
                 bar.update(task, completed=done, detail=_detail(counts))
 
 
+def retry_failed(settings: Settings, brand: str | None, kind: str | None) -> dict[str, int]:
+    """Retryable failed shots (of ``kind``) back to planned, their errors kept in history
+    (``catalog.delivery.retry``); returns how many, by kind."""
+    from catalog.delivery.retry import requeue_failed
+
+    with context_for(settings).sessions.begin() as s:
+        return requeue_failed(s, brand, kind)
+
+
 def run_line(
     settings: Settings,
     brand: str | None = None,

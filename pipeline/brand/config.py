@@ -440,6 +440,123 @@ class ControlNetSpec(_Model):
         }
 
 
+# --- delivery channels ---------------------------------------------------------------
+# Where approved images go (``channels:`` in the brand file): each channel names the
+# renditions it takes, which templates feed which image slot, and its alt text. Publishing
+# writes every channel's renditions (pipeline/delivery/renditions.py); exports link the
+# channel's first rendition.
+
+# A watermark needs at least 256 px per side (pipeline/gate/watermark.py: MIN_PIXELS).
+MIN_RENDITION_SIDE = 256
+MAX_RENDITION_SIDE = 8192
+CHANNEL_KINDS = ("shopify", "gmc")  # other channel names (amazon, social...) are generic
+_ASPECT_RE = re.compile(r"^([1-9][0-9]{0,3}):([1-9][0-9]{0,3})$")
+_COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+class RenditionSpec(_Model):
+    """One file a channel takes: its size, aspect policy, format and size cap."""
+
+    name: str = Field(pattern=NAME_RE)
+    format: Literal["jpeg", "webp", "png"] = "jpeg"
+    quality: int = Field(default=90, ge=1, le=100)  # JPEG/WebP; PNG is lossless
+    # Either the longest side, or an exact width x height, or neither (the master's size).
+    longest_side: int | None = Field(default=None, ge=MIN_RENDITION_SIDE, le=MAX_RENDITION_SIDE)
+    width: int | None = Field(default=None, ge=MIN_RENDITION_SIDE, le=MAX_RENDITION_SIDE)
+    height: int | None = Field(default=None, ge=MIN_RENDITION_SIDE, le=MAX_RENDITION_SIDE)
+    aspect: str | None = None  # "W:H", e.g. "1:1" or "4:5"; None keeps the master's aspect
+    fit: Literal["crop", "pad"] = "pad"  # reach ``aspect`` by a centre crop or by padding
+    background: str = "#ffffff"  # the padding colour
+    max_bytes: int | None = Field(default=None, ge=1024)  # lossy formats step quality down
+
+    @field_validator("aspect")
+    @classmethod
+    def _aspect(cls, v: str | None) -> str | None:
+        if v is not None and not _ASPECT_RE.match(v):
+            raise ValueError(f'must be "W:H" with whole numbers, e.g. "1:1" or "4:5" (got {v!r})')
+        return v
+
+    @field_validator("background")
+    @classmethod
+    def _color(cls, v: str) -> str:
+        if not _COLOR_RE.match(v):
+            raise ValueError(f'must be a "#rrggbb" colour (got {v!r})')
+        return v.lower()
+
+    @model_validator(mode="after")
+    def _size(self) -> RenditionSpec:
+        if (self.width is None) != (self.height is None):
+            raise ValueError("give both width and height, or longest_side")
+        if self.width is not None and self.longest_side is not None:
+            raise ValueError("give either width and height or longest_side, not both")
+        if self.width is not None and self.aspect is not None:
+            raise ValueError("width and height already fix the aspect: drop aspect")
+        return self
+
+
+class ChannelSlots(_Model):
+    """Which templates' images fill which slot of a product page or feed item."""
+
+    main: list[str] = Field(default_factory=list)  # may replace the product's own photo
+    additional: list[str] = Field(default_factory=list)
+    lifestyle: list[str] = Field(default_factory=list)
+
+    def slot_of(self, template: str) -> str | None:
+        for slot in ("main", "additional", "lifestyle"):
+            if template in getattr(self, slot):
+                return slot
+        return None
+
+
+class ChannelSpec(_Model):
+    renditions: list[RenditionSpec] = Field(min_length=1)
+    slots: ChannelSlots = Field(default_factory=ChannelSlots)
+    # Sandboxed Jinja over product/variant/brand, rendered to one line of <= 512 characters.
+    alt_text: str = "{{ product.title }}"
+    # Shopify: generated images go before the catalog's own (default: after them).
+    generated_first: bool = False
+    # GMC: the offer id template (default: the variant SKU, else the product key).
+    offer_id: str | None = None
+
+    @field_validator("alt_text", "offer_id")
+    @classmethod
+    def _renders(cls, v: str | None) -> str | None:
+        from pipeline.delivery.alt_text import alt_text_problem  # sandbox only: no cycle
+
+        problem = None if v is None else alt_text_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
+
+    def feed_rendition(self) -> RenditionSpec:
+        """The rendition exports link (the first one listed)."""
+        return self.renditions[0]
+
+
+def channel_problems(
+    channels: dict[str, ChannelSpec] | None, templates: Any
+) -> list[tuple[Loc, str]]:
+    """Channel names, duplicate rendition names and slots naming unknown templates."""
+    out: list[tuple[Loc, str]] = []
+    for cname, spec in (channels or {}).items():
+        if not re.match(NAME_RE, cname):
+            out.append(
+                (("channels", cname), "channel names are lowercase letters, digits, _ and -")
+            )
+        seen: set[str] = set()
+        for i, r in enumerate(spec.renditions):
+            if r.name in seen:
+                out.append((("channels", cname, "renditions", i, "name"), f"duplicate {r.name!r}"))
+            seen.add(r.name)
+        for slot in ("main", "additional", "lifestyle"):
+            for i, tname in enumerate(getattr(spec.slots, slot)):
+                if tname not in templates:
+                    known = ", ".join(sorted(templates)) or "none"
+                    loc: Loc = ("channels", cname, "slots", slot, i)
+                    out.append((loc, f"unknown template {tname!r} (known: {known})"))
+    return out
+
+
 class BrandConfig(_Model):
     name: str = Field(pattern=NAME_RE)
     display_name: str | None = None
@@ -464,6 +581,8 @@ class BrandConfig(_Model):
     safety: SafetyPolicy = Field(default_factory=SafetyPolicy)
     # For generic CSVs: our field name -> the CSV column that holds it.
     column_map: dict[str, str] = Field(default_factory=dict)
+    # Delivery destinations (shopify, gmc, amazon...): renditions, slots, alt text.
+    channels: dict[str, ChannelSpec] | None = None
 
     # Set by load_brand: where relative LoRA/logo paths resolve from. Not part of the digest.
     source_path: Path | None = Field(default=None, exclude=True)
@@ -488,7 +607,7 @@ class BrandConfig(_Model):
         data = self.model_dump(mode="json", exclude={"source_path"})
         # Packshot fields at their defaults are left out, so a brand that uses none of them
         # keeps the digest it had before they existed (no spurious new brand version).
-        for key in ("inpaint_model", "controlnet"):
+        for key in ("inpaint_model", "controlnet", "channels"):
             if data.get(key) is None:
                 data.pop(key, None)
         for tmpl in data.get("templates", {}).values():
@@ -633,6 +752,7 @@ class BrandConfig(_Model):
                 out.append((("visual_options", i), f"duplicate option {opt!r}"))
             folded.setdefault(opt.casefold(), i)
         out += self._term_problems()
+        out += channel_problems(self.channels, self.templates)
         return out
 
     def _term_problems(self) -> list[tuple[Loc, str]]:

@@ -15,10 +15,12 @@ import typer
 from pipeline.settings import Settings, SettingsInvalid, load_settings
 from tasks.cli.catalog import (
     brands_cmd,
+    export_cmd,
     import_cmd,
     lineage_cmd,
     matte_cmd,
     plan_cmd,
+    recall_cmd,
     reproduce_cmd,
     sources_cmd,
 )
@@ -42,6 +44,7 @@ app.command("verify")(verify_cmd.verify)
 app.command("calibrate")(calibrate_cmd.calibrate)
 app.command("import")(import_cmd.import_command)
 app.command("reproduce")(reproduce_cmd.reproduce)
+app.command("recall")(recall_cmd.recall_command)
 app.command("run")(run_cmd.run)
 app.command("status")(status_cmd.status)
 app.command("worker")(worker_cmd.worker)
@@ -53,6 +56,7 @@ app.add_typer(sources_cmd.sources_app, name="sources")
 app.add_typer(matte_cmd.matte_app, name="matte")
 app.add_typer(lora_cmd.lora_app, name="lora")
 app.add_typer(gate_cmd.gate_app, name="gate")
+app.add_typer(export_cmd.export_app, name="export")
 
 
 @app.callback()

@@ -6,9 +6,10 @@ a redelivered message never writes a second row). Failures are written with thei
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from catalog.delivery.renditions import record_renditions
 from catalog.embeddings import store_embedding
 from catalog.models import Shot, ShotState
 from catalog.shots import (
@@ -172,12 +173,21 @@ def record_gated(
             (result.gated if kept else result.rejected).append(shot.id)
 
 
+@dataclass(frozen=True)
+class Published:
+    """A master copied under its published key, and its stored renditions' row values."""
+
+    master: BlobInfo
+    renditions: list[dict[str, Any]] = field(default_factory=list)
+
+
 def record_published(
-    ctx: WorkerContext, copied: list[tuple[int, BlobInfo | Failure]], result: LineResult
+    ctx: WorkerContext, done: list[tuple[int, Published | Failure]], result: LineResult
 ) -> None:
-    """approved -> published with its ``assets`` row, or failed with the reason."""
-    problems = {sid: o for sid, o in copied if isinstance(o, Failure)}
-    uploads = {sid: o for sid, o in copied if not isinstance(o, Failure)}
+    """approved -> published with its ``assets`` and ``asset_renditions`` rows, or failed
+    with the reason."""
+    problems = {sid: o for sid, o in done if isinstance(o, Failure)}
+    uploads = {sid: o for sid, o in done if not isinstance(o, Failure)}
     with ctx.sessions.begin() as s, s.no_autoflush:
         ready: list[tuple[Shot, BlobInfo]] = []
         for shot in lock_shots(s, list(uploads) + list(problems), (S.approved,)):
@@ -185,7 +195,10 @@ def record_published(
                 mark_failed(shot, problems[shot.id].reason, problems[shot.id].kind)
                 result.failed.append(shot.id)
             else:
-                ready.append((shot, uploads[shot.id]))
+                ready.append((shot, uploads[shot.id].master))
         not_published = set(record_assets(s, ready))
         for shot, _ in ready:
             (result.failed if shot.id in not_published else result.published).append(shot.id)
+        record_renditions(
+            s, {sid: uploads[sid].renditions for sid in result.published if sid in uploads}
+        )

@@ -165,6 +165,22 @@ def _add_outcome(tree: Tree, chain: Mapping[str, Any]) -> None:
         if asset
         else "asset: [dim]not published[/]"
     )
+    _add_delivery(tree, chain.get("delivery"))
+
+
+def _add_delivery(tree: Tree, delivery: Mapping[str, Any] | None) -> None:
+    """The asset's status (current, superseded, recalled) and every rendition."""
+    if not delivery:
+        return
+    node = tree.add(f"delivery: {_e(delivery.get('status'))}")
+    rec = delivery.get("recall")
+    if rec:
+        node.add(f"recalled {_e(rec['at'])} by {_e(rec['by'])}: {_e(rec['reason'])}")
+    for r in delivery.get("renditions") or []:
+        node.add(
+            f"{_e(r['channel'])}/{_e(r['name'])}: {_e(r['key'])}  {r['width']}x{r['height']}  "
+            f"watermark verified {r['watermark_verified']}  XMP AI tag {r['xmp_ai_tag']}"
+        )
 
 
 def chain_tree(chain: Mapping[str, Any]) -> Tree:

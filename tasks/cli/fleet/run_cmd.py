@@ -155,6 +155,19 @@ def _print_summary(summary: RunSummary, brand: str | None) -> None:
         )
 
 
+def _retry(state: CliState, brand: str | None, kind: str | None, quiet: bool) -> None:
+    from pipeline.failures import FailureKind
+    from tasks.runner import retry_failed
+
+    kinds = [k.value for k in FailureKind] + ["unknown"]
+    if kind is not None and kind not in kinds:
+        fail(f"--kind {kind!r}: expected one of {', '.join(kinds)}")
+    counts = retry_failed(state.settings, brand, kind)
+    if not quiet:
+        parts = ", ".join(f"{k} {n}" for k, n in counts.items()) or "none retryable"
+        console.print(f"re-queued {sum(counts.values())} failed shot(s): {parts}", markup=False)
+
+
 def run(
     ctx: typer.Context,
     brand: str | None = typer.Option(None, "--brand", help="Only this brand's shots."),
@@ -170,6 +183,14 @@ def run(
         "--allow-failures",
         help="Exit 0 even when some shots failed (cron); never when every shot failed.",
     ),
+    retry: bool = typer.Option(
+        False,
+        "--retry-failed",
+        help="First re-queue failed shots whose cause may be gone (their errors are kept).",
+    ),
+    kind: str | None = typer.Option(
+        None, "--kind", help="With --retry-failed: only failures of this kind (e.g. oom)."
+    ),
 ) -> None:
     """Run planned shots through generate -> gate, with a progress bar and an ETA.
 
@@ -183,6 +204,10 @@ def run(
     state = cli_state(ctx)
     if brand:
         _require_brand(state, brand)
+    if retry:
+        _retry(state, brand, kind, quiet=as_json)
+    elif kind is not None:
+        fail("--kind selects failures to retry: use it with --retry-failed")
     _warn_model_override(state, brand)
     _warn_no_consumers(state, brand)
     _preload(state, brand, show=not as_json)

@@ -35,6 +35,10 @@ def _print_report(report: dict[str, Any], brand: str | None) -> None:
     if kinds:
         parts = ", ".join(f"{kind} {n}" for kind, n in kinds.items())
         console.print(f"[red]failed[/] by kind: {parts}", highlight=False)
+    retry = report.get("retryable_failures") or {}
+    if retry:
+        parts = ", ".join(f"{kind} {n}" for kind, n in retry.items())
+        console.print(f"retryable (run --retry-failed): {parts}", highlight=False)
     for f in report["failures"]:
         console.print(
             f"[red]failed[/] shot {f['shot_id']} ({f.get('kind') or 'unknown'}) after "

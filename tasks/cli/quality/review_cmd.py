@@ -27,6 +27,7 @@ from catalog.models import Shot, ShotState
 from catalog.review import (
     PAGE_ROWS,
     REVIEW_STATES,
+    SUPERSEDED,
     ReviewError,
     approve,
     decide_pending,
@@ -85,8 +86,8 @@ TINY_BANNER = (
 def _status(status: str | None, default: Sequence[str] | str | None) -> Sequence[str] | str | None:
     if status is None:
         return default
-    if status not in REVIEW_STATES:
-        fail(f"--status {status!r}: expected one of {', '.join(REVIEW_STATES)}")
+    if status not in (*REVIEW_STATES, SUPERSEDED):
+        fail(f"--status {status!r}: expected one of {', '.join((*REVIEW_STATES, SUPERSEDED))}")
     return status
 
 
@@ -255,7 +256,9 @@ def list_cmd(
     ctx: typer.Context,
     brand: str | None = BrandOpt,
     status: str | None = typer.Option(
-        None, "--status", help="pending_review (default), rejected, approved or published."
+        None,
+        "--status",
+        help="pending_review (default), rejected, approved, published or superseded.",
     ),
     import_run: int | None = ImportRunOpt,
     template: str | None = TemplateOpt,
@@ -645,6 +648,17 @@ def reject_cmd(
     console.print(f"rejected {len(ids)} shot(s) as {escape(who)}: {_id_list(ids)}")
 
 
+def _base_url(value: str | None) -> str | None:
+    from pipeline.delivery.urls import PublicUrlError, check_base_url
+
+    if value is None:
+        return None
+    try:
+        return check_base_url(value)
+    except PublicUrlError as exc:
+        fail(str(exc))
+
+
 @review_app.command("export")
 def export_cmd(
     ctx: typer.Context,
@@ -655,8 +669,11 @@ def export_cmd(
     template: str | None = TemplateOpt,
 ) -> None:
     """The decisions as CSV, one row per shot; formula-like cells are escaped. Rows are
-    written as they are read, a page of shots at a time."""
-    with cli_state(ctx).session() as s:
+    written as they are read, a page of shots at a time. With SHOTLINE_PUBLIC_BASE_URL set,
+    each published row carries its public URL."""
+    state = cli_state(ctx)
+    base = _base_url(state.settings.public_base_url)
+    with state.session() as s:
         pages = iter_shots(
             s,
             brand=brand,
@@ -667,7 +684,8 @@ def export_cmd(
         rows: list[int] = []
 
         def fill(tmp: Path) -> None:
-            rows.append(write_decisions_csv((shot for page in pages for shot in page), tmp))
+            shots = (shot for page in pages for shot in page)
+            rows.append(write_decisions_csv(shots, tmp, base))
 
         try:
             write_output(out, fill)  # beside the target, then renamed; no links, no FIFOs

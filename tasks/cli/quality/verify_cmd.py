@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import typer
 
 from pipeline.settings import Settings
 from tasks.cli.catalog import lineage_cmd
-from tasks.cli.common import clean, cli_state, console, fail, print_json
+from tasks.cli.common import CliState, clean, cli_state, console, fail, print_json
 
 
 def verify_report(
@@ -125,10 +126,12 @@ def verify(
     # A verified watermark names a shot; show where it came from (CSV line to reviewer).
     lineage_cmd.attach_lineage(state, report)
     compare_with_record(state.settings, report, data)
+    _attach_delivery(state, data, report)
     if as_json:
         print_json(report)
     else:
         _print_report(image, report)
+        _print_delivery(report)
         lineage_cmd.print_lineage(report)
     if not report["verified"]:
         raise typer.Exit(1)
@@ -234,6 +237,35 @@ def identity_line(path: str, r: dict[str, Any]) -> str:
         f"{clean(path)}: shot {shot}: watermark valid ({key}), but {why}: "
         "nothing to compare the file with"
     )
+
+
+def _attach_delivery(state: CliState, data: bytes, report: dict[str, Any]) -> None:
+    """Which rendition (channel, asset) these bytes are, and whether their asset was recalled
+    (when, by whom, why). A catalog that cannot be read never fails ``verify``."""
+    from catalog.db import SQLAlchemyError
+    from catalog.delivery.lineage import file_facts
+
+    try:
+        with state.session() as s:
+            report.update(file_facts(s, hashlib.sha256(data).hexdigest()))
+    except SQLAlchemyError:
+        report.update(rendition=None, asset_id=None, asset_status=None, recalled=None)
+
+
+def _print_delivery(r: dict[str, Any]) -> None:
+    rend = r.get("rendition")
+    if rend:
+        line = (
+            f"  rendition: {rend['channel']}/{rend['name']} of asset {rend['asset_id']} "
+            f"({rend['content_type']}, {rend['width']}x{rend['height']})"
+        )
+        console.print(line, markup=False, highlight=False)
+    if r.get("asset_status"):
+        console.print(f"  asset {r['asset_id']}: {r['asset_status']}", markup=False)
+    rec = r.get("recalled")
+    if rec:
+        line = f"  RECALLED {rec['at']} by {rec['by']}: {rec['reason']}"
+        console.print(line, markup=False, highlight=False)
 
 
 def _print_report(path: str, r: dict[str, Any]) -> None:

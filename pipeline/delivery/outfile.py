@@ -1,0 +1,62 @@
+"""Export files written whole or not at all: a temp file beside the target, renamed over it.
+
+A reader (Shopify's importer, Merchant Center's scheduled fetch, a person) never sees half a
+file, and a failed export leaves the previous file as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TextIO
+
+
+class OutputPathError(ValueError):
+    """An output path that cannot take the export (one line, naming it)."""
+
+
+def check_output_path(path: Path) -> Path:
+    """``path`` if a regular file may be written there; ``OutputPathError`` otherwise."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise OutputPathError(f"{path}: {exc.strerror or exc}") from None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise OutputPathError(f"{path}: is a directory; give a file name")
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise OutputPathError(f"{path}: is not a regular file (a FIFO, device or socket)")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputPathError(f"{path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{path}: folder {parent} is not writable")
+    return path
+
+
+@contextmanager
+def atomic_text(path: Path, newline: str = "") -> Iterator[TextIO]:
+    """Write through a temp file in the target's folder; rename it over ``path`` on success,
+    remove it on any error."""
+    check_output_path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OutputPathError(f"{path}: cannot write: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # what a plain open() would have made
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
