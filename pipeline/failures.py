@@ -21,6 +21,7 @@ class FailureKind(StrEnum):
     fidelity = "fidelity"  # the product's own pixels did not survive generation
     storage = "storage"  # a blob the shot needs is missing or does not match its sha256
     duplicate = "duplicate"  # the identical image is already published by another shot
+    rendition = "rendition"  # a channel's rendition cannot be made (max_bytes, the mark lost)
     worker_lost = "worker_lost"  # the worker died on this shot too often
     internal = "internal"  # anything else: a bug of ours
 

@@ -89,7 +89,7 @@ def _publish_one(
         return sid, Failure(FailureKind.storage, f"final image unreadable: {exc}")
     except RenditionError as exc:
         # A channel's config the image cannot meet (max_bytes), or a watermark lost.
-        return sid, Failure(FailureKind.internal, f"rendition {exc}")
+        return sid, Failure(FailureKind.rendition, f"rendition {exc}")
 
 
 def _wanted(ctx: WorkerContext, claimed: dict[int, PublishShot]) -> dict[str, Wanted]:

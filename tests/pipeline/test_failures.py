@@ -40,6 +40,7 @@ def test_kinds_are_stable_strings() -> None:
         "fidelity",
         "storage",
         "duplicate",
+        "rendition",
         "worker_lost",
         "internal",
     }
