@@ -20,7 +20,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline.settings import Settings
-from tasks.web import api, pages
+from tasks.web import api, pages, triggers, verify
 from tasks.web.auth import LoginLimiter, WebError
 from tasks.web.state import WebState, session_secret
 
@@ -124,6 +124,8 @@ def create_app(settings: Settings, *, secure_cookies: bool = False) -> FastAPI:
     app.add_middleware(SecurityHeaders)
     install_error_handlers(app)
     app.include_router(api.router)
+    app.include_router(verify.router)
+    app.include_router(triggers.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     return app

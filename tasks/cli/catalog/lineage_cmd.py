@@ -18,7 +18,6 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from catalog.db import SQLAlchemyError
 from catalog.lineage import (
     LineageError,
     assets_by_lora,
@@ -210,24 +209,10 @@ def verify_lineage(state: CliState, shot_id: int | None) -> dict[str, Any] | Non
 
 
 def attach_lineage(state: CliState, report: dict[str, Any]) -> dict[str, Any]:
-    """``shotline verify`` hook: add ``lineage`` (the chain, or None) to a verify report.
+    """``shotline verify`` hook: ``tasks.verify.attach_lineage`` (shared with the web API)."""
+    from tasks.verify import attach_lineage as attach
 
-    Only a *verified* watermark id is looked up: XMP is plain metadata anyone can edit. A
-    database that cannot be reached never fails ``verify``; ``lineage_note`` says why.
-    """
-    shot_id = report.get("shot_id") if report.get("verified") else None
-    chain, note = None, None
-    if shot_id is not None:
-        try:
-            chain = verify_lineage(state, int(shot_id))
-        except SQLAlchemyError as exc:
-            note = f"lineage unavailable: the catalog database failed ({type(exc).__name__})"
-        if chain is None and note is None:
-            note = f"shot {shot_id} is not in this catalog"
-    report["lineage"] = chain
-    if note is not None:
-        report["lineage_note"] = note
-    return report
+    return attach(state, report)
 
 
 def print_lineage(report: Mapping[str, Any]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -10,45 +9,13 @@ import typer
 
 from pipeline.settings import Settings
 from tasks.cli.catalog import lineage_cmd
-from tasks.cli.common import CliState, clean, cli_state, console, fail, print_json
-
-
-def verify_report(
-    data: bytes, trust_anchors_pem: str | None = None, keys: Any = None
-) -> dict[str, Any]:
-    """What ``shotline verify`` reports about one encoded image, as JSON-able data.
-
-    Raises ``ValueError`` when ``data`` is not a readable image. Reusable by commands that add
-    lineage for a known shot.
-    """
-    from pipeline.gate import watermark as wm
-    from pipeline.gate.provenance import TRAINED_ALGORITHMIC_MEDIA
-    from pipeline.gate.stage import verify_image
-
-    res = verify_image(data, trust_anchors_pem=trust_anchors_pem, keys=keys or wm.NO_KEYS)
-    xmp_id = res.xmp.get("shotline:ShotId")
-    xmp_shot = int(xmp_id) if isinstance(xmp_id, str) and xmp_id.isdigit() else None
-    source_type = res.xmp.get("Iptc4xmpExt:DigitalSourceType")
-    return {
-        "shot_id": res.shot_id,
-        "verified": res.verified,
-        "status": "valid" if res.verified else "no valid watermark",
-        "bit_accuracy": res.bit_accuracy,
-        "watermark_method": res.method,
-        "rescale": res.rescale,
-        # The key whose check code verified: an id, or "legacy" (unkeyed, forgeable).
-        "watermark_key": res.key_id,
-        "xmp_shot_id": xmp_shot,
-        "digital_source_type": source_type,
-        "ai_generated_tag": source_type == TRAINED_ALGORITHMIC_MEDIA,
-        # None when there is nothing to compare; False flags a file whose metadata was edited.
-        "metadata_matches_watermark": (
-            None if res.shot_id is None or xmp_shot is None else res.shot_id == xmp_shot
-        ),
-        "c2pa": res.c2pa,
-        "xmp": res.xmp,
-    }
-
+from tasks.cli.common import clean, cli_state, console, fail, print_json
+from tasks.verify import (  # noqa: F401  (verify_report, compare_with_record: re-exported)
+    VerifySetupError,
+    compare_with_record,
+    file_report,
+    verify_report,
+)
 
 # Far above any product image; bounds memory whatever file (or object) is named.
 MAX_IMAGE_BYTES = 256 << 20
@@ -92,16 +59,6 @@ def _read_s3_object(settings: Settings, uri: str) -> bytes:
     return data
 
 
-def _trust_anchors(settings: Settings) -> str | None:
-    path = settings.c2pa_trust_anchors
-    if path is None:
-        return None
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        fail(f"{path}: C2PA trust anchors unreadable: {exc}")
-
-
 def verify(
     ctx: typer.Context,
     image: str = typer.Argument(
@@ -119,14 +76,14 @@ def verify(
         data = _read_s3_object(state.settings, image)
     else:
         data = _read_image_file(Path(image))
+    # The watermark, and for the shot it names: lineage (CSV line to reviewer), the
+    # recorded file compared, the rendition (``tasks.verify``, shared with POST /api/verify).
     try:
-        report = verify_report(data, _trust_anchors(state.settings), _keys(state.settings))
+        report = file_report(state, data)
+    except VerifySetupError as exc:
+        fail(str(exc))
     except ValueError as exc:
         fail(f"{clean(image)}: {exc}")
-    # A verified watermark names a shot; show where it came from (CSV line to reviewer).
-    lineage_cmd.attach_lineage(state, report)
-    compare_with_record(state.settings, report, data)
-    _attach_delivery(state, data, report)
     if as_json:
         print_json(report)
     else:
@@ -135,69 +92,6 @@ def verify(
         lineage_cmd.print_lineage(report)
     if not report["verified"]:
         raise typer.Exit(1)
-
-
-def _keys(settings: Settings) -> Any:
-    from pipeline.gate.stage import watermark_keys
-    from pipeline.gate.watermark import WatermarkError
-
-    try:
-        return watermark_keys(settings)
-    except WatermarkError as exc:
-        fail(f"SHOTLINE_WATERMARK_KEY: {exc}")
-
-
-def _recorded_file(chain: dict[str, Any]) -> tuple[str, str, str] | None:
-    """(what, sha256, blob key) of the file recorded for the shot: the published asset, else
-    the finalized image; None when neither was recorded."""
-    asset, mark = chain.get("asset"), chain.get("watermark")
-    if asset and asset.get("sha256"):
-        return f"asset {asset['id']}", str(asset["sha256"]), str(asset.get("key") or "")
-    if mark and mark.get("image_sha256"):
-        return "final image", str(mark["image_sha256"]), str(mark.get("image_key") or "")
-    return None
-
-
-def compare_with_record(settings: Settings, report: dict[str, Any], data: bytes) -> None:
-    """``report["match"]``: how the file compares with what the catalog recorded for the shot
-    its watermark names. A valid watermark says only which shot the pixels came from; the
-    sha256 says whether this is that file (issue 31: never a bare "valid")."""
-    import hashlib
-
-    from pipeline.review.imagediff import pixel_difference
-    from pipeline.storage import StorageError, make_blob_store
-
-    report["match"] = None
-    if not report.get("verified"):
-        return
-    chain = report.get("lineage")
-    recorded = _recorded_file(chain) if chain else None
-    match: dict[str, Any] = {"outcome": "unrecorded"}
-    if chain and _legacy_but_recorded_keyed(report, chain):
-        # The shot was stamped under a key; an unkeyed code for it is what a forger with the
-        # source writes. The recorded payload's key id says which codes this shot can carry.
-        report.update(verified=False, status="forged: unkeyed watermark on a keyed shot")
-        match = {"outcome": "forged", "recorded_payload": chain["watermark"]["payload"]}
-    elif recorded is not None:
-        what, sha, key = recorded
-        match = {"outcome": "exact" if hashlib.sha256(data).hexdigest() == sha else "differs"}
-        match["recorded"] = what
-        if match["outcome"] == "differs" and key:
-            try:
-                match["difference"] = pixel_difference(make_blob_store(settings).get(key), data)
-            except (FileNotFoundError, StorageError, ValueError) as exc:
-                match["note"] = f"the recorded file could not be read ({type(exc).__name__})"
-    report["match"] = match
-
-
-def _legacy_but_recorded_keyed(report: dict[str, Any], chain: dict[str, Any]) -> bool:
-    from pipeline.gate.watermark import make_payload
-
-    mark = chain.get("watermark") or {}
-    payload = str(mark.get("payload") or "")
-    if report.get("watermark_key") != "legacy" or len(payload) != 14:
-        return False  # 14 hex digits: a payload this module wrote (older rows: not ours)
-    return payload != make_payload(int(report["shot_id"])).hex()
 
 
 def _how_different(diff: dict[str, Any] | None) -> str:
@@ -237,19 +131,6 @@ def identity_line(path: str, r: dict[str, Any]) -> str:
         f"{clean(path)}: shot {shot}: watermark valid ({key}), but {why}: "
         "nothing to compare the file with"
     )
-
-
-def _attach_delivery(state: CliState, data: bytes, report: dict[str, Any]) -> None:
-    """Which rendition (channel, asset) these bytes are, and whether their asset was recalled
-    (when, by whom, why). A catalog that cannot be read never fails ``verify``."""
-    from catalog.db import SQLAlchemyError
-    from catalog.delivery.lineage import file_facts
-
-    try:
-        with state.session() as s:
-            report.update(file_facts(s, hashlib.sha256(data).hexdigest()))
-    except SQLAlchemyError:
-        report.update(rendition=None, asset_id=None, asset_status=None, recalled=None)
 
 
 def _print_delivery(r: dict[str, Any]) -> None:
