@@ -37,6 +37,11 @@ def adapter_file(var_dir: Path, name: str, run_key: str) -> Path:
     return Path(var_dir) / "loras" / f"{sanitize_part(name)}-{run_key[:12]}.safetensors"
 
 
+def work_dir(var_dir: Path, run_key: str) -> Path:
+    """The run's scratch folder (its cached latents), kept until the adapter is written."""
+    return Path(var_dir) / "training-work" / sanitize_part(run_key)
+
+
 def device_for(setting: str) -> str:
     if setting != "auto":
         return setting
@@ -129,7 +134,10 @@ def run_job(
             return {"state": row.state, "sha256": row.adapter_sha256, "steps": row.steps_done}
     cfg: TrainConfig = job["config"]
     try:
-        dataset = load_dataset(dataset_dir(ctx.settings, job["source"]), job["trigger"])
+        # Checked (every image decoded) when the run was created; the digest below proves
+        # the bytes are the same, so headers suffice and step 1 starts without a full decode.
+        source = dataset_dir(ctx.settings, job["source"])
+        dataset = load_dataset(source, job["trigger"], decode=False)
         if dataset.digest != job["digest"]:
             raise TrainingFailed(
                 f"{job['source']}: the dataset changed since run {run_id} was created "
@@ -147,18 +155,23 @@ def run_job(
         log.info("training run %s: resuming from step %d", run_id, done[-1])
     brand_name, prompts = _validation(ctx, job["brand_id"])
     out_path = adapter_file(ctx.settings.var_dir, job["name"], job["run_key"])
-    out = run_training(
-        pipe,
-        dataset,
-        cfg,
-        out_path,
-        store=store,
-        validation=prompts,
-        on_progress=_progress_writer(ctx, run_id, store, cfg.checkpoint_every, on_progress),
-        device=device_for(ctx.settings.device),
-        stop_after=stop_after,
-        banner=f"{brand_name} LoRA {job['name']} (training run {run_id}): with adapter | base",
-    )
+    try:
+        out = run_training(
+            pipe,
+            dataset,
+            cfg,
+            out_path,
+            store=store,
+            validation=prompts,
+            on_progress=_progress_writer(ctx, run_id, store, cfg.checkpoint_every, on_progress),
+            device=device_for(ctx.settings.device),
+            stop_after=stop_after,
+            banner=f"{brand_name} LoRA {job['name']} (training run {run_id}): with adapter | base",
+            work_dir=work_dir(ctx.settings.var_dir, job["run_key"]),
+        )
+    except DatasetError as exc:  # an image changed or failed to decode when a step drew it
+        _fail(ctx, run_id, str(exc))
+        raise TrainingFailed(str(exc)) from None
     if out.adapter_sha256 is None:
         return {
             "state": TrainingState.running.value,
