@@ -3,20 +3,24 @@
 Deterministic by construction: every step draws its batch, noise and timesteps from a
 generator seeded with ``(seed, step)``, so a run resumed from a checkpoint at step k draws
 exactly what an uninterrupted run draws from step k on, and two CPU runs with one seed end
-with identical weights. Latents are cached once per image (the VAE's mean and std; each
-step samples from them with the step's generator), so the VAE never runs in the loop.
+with identical weights. An image is encoded through the VAE the first time a step draws it
+(its mean and std; each step samples from them with the step's generator) and kept in a
+``LatentCache`` (on disk for real runs), so memory holds one batch of images, never the set,
+and no step waits for the whole set to be encoded. Encoding has no randomness, so when it
+happens changes no weight.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image
 
+from pipeline.digests import sha256_bytes
 from pipeline.training.checkpoints import (
     Checkpoint,
     CheckpointStore,
@@ -24,6 +28,7 @@ from pipeline.training.checkpoints import (
     unflatten_optimizer,
 )
 from pipeline.training.config import TEXT_TARGETS, TrainConfig
+from pipeline.training.latents import LatentCache
 
 ADAPTER = "default"
 TE_PREFIX = "te."
@@ -81,6 +86,10 @@ def _pixels(img: Image.Image) -> Any:
     return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0)
 
 
+def _no_images(i: int) -> Image.Image:
+    raise RuntimeError("LoraTrainer: call cache() or stream() before training")
+
+
 class LoraTrainer:
     """Trains one LoRA on ``pipe`` (a StableDiffusionPipeline); see the module doc."""
 
@@ -115,9 +124,11 @@ class LoraTrainer:
             torch.amp.GradScaler("cuda") if cuda and self.weight_dtype == torch.float16 else None
         )
         self.groups: list[list[int]] = []
-        self.latents: list[tuple[Any, Any]] = []  # (mean, std) per image, scaled
         self.captions: list[str] = []
-        self.embeds: list[Any] = []  # cached prompt embeddings when the text encoder is frozen
+        self._keys: list[str] = []  # cache key per image (what determines its latent)
+        self._load: Callable[[int], Image.Image] = _no_images
+        self._store = LatentCache()
+        self._dtype_tag = str(self.weight_dtype).removeprefix("torch.")
 
     # --- setup ---------------------------------------------------------------------
 
@@ -171,24 +182,62 @@ class LoraTrainer:
         )
         return opt, sched
 
-    def cache(self, images: list[Image.Image], captions: list[str]) -> None:
-        """Encode every image through the VAE once (and the captions, if the encoder is frozen)."""
+    def cache(self, images: Sequence[Image.Image], captions: list[str]) -> None:
+        """Train on ``images`` already in memory (at training size), latents kept in memory."""
+        self.stream(
+            [im.size for im in images],
+            [f"image{i}" for i in range(len(images))],
+            images.__getitem__,
+            captions,
+            LatentCache(),
+        )
+
+    def stream(
+        self,
+        sizes: Sequence[tuple[int, int]],
+        keys: Sequence[str],
+        load: Callable[[int], Image.Image],
+        captions: Sequence[str],
+        store: LatentCache,
+    ) -> None:
+        """Train on images decoded by ``load(i)`` (at training size ``sizes[i]``) only when a
+        step first draws them; their latents go to ``store`` under ``keys[i]``."""
+        self.captions, self._keys, self._load, self._store = list(captions), list(keys), load, store
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, size in enumerate(sizes):
+            by_size.setdefault(tuple(size), []).append(i)  # type: ignore[arg-type]
+        self.groups = [by_size[k] for k in sorted(by_size)]
+
+    def _latent(self, i: int) -> tuple[Any, Any]:
+        """Image ``i``'s (mean, std), scaled: from the store, or encoded now and stored."""
         import torch
 
-        vae = self.pipe.vae
-        scale = float(getattr(vae.config, "scaling_factor", 0.18215))
-        self.captions = list(captions)
-        by_size: dict[tuple[int, int], list[int]] = {}
-        with torch.no_grad():
-            for i, img in enumerate(images):
-                dist = vae.encode(_pixels(img).to(self.device, self.weight_dtype)).latent_dist
-                self.latents.append(
-                    (dist.mean.float().cpu() * scale, dist.std.float().cpu() * scale)
-                )
-                by_size.setdefault(img.size, []).append(i)
-            if not self.cfg.text_encoder:
-                self.embeds = [self._encode([c]).float().cpu() for c in self.captions]
-        self.groups = [by_size[k] for k in sorted(by_size)]
+        key = f"{self._keys[i]}-{self._dtype_tag}"
+        hit = self._store.get(key)
+        if hit is None:
+            vae = self.pipe.vae
+            scale = float(getattr(vae.config, "scaling_factor", 0.18215))
+            with torch.no_grad():
+                pixels = _pixels(self._load(i)).to(self.device, self.weight_dtype)
+                dist = vae.encode(pixels).latent_dist
+                hit = {
+                    "mean": dist.mean.float().cpu() * scale,
+                    "std": dist.std.float().cpu() * scale,
+                }
+            self._store.put(key, hit)
+        return hit["mean"], hit["std"]
+
+    def _embed(self, i: int) -> Any:
+        """Caption ``i``'s embedding (text encoder frozen): from the store or encoded now."""
+        import torch
+
+        key = f"text-{sha256_bytes(self.captions[i].encode())}-{self._dtype_tag}"
+        hit = self._store.get(key)
+        if hit is None:
+            with torch.no_grad():
+                hit = {"embed": self._encode([self.captions[i]]).float().cpu()}
+            self._store.put(key, hit)
+        return hit["embed"]
 
     def _encode(self, captions: list[str]) -> Any:
         tok = self.pipe.tokenizer(
@@ -217,8 +266,9 @@ class LoraTrainer:
 
         gen = step_generator(self.cfg.seed, step)
         idx = self._batch(gen)
-        mean = torch.cat([self.latents[i][0] for i in idx])
-        std = torch.cat([self.latents[i][1] for i in idx])
+        pairs = [self._latent(i) for i in idx]
+        mean = torch.cat([m for m, _ in pairs])
+        std = torch.cat([sd for _, sd in pairs])
         latents = mean + std * torch.randn(mean.shape, generator=gen)
         noise = torch.randn(latents.shape, generator=gen)
         if self.cfg.noise_offset:
@@ -230,7 +280,7 @@ class LoraTrainer:
         if self.cfg.text_encoder:
             cond = self._encode([self.captions[i] for i in idx])
         else:
-            cond = torch.cat([self.embeds[i] for i in idx]).to(self.device)
+            cond = torch.cat([self._embed(i) for i in idx]).to(self.device)
         dev = self.device
         with torch.autocast(
             dev.type, dtype=self.weight_dtype, enabled=self.weight_dtype != torch.float32

@@ -37,6 +37,11 @@ def adapter_file(var_dir: Path, name: str, run_key: str) -> Path:
     return Path(var_dir) / "loras" / f"{sanitize_part(name)}-{run_key[:12]}.safetensors"
 
 
+def work_dir(var_dir: Path, run_key: str) -> Path:
+    """The run's scratch folder (its cached latents), kept until the adapter is written."""
+    return Path(var_dir) / "training-work" / sanitize_part(run_key)
+
+
 def device_for(setting: str) -> str:
     if setting != "auto":
         return setting
@@ -108,6 +113,40 @@ def _start(ctx: WorkerContext, run_id: int) -> dict[str, Any] | None:
         }
 
 
+def _train(
+    ctx: WorkerContext,
+    run_id: int,
+    dataset_run: tuple[Any, Any, TrainConfig, Path, CheckpointStore],
+    validation: list[ValidationPrompt],
+    on_progress: Callable[[Progress], None],
+    stop_after: int | None,
+    banner: str,
+    run_key: str,
+) -> Any:
+    """``run_training`` with the run's work folder; a dataset problem found mid-run (an
+    image changed or failing to decode when a step draws it) fails the row."""
+    from pipeline.training.run import run_training
+
+    pipe, dataset, cfg, out_path, store = dataset_run
+    try:
+        return run_training(
+            pipe,
+            dataset,
+            cfg,
+            out_path,
+            store=store,
+            validation=validation,
+            on_progress=on_progress,
+            device=device_for(ctx.settings.device),
+            stop_after=stop_after,
+            banner=banner,
+            work_dir=work_dir(ctx.settings.var_dir, run_key),
+        )
+    except DatasetError as exc:
+        _fail(ctx, run_id, str(exc))
+        raise TrainingFailed(str(exc)) from None
+
+
 def run_job(
     ctx: WorkerContext,
     run_id: int,
@@ -120,7 +159,6 @@ def run_job(
     (a lost database, a full disk) propagates for the task's retry, the row still running.
     """
     from pipeline.generate.modelspec import ModelSpec, load_pipeline, model_digest
-    from pipeline.training.run import run_training
 
     job = _start(ctx, run_id)
     if job is None:
@@ -129,7 +167,10 @@ def run_job(
             return {"state": row.state, "sha256": row.adapter_sha256, "steps": row.steps_done}
     cfg: TrainConfig = job["config"]
     try:
-        dataset = load_dataset(dataset_dir(ctx.settings, job["source"]), job["trigger"])
+        # Checked (every image decoded) when the run was created; the digest below proves
+        # the bytes are the same, so headers suffice and step 1 starts without a full decode.
+        source = dataset_dir(ctx.settings, job["source"])
+        dataset = load_dataset(source, job["trigger"], decode=False)
         if dataset.digest != job["digest"]:
             raise TrainingFailed(
                 f"{job['source']}: the dataset changed since run {run_id} was created "
@@ -147,17 +188,15 @@ def run_job(
         log.info("training run %s: resuming from step %d", run_id, done[-1])
     brand_name, prompts = _validation(ctx, job["brand_id"])
     out_path = adapter_file(ctx.settings.var_dir, job["name"], job["run_key"])
-    out = run_training(
-        pipe,
-        dataset,
-        cfg,
-        out_path,
-        store=store,
+    out = _train(
+        ctx,
+        run_id,
+        dataset_run=(pipe, dataset, cfg, out_path, store),
         validation=prompts,
         on_progress=_progress_writer(ctx, run_id, store, cfg.checkpoint_every, on_progress),
-        device=device_for(ctx.settings.device),
         stop_after=stop_after,
         banner=f"{brand_name} LoRA {job['name']} (training run {run_id}): with adapter | base",
+        run_key=job["run_key"],
     )
     if out.adapter_sha256 is None:
         return {

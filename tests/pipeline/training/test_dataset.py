@@ -12,6 +12,7 @@ from pipeline.training.dataset import (
     DatasetError,
     bucket_size,
     load_dataset,
+    load_image,
     prepare,
     with_trigger,
 )
@@ -108,7 +109,9 @@ def test_exif_rotation_applied(tmp_path: Path) -> None:
     exif[0x0112] = 6  # stored landscape, shown portrait
     img.save(tmp_path / "phone.jpg", exif=exif)
     ds = load_dataset(tmp_path, "sks")
-    assert [i.image.size for i in ds.images if i.name == "phone.jpg"] == [(300, 400)]
+    [phone] = [i for i in ds.images if i.name == "phone.jpg"]
+    assert phone.size == (300, 400)
+    assert load_image(phone).size == (300, 400)
 
 
 def test_buckets_and_crop(tmp_path: Path) -> None:

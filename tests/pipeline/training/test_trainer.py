@@ -57,7 +57,8 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
 def _trainer(pipe: Any, dataset: Dataset, cfg: TrainConfig = FAST) -> LoraTrainer:
     tr = LoraTrainer(pipe, cfg)
     tr.cache(
-        prepare(dataset.images, cfg.resolution, cfg.buckets), [i.caption for i in dataset.images]
+        list(prepare(dataset.images, cfg.resolution, cfg.buckets)),
+        [i.caption for i in dataset.images],
     )
     return tr
 
