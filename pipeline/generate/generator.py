@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from pipeline.failures import Failure, FailureKind, kind_of
+from pipeline.failures import Failure, FailureKind, failure_of
 from pipeline.generate.batch_table import architecture, batch_size_for
 from pipeline.generate.lora import LoraError, LoraManager, adapter_name
 from pipeline.generate.modelspec import ModelLoadError, ModelSpec, load_pipeline, model_digest
@@ -364,7 +364,7 @@ class DiffusersGenerator:
             return self._run_split(chunk[:half]) + self._run_split(chunk[half:])
         except (LoraError, ModelLoadError, ValueError) as exc:
             # Bad adapters/scheduler names fail these shots, not the whole worker.
-            return [Failure(kind_of(exc), str(exc))] * len(chunk)
+            return [failure_of(exc)] * len(chunk)
         timings = {**result.timings, "batch_size": float(len(chunk))}
         pixels = result.pixels or [None] * len(result.images)
         return [(img, px, timings) for img, px in zip(result.images, pixels, strict=True)]
