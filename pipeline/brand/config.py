@@ -23,7 +23,14 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote, urlparse
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from pipeline.brand.sanitize import normalize_text
 from pipeline.digests import sha256_file
@@ -109,6 +116,17 @@ class LoraSpec(_Model):
     trigger_word: str | None = None
     version: str | None = None
     base_family: str | None = None
+    # Apply an adapter whose tensors only partly match the model (the rest are dropped);
+    # without it, ``brands check`` and ``plan`` refuse a partial match.
+    allow_partial: bool = False
+
+    @model_serializer(mode="wrap")
+    def _drop_default_allow_partial(self, handler: Any) -> Any:
+        # Left out at its default, so brands that never set it keep their digest.
+        data = handler(self)
+        if isinstance(data, dict) and not self.allow_partial:
+            data.pop("allow_partial", None)
+        return data
 
     @field_validator("path")
     @classmethod

@@ -120,7 +120,15 @@ class LoraManager:
                 # peft unmerges a disabled layer on forward, so re-enable before fusing.
                 self.pipe.enable_lora()
                 self._disabled = False
-            self.pipe.set_adapters([n for n, _ in wanted], adapter_weights=[w for _, w in wanted])
+            try:
+                self.pipe.set_adapters(
+                    [n for n, _ in wanted], adapter_weights=[w for _, w in wanted]
+                )
+            except ValueError as exc:
+                # diffusers names no file here (an adapter whose tensors matched nothing
+                # loads as no adapter at all): say which files were asked for.
+                files = ", ".join(str(adapter_path(a.uri)) for a in adapters)
+                raise LoraError(f"LoRA {files}: cannot apply ({exc})") from None
             if self.fuse:
                 self._fuse(wanted)
         elif self._resident:

@@ -106,6 +106,20 @@ def check_model(model_id: str, settings: Settings) -> ModelSpec:
     return spec
 
 
+def config_folder(model_id: str, settings: Settings) -> Path | None:
+    """The diffusers folder holding ``model_id``'s configs (for checks that build the model
+    on the meta device), or None when this host has none (a repo id not in its cache)."""
+    spec = ModelSpec.parse(model_id, settings)
+    if spec.kind == "single_file":
+        return None
+    try:
+        return spec.local_path(settings)
+    except ModelLoadError:
+        if spec.kind == "repo":
+            return None
+        raise
+
+
 def _dtype_kwargs(torch_dtype: Any) -> dict[str, Any]:
     # diffusers 0.42 renamed ``torch_dtype`` to ``dtype``; older releases only know the former.
     import diffusers
