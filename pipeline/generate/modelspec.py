@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pipeline.digests import sha256_file
 from pipeline.files import InputFileError, atomic_write_bytes, read_text_capped
 from pipeline.generate.tiny_preset import ensure_tiny_model
+from pipeline.settings import force_hub_offline
 from pipeline.weights import check_safetensors
 
 if TYPE_CHECKING:
@@ -110,8 +111,13 @@ def config_folder(model_id: str, settings: Settings) -> Path | None:
     """The diffusers folder holding ``model_id``'s configs (for checks that build the model
     on the meta device), or None when this host has none (a repo id not in its cache)."""
     spec = ModelSpec.parse(model_id, settings)
-    if spec.kind == "single_file":
-        return None
+    if spec.kind == "single_file" and spec.path is not None:
+        from pipeline.generate.singlefile import SingleFileError, config_folder_for
+
+        try:
+            return config_folder_for(spec.path, settings)
+        except SingleFileError as exc:
+            raise ModelLoadError(str(exc)) from None
     try:
         return spec.local_path(settings)
     except ModelLoadError:
@@ -133,9 +139,10 @@ def load_pipeline(spec: ModelSpec, settings: Settings, torch_dtype: Any = None) 
     """Load a text-to-image diffusers pipeline for ``spec`` (weights stay on the CPU)."""
     from diffusers import AutoPipelineForText2Image
 
+    force_hub_offline()  # whatever the environment says, before any loader runs
     path = spec.local_path(settings)
     if spec.kind == "single_file":
-        return _load_single_file(path, torch_dtype)
+        return _load_single_file(path, settings, torch_dtype)
     _refuse_pickle_only_folder(path)
     for weights in weight_files(path):
         check_checkpoint(weights)
@@ -165,35 +172,31 @@ def check_checkpoint(path: Path) -> None:
         raise ModelLoadError(str(exc)) from None
 
 
-def _load_single_file(path: Path, torch_dtype: Any) -> Any:
+def _load_single_file(path: Path, settings: Settings, torch_dtype: Any) -> Any:
+    """A single-file checkpoint with its configs from disk (``SHOTLINE_MODEL_CONFIG`` or the
+    shipped ones for its family): nothing is looked up on a hub, cached or not."""
     import diffusers
-    from diffusers.loaders.single_file_utils import (
-        infer_diffusers_model_type,
-        load_single_file_checkpoint,
-    )
+
+    from pipeline.generate.singlefile import SingleFileError, config_folder_for
+    from pipeline.generate.singlefile import text2image_class_name as class_name
 
     check_checkpoint(path)  # before any loader maps it
     try:
-        checkpoint = load_single_file_checkpoint(str(path), local_files_only=True)
-        model_type = infer_diffusers_model_type(checkpoint)
-    except Exception as exc:
-        raise ModelLoadError(f"{path}: cannot read checkpoint: {exc}") from None
-    if model_type.startswith("xl"):
-        cls_name = "StableDiffusionXLPipeline"
-    elif model_type.startswith("sd3"):
-        cls_name = "StableDiffusion3Pipeline"
-    elif model_type.startswith(("v1", "v2")):
-        cls_name = "StableDiffusionPipeline"
-    else:
-        raise ModelLoadError(f"{path}: unsupported checkpoint family {model_type!r}")
-    pipe_cls = getattr(diffusers, cls_name)
+        folder = config_folder_for(path, settings)
+        cls_name = class_name(folder)
+    except (SingleFileError, OSError, ValueError) as exc:
+        raise ModelLoadError(str(exc)) from None
+    pipe_cls = getattr(diffusers, cls_name, None)
+    if pipe_cls is None or not hasattr(pipe_cls, "from_single_file"):
+        raise ModelLoadError(f"{path}: {folder} names pipeline {cls_name!r}, not a single-file one")
     try:
-        # The architecture configs come from the local HF cache (no downloads).
         return pipe_cls.from_single_file(
-            str(path), local_files_only=True, **_dtype_kwargs(torch_dtype)
+            str(path), config=str(folder), local_files_only=True, **_dtype_kwargs(torch_dtype)
         )
     except Exception as exc:
-        raise ModelLoadError(f"{path}: cannot load as {cls_name}: {exc}") from None
+        raise ModelLoadError(
+            f"{path}: cannot load as {cls_name} with the configs in {folder}: {exc}"
+        ) from None
 
 
 # --- digests ----------------------------------------------------------------------
