@@ -202,3 +202,30 @@ def test_nothing_connects_with_the_network_blocked(cpu_settings: Settings, tiny_
         "attempts": [],
     }
     assert outcome["hub"]  # refused offline, before any connection
+
+
+def test_digest_covers_what_is_loaded_only(cpu_settings: Settings, tmp_path: Path) -> None:
+    import shutil
+
+    from pipeline.generate.modelspec import loaded_files, model_digest
+
+    folder = tmp_path / "model"
+    shutil.copytree(ensure_tiny_model(cpu_settings.model_cache_dir), folder)
+    spec = ModelSpec.parse(str(folder), cpu_settings)
+    before = model_digest(spec, cpu_settings)
+    unet = folder / "unet" / "diffusion_pytorch_model.safetensors"
+
+    # An unused variant beside the weights, a root checkpoint, a README: not loaded.
+    shutil.copy(unet, folder / "unet" / "diffusion_pytorch_model.fp16.safetensors")
+    shutil.copy(unet, folder / "sd15-everything.safetensors")
+    (folder / "README.md").write_text("a model card")
+    assert model_digest(spec, cpu_settings) == before
+    names = {f.relative_to(folder).as_posix() for f in loaded_files(folder)}
+    assert "unet/diffusion_pytorch_model.safetensors" in names
+    assert "unet/config.json" in names and "tokenizer/tokenizer_config.json" in names
+    assert not {n for n in names if "fp16" in n or ("/" not in n and n != "model_index.json")}
+
+    # What is loaded changes the digest: a config, as much as the weights.
+    cfg = folder / "scheduler" / "scheduler_config.json"
+    cfg.write_text(cfg.read_text().replace('"steps_offset": 1', '"steps_offset": 0'))
+    assert model_digest(spec, cpu_settings) != before
