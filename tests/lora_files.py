@@ -117,3 +117,16 @@ def legacy(path: Path) -> Path:
             f"{block}.processor.to_{proj}_lora.{'down' if part.startswith('A') else 'up'}.weight"
         ] = v
     return _save(out, path)
+
+
+def lokr(path: Path) -> Path:
+    """A LyCORIS LoKr (Kronecker product) adapter in kohya names."""
+    mod = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q"
+    return _save(
+        {
+            f"{mod}.lokr_w1": torch.zeros(8, 8),
+            f"{mod}.lokr_w2": torch.zeros(8, 8),
+            f"{mod}.alpha": torch.tensor(4.0),
+        },
+        path,
+    )

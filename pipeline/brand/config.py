@@ -138,10 +138,11 @@ class LoraSpec(_Model):
                 "pickle formats (.ckpt, .bin, .pt) are refused"
             )
         scheme = urlparse(v).scheme.lower()
-        if _has_scheme(v) and scheme != "file":
-            # pipeline.generate.lora.adapter_path reads local files only.
+        if _has_scheme(v) and scheme not in ("file", "store"):
+            # Local files, or the blob store's content-addressed adapters (store://loras/...).
             raise ValueError(
-                f"LoRA weights must be a local file (a path or file://), not {scheme}:// ({v!r})"
+                "LoRA weights must be a local file (a path or file://) or store://, "
+                f"not {scheme}:// ({v!r})"
             )
         return v
 

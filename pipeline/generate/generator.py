@@ -25,7 +25,7 @@ from PIL import Image
 
 from pipeline.failures import Failure, FailureKind, failure_of
 from pipeline.generate.batch_table import architecture, batch_size_for
-from pipeline.generate.lora import LoraError, LoraManager, adapter_name
+from pipeline.generate.lora import LoraError, LoraManager, StoreAdapters, adapter_name
 from pipeline.generate.modelspec import ModelLoadError, ModelSpec, load_pipeline, model_digest
 from pipeline.generate.prompt_cache import PromptCache
 from pipeline.generate.schedulers import make_scheduler
@@ -176,7 +176,9 @@ class DiffusersGenerator:
         )
         self.library_versions = library_versions()
         self.pipe = pipe
-        self.lora = LoraManager(pipe, cache_size=settings.lora_cache_size, fuse=True)
+        self.lora = LoraManager(
+            pipe, cache_size=settings.lora_cache_size, fuse=True, fetch=StoreAdapters(settings)
+        )
         self.prompts = PromptCache(settings.prompt_dedup, settings.prompt_cache_size)
         self.architecture = architecture(pipe)
         self._base_scheduler_config = pipe.scheduler.config

@@ -408,7 +408,6 @@ def check_brand_loras(
     whatever ``LoraReport.refusal`` refuses. When this host has no configs for the model (a
     repo id not in its cache) the adapters' files are still checked, their tensors are not.
     Raises ``ModelLoadError`` for a model string that cannot name a model."""
-    from pipeline.generate.lora import adapter_path
     from pipeline.generate.modelspec import cached_sha256, config_folder
 
     folder = config_folder(model_id, settings) if cfg.loras else None
@@ -417,18 +416,28 @@ def check_brand_loras(
     for i, spec in enumerate(cfg.loras):
         if names is not None and spec.name not in names:
             continue
-        path = adapter_path(cfg.resolve_uri(spec.path))
+        path, refusal = _local_copy(cfg.resolve_uri(spec.path), spec.sha256, spec.name, settings)
         declared = normalize_family(spec.base_family)
         report: LoraReport | None = None
-        if not path.is_file():
-            refusal: str | None = f"{path}: LoRA file not found"
-        elif declared and family and declared != family:
+        if refusal is None and not path.is_file():
+            refusal = f"{path}: LoRA file not found"
+        elif refusal is None and declared and family and declared != family:
             refusal = f"{path}: base_family {spec.base_family} but the model is {family}"
-        elif folder is None:
-            refusal = None
-        else:
+        elif refusal is None and folder is not None:
             sha = cached_sha256(path, settings)
             report = check_lora_cached(path, sha, folder, Path(settings.model_cache_dir))
             refusal = report.refusal(spec.allow_partial)
         out.append(AdapterCheck(i, spec.name, report, refusal))
     return out
+
+
+def _local_copy(uri: str, sha256: str, name: str, settings: Settings) -> tuple[Path, str | None]:
+    """The adapter's local file (a ``store://`` one fetched and verified), or why not."""
+    from pipeline.generate.lora import LoraError, StoreAdapters, adapter_path, is_store_uri
+
+    try:
+        if is_store_uri(uri):
+            return StoreAdapters(settings).path_for(uri, sha256, name), None
+        return adapter_path(uri), None
+    except LoraError as exc:
+        return Path(uri), str(exc)

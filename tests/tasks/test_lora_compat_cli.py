@@ -44,6 +44,7 @@ def run(*args: str) -> tuple[int, str, str]:
         (lora_files.half_matching, "only 32 of 64 LoRA tensors match the model"),
         (lora_files.wrong_shape, "1 of 64 LoRA tensors do not fit the model's shapes"),
         (lora_files.loha, "LyCORIS LoHa adapters are not supported"),
+        (lora_files.lokr, "LyCORIS LoKr adapters are not supported"),
     ],
 )
 def test_refused_with_one_line_naming_the_file(
@@ -103,3 +104,30 @@ def test_other_formats_convert_and_match(
     code, out, err = run("brands", "check", str(_brand(tmp_path, lora)))
     assert code == 0, err
     assert f"LoRA style: {fmt}, family unknown, 64/64 tensors matched" in out
+
+
+def test_store_adapters_are_fetched_verified_and_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.storage import LocalBlobStore
+
+    monkeypatch.setenv("SHOTLINE_BLOB_ROOT", str(tmp_path / "blobs"))
+    monkeypatch.setenv("SHOTLINE_BLOB_BACKEND", "local")
+    sha = sha256_file(lora_files.SAMPLE)
+    brand = tmp_path / "demo.yaml"
+    brand.write_text(
+        BRAND.replace("loras/style.safetensors", f"store://loras/{sha}.safetensors").format(
+            sha=sha, extra=""
+        ),
+        encoding="utf-8",
+    )
+    code, _, err = run("brands", "check", str(brand))
+    assert code == 2
+    assert f"store://loras/{sha}.safetensors is not in the blob store" in err
+
+    LocalBlobStore(tmp_path / "blobs").put(
+        f"loras/{sha}.safetensors", lora_files.SAMPLE.read_bytes()
+    )
+    code, out, err = run("brands", "check", str(brand))
+    assert code == 0, err
+    assert "LoRA style: peft, family unknown, 64/64 tensors matched" in out
