@@ -74,6 +74,11 @@ def one_line(text: str, limit: int = MAX_REASON_CHARS) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
 
 
-def failure_of(exc: BaseException) -> Failure:
-    """A stage error as a failure: its kind and a one-line reason."""
-    return Failure(kind_of(exc), one_line(str(exc) or type(exc).__name__))
+def failure_of(exc: BaseException, named: bool = False) -> Failure:
+    """A stage error as a failure: its kind and a one-line reason (``named``: prefixed with
+    the exception type, except for load errors, whose message names the file first)."""
+    kind = kind_of(exc)
+    text = str(exc) or type(exc).__name__
+    if named and not is_permanent(kind):
+        text = f"{type(exc).__name__}: {text}"
+    return Failure(kind, one_line(text))

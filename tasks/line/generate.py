@@ -88,7 +88,7 @@ def generate_batch(
     except transient_errors():
         raise
     except Exception as exc:  # a stage error: isolate the shot that causes it
-        failure = failure_of(exc)
+        failure = failure_of(exc, named=True)
         log.warning("generation of %d shot(s) failed: %s", len(batch.shots), failure.reason)
         if is_permanent(failure.kind):
             # The model or an adapter does not load: every shot of the batch would meet the

@@ -109,11 +109,18 @@ def test_other_formats_convert_and_match(
 def test_store_adapters_are_fetched_verified_and_checked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import uuid
+
+    from safetensors.torch import save_file
+
     from pipeline.storage import LocalBlobStore
 
     monkeypatch.setenv("SHOTLINE_BLOB_ROOT", str(tmp_path / "blobs"))
     monkeypatch.setenv("SHOTLINE_BLOB_BACKEND", "local")
-    sha = sha256_file(lora_files.SAMPLE)
+    # Bytes of its own (a nonce in the metadata): no host has fetched this adapter before.
+    lora = tmp_path / "upload.safetensors"
+    save_file(lora_files.sample_state(), str(lora), metadata={"nonce": uuid.uuid4().hex})
+    sha = sha256_file(lora)
     brand = tmp_path / "demo.yaml"
     brand.write_text(
         BRAND.replace("loras/style.safetensors", f"store://loras/{sha}.safetensors").format(
@@ -125,9 +132,7 @@ def test_store_adapters_are_fetched_verified_and_checked(
     assert code == 2
     assert f"store://loras/{sha}.safetensors is not in the blob store" in err
 
-    LocalBlobStore(tmp_path / "blobs").put(
-        f"loras/{sha}.safetensors", lora_files.SAMPLE.read_bytes()
-    )
+    LocalBlobStore(tmp_path / "blobs").put(f"loras/{sha}.safetensors", lora.read_bytes())
     code, out, err = run("brands", "check", str(brand))
     assert code == 0, err
     assert "LoRA style: peft, family unknown, 64/64 tensors matched" in out
