@@ -341,7 +341,10 @@ def _checked_adapters(
     (``PlanningError``: the first refused one). An adapter allowed to match partly gets its
     matched count into each shot's adapters, so the lineage says what was applied."""
     names = {a.name for r in resolved.values() for a in r.adapters}
-    checks = check_brand_loras(brand, model_id, settings, names) if names else []
+    try:
+        checks = check_brand_loras(brand, model_id, settings, names) if names else []
+    except ModelLoadError as exc:
+        raise PlanningError(f"model {exc}") from None
     for c in checks:
         if c.refusal:
             raise PlanningError(f"LoRA {c.name!r}: {c.refusal}")

@@ -408,10 +408,13 @@ def check_brand_loras(
     whatever ``LoraReport.refusal`` refuses. When this host has no configs for the model (a
     repo id not in its cache) the adapters' files are still checked, their tensors are not.
     Raises ``ModelLoadError`` for a model string that cannot name a model."""
-    from pipeline.generate.modelspec import cached_sha256, config_folder
+    from pipeline.generate.modelspec import ModelLoadError, cached_sha256, config_folder
 
     folder = config_folder(model_id, settings) if cfg.loras else None
-    family = folder_family(folder) if folder is not None else None
+    try:
+        family = folder_family(folder) if folder is not None else None
+    except ValueError as exc:  # a folder whose configs do not read: the model cannot load
+        raise ModelLoadError(f"{model_id}: {exc}") from None
     out: list[AdapterCheck] = []
     for i, spec in enumerate(cfg.loras):
         if names is not None and spec.name not in names:
@@ -424,9 +427,12 @@ def check_brand_loras(
         elif refusal is None and declared and family and declared != family:
             refusal = f"{path}: base_family {spec.base_family} but the model is {family}"
         elif refusal is None and folder is not None:
-            sha = cached_sha256(path, settings)
-            report = check_lora_cached(path, sha, folder, Path(settings.model_cache_dir))
-            refusal = report.refusal(spec.allow_partial)
+            try:
+                sha = cached_sha256(path, settings)
+                report = check_lora_cached(path, sha, folder, Path(settings.model_cache_dir))
+                refusal = report.refusal(spec.allow_partial)
+            except (ValueError, OSError) as exc:  # the model's configs build no model
+                refusal = f"{path}: cannot be checked against {model_id}: {exc}"
         out.append(AdapterCheck(i, spec.name, report, refusal))
     return out
 

@@ -136,3 +136,19 @@ def test_store_adapters_are_fetched_verified_and_checked(
     code, out, err = run("brands", "check", str(brand))
     assert code == 0, err
     assert "LoRA style: peft, family unknown, 64/64 tensors matched" in out
+
+
+def test_a_model_without_configs_is_one_line_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    monkeypatch.setenv("SHOTLINE_MODEL", str(model))
+    lora = tmp_path / "loras" / "style.safetensors"
+    lora.parent.mkdir()
+    lora.write_bytes(lora_files.SAMPLE.read_bytes())
+    code, _, err = run("brands", "check", str(_brand(tmp_path, lora)))
+    assert code == 2 and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert f"model {model}: {model / 'unet' / 'config.json'}: cannot read config" in err
