@@ -30,6 +30,7 @@ from pipeline.brand.config import BrandConfig, ResolvedTemplate
 from pipeline.brand.loader import brand_warnings
 from pipeline.brand.seeds import derive_seed
 from pipeline.brand.templates import PromptRenderer, RenderedPrompt, RenderError
+from pipeline.generate.lora_check import check_brand_loras
 from pipeline.generate.modelspec import ModelLoadError, check_model
 from pipeline.settings import Settings
 
@@ -327,6 +328,7 @@ def plan_context(
         check_model(model_id, settings)
     except ModelLoadError as exc:
         raise PlanningError(f"model {exc}") from None
+    matched = _checked_adapters(brand, model_id, settings, resolved)
     return PlanContext(
         controlnet=_controlnet(brand, settings, resolved),
         brand=brand,
@@ -335,10 +337,34 @@ def plan_context(
         templates=tuple(names),
         resolved=resolved,
         digests={n: r.digest() for n, r in resolved.items()},
-        adapters_json={n: [a.to_json() for a in r.adapters] for n, r in resolved.items()},
+        adapters_json={
+            n: [{**a.to_json(), **matched.get(a.name, {})} for a in r.adapters]
+            for n, r in resolved.items()
+        },
         renderer=renderer or PromptRenderer(brand, templates=names),
         model_id=model_id,
     )
+
+
+def _checked_adapters(
+    brand: BrandConfig, model_id: str, settings: Settings, resolved: Mapping[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """The LoRAs the templates use, checked against the model before any shot pins them
+    (``PlanningError``: the first refused one). An adapter allowed to match partly gets its
+    matched count into each shot's adapters, so the lineage says what was applied."""
+    names = {a.name for r in resolved.values() for a in r.adapters}
+    try:
+        checks = check_brand_loras(brand, model_id, settings, names) if names else []
+    except ModelLoadError as exc:
+        raise PlanningError(f"model {exc}") from None
+    for c in checks:
+        if c.refusal:
+            raise PlanningError(f"LoRA {c.name!r}: {c.refusal}")
+    return {
+        c.name: {"matched_tensors": c.report.matched, "lora_tensors": c.report.total}
+        for c in checks
+        if c.report is not None and c.report.partial
+    }
 
 
 def _controlnet(

@@ -48,3 +48,38 @@ def kind_of(exc: BaseException) -> FailureKind:
     if isinstance(exc, ValueError | RuntimeError):
         return FailureKind.generation
     return FailureKind.internal
+
+
+# Failures that the same input will meet again on every try: a model or adapter that does not
+# load (missing file, wrong format, incompatible shapes). Retrying only reloads the same file,
+# so the shot fails at its first attempt. Every other kind (OOM, storage, generation, lost
+# workers) keeps its retries: the next try may be on another host or a quieter GPU.
+PERMANENT_KINDS: frozenset[FailureKind] = frozenset(
+    {FailureKind.model_load, FailureKind.lora_incompatible}
+)
+
+# A reason is read on one line of ``shotline status``; loader errors can be kilobytes of key
+# sets, so they are cut (the file is named first, so it survives the cut).
+MAX_REASON_CHARS = 300
+
+
+def is_permanent(kind: FailureKind | str | None) -> bool:
+    """Whether a failure of ``kind`` would recur on every retry (so it is not retried)."""
+    return kind is not None and str(kind) in {k.value for k in PERMANENT_KINDS}
+
+
+def one_line(text: str, limit: int = MAX_REASON_CHARS) -> str:
+    """``text`` on one line (runs of whitespace and control characters become one space),
+    at most ``limit`` characters (cut with an ellipsis)."""
+    flat = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
+
+
+def failure_of(exc: BaseException, named: bool = False) -> Failure:
+    """A stage error as a failure: its kind and a one-line reason (``named``: prefixed with
+    the exception type, except for load errors, whose message names the file first)."""
+    kind = kind_of(exc)
+    text = str(exc) or type(exc).__name__
+    if named and not is_permanent(kind):
+        text = f"{type(exc).__name__}: {text}"
+    return Failure(kind, one_line(text))

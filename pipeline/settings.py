@@ -1,21 +1,52 @@
 """The one settings object: ``SHOTLINE_*`` environment variables plus an optional ``.env``.
 
 Built once at process start (CLI entry, worker init) and passed down; nothing in
-``pipeline/`` reads the environment on its own.
+``pipeline/`` reads the environment on its own. Importing this module switches the process's
+Hugging Face hub access off (``force_hub_offline``): no model download, ever, whatever the
+environment says.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as _PydanticSettingsError
 
 ENV_PREFIX = "SHOTLINE_"
+
+# The variables huggingface_hub, transformers and diffusers read for "no network".
+_OFFLINE_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
+
+
+def force_hub_offline() -> None:
+    """Switch hub access off for this process, whatever the environment says.
+
+    The hub libraries read ``HF_HUB_OFFLINE`` once, when first imported: the variable is set
+    before that (this module is imported first), and the flag is set on the already
+    imported library too, so no code path (diffusers' single-file loader retrying online
+    included) can reach a hub. Called again by the model loaders."""
+    for name in _OFFLINE_ENV:
+        os.environ[name] = "1"
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = True  # type: ignore[attr-defined]
+
+
+force_hub_offline()
 
 
 class SettingsInvalid(ValueError):
@@ -101,6 +132,20 @@ class Settings(BaseSettings):
     # --- generation ---------------------------------------------------------------
     # Overrides the brand's base_model when set (repo id, local folder, .safetensors or "tiny").
     model: str | None = None
+    model_config_dir: Path | None = Field(
+        default=None,
+        # SHOTLINE_MODEL_CONFIG is the name the docs use; ``model_config`` itself is
+        # pydantic's own attribute, so the field carries a suffix.
+        validation_alias=AliasChoices(
+            "model_config_dir", "SHOTLINE_MODEL_CONFIG", "SHOTLINE_MODEL_CONFIG_DIR"
+        ),
+        description=(
+            "For a single-file .safetensors model (also read from SHOTLINE_MODEL_CONFIG): a "
+            "local diffusers folder whose configs, tokenizers and scheduler describe it. "
+            "Unset: the configs shipped for the family read from the checkpoint's keys "
+            "(SD1.5, SD2.x 768-v, SDXL base, SDXL inpaint)."
+        ),
+    )
     model_cache_dir: Path = Path("./var/models")
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: Literal["auto", "fp32", "fp16", "bf16"] = "auto"

@@ -78,6 +78,14 @@ def check_safetensors(
     path: str | os.PathLike[str], what: str = "weights", max_bytes: int | None = None
 ) -> None:
     """Raise ``InputFileError`` unless ``path`` is a regular, well-formed safetensors file."""
+    safetensors_header(path, what, max_bytes)
+
+
+def safetensors_header(
+    path: str | os.PathLike[str], what: str = "weights", max_bytes: int | None = None
+) -> dict[str, dict[str, Any]]:
+    """The tensors of a well-formed safetensors file by name (dtype, shape, data offsets),
+    read from its header alone; ``InputFileError`` for anything else."""
     with open_regular(path, max_bytes, what) as fh:
         size = os.fstat(fh.fileno()).st_size
         head = fh.read(8)
@@ -98,3 +106,4 @@ def check_safetensors(
     problem = _header_problem(header, size - 8 - n)
     if problem:
         raise InputFileError(path, f"{what}: not a valid safetensors file ({problem})")
+    return {k: v for k, v in header.items() if k != "__metadata__"}

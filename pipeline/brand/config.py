@@ -29,6 +29,7 @@ from pydantic import (
     Field,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -139,6 +140,17 @@ class LoraSpec(_Model):
     trigger_word: str | None = None
     version: str | None = None
     base_family: str | None = None
+    # Apply an adapter whose tensors only partly match the model (the rest are dropped);
+    # without it, ``brands check`` and ``plan`` refuse a partial match.
+    allow_partial: bool = False
+
+    @model_serializer(mode="wrap")
+    def _drop_default_allow_partial(self, handler: Any) -> Any:
+        # Left out at its default, so brands that never set it keep their digest.
+        data = handler(self)
+        if isinstance(data, dict) and not self.allow_partial:
+            data.pop("allow_partial", None)
+        return data
 
     @field_validator("path")
     @classmethod
@@ -150,10 +162,11 @@ class LoraSpec(_Model):
                 "pickle formats (.ckpt, .bin, .pt) are refused"
             )
         scheme = urlparse(v).scheme.lower()
-        if _has_scheme(v) and scheme != "file":
-            # pipeline.generate.lora.adapter_path reads local files only.
+        if _has_scheme(v) and scheme not in ("file", "store"):
+            # Local files, or the blob store's content-addressed adapters (store://loras/...).
             raise ValueError(
-                f"LoRA weights must be a local file (a path or file://), not {scheme}:// ({v!r})"
+                "LoRA weights must be a local file (a path or file://) or store://, "
+                f"not {scheme}:// ({v!r})"
             )
         return v
 

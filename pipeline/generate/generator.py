@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from pipeline.failures import Failure, FailureKind, kind_of
+from pipeline.failures import Failure, FailureKind, failure_of
 from pipeline.generate.batch_table import architecture, batch_size_for
-from pipeline.generate.lora import LoraError, LoraManager, adapter_name
+from pipeline.generate.lora import LoraError, LoraManager, StoreAdapters, adapter_name
 from pipeline.generate.modelspec import ModelLoadError, ModelSpec, load_pipeline, model_digest
 from pipeline.generate.prompt_cache import PromptCache
 from pipeline.generate.schedulers import make_scheduler
@@ -176,7 +176,9 @@ class DiffusersGenerator:
         )
         self.library_versions = library_versions()
         self.pipe = pipe
-        self.lora = LoraManager(pipe, cache_size=settings.lora_cache_size, fuse=True)
+        self.lora = LoraManager(
+            pipe, cache_size=settings.lora_cache_size, fuse=True, fetch=StoreAdapters(settings)
+        )
         self.prompts = PromptCache(settings.prompt_dedup, settings.prompt_cache_size)
         self.architecture = architecture(pipe)
         self._base_scheduler_config = pipe.scheduler.config
@@ -364,7 +366,7 @@ class DiffusersGenerator:
             return self._run_split(chunk[:half]) + self._run_split(chunk[half:])
         except (LoraError, ModelLoadError, ValueError) as exc:
             # Bad adapters/scheduler names fail these shots, not the whole worker.
-            return [Failure(kind_of(exc), str(exc))] * len(chunk)
+            return [failure_of(exc)] * len(chunk)
         timings = {**result.timings, "batch_size": float(len(chunk))}
         pixels = result.pixels or [None] * len(result.images)
         return [(img, px, timings) for img, px in zip(result.images, pixels, strict=True)]

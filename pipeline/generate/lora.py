@@ -13,18 +13,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 from pipeline.digests import sha256_file
-from pipeline.files import InputFileError
+from pipeline.files import InputFileError, atomic_write_bytes
 from pipeline.types import AdapterRef
 from pipeline.weights import check_safetensors
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
+    from pipeline.storage import BlobStore
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +42,70 @@ class LoraError(ValueError):
     """An adapter that must not be loaded: missing, wrong format or a pin mismatch."""
 
 
+STORE_SCHEME = "store"
+
+
+def adapter_store_key(sha256: str) -> str:
+    """Where an adapter lives in the blob store: by content, so a key names one file."""
+    pin = sha256.lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", pin):
+        raise LoraError(f"not a sha256 pin: {sha256!r}")
+    return f"loras/{pin}.safetensors"  # content_key caps extensions at 10 characters
+
+
+def adapter_store_uri(sha256: str) -> str:
+    """The brand-config URI of an adapter in the blob store (``store://loras/<sha>...``)."""
+    return f"{STORE_SCHEME}://{adapter_store_key(sha256)}"
+
+
+def is_store_uri(uri: str) -> bool:
+    return urlparse(uri).scheme == STORE_SCHEME
+
+
+class StoreAdapters:
+    """Adapters named by ``store://`` URIs: fetched from the blob store once into a local
+    cache (``model_cache_dir/loras/<sha256>.safetensors``), the bytes checked against the
+    pin before they are written, so every GPU host loads exactly the pinned adapter."""
+
+    def __init__(self, settings: Settings, store: BlobStore | None = None) -> None:
+        self.settings = settings
+        self.cache_dir = Path(settings.model_cache_dir) / "loras"
+        self._store = store
+
+    @property
+    def store(self) -> BlobStore:
+        if self._store is None:
+            from pipeline.storage import make_blob_store
+
+            self._store = make_blob_store(self.settings)
+        return self._store
+
+    def path_for(self, uri: str, sha256: str, name: str) -> Path:
+        """The local copy of ``uri`` (``LoraError``: not in the store, or not the pinned
+        bytes; a store that cannot be reached raises ``StorageError`` for a retry)."""
+        from pipeline.storage import InvalidKeyError, check_key
+
+        pin = sha256.lower()
+        try:
+            key = check_key(uri[len(STORE_SCHEME) + 3 :])
+        except InvalidKeyError:
+            raise LoraError(f"LoRA {name!r}: {uri}: not a blob store key") from None
+        local = self.cache_dir / f"{pin}.safetensors"
+        if local.is_file() and sha256_file(local) == pin:
+            return local
+        try:
+            data = self.store.get(key)
+        except FileNotFoundError:
+            raise LoraError(f"LoRA {name!r}: {uri} is not in the blob store") from None
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != pin:
+            raise LoraError(
+                f"LoRA {name!r}: sha256 mismatch for {uri}: pinned {sha256}, store has {actual}"
+            )
+        atomic_write_bytes(local, data)
+        return local
+
+
 def adapter_path(uri: str) -> Path:
     """A local path for an adapter URI (``file://`` or a plain path)."""
     parsed = urlparse(uri)
@@ -47,9 +116,15 @@ def adapter_path(uri: str) -> Path:
     return Path(uri)
 
 
-def verify_adapter(ref: AdapterRef) -> Path:
-    """Check format and sha256 pin of ``ref``'s file; return its path. Raises ``LoraError``."""
-    path = adapter_path(ref.uri)
+def verify_adapter(ref: AdapterRef, fetch: StoreAdapters | None = None) -> Path:
+    """Check format and sha256 pin of ``ref``'s file; return its path. Raises ``LoraError``.
+    A ``store://`` adapter is fetched through ``fetch`` first."""
+    if is_store_uri(ref.uri):
+        if fetch is None:
+            raise LoraError(f"LoRA {ref.name!r}: {ref.uri}: no blob store to fetch it from")
+        path = fetch.path_for(ref.uri, ref.sha256, ref.name)
+    else:
+        path = adapter_path(ref.uri)
     if path.suffix.lower() != ".safetensors":
         raise LoraError(
             f"LoRA {ref.name!r}: {path.name} is not a .safetensors file; pickle formats are refused"
@@ -82,8 +157,15 @@ AdapterSet = tuple[tuple[str, float], ...]
 class LoraManager:
     """Keeps a pipeline's adapters in line with what each batch asks for."""
 
-    def __init__(self, pipe: Any, cache_size: int = 4, fuse: bool = True) -> None:
+    def __init__(
+        self,
+        pipe: Any,
+        cache_size: int = 4,
+        fuse: bool = True,
+        fetch: StoreAdapters | None = None,
+    ) -> None:
         self.pipe = pipe
+        self.fetch = fetch  # where store:// adapters come from
         self.cache_size = max(1, cache_size)
         self.fuse = fuse
         self._resident: OrderedDict[str, AdapterRef] = OrderedDict()
@@ -120,7 +202,15 @@ class LoraManager:
                 # peft unmerges a disabled layer on forward, so re-enable before fusing.
                 self.pipe.enable_lora()
                 self._disabled = False
-            self.pipe.set_adapters([n for n, _ in wanted], adapter_weights=[w for _, w in wanted])
+            try:
+                self.pipe.set_adapters(
+                    [n for n, _ in wanted], adapter_weights=[w for _, w in wanted]
+                )
+            except ValueError as exc:
+                # diffusers names no file here (an adapter whose tensors matched nothing
+                # loads as no adapter at all): say which files were asked for.
+                files = ", ".join(a.uri for a in adapters)
+                raise LoraError(f"LoRA {files}: cannot apply ({exc})") from None
             if self.fuse:
                 self._fuse(wanted)
         elif self._resident:
@@ -144,7 +234,8 @@ class LoraManager:
         if name in self._resident:
             self._resident.move_to_end(name)
             return
-        path = verify_adapter(ref)  # the pin is checked before the file is read as weights
+        # The pin is checked before the file is read as weights.
+        path = verify_adapter(ref, self.fetch)
         while len(self._resident) >= self.cache_size:
             victim = next((n for n in self._resident if n not in keep), None)
             if victim is None:

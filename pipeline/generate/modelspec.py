@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pipeline.digests import sha256_file
 from pipeline.files import InputFileError, atomic_write_bytes, read_text_capped
 from pipeline.generate.tiny_preset import ensure_tiny_model
+from pipeline.settings import force_hub_offline
 from pipeline.weights import check_safetensors
 
 if TYPE_CHECKING:
@@ -106,6 +107,25 @@ def check_model(model_id: str, settings: Settings) -> ModelSpec:
     return spec
 
 
+def config_folder(model_id: str, settings: Settings) -> Path | None:
+    """The diffusers folder holding ``model_id``'s configs (for checks that build the model
+    on the meta device), or None when this host has none (a repo id not in its cache)."""
+    spec = ModelSpec.parse(model_id, settings)
+    if spec.kind == "single_file" and spec.path is not None:
+        from pipeline.generate.singlefile import SingleFileError, config_folder_for
+
+        try:
+            return config_folder_for(spec.path, settings)
+        except SingleFileError as exc:
+            raise ModelLoadError(str(exc)) from None
+    try:
+        return spec.local_path(settings)
+    except ModelLoadError:
+        if spec.kind == "repo":
+            return None
+        raise
+
+
 def _dtype_kwargs(torch_dtype: Any) -> dict[str, Any]:
     # diffusers 0.42 renamed ``torch_dtype`` to ``dtype``; older releases only know the former.
     import diffusers
@@ -119,9 +139,10 @@ def load_pipeline(spec: ModelSpec, settings: Settings, torch_dtype: Any = None) 
     """Load a text-to-image diffusers pipeline for ``spec`` (weights stay on the CPU)."""
     from diffusers import AutoPipelineForText2Image
 
+    force_hub_offline()  # whatever the environment says, before any loader runs
     path = spec.local_path(settings)
     if spec.kind == "single_file":
-        return _load_single_file(path, torch_dtype)
+        return _load_single_file(path, settings, torch_dtype)
     _refuse_pickle_only_folder(path)
     for weights in weight_files(path):
         check_checkpoint(weights)
@@ -151,35 +172,47 @@ def check_checkpoint(path: Path) -> None:
         raise ModelLoadError(str(exc)) from None
 
 
-def _load_single_file(path: Path, torch_dtype: Any) -> Any:
+def _load_single_file(path: Path, settings: Settings, torch_dtype: Any) -> Any:
+    """A single-file checkpoint with its configs from disk (``SHOTLINE_MODEL_CONFIG`` or the
+    shipped ones for its family): nothing is looked up on a hub, cached or not."""
     import diffusers
-    from diffusers.loaders.single_file_utils import (
-        infer_diffusers_model_type,
-        load_single_file_checkpoint,
-    )
+
+    from pipeline.generate.singlefile import SingleFileError, config_folder_for
+    from pipeline.generate.singlefile import text2image_class_name as class_name
 
     check_checkpoint(path)  # before any loader maps it
     try:
-        checkpoint = load_single_file_checkpoint(str(path), local_files_only=True)
-        model_type = infer_diffusers_model_type(checkpoint)
-    except Exception as exc:
-        raise ModelLoadError(f"{path}: cannot read checkpoint: {exc}") from None
-    if model_type.startswith("xl"):
-        cls_name = "StableDiffusionXLPipeline"
-    elif model_type.startswith("sd3"):
-        cls_name = "StableDiffusion3Pipeline"
-    elif model_type.startswith(("v1", "v2")):
-        cls_name = "StableDiffusionPipeline"
-    else:
-        raise ModelLoadError(f"{path}: unsupported checkpoint family {model_type!r}")
-    pipe_cls = getattr(diffusers, cls_name)
+        folder = config_folder_for(path, settings)
+        cls_name = class_name(folder)
+    except (SingleFileError, OSError, ValueError) as exc:
+        raise ModelLoadError(str(exc)) from None
+    pipe_cls = getattr(diffusers, cls_name, None)
+    if pipe_cls is None or not hasattr(pipe_cls, "from_single_file"):
+        raise ModelLoadError(f"{path}: {folder} names pipeline {cls_name!r}, not a single-file one")
     try:
-        # The architecture configs come from the local HF cache (no downloads).
-        return pipe_cls.from_single_file(
-            str(path), local_files_only=True, **_dtype_kwargs(torch_dtype)
+        pipe = pipe_cls.from_single_file(
+            str(path), config=str(folder), local_files_only=True, **_dtype_kwargs(torch_dtype)
         )
     except Exception as exc:
-        raise ModelLoadError(f"{path}: cannot load as {cls_name}: {exc}") from None
+        raise ModelLoadError(
+            f"{path}: cannot load as {cls_name} with the configs in {folder}: {exc}"
+        ) from None
+    _own_storage(pipe)
+    return pipe
+
+
+def _own_storage(pipe: Any) -> None:
+    """Give every weight its own storage. The single-file converters leave tensors as views
+    laid out as the checkpoint had them, and CPU kernels round differently on such layouts:
+    the same weights gave other pixels than the folder's. Fresh copies (one tensor at a
+    time) make an image depend on the weights only, so the file reproduces the folder."""
+    import torch
+
+    with torch.no_grad():
+        for component in pipe.components.values():
+            if isinstance(component, torch.nn.Module):
+                for tensor in [*component.parameters(), *component.buffers()]:
+                    tensor.data = tensor.data.clone()
 
 
 # --- digests ----------------------------------------------------------------------
@@ -227,23 +260,72 @@ def cached_sha256(path: Path, settings: Settings) -> str:
     return digest
 
 
+# The weight file names diffusers (models) and transformers (text encoders) load when no
+# variant is asked for; ``.fp16.safetensors`` and other variants beside them are not read.
+WEIGHT_STEMS = ("diffusion_pytorch_model", "model")
+CONFIG_SUFFIXES = frozenset({".json", ".txt", ".model"})
+
+
+def _component_weights(sub: Path) -> list[Path]:
+    for stem in WEIGHT_STEMS:
+        index = sub / f"{stem}.safetensors.index.json"
+        if index.is_file():  # sharded: the shards its weight map names
+            try:
+                shards = json.loads(read_text_capped(index, 16 << 20, "weight index"))["weight_map"]
+            except (OSError, ValueError, KeyError, TypeError, InputFileError) as exc:
+                raise ModelLoadError(f"{index}: unreadable weight index ({exc})") from None
+            return sorted({sub / str(name) for name in shards.values()})
+        single = sub / f"{stem}.safetensors"
+        if single.is_file():
+            return [single]
+    return []
+
+
+def _is_config(f: Path) -> bool:
+    # A variant's shard index (x.fp16.safetensors.index.json) belongs to the unused variant.
+    if ".safetensors.index.json" in f.name:
+        return f.name in {f"{stem}.safetensors.index.json" for stem in WEIGHT_STEMS}
+    return f.suffix.lower() in CONFIG_SUFFIXES
+
+
 def weight_files(path: Path) -> list[Path]:
-    """The safetensors weight files of a model folder or single checkpoint, sorted."""
+    """The safetensors weights the pipeline loads from a model folder (each component's
+    non-variant weights, as ``from_pretrained`` picks them), or the single checkpoint."""
+    return [f for f in loaded_files(path) if f.suffix == ".safetensors"]
+
+
+def loaded_files(path: Path) -> list[Path]:
+    """Exactly the files loading ``path`` reads: ``model_index.json``, and for each component
+    it names, the component's configs (tokenizer files included) and its weights. Anything
+    else in the folder (variants, a root checkpoint, READMEs) is not read, so not hashed."""
     if path.is_file():
         return [path]
-    return sorted(p for p in path.rglob("*.safetensors") if p.is_file())
+    try:
+        index = json.loads(read_text_capped(path / "model_index.json", 1 << 20, "model index"))
+    except (OSError, ValueError, InputFileError) as exc:
+        raise ModelLoadError(f"{path}: unreadable model_index.json ({exc})") from None
+    files = [path / "model_index.json"]
+    for comp, value in sorted(index.items()):
+        named = isinstance(value, list) and len(value) == 2 and value[0] and value[1]
+        sub = path / comp
+        if comp.startswith("_") or not named or not sub.is_dir():
+            continue
+        files += sorted(f for f in sub.iterdir() if f.is_file() and _is_config(f))
+        files += _component_weights(sub)
+    return files
 
 
 def model_digest(spec: ModelSpec, settings: Settings) -> str:
-    """sha256 over the model's weight files (relative name + file sha256), cached by mtime.
+    """sha256 over exactly the files loading the model reads (``loaded_files``: relative
+    name + file sha256), each file's sha256 cached by mtime and size.
 
     For a single file this is the file's own sha256, so it matches ``sha256sum``.
     """
     path = spec.local_path(settings)
     cache = _DigestCache(Path(settings.model_cache_dir) / DIGEST_CACHE_NAME)
-    files = weight_files(path)
-    if not files:
+    if not weight_files(path):
         raise ModelLoadError(f"{spec.model_id}: no .safetensors weight files under {path}")
+    files = loaded_files(path)
     if path.is_file():
         digest = cache.sha256(path)
     else:

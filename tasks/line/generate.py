@@ -5,7 +5,8 @@ composited back and checked bit for bit (``pipeline.packshot.stage``).
 
 A stage error on a batch of several shots hands them back for a retry one by one (so one
 poison shot cannot sink its neighbours); on a single shot it is that shot's failure, with its
-kind. Transient errors propagate (Celery retries the message).
+kind. A permanent error (the model or an adapter does not load) fails every shot of the batch
+at once. Transient errors propagate (Celery retries the message).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 
 from catalog.models import ShotState
 from catalog.shots import lock_shots
-from pipeline.failures import Failure, FailureKind, kind_of
+from pipeline.failures import Failure, FailureKind, failure_of, is_permanent
 from pipeline.generate.batch_table import batch_size_for
 from pipeline.generate.batching import GpuBatch, PackshotKey, plan_gpu_batches
 from pipeline.generate.controlnet import ControlSpec
@@ -87,9 +88,14 @@ def generate_batch(
     except transient_errors():
         raise
     except Exception as exc:  # a stage error: isolate the shot that causes it
-        failure = Failure(kind_of(exc), f"{type(exc).__name__}: {exc}")
+        failure = failure_of(exc, named=True)
         log.warning("generation of %d shot(s) failed: %s", len(batch.shots), failure.reason)
-        if len(batch.shots) > 1:
+        if is_permanent(failure.kind):
+            # The model or an adapter does not load: every shot of the batch would meet the
+            # same file again, one by one or retried, so they all fail now.
+            for p in batch.shots:
+                generated.errors[p.shot_id] = failure
+        elif len(batch.shots) > 1:
             with ctx.sessions.begin() as s:
                 shots = lock_shots(s, [p.shot_id for p in batch.shots], (S.generating,))
                 hand_back_all(shots, f"batch split after: {failure.reason}", result)

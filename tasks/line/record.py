@@ -21,7 +21,7 @@ from catalog.shots import (
     record_generation,
     retry_or_fail,
 )
-from pipeline.failures import Failure
+from pipeline.failures import Failure, is_permanent, one_line
 from pipeline.packshot.records import PackshotPlan, PackshotRecord, column_json
 from pipeline.storage import BlobInfo
 from pipeline.types import FilterDecision
@@ -48,7 +48,13 @@ def fail_shots(ctx: WorkerContext, errors: Mapping[int, Failure]) -> list[int]:
 
 
 def settle_error(shot: Shot, failure: Failure, max_attempts: int, result: LineResult) -> None:
-    """A shot that got no image: back to ``planned`` for another try, or ``failed``."""
+    """A shot that got no image: back to ``planned`` for another try, or ``failed``. A
+    permanent failure (the model or an adapter does not load) fails at once: another try
+    would load the same file and fail the same way."""
+    if is_permanent(failure.kind):
+        mark_failed(shot, one_line(failure.reason), failure.kind)
+        result.failed.append(shot.id)
+        return
     retried = retry_or_fail(shot, failure, max_attempts=max_attempts)
     (result.retry if retried else result.failed).append(shot.id)
 

@@ -147,6 +147,22 @@ def _train(
         raise TrainingFailed(str(exc)) from None
 
 
+def store_adapter(ctx: WorkerContext, path: Path, sha256: str) -> str:
+    """Put the trained adapter in the blob store under its content key (once: the same
+    bytes are the same key) and return its ``store://`` URI, which every GPU host of the
+    fleet can fetch; the training host's own disk is not shared."""
+    from pipeline.digests import sha256_bytes
+    from pipeline.generate.lora import adapter_store_key, adapter_store_uri
+
+    key = adapter_store_key(sha256)
+    if not ctx.store.exists(key):
+        data = path.read_bytes()
+        if sha256_bytes(data) != sha256:  # changed on disk since it was hashed
+            raise TrainingFailed(f"{path}: the adapter changed after training (sha256)")
+        ctx.store.put(key, data, "application/octet-stream")
+    return adapter_store_uri(sha256)
+
+
 def run_job(
     ctx: WorkerContext,
     run_id: int,
@@ -208,12 +224,13 @@ def run_job(
     if out.sheet_png is not None:
         sheet_key = f"training/{sanitize_part(job['run_key'])}/validation.png"
         ctx.store.put(sheet_key, out.sheet_png, "image/png")
+    adapter_uri = store_adapter(ctx, out_path, out.adapter_sha256)
     with ctx.sessions() as s, s.begin():
         finish_training(
             s,
             get_training(s, run_id),
             adapter_sha256=out.adapter_sha256,
-            adapter_uri=out_path.resolve().as_uri(),
+            adapter_uri=adapter_uri,
             base_model_digest=base_digest,
             loss_summary=out.result.loss_summary(),
             steps_done=out.result.steps_done,

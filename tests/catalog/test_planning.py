@@ -213,7 +213,9 @@ def test_loras_resolved_recorded_and_registered(
     session: Session, tmp_path: Path, settings: Settings, counter: ClipTokenCounter
 ) -> None:
     (tmp_path / "loras").mkdir()
-    (tmp_path / "loras" / "style.safetensors").write_bytes(b"tiny lora")
+    # A real LoRA for the tiny model: plan looks inside it (issue 27).
+    sample = ROOT / "samples" / "loras" / "acme_style_tiny.safetensors"
+    (tmp_path / "loras" / "style.safetensors").write_bytes(sample.read_bytes())
     brand_file = tmp_path / "lora_brand.yaml"
     brand_file.write_text(
         f"""\

@@ -65,10 +65,12 @@ templates:
 
 
 def test_check_verifies_lora_pins(tmp_path: Path) -> None:
-    import numpy as np
-    from safetensors.numpy import save_file
+    import shutil
 
-    save_file({"w": np.zeros(4, dtype=np.float32)}, str(tmp_path / "s.safetensors"))
+    # A real LoRA for the tiny model: a file of other tensors is refused (issue 27).
+    shutil.copy(
+        ACME.parent.parent / "loras" / "acme_style_tiny.safetensors", tmp_path / "s.safetensors"
+    )
     brand = tmp_path / "demo.yaml"
     brand.write_text(
         "name: demo\n"

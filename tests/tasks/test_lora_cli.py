@@ -68,7 +68,11 @@ def test_train_writes_pinned_adapter_into_brand(brand_file: Path, tmp_path: Path
     assert "only 10 images" in err  # a warning, not a refusal
     brand = load_brand(brand_file)
     spec = brand.lora("acme_mug")
-    assert spec.sha256 == sha256_file(brand.resolve_path(spec.path))
+    # The adapter travels in the blob store under its content key (issue 27).
+    assert spec.path == f"store://loras/{spec.sha256}.safetensors"
+    assert spec.sha256 == sha256_file(
+        tmp_path / "var" / "blobs" / "loras" / f"{spec.sha256}.safetensors"
+    )
     assert spec.version == "train-1" and spec.trigger_word == "acmestyle"
     assert "# trained by `shotline lora train`: run 1" in brand_file.read_text()
 

@@ -9,8 +9,11 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from pipeline.brand.config import BrandConfigError
+from pipeline.brand.config import BrandConfig, BrandConfigError
 from pipeline.brand.loader import brand_warnings, load_brand, located_error
+from pipeline.generate.lora_check import AdapterCheck, check_brand_loras
+from pipeline.generate.modelspec import ModelLoadError
+from pipeline.settings import Settings
 from tasks.cli.common import cli_state, console, err_console
 
 brands_app = typer.Typer(help="Brand configs (samples/brands/*.yaml).", no_args_is_help=True)
@@ -23,8 +26,23 @@ def report_brand_error(exc: BrandConfigError) -> NoReturn:
     raise typer.Exit(2)
 
 
+def lora_checks(file: Path, cfg: BrandConfig, settings: Settings) -> list[AdapterCheck]:
+    """The brand's adapters against the model it runs on (the settings' model, else the
+    brand's ``base_model``): ``BrandConfigError`` with one line per refused adapter."""
+    model_id = settings.model or cfg.resolved_base_model()
+    try:
+        checks = check_brand_loras(cfg, model_id, settings)
+    except ModelLoadError as exc:
+        raise located_error(file, [(("base_model",), f"model {exc}")]) from None
+    refused = [(("loras", c.index, "path"), c.refusal) for c in checks if c.refusal]
+    if refused:
+        raise located_error(file, refused)
+    return checks
+
+
 @brands_app.command("check")
 def check(
+    ctx: typer.Context,
     file: Path = typer.Argument(..., help="A brand YAML file."),
     hash_files: bool = typer.Option(
         True,
@@ -38,6 +56,7 @@ def check(
         pins = cfg.pin_problems(hashes=hash_files)
         if pins:
             raise located_error(file, pins)
+        checks = lora_checks(file, cfg, cli_state(ctx).settings)
     except BrandConfigError as exc:
         report_brand_error(exc)
     for w in brand_warnings(cfg):
@@ -48,6 +67,13 @@ def check(
         highlight=False,
         soft_wrap=True,
     )
+    for c in checks:
+        if c.report is not None:
+            console.print(
+                f"LoRA {escape(c.name)}: {escape(c.report.summary())}",
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 @brands_app.command("list")

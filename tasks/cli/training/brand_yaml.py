@@ -16,7 +16,7 @@ from pipeline.files import atomic_write_bytes
 
 
 def lora_entry(
-    name: str, path: Path, sha256: str, trigger: str, run_id: int, dataset_digest: str
+    name: str, path: str | Path, sha256: str, trigger: str, run_id: int, dataset_digest: str
 ) -> str:
     # json.dumps quotes every value: YAML reads a JSON string as the same string.
     return (

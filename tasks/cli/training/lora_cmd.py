@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -120,12 +121,26 @@ def _check_name(name: str) -> None:
         )
 
 
+def adapter_location(uri: str, brand_file: Path) -> str:
+    """What the brand's ``path:`` says for a trained adapter: its ``store://`` URI (every
+    host fetches it from the blob store), or a local file relative to the brand file."""
+    from urllib.parse import unquote, urlparse
+
+    if urlparse(uri).scheme != "file":
+        return uri
+    local = Path(unquote(urlparse(uri).path))
+    try:
+        return os.path.relpath(local, brand_file.resolve().parent)
+    except ValueError:  # another drive: no relative path exists
+        return str(local)
+
+
 def _finish(state: CliState, run_id: int, brand_file: Path, write_brand: bool) -> None:
     with state.session() as s:
         row = get_training(s, run_id)
         info = training_json(row)
     adapter = info["adapter"]
-    path = Path(adapter["uri"].removeprefix("file://"))
+    path = adapter_location(adapter["uri"], brand_file)
     entry = lora_entry(
         info["name"], path, adapter["sha256"], info["trigger_word"], run_id, info["dataset_digest"]
     )
