@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from typer.testing import CliRunner
 
 from catalog import migrate
 from catalog.models import Shot
 from catalog.packshots.sources import ensure_source_images
 from pipeline.settings import Settings
 from pipeline.types import Generator
+from tasks.cli import app
 from tasks.context import context_for, reset_contexts
 from tasks.fakes import FixedImageGenerator
 from tasks.runner import run_line
@@ -121,3 +123,32 @@ def test_white_background_rule_on_the_line(
             key = row.watermark.image_key
         final = np.asarray(Image.open(io.BytesIO(ctx.store.get(key))).convert("RGB"))
         assert final.min() == 255
+
+
+def test_brands_check_names_bad_rules(tmp_path: Path) -> None:
+    bad = tmp_path / "slotco.yaml"
+    doc = {
+        "name": "slotco",
+        "templates": {
+            "main": {
+                "prompt": "a mug",
+                "width": 512,
+                "height": 512,
+                "rules": {"aspect": "4x5", "min_long_side": 2000},
+            }
+        },
+    }
+    bad.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    result = CliRunner().invoke(app, ["brands", "check", str(bad)], env={"COLUMNS": "200"})
+    assert result.exit_code == 2 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr  # the size rule waits until the aspect is valid
+    assert lines[0].startswith(f"error: {bad}:") and "templates.main.rules.aspect: " in lines[0]
+    doc["templates"]["main"]["rules"]["aspect"] = "1:1"  # type: ignore[index]
+    bad.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    result = CliRunner().invoke(app, ["brands", "check", str(bad)], env={"COLUMNS": "200"})
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {bad}:8: templates.main.rules.min_long_side: min_long_side 2000 but the "
+        "template makes 512x512 images"
+    ]
