@@ -799,22 +799,25 @@ class BrandConfig(_Model):
         spec = self.templates[tname]
         if rules is None or (spec.preset is not None and spec.preset not in self.all_presets()):
             return []
-        t = self.resolve_template(tname)
+        # The size as resolve_template gives it (which would raise on an unknown LoRA).
+        base = self.all_presets()[spec.preset] if spec.preset else PresetSpec()
+        width = spec.width if spec.width is not None else base.width
+        height = spec.height if spec.height is not None else base.height
         loc: Loc = ("templates", tname, "rules")
         out: list[tuple[Loc, str]] = []
-        size = f"{t.width}x{t.height}"
-        if rules.min_long_side is not None and max(t.width, t.height) < rules.min_long_side:
+        size = f"{width}x{height}"
+        if rules.min_long_side is not None and max(width, height) < rules.min_long_side:
             msg = f"min_long_side {rules.min_long_side} but the template makes {size} images"
             out.append(((*loc, "min_long_side"), msg))
         ratio = rules.aspect_ratio()
-        if ratio is not None and abs(t.width * ratio[1] - t.height * ratio[0]) > max(ratio):
+        if ratio is not None and abs(width * ratio[1] - height * ratio[0]) > max(ratio):
             out.append(((*loc, "aspect"), f"aspect {rules.aspect} but the template makes {size}"))
         placement = spec.resolved_placement()
         if rules.min_product_share is not None and placement is not None:
             # The product's box stays inside the margins; on a square canvas its longer side
             # is at most ``scale`` of the frame.
             reach = 1 - 2 * placement.margin
-            if t.width == t.height:
+            if width == height:
                 reach = min(reach, placement.scale)
             if rules.min_product_share > reach + 1e-9:
                 msg = (

@@ -205,3 +205,11 @@ def test_rules_leave_other_digests_alone() -> None:
     assert ruled.template_digest("main") == plain.template_digest("main")  # same images
     with pytest.raises(ValidationError):
         SlotRules(white_tolerance=65)
+
+
+def test_rules_beside_an_unknown_lora_are_reported_not_raised(tmp_path: Path) -> None:
+    template = {"loras": {"nope": 1.0}, "rules": {"min_long_side": 4000}}
+    with pytest.raises(BrandConfigError) as err:
+        load_brand(_brand(tmp_path, template))
+    fields = sorted(p.field for p in err.value.items)
+    assert fields == ["templates.main.loras.nope", "templates.main.rules.min_long_side"]
