@@ -51,6 +51,8 @@ PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl", ".pickle")
 
 NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+_ASPECT_RE = re.compile(r"^([1-9][0-9]{0,3}):([1-9][0-9]{0,3})$")
+MAX_RULE_SIDE = 16384
 
 
 class BrandConfigError(ValueError):
@@ -245,6 +247,37 @@ class PlacementConfig(_Model):
         return PlacementSpec(**self.model_dump())
 
 
+class SlotRules(_Model):
+    """What the slot a template fills demands of the final image (a marketplace main image:
+    pure white background, the product filling 85 % of the frame, at least 1000 px, square).
+    The gate checks each on the final file (``pipeline.gate.channel_rules``); a shot that
+    breaks one is rejected with the rule named. Not part of the template digest: the rules
+    judge an image, they do not change how it is made."""
+
+    # Every pixel outside the product is RGB 255 (within ``white_tolerance`` levels).
+    white_background: bool = False
+    # How far below 255 a background channel may be: 0 is pure white. The invisible
+    # watermark darkens some white blocks by ~2 levels, and JPEG rings near the product.
+    white_tolerance: int = Field(default=0, ge=0, le=64)
+    # The product's box, along its longer extent, as a fraction of the frame's side.
+    min_product_share: float | None = Field(default=None, gt=0.0, le=1.0)
+    min_long_side: int | None = Field(default=None, ge=1, le=MAX_RULE_SIDE)
+    aspect: str | None = None  # "W:H", e.g. "1:1"
+
+    @field_validator("aspect")
+    @classmethod
+    def _aspect(cls, v: str | None) -> str | None:
+        if v is not None and not _ASPECT_RE.match(v):
+            raise ValueError(f'must be "W:H" with whole numbers, e.g. "1:1" or "4:5" (got {v!r})')
+        return v
+
+    def aspect_ratio(self) -> tuple[int, int] | None:
+        if self.aspect is None:
+            return None
+        w, _, h = self.aspect.partition(":")
+        return int(w), int(h)
+
+
 # Which of a product's images a packshot template uses: the variant's own image, the first
 # (Image Position 1), or position N (1-based).
 ImageChoice = Literal["variant", "first"] | int
@@ -270,6 +303,8 @@ class TemplateSpec(_Model):
     # Pick 1 of N: planning makes this many shots per slot, each with its own seed; a
     # reviewer picks one and the others are rejected as "not picked".
     candidates: int = Field(default=1, ge=1, le=8)
+    # The slot's rules the gate checks on the final image (None: none).
+    rules: SlotRules | None = None
 
     @field_validator("scheduler")
     @classmethod
@@ -463,7 +498,6 @@ class ControlNetSpec(_Model):
 MIN_RENDITION_SIDE = 256
 MAX_RENDITION_SIDE = 8192
 CHANNEL_KINDS = ("shopify", "gmc")  # other channel names (amazon, social...) are generic
-_ASPECT_RE = re.compile(r"^([1-9][0-9]{0,3}):([1-9][0-9]{0,3})$")
 _COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 
@@ -624,6 +658,8 @@ class BrandConfig(_Model):
             if data.get(key) is None:
                 data.pop(key, None)
         for tmpl in data.get("templates", {}).values():
+            if tmpl.get("rules") is None:
+                tmpl.pop("rules", None)  # no rules: the digest a brand had before they existed
             if tmpl.get("source") == "text" and tmpl.get("placement") is None:
                 tmpl.pop("source", None)
                 tmpl.pop("placement", None)
@@ -748,6 +784,7 @@ class BrandConfig(_Model):
                     )
                 )
             out += _packshot_problems(tname, spec)
+            out += self._rule_problems(tname)
             for lname in spec.loras or {}:
                 if lname not in seen:
                     known = ", ".join(sorted(seen)) or "none defined"
@@ -766,6 +803,42 @@ class BrandConfig(_Model):
             folded.setdefault(opt.casefold(), i)
         out += self._term_problems()
         out += channel_problems(self.channels, self.templates)
+        return out
+
+    def _rule_problems(self, tname: str) -> list[tuple[Loc, str]]:
+        """Slot rules no shot of the template could meet (its size, aspect or placement
+        rule them out): every shot would be rejected."""
+        rules = self.templates[tname].rules
+        spec = self.templates[tname]
+        if rules is None or (spec.preset is not None and spec.preset not in self.all_presets()):
+            return []
+        # The size as resolve_template gives it (which would raise on an unknown LoRA).
+        base = self.all_presets()[spec.preset] if spec.preset else PresetSpec()
+        width = spec.width if spec.width is not None else base.width
+        height = spec.height if spec.height is not None else base.height
+        loc: Loc = ("templates", tname, "rules")
+        out: list[tuple[Loc, str]] = []
+        size = f"{width}x{height}"
+        if rules.min_long_side is not None and max(width, height) < rules.min_long_side:
+            msg = f"min_long_side {rules.min_long_side} but the template makes {size} images"
+            out.append(((*loc, "min_long_side"), msg))
+        ratio = rules.aspect_ratio()
+        if ratio is not None and abs(width * ratio[1] - height * ratio[0]) > max(ratio):
+            out.append(((*loc, "aspect"), f"aspect {rules.aspect} but the template makes {size}"))
+        placement = spec.resolved_placement()
+        if rules.min_product_share is not None and placement is not None:
+            # The product's box stays inside the margins; on a square canvas its longer side
+            # is at most ``scale`` of the frame.
+            reach = 1 - 2 * placement.margin
+            if width == height:
+                reach = min(reach, placement.scale)
+            if rules.min_product_share > reach + 1e-9:
+                msg = (
+                    f"min_product_share {rules.min_product_share:g} but the placement "
+                    f"(scale {placement.scale:g}, margin {placement.margin:g}) fills at most "
+                    f"{reach:g} of the frame"
+                )
+                out.append(((*loc, "min_product_share"), msg))
         return out
 
     def _term_problems(self) -> list[tuple[Loc, str]]:

@@ -28,6 +28,7 @@ from PIL import Image
 from catalog.shots import ShotInfo
 from pipeline.digests import sha256_bytes
 from pipeline.failures import Failure, FailureKind
+from pipeline.gate.channel_rules import check_rules
 from pipeline.gate.policy import with_checks
 from pipeline.images import ImageError, decode_image
 from pipeline.keys import final_key, mask_key, raw_key
@@ -297,6 +298,9 @@ class HostFinalize:
         )
         finals_data = {f.shot_id: f.image.data for f in built}
         check_fidelity(self.gate, placements, images, finals_data, decisions)
+        check_slot_rules(
+            self.ctx, self.claim.infos, self.claim.brand_rows, placements, finals_data, decisions
+        )
         finals = dict(self.ctx.io_map(lambda f: put_final(self.ctx, f), built))
         return finals, packshot_records(self.ctx, batch, list(images))
 
@@ -358,4 +362,36 @@ def check_fidelity(
         scores, reasons = fidelity_scores(
             raws[sid], finals[sid], placement.canvas, placement.alpha, the_gate.image_encoder
         )
+        decisions[sid] = with_checks(decisions[sid], scores, reasons)
+
+
+# --- slot rules: the final file against what its template's slot demands ----------------
+
+
+def check_slot_rules(
+    ctx: WorkerContext,
+    infos: Mapping[int, ShotInfo],
+    brand_rows: Mapping[str, dict[str, Any]],
+    placements: Mapping[int, Placement | None],
+    finals: Mapping[int, bytes],
+    decisions: dict[int, FilterDecision],
+) -> None:
+    """Fold the slot rules of each shot's template (``rules`` in the brand file) into its
+    decision (in place), checked on the final file. A packshot's product is its placement's
+    alpha; a text shot's is estimated (``pipeline.gate.channel_rules``)."""
+    for sid, data in finals.items():
+        info = infos.get(sid)
+        if sid not in decisions or info is None:
+            continue
+        spec = ctx.brand_config(info.brand, brand_rows.get(info.brand)).templates.get(info.template)
+        if spec is None or spec.rules is None:
+            continue  # a template renamed since planning has no rules to apply
+        try:
+            image = np.asarray(decode_image(data, mode="RGB"), np.uint8)
+        except ImageError as exc:
+            decisions[sid] = with_checks(decisions[sid], [], [f"slot rule: {exc}"])
+            continue
+        placement = placements.get(sid)
+        product = None if placement is None else placement.alpha > 0
+        scores, reasons = check_rules(image, spec.rules, product)
         decisions[sid] = with_checks(decisions[sid], scores, reasons)

@@ -30,6 +30,7 @@ from tasks.line.finalize import (
     QueueFinalize,
     ScoredBatch,
     check_fidelity,
+    check_slot_rules,
     finalize_files,
     put_final,
     stored_placement,
@@ -184,6 +185,7 @@ def gate_shots(ctx: WorkerContext, shot_ids: list[int]) -> LineResult:
     built = finalize_files(ctx, the_gate, infos, provenance, images, list(decisions), keeps)
     finals_data = {f.shot_id: f.image.data for f in built}
     check_fidelity(the_gate, placements, images, finals_data, decisions)
+    check_slot_rules(ctx, infos, claim.brand_rows, placements, finals_data, decisions)
     finals = dict(ctx.io_map(lambda f: put_final(ctx, f), built))
     record_gated(ctx, decisions, finals, result)
     return result
