@@ -37,19 +37,30 @@ class InputFileError(ValueError):
 # --- writing -----------------------------------------------------------------------------
 
 
-def atomic_write_via(path: Path, write: Callable[[Path], None]) -> None:
-    """Have ``write`` fill a temp file beside ``path``, then rename it over ``path``."""
+@contextlib.contextmanager
+def atomic_path(path: Path, mode: int | None = None) -> Iterator[Path]:
+    """A temp file beside ``path`` for the block to fill; renamed over ``path`` when the block
+    ends, removed when it raises. ``mode``: the permissions to give it (``mkstemp`` makes
+    0600; an export a person opens wants what a plain ``open()`` would have made)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{_TMP_PREFIX}{path.name}.", suffix=".part")
     os.close(fd)
     try:
-        write(Path(tmp))
+        yield Path(tmp)
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_via(path: Path, write: Callable[[Path], None]) -> None:
+    """Have ``write`` fill a temp file beside ``path``, then rename it over ``path``."""
+    with atomic_path(path) as tmp:
+        write(tmp)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
+
+from pipeline.files import atomic_path
 
 
 class OutputPathError(ValueError):
@@ -27,6 +28,11 @@ def check_output_path(path: Path) -> Path:
         st = None
     except OSError as exc:
         raise OutputPathError(f"{path}: {exc.strerror or exc}") from None
+    try:
+        if stat.S_ISLNK(os.lstat(path).st_mode):
+            raise OutputPathError(f"{path}: is a symlink; refusing to write through it")
+    except FileNotFoundError:
+        pass
     if st is not None and stat.S_ISDIR(st.st_mode):
         raise OutputPathError(f"{path}: is a directory; give a file name")
     if st is not None and not stat.S_ISREG(st.st_mode):
@@ -41,22 +47,19 @@ def check_output_path(path: Path) -> Path:
 
 @contextmanager
 def atomic_text(path: Path, newline: str = "") -> Iterator[TextIO]:
-    """Write through a temp file in the target's folder; rename it over ``path`` on success,
-    remove it on any error."""
+    """Write through a temp file in the target's folder (``pipeline.files.atomic_path``, the
+    one temp-and-rename helper); renamed over ``path`` on success, removed on any error."""
     check_output_path(path)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise OutputPathError(f"{path}: cannot write: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as fh:
+        # The mode: what a plain open() would have made.
+        with (
+            atomic_path(path, mode=0o666 & ~umask) as tmp,
+            tmp.open("w", encoding="utf-8", newline=newline) as fh,
+        ):
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # what a plain open() would have made
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except PermissionError as exc:
+        raise OutputPathError(f"{path}: cannot write: {exc.strerror or exc}") from None

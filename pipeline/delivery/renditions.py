@@ -20,12 +20,15 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageCms
 
 from pipeline.brand.config import RenditionSpec
-from pipeline.gate import watermark as wm
+
+if TYPE_CHECKING:
+    # imwatermark imports torch: loaded on first use, not when the CLI starts.
+    from pipeline.gate import watermark as wm
 from pipeline.gate.provenance import FORMATS, TRAINED_ALGORITHMIC_MEDIA, parse_xmp
 from pipeline.images import decode_image, opened_image
 
@@ -50,16 +53,19 @@ class Master:
     image: Image.Image  # RGB
     xmp: bytes | None  # the raw XMP packet, copied into every rendition
     watermark: wm.WatermarkConfig
+    keys: wm.WatermarkKeys  # the deployment's check-code keys (SHOTLINE_WATERMARK_KEY)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Master:
+    def from_bytes(cls, data: bytes, keys: wm.WatermarkKeys | None = None) -> Master:
+        from pipeline.gate import watermark as wm
+
         with opened_image(data, "master", MAX_PIXELS) as im:
             raw = im.info.get("xmp") or im.info.get("XML:com.adobe.xmp")
         xmp = raw.encode("utf-8") if isinstance(raw, str) else (bytes(raw) if raw else None)
         label = parse_xmp(xmp).get("shotline:Watermark") if xmp else None
         config = wm.WatermarkConfig.from_label(label) if isinstance(label, str) else None
         image = decode_image(data, "master", MAX_PIXELS)
-        return cls(image, xmp, config or wm.WatermarkConfig())
+        return cls(image, xmp, config or wm.WatermarkConfig(), keys or wm.NO_KEYS)
 
 
 @dataclass(frozen=True)
@@ -171,10 +177,12 @@ def make_rendition(master: Master, channel: str, spec: RenditionSpec, shot_id: i
 
     A master too small to carry a watermark (the tiny preset's 64 px) makes renditions that
     carry none either: they are recorded unverified, as the master's ``watermarks`` row is."""
+    from pipeline.gate import watermark as wm
+
     marks = wm.can_embed(master.image)
     pixels = fit_pixels(master.image, spec, wm.MIN_PIXELS if marks else 0)
     if marks and pixels is not master.image:  # resized, cropped or padded: the grid is gone
-        marked = wm.embed(pixels, shot_id, master.watermark)
+        marked = wm.embed(pixels, shot_id, master.watermark, master.keys)
         if not marked.embedded:
             raise RenditionError(f"{channel}/{spec.name}: {pixels.size} is too small to watermark")
         pixels = marked.image
@@ -186,8 +194,9 @@ def make_rendition(master: Master, channel: str, spec: RenditionSpec, shot_id: i
     verified, accuracy = False, None
     if marks:
         own = decode_image(data, "rendition", MAX_PIXELS)
-        decoded = wm.decode(own, master.watermark, rescale=())
-        verified, accuracy = decoded.shot_id == shot_id, wm.bit_accuracy(decoded.bits, shot_id)
+        decoded = wm.decode(own, master.watermark, rescale=(), keys=master.keys)
+        verified = decoded.shot_id == shot_id
+        accuracy = wm.bit_accuracy(decoded.bits, shot_id, master.keys)
         if not verified:
             raise RenditionError(f"{channel}/{spec.name}: the watermark did not survive encoding")
     content_type, ext = FORMATS[spec.format]
@@ -209,13 +218,17 @@ def make_rendition(master: Master, channel: str, spec: RenditionSpec, shot_id: i
 
 
 def make_renditions(
-    data: bytes, wanted: Sequence[tuple[str, RenditionSpec]], shot_id: int
+    data: bytes,
+    wanted: Sequence[tuple[str, RenditionSpec]],
+    shot_id: int,
+    keys: wm.WatermarkKeys | None = None,
 ) -> list[Rendition]:
-    """Every ``(channel, spec)`` rendition of the master ``data``. Two channels asking for the
-    same file (same spec but its name) share one encode."""
+    """Every ``(channel, spec)`` rendition of the master ``data``; a re-embedded watermark
+    carries the master's check code (``keys``). Two channels asking for the same file (same
+    spec but its name) share one encode."""
     if not wanted:
         return []
-    master = Master.from_bytes(data)
+    master = Master.from_bytes(data, keys)
     made: dict[str, Rendition] = {}
     out = []
     for channel, spec in wanted:

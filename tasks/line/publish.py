@@ -47,7 +47,7 @@ def _renditions(ctx: WorkerContext, shot: PublishShot, wanted: Wanted) -> list[d
     """Make and store ``wanted`` from the final file; row values for ``asset_renditions``."""
     info, final = shot.info, shot.final
     assert final is not None  # _copy_final refused it otherwise
-    made = make_renditions(ctx.store.get(final.key), wanted, info.shot_id)
+    made = make_renditions(ctx.store.get(final.key), wanted, info.shot_id, _keys(ctx))
     rows = []
     for r in made:
         key = published_key(info.brand, info.sku, info.template, r.sha256, r.ext)
@@ -110,3 +110,10 @@ def publish(ctx: WorkerContext, shot_ids: list[int]) -> LineResult:
     record_published(ctx, done, result)
     metrics.record_published(len(result.published))
     return result
+
+
+def _keys(ctx: WorkerContext) -> Any:
+    """The deployment's watermark keys: a re-embedded rendition mark is keyed as its master's."""
+    from pipeline.gate.stage import watermark_keys
+
+    return watermark_keys(ctx.settings)

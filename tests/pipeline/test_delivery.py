@@ -194,3 +194,30 @@ def test_renditions_verify_cap_bytes_and_follow_small_masters() -> None:
     # A master too small to carry a watermark (the tiny preset's 64 px): unverified, kept.
     (small,) = make_renditions(_master(64), specs[:1], 77)
     assert not small.watermark_verified and small.bit_accuracy is None and small.xmp_ai_tag
+
+
+def test_a_re_embedded_rendition_mark_is_keyed_like_its_master() -> None:
+    """With a deployment key, a rendition whose pixels changed gets a mark under the same key
+    (an unkeyed one would read as forged on a keyed shot), and it verifies under that key."""
+    import numpy as np
+    from PIL import Image
+
+    from pipeline.brand.config import RenditionSpec
+    from pipeline.delivery.renditions import make_renditions
+    from pipeline.gate import watermark as wm
+    from pipeline.gate.provenance import build_xmp, encode_image
+    from pipeline.types import ProvenanceInfo
+
+    keys = wm.WatermarkKeys.parse("1:" + "k" * 24, [], False)
+    rng = np.random.default_rng(2)
+    img = Image.fromarray((rng.random((320, 320, 3)) * 80 + 120).astype("uint8"))
+    marked = wm.embed(img, 91, wm.WatermarkConfig(), keys)
+    xmp = build_xmp(ProvenanceInfo(91, "tiny", None), {"Watermark": marked.method})
+    data = encode_image(marked.image, "png", xmp)
+    spec = RenditionSpec(name="w", format="webp", aspect="1:2", fit="pad")
+    (webp,) = make_renditions(data, [("b", spec)], 91, keys)
+    assert webp.watermark_verified and webp.bit_accuracy == 1.0
+    decoded = wm.decode(Image.open(io.BytesIO(webp.data)), wm.WatermarkConfig(), keys=keys)
+    assert decoded.shot_id == 91
+    unkeyed = wm.decode(Image.open(io.BytesIO(webp.data)), wm.WatermarkConfig())
+    assert unkeyed.shot_id is None  # no legacy (forgeable) code in it

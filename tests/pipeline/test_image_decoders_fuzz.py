@@ -86,7 +86,7 @@ def _through_file(tmp_path: Path, reader: Callable[[Path], object]) -> Callable[
 
 def _dataset_reader(path: Path) -> object:
     problems: list[str] = []
-    got = dataset._decode(path, problems)  # the LoRA dataset's per-image reader
+    got = dataset._check(path, True, problems)  # the LoRA dataset's per-image reader
     if got is None:  # refused: one problem line naming the file, never an exception
         assert len(problems) == 1 and "\n" not in problems[0], problems
         assert str(path) in problems[0]

@@ -94,6 +94,9 @@ class WebEnv:
 def web_env(url: str, tmp: Path) -> Iterator[WebEnv]:
     var = tmp / "var"
     (tmp / "brands").mkdir(exist_ok=True)  # no YAML: the stored brand config lists reviewers
+    # The stored config's LoRA (``../loras/...``, next to the brands folder): planning checks it.
+    if not (tmp / "loras").exists():
+        shutil.copytree(ROOT / "samples" / "loras", tmp / "loras")
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         database_url=url,

@@ -96,6 +96,13 @@ def _declared_queues(conn: Connection) -> set[str]:
     for raw in client.scan_iter(match=_BINDING_PREFIX + "*", count=500):
         name = raw.decode() if isinstance(raw, bytes) else str(raw)
         names.add(name.removeprefix(_BINDING_PREFIX))
+    # On Redis a queue is the list named after it. A queue Celery created on the fly (the
+    # gpu.<model> ones) need not have a binding key by the time we look, but its waiting
+    # messages are in that list (kombu's priority lists carry a "\x06\x16" suffix).
+    for prefix in _OUR_PREFIXES:
+        for raw in client.scan_iter(match=prefix + "*", count=500):
+            name = raw.decode() if isinstance(raw, bytes) else str(raw)
+            names.add(name.split("\x06\x16", 1)[0])
     return {n for n in names if n in (QUEUE_CPU, QUEUE_INGEST) or n.startswith(_OUR_PREFIXES)}
 
 
