@@ -11,6 +11,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	$(BIN)/shotline matte install
+	$(BIN)/shotline gate install-nsfw
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -366,9 +366,18 @@ class SafetyConcept(_Model):
     threshold: float = Field(ge=-1.0, le=1.0)
 
 
+class OpenNsfwPolicy(_Model):
+    """The learned Open-NSFW classifier as a second safety signal (``pipeline.gate.nsfw``):
+    an image scoring at or above ``threshold`` (its P(NSFW)) is rejected."""
+
+    threshold: float = Field(default=0.8, ge=0.0, le=1.0)
+
+
 class SafetyPolicy(_Model):
     version: str = "1"
     concepts: list[SafetyConcept] = Field(default_factory=list)
+    # Optional: ``open_nsfw: {threshold: 0.8}`` adds the classifier; absent, CLIP alone.
+    open_nsfw: OpenNsfwPolicy | None = None
     competitor_threshold: float = Field(default=0.3, ge=-1.0, le=1.0)
     logo_threshold: float = Field(default=0.85, ge=-1.0, le=1.0)
     product_match_min: float = Field(default=0.15, ge=-1.0, le=1.0)

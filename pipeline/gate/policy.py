@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipeline.gate.nsfw import OPEN_NSFW
 from pipeline.types import FilterDecision, Score
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ class GatePolicy:
     logo_threshold: float
     product_match_min: float
     product_prompt: str = PRODUCT_PROMPT
+    open_nsfw_threshold: float | None = None  # None: the brand doesn't ask for Open-NSFW
 
     @classmethod
     def build(
@@ -80,18 +82,24 @@ class GatePolicy:
         competitor_threshold: float,
         logo_threshold: float,
         product_match_min: float,
+        open_nsfw_threshold: float | None = None,
     ) -> GatePolicy:
-        concepts = {
+        concepts: dict[str, Any] = {
             "safety": [(s.name, s.prompt) for s in safety],
             "competitors": [asdict(c) for c in competitors],
             "product_prompt": PRODUCT_PROMPT,
         }
-        thresholds = {
+        thresholds: dict[str, Any] = {
             "safety": [(s.name, s.threshold) for s in safety],
             "competitor_threshold": competitor_threshold,
             "logo_threshold": logo_threshold,
             "product_match_min": product_match_min,
         }
+        if open_nsfw_threshold is not None:
+            # Only when asked for, so every existing policy keeps its version. The weights'
+            # pin is what is scored; the threshold only where it cuts.
+            concepts["open_nsfw"] = OPEN_NSFW.sha256
+            thresholds["open_nsfw"] = open_nsfw_threshold
         return cls(
             brand=brand,
             # Two digests: what is scored (concepts) and where it cuts (thresholds). Stored
@@ -102,6 +110,7 @@ class GatePolicy:
             competitor_threshold=competitor_threshold,
             logo_threshold=logo_threshold,
             product_match_min=product_match_min,
+            open_nsfw_threshold=open_nsfw_threshold,
         )
 
     @property
@@ -131,6 +140,7 @@ class GatePolicy:
             competitor_threshold=sp.competitor_threshold,
             logo_threshold=sp.logo_threshold,
             product_match_min=sp.product_match_min,
+            open_nsfw_threshold=None if sp.open_nsfw is None else sp.open_nsfw.threshold,
         )
 
 
@@ -226,6 +236,14 @@ def with_checks(
         scores=[*decision.scores, *rows],
         reasons=[*decision.reasons, *reasons],
     )
+
+
+def open_nsfw_check(score: float, threshold: float) -> tuple[list[Score], list[str]]:
+    """The Open-NSFW row and its reason, for ``with_checks``: rejected at or above
+    ``threshold``. A score that is not a number rejects too (a safety check fails closed)."""
+    hit = not score < threshold
+    row = Score(OPEN_NSFW.name, "safety", score, threshold, hit)
+    return [row], [f"safety:{OPEN_NSFW.name}"] if hit else []
 
 
 def _row(name: str, kind: str, score: float, threshold: float, triggered: bool) -> dict[str, Any]:

@@ -23,7 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.gate.policy import GatePolicy, ScoreSet, concepts_digest_of, decide, with_checks
+from pipeline.gate.policy import (
+    GatePolicy,
+    ScoreSet,
+    concepts_digest_of,
+    decide,
+    open_nsfw_check,
+    with_checks,
+)
 from pipeline.types import FilterDecision
 
 UNCHANGED, REJECTED, NOW_PASSES, ATTENTION = "unchanged", "rejected", "now_passes", "attention"
@@ -74,7 +81,16 @@ def redecide(
 ) -> FilterDecision | None:
     """The decision ``policy`` makes on stored scores, or None when they do not line up."""
     scores = scores_from_rows(rows, policy)
-    return None if scores is None else decide(scores, policy, clip_model)
+    if scores is None:
+        return None
+    decision = decide(scores, policy, clip_model)
+    if policy.open_nsfw_threshold is None:
+        return decision
+    # The Open-NSFW score is re-cut at the new threshold; without a stored one, encode again.
+    row = next((r for r in rows if (r.get("kind"), r.get("name")) == ("safety", "open_nsfw")), None)
+    if row is None:
+        return None
+    return with_checks(decision, *open_nsfw_check(float(row["score"]), policy.open_nsfw_threshold))
 
 
 def outcome(state: str, new_decision: str) -> str:

