@@ -142,11 +142,14 @@ def queue(request: Request) -> Response:
             limit=PAGE_SIZE,
             near_duplicate_threshold=state.settings.near_duplicate_threshold,
         )
+        by_brand: dict[int | None, list[str]] = {}
         for rec in page.records:
             # Each card offers its own brand's reasons (the shot is in the session already).
             shot = review_shot(s, rec["id"])
-            brand = s.get(Brand, shot.brand_id) if shot is not None else None
-            rec["reject_reasons"] = state.reasons.for_brand(brand)
+            bid = shot.brand_id if shot is not None else None
+            if bid not in by_brand:
+                by_brand[bid] = state.reasons.for_brand(s.get(Brand, bid) if bid else None)
+            rec["reject_reasons"] = by_brand[bid]
     next_url = None
     if page.next_after is not None:
         query = {k: v for k, v in f.items() if v is not None}
