@@ -9,6 +9,8 @@ blob store, and serves the app in-process (Starlette's TestClient). Every time i
 server-side, around the ASGI app (request in to last body byte out), so the client's parsing
 is not counted:
 
+- ``--decided 0.9``: the oldest 90% published first, so the queue's pending shots are the
+  newest (a catalog reviewed for a while);
 - the queue's first page and its 100th page (keyset: the page's ``after`` id is found by
   SQL), as JSON (``GET /api/shots``) and as the HTML queue (``GET /``), 48 cards each;
 - one shot (``GET /api/shots/{id}``);
@@ -36,6 +38,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +92,20 @@ def give_image(url: str, store: Any, shot_id: int) -> None:
             make_watermark(s, shot, data=master_png(), store=store)
     finally:
         engine.dispose()
+
+
+def decide_oldest(url: str, fraction: float) -> None:
+    """Mark the oldest ``fraction`` of the shots published (state only): a queue whose
+    pending shots are the newest, as in a catalog reviewed for a while."""
+    import psycopg
+
+    with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as conn:
+        conn.execute(
+            "UPDATE shots SET state = 'published' WHERE id <= "
+            "(SELECT (max(id) * %s)::bigint FROM shots)",
+            (fraction,),
+        )
+        conn.execute("ANALYZE shots")
 
 
 def pending_ids(url: str) -> tuple[int, int, list[int]]:
@@ -168,12 +185,14 @@ def run_steps(settings: Any, after: int, page100: list[int], reps: int) -> list[
         for label, path in (
             ("API queue page 1", f"/api/shots?limit={PAGE}"),
             ("API queue page 100", f"/api/shots?limit={PAGE}&after={after}"),
+            ("API queue page 1, brand", f"/api/shots?limit={PAGE}&brand=bench"),
             ("API queue page 100, brand", f"/api/shots?limit={PAGE}&brand=bench&after={after}"),
             ("HTML queue page 1", "/"),
             ("HTML queue page 100", f"/?after={after}"),
         ):
             headers = bearer if label.startswith("API") else {}
-            ms = measure(timed, lambda p=path, h=headers: c.get(p, headers=h), reps, cards(PAGE))
+            get = partial(c.get, path, headers=headers)
+            ms = measure(timed, get, reps, cards(PAGE))
             rows.append(row(label, ms, TARGETS_MS["page"], "first call includes warm-up"))
         shot = page100[0]
         ms = measure(timed, lambda: c.get(f"/api/shots/{shot}", headers=bearer), reps, ok)
@@ -205,9 +224,15 @@ def main() -> None:
     ap.add_argument("--shots", type=int, default=20_000)
     ap.add_argument("--templates", type=int, default=3, help="shots per product")
     ap.add_argument("--reps", type=int, default=5, help="calls per step")
+    ap.add_argument(
+        "--decided", type=float, default=0.0, help="fraction of the oldest shots published"
+    )
     ap.add_argument("--db", default="postgresql://postgres@127.0.0.1:5432/test")
     ap.add_argument("--redis", default="redis://127.0.0.1:6379/13", help="scratch broker db")
     ap.add_argument("--label", default="", help="a note stored with the results")
+    ap.add_argument(
+        "--sql", action="append", default=[], help="a statement run after seeding (try an index)"
+    )
     ap.add_argument("--json-out", type=Path, default=ROOT / "var" / "bench" / "review_web.json")
     args = ap.parse_args()
 
@@ -227,6 +252,11 @@ def main() -> None:
     try:
         migrate.upgrade(url)
         seeded = seed(url, args.shots, args.templates)
+        if args.decided:
+            decide_oldest(url, args.decided)
+        for stmt in args.sql:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(stmt)
         first, after, page100 = pending_ids(url)
         with tempfile.TemporaryDirectory() as tmp:
             var = Path(tmp) / "var"
@@ -250,7 +280,12 @@ def main() -> None:
         with psycopg.connect(args.db, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
-    table = Table(title=f"review web: {args.shots} pending shots on Postgres {args.label}")
+    pending = (
+        f"{args.shots} shots, {1 - args.decided:.0%} pending"
+        if args.decided
+        else (f"{args.shots} pending shots")
+    )
+    table = Table(title=f"review web: {pending} on Postgres {args.label}")
     for col in ("step", "n", "first ms", "median ms", "max ms", "target", "note"):
         table.add_column(col, justify="left" if col in ("step", "note") else "right")
     for r in rows:
@@ -272,6 +307,8 @@ def main() -> None:
     out = {
         "label": args.label,
         "shots": args.shots,
+        "decided": args.decided,
+        "sql": args.sql,
         "page_size": PAGE,
         "seed_s": round(seeded, 2),
         "python": platform.python_version(),
