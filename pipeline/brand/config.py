@@ -383,6 +383,34 @@ class SafetyPolicy(_Model):
     product_match_min: float = Field(default=0.15, ge=-1.0, le=1.0)
 
 
+MAX_REJECT_REASONS = 30
+MAX_REASON_CHARS = 120
+
+
+class ReviewSpec(_Model):
+    """How this brand is reviewed in the browser."""
+
+    # The reject reasons the web picker offers (free text stays possible); empty: the app's.
+    reject_reasons: list[str] = Field(default_factory=list, max_length=MAX_REJECT_REASONS)
+
+    @field_validator("reject_reasons")
+    @classmethod
+    def _reasons(cls, v: list[str]) -> list[str]:
+        out: list[str] = []
+        for i, raw in enumerate(v):
+            text = " ".join(raw.split())  # one line: tabs/newlines would break the picker
+            if not text:
+                raise ValueError(f"reason {i + 1} is empty")
+            if len(text) > MAX_REASON_CHARS:
+                raise ValueError(f"reason {i + 1} is over {MAX_REASON_CHARS} characters")
+            if not text.isprintable():
+                raise ValueError(f"reason {i + 1} holds control characters")
+            if text.casefold() in (o.casefold() for o in out):
+                raise ValueError(f"reason {i + 1} ({text!r}) is listed twice")
+            out.append(text)
+        return out
+
+
 @dataclass(frozen=True)
 class ResolvedTemplate:
     """A template with its preset applied and its LoRAs resolved: what a shot is built from."""
@@ -634,6 +662,8 @@ class BrandConfig(_Model):
     # Who may approve this brand's images (database logins on Postgres, OS logins on SQLite,
     # or free names where SHOTLINE_REVIEW_FREE_NAMES allows them). Empty: nobody may approve.
     reviewers: list[str] = Field(default_factory=list)
+    # The web review's settings (reject reasons); unset: the app's defaults.
+    review: ReviewSpec | None = None
     safety: SafetyPolicy = Field(default_factory=SafetyPolicy)
     # For generic CSVs: our field name -> the CSV column that holds it.
     column_map: dict[str, str] = Field(default_factory=dict)
@@ -661,9 +691,9 @@ class BrandConfig(_Model):
 
     def to_json(self) -> dict[str, Any]:
         data = self.model_dump(mode="json", exclude={"source_path"})
-        # Packshot fields at their defaults are left out, so a brand that uses none of them
+        # Optional fields (packshot, review) unset are left out, so a brand that uses none of them
         # keeps the digest it had before they existed (no spurious new brand version).
-        for key in ("inpaint_model", "controlnet", "channels"):
+        for key in ("inpaint_model", "controlnet", "channels", "review"):
             if data.get(key) is None:
                 data.pop(key, None)
         for tmpl in data.get("templates", {}).values():

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from catalog.db import MAX_ROW_ID
 from catalog.lineage import LineageError, lineage_for, shot_chain
+from catalog.models import Brand
 from catalog.review import (
     near_duplicate_flags,
     queue_page,
@@ -113,14 +114,19 @@ def list_shots_api(
 def get_shot(
     request: Request, shot_id: int = ShotId, _v: Viewer = Depends(require_viewer)
 ) -> dict[str, Any]:
-    """One shot: its review record (scores, reasons, events) and its lineage."""
+    """One shot: its review record (scores, reasons, events), its lineage, and the reject
+    reasons its brand offers (``reject_reasons``; free text is accepted too)."""
     state = web_state(request)
     with state.session() as s:
         shot = review_shot(s, shot_id)
         if shot is None:
             raise WebError(404, f"shot {shot_id}: no such shot")
         dups = near_duplicate_flags(s, [shot], state.settings.near_duplicate_threshold)
-        return {**review_record(shot, dups.get(shot.id)), "lineage": shot_chain(s, shot)}
+        return {
+            **review_record(shot, dups.get(shot.id)),
+            "lineage": shot_chain(s, shot),
+            "reject_reasons": state.reasons.for_brand(s.get(Brand, shot.brand_id)),
+        }
 
 
 @router.post("/shots/{shot_id}/approve", response_model=DecisionOut, responses=ERRORS)

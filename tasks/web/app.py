@@ -7,10 +7,14 @@ JSON under ``/api/``, a small page elsewhere; a stack trace never reaches a resp
 
 from __future__ import annotations
 
+import importlib
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -102,6 +106,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"error": "internal error (see the server log)"}, status_code=500)
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # Load the publisher (Celery and its broker client, ~0.5 s) before serving rather than
+    # inside the first approve (tests/benchmarks/bench_review_web.py measured it there).
+    await anyio.to_thread.run_sync(importlib.import_module, "tasks.dispatch")
+    yield
+
+
 def create_app(settings: Settings, *, secure_cookies: bool = False) -> FastAPI:
     """The app; ``secure_cookies`` when it is served over TLS (directly or behind a proxy)."""
     app = FastAPI(
@@ -110,6 +122,7 @@ def create_app(settings: Settings, *, secure_cookies: bool = False) -> FastAPI:
         openapi_url="/api/openapi.json",
         docs_url=None,  # Swagger UI loads from a CDN; the CSP allows nothing remote
         redoc_url=None,
+        lifespan=_lifespan,
     )
     app.state.web = WebState(settings, secure_cookies)
     app.state.login_limiter = LoginLimiter()

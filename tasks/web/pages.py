@@ -16,6 +16,7 @@ from jinja2 import Environment, FileSystemLoader
 
 from catalog.db import MAX_ROW_ID
 from catalog.lineage import shot_chain
+from catalog.models import Brand
 from catalog.review import (
     QUEUE_FLAGS,
     REVIEW_STATES,
@@ -39,16 +40,8 @@ from tasks.web.auth import (
     require_viewer,
     web_state,
 )
+from tasks.web.reasons import DEFAULT_REJECT_REASONS
 
-# The reject picker's reasons (a brand's own list would come from its config); free text too.
-REJECT_REASONS = (
-    "product looks wrong",
-    "wrong colour",
-    "artifacts",
-    "off-brand style",
-    "text or logo in the image",
-    "not product-safe",
-)
 PAGE_SIZE = 48
 
 router = APIRouter(include_in_schema=False)
@@ -63,7 +56,7 @@ def render(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLRe
     return templates.TemplateResponse(
         request,
         name,
-        {"csrf": csrf_token(request), "flash": flash, "reasons": REJECT_REASONS, **ctx},
+        {"csrf": csrf_token(request), "flash": flash, "reasons": DEFAULT_REJECT_REASONS, **ctx},
         status_code=status,
     )
 
@@ -149,6 +142,14 @@ def queue(request: Request) -> Response:
             limit=PAGE_SIZE,
             near_duplicate_threshold=state.settings.near_duplicate_threshold,
         )
+        by_brand: dict[int | None, list[str]] = {}
+        for rec in page.records:
+            # Each card offers its own brand's reasons (the shot is in the session already).
+            shot = review_shot(s, rec["id"])
+            bid = shot.brand_id if shot is not None else None
+            if bid not in by_brand:
+                by_brand[bid] = state.reasons.for_brand(s.get(Brand, bid) if bid else None)
+            rec["reject_reasons"] = by_brand[bid]
     next_url = None
     if page.next_after is not None:
         query = {k: v for k, v in f.items() if v is not None}
@@ -191,6 +192,7 @@ def shot_page(request: Request, shot_id: int) -> Response:
         record["candidate"] = shot.candidate
         group = candidate_group(s, shot)
         record["group_size"] = len(group)
+        record["reject_reasons"] = state.reasons.for_brand(s.get(Brand, shot.brand_id))
         chain = shot_chain(s, shot)
         keys = shot_image_keys(s, shot.id) or {}
     return render(

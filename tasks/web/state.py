@@ -13,6 +13,7 @@ from typing import Any
 
 from catalog.db import Engine, Session, make_engine, make_sessionmaker, sessionmaker
 from pipeline.settings import Settings
+from tasks.web.reasons import ReasonCache
 from tasks.web.thumbs import ThumbCache
 
 SECRET_FILE = "web-session.key"
@@ -44,12 +45,14 @@ class WebState:
     engine: Engine = field(init=False)
     sessions: sessionmaker[Session] = field(init=False)
     thumbs: ThumbCache = field(init=False)
+    reasons: ReasonCache = field(init=False)
     _store: Any = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.engine = make_engine(self.settings.database_url)
         self.sessions = make_sessionmaker(self.engine)
         self.thumbs = ThumbCache(self.settings.var_dir)
+        self.reasons = ReasonCache(self.settings.brands_dir)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
