@@ -197,6 +197,9 @@ class Shot(Base):
             name="uq_shots_slot_candidate",
         ),
         Index("ix_shots_brand_id_state", "brand_id", "state"),
+        # Keyset pages of one state (the review queue, `review list`): without it, page 1 of
+        # a long-reviewed catalog steps past every decided shot in id order.
+        Index("ix_shots_state_id", "state", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
