@@ -168,13 +168,18 @@ class WorkerContext:
     def fallback_matte(self) -> OnnxMatte | None:
         """The pinned matte for non-uniform backgrounds (``matte_fallback``), or None when it
         is "none" or not installed (those packshots are then refused, saying how to fix it)."""
-        from pipeline.packshot.matte_models import KNOWN, installed
+        from pipeline.packshot.matte_models import KNOWN
+        from pipeline.pinned_weights import installed
 
         if self.settings.matte_fallback == "none":
             return None
         known = KNOWN[self.settings.matte_fallback]
-        path = installed(known, self.settings.model_cache_dir)
-        return None if path is None else self._load_matte(path, known.sha256, known.input_size)
+        path = known.path_in(self.settings.model_cache_dir)
+        if path in self._mattes:  # checked and loaded once: not re-hashed per message
+            return self._mattes[path]
+        if installed(known, self.settings.model_cache_dir) is None:
+            return None
+        return self._load_matte(path, known.sha256, known.input_size)
 
     def _load_matte(self, path: Path, sha256: str | None, size: int = 1024) -> OnnxMatte:
         with self._lock:

@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import TextIO
 
 from pipeline.files import atomic_path
+from pipeline.outputs import OutputPathError  # the one error for a refused --out target
 
-
-class OutputPathError(ValueError):
-    """An output path that cannot take the export (one line, naming it)."""
+__all__ = ["OutputPathError", "atomic_text", "check_output_path"]
 
 
 def check_output_path(path: Path) -> Path:

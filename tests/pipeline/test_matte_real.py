@@ -15,8 +15,9 @@ from catalog import migrate
 from catalog.models import Shot
 from catalog.packshots.sources import ensure_source_images
 from pipeline.packshot.cutout import CutoutError, cut_out
-from pipeline.packshot.matte_models import U2NETP, installed
+from pipeline.packshot.matte_models import U2NETP
 from pipeline.packshot.onnx_matte import OnnxMatte, load_matte
+from pipeline.pinned_weights import installed
 from pipeline.settings import Settings
 from tasks.context import context_for, reset_contexts
 from tasks.runner import run_line

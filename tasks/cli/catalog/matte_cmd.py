@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from pipeline.packshot.matte_models import KNOWN, MatteInstallError, install, installed
+from pipeline.packshot.matte_models import KNOWN
+from pipeline.pinned_weights import WeightsInstallError, install, installed
 from tasks.cli.common import cli_state, console, fail
 
 matte_app = typer.Typer(help="The learned matte for packshots on non-uniform backgrounds.")
@@ -24,7 +25,7 @@ def install_matte(
     folder = cli_state(ctx).settings.model_cache_dir
     try:
         path = install(known, folder)
-    except MatteInstallError as exc:
+    except WeightsInstallError as exc:
         fail(str(exc))
     console.print(f"{known.name}: {path} (sha256 {known.sha256[:12]}…)", highlight=False)
 

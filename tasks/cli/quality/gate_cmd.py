@@ -46,7 +46,7 @@ def install_nsfw(ctx: typer.Context) -> None:
     folder = cli_state(ctx).settings.model_cache_dir
     try:
         path = nsfw.install(nsfw.OPEN_NSFW, folder)
-    except nsfw.MatteInstallError as exc:
+    except nsfw.WeightsInstallError as exc:
         fail(str(exc))
     known = nsfw.OPEN_NSFW
     console.print(f"{known.name}: {path} (sha256 {known.sha256[:12]}…)", highlight=False)
