@@ -136,7 +136,8 @@ class Product(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     brand_id: Mapped[int] = mapped_column(ForeignKey("brands.id"), index=True)
     # The product key: Shopify Handle, GMC item_group_id (or id), or the generic sku column.
-    sku: Mapped[str] = mapped_column(String(255))
+    # Indexed on its own for ``lineage SKU`` (the unique constraint leads with the brand).
+    sku: Mapped[str] = mapped_column(String(255), index=True)
     current_revision_id: Mapped[int | None] = mapped_column(
         ForeignKey("product_revisions.id", use_alter=True)
     )
@@ -200,6 +201,15 @@ class Shot(Base):
         # Keyset pages of one state (the review queue, `review list`): without it, page 1 of
         # a long-reviewed catalog steps past every decided shot in id order.
         Index("ix_shots_state_id", "state", "id"),
+        # One template's shots by state, in id order: `review list|approve --all-pending
+        # --template T` (a brand filter adds ix_shots_brand_id_state).
+        Index("ix_shots_template_name_state_id", "template_name", "state", "id"),
+        # `lineage SKU` for a variant sku (catalog.lineage._variant_has_sku): its ``sku`` and
+        # its visual variant's ``skus``. Postgres only (migration 0012); SQLite scans.
+        Index("ix_shots_variant_sku", text("(variant ->> 'sku')")).ddl_if(dialect="postgresql"),
+        Index("ix_shots_variant_skus", text("(variant -> 'skus')"), postgresql_using="gin").ddl_if(
+            dialect="postgresql"
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
