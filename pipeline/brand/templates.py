@@ -39,7 +39,7 @@ from pipeline.brand.sanitize import Sanitizer, tidy
 from pipeline.types import AdapterRef
 
 if TYPE_CHECKING:
-    from open_clip.tokenizer import SimpleTokenizer
+    from pipeline.brand.clip_bpe import ClipBpe
 
 KNOWN_VARIABLES = frozenset({"brand", "lora", "product", "variant"})
 CLIP_CONTEXT_LENGTH = 77
@@ -62,23 +62,24 @@ class TokenCounter(Protocol):
 class ClipTokenCounter:
     """Counts tokens exactly as the CLIP text encoder does.
 
-    Uses open_clip's ``SimpleTokenizer`` with the BPE vocabulary open_clip ships, so it
-    works offline. It is built on first use (importing open_clip pulls in torch).
+    The algorithm of open_clip's ``SimpleTokenizer`` over the BPE vocabulary open_clip ships
+    (``pipeline.brand.clip_bpe``), so it works offline and imports no torch. The vocabulary is
+    read on first use.
     """
 
     _CACHE_SIZE = 8192
 
-    def __init__(self, tokenizer: SimpleTokenizer | None = None) -> None:
+    def __init__(self, tokenizer: ClipBpe | None = None) -> None:
         self._tokenizer = tokenizer
         # Negative prompts and words repeat across a catalog; BPE (with ftfy) is the slow part.
         self._counts: dict[str, int] = {}
 
     @property
-    def tokenizer(self) -> SimpleTokenizer:
+    def tokenizer(self) -> ClipBpe:
         if self._tokenizer is None:
-            from open_clip.tokenizer import SimpleTokenizer
+            from pipeline.brand.clip_bpe import ClipBpe
 
-            self._tokenizer = SimpleTokenizer()
+            self._tokenizer = ClipBpe()
         return self._tokenizer
 
     def count(self, text: str) -> int:
