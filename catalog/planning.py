@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from catalog.brands import upsert_brand
 from catalog.models import LoraAdapter, Product, ProductRevision, Shot, ShotState
 from catalog.packshots.planning import PackshotSlots
+from catalog.shots import insert_shot_rows
 from pipeline.brand.config import BrandConfig, ResolvedTemplate
 from pipeline.brand.loader import brand_warnings
 from pipeline.brand.seeds import derive_seed
@@ -241,14 +242,8 @@ def _insert(session: Session, pending: Sequence[PendingShot]) -> list[tuple[int,
     if not pending:
         return []
     try:
-        with session.begin_nested():
-            shots = [Shot(**p.values) for p in pending]
-            session.add_all(shots)
-            session.flush()
-        ids = [(s.id, True) for s in shots]
-        for shot in shots:  # written; callers load shots by id when they need them
-            session.expunge(shot)
-        return ids
+        with session.begin_nested():  # rows, not ORM objects: COPY on Postgres
+            return [(i, True) for i in insert_shot_rows(session, [p.values for p in pending])]
     except IntegrityError:
         pass
     # Someone planned some of these since we looked: go one by one under the constraint.

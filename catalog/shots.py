@@ -9,12 +9,13 @@ a second row, even when two workers race on the same shot.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, Table, insert, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
@@ -59,6 +60,68 @@ class InvalidTransition(ValueError):
 # Bound parameters per IN list: far under Postgres' 65,535 and SQLite's 32,766, whatever
 # the caller passes (a --all-pending of 270,000 shots is 54 statements, not one refused one).
 IN_CHUNK = 5000
+
+
+def _filled(table: Table, row: Mapping[str, Any]) -> dict[str, Any]:
+    """``row`` with every column the ORM would fill: Python-side defaults (called per row, as
+    a flush does), None for the rest; the id is left to the caller."""
+    out: dict[str, Any] = {}
+    for col in table.columns:
+        if col.name in row:
+            out[col.name] = row[col.name]
+        elif col.default is not None and not col.primary_key:
+            default: Any = col.default
+            out[col.name] = default.arg(None) if default.is_callable else default.arg
+        elif not col.primary_key:
+            out[col.name] = None
+    return out
+
+
+def insert_shot_rows(session: Session, rows: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Insert ``shots`` rows (column -> value, as ``Shot(**row)`` takes them) and return their
+    new ids, in order, ascending. A unique violation raises ``IntegrityError`` with nothing
+    written (run it in a savepoint).
+
+    Postgres: the ids are drawn from the sequence in one statement and the rows go in by
+    ``COPY`` (no statement of 27 columns x N parameters for the driver to build and parse).
+    Elsewhere: one executemany ``INSERT ... RETURNING``."""
+    if not rows:
+        return []
+    table = cast(Table, Shot.__table__)
+    filled = [_filled(table, r) for r in rows]
+    if session.get_bind().dialect.name != "postgresql":
+        stmt = insert(table).returning(table.c.id, sort_by_parameter_order=True)
+        return [int(i) for i in session.scalars(stmt, filled)]
+    ids = sorted(
+        session.scalars(
+            text(
+                "SELECT nextval(pg_get_serial_sequence('shots', 'id')) FROM generate_series(1, :n)"
+            ),
+            {"n": len(filled)},
+        )
+    )
+    _copy(session, table, [{"id": i, **r} for i, r in zip(ids, filled, strict=True)])
+    return [int(i) for i in ids]
+
+
+def _copy(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    from psycopg import IntegrityError as PgIntegrityError
+    from psycopg import sql
+    from psycopg.types.json import Jsonb
+
+    cols = list(rows[0])
+    stmt = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table.name), sql.SQL(", ").join(sql.Identifier(c) for c in cols)
+    )
+    raw = session.connection().connection.driver_connection  # in this session's transaction
+    try:
+        with raw.cursor() as cur, cur.copy(stmt) as copy:
+            for row in rows:
+                copy.write_row(
+                    [Jsonb(v) if isinstance(v, (dict, list)) else v for v in row.values()]
+                )
+    except PgIntegrityError as exc:
+        raise IntegrityError(str(stmt.as_string(raw)), None, exc) from None
 
 
 def id_chunks(ids: Iterable[int], n: int = IN_CHUNK) -> Iterator[list[int]]:

@@ -73,8 +73,10 @@ class ClipBpe:
         self.encoder = {tok: i for i, tok in enumerate(vocab)}
         self.bpe_ranks = {(m[0], m[1]): i for i, m in enumerate(merges)}
         self.cache: dict[str, list[str]] = {t: [t] for t in SPECIAL_TOKENS}
+        self._ids: dict[str, list[int]] = {}  # pre-token -> ids: catalog words repeat
         self.pat = regex.compile(
-            "|".join(SPECIAL_TOKENS) + r"""|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
+            "|".join(SPECIAL_TOKENS)
+            + r"""|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
             regex.IGNORECASE,
         )
 
@@ -106,11 +108,17 @@ class ClipBpe:
 
     def encode(self, text: str) -> list[int]:
         ids: list[int] = []
-        enc = self.byte_encoder
+        known = self._ids
         for token in self.pat.findall(clean(text)):
-            chars = "".join(enc[b] for b in token.encode("utf-8"))
-            ids.extend(self.encoder[piece] for piece in self.bpe(chars))
+            got = known.get(token)
+            if got is None:
+                chars = "".join(self.byte_encoder[b] for b in token.encode("utf-8"))
+                got = [self.encoder[piece] for piece in self.bpe(chars)]
+                if len(known) < _MAX_CACHED:
+                    known[token] = got
+            ids.extend(got)
         return ids
 
 
 _NO_RANK = float("inf")
+_MAX_CACHED = 200_000  # pre-tokens whose ids are kept (a catalog's vocabulary, bounded)

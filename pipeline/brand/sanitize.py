@@ -43,6 +43,8 @@ class SanitizeResult(NamedTuple):
 
 def normalize_text(text: str) -> str:
     """NFKC, minus invisible format characters (zero-width spaces, joiners, BOMs)."""
+    if text.isascii():  # NFKC leaves ASCII as it is, and no ASCII character is a format one
+        return text
     text = unicodedata.normalize("NFKC", text)
     return "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
 
@@ -53,13 +55,20 @@ def _term_pattern(text: str) -> str:
     return _BEFORE + r"[\s\-]*".join(words) + _SUFFIX + _AFTER
 
 
+# tidy's rewrites, in order (compiled once: every planned prompt goes through them).
+_TIDY = [
+    (re.compile(r"[ \t]+"), " "),
+    (re.compile(r"\s+([,.;:!?)\]])"), r"\1"),
+    (re.compile(r"([(\[])\s+"), r"\1"),
+    (re.compile(r"(?:,\s*){2,}"), ", "),
+    (re.compile(r"^[\s,;:]+|[\s,;:]+$"), ""),
+]
+
+
 def tidy(text: str) -> str:
     """Close the gaps a removal leaves: doubled spaces and commas, space before punctuation."""
-    text = re.sub(r"[ \t]+", " ", text)
-    text = re.sub(r"\s+([,.;:!?)\]])", r"\1", text)
-    text = re.sub(r"([(\[])\s+", r"\1", text)
-    text = re.sub(r"(?:,\s*){2,}", ", ", text)
-    text = re.sub(r"^[\s,;:]+|[\s,;:]+$", "", text)
+    for pattern, repl in _TIDY:
+        text = pattern.sub(repl, text)
     return text
 
 
