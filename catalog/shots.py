@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from sqlalchemy import Select, Table, insert, select, text
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from catalog.models import (

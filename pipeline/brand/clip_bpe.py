@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import html
 import importlib.util
+import itertools
 from functools import lru_cache
 from pathlib import Path
 
@@ -88,7 +89,7 @@ class ClipBpe:
         word = [*token[:-1], token[-1] + "</w>"]
         ranks = self.bpe_ranks
         while len(word) > 1:
-            pairs = {(a, b) for a, b in zip(word, word[1:], strict=False)}
+            pairs = set(itertools.pairwise(word))
             best = min(pairs, key=lambda p: ranks.get(p, _NO_RANK))
             if best not in ranks:
                 break
