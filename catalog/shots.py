@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, insert, select, text
+from sqlalchemy import Column, Select, Table, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
@@ -62,11 +62,11 @@ class InvalidTransition(ValueError):
 IN_CHUNK = 5000
 
 
-def _filled(table: Table, row: Mapping[str, Any]) -> dict[str, Any]:
+def _filled(columns: Sequence[Column[Any]], row: Mapping[str, Any]) -> dict[str, Any]:
     """``row`` with every column the ORM would fill: Python-side defaults (called per row, as
     a flush does), None for the rest; the id is left to the caller."""
     out: dict[str, Any] = {}
-    for col in table.columns:
+    for col in columns:
         if col.name in row:
             out[col.name] = row[col.name]
         elif col.default is not None and not col.primary_key:
@@ -88,7 +88,8 @@ def insert_shot_rows(session: Session, rows: Sequence[Mapping[str, Any]]) -> lis
     if not rows:
         return []
     table = cast(Table, Shot.__table__)
-    filled = [_filled(table, r) for r in rows]
+    columns = list(table.columns)
+    filled = [_filled(columns, r) for r in rows]
     if session.get_bind().dialect.name != "postgresql":
         stmt = insert(table).returning(table.c.id, sort_by_parameter_order=True)
         return [int(i) for i in session.scalars(stmt, filled)]

@@ -65,8 +65,15 @@ _TIDY = [
 ]
 
 
+# Where any of them would change something: text with none of these is already tidy (each
+# rewrite needs one of them, and none can make one appear where there was none).
+_UNTIDY = re.compile(r"\t|  |\s[,.;:!?)\]]|[(\[]\s|,\s*,|^[\s,;:]|[\s,;:]$")
+
+
 def tidy(text: str) -> str:
     """Close the gaps a removal leaves: doubled spaces and commas, space before punctuation."""
+    if _UNTIDY.search(text) is None:
+        return text
     for pattern, repl in _TIDY:
         text = pattern.sub(repl, text)
     return text

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from pipeline.brand.config import BrandConfig
-from pipeline.brand.sanitize import Sanitizer, sanitize, tidy
+from pipeline.brand.sanitize import _TIDY, Sanitizer, sanitize, tidy
 
 
 def _acme() -> BrandConfig:
@@ -82,3 +85,13 @@ def test_no_terms_leaves_text_alone() -> None:
 
 def test_tidy_closes_gaps() -> None:
     assert tidy(" ,  red , , blue mug ,") == "red, blue mug"
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet=" \t\n\r,.;:!?)]([ab\u00a0", max_size=12))
+def test_tidy_skips_only_text_its_rewrites_leave_alone(text: str) -> None:
+    # The early return of tidy() must never skip a rewrite that would change the text.
+    rewritten = text
+    for pattern, repl in _TIDY:
+        rewritten = pattern.sub(repl, rewritten)
+    assert tidy(text) == rewritten
