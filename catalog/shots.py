@@ -115,6 +115,7 @@ def _copy(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> 
         sql.Identifier(table.name), sql.SQL(", ").join(sql.Identifier(c) for c in cols)
     )
     raw = session.connection().connection.driver_connection  # in this session's transaction
+    assert raw is not None  # a checked-out connection always has its driver's
     try:
         with raw.cursor() as cur, cur.copy(stmt) as copy:
             for row in rows:

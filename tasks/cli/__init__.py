@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import typer
 
-from catalog.db import DBAPIError
 from tasks.cli.app import app
 from tasks.cli.common import describe_db_error, err_console
 from tasks.output import styled
@@ -39,15 +38,21 @@ def main() -> None:
     except KeyboardInterrupt:
         _error_line("interrupted")
         raise SystemExit(130) from None
-    except DBAPIError as exc:
-        _error_line(describe_db_error(exc))
-        raise SystemExit(2) from None
     except OSError as exc:
         # A path a user gave that the OS refuses (too long a name, a permission, a loop) and
         # that no command caught first: still one line naming the file.
         if exc.filename is None:
             raise
         _error_line(f"{exc.filename}: {exc.strerror or exc}")
+        raise SystemExit(2) from None
+    except Exception as exc:
+        # The database layer is imported by the commands that use it, not at start-up
+        # (`shotline --help` stays light): its error class is looked up only when one is raised.
+        from catalog.db import DBAPIError
+
+        if not isinstance(exc, DBAPIError):
+            raise
+        _error_line(describe_db_error(exc))
         raise SystemExit(2) from None
     raise SystemExit(code if isinstance(code, int) else 0)
 

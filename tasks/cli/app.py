@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from pipeline.settings import Settings, SettingsInvalid, load_settings
 from tasks.cli.catalog import (
     brands_cmd,
     export_cmd,
@@ -28,6 +27,9 @@ from tasks.cli.common import CliState, fail
 from tasks.cli.fleet import db_cmd, doctor_cmd, run_cmd, status_cmd, worker_cmd
 from tasks.cli.quality import calibrate_cmd, gate_cmd, review_cmd, verify_cmd
 from tasks.cli.training import lora_cmd
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 app = typer.Typer(
     name="shotline",
@@ -61,6 +63,8 @@ app.add_typer(export_cmd.export_app, name="export")
 
 @app.callback()
 def _start(ctx: typer.Context) -> None:
+    from pipeline.settings import SettingsInvalid, load_settings
+
     try:
         settings = load_settings()
     except SettingsInvalid as exc:  # one line naming the variable, never pydantic's report

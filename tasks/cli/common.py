@@ -8,19 +8,15 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
-from catalog.db import (
-    MAX_ROW_ID,
-    DBAPIError,
-    Engine,
-    Session,
-    sessionmaker,
-)
-from pipeline.settings import Settings
 from tasks.output import SafeConsole, neutralize, styled
+
+if TYPE_CHECKING:  # loaded by the commands that use them: `shotline --help` imports neither
+    from catalog.db import DBAPIError, Engine, Session, sessionmaker
+    from pipeline.settings import Settings
 
 # Our own messages use markup; user and catalog text is escaped where it is embedded (fail()
 # escapes the whole message). SafeConsole shows control characters as visible escapes and
@@ -32,11 +28,13 @@ err_console = SafeConsole(markup=True, stderr=True, soft_wrap=True)
 # Every id a command takes (shot, asset, import run) is bounded like a row id (``min=1,
 # max=MAX_ID``): typer turns a number outside it into a usage error (one line, exit 2) before
 # any query runs.
-MAX_ID = MAX_ROW_ID
+# catalog.db.MAX_ROW_ID, written out: catalog.db imports SQLAlchemy, which `shotline --help`
+# must not (tests/tasks/test_cli_startup.py checks the two agree).
+MAX_ID = 2**31 - 1
 # Counts (--limit, --show, ...) are bounded too, by a real bound: no query can return more
 # rows than there are row ids, so a count never needs to exceed the largest id. (A storage
 # limit such as 2**62 read as "x<=4611686018427387904" in every --help.)
-COUNT_MAX = MAX_ROW_ID
+COUNT_MAX = MAX_ID
 
 
 @dataclass

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from pipeline.brand.config import BrandConfig, BrandConfigError
-from pipeline.brand.loader import brand_warnings, load_brand, located_error
-from pipeline.generate.lora_check import AdapterCheck, check_brand_loras
-from pipeline.generate.modelspec import ModelLoadError
-from pipeline.settings import Settings
 from tasks.cli.common import cli_state, console, err_console
+
+if TYPE_CHECKING:
+    from pipeline.brand.config import BrandConfig, BrandConfigError
+    from pipeline.generate.lora_check import AdapterCheck
+    from pipeline.settings import Settings
+
 
 brands_app = typer.Typer(help="Brand configs (samples/brands/*.yaml).", no_args_is_help=True)
 
@@ -29,6 +30,10 @@ def report_brand_error(exc: BrandConfigError) -> NoReturn:
 def lora_checks(file: Path, cfg: BrandConfig, settings: Settings) -> list[AdapterCheck]:
     """The brand's adapters against the model it runs on (the settings' model, else the
     brand's ``base_model``): ``BrandConfigError`` with one line per refused adapter."""
+    from pipeline.brand.loader import located_error
+    from pipeline.generate.lora_check import check_brand_loras
+    from pipeline.generate.modelspec import ModelLoadError
+
     model_id = settings.model or cfg.resolved_base_model()
     try:
         checks = check_brand_loras(cfg, model_id, settings)
@@ -51,6 +56,9 @@ def check(
     ),
 ) -> None:
     """Validate a brand file: exit 0 and print ok, or exit 2 with one line per problem."""
+    from pipeline.brand.config import BrandConfigError
+    from pipeline.brand.loader import brand_warnings, load_brand, located_error
+
     try:
         cfg = load_brand(file)
         pins = cfg.pin_problems(hashes=hash_files)
@@ -79,6 +87,9 @@ def check(
 @brands_app.command("list")
 def list_brands(ctx: typer.Context) -> None:
     """The brand files in the brands folder and whether each one is valid."""
+    from pipeline.brand.config import BrandConfigError
+    from pipeline.brand.loader import load_brand
+
     folder = cli_state(ctx).settings.brands_dir
     table = Table("brand", "file", "templates", "status")
     for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):

@@ -11,18 +11,16 @@ from __future__ import annotations
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import typer
 
-from catalog.delivery.exports import brand_id_of, export_rows, missing_renditions
-from pipeline.brand.config import BrandConfig, BrandConfigError, ChannelSpec
-from pipeline.brand.loader import find_brand
-from pipeline.delivery.alt_text import AltTextError
-from pipeline.delivery.feeds import Exporter, FeedError, FeedStats
-from pipeline.delivery.outfile import OutputPathError, atomic_text, check_output_path
-from pipeline.delivery.urls import PublicUrlError, check_base_url
 from tasks.cli.common import MAX_ID, CliState, cli_state, console, err_console, fail, print_json
+
+if TYPE_CHECKING:
+    from pipeline.brand.config import BrandConfig, ChannelSpec
+    from pipeline.delivery.feeds import FeedStats
+
 
 export_app = typer.Typer(
     help="Export current assets: Shopify product CSV, Merchant Center feed.",
@@ -46,6 +44,9 @@ STORE = typer.Option(
 
 
 def _channel(state: CliState, brand: str, channel: str) -> tuple[BrandConfig, ChannelSpec]:
+    from pipeline.brand.config import BrandConfigError
+    from pipeline.brand.loader import find_brand
+
     try:
         cfg = find_brand(state.settings.brands_dir, brand)
     except BrandConfigError as exc:
@@ -78,6 +79,12 @@ def _export(
     as_json: bool,
     to_store: bool,
 ) -> None:
+    from catalog.delivery.exports import brand_id_of, export_rows, missing_renditions
+    from pipeline.delivery.alt_text import AltTextError
+    from pipeline.delivery.feeds import Exporter, FeedError
+    from pipeline.delivery.outfile import OutputPathError, atomic_text, check_output_path
+    from pipeline.delivery.urls import PublicUrlError, check_base_url
+
     state = cli_state(ctx)
     try:
         base = check_base_url(state.settings.public_base_url)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
@@ -17,11 +18,14 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from catalog.importing.csv_formats import FORMATS
-from catalog.importing.importer import CatalogImportError, ImportSummary, import_catalog
-from pipeline.brand.config import BrandConfigError
-from pipeline.brand.loader import find_brand
 from tasks.cli.common import cli_state, console, err_console, fail, print_json
+
+if TYPE_CHECKING:
+    from catalog.importing.importer import ImportSummary
+
+# catalog.importing.csv_formats.FORMATS, named here for --help: that module imports pandas,
+# which `shotline --help` must not (tests/tasks/test_cli_startup.py checks the two agree).
+FORMAT_NAMES = ("shopify", "woocommerce", "gmc", "generic")
 
 
 def _table(summary: ImportSummary) -> Table:
@@ -84,13 +88,18 @@ def import_command(
     ctx: typer.Context,
     path: Path = typer.Argument(..., help="Shopify export, Google Merchant feed or generic CSV."),
     brand: str = typer.Option(..., "--brand", "-b", help="Brand name (samples/brands/NAME.yaml)."),
-    fmt: str = typer.Option("auto", "--format", "-f", help="auto | " + " | ".join(FORMATS)),
+    fmt: str = typer.Option("auto", "--format", "-f", help="auto | " + " | ".join(FORMAT_NAMES)),
     encoding: str = typer.Option(
         "auto", "--encoding", help="auto (UTF-8, else cp1252 with a warning) | utf-8 | a codec"
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Import a catalog file: products and revisions, bad rows to import_row_errors."""
+    from catalog.importing.csv_formats import FORMATS
+    from catalog.importing.importer import CatalogImportError, import_catalog
+    from pipeline.brand.config import BrandConfigError
+    from pipeline.brand.loader import find_brand
+
     if fmt not in ("auto", *FORMATS):
         fail(f"unknown format {fmt!r}; use auto, {', '.join(FORMATS)}")
     state = cli_state(ctx)

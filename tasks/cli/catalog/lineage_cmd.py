@@ -11,26 +11,17 @@ import json
 import sys
 import textwrap
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from catalog.lineage import (
-    LineageError,
-    assets_by_lora,
-    assets_by_training,
-    assets_like,
-    import_run_outputs,
-    lineage_for,
-    parse_lora_ref,
-    shot_lineage,
-)
-from catalog.packshots.source_lineage import UnknownSource, outputs_of_source
-from catalog.training import TrainingNotFound
 from tasks.cli.common import MAX_ID, CliState, cli_state, console, fail, print_json
+
+if TYPE_CHECKING:
+    pass
 
 
 def _short(digest: Any, n: int = 16) -> str:
@@ -202,6 +193,8 @@ def print_summary(chain: Mapping[str, Any]) -> None:
 
 def verify_lineage(state: CliState, shot_id: int | None) -> dict[str, Any] | None:
     """The chain of the shot a watermark decoded to, or None (no id, or not in this catalog)."""
+    from catalog.lineage import shot_lineage
+
     if shot_id is None:
         return None
     with state.session() as s:
@@ -241,6 +234,17 @@ def _lookup(
     training: int | None = None,
     like: Any = None,
 ) -> Any:
+    from catalog.lineage import (
+        LineageError,
+        assets_by_lora,
+        assets_by_training,
+        assets_like,
+        lineage_for,
+        parse_lora_ref,
+    )
+    from catalog.packshots.source_lineage import UnknownSource, outputs_of_source
+    from catalog.training import TrainingNotFound
+
     try:
         with state.session() as s:
             if like is not None:
@@ -356,6 +360,8 @@ def _print_source(data: dict[str, Any]) -> None:
 def _import_run(state: CliState, run_id: int, json_out: bool) -> None:
     """``lineage --import-run``: rows are written as the server-side cursor yields them, so
     a run of 300,000 shots holds one fetch of rows, not all of them."""
+    from catalog.lineage import LineageError, import_run_outputs
+
     try:
         with state.session() as s:
             data = import_run_outputs(s, run_id)

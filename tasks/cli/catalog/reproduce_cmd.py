@@ -15,16 +15,11 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 
-from catalog.lineage import batch_mates, shot_with_generation
-from catalog.shots import shot_params
-from pipeline.review.imagediff import pixel_difference
-from pipeline.settings import Settings
-from pipeline.types import GenerationOutput, ShotParams
 from tasks.cli.common import (
     MAX_ID,
     CliState,
@@ -34,7 +29,10 @@ from tasks.cli.common import (
     fail,
     print_json,
 )
-from tasks.line.claim import PackshotShot
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
+    from pipeline.types import GenerationOutput, ShotParams
 
 
 @dataclass(frozen=True)
@@ -53,6 +51,9 @@ def _load(
     state: CliState, shot_id: int, alone: bool
 ) -> tuple[ShotParams, list[ShotParams], _Recorded]:
     """The shot's parameters, the batch to regenerate it in, and its recorded raw image."""
+    from catalog.lineage import batch_mates, shot_with_generation
+    from catalog.shots import shot_params
+    from tasks.line.claim import PackshotShot
 
     with state.session() as s:
         shot = shot_with_generation(s, shot_id)
@@ -193,6 +194,7 @@ def _difference(
     settings: Settings, key: str, png: bytes
 ) -> tuple[dict[str, Any] | None, str | None]:
     """How far the pixels moved from the recorded raw image, or why that cannot be said."""
+    from pipeline.review.imagediff import pixel_difference
     from pipeline.storage import make_blob_store
 
     if not key:  # gated on the GPU host without store_raw: only the sha256 was kept

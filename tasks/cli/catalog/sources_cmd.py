@@ -8,15 +8,12 @@ blob store that cannot take the images at all (no bucket, access denied).
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from catalog.brands import get_brand
-from catalog.models import SourceImage, SourceStatus
-from catalog.packshots.sources import brand_sources
 from tasks.cli.common import (
     COUNT_MAX,
     CliState,
@@ -28,10 +25,16 @@ from tasks.cli.common import (
 )
 from tasks.output import styled
 
+if TYPE_CHECKING:
+    from catalog.models import SourceImage
+
+
 sources_app = typer.Typer(help="Source images named by the catalog: fetch and inspect them.")
 
 
 def _brand_id(state: CliState, name: str) -> int:
+    from catalog.brands import get_brand
+
     with state.session() as s:
         row = get_brand(s, name)
         if row is None:
@@ -71,6 +74,8 @@ def _check_store(state: CliState) -> None:
 
 
 def _attempts(state: CliState, brand_id: int) -> dict[int, int]:
+    from catalog.packshots.sources import brand_sources
+
     with state.session() as s:
         return {r.id: r.attempts for r in brand_sources(s, brand_id)}
 
@@ -104,6 +109,8 @@ def _wait_for_fleet(
 
 
 def _summary_line(sent: int, counts: dict[str, int], where: str, seconds: float) -> str:
+    from catalog.models import SourceStatus
+
     order = [SourceStatus.fetched.value, SourceStatus.failed.value, SourceStatus.pending.value]
     parts = [f"{counts[k]} {k}" for k in order if counts.get(k)]
     parts += [f"{n} {k}" for k, n in sorted(counts.items()) if k not in order and n]
@@ -131,6 +138,8 @@ def fetch(
     Exit status: 0 when every image was fetched or unchanged; 1 when any failed, or is still
     pending when waiting stops; 2 for an unknown brand or a bucket that cannot be written.
     """
+    from catalog.models import SourceStatus
+    from catalog.packshots.sources import brand_sources
     from pipeline.storage import StorageError
     from tasks.fetch import fetch_for_brand
 
@@ -176,6 +185,9 @@ def list_sources(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """The brand's source images with their state, size and sha256 (or the error)."""
+    from catalog.models import SourceStatus
+    from catalog.packshots.sources import brand_sources
+
     if status is not None and status not in {s.value for s in SourceStatus}:
         fail(f"unknown status {status!r}; use pending, fetched or failed")
     state = cli_state(ctx)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.markup import escape
 
-from catalog import migrate
 from tasks.cli.common import cli_state, console, fail
+
+if TYPE_CHECKING:
+    pass
+
 
 db_app = typer.Typer(help="Database schema (Alembic).", no_args_is_help=True)
 
@@ -15,6 +20,8 @@ db_app = typer.Typer(help="Database schema (Alembic).", no_args_is_help=True)
 def upgrade(ctx: typer.Context, revision: str = typer.Argument("head")) -> None:
     """Apply the migrations up to REVISION (default: head)."""
     from alembic.util import CommandError
+
+    from catalog import migrate
 
     try:
         migrate.upgrade(cli_state(ctx).settings.database_url, revision)
@@ -27,6 +34,8 @@ def upgrade(ctx: typer.Context, revision: str = typer.Argument("head")) -> None:
 def check(ctx: typer.Context) -> None:
     """Fail when the models and the migrations have drifted apart."""
     from alembic.util import CommandError
+
+    from catalog import migrate
 
     try:
         migrate.check(cli_state(ctx).settings.database_url)

@@ -13,12 +13,15 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from pipeline.settings import Settings
 from tasks.cli.common import CliState, clean, cli_state, console, err_console
 from tasks.output import styled
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kombu import Connection
+if TYPE_CHECKING:
+    from kombu import Connection
 
-from pipeline.settings import Settings
-from tasks.queues import GPU_PREFIX, QUEUE_CPU, QUEUE_INGEST, TRAIN_PREFIX
+    from pipeline.settings import Settings
+
 
 # kombu's Redis transport keeps one set per exchange binding: "_kombu.binding.<queue>" for
 # the direct exchange each queue is declared on, so declared queues can be listed.
@@ -54,6 +55,8 @@ class FleetInfo:
 
 def _connection(settings: Settings) -> Connection:
     # Fail fast: a status line must not hang on a broker that is down.
+    from kombu import Connection
+
     return Connection(
         settings.broker_url,
         connect_timeout=3,
@@ -89,6 +92,8 @@ def active_queues(settings: Settings, timeout_s: float = 1.0) -> dict[str, list[
 
 def _declared_queues(conn: Connection) -> set[str]:
     """Queues the broker knows of (Redis only: kombu's binding sets); empty elsewhere."""
+    from tasks.queues import GPU_PREFIX, QUEUE_CPU, QUEUE_INGEST, TRAIN_PREFIX
+
     client = getattr(conn.default_channel, "client", None)
     if client is None or not hasattr(client, "scan_iter"):
         return set()
@@ -99,14 +104,12 @@ def _declared_queues(conn: Connection) -> set[str]:
     # On Redis a queue is the list named after it. A queue Celery created on the fly (the
     # gpu.<model> ones) need not have a binding key by the time we look, but its waiting
     # messages are in that list (kombu's priority lists carry a "\x06\x16" suffix).
-    for prefix in _OUR_PREFIXES:
+    ours = (GPU_PREFIX, TRAIN_PREFIX)
+    for prefix in ours:
         for raw in client.scan_iter(match=prefix + "*", count=500):
             name = raw.decode() if isinstance(raw, bytes) else str(raw)
             names.add(name.split("\x06\x16", 1)[0])
-    return {n for n in names if n in (QUEUE_CPU, QUEUE_INGEST) or n.startswith(_OUR_PREFIXES)}
-
-
-_OUR_PREFIXES = (GPU_PREFIX, TRAIN_PREFIX)
+    return {n for n in names if n in (QUEUE_CPU, QUEUE_INGEST) or n.startswith(ours)}
 
 
 def queue_depths(conn: Connection, queues: Iterable[str]) -> dict[str, int]:
@@ -131,6 +134,8 @@ def fleet_info(
     settings: Settings, extra_queues: Iterable[str] = (), timeout_s: float = 1.0
 ) -> FleetInfo:
     """Workers and queue depths on ``settings.broker_url`` (never raises for a dead broker)."""
+    from tasks.queues import QUEUE_CPU, QUEUE_INGEST
+
     if settings.embedded:
         return FleetInfo(reachable=False, error="no broker configured (embedded mode)")
     try:
@@ -161,6 +166,8 @@ def missing_consumers(settings: Settings, queues: Iterable[str]) -> list[str]:
 
 def start_hint(queue: str) -> str:
     """The command that starts a consumer for ``queue``."""
+    from tasks.queues import GPU_PREFIX, TRAIN_PREFIX
+
     if queue.startswith(GPU_PREFIX):
         return f"shotline worker --gpu {queue.removeprefix(GPU_PREFIX)}"
     if queue.startswith(TRAIN_PREFIX):

@@ -3,15 +3,17 @@ failures, and on a fleet the queue depths and the workers consuming each queue."
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from catalog.status import status_report
 from tasks.cli.common import clean, cli_state, console, print_json
 from tasks.cli.fleet.fleet_info import FleetInfo, fleet_info
+
+if TYPE_CHECKING:
+    pass
 
 
 def _print_report(report: dict[str, Any], brand: str | None) -> None:
@@ -70,6 +72,8 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Counts by state, throughput over the last minutes, and failures with their reasons."""
+    from catalog.status import status_report
+
     state = cli_state(ctx)
     with state.session() as s:
         report = status_report(s, brand=brand, minutes=minutes)

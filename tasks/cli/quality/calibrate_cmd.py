@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from pipeline.brand.config import BrandConfigError
-from pipeline.brand.loader import find_brand
 from tasks.cli.common import clean, cli_state, console, fail, print_json
+
+if TYPE_CHECKING:
+    pass
+
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 
@@ -97,6 +99,8 @@ def calibrate(
     POSITIVES/<concept>/ holds images that show the concept (a safety concept name or a
     competitor name); NEGATIVES holds clean images. Scores use the configured CLIP model.
     """
+    from pipeline.brand.config import BrandConfigError
+    from pipeline.brand.loader import find_brand
     from pipeline.gate.calibration import calibrate as run_calibration
     from pipeline.gate.policy import GateError, GatePolicy
     from pipeline.gate.stage import load_gate

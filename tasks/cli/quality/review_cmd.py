@@ -14,7 +14,7 @@ import textwrap
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
@@ -22,29 +22,6 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from catalog.lineage import shot_chain
-from catalog.models import Shot, ShotState
-from catalog.review import (
-    PAGE_ROWS,
-    REVIEW_STATES,
-    SUPERSEDED,
-    ReviewError,
-    approve,
-    decide_pending,
-    iter_shots,
-    list_shots,
-    near_duplicate_flags,
-    reject,
-    resolve_reviewer,
-    review_record,
-    review_shot,
-    write_decisions_csv,
-)
-from catalog.status import shot_states
-from pipeline.files import atomic_write_bytes
-from pipeline.outputs import OutputPathError, check_output_dir, write_output, write_output_bytes
-from pipeline.review.contact_sheet import SheetEntry, render_grid_png, render_html
-from pipeline.settings import Settings
 from tasks.cli.catalog import lineage_cmd
 from tasks.cli.common import (
     COUNT_MAX,
@@ -58,6 +35,12 @@ from tasks.cli.common import (
 )
 from tasks.cli.quality import review_web_cmd
 from tasks.output import styled
+
+if TYPE_CHECKING:
+    from catalog.models import Shot
+    from pipeline.review.contact_sheet import SheetEntry
+    from pipeline.settings import Settings
+
 
 review_app = typer.Typer(
     help="Review gated images: list, look, approve, reject.", no_args_is_help=True
@@ -84,6 +67,8 @@ TINY_BANNER = (
 
 
 def _status(status: str | None, default: Sequence[str] | str | None) -> Sequence[str] | str | None:
+    from catalog.review import REVIEW_STATES, SUPERSEDED
+
     if status is None:
         return default
     if status not in (*REVIEW_STATES, SUPERSEDED):
@@ -125,6 +110,9 @@ def _flagged_shots(
 ) -> tuple[list[Shot], dict[int, Any]]:
     """The shots ``review list`` and ``review sheet`` show (pending by default), with their
     near-duplicate flags."""
+    from catalog.models import ShotState
+    from catalog.review import list_shots, near_duplicate_flags
+
     shots = list_shots(
         s,
         brand=brand,
@@ -239,6 +227,8 @@ def _records(
 ) -> Iterator[dict[str, Any]]:
     """Review records page by page (near-duplicate flags per page), at most ``limit``; when
     there are more, ``more`` gets the last id shown (the next ``--after``)."""
+    from catalog.review import near_duplicate_flags, review_record
+
     n, last = 0, 0
     for page in pages:
         dups = near_duplicate_flags(s, page, threshold)
@@ -275,6 +265,9 @@ def list_cmd(
 ) -> None:
     """Shots awaiting review (or in --status), oldest first, --limit at a time (--after ID for
     the next page, --all for every one): id, sku, template, key scores, reasons."""
+    from catalog.models import ShotState
+    from catalog.review import PAGE_ROWS, iter_shots
+
     state = cli_state(ctx)
     cap = None if all_rows else limit
     more: list[int] = []
@@ -322,6 +315,8 @@ def prune_open_copies(folder: Path, keep_seconds: float = OPEN_KEEP_SECONDS) -> 
 def open_copy(var_dir: Path, shot_id: int, image: bytes) -> Path:
     """The viewer copy of one shot's image: one file per shot and content, rewritten atomically,
     so opening the same shot twice leaves one file."""
+    from pipeline.files import atomic_write_bytes
+
     folder = var_dir / OPEN_DIR
     folder.mkdir(parents=True, exist_ok=True)
     prune_open_copies(folder)
@@ -348,6 +343,9 @@ def show_cmd(
     json_out: bool = JsonOpt,
 ) -> None:
     """The full record of one shot: prompt, scores against thresholds, lineage summary."""
+    from catalog.lineage import shot_chain
+    from catalog.review import near_duplicate_flags, review_record, review_shot
+
     state = cli_state(ctx)
     with state.session() as s:
         shot = review_shot(s, shot_id)
@@ -416,6 +414,9 @@ def _print_record(r: dict[str, Any], chain: dict[str, Any]) -> None:
 def _entries(
     shots: Sequence[Shot], store: Any, dups: Mapping[int, dict[str, Any]] | None = None
 ) -> list[SheetEntry]:
+    from catalog.review import review_record
+    from pipeline.review.contact_sheet import SheetEntry
+
     entries = []
     for shot in shots:
         r = review_record(shot, (dups or {}).get(shot.id))
@@ -442,6 +443,9 @@ def _entries(
 def _write_sheet(
     out: Path, entries: list[SheetEntry], title: str, banner: str | None, columns: int | None
 ) -> tuple[Path, Path]:
+    from pipeline.outputs import OutputPathError, check_output_dir, write_output_bytes
+    from pipeline.review.contact_sheet import render_grid_png, render_html
+
     try:
         check_output_dir(out)  # a symlinked folder would put the sheet elsewhere
         out.mkdir(parents=True, exist_ok=True)
@@ -519,6 +523,8 @@ def _apply(
     """Resolve who reviews (the authenticated login, or the claimed name where allowed), then
     apply ``fn`` in one transaction: the shot ids decided and the reviewer's name. Who may
     review a brand is read from its YAML now (an edited ``reviewers:`` applies at once)."""
+    from catalog.review import ReviewError, resolve_reviewer
+
     settings = state.settings
     try:
         with state.session() as s:
@@ -546,6 +552,9 @@ def _id_list(ids: Sequence[int], shown: int = 20) -> str:
 
 def _report_published(state: CliState, ids: list[int]) -> None:
     """After an in-process publish: how many made it, and why the others failed (exit 1)."""
+    from catalog.models import ShotState
+    from catalog.status import shot_states
+
     with state.session() as s:
         states = shot_states(s, ids)
     published = [i for i in ids if states[i][0] == ShotState.published]
@@ -605,6 +614,8 @@ def approve_cmd(
     ),
 ) -> None:
     """Approve shots (IDs, or --all-pending with filters); approved shots get published."""
+    from catalog.review import approve, decide_pending
+
     state = cli_state(ctx)
     _check_selection(shot_ids, all_pending, brand, import_run, template)
     if all_pending:
@@ -635,6 +646,8 @@ def reject_cmd(
     reviewer: str | None = ReviewerOpt,
 ) -> None:
     """Reject shots (IDs, or --all-pending with filters) awaiting review."""
+    from catalog.review import decide_pending, reject
+
     state = cli_state(ctx)
     _check_selection(shot_ids, all_pending, brand, import_run, template)
     if all_pending:
@@ -671,6 +684,9 @@ def export_cmd(
     """The decisions as CSV, one row per shot; formula-like cells are escaped. Rows are
     written as they are read, a page of shots at a time. With SHOTLINE_PUBLIC_BASE_URL set,
     each published row carries its public URL."""
+    from catalog.review import iter_shots, write_decisions_csv
+    from pipeline.outputs import OutputPathError, write_output
+
     state = cli_state(ctx)
     base = _base_url(state.settings.public_base_url)
     with state.session() as s:

@@ -6,14 +6,18 @@ Registered on the ``review`` app by ``review_cmd`` (this module imports nothing 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from catalog.review import ReviewError
-from catalog.tokens import create_token, list_tokens, revoke_token
 from tasks.cli.common import MAX_ID, cli_state, console, err_console, fail, print_json
 from tasks.output import styled
+
+if TYPE_CHECKING:
+    pass
+
 
 token_app = typer.Typer(
     help="Reviewer tokens for the browser and the HTTP API.", no_args_is_help=True
@@ -55,6 +59,9 @@ def token_create_cmd(
     ),
 ) -> None:
     """A new token for NAME, printed once (only its hash is stored)."""
+    from catalog.review import ReviewError
+    from catalog.tokens import create_token
+
     try:
         with cli_state(ctx).session() as s:
             info, token = create_token(s, name, expires)
@@ -71,6 +78,8 @@ def token_list_cmd(
     ctx: typer.Context, json_out: bool = typer.Option(False, "--json", help="Print JSON.")
 ) -> None:
     """Every token: id, reviewer, status, created, expires, last used (never the token)."""
+    from catalog.tokens import list_tokens
+
     with cli_state(ctx).session() as s:
         tokens = list_tokens(s)
     if json_out:
@@ -110,6 +119,9 @@ def token_revoke_cmd(
     token_id: int = typer.Argument(..., metavar="ID", min=1, max=MAX_ID),
 ) -> None:
     """Revoke a token by id: its sessions end at their next request."""
+    from catalog.review import ReviewError
+    from catalog.tokens import revoke_token
+
     try:
         with cli_state(ctx).session() as s:
             info = revoke_token(s, token_id)
@@ -127,7 +139,7 @@ def pick_cmd(
 ) -> None:
     """Pick shot ID as its slot's image (pick 1 of N): it is approved and published, and the
     slot's other candidates are rejected with the reason "not picked", all at once."""
-    from catalog.review import pick, resolve_reviewer
+    from catalog.review import ReviewError, pick, resolve_reviewer
     from tasks.dispatch import enqueue_publish
 
     state = cli_state(ctx)

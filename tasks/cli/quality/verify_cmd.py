@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from pipeline.settings import Settings
 from tasks.cli.catalog import lineage_cmd
 from tasks.cli.common import clean, cli_state, console, fail, print_json
-from tasks.verify import (  # noqa: F401  (verify_report, compare_with_record: re-exported)
-    VerifySetupError,
-    compare_with_record,
-    file_report,
-    verify_report,
-)
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
+
+
+def __getattr__(name: str) -> Any:
+    """``verify_report`` and ``compare_with_record`` stay importable from here (they were
+    re-exported), loaded on first use: ``tasks.verify`` imports the database layer."""
+    if name in ("verify_report", "compare_with_record"):
+        import tasks.verify
+
+        return getattr(tasks.verify, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # Far above any product image; bounds memory whatever file (or object) is named.
 MAX_IMAGE_BYTES = 256 << 20
@@ -70,6 +77,8 @@ def verify(
 
     Exit 0 with a valid watermark, 1 without one, 2 when the file is missing or unreadable.
     """
+    from tasks.verify import VerifySetupError, file_report
+
     state = cli_state(ctx)
     # Kept as text: a Path would fold "s3://bucket/key" into "s3:/bucket/key".
     if image.startswith("s3://"):

@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pipeline.brand.config import BrandConfigError
-from pipeline.brand.loader import load_brand
-from pipeline.files import atomic_write_bytes
+if TYPE_CHECKING:
+    from pipeline.brand.config import BrandConfigError
 
 
 def lora_entry(
@@ -43,6 +43,9 @@ def insert_entry(text: str, entry: str) -> str:
 
 def write_into_brand(brand_file: Path, entry: str) -> None:
     """Add ``entry`` to ``brand_file``; ``BrandConfigError`` (file untouched) if it won't load."""
+    from pipeline.brand.loader import load_brand
+    from pipeline.files import atomic_write_bytes
+
     text = brand_file.read_text(encoding="utf-8")
     new_text = insert_entry(text, entry)
     tmp = brand_file.with_name(f".{brand_file.name}.check.yaml")

@@ -5,18 +5,12 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from catalog.training import TrainingNotFound, get_training, list_trainings, training_json
-from pipeline.brand.config import BrandConfig, BrandConfigError, LoraSpec
-from pipeline.brand.loader import find_brand, load_brand
-from pipeline.training.config import TrainConfig
-from pipeline.training.dataset import DatasetError
-from pipeline.training.trainer import Progress as TrainProgress
 from tasks.cli.catalog.brands_cmd import report_brand_error
 from tasks.cli.common import (
     MAX_ID,
@@ -29,15 +23,14 @@ from tasks.cli.common import (
     print_json,
 )
 from tasks.cli.training.brand_yaml import lora_entry, write_into_brand
-from tasks.context import context_for
-from tasks.training.job import TrainingFailed, run_job
-from tasks.training.runs import new_run
-from tasks.training.task import enqueue_training
+
+if TYPE_CHECKING:
+    from pipeline.brand.config import BrandConfig
+    from pipeline.training.config import TrainConfig
+    from pipeline.training.trainer import Progress as TrainProgress
+
 
 _RUN_ID = typer.Argument(..., help="Training run id.", min=1, max=MAX_ID)
-_NAME_PATTERN = str(
-    next((m.pattern for m in LoraSpec.model_fields["name"].metadata if hasattr(m, "pattern")), "")
-)
 
 lora_app = typer.Typer(
     help="Train brand LoRA adapters and follow training runs.", no_args_is_help=True
@@ -45,6 +38,9 @@ lora_app = typer.Typer(
 
 
 def _brand(state: CliState, ref: str) -> tuple[BrandConfig, Path]:
+    from pipeline.brand.config import BrandConfigError
+    from pipeline.brand.loader import find_brand, load_brand
+
     try:
         path = Path(ref)
         cfg = (
@@ -61,6 +57,8 @@ def _brand(state: CliState, ref: str) -> tuple[BrandConfig, Path]:
 
 def _steps_total(state: CliState, run_id: int) -> int | None:
     """The run's planned step count, for the bar's total before the first step reports."""
+    from catalog.training import TrainingNotFound, get_training, training_json
+
     with state.session() as s:
         try:
             total = training_json(get_training(s, run_id)).get("steps_total")
@@ -70,6 +68,9 @@ def _steps_total(state: CliState, run_id: int) -> int | None:
 
 
 def _run_in_process(state: CliState, run_id: int, quiet: bool) -> dict[str, Any]:
+    from tasks.context import context_for
+    from tasks.training.job import run_job
+
     ctx = context_for(state.settings)
     if quiet:
         return run_job(ctx, run_id)
@@ -105,6 +106,8 @@ def _warn_no_consumer(state: CliState, base_model: str) -> None:
 
 
 def _config(**kw: Any) -> TrainConfig:
+    from pipeline.training.config import TrainConfig
+
     try:
         return TrainConfig(**kw)
     except ValueError as exc:
@@ -113,7 +116,10 @@ def _config(**kw: Any) -> TrainConfig:
 
 def _check_name(name: str) -> None:
     """The adapter name must be a valid loras[].name: checked before training, not after."""
-    pattern = _NAME_PATTERN
+    from pipeline.brand.config import LoraSpec
+
+    metadata = LoraSpec.model_fields["name"].metadata
+    pattern = str(next((m.pattern for m in metadata if hasattr(m, "pattern")), ""))
     if pattern and not re.match(pattern, name):
         fail(
             f"--name {name!r}: an adapter name is letters, digits, '_', '.' and "
@@ -136,6 +142,9 @@ def adapter_location(uri: str, brand_file: Path) -> str:
 
 
 def _finish(state: CliState, run_id: int, brand_file: Path, write_brand: bool) -> None:
+    from catalog.training import get_training, training_json
+    from pipeline.brand.config import BrandConfigError
+
     with state.session() as s:
         row = get_training(s, run_id)
         info = training_json(row)
@@ -190,6 +199,13 @@ def train(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Train a LoRA on a folder of brand images (in-process without a broker, else queued)."""
+    from catalog.training import TrainingNotFound, get_training
+    from pipeline.training.dataset import DatasetError
+    from tasks.context import context_for
+    from tasks.training.job import TrainingFailed
+    from tasks.training.runs import new_run
+    from tasks.training.task import enqueue_training
+
     state = cli_state(ctx)
     cfg, brand_file = _brand(state, brand)
     if resume:
@@ -243,6 +259,8 @@ def train(
 
 
 def _row(state: CliState, run_id: int) -> dict[str, Any]:
+    from catalog.training import TrainingNotFound, get_training, training_json
+
     with state.session() as s:
         try:
             return training_json(get_training(s, run_id))
@@ -276,6 +294,8 @@ def show(ctx: typer.Context, run_id: int = _RUN_ID) -> None:
 @lora_app.command("list")
 def list_runs(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
     """Every training run."""
+    from catalog.training import list_trainings, training_json
+
     state = cli_state(ctx)
     with state.session() as s:
         rows = [training_json(r) for r in list_trainings(s)]
