@@ -35,7 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.benchmarks.bench_scale import run_cli  # noqa: E402
+from tests.benchmarks.bench_catalog_scale import run_cli  # noqa: E402
 
 BRAND_YAML = """
 name: bench

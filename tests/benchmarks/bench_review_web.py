@@ -3,7 +3,7 @@
     .venv/bin/python tests/benchmarks/bench_review_web.py [--shots 20000] [--reps 5] \
         [--db postgresql://postgres@127.0.0.1:5432/test]
 
-Seeds a fresh database (dropped afterwards) with ``bench_scale.seed`` (set-based SQL: one
+Seeds a fresh database (dropped afterwards) with ``bench_catalog_scale.seed`` (set-based SQL: one
 brand, ``shots`` gated shots waiting for review), gives one shot a 1024-px master in a local
 blob store, and serves the app in-process (Starlette's TestClient). Every time is measured
 server-side, around the ASGI app (request in to last body byte out), so the client's parsing
@@ -45,7 +45,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.benchmarks.bench_scale import seed  # noqa: E402
+from tests.benchmarks.bench_catalog_scale import seed  # noqa: E402
 
 PAGE = 48
 TARGETS_MS = {"page": 300.0, "decision": 50.0}

@@ -63,8 +63,8 @@ def plan_table(
             f"{escape(summary.brand)}: {summary.created} new, {summary.existing} existing shots "
             f"for {summary.products} products"
         ),
-        caption=f"showing {limit} of {len(rows)} (--show 0 for all)"
-        if limit and len(rows) > limit
+        caption=f"showing {limit} of {len(summary.shots)} (--show 0 for all)"
+        if limit and len(summary.shots) > limit
         else None,
     )
     # Everything but the prompt stays on one line; the prompt preview takes the rest.
@@ -83,9 +83,14 @@ def plan_table(
 
 
 def _plan(
-    state: CliState, cfg: BrandConfig, templates: list[str] | None, quiet: bool
+    state: CliState,
+    cfg: BrandConfig,
+    templates: list[str] | None,
+    quiet: bool,
+    describe: int | None = None,
 ) -> tuple[PlanSummary, list[dict[str, Any]]]:
-    """Plan and describe the shots in one transaction; a spinner on stderr unless ``quiet``."""
+    """Plan and describe the shots (the first ``describe`` of them; None: all) in one
+    transaction; a spinner on stderr unless ``quiet``."""
     from catalog.planning import describe_shots, plan_shots
 
     with state.session() as s:
@@ -101,7 +106,8 @@ def _plan(
                     templates,
                     progress=lambda done, total: bar.update(task, completed=done, total=total),
                 )
-        return summary, describe_shots(s, summary.shots)
+        shown = summary.shots if describe is None else summary.shots[:describe]
+        return summary, describe_shots(s, shown)
 
 
 def _print_plan(summary: PlanSummary, rows: list[dict[str, Any]], show: int) -> None:
@@ -138,7 +144,10 @@ def plan(
     except BrandConfigError as exc:
         report_brand_error(exc)
     try:
-        summary, rows = _plan(state, cfg, template or None, quiet=as_json)
+        # The table shows --show rows: describing the other shots of a 100k-product catalog
+        # would load every one of them for nothing.
+        describe = None if as_json or show == 0 else show
+        summary, rows = _plan(state, cfg, template or None, quiet=as_json, describe=describe)
     except PlanningError as exc:
         fail(str(exc))
     except BrandConfigError as exc:
