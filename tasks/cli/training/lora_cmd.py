@@ -200,10 +200,7 @@ def train(
 ) -> None:
     """Train a LoRA on a folder of brand images (in-process without a broker, else queued)."""
     from catalog.training import TrainingNotFound, get_training
-    from pipeline.training.dataset import DatasetError
-    from tasks.context import context_for
     from tasks.training.job import TrainingFailed
-    from tasks.training.runs import new_run
     from tasks.training.task import enqueue_training
 
     state = cli_state(ctx)
@@ -225,16 +222,7 @@ def train(
             seed=seed,
             checkpoint_every=checkpoint_every,
         )
-        try:
-            run_id, dataset = new_run(
-                context_for(state.settings), cfg, images, name, trigger, config
-            )
-        except DatasetError as exc:
-            for line in exc.problems:
-                err_console.print(f"error: {line}", markup=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-        for warning in dataset.warnings:
-            err_console.print(f"warning: {warning}", markup=False, soft_wrap=True)
+        run_id = _new_run(state, cfg, images, name, trigger, config)
     if not state.settings.embedded:
         with state.session() as s:
             base = get_training(s, run_id).base_model
@@ -256,6 +244,25 @@ def train(
         print_json({"run": run_id, **result})
         return
     _finish(state, run_id, brand_file, write_brand)
+
+
+def _new_run(
+    state: CliState, cfg: BrandConfig, images: str, name: str, trigger: str, config: TrainConfig
+) -> int:
+    """A new training run of ``images`` (its dataset checked); its problems exit 2."""
+    from pipeline.training.dataset import DatasetError
+    from tasks.context import context_for
+    from tasks.training.runs import new_run
+
+    try:
+        run_id, dataset = new_run(context_for(state.settings), cfg, images, name, trigger, config)
+    except DatasetError as exc:
+        for line in exc.problems:
+            err_console.print(f"error: {line}", markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    for warning in dataset.warnings:
+        err_console.print(f"warning: {warning}", markup=False, soft_wrap=True)
+    return run_id
 
 
 def _row(state: CliState, run_id: int) -> dict[str, Any]:
