@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from sqlalchemy import Table, insert, select, text, update
-from sqlalchemy.orm import Session, object_session
+from sqlalchemy.orm import Session, defer, object_session, selectinload
 
 from catalog.delivery.current import (
     CURRENT,
@@ -447,8 +447,31 @@ def decide_pending(
 SUPERSEDED = "superseded"
 
 
+def _record_loads() -> tuple[Any, ...]:
+    """What ``review_record`` and ``export_row`` read, and no more: not the shot's generation,
+    its adapters, packshot or prompt notes, nor its revision's catalog data (a JSON document
+    per product, decoded for nothing). Something that reads them anyway loads them on use."""
+    return (
+        defer(Shot.adapters),
+        defer(Shot.packshot),
+        defer(Shot.sanitizer_removals),
+        defer(Shot.prompt_warnings),
+        selectinload(Shot.product_revision)
+        .load_only(ProductRevision.id, ProductRevision.product_id)
+        .selectinload(ProductRevision.product),
+        selectinload(Shot.filter_result),
+        selectinload(Shot.watermark),
+        selectinload(Shot.asset),
+        selectinload(Shot.review_events),
+    )
+
+
 def _list_query(
-    statuses: Sequence[str], filters: Mapping[str, Any], after: int | None, loads: bool
+    statuses: Sequence[str],
+    filters: Mapping[str, Any],
+    after: int | None,
+    loads: bool,
+    records_only: bool = False,
 ) -> Any:
     query = select(Shot).where(Shot.state.in_(statuses), *_filters(**filters)).order_by(Shot.id)
     if SUPERSEDED in statuses:
@@ -462,7 +485,9 @@ def _list_query(
         )
     if after is not None:
         query = query.where(Shot.id > after)  # keyset: the next page starts past the last id
-    return query.options(*lineage_loads()) if loads else query
+    if not loads:
+        return query
+    return query.options(*(_record_loads() if records_only else lineage_loads()))
 
 
 def _statuses(status: str | Sequence[str] | None) -> list[str]:
@@ -501,13 +526,15 @@ def iter_shots(
     after: int | None = None,
     page: int = PAGE_ROWS,
 ) -> Iterator[list[Shot]]:
-    """``list_shots`` in pages of ``page`` shots (keyset on the id, each page with its lineage
-    rows): memory holds one page, whatever the catalog's size. A page the caller lets go is
-    collected (the session's identity map holds unchanged rows weakly)."""
+    """``list_shots`` in pages of ``page`` shots (keyset on the id, each page with the rows
+    its review records and export rows read): memory holds one page, whatever the catalog's
+    size. A page the caller lets go is collected (the session's identity map holds unchanged
+    rows weakly)."""
     filters = {"brand": brand, "import_run": import_run, "template": template}
     statuses = _statuses(status)
     while True:
-        shots = list(session.scalars(_list_query(statuses, filters, after, True).limit(page)))
+        query = _list_query(statuses, filters, after, True, records_only=True)
+        shots = list(session.scalars(query.limit(page)))
         if not shots:
             return
         yield shots
