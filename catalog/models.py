@@ -205,7 +205,7 @@ class Shot(Base):
         # --template T` (a brand filter adds ix_shots_brand_id_state).
         Index("ix_shots_template_name_state_id", "template_name", "state", "id"),
         # `lineage SKU` for a variant sku (catalog.lineage._variant_has_sku): its ``sku`` and
-        # its visual variant's ``skus``. Postgres only (migration 0012); SQLite scans.
+        # its visual variant's ``skus``. Postgres only (migration 0013); SQLite scans.
         Index("ix_shots_variant_sku", text("(variant ->> 'sku')")).ddl_if(dialect="postgresql"),
         Index("ix_shots_variant_skus", text("(variant -> 'skus')"), postgresql_using="gin").ddl_if(
             dialect="postgresql"

@@ -1,11 +1,11 @@
-"""The lookups users do are served by migration 0012's indexes: the planner's own word.
+"""The lookups users do are served by migration 0013's indexes: the planner's own word.
 
 A fresh Postgres database gets 60,000 shots (6,000 products x 10 templates, two brands, most
 shots published) in set-based SQL and ``ANALYZE``. The statements the code itself sends are
 recorded (``before_cursor_execute``) while ``lineage_for`` and ``list_shots`` run, and each is
 ``EXPLAIN (FORMAT JSON)``-ed with the parameters it was sent with. At this size a lookup with
 no index is a sequential scan of ``shots`` (checked too: the index is dropped in a
-transaction that is rolled back), so the plan names the index only because 0012 made it.
+transaction that is rolled back), so the plan names the index only because 0013 made it.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Lookup indexes: a product key (sku), a variant sku, the review queue by template
 
-Revision ID: 0012
-Revises: 0011
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-12-08 00:15:00
 
 - ``ix_products_sku``: ``lineage SKU`` matches ``products.sku`` alone; the unique
@@ -22,8 +22,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0012"
-down_revision: str | None = "0011"
+revision: str = "0013"
+down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
