@@ -121,7 +121,7 @@ def place(cutout: Cutout, spec: PlacementSpec, width: int, height: int) -> Place
 
 def _inpaint_mask(core: np.ndarray, seam_px: int) -> np.ndarray:
     """255 = generate: everything but the core eroded by ``seam_px`` (the seam band)."""
-    keep = core.astype(np.uint8)
+    keep: np.ndarray = core.astype(np.uint8)
     if seam_px > 0:
         k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * seam_px + 1,) * 2)
         keep = cv2.erode(keep, k)

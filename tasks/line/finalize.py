@@ -199,7 +199,7 @@ def packshot_record(ctx: WorkerContext, job: PackshotJob, exact: Fidelity) -> Pa
             **job.placed.lineage(),
             # The model's canvas, where the output size differs (the product was placed at
             # the output size from its source; the model saw a downscaled copy).
-            **({"model_size": list(job.canvas.rgb.shape[1::-1])} if _downscaled(job) else {}),
+            **({"model_size": list(job.model_canvas.rgb.shape[1::-1])} if _downscaled(job) else {}),
             "image_key": placed_key,
             "alpha_key": alpha_key,
         },

@@ -116,7 +116,9 @@ def generator(cpu_settings: Settings) -> DiffusersGenerator:
 
 
 def _shot(i: int) -> ShotParams:
-    return ShotParams(i, f"a mug on a table {i}", "blurry", 900 + i, "tiny", 64, 64, 2, 5.0, "euler")
+    return ShotParams(
+        i, f"a mug on a table {i}", "blurry", 900 + i, "tiny", 64, 64, 2, 5.0, "euler"
+    )
 
 
 def _sha(gen: DiffusersGenerator, shots: list[ShotParams]) -> dict[int, str | None]:
