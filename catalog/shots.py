@@ -33,7 +33,7 @@ from catalog.models import (
 )
 from pipeline.failures import Failure, FailureKind
 from pipeline.storage import BlobInfo
-from pipeline.types import AdapterRef, ShotParams
+from pipeline.types import AdapterRef, HiresSpec, ShotParams
 
 S = ShotState
 
@@ -167,6 +167,7 @@ def shot_params(shot: Shot) -> ShotParams:
         guidance=float(shot.guidance),
         scheduler=shot.scheduler,
         adapters=tuple(AdapterRef.from_json(a) for a in (shot.adapters or [])),
+        hires=HiresSpec.from_json(shot.hires),
     )
 
 
