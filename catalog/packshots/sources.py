@@ -125,7 +125,7 @@ class RefWriter:
                     "INSERT INTO source_images "
                     "(url_sha256, url, status, details, attempts, created_at, updated_at) "
                     f"SELECT digest, MIN(url), :pending, {details}, 0, :now, :now "
-                    f"FROM {_REF_STAGE} WHERE true GROUP BY digest "
+                    f"FROM {_REF_STAGE} WHERE true GROUP BY digest ORDER BY MIN(rev), MIN(pos) "
                     "ON CONFLICT (url_sha256) DO NOTHING"
                 ),
                 params,
@@ -140,6 +140,7 @@ class RefWriter:
                     "(product_revision_id, source_image_id, position, raw, source_line) "
                     f"SELECT st.rev, si.id, st.pos, st.raw, st.line FROM {_REF_STAGE} st "
                     "JOIN source_images si ON si.url_sha256 = st.digest WHERE true "
+                    "ORDER BY st.rev, st.pos "
                     "ON CONFLICT (product_revision_id, position) DO NOTHING"
                 )
             )
