@@ -42,24 +42,18 @@ def revision_refs(
 def write_run_refs(session: Session, run_id: int, base_dir: Path | str | None) -> tuple[int, int]:
     """References of every revision import run ``run_id`` created: (written, skipped).
 
-    The revisions are read back in batches and their references streamed into one staging
-    table; one pair of set-based statements writes them all (``RefWriter``)."""
-    ids = list(
-        session.scalars(
-            select(ProductRevision.id)
-            .where(ProductRevision.import_run_id == run_id)
-            .order_by(ProductRevision.id)
-        )
+    Only each revision's ``images`` is read back (not its whole ``data``), in one streamed
+    query, and the references go into one staging table; one pair of set-based statements
+    writes them all (``RefWriter``)."""
+    images = ProductRevision.data["images"]
+    rows = session.execute(
+        select(ProductRevision.id, images, ProductRevision.source_line)
+        .where(ProductRevision.import_run_id == run_id)
+        .order_by(ProductRevision.id)
+        .execution_options(yield_per=_BATCH)
     )
-    writer = RefWriter(session)
-    skipped = 0
-    for start in range(0, len(ids), _BATCH):
-        rows = session.execute(
-            select(ProductRevision.id, ProductRevision.data, ProductRevision.source_line).where(
-                ProductRevision.id.in_(ids[start : start + _BATCH])
-            )
-        ).all()
-        skipped += _stage(writer, rows, base_dir)
+    writer = RefWriter(session, fresh=True)
+    skipped = _stage(writer, ((rev, {"images": imgs}, line) for rev, imgs, line in rows), base_dir)
     return writer.finish(), skipped
 
 
