@@ -89,8 +89,10 @@ class ImportStore:
             self.session.execute(insert(ImportRowError), rows)
         return len(rows)
 
-    def merge_fragments(self, keys: Sequence[str]) -> None:
-        """Products whose rows were not adjacent were staged in pieces: fold each into one."""
+    def merge_fragments(self, keys: Sequence[str]) -> list[tuple[str, str, list[str]]]:
+        """Products whose rows were not adjacent were staged in pieces: fold each into one.
+        Returns ``(key, content hash, images)`` of the merged products."""
+        out: list[tuple[str, str, list[str]]] = []
         for start in range(0, len(keys), 500):
             batch = list(keys[start : start + 500])
             params = {f"k{i}": k for i, k in enumerate(batch)}
@@ -109,7 +111,13 @@ class ImportStore:
                 else:
                     merged[key] = acc
             self._exec(f"DELETE FROM {STAGE} WHERE key IN ({names})", **params)
-            self.stage([(k, 0, acc.line, *acc.encode()) for k, acc in merged.items()])
+            rows = [(k, 0, acc.line, *acc.encode()) for k, acc in merged.items()]
+            self.stage(rows)
+            out.extend(
+                (k, digest, acc.images)
+                for (k, _, _, digest, _), acc in zip(rows, merged.values(), strict=True)
+            )
+        return out
 
     def current_hashes(self) -> dict[str, str]:
         rows = self._exec(

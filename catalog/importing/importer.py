@@ -30,15 +30,16 @@ from catalog.importing.csv_formats import (
 from catalog.importing.csv_source import (
     DEFAULT_MAX_FIELD_CHARS,
     CatalogFileError,
+    RowError,
     SourceInfo,
     header_candidates,
     inspect_file,
     iter_chunks,
     read_sample,
 )
-from catalog.importing.image_refs import write_run_refs
 from catalog.importing.import_store import ApplyResult, ImportStore
 from catalog.importing.product_content import ProductAcc
+from catalog.importing.run_refs import ImportRefs
 from catalog.importing.xml_feed import (
     declared_encoding,
     iter_xml_chunks,
@@ -259,6 +260,34 @@ def _load(
     refs_base: Path | str | None = None,
 ) -> None:
     store = ImportStore(s, brand_id, run_id)
+    # Relative references resolve against where the catalog lives (ref_base).
+    refs = ImportRefs(s, brand_id, run_id, refs_base or Path(info.path).parent)
+    try:
+        _stage_file(store, refs, info, normalizer, summary, progress, chunk_rows, max_field_chars)
+        refs.wait()  # the connection is the store's again
+        if progress:
+            progress("apply", 0, 0)
+        result = store.apply()
+        store.close()
+        _, bad_refs = refs.finish()
+    finally:
+        refs.close()
+    if bad_refs:
+        summary.warnings.append(f"{bad_refs} image references were empty or over 2 KB; skipped")
+    _finish_run(s, run_id, info, summary, result)
+
+
+def _stage_file(
+    store: ImportStore,
+    refs: ImportRefs,
+    info: SourceInfo,
+    normalizer: Normalizer,
+    summary: ImportSummary,
+    progress: Progress | None,
+    chunk_rows: int,
+    max_field_chars: int,
+) -> None:
+    """Read the file chunk by chunk into the store's and the references' staging tables."""
     # key -> number of fragments staged; >1 when a product's rows were not adjacent.
     seen: dict[str, int] = {}
     fragmented: list[str] = []
@@ -268,8 +297,9 @@ def _load(
     # staged without its data (no JSON to build or send), the slow part of a re-import.
     current = store.current_hashes()
 
-    def stage(products: list[ProductAcc]) -> None:
+    def stage(products: list[ProductAcc], errors: list[RowError]) -> None:
         rows = []
+        fresh = []  # products with new content: their image references are staged
         for acc in products:
             row_warnings.extend(acc.warnings())
             key = acc.key
@@ -278,18 +308,24 @@ def _load(
             if seq == 1:
                 fragmented.append(key)
             digest = acc.content_hash()
-            data = "" if seq == 0 and current.get(key) == digest else acc.to_json()
+            data = ""
+            if seq != 0 or current.get(key) != digest:
+                data = acc.to_json()
+                fresh.append((key, digest, acc.images))
             rows.append((key, seq, acc.line, digest, data))
+        refs.wait()  # the previous chunk's source images: the connection is free again
+        summary.errors += store.row_errors(sorted(errors, key=lambda e: e.line))
         store.stage(rows)
+        refs.add(fresh)
 
     on_bytes = (lambda n: progress("read", n, info.size)) if progress else None
     read = iter_xml_chunks if info.kind == "xml" else iter_chunks
     for chunk in read(info, chunk_rows, max_field_chars, on_bytes):
         summary.rows_total += chunk.rows_read
         done, key_errors = normalizer.feed(chunk.frame, chunk.lines)
-        summary.errors += store.row_errors(sorted(chunk.errors + key_errors, key=lambda e: e.line))
-        stage(done)
-    stage(normalizer.finish())
+        stage(done, chunk.errors + key_errors)
+    stage(normalizer.finish(), [])
+    refs.wait()
     row_warnings.extend(normalizer.warnings())
 
     if summary.rows_total == 0:
@@ -300,22 +336,13 @@ def _load(
         summary.warnings.append(
             f"… and {len(row_warnings) - MAX_ROW_WARNINGS} more conflicting or duplicate rows"
         )
-    if progress:
-        progress("apply", 0, 0)
     if fragmented:
-        store.merge_fragments(fragmented)
+        refs.replace(fragmented, store.merge_fragments(fragmented))
         summary.warnings.append(
             f"{len(fragmented)} products had non-adjacent rows; they were merged "
             f"(first: {fragmented[0]!r})"
         )
     current.clear()
-    result = store.apply()
-    store.close()
-    # Relative references resolve against where the catalog lives (ref_base).
-    _, bad_refs = write_run_refs(s, run_id, refs_base or Path(info.path).parent)
-    if bad_refs:
-        summary.warnings.append(f"{bad_refs} image references were empty or over 2 KB; skipped")
-    _finish_run(s, run_id, info, summary, result)
 
 
 def _finish_run(

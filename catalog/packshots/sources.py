@@ -87,14 +87,11 @@ class RefWriter:
 
     Both inserts go in reference order (the first reference of each new image decides its
     id), so every index but the URL digest's grows at its end: in digest or hash order the
-    two statements took 2-3x as long. ``fresh``: the revisions were created in this
-    transaction and have no references yet (no other transaction can see them to add any),
-    so the references need no conflict check.
+    two statements took 2-3x as long.
     """
 
-    def __init__(self, session: Session, *, fresh: bool = False) -> None:
+    def __init__(self, session: Session) -> None:
         self.session = session
-        self.fresh = fresh
         conn = session.connection()
         self.pg = conn.dialect.name == "postgresql"
         self.dbapi: Any = conn.connection.driver_connection
@@ -148,8 +145,8 @@ class RefWriter:
                     "(product_revision_id, source_image_id, position, raw, source_line) "
                     f"SELECT st.rev, si.id, st.pos, st.raw, st.line FROM {_REF_STAGE} st "
                     "JOIN source_images si ON si.url_sha256 = st.digest WHERE true "
-                    "ORDER BY st.rev, st.pos"
-                    + ("" if self.fresh else " ON CONFLICT (product_revision_id, position) DO NOTHING")
+                    "ORDER BY st.rev, st.pos "
+                    "ON CONFLICT (product_revision_id, position) DO NOTHING"
                 )
             )
         run(text(f"DROP TABLE {_REF_STAGE}"))
