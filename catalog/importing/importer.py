@@ -11,8 +11,10 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -262,32 +264,64 @@ def _load(
     store = ImportStore(s, brand_id, run_id)
     # Relative references resolve against where the catalog lives (ref_base).
     refs = ImportRefs(s, brand_id, run_id, refs_base or Path(info.path).parent)
+    worker = _Worker(store.pg)
     try:
-        _stage_file(store, refs, info, normalizer, summary, progress, chunk_rows, max_field_chars)
-        refs.wait()  # the connection is the store's again
+        _stage_file(
+            store, refs, worker, info, normalizer, summary, (progress, chunk_rows, max_field_chars)
+        )
+        worker.wait()  # the connection is this thread's again
         if progress:
             progress("apply", 0, 0)
         result = store.apply()
         store.close()
-        _, bad_refs = refs.finish()
+        bad_refs = refs.skipped()
     finally:
-        refs.close()
+        worker.close()
     if bad_refs:
         summary.warnings.append(f"{bad_refs} image references were empty or over 2 KB; skipped")
     _finish_run(s, run_id, info, summary, result)
 
 
+class _Worker:
+    """Runs one chunk's statements on a worker thread while the next chunk is parsed, so the
+    server's inserts and index upkeep overlap Python's parsing instead of following it. One
+    job at a time: ``submit`` and ``wait`` first finish (and raise the error of) the one
+    before, and the caller waits before using the connection itself (psycopg serializes
+    statements on it anyway). SQLite runs the job at once."""
+
+    def __init__(self, threaded: bool) -> None:
+        self.pool = ThreadPoolExecutor(1, "import-apply") if threaded else None
+        self.pending: Future[None] | None = None
+
+    def wait(self) -> None:
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            pending.result()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        self.wait()
+        if self.pool is None:
+            job()
+        else:
+            self.pending = self.pool.submit(job)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _stage_file(
     store: ImportStore,
     refs: ImportRefs,
+    worker: _Worker,
     info: SourceInfo,
     normalizer: Normalizer,
     summary: ImportSummary,
-    progress: Progress | None,
-    chunk_rows: int,
-    max_field_chars: int,
+    reading: tuple[Progress | None, int, int],
 ) -> None:
-    """Read the file chunk by chunk into the store's and the references' staging tables."""
+    """Read the file chunk by chunk into the store and the references, each chunk applied on
+    the worker while the next is read; then merge non-adjacent fragments."""
+    progress, chunk_rows, max_field_chars = reading
     # key -> number of fragments staged; >1 when a product's rows were not adjacent.
     seen: dict[str, int] = {}
     fragmented: list[str] = []
@@ -299,7 +333,7 @@ def _stage_file(
 
     def stage(products: list[ProductAcc], errors: list[RowError]) -> None:
         rows = []
-        fresh = []  # products with new content: their image references are staged
+        fresh = []  # first fragments with new content: their image references are staged
         for acc in products:
             row_warnings.extend(acc.warnings())
             key = acc.key
@@ -311,12 +345,14 @@ def _stage_file(
             data = ""
             if seq != 0 or current.get(key) != digest:
                 data = acc.to_json()
-                fresh.append((key, digest, acc.images))
+                if seq == 0:  # a later fragment waits for the merge
+                    fresh.append((key, digest, acc.images))
             rows.append((key, seq, acc.line, digest, data))
-        refs.wait()  # the previous chunk's source images: the connection is free again
+        worker.wait()  # the previous chunk's statements: the connection is free again
         summary.errors += store.row_errors(sorted(errors, key=lambda e: e.line))
-        store.stage(rows)
-        refs.add(fresh)
+        batch = store.stage(rows)
+        ref_batch, urls = refs.add(fresh)
+        worker.submit(partial(_apply_chunk, store, refs, batch, ref_batch, urls))
 
     on_bytes = (lambda n: progress("read", n, info.size)) if progress else None
     read = iter_xml_chunks if info.kind == "xml" else iter_chunks
@@ -325,7 +361,7 @@ def _stage_file(
         done, key_errors = normalizer.feed(chunk.frame, chunk.lines)
         stage(done, chunk.errors + key_errors)
     stage(normalizer.finish(), [])
-    refs.wait()
+    worker.wait()
     row_warnings.extend(normalizer.warnings())
 
     if summary.rows_total == 0:
@@ -343,6 +379,13 @@ def _stage_file(
             f"(first: {fragmented[0]!r})"
         )
     current.clear()
+
+
+def _apply_chunk(
+    store: ImportStore, refs: ImportRefs, batch: int, ref_batch: int, urls: dict[str, str]
+) -> None:
+    store.apply_batch(batch)
+    refs.write(ref_batch, urls)
 
 
 def _finish_run(

@@ -1,11 +1,11 @@
-"""An import's image references, staged as its products are read.
+"""An import's image references, staged and written chunk by chunk with its products.
 
 Each product staged with new content stages its ``images`` (the ``product_revisions.data``
 contract: position order, variant images among them, so every format and merged fragments
-are handled the same way) keyed by product key and content hash. Each chunk's URLs go into
-``source_images`` at once: on Postgres in the background, while the importer reads the next
-chunk, so the server's index upkeep overlaps Python's parsing instead of following it. Once
-the run's revisions exist, one ``INSERT ... SELECT`` joins the staged references to them.
+are handled the same way) keyed by product key and content hash. Once the chunk's revisions
+exist (``ImportStore.apply_batch``), ``write`` adds the chunk's new ``source_images`` and
+joins its staged references to the revisions: two set-based statements a chunk, which the
+importer runs while it reads the next chunk.
 
 A reference that cannot be a URL (empty, over 2 KB) is skipped, and counted when its
 revision is new; any other text is kept and refused, with its reason, by the fetch.
@@ -14,7 +14,6 @@ revision is new; any other text is kept and refused, with its reason, by the fet
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +24,19 @@ from catalog.models import SourceStatus, utcnow
 from pipeline.sources.refs import normalize_ref, url_digest
 
 STAGE = "shotline_import_refs"
-# Fresh source_images rows past this many: refresh the planner's statistics before the join.
-_ANALYZE_AFTER = 1000
 _SOURCES_COLUMNS = "(url_sha256, url, status, details, attempts, created_at, updated_at)"
+# A staged reference's revision: the one this run created for its product and content.
+_NEW_REVISIONS = (
+    f"FROM {STAGE} st JOIN products p ON p.brand_id = :b AND p.sku = st.key "
+    "JOIN product_revisions r ON r.product_id = p.id AND r.content_hash = st.hash "
+    "AND r.import_run_id = :run "
+)
 
 
 class ImportRefs:
-    """Stages the references of one run's products; ``finish`` writes them (``(written,
-    skipped)``) once ``ImportStore.apply`` has made the revisions. Everything happens in the
-    caller's transaction; on Postgres one chunk's ``source_images`` insert runs on a worker
-    thread (the connection serializes statements; ``wait`` is called before any other)."""
+    """Stages the references of one run's products; ``write`` writes a staged batch once its
+    revisions exist; ``skipped`` counts the unusable cells of new revisions at the end.
+    Everything happens in the caller's transaction."""
 
     def __init__(
         self, session: Session, brand_id: int, run_id: int, base_dir: Path | str | None
@@ -46,28 +48,25 @@ class ImportRefs:
         self.brand_id, self.run_id, self.base_dir = brand_id, run_id, base_dir
         self.now = utcnow()
         self.seq = 0  # staged references so far: their order, for the inserts
+        self.batches = 0
         self.bad = 0  # unusable cells staged (counted at the end if their revision is new)
         self.sources_new = 0
-        self._worker = ThreadPoolExecutor(1, "import-refs") if self.pg else None
-        self._pending: Future[int] | None = None
+        self._analyzed_at = 0  # sources_new at the last ANALYZE
         session.execute(text(f"DROP TABLE IF EXISTS {STAGE}"))
         session.execute(
             text(
-                f"CREATE TEMPORARY TABLE {STAGE} (n INTEGER NOT NULL, key TEXT NOT NULL, "
-                "hash TEXT NOT NULL, pos INTEGER NOT NULL, digest TEXT, raw TEXT NOT NULL)"
-                + (" ON COMMIT DROP" if self.pg else "")
+                f"CREATE TEMPORARY TABLE {STAGE} (batch INTEGER NOT NULL, n INTEGER NOT NULL, "
+                "key TEXT NOT NULL, hash TEXT NOT NULL, pos INTEGER NOT NULL, digest TEXT, "
+                "raw TEXT NOT NULL)" + (" ON COMMIT DROP" if self.pg else "")
             )
         )
+        session.execute(text(f"CREATE INDEX {STAGE}_batch ON {STAGE} (batch)"))
 
-    def wait(self) -> None:
-        """Let the background insert finish (and raise what it raised)."""
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            self.sources_new += pending.result()
-
-    def add(self, products: Iterable[tuple[str, str, Sequence[Any]]]) -> None:
-        """``(key, content hash, images)`` of products staged with new content."""
-        self.wait()
+    def add(self, products: Iterable[tuple[str, str, Sequence[Any]]]) -> tuple[int, dict[str, str]]:
+        """Stage ``(key, content hash, images)`` of products with new content, as a batch:
+        ``(batch, {digest: URL})`` for ``write``."""
+        self.batches += 1
+        batch = self.batches
         rows: list[tuple[Any, ...]] = []
         urls: dict[str, str] = {}  # digest -> URL, in first-reference order
         base = self.base_dir
@@ -78,108 +77,89 @@ class ImportRefs:
                 seq += 1
                 if url is None:
                     self.bad += 1
-                    rows.append((seq, key, digest, pos, None, raw if isinstance(raw, str) else ""))
+                    cell = raw if isinstance(raw, str) else ""
+                    rows.append((batch, seq, key, digest, pos, None, cell))
                     continue
                 sha = url_digest(url)
                 urls.setdefault(sha, url)
-                rows.append((seq, key, digest, pos, sha, raw))
+                rows.append((batch, seq, key, digest, pos, sha, raw))
         self.seq = seq
         if not rows:
-            return
-        if self.pg:
+            pass
+        elif self.pg:
             with self.dbapi.cursor() as cur, cur.copy(f"COPY {STAGE} FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
-            if urls and self._worker is not None:
-                self._pending = self._worker.submit(self._insert_sources_pg, urls)
+        else:
+            self.dbapi.executemany(f"INSERT INTO {STAGE} VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        return batch, urls
+
+    def write(self, batch: int, urls: dict[str, str]) -> None:
+        """The batch's new ``pending`` source images (existing ones are kept), then its
+        references to the revisions this run created. Fresh revisions have no references
+        yet (no other transaction can see them to add any): no conflict check. Both go in
+        reference order, so every index but the URL digest's grows at its end."""
+        if not urls:
             return
-        self.dbapi.executemany(f"INSERT INTO {STAGE} VALUES (?, ?, ?, ?, ?, ?)", rows)
-        if urls:
-            self.sources_new += self._insert_sources_sqlite(urls)
-
-    def _insert_sources_pg(self, urls: dict[str, str]) -> int:
-        """New ``pending`` source images for ``urls`` (existing ones are kept), in the order
-        given: ids follow the file, so the id index grows at its end."""
-        cur = self.dbapi.execute(
-            f"INSERT INTO source_images {_SOURCES_COLUMNS} "
-            "SELECT d, u, %(pending)s, CAST('{}' AS JSONB), 0, %(now)s, %(now)s "
-            "FROM unnest(CAST(%(d)s AS TEXT[]), CAST(%(u)s AS TEXT[])) "
-            "WITH ORDINALITY AS t(d, u, n) ORDER BY n ON CONFLICT (url_sha256) DO NOTHING",
-            {
-                "d": list(urls),
-                "u": list(urls.values()),
-                "pending": SourceStatus.pending.value,
-                "now": self.now,
-            },
+        if self.pg:
+            cur = self.dbapi.execute(
+                f"INSERT INTO source_images {_SOURCES_COLUMNS} "
+                "SELECT d, u, %(pending)s, CAST('{}' AS JSONB), 0, %(now)s, %(now)s "
+                "FROM unnest(CAST(%(d)s AS TEXT[]), CAST(%(u)s AS TEXT[])) "
+                "WITH ORDINALITY AS t(d, u, n) ORDER BY n ON CONFLICT (url_sha256) DO NOTHING",
+                {
+                    "d": list(urls),
+                    "u": list(urls.values()),
+                    "pending": SourceStatus.pending.value,
+                    "now": self.now,
+                },
+            )
+            self.sources_new += int(cur.rowcount or 0)
+            if self.sources_new > 2 * self._analyzed_at + 1000:
+                # Fresh rows are invisible to the planner until analyzed (the join below
+                # would hash the whole table each chunk): analyzed as the table doubles.
+                self._analyzed_at = self.sources_new
+                self.session.execute(text("ANALYZE source_images (url_sha256)"))
+        else:
+            self.dbapi.executemany(
+                f"INSERT INTO source_images {_SOURCES_COLUMNS} VALUES (?, ?, ?, '{{}}', 0, ?, ?) "
+                "ON CONFLICT (url_sha256) DO NOTHING",
+                [(d, u, SourceStatus.pending.value, self.now, self.now) for d, u in urls.items()],
+            )
+        self.session.execute(
+            text(
+                "INSERT INTO source_image_refs "
+                "(product_revision_id, source_image_id, position, raw, source_line) "
+                f"SELECT r.id, si.id, st.pos, st.raw, r.source_line {_NEW_REVISIONS}"
+                "JOIN source_images si ON si.url_sha256 = st.digest "
+                "WHERE st.batch = :k ORDER BY r.id, st.pos"
+            ),
+            {"b": self.brand_id, "run": self.run_id, "k": batch},
         )
-        return int(cur.rowcount or 0)
-
-    def _insert_sources_sqlite(self, urls: dict[str, str]) -> int:
-        before = self.dbapi.total_changes
-        self.dbapi.executemany(
-            f"INSERT INTO source_images {_SOURCES_COLUMNS} VALUES (?, ?, ?, '{{}}', 0, ?, ?) "
-            "ON CONFLICT (url_sha256) DO NOTHING",
-            [(d, u, SourceStatus.pending.value, self.now, self.now) for d, u in urls.items()],
-        )
-        return int(self.dbapi.total_changes - before)
 
     def replace(
         self, keys: Sequence[str], products: Iterable[tuple[str, str, Sequence[Any]]]
     ) -> None:
-        """Products whose rows were not adjacent, merged: their fragments' references give way
-        to the merged product's."""
-        self.wait()
+        """Products whose rows were not adjacent, merged (their first fragment's revision and
+        its references are gone, ``ImportStore.merge_fragments``): the fragments' staged
+        references give way to the merged product's."""
         for start in range(0, len(keys), 500):
             batch = list(keys[start : start + 500])
             params = {f"k{i}": k for i, k in enumerate(batch)}
             names = ", ".join(f":k{i}" for i in range(len(batch)))
             self.session.execute(text(f"DELETE FROM {STAGE} WHERE key IN ({names})"), params)
-        self.add(products)
+        self.write(*self.add(products))
 
-    def finish(self) -> tuple[int, int]:
-        """Write the references of the revisions this run created: ``(written, skipped)``."""
-        self.wait()
-        if self._worker is not None:
-            self._worker.shutdown()
-        run = self.session.execute
-        if self.pg and self.seq:  # temp tables are never auto-analyzed: the joins need stats
-            run(text(f"ANALYZE {STAGE} (key, hash, digest)"))
-            if self.sources_new > _ANALYZE_AFTER:
-                run(text("ANALYZE source_images (url_sha256)"))
-        new_revisions = (
-            f"FROM {STAGE} st JOIN products p ON p.brand_id = :b AND p.sku = st.key "
-            "JOIN product_revisions r ON r.product_id = p.id AND r.content_hash = st.hash "
-            "AND r.import_run_id = :run "
-        )
-        params = {"b": self.brand_id, "run": self.run_id}
-        written = 0
-        if self.seq:
-            # Fresh revisions have no references yet (no other transaction can see them to
-            # add any): no conflict check. In (revision, position) order, the indexes grow
-            # at their end.
-            result = run(
-                text(
-                    "INSERT INTO source_image_refs "
-                    "(product_revision_id, source_image_id, position, raw, source_line) "
-                    f"SELECT r.id, si.id, st.pos, st.raw, r.source_line {new_revisions}"
-                    "JOIN source_images si ON si.url_sha256 = st.digest "
-                    "WHERE true ORDER BY r.id, st.pos"
-                ),
-                params,
-            )
-            written = int(getattr(result, "rowcount", 0) or 0)
+    def skipped(self) -> int:
+        """Unusable cells (empty, over 2 KB) of the revisions this run created."""
         skipped = 0
         if self.bad:
             skipped = int(
-                run(
-                    text(f"SELECT count(*) {new_revisions}WHERE st.digest IS NULL"), params
+                self.session.execute(
+                    text(f"SELECT count(*) {_NEW_REVISIONS}WHERE st.digest IS NULL"),
+                    {"b": self.brand_id, "run": self.run_id},
                 ).scalar_one()
             )
         if not self.pg:
-            run(text(f"DROP TABLE IF EXISTS {STAGE}"))
-        return written, skipped
-
-    def close(self) -> None:
-        """Stop the worker (after a failure: its statement's error was or will be raised)."""
-        if self._worker is not None:
-            self._worker.shutdown(wait=True, cancel_futures=True)
+            self.session.execute(text(f"DROP TABLE IF EXISTS {STAGE}"))
+        return skipped
