@@ -60,7 +60,7 @@ class ImportStore:
         self._exec(f"CREATE INDEX {STAGE}_batch ON {STAGE} (batch)")
         self.batches = 0  # chunks staged so far
         self._analyzed_at = 0  # product_revisions rows of this run at the last ANALYZE
-        self._fresh = 0  # revisions this run has inserted so far (about: for the ANALYZEs)
+        self._fresh = 0  # revisions this run has inserted so far (when to ANALYZE)
 
     def _exec(self, sql: str, **params: Any) -> Any:
         return self.session.execute(text(sql), params)
