@@ -56,7 +56,7 @@ from catalog.models import (
 )
 from catalog.shots import can_transition, id_chunks, lineage_loads
 from pipeline.brand.config import BrandConfigError
-from pipeline.brand.loader import load_brand
+from pipeline.brand.loader import brand_cache
 from pipeline.delivery.urls import public_url
 
 # The states a reviewer looks at; ``review list`` without --status shows pending ones.
@@ -164,7 +164,8 @@ def brand_reviewers(brand: Brand, brands_dir: Path | None = None) -> list[str]:
             path = brands_dir / f"{brand.name}{ext}"
             if path.is_file():
                 try:
-                    return [str(r) for r in load_brand(path).reviewers]
+                    # Parsed again only when the file changed (a stat per decision).
+                    return [str(r) for r in brand_cache.load(path).reviewers]
                 except BrandConfigError as exc:
                     raise ReviewError(
                         f"brand {brand.name!r}: its config does not load, so who may review "

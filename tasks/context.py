@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from catalog.db import Engine, Session, make_engine, make_sessionmaker, sessionmaker
 from pipeline.brand.config import BrandConfig, BrandConfigError
-from pipeline.brand.loader import find_brand
+from pipeline.brand.loader import FileStamp, brand_cache, file_stamp
 from pipeline.settings import Settings
 from pipeline.storage import BlobStore, make_blob_store
 from pipeline.types import Gate, Generator
@@ -46,17 +46,6 @@ def quiet_model_loading() -> None:
     tlog.set_verbosity_error()
 
 
-def _file_stamp(path: Path | None) -> tuple[int, int] | None:
-    """(mtime_ns, size) of a brand file, or None (no file: a config from its brand row)."""
-    if path is None:
-        return None
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_mtime_ns, st.st_size
-
-
 def import_callable(spec: str) -> Callable[..., Any]:
     """``"package.module:name"`` -> the object (a settings-selected factory)."""
     module, _, attr = spec.partition(":")
@@ -73,8 +62,9 @@ class WorkerContext:
     _store: BlobStore | None = None
     _gate: Gate | None = None
     _generators: dict[str, Generator] = field(default_factory=dict)
-    # name -> (config, its file's (mtime_ns, size) when read; None for a stored config)
-    _brands: dict[str, tuple[BrandConfig, tuple[int, int] | None]] = field(default_factory=dict)
+    # name -> (config, its file's stamp when read; None for a stored config): the last good
+    # config, kept while an edit does not load (the files themselves: ``brand_cache``)
+    _brands: dict[str, tuple[BrandConfig, FileStamp | None]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _io: ThreadPoolExecutor | None = None
     _finalize: ThreadPoolExecutor | None = None
@@ -199,19 +189,19 @@ class WorkerContext:
         (a half-saved file) keeps the last good config, with a warning. ``fresh`` reads the
         file regardless (a rescore applies the policy as it is now)."""
         cached = self._brands.get(name)
-        if cached is not None and not fresh and _file_stamp(cached[0].source_path) == cached[1]:
+        if cached is not None and not fresh and file_stamp(cached[0].source_path) == cached[1]:
             return cached[0]
         try:
-            cfg = find_brand(self.settings.brands_dir, name)
+            cfg = brand_cache.find(self.settings.brands_dir, name, fresh=fresh)
         except BrandConfigError as exc:
             if cached is not None and not fresh and cached[0].source_path is not None:
                 log.warning("brand %s: keeping the last good config: %s", name, exc)
-                self._brands[name] = (cached[0], _file_stamp(cached[0].source_path))
+                self._brands[name] = (cached[0], file_stamp(cached[0].source_path))
                 return cached[0]
             if stored is None:
                 raise
             cfg = BrandConfig.model_validate(stored)
-        self._brands[name] = (cfg, _file_stamp(cfg.source_path))
+        self._brands[name] = (cfg, file_stamp(cfg.source_path))
         return cfg
 
     def close(self) -> None:

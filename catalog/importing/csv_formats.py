@@ -30,7 +30,7 @@ import pandas as pd
 from catalog.importing import woocommerce
 from catalog.importing.csv_source import RowError
 from catalog.importing.image_lists import BadImageCells, split_images
-from catalog.importing.product_content import ProductAcc
+from catalog.importing.product_content import ProductAcc, unescape
 from pipeline.brand.config import BrandConfig
 
 FORMATS = ("shopify", "woocommerce", "gmc", "generic")
@@ -553,6 +553,9 @@ class Normalizer:
             col(v2),
             col(v3),
         )
+        # Option names and values repeat on every row: each distinct cell is decoded once
+        # per chunk (the memo holds no more than the chunk's own cells).
+        decoded: dict[str, str] = {}
         rows = zip(keys, lines, *columns, strict=True)
         for i, (k, line, title, sku, price, img, vimg, ipos, o1, o2, o3) in enumerate(rows):
             if cur is None or k != cur.key:
@@ -578,7 +581,11 @@ class Normalizer:
                             name = f"Option{j + 1}"
                             cur.placeholders = True
                         if not (name == "Title" and value == "Default Title"):
-                            options[name] = value
+                            if (dname := decoded.get(name)) is None:
+                                dname = decoded[name] = unescape(name)
+                            if (dvalue := decoded.get(value)) is None:
+                                dvalue = decoded[value] = unescape(value)
+                            options[dname] = dvalue
                 vimg = vimg.strip()
                 cur.add_variant(
                     {
@@ -587,7 +594,8 @@ class Normalizer:
                         "price": price.strip() or None,
                         "image": vimg or None,
                         "line": line,
-                    }
+                    },
+                    decoded=True,
                 )
                 if vimg:
                     cur.add_image(vimg)

@@ -1,9 +1,10 @@
-"""The image references of an import's new revisions -> ``source_image_refs`` rows.
+"""The image references of given revisions -> ``source_image_refs`` rows (planning fills in
+those of revisions imported before references were recorded; an import stages its own as it
+reads, ``run_refs``).
 
-Read back from the revisions the run created (their ``data`` is the contract: ``images``
-in position order, variant images among them), so merged fragments and every format are
-handled the same way. A reference that cannot be a URL (empty, over 2 KB) is
-skipped and counted; any other text is kept and refused, with its reason, by the fetch.
+Read from the revisions' ``data`` (the contract: ``images`` in position order, variant
+images among them). A reference that cannot be a URL (empty, over 2 KB) is skipped and
+counted; any other text is kept and refused, with its reason, by the fetch.
 """
 
 from __future__ import annotations
@@ -12,14 +13,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from catalog.models import ProductRevision
 from catalog.packshots.sources import RefRow, RefWriter
 from pipeline.sources.refs import normalize_ref
 
-_BATCH = 5000  # revisions read back at a time
 _FLUSH = 50_000  # references staged at a time
 
 
@@ -37,30 +35,6 @@ def revision_refs(
             continue
         refs.append(RefRow(revision_id, pos, url, raw, line))
     return refs, skipped
-
-
-def write_run_refs(session: Session, run_id: int, base_dir: Path | str | None) -> tuple[int, int]:
-    """References of every revision import run ``run_id`` created: (written, skipped).
-
-    The revisions are read back in batches and their references streamed into one staging
-    table; one pair of set-based statements writes them all (``RefWriter``)."""
-    ids = list(
-        session.scalars(
-            select(ProductRevision.id)
-            .where(ProductRevision.import_run_id == run_id)
-            .order_by(ProductRevision.id)
-        )
-    )
-    writer = RefWriter(session)
-    skipped = 0
-    for start in range(0, len(ids), _BATCH):
-        rows = session.execute(
-            select(ProductRevision.id, ProductRevision.data, ProductRevision.source_line).where(
-                ProductRevision.id.in_(ids[start : start + _BATCH])
-            )
-        ).all()
-        skipped += _stage(writer, rows, base_dir)
-    return writer.finish(), skipped
 
 
 def write_revision_refs(

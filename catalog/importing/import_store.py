@@ -53,26 +53,38 @@ class ImportStore:
         extra = "ON COMMIT DROP" if self.pg else ""
         self._exec(
             f"CREATE TEMPORARY TABLE {STAGE} (key TEXT NOT NULL, seq INTEGER NOT NULL, "
-            f"line INTEGER NOT NULL, hash TEXT NOT NULL, data TEXT NOT NULL) {extra}"
+            f"line INTEGER NOT NULL, hash TEXT NOT NULL, data TEXT NOT NULL, "
+            f"batch INTEGER NOT NULL DEFAULT 0) {extra}"
         )
+        # Each chunk's rows are applied on their own: found by batch, not by a table scan.
+        self._exec(f"CREATE INDEX {STAGE}_batch ON {STAGE} (batch)")
+        self.batches = 0  # chunks staged so far
+        self._analyzed_at = 0  # product_revisions rows of this run at the last ANALYZE
+        self._fresh = 0  # revisions this run has inserted so far (when to ANALYZE)
 
     def _exec(self, sql: str, **params: Any) -> Any:
         return self.session.execute(text(sql), params)
 
     # -- staging ------------------------------------------------------------------------
 
-    def stage(self, rows: Sequence[tuple[str, int, int, str, str]]) -> None:
-        """``(key, fragment seq, line, content hash, data JSON)`` rows."""
+    def stage(self, rows: Sequence[tuple[str, int, int, str, str]]) -> int:
+        """``(key, fragment seq, line, content hash, data JSON)`` rows, as the next batch
+        (returned, for ``apply_batch``)."""
+        self.batches += 1
+        batch = self.batches
         if not rows:
-            return
+            return batch
         if self.pg:
             with self.dbapi.cursor() as cur:
-                copy_sql = f"COPY {STAGE} (key, seq, line, hash, data) FROM STDIN"
+                copy_sql = f"COPY {STAGE} (key, seq, line, hash, data, batch) FROM STDIN"
                 with cur.copy(copy_sql) as copy:
                     for row in rows:
-                        copy.write_row(row)
+                        copy.write_row((*row, batch))
         else:
-            self.dbapi.executemany(f"INSERT INTO {STAGE} VALUES (?, ?, ?, ?, ?)", rows)
+            self.dbapi.executemany(
+                f"INSERT INTO {STAGE} VALUES (?, ?, ?, ?, ?, ?)", [(*r, batch) for r in rows]
+            )
+        return batch
 
     def row_errors(self, errors: Iterable[RowError]) -> int:
         rows = [
@@ -89,8 +101,10 @@ class ImportStore:
             self.session.execute(insert(ImportRowError), rows)
         return len(rows)
 
-    def merge_fragments(self, keys: Sequence[str]) -> None:
-        """Products whose rows were not adjacent were staged in pieces: fold each into one."""
+    def merge_fragments(self, keys: Sequence[str]) -> list[tuple[str, str, list[str]]]:
+        """Products whose rows were not adjacent were staged in pieces: fold each into one.
+        Returns ``(key, content hash, images)`` of the merged products."""
+        out: list[tuple[str, str, list[str]]] = []
         for start in range(0, len(keys), 500):
             batch = list(keys[start : start + 500])
             params = {f"k{i}": k for i, k in enumerate(batch)}
@@ -109,7 +123,26 @@ class ImportStore:
                 else:
                     merged[key] = acc
             self._exec(f"DELETE FROM {STAGE} WHERE key IN ({names})", **params)
-            self.stage([(k, 0, acc.line, *acc.encode()) for k, acc in merged.items()])
+            # A first fragment was applied with its chunk: its revision (and references)
+            # give way to the merged product's.
+            fragment_revisions = (
+                "SELECT r.id FROM product_revisions r JOIN products p ON p.id = r.product_id "
+                f"WHERE p.brand_id = :b AND r.import_run_id = :run AND p.sku IN ({names})"
+            )
+            ids = {"b": self.brand_id, "run": self.run_id, **params}
+            self._exec(
+                "DELETE FROM source_image_refs "
+                f"WHERE product_revision_id IN ({fragment_revisions})",
+                **ids,
+            )
+            self._exec(f"DELETE FROM product_revisions WHERE id IN ({fragment_revisions})", **ids)
+            rows = [(k, 0, acc.line, *acc.encode()) for k, acc in merged.items()]
+            self.apply_batch(self.stage(rows))
+            out.extend(
+                (k, digest, acc.images)
+                for (k, _, _, digest, _), acc in zip(rows, merged.values(), strict=True)
+            )
+        return out
 
     def current_hashes(self) -> dict[str, str]:
         rows = self._exec(
@@ -130,30 +163,26 @@ class ImportStore:
 
     # -- apply ----------------------------------------------------------------------------
 
-    def apply(self) -> ApplyResult:
-        p = {"b": self.brand_id, "run": self.run_id, "now": self.now}
-        if self.pg:
-            # Temp tables are never auto-analyzed; without stats the joins below go nested-loop.
-            self._exec(f"ANALYZE {STAGE}")
-        total = self._exec(f"SELECT count(*) FROM {STAGE}").scalar_one()
-        self.new_products = self._exec(
+    def apply_batch(self, batch: int) -> None:
+        """The products and new revisions of one staged batch (a chunk of the file), while
+        the next chunk is read. A product's later fragments (rows not adjacent to its first
+        ones) wait for ``merge_fragments``; a first fragment's revision is replaced there."""
+        p = {"b": self.brand_id, "run": self.run_id, "now": self.now, "k": batch}
+        self._exec(
             "INSERT INTO products (brand_id, sku, created_at, updated_at) "
-            f"SELECT :b, s.key, :now, :now FROM {STAGE} s WHERE true "
+            f"SELECT :b, s.key, :now, :now FROM {STAGE} s WHERE s.batch = :k AND s.seq = 0 "
             "ON CONFLICT (brand_id, sku) DO NOTHING",
             **p,
-        ).rowcount
-        if self.pg and self.new_products > 1000:
-            # Fresh rows are invisible to the planner until analyzed; stale stats turn the
-            # joins below into nested loops over the whole table.
-            self._exec("ANALYZE products")
+        )
         data = "CAST(f.data AS JSONB)" if self.pg else "f.data"
         # INSERT first and WITH inside: sqlite3 reports no rowcount for a WITH-led statement.
-        new = self._exec(
+        self._fresh += self._exec(
             "INSERT INTO product_revisions "
             "(product_id, revision, content_hash, data, import_run_id, source_line, created_at) "
             "WITH cand AS ("
             "  SELECT pr.id AS product_id, s.hash, s.data, s.line "
             f"  FROM {STAGE} s JOIN products pr ON pr.brand_id = :b AND pr.sku = s.key"
+            "  WHERE s.batch = :k AND s.seq = 0"
             "), fresh AS ("
             "  SELECT c.* FROM cand c LEFT JOIN product_revisions r "
             "  ON r.product_id = c.product_id AND r.content_hash = c.hash WHERE r.id IS NULL"
@@ -165,8 +194,24 @@ class ImportStore:
             "FROM fresh f LEFT JOIN latest l ON l.product_id = f.product_id",
             **p,
         ).rowcount
-        # Point each product at the revision with its current content: the new one, or an
-        # older one when the content went back to it.
+        if self.pg and self._fresh > 2 * self._analyzed_at + 1000:
+            # Fresh rows are invisible to the planner until analyzed; stale stats turn the
+            # joins into nested loops over whole tables. Analyzed as the tables double, and
+            # only the join columns (a column list leaves autovacuum's full ANALYZE due).
+            self._analyzed_at = self._fresh
+            self._exec("ANALYZE products (brand_id, sku)")
+            self._exec("ANALYZE product_revisions (product_id, content_hash, import_run_id)")
+
+    def apply(self) -> ApplyResult:
+        """After every batch (and ``merge_fragments``): point each product at the revision
+        with its current content, and count."""
+        p = {"b": self.brand_id, "run": self.run_id, "now": self.now}
+        if self.pg:
+            # Temp tables are never auto-analyzed; without stats the join below goes
+            # nested-loop. Only the join columns: sampling the data costs more than the rest.
+            self._exec(f"ANALYZE {STAGE} (key, hash)")
+        total = self._exec(f"SELECT count(*) FROM {STAGE}").scalar_one()
+        # The new one, or an older one when the content went back to it.
         changed = self._exec(
             "UPDATE products SET current_revision_id = r.id, updated_at = :now "
             f"FROM {STAGE} s JOIN product_revisions r ON r.content_hash = s.hash "
@@ -175,8 +220,9 @@ class ImportStore:
             "AND (products.current_revision_id IS NULL OR products.current_revision_id <> r.id)",
             **p,
         ).rowcount
-        if self.pg and new > 1000:
-            self._exec("ANALYZE product_revisions")
+        new = self._exec(
+            "SELECT count(*) FROM product_revisions WHERE import_run_id = :run", **p
+        ).scalar_one()
         return ApplyResult(products=int(total), revisions_new=int(new), changed=int(changed))
 
     def close(self) -> None:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +32,16 @@ from catalog.importing.csv_formats import (
 from catalog.importing.csv_source import (
     DEFAULT_MAX_FIELD_CHARS,
     CatalogFileError,
+    RowError,
     SourceInfo,
     header_candidates,
     inspect_file,
     iter_chunks,
     read_sample,
 )
-from catalog.importing.image_refs import write_run_refs
 from catalog.importing.import_store import ApplyResult, ImportStore
 from catalog.importing.product_content import ProductAcc
+from catalog.importing.run_refs import ImportRefs
 from catalog.importing.xml_feed import (
     declared_encoding,
     iter_xml_chunks,
@@ -259,6 +262,66 @@ def _load(
     refs_base: Path | str | None = None,
 ) -> None:
     store = ImportStore(s, brand_id, run_id)
+    # Relative references resolve against where the catalog lives (ref_base).
+    refs = ImportRefs(s, brand_id, run_id, refs_base or Path(info.path).parent)
+    worker = _Worker(store.pg)
+    try:
+        _stage_file(
+            store, refs, worker, info, normalizer, summary, (progress, chunk_rows, max_field_chars)
+        )
+        worker.wait()  # the connection is this thread's again
+        if progress:
+            progress("apply", 0, 0)
+        result = store.apply()
+        store.close()
+        bad_refs = refs.skipped()
+    finally:
+        worker.close()
+    if bad_refs:
+        summary.warnings.append(f"{bad_refs} image references were empty or over 2 KB; skipped")
+    _finish_run(s, run_id, info, summary, result)
+
+
+class _Worker:
+    """Runs one chunk's statements on a worker thread while the next chunk is parsed, so the
+    server's inserts and index upkeep overlap Python's parsing instead of following it. One
+    job at a time: ``submit`` and ``wait`` first finish (and raise the error of) the one
+    before, and the caller waits before using the connection itself (psycopg serializes
+    statements on it anyway). SQLite runs the job at once."""
+
+    def __init__(self, threaded: bool) -> None:
+        self.pool = ThreadPoolExecutor(1, "import-apply") if threaded else None
+        self.pending: Future[None] | None = None
+
+    def wait(self) -> None:
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            pending.result()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        self.wait()
+        if self.pool is None:
+            job()
+        else:
+            self.pending = self.pool.submit(job)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _stage_file(
+    store: ImportStore,
+    refs: ImportRefs,
+    worker: _Worker,
+    info: SourceInfo,
+    normalizer: Normalizer,
+    summary: ImportSummary,
+    reading: tuple[Progress | None, int, int],
+) -> None:
+    """Read the file chunk by chunk into the store and the references, each chunk applied on
+    the worker while the next is read; then merge non-adjacent fragments."""
+    progress, chunk_rows, max_field_chars = reading
     # key -> number of fragments staged; >1 when a product's rows were not adjacent.
     seen: dict[str, int] = {}
     fragmented: list[str] = []
@@ -268,8 +331,9 @@ def _load(
     # staged without its data (no JSON to build or send), the slow part of a re-import.
     current = store.current_hashes()
 
-    def stage(products: list[ProductAcc]) -> None:
+    def stage(products: list[ProductAcc], errors: list[RowError]) -> None:
         rows = []
+        fresh = []  # first fragments with new content: their image references are staged
         for acc in products:
             row_warnings.extend(acc.warnings())
             key = acc.key
@@ -278,18 +342,26 @@ def _load(
             if seq == 1:
                 fragmented.append(key)
             digest = acc.content_hash()
-            data = "" if seq == 0 and current.get(key) == digest else acc.to_json()
+            data = ""
+            if seq != 0 or current.get(key) != digest:
+                data = acc.to_json()
+                if seq == 0:  # a later fragment waits for the merge
+                    fresh.append((key, digest, acc.images))
             rows.append((key, seq, acc.line, digest, data))
-        store.stage(rows)
+        worker.wait()  # the previous chunk's statements: the connection is free again
+        summary.errors += store.row_errors(sorted(errors, key=lambda e: e.line))
+        batch = store.stage(rows)
+        ref_batch, urls = refs.add(fresh)
+        worker.submit(partial(_apply_chunk, store, refs, batch, ref_batch, urls))
 
     on_bytes = (lambda n: progress("read", n, info.size)) if progress else None
     read = iter_xml_chunks if info.kind == "xml" else iter_chunks
     for chunk in read(info, chunk_rows, max_field_chars, on_bytes):
         summary.rows_total += chunk.rows_read
         done, key_errors = normalizer.feed(chunk.frame, chunk.lines)
-        summary.errors += store.row_errors(sorted(chunk.errors + key_errors, key=lambda e: e.line))
-        stage(done)
-    stage(normalizer.finish())
+        stage(done, chunk.errors + key_errors)
+    stage(normalizer.finish(), [])
+    worker.wait()
     row_warnings.extend(normalizer.warnings())
 
     if summary.rows_total == 0:
@@ -300,22 +372,20 @@ def _load(
         summary.warnings.append(
             f"… and {len(row_warnings) - MAX_ROW_WARNINGS} more conflicting or duplicate rows"
         )
-    if progress:
-        progress("apply", 0, 0)
     if fragmented:
-        store.merge_fragments(fragmented)
+        refs.replace(fragmented, store.merge_fragments(fragmented))
         summary.warnings.append(
             f"{len(fragmented)} products had non-adjacent rows; they were merged "
             f"(first: {fragmented[0]!r})"
         )
     current.clear()
-    result = store.apply()
-    store.close()
-    # Relative references resolve against where the catalog lives (ref_base).
-    _, bad_refs = write_run_refs(s, run_id, refs_base or Path(info.path).parent)
-    if bad_refs:
-        summary.warnings.append(f"{bad_refs} image references were empty or over 2 KB; skipped")
-    _finish_run(s, run_id, info, summary, result)
+
+
+def _apply_chunk(
+    store: ImportStore, refs: ImportRefs, batch: int, ref_batch: int, urls: dict[str, str]
+) -> None:
+    store.apply_batch(batch)
+    refs.write(ref_batch, urls)
 
 
 def _finish_run(

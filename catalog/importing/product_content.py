@@ -79,6 +79,9 @@ class ProductAcc:
     _repeats: dict[tuple[Any, ...], list[int]] = field(default_factory=dict, repr=False)
     _by_sku_options: dict[tuple[Any, ...], dict[str, Any]] = field(default_factory=dict, repr=False)
     _sku_lines: dict[str, list[int]] = field(default_factory=dict, repr=False)
+    # Each variant's part of the content hash, built once by ``add_variant`` (it has them at
+    # hand); recomputed in ``content_hash`` when the variants were renamed or merged.
+    _hash_rows: list[tuple[Any, ...]] = field(default_factory=list, repr=False)
 
     def check_fields(self, line: int, values: dict[str, str]) -> None:
         """A later row repeating the product's own fields: note every field it contradicts."""
@@ -91,24 +94,30 @@ class ProductAcc:
                     f"{self.fields_line or self.line} was kept"
                 )
 
-    def add_variant(self, variant: dict[str, Any]) -> None:
+    def add_variant(self, variant: dict[str, Any], *, decoded: bool = False) -> None:
         """Append a variant. A row repeating an earlier variant exactly (same SKU, options,
         price and image) is dropped; a second row for the same variant that differs (prices 1
         and 99 can't both be right) is dropped with a note naming both lines and what differs;
         a SKU shared by variants with different options is kept. Repeats are noted once per
         repeated value (``warnings``), not once per pair of rows: 2,048 variants sharing
         "N/A" are one note, not two million. When the SKU is the product's own key (generic
-        files keyed by SKU) or empty, exact repeats are kept, and noted."""
+        files keyed by SKU) or empty, exact repeats are kept, and noted. ``decoded``: the
+        option names and values are ``unescape``d already (the Shopify reader decodes each
+        distinct cell once)."""
         sku = variant.get("sku")
-        options = {unescape(k): unescape(v) for k, v in (variant.get("options") or {}).items()}
+        options = variant.get("options") or {}
+        if not decoded:
+            options = {unescape(k): unescape(v) for k, v in options.items()}
         variant["options"] = options
         opts = tuple(sorted(options.items()))
         whole = (sku or "", opts, variant.get("price"), variant.get("image"))
         first = self._seen.setdefault(whole, variant["line"])
         if first != variant["line"]:
             self._repeats.setdefault(whole, [first]).append(variant["line"])
+        hash_row = (whole[0], opts, whole[2] or "", whole[3] or "")
         if not sku or sku == self.key:  # keyed by SKU: the SKU doesn't tell variants apart
             self.variants.append(variant)  # an exact repeat is kept (and noted), as it was
+            self._hash_rows.append(hash_row)
             return
         if first != variant["line"]:  # an exact repeat of a variant SKU: one is enough
             return
@@ -128,6 +137,7 @@ class ProductAcc:
         self._by_sku_options[(sku, opts)] = variant
         self._sku_lines.setdefault(sku, []).append(variant["line"])
         self.variants.append(variant)
+        self._hash_rows.append(hash_row)
 
     def warnings(self) -> list[str]:
         """Every note on this product's rows: conflicts, then one per repeated value."""
@@ -231,14 +241,19 @@ class ProductAcc:
     def content_hash(self) -> str:
         """sha256 of the canonical JSON of the content without line numbers and with the
         variants in a fixed order, so moving rows around in the file makes no new revision."""
+        rows: list[tuple[Any, ...]] | None = self._hash_rows
         if self.placeholders:
             self._name_placeholder_options()
+            rows = None  # options may have been renamed
         if self.positions:
             self._order_images()
-        variants = sorted(
-            (v["sku"] or "", sorted(v["options"].items()), v["price"] or "", v["image"] or "")
-            for v in self.variants
-        )
+        if rows is None or len(rows) != len(self.variants):  # merged, or read from data
+            rows = [
+                (v["sku"] or "", sorted(v["options"].items()), v["price"] or "", v["image"] or "")
+                for v in self.variants
+            ]
+        # (A tuple of option pairs sorts and encodes as the list of them does.)
+        variants = sorted(rows)
         doc = [
             self.key,
             self.title,

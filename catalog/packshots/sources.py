@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -61,8 +61,9 @@ def ensure_source_images(session: Session, urls: Iterable[str]) -> dict[str, int
     return ids
 
 
-@dataclass(frozen=True)
-class RefRow:
+class RefRow(NamedTuple):
+    """One image reference of a revision (a tuple: an import makes one per image cell)."""
+
     revision_id: int
     position: int
     url: str
@@ -83,6 +84,10 @@ class RefWriter:
     (Postgres: one ``COPY`` per batch; SQLite: ``executemany``), then ``finish`` writes the
     new ``pending`` source images with one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``
     and the references with another. No per-batch statements, no per-row round trips.
+
+    Both inserts go in reference order (the first reference of each new image decides its
+    id), so every index but the URL digest's grows at its end: in digest or hash order the
+    two statements took 2-3x as long.
     """
 
     def __init__(self, session: Session) -> None:
@@ -117,7 +122,7 @@ class RefWriter:
         run = self.session.execute
         if self.count:
             if self.pg:  # temp tables are never auto-analyzed: the joins need the stats
-                run(text(f"ANALYZE {_REF_STAGE}"))
+                run(text(f"ANALYZE {_REF_STAGE} (digest)"))
             details = "CAST('{}' AS JSONB)" if self.pg else "'{}'"
             params = {"now": utcnow(), "pending": SourceStatus.pending.value}
             inserted = run(
@@ -125,7 +130,7 @@ class RefWriter:
                     "INSERT INTO source_images "
                     "(url_sha256, url, status, details, attempts, created_at, updated_at) "
                     f"SELECT digest, MIN(url), :pending, {details}, 0, :now, :now "
-                    f"FROM {_REF_STAGE} WHERE true GROUP BY digest "
+                    f"FROM {_REF_STAGE} WHERE true GROUP BY digest ORDER BY MIN(rev), MIN(pos) "
                     "ON CONFLICT (url_sha256) DO NOTHING"
                 ),
                 params,
@@ -133,13 +138,14 @@ class RefWriter:
             # An INSERT's result is a CursorResult (the Result type does not say so).
             new = int(getattr(inserted, "rowcount", 0) or 0)
             if self.pg and new > _ANALYZE_AFTER:
-                run(text("ANALYZE source_images"))
+                run(text("ANALYZE source_images (url_sha256)"))
             run(
                 text(
                     "INSERT INTO source_image_refs "
                     "(product_revision_id, source_image_id, position, raw, source_line) "
                     f"SELECT st.rev, si.id, st.pos, st.raw, st.line FROM {_REF_STAGE} st "
                     "JOIN source_images si ON si.url_sha256 = st.digest WHERE true "
+                    "ORDER BY st.rev, st.pos "
                     "ON CONFLICT (product_revision_id, position) DO NOTHING"
                 )
             )

@@ -7,6 +7,7 @@ Both are composed here, so neither module imports the other's caller.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -144,12 +145,72 @@ def brand_warnings(cfg: BrandConfig) -> list[str]:
     return out
 
 
-def find_brand(brands_dir: Path, name: str) -> BrandConfig:
-    """The brand called ``name`` from ``brands_dir/<name>.yaml`` (or ``.yml``)."""
+FileStamp = tuple[int, int, int]  # (mtime_ns, size, inode)
+
+
+def file_stamp(path: Path | None) -> FileStamp | None:
+    """What tells an edited brand file from the one read before; None: no such file."""
+    if path is None:
+        return None
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+class BrandCache:
+    """Loaded brand files by path, kept while the file's stamp (mtime, size, inode) is the
+    one read: a stat per use notices an edit, so a changed file is read at its next use
+    without a restart, and an unchanged one is not parsed (and its templates compiled) again.
+    A file that does not load is remembered too (its ``BrandConfigError`` raised again) until
+    it changes. Thread-safe; one per process (``brand_cache``), shared by the worker, the
+    review authorisation and the web app."""
+
+    def __init__(self) -> None:
+        self._seen: dict[Path, tuple[FileStamp, BrandConfig | BrandConfigError]] = {}
+        self._lock = threading.Lock()
+
+    def load(self, path: Path, *, fresh: bool = False) -> BrandConfig:
+        """``load_brand(path)``, from the cache while the file is unchanged (``fresh``:
+        read it regardless)."""
+        key = Path(path).absolute()
+        stamp = file_stamp(key)
+        with self._lock:
+            hit = self._seen.get(key)
+        if hit is None or hit[0] != stamp or fresh or stamp is None:
+            try:
+                result: BrandConfig | BrandConfigError = load_brand(key)
+            except BrandConfigError as exc:
+                result = exc
+            if stamp is not None:
+                with self._lock:
+                    self._seen[key] = (stamp, result)
+        else:
+            result = hit[1]
+        if isinstance(result, BrandConfigError):
+            raise result.with_traceback(None)  # (raised again: its old frames would pile up)
+        return result
+
+    def find(self, brands_dir: Path, name: str, *, fresh: bool = False) -> BrandConfig:
+        """``find_brand`` through the cache."""
+        return self.load(brand_path(brands_dir, name), fresh=fresh)
+
+
+brand_cache = BrandCache()
+
+
+def brand_path(brands_dir: Path, name: str) -> Path:
+    """``brands_dir/<name>.yaml`` (or ``.yml``) that exists; ``BrandConfigError`` if none."""
     if not re.match(NAME_RE, name):
         raise BrandConfigError(str(brands_dir), [f"invalid brand name {name!r}"])
     for ext in (".yaml", ".yml"):
         candidate = brands_dir / f"{name}{ext}"
         if candidate.exists():
-            return load_brand(candidate)
+            return candidate
     raise BrandConfigError(str(brands_dir / f"{name}.yaml"), [f"no brand config named {name!r}"])
+
+
+def find_brand(brands_dir: Path, name: str) -> BrandConfig:
+    """The brand called ``name`` from ``brands_dir/<name>.yaml`` (or ``.yml``)."""
+    return load_brand(brand_path(brands_dir, name))

@@ -4,7 +4,6 @@ plan, else the app's defaults. A reviewer may always type a reason of their own.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ from pydantic import ValidationError
 
 from catalog.models import Brand
 from pipeline.brand.config import BrandConfigError, ReviewSpec
-from pipeline.brand.loader import load_brand
+from pipeline.brand.loader import brand_cache, file_stamp
 
 DEFAULT_REJECT_REASONS = (
     "product looks wrong",
@@ -25,13 +24,12 @@ DEFAULT_REJECT_REASONS = (
 
 
 class ReasonCache:
-    """A brand file's reasons, loaded again only when the file changes (mtime, size): the
-    queue page asks for every card and loading a brand compiles its templates."""
+    """A brand file's reasons: the file is loaded again only when it changes (``brand_cache``,
+    shared with the review authorisation): the queue page asks for every card and loading a
+    brand compiles its templates."""
 
     def __init__(self, brands_dir: Path | None) -> None:
         self.brands_dir = brands_dir
-        self._seen: dict[Path, tuple[tuple[int, int], tuple[str, ...] | None]] = {}
-        self._lock = threading.Lock()
 
     def _from_file(self, name: str) -> tuple[str, ...] | None:
         """The file's reasons; None when there is no file, it lists none, or it does not load
@@ -40,23 +38,13 @@ class ReasonCache:
             return None
         for ext in (".yaml", ".yml"):
             path = self.brands_dir / f"{name}{ext}"
-            try:
-                st = path.stat()
-            except OSError:
+            if file_stamp(path) is None:
                 continue
-            stamp = (st.st_mtime_ns, st.st_size)
-            with self._lock:
-                hit = self._seen.get(path)
-            if hit is not None and hit[0] == stamp:
-                return hit[1]
             try:
-                review = load_brand(path).review
+                review = brand_cache.load(path).review
             except BrandConfigError:
                 review = None
-            reasons = tuple(review.reject_reasons) if review and review.reject_reasons else None
-            with self._lock:
-                self._seen[path] = (stamp, reasons)
-            return reasons
+            return tuple(review.reject_reasons) if review and review.reject_reasons else None
         return None
 
     def for_brand(self, brand: Brand | None) -> list[str]:

@@ -15,7 +15,15 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from catalog.importing.importer import CatalogImportError, ImportSummary, import_catalog
-from catalog.models import Brand, ImportRowError, ImportRun, Product, ProductRevision
+from catalog.models import (
+    Brand,
+    ImportRowError,
+    ImportRun,
+    Product,
+    ProductRevision,
+    SourceImage,
+    SourceImageRef,
+)
 from pipeline.brand.config import BrandConfig
 from pipeline.brand.loader import find_brand
 from tests.conftest import ROOT
@@ -255,6 +263,47 @@ def test_products_spanning_chunks_match_one_chunk(
     b = import_catalog(factory, SAMPLES / "catalog.csv", big, chunk_rows=10_000)
     assert (a.imported, a.revisions_new) == (b.imported, b.revisions_new) == (5, 5)
     assert a.warnings == [] and products(factory, small) == products(factory, big)
+
+
+def test_a_product_split_across_chunks_gets_one_revision_and_its_merged_references(
+    factory: sessionmaker[Session], brand: BrandConfig, tmp_path: Path
+) -> None:
+    """Each chunk is applied as it is read: p1's first rows make a revision with their
+    chunk, and its later rows (two chunks on) replace it with the merged product's, and its
+    image references with the merged images'."""
+    rows = [
+        "p1,Tee,,Color,Red,S1,10,https://x.test/a.jpg",
+        "p2,Mug,,Color,White,M1,5,https://x.test/c.jpg",
+        "p3,Cap,,Color,Black,C1,7,",
+        "p1,,,,Blue,S2,10,https://x.test/b.jpg",
+    ]
+    path = write(tmp_path, "\n".join([HEADER, *rows]) + "\n")
+    split = import_catalog(factory, path, brand, chunk_rows=1)
+    assert (split.imported, split.revisions_new) == (3, 3)
+    assert any("non-adjacent" in w for w in split.warnings)
+    assert count(factory, ProductRevision, brand) == 3
+    with factory() as s:
+        refs = s.execute(
+            select(Product.sku, ProductRevision.revision, SourceImageRef.position, SourceImage.url)
+            .join(ProductRevision, ProductRevision.id == SourceImageRef.product_revision_id)
+            .join(Product, Product.id == ProductRevision.product_id)
+            .join(Brand, Brand.id == Product.brand_id)
+            .join(SourceImage, SourceImage.id == SourceImageRef.source_image_id)
+            .where(Brand.name == brand.name)
+            .order_by(Product.sku, SourceImageRef.position)
+        ).all()
+    assert [tuple(r) for r in refs] == [
+        ("p1", 1, 1, "https://x.test/a.jpg"),
+        ("p1", 1, 2, "https://x.test/b.jpg"),
+        ("p2", 1, 1, "https://x.test/c.jpg"),
+    ]
+    assert products(factory, brand)["p1"]["images"] == [
+        "https://x.test/a.jpg",
+        "https://x.test/b.jpg",
+    ]
+    # The same file in one chunk: nothing new.
+    again = import_catalog(factory, path, brand)
+    assert (again.revisions_new, again.unchanged) == (0, 3)
 
 
 # --- encodings and dialects --------------------------------------------------------------
