@@ -45,10 +45,12 @@ def _split_entry(entry: str) -> tuple[str, int | None]:
     if text.startswith("["):
         addr, _, rest = text[1:].partition("]")
         port = rest.removeprefix(":")
-        return _norm(addr), int(port) if port.isdigit() else None
+        return _norm(addr), int(port) if port.isascii() and port.isdigit() else None
     if text.count(":") == 1:
         name, _, port = text.partition(":")
-        return _norm(name), int(port) if port.isdigit() else -1  # -1: matches no port
+        return _norm(name), int(
+            port
+        ) if port.isascii() and port.isdigit() else -1  # -1: matches no port
     return _norm(text), None
 
 

@@ -157,6 +157,10 @@ def test_sku_matches_every_shot(session: Session) -> None:
         ("shot:99999999", "no such shot"),
         ("asset:99999999", "no such asset"),
         ("shot:abc", "not a number"),
+        # str.isdigit() is true for these, and int() raises on "²" or reads "١٢" as 12.
+        ("asset:²", "not a number"),
+        ("shot:١٢", "not a number"),
+        ("shot: 12", "not a number"),
         ("a/b/c.png", "no asset, final image or raw image"),
         ("NOPE-SKU", "no shots for this sku"),
         ("4242", "write shot:N or asset:N"),

@@ -1,7 +1,9 @@
-"""The weekly loop on the embedded default with the real tiny models: import -> plan -> run
--> approve -> publish -> ``export shopify`` and ``export gmc``; the files parse with pandas,
-list one image per current asset, and every URL names an object that exists. A re-import with
-a changed title supersedes the old asset; a recalled asset leaves the next export."""
+"""The weekly loop with the real tiny models, on the embedded default (SQLite, local folder)
+and on Postgres + moto's S3 server over HTTP: import -> plan -> run -> approve -> publish ->
+``export shopify`` and ``export gmc``; the files parse with pandas, list one image per current
+asset, and every URL names an object that exists in the blob store the line wrote to. A
+re-import with a changed title supersedes the old asset; a recalled asset leaves the next
+export."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -21,14 +24,43 @@ from catalog.review import Reviewer, approve
 from pipeline.brand.loader import find_brand
 from pipeline.delivery.urls import key_of
 from pipeline.settings import Settings
-from pipeline.storage import LocalBlobStore
+from pipeline.storage import BlobStore, make_blob_store
 from tasks.cli import app
 from tasks.dispatch import enqueue_publish
 from tasks.runner import run_line
-from tests.tasks.conftest import cli_env
+from tests.tasks.conftest import cli_env, make_bucket
 
 BASE = "https://cdn.example.com/shop images/"  # a space: URLs must encode it
 HEADER = "Handle,Title,Body (HTML),Vendor,Type,Tags,Option1 Name,Option1 Value,Variant SKU\n"
+
+
+@pytest.fixture(params=["embedded", "postgres_s3"])
+def line_settings(request: pytest.FixtureRequest, tmp_settings: Settings) -> Settings:
+    """The embedded default, or the same line on a fresh Postgres database and a moto bucket."""
+    if request.param == "embedded":
+        migrate.upgrade(tmp_settings.database_url)
+        return tmp_settings
+    moto: str = request.getfixturevalue("moto_server")
+    return tmp_settings.model_copy(
+        update={
+            "database_url": request.getfixturevalue("pg_db"),  # migrated by the fixture
+            "blob_backend": "s3",
+            "s3_endpoint_url": moto,
+            "s3_bucket": make_bucket(moto),
+        }
+    )
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    """What a CLI call needs to see ``settings`` (the S3 ones where the line uses S3)."""
+    env = {**cli_env(settings), "SHOTLINE_PUBLIC_BASE_URL": BASE}
+    if settings.blob_backend == "s3":
+        env |= {
+            "SHOTLINE_BLOB_BACKEND": "s3",
+            "SHOTLINE_S3_ENDPOINT_URL": str(settings.s3_endpoint_url),
+            "SHOTLINE_S3_BUCKET": str(settings.s3_bucket),
+        }
+    return env
 
 
 def _csv(path: Path, mug_title: str) -> Path:
@@ -62,8 +94,7 @@ def _cycle(settings: Settings, csv: Path) -> None:
 
 
 def _cli(settings: Settings, *args: str) -> tuple[int, str]:
-    env = {**cli_env(settings), "SHOTLINE_PUBLIC_BASE_URL": BASE}
-    res = CliRunner().invoke(app, list(args), env=env)
+    res = CliRunner().invoke(app, list(args), env=_env(settings))
     if res.exit_code == 1 and res.exc_info:
         import traceback
 
@@ -104,8 +135,13 @@ def _states(settings: Settings) -> list[tuple[object, ...]]:
     return [tuple(r) for r in rows]
 
 
-def test_weekly_loop_exports(tmp_settings: Settings, tmp_path: Path) -> None:
-    migrate.upgrade(tmp_settings.database_url)
+def _exists(store: BlobStore, url: str, ext: str) -> bool:
+    key = key_of(BASE.replace(" ", "%20"), url)
+    return key is not None and key.endswith(ext) and store.exists(key)
+
+
+def test_weekly_loop_exports(line_settings: Settings, tmp_path: Path) -> None:
+    tmp_settings = line_settings
     _cycle(tmp_settings, _csv(tmp_path / "c1.csv", "Mug"))
     first = _published(tmp_settings)
     assert len(first) == 6  # (mug red, mug blue, bowl) x (hero_white, lifestyle_kitchen)
@@ -116,19 +152,18 @@ def test_weekly_loop_exports(tmp_settings: Settings, tmp_path: Path) -> None:
     assert not images.duplicated(["Handle", "Image Position"]).any()
     assert set(images["Handle"]) == {"mug", "bowl"}
     assert all(images["Image Alt Text"].str.contains("ACME Home"))
-    store = LocalBlobStore(Path(tmp_settings.blob_root))
+    # The blob store the line published to: a local folder, or the moto bucket over HTTP.
+    store = make_blob_store(tmp_settings)
+    assert store.backend == tmp_settings.blob_backend
     for url in images["Image Src"]:
         assert " " not in url and "," not in url.removeprefix("https://")
-        key = key_of(BASE.replace(" ", "%20"), url)
-        assert key is not None and store.exists(key)
-        assert key.endswith(".jpg")  # the shopify channel's JPEG rendition
+        assert _exists(store, url, ".jpg"), url  # the shopify channel's JPEG rendition
     # Merchant Center: keyed by the variant SKUs; no image_link (no main slot for gmc).
     assert set(gmc["id"]) == {"MUG-RED", "MUG-BLUE", "BOWL-1"}
     assert (gmc["image_link"] == "").all()
     assert (gmc["additional_image_link"] != "").all() and (gmc["lifestyle_image_link"] != "").all()
     for url in list(gmc["additional_image_link"]) + list(gmc["lifestyle_image_link"]):
-        key = key_of(BASE.replace(" ", "%20"), url)
-        assert key is not None and store.exists(key) and key.endswith(".webp")
+        assert _exists(store, url, ".webp"), url
     assert xml.count("<item>") == 3 and "<g:id>MUG-RED</g:id>" in xml
 
     # A changed title: a new revision, re-planned, approved and published; the old mug
@@ -139,6 +174,8 @@ def test_weekly_loop_exports(tmp_settings: Settings, tmp_path: Path) -> None:
     shop2, _, _ = _exports(tmp_settings, tmp_path)
     img2 = shop2[shop2["Image Src"] != ""]
     assert len(img2) == 6
+    assert not img2.duplicated(["Handle", "Image Position"]).any()
+    assert all(_exists(store, url, ".jpg") for url in img2["Image Src"])
     assert not set(img2["Image Src"]) & set(images[images["Handle"] == "mug"]["Image Src"])
     assert set(img2[img2["Handle"] == "bowl"]["Image Src"]) == set(
         images[images["Handle"] == "bowl"]["Image Src"]
