@@ -271,19 +271,28 @@ def parse_bits(bits: Sequence[int] | np.ndarray, keys: WatermarkKeys = NO_KEYS) 
     return found[0] if found is not None else None
 
 
-def _to_bgr_float(image: Image.Image) -> np.ndarray:
+def _to_rgb_float(image: Image.Image) -> np.ndarray:
     if image.mode in ("RGBA", "LA", "P"):
         # Transparent packshots are flattened on white: that is how shops display them.
         rgba = image.convert("RGBA")
         bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(bg, rgba)
-    rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
-    return np.ascontiguousarray(rgb[:, :, ::-1])
+    return np.asarray(image.convert("RGB") if image.mode != "RGB" else image, dtype=np.float32)
+
+
+def _to_bgr_float(image: Image.Image) -> np.ndarray:
+    return np.ascontiguousarray(_to_rgb_float(image)[:, :, ::-1])
+
+
+def _rgb_image(rgb: np.ndarray) -> Image.Image:
+    """Rounded and clipped in place: ``rgb`` (float, owned by the caller) is spent."""
+    np.rint(rgb, out=rgb)
+    np.clip(rgb, 0, 255, out=rgb)
+    return Image.fromarray(rgb.astype(np.uint8), "RGB")
 
 
 def _to_image(bgr: np.ndarray) -> Image.Image:
-    rgb = np.clip(np.rint(bgr[:, :, ::-1]), 0, 255).astype(np.uint8)
-    return Image.fromarray(np.ascontiguousarray(rgb), "RGB")
+    return _rgb_image(np.ascontiguousarray(bgr[:, :, ::-1]))
 
 
 def _compress_highlights(bgr: np.ndarray, headroom: int) -> np.ndarray:
@@ -330,11 +339,17 @@ def embed(
         return EmbedResult(
             image=image.convert("RGB"), payload=payload.hex(), method="none", embedded=False
         )
+    bits = np.unpackbits(np.frombuffer(payload, dtype=np.uint8)).astype(np.float64)
+    if _fast(config) and _luma_only(config.scales):
+        rgb = _to_rgb_float(image)
+        if config.headroom:
+            rgb = _compress_highlights(rgb, config.headroom)
+        marked = _rgb_image(_luma_encode(rgb, bits, config.scales[0], cv2.COLOR_RGB2GRAY))
+        return EmbedResult(marked, payload=payload.hex(), method=config.label, embedded=True)
     bgr = _to_bgr_float(image)
     if config.headroom:
         bgr = _compress_highlights(bgr, config.headroom)
-    bits = np.unpackbits(np.frombuffer(payload, dtype=np.uint8)).astype(np.float64)
-    if config.method == "dwtDctSvd" and config.engine == "fast":
+    if _fast(config):
         out = _svd_encode(bgr, bits, config.scales)
     else:
         encoder = WatermarkEncoder()
@@ -350,6 +365,14 @@ def embed(
 # imwatermark's dwtDctSvd loops over every 4x4 block in Python (0.4-0.6 s per 1024^2 image on
 # this CPU). This is the same algorithm and bitstream, batched in numpy: stock imwatermark
 # decodes what it writes and vice versa (tests/pipeline/test_watermark.py checks both ways).
+#
+# Two identities keep it cheap (renditions verify three files per master, issue 25):
+# - The 4x4 DCT is orthonormal, so a block and its DCT have the same singular values, and
+#   the rank-1 update of the largest one maps back to pixels as the same rank-1 update of the
+#   pixel block along its own singular vectors: no DCT is computed at all.
+# - Y-only marks (our default) change Y alone, and YUV->RGB adds a Y change to R, G and B
+#   alike: the luma plane is all that is read, and the change is added to every channel,
+#   instead of converting the whole image to YUV and back.
 _BLOCK = 4
 # The orthonormal DCT-II matrix: cv2.dct(block) == _DCT @ block @ _DCT.T for 4x4 blocks.
 _DCT = np.array(
@@ -361,6 +384,14 @@ _DCT = np.array(
         for k in range(_BLOCK)
     ]
 )
+# A zero block's singular vectors: LAPACK's SVD of its (zero) DCT gives the DC basis vector,
+# which is the constant vector in pixels.
+_FLAT = _DCT[0]
+# Power iteration from the constant vector; a block whose residual is still above
+# _POWER_TOL * its eigenvalue after _POWER_STEPS (rare: two nearly equal singular values)
+# gets LAPACK's eigh instead. _POWER_TOL keeps s0 within about 1e-3 of exact.
+_POWER_STEPS = 4
+_POWER_TOL = 1e-7
 
 
 def _blocks(band: np.ndarray) -> tuple[np.ndarray, int, int]:
@@ -376,58 +407,103 @@ def _haar_ll(channel: np.ndarray) -> np.ndarray:
     return (c[0::2, 0::2] + c[0::2, 1::2] + c[1::2, 0::2] + c[1::2, 1::2]) / 2.0
 
 
-def _top_singular(dct: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Largest singular value and its vectors of each 4x4 block (batched, via eigh)."""
-    w, v = np.linalg.eigh(np.swapaxes(dct, 1, 2) @ dct)
-    s0 = np.sqrt(np.maximum(w[:, -1], 0.0))
-    v0 = v[:, :, -1]
+def _gram(blocks: np.ndarray) -> np.ndarray:
+    """B^T B of each 4x4 block: ten column dot products (a batched matmul of 4x4 matrices
+    costs twice as much)."""
+    cols = [np.ascontiguousarray(blocks[:, :, i]) for i in range(_BLOCK)]
+    gram = np.empty((len(blocks), _BLOCK, _BLOCK), dtype=blocks.dtype)
+    for i in range(_BLOCK):
+        for j in range(i, _BLOCK):
+            gram[:, i, j] = gram[:, j, i] = np.einsum("nk,nk->n", cols[i], cols[j])
+    return gram
+
+
+def _norms(rows: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.einsum("ni,ni->n", rows, rows))
+
+
+def _top_singular(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Largest singular value and its vectors of each 4x4 block (batched)."""
+    gram = _gram(blocks)
+    v = np.broadcast_to(_FLAT, (len(blocks), _BLOCK)).copy()
+    for _ in range(_POWER_STEPS):
+        w = np.einsum("nij,nj->ni", gram, v)
+        v = w / np.maximum(_norms(w), 1e-300)[:, None]
+    mv = np.einsum("nij,nj->ni", gram, v)
+    lam = np.einsum("ni,ni->n", v, mv)
+    slow = _norms(mv - lam[:, None] * v) > _POWER_TOL * np.maximum(lam, 1.0)
+    if slow.any():
+        w_slow, v_slow = np.linalg.eigh(gram[slow])
+        lam[slow], v[slow] = w_slow[:, -1], v_slow[:, :, -1]
+    s0 = np.sqrt(np.maximum(lam, 0.0))
     flat = s0 <= 1e-9
-    # A zero block: LAPACK's SVD gives identity vectors, i.e. the DC coefficient; match it.
-    v0[flat] = np.eye(_BLOCK)[0]
-    u0 = (dct @ v0[:, :, None])[:, :, 0] / np.where(flat, 1.0, s0)[:, None]
-    u0[flat] = np.eye(_BLOCK)[0]
-    return s0, u0, v0
+    v[flat] = _FLAT
+    u = (blocks @ v[:, :, None])[:, :, 0] / np.where(flat, 1.0, s0)[:, None]
+    u[flat] = _FLAT
+    return s0, u, v
+
+
+def _band_delta(plane: np.ndarray, bits: np.ndarray, scale: float) -> np.ndarray:
+    """The change to ``plane`` (one YUV channel, rows and columns multiples of 4) that sets
+    each block's largest singular value of the Haar low band to its bit's quantisation bin."""
+    ca = _haar_ll(plane)
+    blocks, nr, nc = _blocks(ca)
+    s0, u0, v0 = _top_singular(blocks)
+    wm_bits = bits[np.arange(len(blocks)) % len(bits)]
+    target = (s0 // scale + 0.25 + 0.5 * wm_bits) * scale
+    # Only the largest singular value changes: a rank-1 update of each block.
+    delta = (target - s0)[:, None, None] * (u0[:, :, None] * v0[:, None, :])
+    delta_ll = np.zeros_like(ca)
+    delta_ll[: nr * _BLOCK, : nc * _BLOCK] = (
+        delta.reshape(nr, nc, _BLOCK, _BLOCK).transpose(0, 2, 1, 3).reshape(nr * _BLOCK, -1)
+    )
+    # Inverse Haar of a low-band change: each 2x2 pixel group moves by delta / 2.
+    half = (delta_ll / 2.0).astype(np.float32)
+    return cv2.resize(half, (2 * half.shape[1], 2 * half.shape[0]), interpolation=cv2.INTER_NEAREST)
+
+
+def _luma_only(scales: Sequence[float]) -> bool:
+    return scales[0] > 0 and scales[1] <= 0
+
+
+def _fast(config: WatermarkConfig) -> bool:
+    return config.method == "dwtDctSvd" and config.engine == "fast"
+
+
+def _luma_encode(pixels: np.ndarray, bits: np.ndarray, scale: float, to_gray: int) -> np.ndarray:
+    """``pixels`` (float RGB or BGR, changed in place) with the mark added to their luma:
+    YUV's Y has the grey weights, and YUV->RGB adds a change of Y to each channel alike."""
+    row, col = pixels.shape[:2]
+    r4, c4 = row // 4 * 4, col // 4 * 4
+    luma = cv2.cvtColor(pixels[:r4, :c4], to_gray)
+    pixels[:r4, :c4] += _band_delta(luma, bits, scale).astype(pixels.dtype)[:, :, None]
+    return pixels
 
 
 def _svd_encode(bgr: np.ndarray, bits: np.ndarray, scales: Sequence[float]) -> np.ndarray:
-    yuv = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV)
-    row, col = yuv.shape[:2]
+    row, col = bgr.shape[:2]
     r4, c4 = row // 4 * 4, col // 4 * 4
+    if _luma_only(scales):
+        return _luma_encode(bgr.copy(), bits, scales[0], cv2.COLOR_BGR2GRAY)
+    yuv = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV)
     for channel, scale in enumerate(scales[:2]):  # imwatermark only visits Y and U
-        if scale <= 0:
-            continue
-        ca = _haar_ll(yuv[:r4, :c4, channel])
-        blocks, nr, nc = _blocks(ca)
-        s0, u0, v0 = _top_singular(_DCT @ blocks @ _DCT.T)
-        wm_bits = bits[np.arange(len(blocks)) % len(bits)]
-        target = (s0 // scale + 0.25 + 0.5 * wm_bits) * scale
-        # Only the largest singular value changes: a rank-1 update of the DCT block.
-        delta_dct = (target - s0)[:, None, None] * (u0[:, :, None] * v0[:, None, :])
-        delta = _DCT.T @ delta_dct @ _DCT
-        delta_ll = np.zeros_like(ca)
-        delta_ll[: nr * _BLOCK, : nc * _BLOCK] = (
-            delta.reshape(nr, nc, _BLOCK, _BLOCK)
-            .transpose(0, 2, 1, 3)
-            .reshape(nr * _BLOCK, nc * _BLOCK)
-        )
-        # Inverse Haar of a low-band change: each 2x2 pixel group moves by delta / 2.
-        up = np.repeat(np.repeat(delta_ll / 2.0, 2, axis=0), 2, axis=1)
-        yuv[:r4, :c4, channel] += up.astype(yuv.dtype)
+        if scale > 0:
+            delta = _band_delta(yuv[:r4, :c4, channel], bits, scale)
+            yuv[:r4, :c4, channel] += delta.astype(yuv.dtype)
     return cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR)
 
 
-def _svd_decode(bgr: np.ndarray, scales: Sequence[float], n_bits: int) -> np.ndarray:
-    yuv = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV)
-    row, col = yuv.shape[:2]
+def _svd_decode(planes: np.ndarray, scales: Sequence[float], n_bits: int) -> np.ndarray:
+    """Bits from ``planes``: (H, W, 1) luma for a Y-only mark, else (H, W, 3) YUV."""
+    row, col = planes.shape[:2]
     r4, c4 = row // 4 * 4, col // 4 * 4
     votes = np.zeros(n_bits)
     counts = np.zeros(n_bits)
-    for channel, scale in enumerate(scales[:2]):
+    for channel, scale in enumerate(scales[: planes.shape[2]]):
         if scale <= 0:
             continue
-        blocks, _, _ = _blocks(_haar_ll(yuv[:r4, :c4, channel]))
-        dct = _DCT @ blocks @ _DCT.T
-        s0 = np.sqrt(np.maximum(np.linalg.eigvalsh(np.swapaxes(dct, 1, 2) @ dct)[:, -1], 0.0))
+        blocks, _, _ = _blocks(_haar_ll(planes[:r4, :c4, channel]))
+        s0 = _top_singular(blocks)[0] if len(blocks) else np.zeros(0)
         score = (s0 % scale) > 0.5 * scale
         idx = np.arange(len(blocks)) % n_bits
         votes += np.bincount(idx, weights=score, minlength=n_bits)
@@ -436,11 +512,21 @@ def _svd_decode(bgr: np.ndarray, scales: Sequence[float], n_bits: int) -> np.nda
     return (votes / np.maximum(counts, 1)) * 255 > 127
 
 
-def _decode_bits(bgr: np.ndarray, config: WatermarkConfig) -> np.ndarray:
-    if config.method == "dwtDctSvd" and config.engine == "fast":
-        return _svd_decode(bgr, config.scales, PAYLOAD_BITS)
+def _fast_planes(image: Image.Image, config: WatermarkConfig) -> np.ndarray | None:
+    """What the fast decoder reads (see ``_svd_decode``); None for the package's decoders."""
+    if not _fast(config):
+        return None
+    if _luma_only(config.scales):
+        return cv2.cvtColor(_to_rgb_float(image), cv2.COLOR_RGB2GRAY)[:, :, None]
+    return cv2.cvtColor(_to_bgr_float(image), cv2.COLOR_BGR2YUV)
+
+
+def _decode_bits(pixels: np.ndarray, config: WatermarkConfig, fast: bool) -> np.ndarray:
+    """Bits from ``pixels``: ``_fast_planes`` when ``fast``, else float BGR."""
+    if fast:
+        return _svd_decode(pixels, config.scales, PAYLOAD_BITS)
     decoder = WatermarkDecoder("bits", PAYLOAD_BITS)
-    bits = decoder.decode(bgr, config.method, scales=config.scales)
+    bits = decoder.decode(pixels, config.method, scales=config.scales)
     return np.asarray(bits, dtype=bool)
 
 
@@ -451,11 +537,13 @@ def decode(
     keys: WatermarkKeys = NO_KEYS,
 ) -> DecodeResult:
     """Decode the payload; try the image as-is, then scaled back up by each of ``rescale``."""
-    bgr = _to_bgr_float(image)
-    h, w = bgr.shape[:2]
+    w, h = image.size
     if h * w < MIN_PIXELS:
         return DecodeResult(None, False, np.zeros(PAYLOAD_BITS, dtype=bool), 1.0)
-    first = _decode_bits(bgr, config)
+    planes = _fast_planes(image, config)
+    fast = planes is not None
+    pixels = planes if planes is not None else _to_bgr_float(image)
+    first = _decode_bits(pixels, config, fast)
     found = parse_payload(first, keys)
     if found is not None:
         return DecodeResult(found[0], True, first, 1.0, found[1])
@@ -463,12 +551,37 @@ def decode(
         size = (round(w * factor), round(h * factor))
         if size[0] * size[1] > MAX_DECODE_PIXELS:
             continue  # an upscaled copy of a huge file would cost gigabytes for nothing
-        scaled = cv2.resize(bgr, size, interpolation=cv2.INTER_CUBIC)
-        bits = _decode_bits(scaled, config)
+        # Resizing is linear per channel: resizing the planes is resizing the image.
+        scaled = cv2.resize(pixels, size, interpolation=cv2.INTER_CUBIC)
+        bits = _decode_bits(scaled.reshape(size[1], size[0], -1), config, fast)
         found = parse_payload(bits, keys)
         if found is not None:
             return DecodeResult(found[0], True, bits, factor, found[1])
     return DecodeResult(None, False, first, 1.0)
+
+
+def decode_file(
+    data: bytes, config: WatermarkConfig, keys: WatermarkKeys = NO_KEYS
+) -> DecodeResult | None:
+    """The payload of a file this process just encoded (a rendition being verified), read
+    as-is, without rescale attempts. A Y-only mark is read from the luma plane the codec hands
+    out (libjpeg gives Y without converting colours or upsampling chroma): integer luma,
+    within half a level of the float one, far inside the quantisation margin (a quarter
+    step, 9 levels). None when ``config`` needs the whole image: decode it and call
+    ``decode``. Only for our own bytes: there is no pixel cap here beyond OpenCV's."""
+    if not (_fast(config) and _luma_only(config.scales)):
+        return None
+    flags = cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION
+    luma = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+    if luma is None:
+        raise WatermarkError("the encoded file does not decode")
+    if luma.size < MIN_PIXELS:
+        return DecodeResult(None, False, np.zeros(PAYLOAD_BITS, dtype=bool), 1.0)
+    bits = _svd_decode(luma[:, :, None], config.scales, PAYLOAD_BITS)
+    found = parse_payload(bits, keys)
+    if found is None:
+        return DecodeResult(None, False, bits, 1.0)
+    return DecodeResult(found[0], True, bits, 1.0, found[1])
 
 
 def bit_accuracy(bits: np.ndarray, shot_id: int, keys: WatermarkKeys = NO_KEYS) -> float:
