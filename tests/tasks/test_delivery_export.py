@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from catalog import migrate
 from catalog.db import make_engine, make_sessionmaker
 from catalog.importing.importer import import_catalog
-from catalog.models import Asset, Shot
+from catalog.models import Asset, AssetRendition, Shot
 from catalog.planning import plan_shots
 from catalog.review import Reviewer, approve
 from pipeline.brand.loader import find_brand
@@ -123,6 +123,23 @@ def _published(settings: Settings) -> dict[int, Asset]:
     return out
 
 
+def _rendition(settings: Settings, key: str) -> AssetRendition:
+    engine = make_engine(settings.database_url)
+    with make_sessionmaker(engine).begin() as s:
+        found = s.scalars(select(AssetRendition).where(AssetRendition.key == key)).one()
+    engine.dispose()
+    return found
+
+
+def _rendition_keys(settings: Settings, asset_id: int) -> list[str]:
+    engine = make_engine(settings.database_url)
+    with make_sessionmaker(engine).begin() as s:
+        keys = s.scalars(select(AssetRendition.key).where(AssetRendition.asset_id == asset_id))
+        out = list(keys)
+    engine.dispose()
+    return out
+
+
 def _states(settings: Settings) -> list[tuple[object, ...]]:
     engine = make_engine(settings.database_url)
     with make_sessionmaker(engine).begin() as s:
@@ -198,16 +215,46 @@ def test_weekly_loop_exports(line_settings: Settings, tmp_path: Path) -> None:
     delivery = json.loads(text)["chains"][0]["delivery"]
     assert delivery["status"] == "recalled" and delivery["recall"]["reason"] == "wrong colour"
 
+    # Lineage from a feed URL (a rendition's key under the base, percent-encoded) and from
+    # the bare rendition key: the shot that made it, with its full chain.
+    url = shop3[shop3["Image Src"] != ""]["Image Src"].iloc[0]
+    key = key_of(BASE.replace(" ", "%20"), url)
+    rend = _rendition(tmp_settings, str(key))
+    for ref in (url, str(key)):
+        code, text = _cli(tmp_settings, "lineage", ref, "--json")
+        assert code == 0, text
+        chain = json.loads(text)["chains"]
+        assert [c["shot_id"] for c in chain] == [rend.shot_id], ref
+        assert chain[0]["prompt"] and chain[0]["delivery"]["status"] == "current"
+        assert key in {r["key"] for r in chain[0]["delivery"]["renditions"]}
+
+    # --delete-objects: the recalled asset's master and every rendition leave the store;
+    # the other assets' objects stay.
+    doomed = _published(tmp_settings)[rend.shot_id]
+    keys = [doomed.key, *_rendition_keys(tmp_settings, doomed.id)]
+    assert len(keys) == 4 and all(store.exists(k) for k in keys)  # master + 3 channels
+    code, text = _cli(
+        tmp_settings, "recall", str(doomed.id), "--reason", "bad", "--delete-objects", "--json"
+    )
+    assert code == 0, text
+    assert json.loads(text)["delete_failed"] == []
+    assert not any(store.exists(k) for k in keys)
+    others = [a for a in _published(tmp_settings).values() if a.id != doomed.id]
+    assert others and all(store.exists(a.key) for a in others)
+    code, text = _cli(tmp_settings, "lineage", f"asset:{doomed.id}", "--json")
+    assert json.loads(text)["chains"][0]["delivery"]["recall"]["objects"] == "deleted"
+
     # The review export carries the handle, variant, asset status and public URL.
     code, text = _cli(tmp_settings, "review", "export", "--out", str(tmp_path / "review.csv"))
     assert code == 0, text
     review = pd.read_csv(tmp_path / "review.csv", dtype=str, keep_default_na=False)
     by_shot = review.set_index("shot_id")
     assert by_shot.loc[str(recalled.shot_id), "asset_status"] == "recalled"
+    assert by_shot.loc[str(doomed.shot_id), "asset_status"] == "recalled"
     assert {by_shot.loc[str(sid), "asset_status"] for sid in old_mug} == {"superseded"}
     current = review[review["asset_status"] == "current"]
-    assert len(current) == 5 and set(current["handle"]) == {"mug", "bowl"}
-    mug = current[current["handle"] == "mug"]
+    assert len(current) == 4 and set(current["handle"]) <= {"mug", "bowl"}
+    mug = review[(review["handle"] == "mug") & (review["asset_status"] != "superseded")]
     assert set(mug["variant_options"]) == {"Color=Red", "Color=Blue"}
     assert all(
         u.startswith("https://cdn.example.com/shop%20images/acme/") for u in current["public_url"]
