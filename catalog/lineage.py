@@ -46,6 +46,7 @@ from catalog.packshots.source_lineage import packshot_json
 from catalog.review import current_review_state, event_json, shot_sku
 from catalog.shots import id_chunks, lineage_loads
 from catalog.training import get_training, trainings_for_pins
+from pipeline.types import WATERMARK_OMITTED_WHITE
 
 
 class LineageError(LookupError):
@@ -232,7 +233,11 @@ def _filter_json(fr: FilterResult) -> dict[str, Any]:
 
 
 def _watermark_json(wm: Watermark) -> dict[str, Any]:
+    note = None
+    if wm.method == WATERMARK_OMITTED_WHITE:
+        note = "omitted (white_background slot: the product is too small to carry the mark)"
     return {
+        "note": note,
         "method": wm.method,
         "payload": wm.payload,
         "verified": wm.verified,

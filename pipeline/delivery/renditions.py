@@ -18,7 +18,7 @@ import hashlib
 import io
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +54,10 @@ class Master:
     xmp: bytes | None  # the raw XMP packet, copied into every rendition
     watermark: wm.WatermarkConfig
     keys: wm.WatermarkKeys  # the deployment's check-code keys (SHOTLINE_WATERMARK_KEY)
+    # A white_background slot's master: its pure-white pixels stay 255 in every rendition.
+    keep_white: bool = False
+    # False: the master says its watermark was omitted (wm.OMITTED_WHITE); so do renditions.
+    marked: bool = True
 
     @classmethod
     def from_bytes(cls, data: bytes, keys: wm.WatermarkKeys | None = None) -> Master:
@@ -62,10 +66,18 @@ class Master:
         with opened_image(data, "master", MAX_PIXELS) as im:
             raw = im.info.get("xmp") or im.info.get("XML:com.adobe.xmp")
         xmp = raw.encode("utf-8") if isinstance(raw, str) else (bytes(raw) if raw else None)
-        label = parse_xmp(xmp).get("shotline:Watermark") if xmp else None
+        fields = parse_xmp(xmp) if xmp else {}
+        label = fields.get("shotline:Watermark")
         config = wm.WatermarkConfig.from_label(label) if isinstance(label, str) else None
         image = decode_image(data, "master", MAX_PIXELS)
-        return cls(image, xmp, config or wm.WatermarkConfig(), keys or wm.NO_KEYS)
+        return cls(
+            image,
+            xmp,
+            config or wm.WatermarkConfig(),
+            keys or wm.NO_KEYS,
+            keep_white=fields.get("shotline:WatermarkKeep") == "white",
+            marked=label != wm.OMITTED_WHITE,
+        )
 
 
 @dataclass(frozen=True)
@@ -182,12 +194,14 @@ def make_rendition(master: Master, channel: str, spec: RenditionSpec, shot_id: i
     carry none either: they are recorded unverified, as the master's ``watermarks`` row is."""
     from pipeline.gate import watermark as wm
 
-    marks = wm.can_embed(master.image)
+    marks = master.marked and wm.can_embed(master.image)
     pixels = fit_pixels(master.image, spec, wm.MIN_PIXELS if marks else 0)
     if marks and pixels is not master.image:  # resized, cropped or padded: the grid is gone
         marked = wm.embed(pixels, shot_id, master.watermark, master.keys)
         if not marked.embedded:
             raise RenditionError(f"{channel}/{spec.name}: {pixels.size} is too small to watermark")
+        if master.keep_white:  # as the master: the mark in the product, the white exact
+            marked = replace(marked, image=wm.restore_white(marked.image, pixels))
         pixels = marked.image
     data, quality = _encode_capped(pixels, spec, master.xmp)
     with opened_image(data, "rendition", MAX_PIXELS) as im:
@@ -247,8 +261,6 @@ def make_renditions(
 
 
 def _renamed(r: Rendition, channel: str, spec: RenditionSpec) -> Rendition:
-    from dataclasses import replace
-
     return replace(r, channel=channel, name=spec.name)
 
 

@@ -29,6 +29,15 @@ Design choices, each measured with ``tests/benchmarks/bench_watermark.py`` (200 
   half (x0.5: 2040 mod 18 = 6) lose every white image; ``headroom`` (lowering white) is the
   remedy for those, at the cost of a grey background. A brightness edit of the background
   alone can flip white blocks; the product region still carries the payload.
+- **Pure-white blocks may abstain.** A block whose pixels are all RGB 255 (its Haar low
+  band all 510) reads as "1": right for a marked "1" block (its push was clipped), wrong
+  where the white was put back after marking. So each attempt reads two bit strings, the
+  imwatermark one and one with pure-white blocks abstaining, and the check code picks (the
+  false-positive rate per attempt doubles to 2**-19, as with the rescale attempts). That
+  lets a white_background slot's shot keep its background exactly 255
+  (``KeepPixels.white``: the mark lives in the product only) and still verify; measured in
+  docs/benchmarks.md (``bench_watermark.py --keep-white``). Stock imwatermark reads only
+  the first string, so it cannot read such a file.
 - **Fast path.** imwatermark's dwtDctSvd loops over blocks in Python (0.33 s + 0.18 s per
   1024^2 image here). ``_svd_encode``/``_svd_decode`` are the same algorithm and bitstream
   batched in numpy (0.07 s + 0.03 s); stock imwatermark decodes our images and vice versa.
@@ -59,6 +68,8 @@ import pywt
 from imwatermark import WatermarkDecoder, WatermarkEncoder
 from PIL import Image
 
+from pipeline.types import WATERMARK_OMITTED_WHITE
+
 ID_BITS = 32
 CHECK_BITS = 24  # legacy payloads: the whole tail is the check code
 KEY_ID_BITS = 4
@@ -75,6 +86,7 @@ RESCALE_FACTORS: tuple[float, ...] = (4 / 3, 2.0, 1.5, 1.25)
 METHODS = ("dwtDct", "dwtDctSvd")
 MAX_DECODE_PIXELS = 6144 * 6144
 MAX_LABEL_CHARS = 20  # the width of watermarks.method
+OMITTED_WHITE = WATERMARK_OMITTED_WHITE  # a white_background shot published unmarked
 _CHECK_KEY = b"shotline-watermark-v1"
 
 
@@ -325,6 +337,20 @@ def _restore_detail_bands(bgr: np.ndarray, config: WatermarkConfig) -> np.ndarra
     return cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR)
 
 
+def white_mask(original: Image.Image) -> np.ndarray:
+    """(H, W) bool: the pixels of ``original`` that are pure white (RGB 255)."""
+    return np.asarray((np.asarray(original.convert("RGB")) == 255).all(axis=2))
+
+
+def restore_white(marked: Image.Image, original: Image.Image) -> Image.Image:
+    """``marked`` with RGB 255 wherever ``original`` (before the mark) was pure white: a
+    white_background slot's background stays exact and the mark lives in the rest, which
+    the decoder reads (pure-white blocks abstain)."""
+    arr = np.array(marked.convert("RGB"), dtype=np.uint8)
+    arr[white_mask(original)] = 255
+    return Image.fromarray(arr, "RGB")
+
+
 def can_embed(image: Image.Image) -> bool:
     return image.width * image.height >= MIN_PIXELS
 
@@ -391,6 +417,8 @@ _FLAT = _DCT[0]
 # _POWER_TOL * its eigenvalue after _POWER_STEPS (rare: two nearly equal singular values)
 # gets LAPACK's eigh instead. _POWER_TOL keeps s0 within about 1e-3 of exact.
 _POWER_STEPS = 4
+# A Haar low-band value at least this is a 2x2 group of pure white (Y 255, sum 1020 / 2).
+_WHITE_LL = 510.0 - 0.01
 _POWER_TOL = 1e-7
 
 
@@ -493,12 +521,14 @@ def _svd_encode(bgr: np.ndarray, bits: np.ndarray, scales: Sequence[float]) -> n
     return cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR)
 
 
-def _svd_decode(planes: np.ndarray, scales: Sequence[float], n_bits: int) -> np.ndarray:
-    """Bits from ``planes``: (H, W, 1) luma for a Y-only mark, else (H, W, 3) YUV."""
+def _svd_decode(planes: np.ndarray, scales: Sequence[float], n_bits: int) -> list[np.ndarray]:
+    """Bits from ``planes``: (H, W, 1) luma for a Y-only mark, else (H, W, 3) YUV. The
+    imwatermark reading first; then, where the luma has pure-white blocks, the reading with
+    those abstaining (a kept-white background, see the module docstring)."""
     row, col = planes.shape[:2]
     r4, c4 = row // 4 * 4, col // 4 * 4
-    votes = np.zeros(n_bits)
-    counts = np.zeros(n_bits)
+    votes, counts = np.zeros((2, n_bits)), np.zeros((2, n_bits))
+    any_white = False
     for channel, scale in enumerate(scales[: planes.shape[2]]):
         if scale <= 0:
             continue
@@ -506,10 +536,16 @@ def _svd_decode(planes: np.ndarray, scales: Sequence[float], n_bits: int) -> np.
         s0 = _top_singular(blocks)[0] if len(blocks) else np.zeros(0)
         score = (s0 % scale) > 0.5 * scale
         idx = np.arange(len(blocks)) % n_bits
-        votes += np.bincount(idx, weights=score, minlength=n_bits)
-        counts += np.bincount(idx, minlength=n_bits)
+        live = np.ones(len(blocks), dtype=bool)
+        if channel == 0:  # luma
+            live = blocks.reshape(len(blocks), -1).min(axis=1) < _WHITE_LL
+            any_white = any_white or not live.all()
+        for i, keep in enumerate((slice(None), live)):
+            votes[i] += np.bincount(idx[keep], weights=score[keep], minlength=n_bits)
+            counts[i] += np.bincount(idx[keep], minlength=n_bits)
     # imwatermark's rule: mean score * 255 > 127.
-    return (votes / np.maximum(counts, 1)) * 255 > 127
+    bits = (votes / np.maximum(counts, 1)) * 255 > 127
+    return [bits[0], bits[1]] if any_white else [bits[0]]
 
 
 def _fast_planes(image: Image.Image, config: WatermarkConfig) -> np.ndarray | None:
@@ -521,13 +557,23 @@ def _fast_planes(image: Image.Image, config: WatermarkConfig) -> np.ndarray | No
     return cv2.cvtColor(_to_bgr_float(image), cv2.COLOR_BGR2YUV)
 
 
-def _decode_bits(pixels: np.ndarray, config: WatermarkConfig, fast: bool) -> np.ndarray:
-    """Bits from ``pixels``: ``_fast_planes`` when ``fast``, else float BGR."""
+def _decode_bits(pixels: np.ndarray, config: WatermarkConfig, fast: bool) -> list[np.ndarray]:
+    """Candidate bit strings from ``pixels``: ``_fast_planes`` when ``fast``, else float BGR."""
     if fast:
         return _svd_decode(pixels, config.scales, PAYLOAD_BITS)
     decoder = WatermarkDecoder("bits", PAYLOAD_BITS)
     bits = decoder.decode(pixels, config.method, scales=config.scales)
-    return np.asarray(bits, dtype=bool)
+    return [np.asarray(bits, dtype=bool)]
+
+
+def _first_valid(
+    candidates: list[np.ndarray], keys: WatermarkKeys, scale: float
+) -> DecodeResult | None:
+    for bits in candidates:
+        found = parse_payload(bits, keys)
+        if found is not None:
+            return DecodeResult(found[0], True, bits, scale, found[1])
+    return None
 
 
 def decode(
@@ -536,7 +582,8 @@ def decode(
     rescale: Sequence[float] = RESCALE_FACTORS,
     keys: WatermarkKeys = NO_KEYS,
 ) -> DecodeResult:
-    """Decode the payload; try the image as-is, then scaled back up by each of ``rescale``."""
+    """Decode the payload; try the image as-is, then scaled back up by each of ``rescale``.
+    Each attempt may read two bit strings (``_svd_decode``); the check code decides."""
     w, h = image.size
     if h * w < MIN_PIXELS:
         return DecodeResult(None, False, np.zeros(PAYLOAD_BITS, dtype=bool), 1.0)
@@ -544,20 +591,21 @@ def decode(
     fast = planes is not None
     pixels = planes if planes is not None else _to_bgr_float(image)
     first = _decode_bits(pixels, config, fast)
-    found = parse_payload(first, keys)
+    found = _first_valid(first, keys, 1.0)
     if found is not None:
-        return DecodeResult(found[0], True, first, 1.0, found[1])
+        return found
     for factor in rescale:
         size = (round(w * factor), round(h * factor))
         if size[0] * size[1] > MAX_DECODE_PIXELS:
             continue  # an upscaled copy of a huge file would cost gigabytes for nothing
         # Resizing is linear per channel: resizing the planes is resizing the image.
         scaled = cv2.resize(pixels, size, interpolation=cv2.INTER_CUBIC)
-        bits = _decode_bits(scaled.reshape(size[1], size[0], -1), config, fast)
-        found = parse_payload(bits, keys)
+        found = _first_valid(
+            _decode_bits(scaled.reshape(size[1], size[0], -1), config, fast), keys, factor
+        )
         if found is not None:
-            return DecodeResult(found[0], True, bits, factor, found[1])
-    return DecodeResult(None, False, first, 1.0)
+            return found
+    return DecodeResult(None, False, first[0], 1.0)
 
 
 def decode_file(
@@ -577,11 +625,9 @@ def decode_file(
         raise WatermarkError("the encoded file does not decode")
     if luma.size < MIN_PIXELS:
         return DecodeResult(None, False, np.zeros(PAYLOAD_BITS, dtype=bool), 1.0)
-    bits = _svd_decode(luma[:, :, None], config.scales, PAYLOAD_BITS)
-    found = parse_payload(bits, keys)
-    if found is None:
-        return DecodeResult(None, False, bits, 1.0)
-    return DecodeResult(found[0], True, bits, 1.0, found[1])
+    candidates = _svd_decode(luma[:, :, None], config.scales, PAYLOAD_BITS)
+    found = _first_valid(candidates, keys, 1.0)
+    return found if found is not None else DecodeResult(None, False, candidates[0], 1.0)
 
 
 def bit_accuracy(bits: np.ndarray, shot_id: int, keys: WatermarkKeys = NO_KEYS) -> float:
