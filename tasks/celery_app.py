@@ -36,8 +36,8 @@ from tasks.queues import (
     QUEUE_CPU,
     QUEUE_INGEST,
     ROUTES,
-    TASK_GATE,
     TASK_FEEDS,
+    TASK_GATE,
     TASK_GENERATE,
     TASK_IMPORT,
     TASK_INGEST,
@@ -54,7 +54,7 @@ TASK_MODULES = [
     "tasks.regate",
     "tasks.signals",
     "tasks.training.task",
-    "tasks.feeds",
+    "tasks.delivery.feeds",
 ]
 
 __all__ = [
@@ -87,7 +87,7 @@ def ingest_kwargs(settings: Settings) -> dict[str, Any]:
 
 
 def feeds_schedule(settings: Settings) -> dict[str, Any]:
-    """Beat's feed refresh (``tasks.feeds``), unless ``feed_interval_s`` is 0."""
+    """Beat's feed refresh (``tasks.delivery.feeds``), unless ``feed_interval_s`` is 0."""
     every = float(settings.feed_interval_s)
     if every <= 0:
         return {}

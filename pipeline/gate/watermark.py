@@ -447,7 +447,8 @@ def _gram(blocks: np.ndarray) -> np.ndarray:
 
 
 def _norms(rows: np.ndarray) -> np.ndarray:
-    return np.sqrt(np.einsum("ni,ni->n", rows, rows))
+    out: np.ndarray = np.sqrt(np.einsum("ni,ni->n", rows, rows))
+    return out
 
 
 def _top_singular(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -540,9 +541,10 @@ def _svd_decode(planes: np.ndarray, scales: Sequence[float], n_bits: int) -> lis
         if channel == 0:  # luma
             live = blocks.reshape(len(blocks), -1).min(axis=1) < _WHITE_LL
             any_white = any_white or not live.all()
-        for i, keep in enumerate((slice(None), live)):
-            votes[i] += np.bincount(idx[keep], weights=score[keep], minlength=n_bits)
-            counts[i] += np.bincount(idx[keep], minlength=n_bits)
+        everyone = np.ones(len(blocks), dtype=bool)
+        for i, voting in enumerate((everyone, live)):
+            votes[i] += np.bincount(idx[voting], weights=score[voting], minlength=n_bits)
+            counts[i] += np.bincount(idx[voting], minlength=n_bits)
     # imwatermark's rule: mean score * 255 > 127.
     bits = (votes / np.maximum(counts, 1)) * 255 > 127
     return [bits[0], bits[1]] if any_white else [bits[0]]

@@ -21,8 +21,8 @@ from catalog.delivery.recall import recall
 from catalog.models import Asset
 from pipeline.settings import Settings
 from tasks.celery_app import app, celery_config, submit
+from tasks.delivery.feeds import refresh_feeds_task
 from tasks.dispatch import enqueue_publish
-from tasks.feeds import refresh_feeds_task
 from tasks.queues import QUEUE_CPU, TASK_FEEDS
 from tasks.runner import run_line, wait_for
 from tests.conftest import ROOT
