@@ -339,7 +339,9 @@ def _restore_detail_bands(bgr: np.ndarray, config: WatermarkConfig) -> np.ndarra
 
 def white_mask(original: Image.Image) -> np.ndarray:
     """(H, W) bool: the pixels of ``original`` that are pure white (RGB 255)."""
-    return np.asarray((np.asarray(original.convert("RGB")) == 255).all(axis=2))
+    rgb = np.asarray(original.convert("RGB"))
+    # cv2.inRange: a reduction over the last axis of 3 is ~10x slower in numpy.
+    return np.asarray(cv2.inRange(rgb, (255, 255, 255), (255, 255, 255)) > 0)
 
 
 def restore_white(marked: Image.Image, original: Image.Image) -> Image.Image:
@@ -435,36 +437,59 @@ def _haar_ll(channel: np.ndarray) -> np.ndarray:
     return (c[0::2, 0::2] + c[0::2, 1::2] + c[1::2, 0::2] + c[1::2, 1::2]) / 2.0
 
 
-def _gram(blocks: np.ndarray) -> np.ndarray:
-    """B^T B of each 4x4 block: ten column dot products (a batched matmul of 4x4 matrices
-    costs twice as much)."""
+Gram = list[list[np.ndarray]]  # [i][j]: (n,) entry (i, j) of each block's B^T B
+
+
+def _gram(blocks: np.ndarray) -> Gram:
+    """B^T B of each 4x4 block, as 4x4 arrays of (n,) entries (the symmetric ones shared):
+    ten column dot products, and the power steps below run on whole columns (a batched
+    matmul of 4x4 matrices costs three times as much)."""
     cols = [np.ascontiguousarray(blocks[:, :, i]) for i in range(_BLOCK)]
-    gram = np.empty((len(blocks), _BLOCK, _BLOCK), dtype=blocks.dtype)
+    gram: Gram = [[cols[0][:, 0]] * _BLOCK for _ in range(_BLOCK)]
     for i in range(_BLOCK):
         for j in range(i, _BLOCK):
-            gram[:, i, j] = gram[:, j, i] = np.einsum("nk,nk->n", cols[i], cols[j])
+            gram[i][j] = gram[j][i] = np.einsum("nk,nk->n", cols[i], cols[j])
     return gram
 
 
-def _norms(rows: np.ndarray) -> np.ndarray:
-    out: np.ndarray = np.sqrt(np.einsum("ni,ni->n", rows, rows))
+def _apply(gram: Gram, v: list[np.ndarray]) -> list[np.ndarray]:
+    return [sum((row[j] * v[j] for j in range(1, _BLOCK)), row[0] * v[0]) for row in gram]
+
+
+def _norm(v: list[np.ndarray]) -> np.ndarray:
+    out: np.ndarray = np.sqrt(sum((x * x for x in v[1:]), v[0] * v[0]))
     return out
+
+
+def _top_s0(blocks: np.ndarray) -> np.ndarray:
+    """Largest singular value of each 4x4 block (what the decoder reads)."""
+    return _power(_gram(blocks))[0]
+
+
+def _power(gram: Gram) -> tuple[np.ndarray, np.ndarray]:
+    """(s0, v0) of each block from its Gram matrix: power iteration, eigh where slow."""
+    n = len(gram[0][0])
+    v = [np.full(n, _FLAT[j]) for j in range(_BLOCK)]
+    for _ in range(_POWER_STEPS):
+        w = _apply(gram, v)
+        scale = 1.0 / np.maximum(_norm(w), 1e-300)
+        v = [x * scale for x in w]
+    mv = _apply(gram, v)
+    lam = sum((a * b for a, b in zip(v[1:], mv[1:], strict=True)), v[0] * mv[0])
+    slow = _norm([m - lam * x for m, x in zip(mv, v, strict=True)]) > _POWER_TOL * np.maximum(
+        lam, 1.0
+    )
+    vec = np.stack(v, axis=1)
+    if slow.any():
+        full = np.stack([np.stack([g[slow] for g in row], axis=1) for row in gram], axis=1)
+        w_slow, v_slow = np.linalg.eigh(full)
+        lam[slow], vec[slow] = w_slow[:, -1], v_slow[:, :, -1]
+    return np.sqrt(np.maximum(lam, 0.0)), vec
 
 
 def _top_singular(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Largest singular value and its vectors of each 4x4 block (batched)."""
-    gram = _gram(blocks)
-    v = np.broadcast_to(_FLAT, (len(blocks), _BLOCK)).copy()
-    for _ in range(_POWER_STEPS):
-        w = np.einsum("nij,nj->ni", gram, v)
-        v = w / np.maximum(_norms(w), 1e-300)[:, None]
-    mv = np.einsum("nij,nj->ni", gram, v)
-    lam = np.einsum("ni,ni->n", v, mv)
-    slow = _norms(mv - lam[:, None] * v) > _POWER_TOL * np.maximum(lam, 1.0)
-    if slow.any():
-        w_slow, v_slow = np.linalg.eigh(gram[slow])
-        lam[slow], v[slow] = w_slow[:, -1], v_slow[:, :, -1]
-    s0 = np.sqrt(np.maximum(lam, 0.0))
+    s0, v = _power(_gram(blocks))
     flat = s0 <= 1e-9
     v[flat] = _FLAT
     u = (blocks @ v[:, :, None])[:, :, 0] / np.where(flat, 1.0, s0)[:, None]
@@ -504,8 +529,11 @@ def _luma_encode(pixels: np.ndarray, bits: np.ndarray, scale: float, to_gray: in
     YUV's Y has the grey weights, and YUV->RGB adds a change of Y to each channel alike."""
     row, col = pixels.shape[:2]
     r4, c4 = row // 4 * 4, col // 4 * 4
-    luma = cv2.cvtColor(pixels[:r4, :c4], to_gray)
-    pixels[:r4, :c4] += _band_delta(luma, bits, scale).astype(pixels.dtype)[:, :, None]
+    region = pixels[:r4, :c4]
+    delta = _band_delta(cv2.cvtColor(region, to_gray), bits, scale).astype(pixels.dtype)
+    # The same change in each channel, as a 3-channel array: a broadcast over the last axis
+    # (inner loops of 3) took 13 ms at 1024^2, this 2 ms.
+    np.add(region, cv2.merge([delta, delta, delta]), out=region)
     return pixels
 
 
@@ -534,7 +562,7 @@ def _svd_decode(planes: np.ndarray, scales: Sequence[float], n_bits: int) -> lis
         if scale <= 0:
             continue
         blocks, _, _ = _blocks(_haar_ll(planes[:r4, :c4, channel]))
-        s0 = _top_singular(blocks)[0] if len(blocks) else np.zeros(0)
+        s0 = _top_s0(blocks) if len(blocks) else np.zeros(0)
         score = (s0 % scale) > 0.5 * scale
         idx = np.arange(len(blocks)) % n_bits
         live = np.ones(len(blocks), dtype=bool)
