@@ -207,6 +207,8 @@ def _sampling_json(shot: Shot) -> dict[str, Any]:
         "scheduler": shot.scheduler,
         "width": shot.width,
         "height": shot.height,
+        # The output size and the second pass that reached it; absent: native, one pass.
+        **({"hires": dict(shot.hires)} if shot.hires else {}),
     }
 
 

@@ -228,6 +228,9 @@ class Shot(Base):
     steps: Mapped[int] = mapped_column(Integer)
     guidance: Mapped[float] = mapped_column(Float)
     scheduler: Mapped[str] = mapped_column(String(50))
+    # The output size apart from the model's and the second pass that reaches it
+    # (``pipeline.types.HiresSpec`` JSON); {}: the image is width x height, one pass.
+    hires: Mapped[dict[str, Any]] = mapped_column(default=dict)
     state: Mapped[str] = mapped_column(String(20), default=ShotState.planned.value, index=True)
     error: Mapped[str | None] = mapped_column(Text)
     # The kind of ``error`` (``pipeline.failures.FailureKind``): status groups failures by it

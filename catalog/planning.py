@@ -409,6 +409,7 @@ def shot_row(ctx: PlanContext, slot: ShotSlot, rendered: RenderedPrompt) -> dict
         steps=res.steps,
         guidance=res.guidance,
         scheduler=res.scheduler,
+        hires=dict(res.output or {}),  # {}: the native size, no second pass
         state=ShotState.planned.value,
     )
 

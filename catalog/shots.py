@@ -32,7 +32,7 @@ from catalog.models import (
 )
 from pipeline.failures import Failure, FailureKind
 from pipeline.storage import BlobInfo
-from pipeline.types import AdapterRef, ShotParams
+from pipeline.types import AdapterRef, HiresSpec, ShotParams
 
 S = ShotState
 
@@ -102,6 +102,7 @@ def shot_params(shot: Shot) -> ShotParams:
         guidance=float(shot.guidance),
         scheduler=shot.scheduler,
         adapters=tuple(AdapterRef.from_json(a) for a in (shot.adapters or [])),
+        hires=HiresSpec.from_json(shot.hires),
     )
 
 

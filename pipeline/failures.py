@@ -14,7 +14,7 @@ from enum import StrEnum
 class FailureKind(StrEnum):
     source_unavailable = "source_unavailable"  # a packshot's source image cannot be used
     cutout_refused = "cutout_refused"  # the product cannot be cut out of it or placed
-    model_load = "model_load"  # the model (or its ControlNet / inpaint model) does not load
+    model_load = "model_load"  # a model (ControlNet, inpaint, CLIP, Open-NSFW too) does not load
     lora_incompatible = "lora_incompatible"  # an adapter is missing, unpinned or mismatched
     oom = "oom"  # out of device memory even at batch size 1
     generation = "generation"  # the generator raised on this shot (bad scheduler, NaNs...)
@@ -36,12 +36,13 @@ class Failure:
 
 def kind_of(exc: BaseException) -> FailureKind:
     """The kind of a stage error raised while generating a batch."""
-    from pipeline.generate.lora import LoraError  # torch-free modules
+    from pipeline.gate.policy import GateModelError  # torch-free modules
+    from pipeline.generate.lora import LoraError
     from pipeline.generate.modelspec import ModelLoadError
 
     if isinstance(exc, LoraError):
         return FailureKind.lora_incompatible
-    if isinstance(exc, ModelLoadError):
+    if isinstance(exc, ModelLoadError | GateModelError):
         return FailureKind.model_load
     if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda's, without importing torch
         return FailureKind.oom

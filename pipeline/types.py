@@ -40,6 +40,48 @@ class AdapterRef:
         )
 
 
+UpscaleMethod = Literal["lanczos", "latent"]
+UPSCALE_METHODS: tuple[str, ...] = ("lanczos", "latent")
+
+
+@dataclass(frozen=True)
+class HiresSpec:
+    """A shot's output size apart from the model's native size, and how it gets there: the
+    scene is generated at the shot's ``width`` x ``height``, upscaled (``lanczos``: the
+    decoded pixels, PIL Lanczos; ``latent``: the latents, bicubic) to ``width`` x ``height``
+    here, then refined by an img2img pass of the same model at ``strength`` over ``steps``
+    scheduler steps (diffusers runs about ``strength * steps`` of them). Recorded on the
+    shot (``shots.hires``), so ``reproduce`` runs the same second pass."""
+
+    width: int
+    height: int
+    strength: float = 0.35
+    steps: int = 20
+    upscale: UpscaleMethod = "lanczos"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> HiresSpec | None:
+        """The spec a shot recorded, or None (``{}``: no second pass, the native size)."""
+        if not data:
+            return None
+        upscale = str(data.get("upscale") or "lanczos")
+        if upscale not in UPSCALE_METHODS:
+            raise ValueError(f"unknown upscale method {upscale!r}")
+        return cls(
+            width=int(data["width"]),
+            height=int(data["height"]),
+            strength=float(data.get("strength", 0.35)),
+            steps=int(data.get("steps", 20)),
+            upscale=upscale,  # type: ignore[arg-type]
+        )
+
+    def key(self) -> tuple[Any, ...]:
+        return (self.width, self.height, self.strength, self.steps, self.upscale)
+
+
 @dataclass(frozen=True)
 class ShotParams:
     """Everything the generator needs for one image. Built from a ``shots`` row."""
@@ -55,10 +97,12 @@ class ShotParams:
     guidance: float
     scheduler: str
     adapters: tuple[AdapterRef, ...] = field(default_factory=tuple)
+    # The output size and the second pass that reaches it; None: the native size, one pass.
+    hires: HiresSpec | None = None
 
     def batch_key(self) -> tuple[Any, ...]:
         """Shots with equal keys can share one GPU batch."""
-        return (
+        key: tuple[Any, ...] = (
             self.model_id,
             tuple((a.name, a.sha256, a.weight) for a in self.adapters),
             self.width,
@@ -67,6 +111,15 @@ class ShotParams:
             self.guidance,
             self.scheduler,
         )
+        # Appended only when set: a native shot's key is what it was before hires existed.
+        return key if self.hires is None else (*key, self.hires.key())
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """The final image's (width, height): the hires size, else the native one."""
+        if self.hires is None:
+            return self.width, self.height
+        return self.hires.width, self.hires.height
 
 
 @dataclass

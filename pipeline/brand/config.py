@@ -37,7 +37,7 @@ from pipeline.brand.sanitize import normalize_text
 from pipeline.digests import sha256_file
 from pipeline.files import InputFileError
 from pipeline.generate.schedulers import SCHEDULERS
-from pipeline.types import AdapterRef
+from pipeline.types import AdapterRef, HiresSpec
 from pipeline.weights import check_safetensors
 
 if TYPE_CHECKING:
@@ -190,12 +190,53 @@ class LoraSpec(_Model):
         return v.strip() if v else v
 
 
+class OutputSpec(_Model):
+    """The published image's size apart from the model's ("hires fix"). The scene is made at
+    the template's own (the model's native) size, upscaled to this one (``lanczos``: the
+    decoded pixels; ``latent``: the latents) and refined by a low-strength img2img pass of
+    the same model, with tiled VAE decode/encode. Give ``width`` and ``height``, or
+    ``long_side`` (the native aspect kept, each side rounded to a multiple of 8)."""
+
+    width: int | None = Field(default=None, ge=64, le=4096, multiple_of=8)
+    height: int | None = Field(default=None, ge=64, le=4096, multiple_of=8)
+    long_side: int | None = Field(default=None, ge=64, le=4096)
+    # How far the img2img pass may move the upscaled scene (0: not at all, 1: a new image).
+    strength: float = Field(default=0.35, gt=0.0, le=1.0)
+    # The img2img pass's scheduler steps; diffusers runs about strength x steps of them.
+    steps: int = Field(default=20, ge=1, le=500)
+    upscale: Literal["lanczos", "latent"] = "lanczos"
+
+    @model_validator(mode="after")
+    def _one_size(self) -> OutputSpec:
+        if (self.width is None) != (self.height is None):
+            raise ValueError("give both width and height, or long_side")
+        if self.width is not None and self.long_side is not None:
+            raise ValueError("give either width and height or long_side, not both")
+        if self.width is None and self.long_side is None:
+            raise ValueError("give width and height, or long_side")
+        return self
+
+    def size(self, width: int, height: int) -> tuple[int, int]:
+        """The output size for a native ``width`` x ``height``."""
+        if self.width is not None and self.height is not None:
+            return self.width, self.height
+        assert self.long_side is not None  # the validator asks for one of the two
+        scale = self.long_side / max(width, height)
+        return max(8, round(width * scale / 8) * 8), max(8, round(height * scale / 8) * 8)
+
+    def resolved(self, width: int, height: int) -> HiresSpec:
+        w, h = self.size(width, height)
+        return HiresSpec(w, h, float(self.strength), self.steps, self.upscale)
+
+
 class PresetSpec(_Model):
     width: int = Field(default=512, ge=8, le=4096, multiple_of=8)
     height: int = Field(default=512, ge=8, le=4096, multiple_of=8)
     steps: int = Field(default=30, ge=1, le=500)
     guidance: float = Field(default=7.0, ge=0.0, le=50.0)
     scheduler: str = "dpmpp_2m"
+    # The output size apart from the model's (None: the images are width x height).
+    output: OutputSpec | None = None
 
     @field_validator("scheduler")
     @classmethod
@@ -305,6 +346,8 @@ class TemplateSpec(_Model):
     candidates: int = Field(default=1, ge=1, le=8)
     # The slot's rules the gate checks on the final image (None: none).
     rules: SlotRules | None = None
+    # The output size apart from the model's; overrides the preset's (None: the preset's).
+    output: OutputSpec | None = None
 
     @field_validator("scheduler")
     @classmethod
@@ -430,6 +473,18 @@ class ResolvedTemplate:
     # Shots per slot (pick 1 of N). Not part of the digest: each candidate's own seed is
     # recorded on its shot, and the definition of each image is unchanged.
     candidates: int = 1
+    # The output size and second pass (HiresSpec JSON); None: the native size, one pass.
+    output: dict[str, Any] | None = None
+
+    @property
+    def hires(self) -> HiresSpec | None:
+        return HiresSpec.from_json(self.output)
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """The published image's size: the output size, else the native one."""
+        h = self.hires
+        return (self.width, self.height) if h is None else (h.width, h.height)
 
     @property
     def is_packshot(self) -> bool:
@@ -447,6 +502,8 @@ class ResolvedTemplate:
         out = self._text_definition()
         if self.is_packshot:
             out.update(source=self.source, image=self.image, placement=self.placement)
+        if self.output is not None:  # only when set: a native template's digest is unchanged
+            out["output"] = dict(self.output)
         return out
 
     def _text_definition(self) -> dict[str, Any]:
@@ -700,9 +757,13 @@ class BrandConfig(_Model):
         for key in ("inpaint_model", "controlnet", "channels", "review"):
             if data.get(key) is None:
                 data.pop(key, None)
+        for preset in data.get("presets", {}).values():
+            if preset.get("output") is None:
+                preset.pop("output", None)
         for tmpl in data.get("templates", {}).values():
-            if tmpl.get("rules") is None:
-                tmpl.pop("rules", None)  # no rules: the digest a brand had before they existed
+            for optional in ("rules", "output"):  # unset: the digest from before they existed
+                if tmpl.get(optional) is None:
+                    tmpl.pop(optional, None)
             if tmpl.get("source") == "text" and tmpl.get("placement") is None:
                 tmpl.pop("source", None)
                 tmpl.pop("placement", None)
@@ -777,12 +838,15 @@ class BrandConfig(_Model):
         """Template ``name`` with its preset applied: explicit fields win over the preset."""
         spec = self.templates[name]
         base = self.all_presets()[spec.preset] if spec.preset else PresetSpec()
+        width = spec.width if spec.width is not None else base.width
+        height = spec.height if spec.height is not None else base.height
+        output = spec.output or base.output
         return ResolvedTemplate(
             name=name,
             prompt=spec.prompt,
             negative_prompt=spec.negative_prompt,
-            width=spec.width if spec.width is not None else base.width,
-            height=spec.height if spec.height is not None else base.height,
+            width=width,
+            height=height,
             steps=spec.steps if spec.steps is not None else base.steps,
             guidance=float(spec.guidance if spec.guidance is not None else base.guidance),
             scheduler=spec.scheduler or base.scheduler,
@@ -791,6 +855,7 @@ class BrandConfig(_Model):
             image=spec.image,
             placement=(p.model_dump() if (p := spec.resolved_placement()) else None),
             candidates=spec.candidates,
+            output=None if output is None else output.resolved(width, height).to_json(),
         )
 
     def template_digest(self, name: str) -> str:
@@ -828,6 +893,7 @@ class BrandConfig(_Model):
                 )
             out += _packshot_problems(tname, spec)
             out += self._rule_problems(tname)
+            out += self._output_problems(tname)
             for lname in spec.loras or {}:
                 if lname not in seen:
                     known = ", ".join(sorted(seen)) or "none defined"
@@ -859,6 +925,9 @@ class BrandConfig(_Model):
         base = self.all_presets()[spec.preset] if spec.preset else PresetSpec()
         width = spec.width if spec.width is not None else base.width
         height = spec.height if spec.height is not None else base.height
+        output = spec.output or base.output
+        if output is not None:  # the rules judge the published image: the output size
+            width, height = output.size(width, height)
         loc: Loc = ("templates", tname, "rules")
         out: list[tuple[Loc, str]] = []
         size = f"{width}x{height}"
@@ -882,6 +951,31 @@ class BrandConfig(_Model):
                     f"{reach:g} of the frame"
                 )
                 out.append(((*loc, "min_product_share"), msg))
+        return out
+
+    def _output_problems(self, tname: str) -> list[tuple[Loc, str]]:
+        """An output size the second pass cannot reach: smaller than the native size (the
+        pass upscales), or a latent upscale for a packshot (its hires input is the scene with
+        the product placed at the output size: pixels)."""
+        spec = self.templates[tname]
+        if spec.preset is not None and spec.preset not in self.all_presets():
+            return []
+        base = self.all_presets()[spec.preset] if spec.preset else PresetSpec()
+        output = spec.output or base.output
+        if output is None:
+            return []
+        where = "output" if spec.output is not None else f"preset {spec.preset}"
+        loc: Loc = ("templates", tname, "output")
+        width = spec.width if spec.width is not None else base.width
+        height = spec.height if spec.height is not None else base.height
+        w, h = output.size(width, height)
+        out: list[tuple[Loc, str]] = []
+        if w < width or h < height:
+            msg = f"{where} {w}x{h} is smaller than the template's native size {width}x{height}"
+            out.append((loc, msg))
+        if spec.source == "packshot" and output.upscale == "latent":
+            msg = f'{where}: a packshot template upscales in pixels (upscale: "lanczos")'
+            out.append(((*loc, "upscale"), msg))
         return out
 
     def _term_problems(self) -> list[tuple[Loc, str]]:

@@ -12,7 +12,7 @@ from PIL import Image
 
 from pipeline.digests import sha256_file
 from pipeline.gate.clip_preprocess import TensorClipPreprocess, pil_to_pixels
-from pipeline.gate.policy import GateError
+from pipeline.gate.policy import GateModelError
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings
@@ -106,14 +106,14 @@ def load_open_clip(
     if pretrained and _looks_like_path(pretrained):
         path = Path(pretrained)
         if path.suffix != ".safetensors":
-            raise GateError(
+            raise GateModelError(
                 f"CLIP checkpoint {path}: only .safetensors files are accepted "
                 "(pickle formats can run code when loaded)"
             )
         if not path.is_file():
-            raise GateError(f"CLIP checkpoint {path}: file not found")
+            raise GateModelError(f"CLIP checkpoint {path}: file not found")
     if model_name not in open_clip.list_models():
-        raise GateError(f"unknown open_clip architecture {model_name!r}")
+        raise GateModelError(f"unknown open_clip architecture {model_name!r}")
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
             model_name,
@@ -125,7 +125,7 @@ def load_open_clip(
             cache_dir=str(cache_dir) if cache_dir else None,
         )
     except (RuntimeError, ValueError, OSError) as exc:
-        raise GateError(f"cannot load CLIP {model_name!r} ({pretrained}): {exc}") from None
+        raise GateModelError(f"cannot load CLIP {model_name!r} ({pretrained}): {exc}") from None
     tokenizer = open_clip.get_tokenizer(model_name)
     label = f"{model_name}:{_checkpoint_id(pretrained)}"
     return OpenClipEncoder(model, preprocess, tokenizer, label, device=device)

@@ -38,6 +38,12 @@ class GateError(ValueError):
     """The gate cannot run: bad policy (missing logo file), bad model configuration."""
 
 
+class GateModelError(GateError):
+    """A model the gate needs (the CLIP checkpoint, Open-NSFW) is missing or does not load:
+    every try on this deployment meets it again, so it is a ``model_load`` failure, not a
+    retry."""
+
+
 # --- policy -------------------------------------------------------------------------------
 
 

@@ -19,7 +19,13 @@ from PIL import Image
 from pipeline.gate import nsfw
 from pipeline.gate import watermark as wm
 from pipeline.gate.clip import ImageTextEncoder, load_clip_encoder
-from pipeline.gate.policy import GateError, GatePolicy, open_nsfw_check, with_checks
+from pipeline.gate.policy import (
+    GateError,
+    GateModelError,
+    GatePolicy,
+    open_nsfw_check,
+    with_checks,
+)
 from pipeline.gate.provenance import (
     FORMATS,
     C2paSigner,
@@ -88,7 +94,7 @@ class ClipGate:
 
     def policy_for(self, brand: BrandConfig) -> GatePolicy:
         """The brand's policy; ``check`` takes it back (embeddings are cached per version).
-        Refuses (``GateError``) a brand that asks for Open-NSFW when it isn't installed."""
+        Refuses (``GateModelError``) a brand that asks for Open-NSFW when it isn't installed."""
         policy = GatePolicy.from_brand(brand)
         if policy.open_nsfw_threshold is not None:
             self.nsfw_session()
@@ -100,7 +106,7 @@ class ClipGate:
             path = nsfw.installed(nsfw.OPEN_NSFW, self.model_dir) if self.model_dir else None
             if path is None:
                 where = self.model_dir or "the model cache"
-                raise GateError(
+                raise GateModelError(
                     f"the brand asks for open_nsfw but it is not installed in {where}: "
                     f"{nsfw.INSTALL_HINT}"
                 )

@@ -25,6 +25,7 @@ from PIL import Image
 
 from pipeline.failures import Failure, FailureKind, failure_of
 from pipeline.generate.batch_table import architecture, batch_size_for
+from pipeline.generate.hires import tiled_vae
 from pipeline.generate.lora import LoraError, LoraManager, StoreAdapters, adapter_name
 from pipeline.generate.modelspec import ModelLoadError, ModelSpec, load_pipeline, model_digest
 from pipeline.generate.prompt_cache import PromptCache
@@ -34,6 +35,7 @@ from pipeline.types import GenerationOutput, ShotParams
 if TYPE_CHECKING:
     import torch
 
+    from pipeline.generate.hires import HiresPass
     from pipeline.generate.inpaint import Inpainter
     from pipeline.settings import Settings
 
@@ -189,6 +191,7 @@ class DiffusersGenerator:
         # PNG encoding (and the inpainter's composite) overlap the next batch on these.
         self.cpu_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="png")
         self._inpainter: Inpainter | None = None
+        self._hires: HiresPass | None = None
         self._apply_options()
 
     @classmethod
@@ -205,6 +208,15 @@ class DiffusersGenerator:
 
             self._inpainter = Inpainter(self)
         return self._inpainter
+
+    def hires_pass(self) -> HiresPass:
+        """The img2img pipeline on this generator's modules, for shots with an output size
+        apart from the native one (built once, no second load)."""
+        if self._hires is None:
+            from pipeline.generate.hires import HiresPass
+
+            self._hires = HiresPass(self)
+        return self._hires
 
     # --- setup ---------------------------------------------------------------------
 
@@ -293,7 +305,7 @@ class DiffusersGenerator:
         pending: list[tuple[int, Future[bytes], Image.Image, Any, dict[str, float]]] = []
         for indices in groups.values():
             first = shots[indices[0]]
-            size = batch_size_for(self.settings, self.architecture, first.width, first.height)
+            size = batch_size_for(self.settings, self.architecture, *first.output_size)
             for start in range(0, len(indices), size):
                 chunk = [shots[i] for i in indices[start : start + size]]
                 chunk_idx = indices[start : start + size]
@@ -406,11 +418,17 @@ class DiffusersGenerator:
                 generator=generators,
                 output_type="latent",
             ).images
-            self.sync()
-            t2 = time.perf_counter()
-            images, pixels = self._decode_pixels(latents)
+            th = time.perf_counter()
+            with tiled_vae(self.pipe.vae, on=first.hires is not None):
+                if first.hires is not None:  # the second pass, to the output size
+                    latents = self.hires_pass().refine(latents, chunk, texts)
+                self.sync()
+                t2 = time.perf_counter()
+                images, pixels = self._decode_pixels(latents)
             t3 = time.perf_counter()
-        timings = {"lora": t_lora, "denoise": t2 - t1, "decode": t3 - t2}
+        timings = {"lora": t_lora, "denoise": th - t1, "decode": t3 - t2}
+        if first.hires is not None:
+            timings["hires"] = t2 - th
         if self._compiled and self.compile_seconds is None:
             self.compile_seconds = t2 - t1
             log.info("torch.compile of the UNet: first call took %.1f s", self.compile_seconds)

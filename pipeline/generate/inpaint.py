@@ -42,6 +42,7 @@ from pipeline.generate.generator import (
     _batch_invariant_mode,
     encode_png,
 )
+from pipeline.generate.hires import packshot_init, seeded, spec_of, tiled_vae
 from pipeline.generate.lora import LoraError
 from pipeline.generate.modelspec import ModelLoadError
 from pipeline.packshot.fidelity import Fidelity
@@ -60,7 +61,15 @@ class InpaintShot:
     """A packshot shot: the generation parameters and the placed product on its canvas."""
 
     params: ShotParams
-    placed: Placed
+    placed: Placed  # on the model's canvas (the shot's width x height): what the model sees
+    # With an output size (``params.hires``): the product placed at that size from its
+    # source, which the second pass starts from and the composite puts back.
+    full: Placed | None = None
+
+    @property
+    def final(self) -> Placed:
+        """The placement the product is composited back from (the output size's)."""
+        return self.full if self.full is not None else self.placed
 
     def check(self) -> None:
         h, w = self.placed.rgb.shape[:2]
@@ -68,6 +77,18 @@ class InpaintShot:
             raise ValueError(
                 f"shot {self.params.shot_id}: placement is {w}x{h}, the shot "
                 f"{self.params.width}x{self.params.height}"
+            )
+        fh, fw = self.final.rgb.shape[:2]
+        if (fw, fh) != self.params.output_size:
+            ow, oh = self.params.output_size
+            raise ValueError(
+                f"shot {self.params.shot_id}: placement at the output size is {fw}x{fh}, "
+                f"the shot's output {ow}x{oh}"
+            )
+        if self.params.hires is not None and self.params.hires.upscale != "lanczos":
+            raise ValueError(
+                f"shot {self.params.shot_id}: a packshot's second pass upscales in pixels "
+                f'(upscale "lanczos"), not {self.params.hires.upscale!r}'
             )
 
 
@@ -143,7 +164,7 @@ class Inpainter:
         pending: list[tuple[int, Future[PackshotOutput]]] = []
         for indices in groups.values():
             first = shots[indices[0]].params
-            size = batch_size_for(g.settings, g.architecture, first.width, first.height)
+            size = batch_size_for(g.settings, g.architecture, *first.output_size)
             for start in range(0, len(indices), size):
                 idx = indices[start : start + size]
                 chunk = [shots[j] for j in idx]
@@ -167,7 +188,7 @@ class Inpainter:
             return PackshotOutput(g.output(shot.params, batch_id, {}, failure=outcome), None, None)
         raw, timings = outcome
         t0 = time.perf_counter()
-        final, fid = composite_checked(raw, shot.placed)
+        final, fid = composite_checked(raw, shot.final)
         t1 = time.perf_counter()
         png = encode_png(final)
         timings = {**timings, "composite": t1 - t0, "encode": time.perf_counter() - t1}
@@ -244,8 +265,43 @@ class Inpainter:
                 generator=generators,
                 output_type="latent",
             ).images
-            g.sync()
-            t2 = time.perf_counter()
-            decoded = g.decode(latents)
+            th = time.perf_counter()
+            hires = first.hires is not None
+            with tiled_vae(g.pipe.vae, on=hires):
+                if hires:  # the second pass, to the output size
+                    latents = self._hires(pipe, chunk, latents, control)
+                g.sync()
+                t2 = time.perf_counter()
+                decoded = g.decode(latents)
             t3 = time.perf_counter()
-        return decoded, {"lora": t_lora, "denoise": t2 - t1, "decode": t3 - t2}
+        timings = {"lora": t_lora, "denoise": th - t1, "decode": t3 - t2}
+        return decoded, {**timings, "hires": t2 - th} if hires else timings
+
+    def _hires(
+        self, pipe: Any, chunk: list[InpaintShot], latents: Any, control: ControlSpec | None
+    ) -> Any:
+        """The native scene upscaled (Lanczos) with the product placed at the output size
+        from its source over it, refined by the same inpainting pipeline at the recorded low
+        strength: the product's core is masked out, so the pass works on the scene."""
+        g = self.generator
+        first = chunk[0].params
+        spec = spec_of([s.params for s in chunk])
+        inits = [packshot_init(im, s.final) for im, s in zip(g.decode(latents), chunk, strict=True)]
+        extra: dict[str, Any] = {}
+        if control is not None:  # the edges of the product placed at the output size
+            extra["control_image"] = [control_image(s.final.rgb, control) for s in chunk]
+            extra["controlnet_conditioning_scale"] = control.scale
+        return pipe(
+            **extra,
+            prompt=[s.params.prompt for s in chunk],
+            negative_prompt=[s.params.negative_prompt for s in chunk],
+            image=inits,
+            mask_image=[Image.fromarray(s.final.inpaint_mask, "L") for s in chunk],
+            width=spec.width,
+            height=spec.height,
+            strength=spec.strength,
+            num_inference_steps=spec.steps,
+            guidance_scale=first.guidance,
+            generator=seeded([s.params for s in chunk]),
+            output_type="latent",
+        ).images

@@ -26,6 +26,18 @@ _MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 _STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
+def cpu_session_options(ort: Any) -> Any:
+    """One intra-op thread that sleeps when idle. The cpu queue scales by worker processes,
+    and onnxruntime's default (a thread per core, spinning between ops) made each cutout
+    burn CPU the other processes needed: measured 0.41 -> 0.31 CPU-s per 2048² cutout."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return opts
+
+
 def load_matte(path: str | Path, size: int = 1024, sha256: str | None = None) -> OnnxMatte:
     """A matte for ``cut_out``; ``CutoutError`` naming the file otherwise (``sha256``: the
     pin the file must match)."""
@@ -47,7 +59,9 @@ def load_matte(path: str | Path, size: int = 1024, sha256: str | None = None) ->
     if sha256 is not None and digest != sha256:
         raise CutoutError(f"{p}: matte model does not match its sha256 pin {sha256[:12]}…")
     try:
-        session = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            str(p), sess_options=cpu_session_options(ort), providers=["CPUExecutionProvider"]
+        )
     except Exception as exc:  # onnxruntime raises its own untyped errors
         raise CutoutError(f"{p}: cannot load the ONNX model: {exc}") from None
     return OnnxMatte(session, size, {"model": p.name, "sha256": digest})

@@ -10,17 +10,25 @@
 - ``inpaint_mask``: 255 = generate. The background plus a seam band ``seam_px`` wide inside the
   product edge, so the model blends the edge and the composite puts the product back over it;
 - ``shadow``: the shadow's opacity (uint8), applied to the generated background at composite.
+
+A shot whose output size differs from the model's (``ShotParams.hires``) is placed at the
+output size; ``downscaled(placed, w, h)`` is the copy of it the model sees.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from math import ceil
 from typing import Any, Literal
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from pipeline.packshot.cutout import Cutout
+
+# The one filter the product is resampled with (when its scale is not 1:1).
+PRODUCT_FILTER = Image.Resampling.LANCZOS
 
 Anchor = Literal["center", "bottom"]
 Shadow = Literal["none", "contact", "drop"]
@@ -67,8 +75,10 @@ def place(cutout: Cutout, spec: PlacementSpec, width: int, height: int) -> Place
 
     The product's size is its hard mask's box (not the feathered alpha's, which is a few
     pixels larger and would make a 1:1 placement resample by ~1.005). At 1:1 the pixels are
-    copied, never resampled; otherwise the source is resampled once (area filter down,
-    bicubic up), the feathered edge with it."""
+    copied, never resampled; otherwise the source is resampled once (``PRODUCT_FILTER``,
+    Lanczos), the feathered edge with it. A shot with an output size apart from the model's
+    is placed at the output size, straight from the source (``downscaled`` then gives the
+    model its canvas)."""
     alpha_src = cutout.alpha
     hard = cutout.mask
     x0, y0, x1, y1 = _bbox(hard if hard.any() else alpha_src > 0)
@@ -106,12 +116,37 @@ def place(cutout: Cutout, spec: PlacementSpec, width: int, height: int) -> Place
     region = rgb[cy0:cy1, cx0:cx1]
     region[:] = blend(prod, region, a)
     core = alpha == 255
-    keep = core.astype(np.uint8)
-    if spec.seam_px > 0:
-        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * spec.seam_px + 1,) * 2)
+    return Placed(rgb, alpha, core, _inpaint_mask(core, spec.seam_px), shadow, box, spec, extent)
+
+
+def _inpaint_mask(core: np.ndarray, seam_px: int) -> np.ndarray:
+    """255 = generate: everything but the core eroded by ``seam_px`` (the seam band)."""
+    keep: np.ndarray = core.astype(np.uint8)
+    if seam_px > 0:
+        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * seam_px + 1,) * 2)
         keep = cv2.erode(keep, k)
-    inpaint_mask = np.where(keep > 0, 0, 255).astype(np.uint8)
-    return Placed(rgb, alpha, core, inpaint_mask, shadow, box, spec, extent)
+    return np.where(keep > 0, 0, 255).astype(np.uint8)
+
+
+def downscaled(placed: Placed, width: int, height: int) -> Placed:
+    """What the model sees of a placement made at the output size: the canvas, alpha and
+    shadow resampled (area filter) to ``width`` x ``height``, the masks taken again there.
+    Only the model reads it; the product is composited back from ``placed`` itself."""
+    h, w = placed.alpha.shape
+    size = (width, height)
+    rgb = cv2.resize(placed.rgb, size, interpolation=cv2.INTER_AREA)
+    alpha = cv2.resize(placed.alpha, size, interpolation=cv2.INTER_AREA)
+    shadow = cv2.resize(placed.shadow, size, interpolation=cv2.INTER_AREA)
+    sx, sy = width / w, height / h
+
+    def scaled(b: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        x0, y0, x1, y1 = b
+        return int(x0 * sx), int(y0 * sy), min(width, ceil(x1 * sx)), min(height, ceil(y1 * sy))
+
+    core = alpha == 255
+    mask = _inpaint_mask(core, placed.spec.seam_px)
+    extent = None if placed.extent is None else scaled(placed.extent)
+    return Placed(rgb, alpha, core, mask, shadow, scaled(placed.box), placed.spec, extent)
 
 
 def _scaled(
@@ -123,10 +158,12 @@ def _scaled(
     if one_to_one:
         return rgb.copy(), alpha.copy()
     size = (max(1, round((sx1 - sx0) * factor)), max(1, round((sy1 - sy0) * factor)))
-    interp = cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC
-    # Linear for the alpha: cubic overshoots and would ring outside the product.
+    # Lanczos (PIL's: a = 3, its support widened when shrinking, so no aliasing), once, from
+    # the source's own pixels. Linear for the alpha: Lanczos overshoots and would ring
+    # outside the product.
+    resized = Image.fromarray(np.ascontiguousarray(rgb), "RGB").resize(size, PRODUCT_FILTER)
     return (
-        cv2.resize(rgb, size, interpolation=interp),
+        np.asarray(resized, np.uint8),
         cv2.resize(alpha, size, interpolation=cv2.INTER_LINEAR),
     )
 

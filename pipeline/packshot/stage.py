@@ -1,7 +1,9 @@
 """The packshot stage as pure functions over arrays: prepare -> (inpaint) -> composite ->
 fidelity. The line calls these; the inpainting itself is ``pipeline.generate.inpaint``.
 
-- ``prepare``: the product cut out of its source image and placed on the shot's canvas.
+- ``prepare``: the product cut out of its source image and placed on the shot's canvas; with
+  an output size apart from the model's (``placed_for_output``), placed at the output size
+  from the source and downscaled for the model.
 - ``composite_checked``: the real product pixels back over a generated scene, and the check
   that, inside the eroded mask, they equal the placed source bit for bit. The one place that
   composites (the inpainter and the stand-in generators' path both call it).
@@ -31,7 +33,7 @@ from pipeline.packshot.fidelity import (
     clip_similarity,
 )
 from pipeline.packshot.onnx_matte import OnnxMatte
-from pipeline.packshot.placement import Placed, PlacementSpec, place
+from pipeline.packshot.placement import Placed, PlacementSpec, downscaled, place
 from pipeline.types import Score
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -67,6 +69,25 @@ def placed_on_canvas(
     """The cutout placed on a ``width`` x ``height`` canvas, or why it cannot be."""
     try:
         return place(cutout, spec, width, height)
+    except (ValueError, cv2.error) as exc:
+        return f"placement of {what}: {exc}"
+
+
+def placed_for_output(
+    cutout: Cutout,
+    spec: PlacementSpec,
+    model_size: tuple[int, int],
+    output_size: tuple[int, int],
+    what: str,
+) -> tuple[Placed, Placed] | str:
+    """``(canvas, placed)``: the product placed at the output size straight from its source
+    (resampled once, or copied at 1:1), and the model's canvas, a downscaled copy of it (the
+    same placement when the sizes are equal). Or why it cannot be placed."""
+    placed = placed_on_canvas(cutout, spec, *output_size, what)
+    if isinstance(placed, str) or output_size == model_size:
+        return placed if isinstance(placed, str) else (placed, placed)
+    try:
+        return downscaled(placed, *model_size), placed
     except (ValueError, cv2.error) as exc:
         return f"placement of {what}: {exc}"
 

@@ -18,9 +18,12 @@ caller built once, and ``http(s)://`` through urllib3 with:
 
 from __future__ import annotations
 
+import contextlib
 import mimetypes
 import os
 import re
+import socket
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,11 +199,53 @@ def _fetch_s3(url: str, policy: FetchPolicy, client: Any, etag: str | None) -> F
 # --- HTTP ------------------------------------------------------------------------------------
 
 
+class _Watchdog:
+    """Shuts the hop's socket down at the deadline. ``http.client`` reads the status line and
+    the headers with one blocking ``recv`` per buffer, each bounded by the read timeout but not
+    in total, so a server that drips header bytes could otherwise hold a fetch thread for
+    hours; shutting the socket down wakes that ``recv`` wherever it is."""
+
+    def __init__(self, seconds: float) -> None:
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self.fired = False
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+
+    def watch(self, sock: socket.socket | None) -> None:
+        with self._lock:
+            self._sock = sock
+            fired = self.fired
+        if fired:
+            self._shut(sock)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            sock = self._sock
+        self._shut(sock)
+
+    @staticmethod
+    def _shut(sock: socket.socket | None) -> None:
+        if sock is not None:
+            # Already closed: nothing left to wake.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def __enter__(self) -> _Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._timer.cancel()
+
+
 def _pool(
-    scheme: str, address: str, port: int, host: str, timeout: urllib3.Timeout
+    scheme: str, address: str, port: int, host: str, timeout: urllib3.Timeout, dog: _Watchdog
 ) -> urllib3.HTTPConnectionPool:
+    pool: urllib3.HTTPConnectionPool
     if scheme == "https":
-        return urllib3.HTTPSConnectionPool(
+        pool = urllib3.HTTPSConnectionPool(
             address,
             port,
             timeout=timeout,
@@ -209,7 +254,19 @@ def _pool(
             assert_hostname=host,
             cert_reqs="CERT_REQUIRED",
         )
-    return urllib3.HTTPConnectionPool(address, port, timeout=timeout, retries=False)
+    else:
+        pool = urllib3.HTTPConnectionPool(address, port, timeout=timeout, retries=False)
+    base = pool.ConnectionCls
+
+    class Watched(base):  # type: ignore[valid-type,misc]
+        """The pool's own connection class, handing its socket to the watchdog once open."""
+
+        def connect(self) -> None:
+            super().connect()
+            dog.watch(self.sock)
+
+    pool.ConnectionCls = Watched
+    return pool
 
 
 def _fetch_http(
@@ -248,29 +305,34 @@ def _fetch_http(
         if last_modified and not etag:
             headers["If-Modified-Since"] = last_modified
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        pool = _pool(scheme, address, port, host, timeout)
-        try:
-            resp = pool.urlopen(
-                "GET", target, headers=headers, redirect=False, preload_content=False
-            )
+        dog = _Watchdog(left)
+        pool = _pool(scheme, address, port, host, timeout, dog)
+        with dog:
             try:
-                if resp.status in _REDIRECTS:
-                    location = resp.headers.get("Location")
-                    if not location:
-                        raise FetchError(url, f"HTTP {resp.status} without a Location{via}")
-                    current = urljoin(current, location)
-                    continue
-                return _http_body(url, current, resp, policy, deadline, etag, via)
+                resp = pool.urlopen(
+                    "GET", target, headers=headers, redirect=False, preload_content=False
+                )
+                try:
+                    # A shut-down socket reads as the end of the headers, not as an error.
+                    if dog.fired:
+                        raise FetchError(url, _overtime(policy))
+                    if resp.status in _REDIRECTS:
+                        location = resp.headers.get("Location")
+                        if not location:
+                            raise FetchError(url, f"HTTP {resp.status} without a Location{via}")
+                        current = urljoin(current, location)
+                        continue
+                    return _http_body(url, current, resp, policy, deadline, etag, via)
+                finally:
+                    resp.release_conn()
+            except FetchError:
+                raise
+            except (Urllib3Error, OSError) as exc:
+                if dog.fired or time.monotonic() >= deadline:
+                    raise FetchError(url, _overtime(policy)) from None
+                raise FetchError(url, f"{_net_reason(exc)}{via}") from None
             finally:
-                resp.release_conn()
-        except FetchError:
-            raise
-        except (Urllib3Error, OSError) as exc:
-            if time.monotonic() >= deadline:
-                raise FetchError(url, _overtime(policy)) from None
-            raise FetchError(url, f"{_net_reason(exc)}{via}") from None
-        finally:
-            pool.close()
+                pool.close()
     raise FetchError(url, f"more than {policy.max_redirects} redirects")
 
 

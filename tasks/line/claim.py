@@ -27,7 +27,7 @@ from catalog.shots import (
 from pipeline.failures import FailureKind
 from pipeline.packshot.records import PackshotPlan, PackshotRecord
 from pipeline.storage import BlobInfo
-from pipeline.types import ProvenanceInfo, ShotParams
+from pipeline.types import HiresSpec, ProvenanceInfo, ShotParams
 from tasks.context import WorkerContext
 from tasks.line.results import LineResult
 
@@ -44,17 +44,25 @@ class PackshotShot:
     plan: PackshotPlan
     width: int
     height: int
+    # The output size when it differs from the model's (``shots.hires``); None: the same.
+    output: tuple[int, int] | None = None
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        return self.output or (self.width, self.height)
 
     @classmethod
     def of(cls, shot: Shot) -> PackshotShot | None:
         if shot.source_image_id is None:
             return None
+        hires = HiresSpec.from_json(shot.hires)
         return cls(
             shot.id,
             int(shot.source_image_id),
             PackshotPlan.from_json(shot.packshot),
             int(shot.width),
             int(shot.height),
+            None if hires is None else (hires.width, hires.height),
         )
 
 

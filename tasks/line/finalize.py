@@ -200,6 +200,10 @@ def put_mask(ctx: WorkerContext, png: bytes) -> tuple[str, str]:
     return key, sha
 
 
+def _downscaled(job: PackshotJob) -> bool:
+    return job.canvas is not None and job.canvas is not job.placed
+
+
 def packshot_record(ctx: WorkerContext, job: PackshotJob, exact: Fidelity) -> PackshotRecord:
     """Store the cutout mask and the placed canvas and alpha (off the GPU thread); what the
     shot records about them."""
@@ -208,7 +212,14 @@ def packshot_record(ctx: WorkerContext, job: PackshotJob, exact: Fidelity) -> Pa
     alpha_key, _ = put_mask(ctx, _png(job.placed.alpha, "L"))
     return PackshotRecord(
         cutout={**job.cutout.lineage(), "mask_key": cut_key, "mask_png_sha256": cut_sha},
-        placed={**job.placed.lineage(), "image_key": placed_key, "alpha_key": alpha_key},
+        placed={
+            **job.placed.lineage(),
+            # The model's canvas, where the output size differs (the product was placed at
+            # the output size from its source; the model saw a downscaled copy).
+            **({"model_size": list(job.model_canvas.rgb.shape[1::-1])} if _downscaled(job) else {}),
+            "image_key": placed_key,
+            "alpha_key": alpha_key,
+        },
         source_sha256=job.source.sha256,
         fidelity={"exact": exact.to_json()},
     )

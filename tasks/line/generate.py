@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from catalog.models import ShotState
 from catalog.shots import lock_shots
@@ -31,6 +32,9 @@ from tasks.context import WorkerContext
 from tasks.line.claim import hand_back_all
 from tasks.line.prepare import PackshotJob
 from tasks.line.results import LineResult, transient_errors
+
+if TYPE_CHECKING:
+    from pipeline.generate.inpaint import InpaintShot
 
 log = logging.getLogger(__name__)
 S = ShotState
@@ -59,7 +63,7 @@ def gpu_batches(
     def size_for(model_id: str, first: ShotParams) -> int:
         loaded = ctx.loaded_generator(model_id)
         arch = loaded.architecture if loaded is not None else ""
-        return batch_size_for(ctx.settings, arch, first.width, first.height)
+        return batch_size_for(ctx.settings, arch, *first.output_size)
 
     return plan_gpu_batches(params, keys, size_for)
 
@@ -122,12 +126,19 @@ def _generate_packshots(
         for out in generator.generate(batch.shots, batch_id=batch_id):
             _keep(out, _composite_stand_in(out, jobs[out.shot_id]), generated)
         return
-    from pipeline.generate.inpaint import InpaintShot
-
     control = ControlSpec.from_json(jobs[batch.shots[0].shot_id].plan.controlnet)
-    shots = [InpaintShot(p, jobs[p.shot_id].placed) for p in batch.shots]
+    shots = [_inpaint_shot(p, jobs[p.shot_id]) for p in batch.shots]
     for res in inpainter.generate(shots, batch_id=batch_id, control=control):
         _keep(res.output, res.fidelity, generated)
+
+
+def _inpaint_shot(params: ShotParams, job: PackshotJob) -> InpaintShot:
+    """The inpainter's shot: the model's canvas, and the placement at the output size when
+    it differs (the second pass starts from it and the product goes back from it)."""
+    from pipeline.generate.inpaint import InpaintShot
+
+    full = job.placed if job.model_canvas is not job.placed else None
+    return InpaintShot(params, job.model_canvas, full)
 
 
 def _composite_stand_in(out: GenerationOutput, job: PackshotJob) -> Fidelity | None:

@@ -19,6 +19,8 @@ import uuid
 from concurrent.futures import Future
 from typing import Literal
 
+from catalog.models import ShotState
+from pipeline.failures import Failure
 from pipeline.generate.batching import GpuBatch
 from pipeline.types import Gate
 from tasks import metrics
@@ -38,7 +40,7 @@ from tasks.line.finalize import (
 from tasks.line.generate import generate_batch, gpu_batches
 from tasks.line.prepare import PackshotJob, prepare_batch
 from tasks.line.publish import publish
-from tasks.line.record import record_gated
+from tasks.line.record import fail_shots, record_gated
 from tasks.line.results import LineResult, transient_errors
 from tasks.line.score import decide_by_brand, load_raws
 
@@ -174,7 +176,9 @@ def gate_shots(ctx: WorkerContext, shot_ids: list[int]) -> LineResult:
     the_gate = ctx.gate()
     images = load_raws(ctx, claim)
     infos = {sid: shot.info for sid, shot in claim.shots.items()}
-    decisions = decide_by_brand(ctx, the_gate, infos, claim.brand_rows, images)
+    refused: dict[int, Failure] = {}
+    decisions = decide_by_brand(ctx, the_gate, infos, claim.brand_rows, images, refused=refused)
+    result.failed += fail_shots(ctx, refused, (ShotState.generated,))
     provenance = {sid: shot.provenance for sid, shot in claim.shots.items()}
     placements: dict[int, Placement | None] = {
         sid: stored_placement(ctx, shot.packshot.mask_keys) if shot.packshot else None

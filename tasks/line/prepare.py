@@ -18,7 +18,7 @@ from pipeline.images import ImageError
 from pipeline.packshot.cutout import Cutout, CutoutError
 from pipeline.packshot.placement import Placed
 from pipeline.packshot.records import PackshotPlan
-from pipeline.packshot.stage import cut, placed_on_canvas
+from pipeline.packshot.stage import cut, placed_for_output
 from pipeline.sources.decode import DecodedSource, decode_source
 from pipeline.types import ShotParams
 from tasks.context import WorkerContext
@@ -43,8 +43,15 @@ class PackshotJob:
     shot_id: int
     source: PackshotSource
     cutout: Cutout
-    placed: Placed
+    placed: Placed  # at the output size: what the product is composited back from
     plan: PackshotPlan
+    # What the model sees: the shot's width x height (``placed`` downscaled when the output
+    # size differs, else ``placed`` itself).
+    canvas: Placed | None = None
+
+    @property
+    def model_canvas(self) -> Placed:
+        return self.canvas if self.canvas is not None else self.placed
 
 
 def _unusable(reason: str) -> Failure:
@@ -123,15 +130,20 @@ def prepare_jobs(
         placed = (
             cutout
             if isinstance(cutout, str)
-            else placed_on_canvas(
-                cutout, shot.plan.placement_spec(), shot.width, shot.height, src.url
+            else placed_for_output(
+                cutout,
+                shot.plan.placement_spec(),
+                (shot.width, shot.height),
+                shot.output_size,
+                src.url,
             )
         )
         if isinstance(cutout, str) or isinstance(placed, str):
             reason = cutout if isinstance(cutout, str) else str(placed)
             errors[shot.shot_id] = Failure(FailureKind.cutout_refused, reason)
             continue
-        jobs[shot.shot_id] = PackshotJob(shot.shot_id, src, cutout, placed, shot.plan)
+        canvas, full = placed
+        jobs[shot.shot_id] = PackshotJob(shot.shot_id, src, cutout, full, shot.plan, canvas)
     return jobs, errors
 
 

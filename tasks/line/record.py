@@ -35,13 +35,16 @@ if TYPE_CHECKING:
 S = ShotState
 
 
-def fail_shots(ctx: WorkerContext, errors: Mapping[int, Failure]) -> list[int]:
-    """``generating`` shots that cannot run (a bad input: retrying would fetch the same
-    404) end ``failed`` with their reason and kind. Returns their ids."""
+def fail_shots(
+    ctx: WorkerContext, errors: Mapping[int, Failure], states: tuple[S, ...] = (S.generating,)
+) -> list[int]:
+    """Shots (``generating`` unless ``states`` says otherwise) that cannot run (a bad input:
+    retrying would fetch the same 404) end ``failed`` with their reason and kind. Returns
+    their ids."""
     if not errors:
         return []
     with ctx.sessions.begin() as s:
-        shots = lock_shots(s, list(errors), (S.generating,))
+        shots = lock_shots(s, list(errors), states)
         for shot in shots:
             mark_failed(shot, errors[shot.id].reason, errors[shot.id].kind)
         return [shot.id for shot in shots]

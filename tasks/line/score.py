@@ -13,6 +13,8 @@ from typing import Any
 from PIL import Image
 
 from catalog.shots import ShotInfo
+from pipeline.failures import Failure, FailureKind
+from pipeline.gate.policy import GateModelError
 from pipeline.images import decode_image
 from pipeline.types import FilterDecision, Gate, GateItem
 from tasks.context import WorkerContext
@@ -26,15 +28,26 @@ def decide_by_brand(
     brand_rows: Mapping[str, dict[str, Any]],
     images: Mapping[int, Image.Image],
     pixels: Mapping[int, Any] | None = None,
+    refused: dict[int, Failure] | None = None,
 ) -> dict[int, FilterDecision]:
     """One ``Gate.check`` batch per brand, under that brand's policy. ``pixels`` are the
-    images' device tensors where the generator still holds them (the GPU host)."""
+    images' device tensors where the generator still holds them (the GPU host).
+
+    With ``refused``, a brand whose policy needs a model this host lacks (``GateModelError``)
+    puts its shots there as ``model_load`` failures and the other brands are still decided;
+    without it the error propagates (the GPU host hands the batch to the cpu queue)."""
     by_brand: dict[str, list[int]] = defaultdict(list)
     for sid in images:
         by_brand[infos[sid].brand].append(sid)
     decisions: dict[int, FilterDecision] = {}
     for brand, ids in by_brand.items():
-        policy = the_gate.policy_for(ctx.brand_config(brand, brand_rows.get(brand)))
+        try:
+            policy = the_gate.policy_for(ctx.brand_config(brand, brand_rows.get(brand)))
+        except GateModelError as exc:
+            if refused is None:
+                raise
+            refused.update((sid, Failure(FailureKind.model_load, str(exc))) for sid in ids)
+            continue
         items = [
             GateItem(sid, images[sid], infos[sid].product_text, (pixels or {}).get(sid))
             for sid in ids

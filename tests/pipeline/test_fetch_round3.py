@@ -17,10 +17,9 @@ from pipeline.sources.fetch import FetchError, FetchPolicy, allowed_s3_buckets, 
 from tests.image_server import image_server
 
 
-@pytest.fixture
-def drip_server() -> Iterator[str]:
-    """Headers at once, then one byte every 0.1 s for 6 s, no Content-Length, no chunking:
-    every read gets a byte well inside the read timeout."""
+def _drip(head: bytes, drip: bytes) -> Iterator[str]:
+    """A server that sends ``head`` at once, then ``drip`` every 0.1 s for 6 s: every read
+    gets a byte well inside the read timeout."""
     lsock = socket.socket()
     lsock.bind(("127.0.0.1", 0))
     lsock.listen(4)
@@ -35,12 +34,12 @@ def drip_server() -> Iterator[str]:
                 continue
             with conn:
                 conn.recv(4096)
-                conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: image/png\r\n\r\n")
+                conn.sendall(head)
                 for _ in range(60):
                     if stop.is_set():
                         break
                     try:
-                        conn.sendall(b"x")
+                        conn.sendall(drip)
                     except OSError:
                         break
                     time.sleep(0.1)
@@ -53,6 +52,32 @@ def drip_server() -> Iterator[str]:
         stop.set()
         thread.join(5)
         lsock.close()
+
+
+@pytest.fixture
+def drip_server() -> Iterator[str]:
+    """Headers at once, then the body one byte at a time (no Content-Length, no chunking)."""
+    yield from _drip(b"HTTP/1.0 200 OK\r\nContent-Type: image/png\r\n\r\n", b"x")
+
+
+@pytest.fixture
+def header_drip_server() -> Iterator[str]:
+    """The status line at once, then one header line after another, never the blank line
+    that ends them: ``http.client`` reads headers with no deadline of its own."""
+    yield from _drip(b"HTTP/1.0 200 OK\r\n", b"X-Slow: 1\r\n")
+
+
+def test_header_drip_ends_at_the_total_deadline(header_drip_server: str) -> None:
+    policy = FetchPolicy(
+        allow_hosts=("127.0.0.1",), read_timeout_s=2.0, connect_timeout_s=1.0, total_timeout_s=1.0
+    )
+    started = time.monotonic()
+    with pytest.raises(FetchError, match="timed out") as err:
+        fetch(header_drip_server, policy)
+    # Before: the headers ran until the server gave up (6 s here; with 100 header lines of
+    # up to 64 KiB allowed, hours against a slow enough drip), whatever the deadline said.
+    assert time.monotonic() - started < 2.0
+    assert str(err.value).startswith(f"{header_drip_server}: ") and "\n" not in str(err.value)
 
 
 def test_slow_drip_ends_at_the_total_deadline(drip_server: str) -> None:

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -32,9 +33,13 @@ from tasks.context import reset_contexts
 from tests.conftest import ROOT, create_pg_database, drop_pg_database_later, free_port
 from tests.factories import make_brand, make_product, make_shot
 
-# Dedicated to these tests and flushed before each one; SHOTLINE_TEST_FLEET_REDIS_DB lets two
-# suites share one redis-server without consuming each other's messages.
-FLEET_REDIS_DB = int(os.environ.get("SHOTLINE_TEST_FLEET_REDIS_DB", "11"))
+# Fleet tests get a Redis db of their own, flushed before each test. Two test runs on one
+# redis-server (two worktrees, a run beside CI) must not consume each other's messages, so
+# each run leases a free db from these (a key in db 0 that expires if the run is killed);
+# SHOTLINE_TEST_FLEET_REDIS_DB pins one instead. 7, 9 and 13 are left to other tests and
+# the benchmarks.
+FLEET_REDIS_DBS = (11, 12, 14, 15, 10, 8, 6, 5, 4, 3, 2, 1)
+FLEET_LEASE_S = 3 * 3600
 TERMINAL = {ShotState.rejected, ShotState.published, ShotState.failed}
 
 
@@ -276,9 +281,31 @@ def pg_db() -> Iterator[str]:
     drop_pg_database_later(url)
 
 
+@pytest.fixture(scope="session")
+def fleet_redis_db(redis_url: str) -> Iterator[int]:
+    """This run's fleet db: pinned by SHOTLINE_TEST_FLEET_REDIS_DB, else leased."""
+    pinned = os.environ.get("SHOTLINE_TEST_FLEET_REDIS_DB")
+    if pinned:
+        yield int(pinned)
+        return
+    leases = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/0")
+    owner = f"{socket.gethostname()}:{os.getpid()}"
+    for db in FLEET_REDIS_DBS:
+        key = f"shotline-test:fleet-db:{db}"
+        if leases.set(key, owner, nx=True, ex=FLEET_LEASE_S):
+            break
+    else:
+        pytest.fail(f"no free Redis db for the fleet tests among {FLEET_REDIS_DBS}")
+    try:
+        yield db
+    finally:
+        if leases.get(key) == owner.encode():
+            leases.delete(key)
+
+
 @pytest.fixture
-def fleet_redis(redis_url: str) -> Iterator[str]:
-    url = redis_url.rsplit("/", 1)[0] + f"/{FLEET_REDIS_DB}"
+def fleet_redis(redis_url: str, fleet_redis_db: int) -> Iterator[str]:
+    url = redis_url.rsplit("/", 1)[0] + f"/{fleet_redis_db}"
     client = redis.Redis.from_url(url)
     client.flushdb()
     yield url

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import itertools
+import shutil
 import threading
 from collections import Counter
 from pathlib import Path
@@ -17,6 +18,7 @@ from sqlalchemy import select
 
 from catalog import migrate
 from catalog.models import FilterResult, Generation, Shot, Watermark
+from pipeline.gate.policy import GateModelError
 from pipeline.settings import Settings
 from pipeline.types import FinalImage, Gate, ProvenanceInfo
 from tasks.context import context_for, reset_contexts
@@ -205,3 +207,43 @@ def test_a_host_that_cannot_load_the_gate_leaves_gating_to_the_cpu_queue(
     )
     assert run_line(settings, progress=False).counts == {"pending_review": 2}
     assert len(loads) == 2 and len(_generations(settings, ids)) == 4  # not tried again
+
+
+class _NoNsfwHereGate(PassThroughGate):
+    """The stand-in gate, on a host where Open-NSFW is not installed: the brand that asks for
+    it is refused the way ``ClipGate.policy_for`` refuses it."""
+
+    def policy_for(self, brand: Any) -> str:
+        if brand.name == "acme":
+            raise GateModelError(
+                "the brand asks for open_nsfw but it is not installed in /models: "
+                "run `shotline gate install-nsfw`"
+            )
+        return super().policy_for(brand)
+
+
+def no_nsfw_here_gate(settings: Settings) -> Gate:
+    return _NoNsfwHereGate()
+
+
+def test_a_gate_model_missing_fails_its_brands_shots_once_not_by_retries(
+    tmp_settings: Settings, tmp_path: Path
+) -> None:
+    brands = tmp_path / "brands"
+    shutil.copytree(tmp_settings.brands_dir, brands)
+    (brands / "other.yaml").write_text((brands / "acme.yaml").read_text().replace("acme", "other"))
+    gate = "tests.tasks.test_host_gate:no_nsfw_here_gate"
+    settings = _settings(tmp_settings, gate_factory=gate, brands_dir=brands)
+    refused = seed_shots(settings, 3)
+    decided = seed_shots(settings, 2, brand="other")
+    summary = run_line(settings, progress=False)
+    # Before: the GateError was retried as a generic error, then left the shots in
+    # ``generated`` with no reason anyone could read; the other brand's shots with them.
+    assert summary.counts == {"failed": 3, "pending_review": 2}
+    with context_for(settings).sessions() as s:
+        rows = {sh.id: sh for sh in s.scalars(select(Shot).where(Shot.id.in_(refused + decided)))}
+    for sid in refused:
+        assert rows[sid].state == "failed" and rows[sid].error_kind == "model_load"
+        assert "shotline gate install-nsfw" in (rows[sid].error or "")
+        assert rows[sid].attempts <= 1
+    assert {rows[sid].state for sid in decided} == {"pending_review"}

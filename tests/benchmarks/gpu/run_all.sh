@@ -6,6 +6,7 @@
 #   run(command="bash tests/benchmarks/gpu/run_all.sh shakedown sd15", carry=["var/wheels"], timeout_s=560)
 #   run(command="bash tests/benchmarks/gpu/run_all.sh sdxl", carry=["var/wheels"], timeout_s=400)
 #   run(command="bash tests/benchmarks/gpu/run_all.sh gate", carry=["var/wheels"], timeout_s=360)
+#   run(command="bash tests/benchmarks/gpu/run_all.sh hires", carry=["var/wheels"], timeout_s=360)
 # (all three stages in one call need ~11 min, over the 10-minute limit of one command.)
 # Here, on the CPU, the same stages at tiny sizes (catches typos before GPU time is spent):
 #   tests/benchmarks/gpu/run_all.sh --cpu
@@ -35,6 +36,7 @@ if [[ $MODE == cuda ]]; then
   T_SHAKE=${T_SHAKE:-270} T_SD15=${T_SD15:-270} T_SDXL=${T_SDXL:-360}
   SD15=(--arch sd15 --batches 8) SDXL=(--arch sdxl --batches 4)
   T_GATE=${T_GATE:-300} GATE=(--device cuda --arch sd15 --clip ViT-L-14 --batch 8 --batches 4)
+  T_HIRES=${T_HIRES:-300} HIRES=(--device cuda --arch sd15 --out 2048 --batch 1 --iters 2)
 else
   PY=${PY:-.venv/bin/python}
   export PYTHONPATH=$PWD
@@ -43,6 +45,7 @@ else
   T_SHAKE=${T_SHAKE:-300} T_SD15=${T_SD15:-200} T_SDXL=${T_SDXL:-200}
   SD15=(--arch tiny --batches 2) SDXL=(--arch tiny --batches 1)
   T_GATE=${T_GATE:-200} GATE=(--device cpu --arch tiny --clip tiny)
+  T_HIRES=${T_HIRES:-200} HIRES=(--device cpu --quick)
 fi
 "$PY" -c "import torch, diffusers, transformers; print('torch', torch.__version__, \
 'diffusers', diffusers.__version__, 'transformers', transformers.__version__, \
@@ -65,7 +68,11 @@ for stage in "${STAGES[@]}"; do
     sd15-nocache) timeout "$T_SD15" "$PY" tests/benchmarks/bench_generate.py "${BENCH[@]}" \
             "${SD15[@]}" --no-prompt-cache --json-out "$DEST/bench_sd15-nocache.json" \
             >"$DEST/bench_sd15-nocache.log" 2>&1 ;;
-    *) echo "run_all: unknown stage $stage (shakedown, sd15, sdxl, gate, sd15-nocache)"; exit 2 ;;
+    # Issue 26: images/hour at 2048² (native 512 + hires pass) vs generation alone at 512.
+    hires) timeout "$T_HIRES" "$PY" tests/benchmarks/bench_hires.py "${HIRES[@]}" \
+            --json-out "$DEST/hires.json" >"$DEST/bench_hires.log" 2>&1 ;;
+    *) echo "run_all: unknown stage $stage (shakedown, sd15, sdxl, gate, hires, sd15-nocache)"
+       exit 2 ;;
   esac
   rc=$?
   echo "== $stage: exit $rc in $(( $(date +%s) - start )) s (124 = time box hit)"
