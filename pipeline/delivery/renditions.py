@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import struct
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -154,15 +156,7 @@ def encode(image: Image.Image, fmt: str, quality: int, xmp: bytes | None) -> byt
     buf = io.BytesIO()
     kwargs: dict[str, Any] = {"icc_profile": srgb_profile()}
     if fmt == "png":
-        from PIL.PngImagePlugin import PngInfo
-
-        info = PngInfo()
-        if xmp is not None:
-            info.add_itxt("XML:com.adobe.xmp", xmp.decode("utf-8"), zip=False)
-        # zlib's RLE strategy: within 1-2 % of the default's size after PNG's row filters
-        # and about twice as fast (issue 25's 0.15 CPU-s per master, three renditions).
-        image.save(buf, "PNG", pnginfo=info, compress_level=6, compress_type=3, **kwargs)
-        return buf.getvalue()
+        return _png(image, xmp)
     if xmp is not None:
         kwargs["xmp"] = xmp
     if fmt == "jpeg":  # 4:4:4: subsampling blurs what the watermark and the product need
@@ -171,6 +165,36 @@ def encode(image: Image.Image, fmt: str, quality: int, xmp: bytes | None) -> byt
         # method 2 (of 0-6): half of method 4's encode time, files of the same size here.
         image.save(buf, "WEBP", quality=quality, method=2, **kwargs)
     return buf.getvalue()
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _png(image: Image.Image, xmp: bytes | None) -> bytes:
+    """PNG by libpng (OpenCV: its row filters and zlib's RLE strategy, 28 ms at 819x1024
+    against Pillow's 36-40; within 3 % of Pillow's default size), with the sRGB profile
+    (``iCCP``) and the XMP packet (uncompressed ``iTXt``, the keyword XMP readers look for)
+    put right after ``IHDR``, where the format requires ``iCCP``."""
+    import cv2
+    import numpy as np
+
+    bgr = cv2.cvtColor(np.asarray(image.convert("RGB")), cv2.COLOR_RGB2BGR)
+    params = [
+        cv2.IMWRITE_PNG_COMPRESSION,
+        6,
+        cv2.IMWRITE_PNG_STRATEGY,
+        cv2.IMWRITE_PNG_STRATEGY_RLE,
+    ]
+    ok, encoded = cv2.imencode(".png", bgr, params)
+    if not ok:
+        raise RenditionError(f"PNG encoding failed for a {image.width}x{image.height} image")
+    data = encoded.tobytes()
+    ihdr_end = 8 + 8 + 13 + 4  # signature, IHDR length + type, IHDR body, CRC
+    extra = _chunk(b"iCCP", b"sRGB\0\0" + zlib.compress(srgb_profile()))
+    if xmp is not None:
+        extra += _chunk(b"iTXt", b"XML:com.adobe.xmp\0\0\0\0\0" + xmp)
+    return data[:ihdr_end] + extra + data[ihdr_end:]
 
 
 def _encode_capped(image: Image.Image, spec: RenditionSpec, xmp: bytes | None) -> tuple[bytes, int]:
