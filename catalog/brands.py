@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -27,3 +29,9 @@ def upsert_brand(session: Session, cfg: BrandConfig) -> Brand:
 
 def get_brand(session: Session, name: str) -> Brand | None:
     return session.scalar(select(Brand).where(Brand.name == name))
+
+
+def all_brands(session: Session) -> list[tuple[int, str, dict[str, Any]]]:
+    """(id, name, stored config) of every brand, by id."""
+    rows = session.execute(select(Brand.id, Brand.name, Brand.config).order_by(Brand.id))
+    return [(bid, name, dict(config or {})) for bid, name, config in rows.all()]

@@ -3,9 +3,11 @@
 ``lineage_for(session, ref)`` resolves REF with this rule (first match wins):
 
 1. ``asset:ID`` -> that asset's shot; ``shot:ID`` -> that shot; ``sku:SKU`` -> that sku;
-2. ``s3://bucket/key`` or any text containing ``/`` -> a blob key: a published asset key,
-   a gated (final) image key or a raw generation key. A key with extra leading parts
-   (for example the S3 prefix) is matched by dropping leading parts one at a time;
+2. ``s3://bucket/key``, a public ``https://`` URL (``SHOTLINE_PUBLIC_BASE_URL`` + key,
+   percent-decoded) or any text containing ``/`` -> a blob key: a published asset key, a
+   channel rendition's key, a gated (final) image key or a raw generation key. A key with
+   extra leading parts (the S3 prefix, the URL's base path) is matched by dropping leading
+   parts one at a time;
 3. anything else -> a sku: the product key (Shopify handle, GMC item group...) or a variant
    sku; every shot of it, in every brand.
 
@@ -20,6 +22,7 @@ import json
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import String, cast, func, select, text
 from sqlalchemy.orm import Session, selectinload
@@ -29,6 +32,7 @@ from catalog.delivery.lineage import delivery_json
 from catalog.embeddings import EmbeddingError, nearest_assets
 from catalog.models import (
     Asset,
+    AssetRendition,
     Brand,
     FilterResult,
     Generation,
@@ -42,6 +46,7 @@ from catalog.packshots.source_lineage import packshot_json
 from catalog.review import current_review_state, event_json, shot_sku
 from catalog.shots import id_chunks, lineage_loads
 from catalog.training import get_training, trainings_for_pins
+from pipeline.types import WATERMARK_OMITTED_WHITE
 
 
 class LineageError(LookupError):
@@ -230,7 +235,11 @@ def _filter_json(fr: FilterResult) -> dict[str, Any]:
 
 
 def _watermark_json(wm: Watermark) -> dict[str, Any]:
+    note = None
+    if wm.method == WATERMARK_OMITTED_WHITE:
+        note = "omitted (white_background slot: the product is too small to carry the mark)"
     return {
+        "note": note,
         "method": wm.method,
         "payload": wm.payload,
         "verified": wm.verified,
@@ -262,10 +271,11 @@ def shot_lineage(session: Session, shot_id: int) -> dict[str, Any] | None:
 
 
 def _int_ref(ref: str, kind: str) -> int:
-    try:
-        value = int(ref)
-    except ValueError:
-        raise LineageError(f"{kind}:{ref}: not a number") from None
+    # ASCII digits only: int() also takes "١٢", " 12", "+1" and "1_000", and "²" passes
+    # str.isdigit() but makes int() raise.
+    if not (ref.isascii() and ref.isdigit()):
+        raise LineageError(f"{kind}:{ref}: not a number")
+    value = int(ref)
     if not 1 <= value <= MAX_ROW_ID:
         raise LineageError(f"{kind}:{ref}: ids run from 1 to {MAX_ROW_ID}")
     return value
@@ -276,6 +286,7 @@ def _shots_for_key(session: Session, key: str) -> list[int]:
         return []
     for column, id_col in (
         (Asset.key, Asset.shot_id),
+        (AssetRendition.key, AssetRendition.shot_id),
         (Watermark.image_key, Watermark.shot_id),
         (Generation.blob_key, Generation.shot_id),
     ):
@@ -304,6 +315,9 @@ def _resolve(session: Session, ref: str) -> tuple[str, list[int]]:
         key = ref
         if key.startswith("s3://"):
             key = key[len("s3://") :].partition("/")[2]
+        elif key.startswith(("https://", "http://")):
+            # A feed's URL: the key is its path, percent-encoded (RFC 3986) by public_url.
+            key = unquote(urlsplit(key).path)
         parts = key.strip("/").split("/")
         # Drop leading parts (a bucket, the S3 prefix) until a stored key matches.
         for i in range(len(parts)):
@@ -328,7 +342,11 @@ def _shots_for_sku(session: Session, ref: str, sku: str) -> list[int]:
     # one of its visual variant's ``skus``), never a LIKE over every shot's JSON cast to text.
     ids.update(session.scalars(select(Shot.id).where(_variant_has_sku(session, sku))))
     if not ids:
-        hint = " (a bare number is a sku: write shot:N or asset:N)" if sku.isdigit() else ""
+        hint = (
+            " (a bare number is a sku: write shot:N or asset:N)"
+            if sku.isascii() and sku.isdigit()
+            else ""
+        )
         raise LineageError(f"{ref}: no shots for this sku{hint}")
     return sorted(ids)
 
@@ -542,8 +560,8 @@ def _asset_id(session: Session, ref: str) -> int:
     text = ref.strip()
     if text.startswith("asset:"):
         return _int_ref(text[len("asset:") :], "asset")
-    if text.isdigit():
-        return int(text)
+    if text.isascii() and text.isdigit():
+        return _int_ref(text, "asset")
     key = text.split("/", 3)[3] if text.startswith("s3://") and text.count("/") >= 3 else text
     found = session.scalar(select(Asset.id).where(Asset.key == key))
     if found is None:

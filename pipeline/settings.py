@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     # Public base URL of the store (a CDN or bucket website): export URLs are this + the
     # object key, stable for given bytes. Exports refuse to run without it.
     public_base_url: str | None = None
+    # How often beat looks for brands whose channels name a ``feed`` and rewrites the feeds
+    # that new publications, recalls or imports changed (0: never).
+    feed_interval_s: float = Field(default=600.0, ge=0)
 
     # --- source images (packshots named by the catalog) ------------------------------
     # Local paths and file:// URLs are fetched only from under these folders.

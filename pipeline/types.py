@@ -142,14 +142,22 @@ class GenerationOutput:
     pixels: Any = field(default=None, compare=False, repr=False)
 
 
+# watermarks.method of a white_background slot's shot whose product is too small to carry
+# the mark once its pure-white background is kept exact: published unmarked, and saying so.
+WATERMARK_OMITTED_WHITE = "omitted-white-bg"
+
+
 @dataclass(frozen=True)
 class KeepPixels:
-    """Pixels the final file must carry exactly: a packshot's product core. The watermark is
-    embedded in the rest of the image (the generated scene), so the product's own pixels are
+    """Pixels the final file must carry exactly: a packshot's product core, and for a shot
+    whose slot demands a white background (``white_background``) the image's own pure-white
+    pixels. The watermark is embedded in the rest of the image (the generated scene, the
+    product), so the product's own pixels and the marketplace's RGB 255 background are
     published byte for byte."""
 
-    rgb: np.ndarray  # (H, W, 3) uint8: the placed source on the canvas
-    mask: np.ndarray  # (H, W) bool: where ``rgb`` must be kept (alpha 255)
+    rgb: np.ndarray | None = None  # (H, W, 3) uint8: the placed source on the canvas
+    mask: np.ndarray | None = None  # (H, W) bool: where ``rgb`` must be kept (alpha 255)
+    white: bool = False  # keep every pixel that is RGB 255 before the watermark at 255
 
 
 @dataclass(frozen=True)

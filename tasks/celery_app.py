@@ -36,6 +36,7 @@ from tasks.queues import (
     QUEUE_CPU,
     QUEUE_INGEST,
     ROUTES,
+    TASK_FEEDS,
     TASK_GATE,
     TASK_GENERATE,
     TASK_IMPORT,
@@ -53,6 +54,7 @@ TASK_MODULES = [
     "tasks.regate",
     "tasks.signals",
     "tasks.training.task",
+    "tasks.delivery.feeds",
 ]
 
 __all__ = [
@@ -82,6 +84,20 @@ def ingest_kwargs(settings: Settings) -> dict[str, Any]:
     if settings.ingest_brand:
         out["brand"] = settings.ingest_brand
     return out
+
+
+def feeds_schedule(settings: Settings) -> dict[str, Any]:
+    """Beat's feed refresh (``tasks.delivery.feeds``), unless ``feed_interval_s`` is 0."""
+    every = float(settings.feed_interval_s)
+    if every <= 0:
+        return {}
+    return {
+        "refresh-store-feeds": {
+            "task": TASK_FEEDS,
+            "schedule": every,
+            "options": {"queue": QUEUE_CPU, "expires": every},
+        }
+    }
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -125,6 +141,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_create_missing_queues": True,  # gpu.<model-key> queues appear as models do
         "task_routes": dict(ROUTES),
         "beat_schedule": {
+            **feeds_schedule(settings),
             "ingest-due-catalogs": {
                 "task": TASK_INGEST,
                 "schedule": float(settings.ingest_interval_s),

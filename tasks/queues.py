@@ -3,7 +3,8 @@
 - ``gpu.<model-key>`` (e.g. ``gpu.tiny``): ``shotline.generate_batch``. One queue per base
   model so a worker keeps one model loaded and never swaps it between tasks.
 - ``cpu``: ``shotline.publish_shot``, ``shotline.sweep_stalled``, ``shotline.fetch_sources``
-  (source image downloads), ``shotline.regate_shots`` (a rescore's re-encodes) and
+  (source image downloads), ``shotline.regate_shots`` (a rescore's re-encodes), the
+  beat-driven ``shotline.refresh_feeds`` (store feeds after new publications) and
   ``shotline.gate_shot`` (CLIP + watermark + provenance for images that arrive without a
   GPU: every image with ``gate_on=cpu``), so CPU work never stalls a GPU.
 - ``ingest``: ``shotline.import_catalog`` and the beat-driven ``shotline.ingest_due_catalogs``.
@@ -29,6 +30,7 @@ TASK_SWEEP = "shotline.sweep_stalled"
 TASK_FETCH = "shotline.fetch_sources"
 TASK_TRAIN = "shotline.train_lora"
 TASK_REGATE = "shotline.regate_shots"
+TASK_FEEDS = "shotline.refresh_feeds"
 
 QUEUE_CPU = "cpu"
 QUEUE_INGEST = "ingest"
@@ -43,6 +45,7 @@ ROUTES: dict[str, dict[str, str]] = {
     TASK_SWEEP: {"queue": QUEUE_CPU},
     TASK_FETCH: {"queue": QUEUE_CPU},
     TASK_REGATE: {"queue": QUEUE_CPU},
+    TASK_FEEDS: {"queue": QUEUE_CPU},
     TASK_IMPORT: {"queue": QUEUE_INGEST},
     TASK_INGEST: {"queue": QUEUE_INGEST},
 }

@@ -45,7 +45,9 @@ def verify_report(
 
     res = verify_image(data, trust_anchors_pem=trust_anchors_pem, keys=keys or wm.NO_KEYS)
     xmp_id = res.xmp.get("shotline:ShotId")
-    xmp_shot = int(xmp_id) if isinstance(xmp_id, str) and xmp_id.isdigit() else None
+    xmp_shot = (
+        int(xmp_id) if isinstance(xmp_id, str) and xmp_id.isascii() and xmp_id.isdigit() else None
+    )
     source_type = res.xmp.get("Iptc4xmpExt:DigitalSourceType")
     return {
         "shot_id": res.shot_id,

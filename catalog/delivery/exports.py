@@ -16,7 +16,15 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from catalog.delivery.current import current_clause
-from catalog.models import Asset, AssetRendition, Brand, Product, ProductRevision, Shot
+from catalog.models import (
+    Asset,
+    AssetRecall,
+    AssetRendition,
+    Brand,
+    Product,
+    ProductRevision,
+    Shot,
+)
 
 STREAM_ROWS = 2000  # rows per fetch: bounded memory whatever the catalog's size
 
@@ -115,3 +123,27 @@ def missing_renditions(
 
 def brand_id_of(session: Session, name: str) -> int | None:
     return session.scalar(select(Brand.id).where(Brand.name == name))
+
+
+def feed_fingerprint(session: Session, brand_id: int) -> str:
+    """What a brand's feeds depend on, in three numbers: its newest asset (a publication, which
+    may supersede an older one), its newest recall and its newest product revision (an import
+    that changes what is current). Equal fingerprints: a feed written at the first is still
+    right at the second. Publications only add rows, so the newest id moves on every one."""
+    newest_asset = session.scalar(
+        select(func.max(Asset.id))
+        .join(Shot, Shot.id == Asset.shot_id)
+        .where(Shot.brand_id == brand_id)
+    )
+    newest_recall = session.scalar(
+        select(func.max(AssetRecall.id))
+        .join(Asset, Asset.id == AssetRecall.asset_id)
+        .join(Shot, Shot.id == Asset.shot_id)
+        .where(Shot.brand_id == brand_id)
+    )
+    newest_revision = session.scalar(
+        select(func.max(ProductRevision.id))
+        .join(Product, Product.id == ProductRevision.product_id)
+        .where(Product.brand_id == brand_id)
+    )
+    return f"a{newest_asset or 0}-r{newest_recall or 0}-v{newest_revision or 0}"

@@ -658,6 +658,10 @@ class ChannelSpec(_Model):
     generated_first: bool = False
     # GMC: the offer id template (default: the variant SKU, else the product key).
     offer_id: str | None = None
+    # Kept fresh by beat (SHOTLINE_FEED_INTERVAL_S): after new publications, recalls or
+    # imports the blob store's feeds/<brand>/<channel>.<feed> is written again. csv: a
+    # Shopify product CSV; tsv or xml: a Merchant Center feed. Unset: export by hand only.
+    feed: Literal["csv", "tsv", "xml"] | None = None
 
     @field_validator("alt_text", "offer_id")
     @classmethod

@@ -126,6 +126,13 @@ class ClipGate:
             out.append(with_checks(decision, *open_nsfw_check(score, threshold)))
         return out
 
+    def _verify(self, data: bytes, shot_id: int, pixels: int) -> tuple[bool, float]:
+        """Decode the encoded file again: does its watermark name ``shot_id``?"""
+        # Our own encoding of an image already in memory: no pixel cap beyond its size.
+        own = decode_image(data, "encoded output", max_pixels=max(1, pixels))
+        decoded = wm.decode(own, self.watermark, rescale=(), keys=self.keys)
+        return decoded.shot_id == shot_id, wm.bit_accuracy(decoded.bits, shot_id, self.keys)
+
     def finalize(
         self,
         shot_id: int,
@@ -135,8 +142,10 @@ class ClipGate:
         keep: KeepPixels | None = None,
     ) -> FinalImage:
         """Watermark the pixels -> restore ``keep`` (a packshot's product core: the mark
-        lives in the generated scene only) -> encode with XMP -> decode again to verify ->
-        C2PA sign.
+        lives in the generated scene only; a white_background slot's pure-white pixels) ->
+        encode with XMP -> decode again to verify -> C2PA sign. A white_background shot
+        whose mark does not verify once its white is restored is published unmarked, with
+        ``method`` ``wm.OMITTED_WHITE`` (never silently: XMP and lineage say so).
 
         Signing is last because any later byte change breaks the credential.
         """
@@ -147,18 +156,22 @@ class ClipGate:
         content_type, ext = FORMATS[fmt]
         marked = wm.embed(image, shot_id, self.watermark, self.keys)
         if keep is not None and marked.embedded:
-            marked = replace(marked, image=restore_pixels(marked.image, keep))
-        xmp = build_xmp(provenance, extra={"Watermark": marked.method})
-        data = encode_image(marked.image, fmt, xmp)
+            marked = replace(marked, image=restore_pixels(marked.image, keep, image))
+        extra = {"Watermark": marked.method}
+        if keep is not None and keep.white and marked.embedded:
+            extra["WatermarkKeep"] = "white"  # renditions keep the white too
+        data = encode_image(marked.image, fmt, build_xmp(provenance, extra=extra))
         verified, accuracy = False, 0.0
         if marked.embedded:
-            # Our own encoding of an image already in memory: no pixel cap beyond its size.
-            own = decode_image(
-                data, "encoded output", max_pixels=max(1, image.width * image.height)
-            )
-            decoded = wm.decode(own, self.watermark, rescale=(), keys=self.keys)
-            verified = decoded.shot_id == shot_id
-            accuracy = wm.bit_accuracy(decoded.bits, shot_id, self.keys)
+            verified, accuracy = self._verify(data, shot_id, image.width * image.height)
+            if not verified and keep is not None and keep.white:
+                # The product alone is too small to carry the mark: publish the image unmarked
+                # rather than break its pure-white background, and say so where the watermark
+                # would be (XMP, watermarks.method, lineage). The XMP keeps the AI tag.
+                plain = restore_pixels(image, replace(keep, white=False))  # the product core
+                marked = replace(marked, image=plain, method=wm.OMITTED_WHITE)
+                xmp = build_xmp(provenance, extra={"Watermark": wm.OMITTED_WHITE})
+                data, accuracy = encode_image(marked.image, fmt, xmp), 0.0
         signed = False
         if self.signer is not None:
             data = sign_c2pa(data, content_type, provenance, self.signer)
@@ -176,15 +189,21 @@ class ClipGate:
         )
 
 
-def restore_pixels(image: Image.Image, keep: KeepPixels) -> Image.Image:
-    """``image`` with ``keep.rgb`` put back where ``keep.mask`` is set."""
+def restore_pixels(
+    image: Image.Image, keep: KeepPixels, original: Image.Image | None = None
+) -> Image.Image:
+    """``image`` with ``keep.rgb`` put back where ``keep.mask`` is set, and, with
+    ``keep.white``, RGB 255 wherever ``original`` (the unmarked image) was pure white."""
     arr = np.array(image.convert("RGB"), dtype=np.uint8)
-    if arr.shape != keep.rgb.shape or keep.mask.shape != arr.shape[:2]:
-        raise GateError(
-            f"the pixels to keep are {keep.rgb.shape[1]}x{keep.rgb.shape[0]}, the image "
-            f"{arr.shape[1]}x{arr.shape[0]}"
-        )
-    np.copyto(arr, keep.rgb, where=keep.mask[..., None])
+    if keep.rgb is not None and keep.mask is not None:
+        if arr.shape != keep.rgb.shape or keep.mask.shape != arr.shape[:2]:
+            raise GateError(
+                f"the pixels to keep are {keep.rgb.shape[1]}x{keep.rgb.shape[0]}, the image "
+                f"{arr.shape[1]}x{arr.shape[0]}"
+            )
+        np.copyto(arr, keep.rgb, where=keep.mask[..., None])
+    if keep.white and original is not None:
+        arr[wm.white_mask(original)] = 255
     return Image.fromarray(arr, "RGB")
 
 

@@ -29,9 +29,19 @@ Design choices, each measured with ``tests/benchmarks/bench_watermark.py`` (200 
   half (x0.5: 2040 mod 18 = 6) lose every white image; ``headroom`` (lowering white) is the
   remedy for those, at the cost of a grey background. A brightness edit of the background
   alone can flip white blocks; the product region still carries the payload.
+- **Pure-white blocks may abstain.** A block whose pixels are all RGB 255 (its Haar low
+  band all 510) reads as "1": right for a marked "1" block (its push was clipped), wrong
+  where the white was put back after marking. So each attempt reads two bit strings, the
+  imwatermark one and one with pure-white blocks abstaining, and the check code picks (the
+  false-positive rate per attempt doubles to 2**-19, as with the rescale attempts). That
+  lets a white_background slot's shot keep its background exactly 255
+  (``KeepPixels.white``: the mark lives in the product only) and still verify; measured in
+  docs/benchmarks.md (``bench_watermark.py --keep-white``). Stock imwatermark reads only
+  the first string, so it cannot read such a file.
 - **Fast path.** imwatermark's dwtDctSvd loops over blocks in Python (0.33 s + 0.18 s per
   1024^2 image here). ``_svd_encode``/``_svd_decode`` are the same algorithm and bitstream
-  batched in numpy (0.07 s + 0.03 s); stock imwatermark decodes our images and vice versa.
+  batched in numpy (0.013 s + 0.007 s; see the section below for how); stock imwatermark
+  decodes our images and vice versa.
 - **imwatermark bug.** Its ``idwt2`` call swaps the horizontal and vertical detail bands,
   smearing every edge (PSNR ~32 dB on textured images whatever the strength); the package
   path restores them (``_restore_detail_bands``), the fast path never touches them.
@@ -59,6 +69,8 @@ import pywt
 from imwatermark import WatermarkDecoder, WatermarkEncoder
 from PIL import Image
 
+from pipeline.types import WATERMARK_OMITTED_WHITE
+
 ID_BITS = 32
 CHECK_BITS = 24  # legacy payloads: the whole tail is the check code
 KEY_ID_BITS = 4
@@ -75,6 +87,7 @@ RESCALE_FACTORS: tuple[float, ...] = (4 / 3, 2.0, 1.5, 1.25)
 METHODS = ("dwtDct", "dwtDctSvd")
 MAX_DECODE_PIXELS = 6144 * 6144
 MAX_LABEL_CHARS = 20  # the width of watermarks.method
+OMITTED_WHITE = WATERMARK_OMITTED_WHITE  # a white_background shot published unmarked
 _CHECK_KEY = b"shotline-watermark-v1"
 
 
@@ -271,19 +284,28 @@ def parse_bits(bits: Sequence[int] | np.ndarray, keys: WatermarkKeys = NO_KEYS) 
     return found[0] if found is not None else None
 
 
-def _to_bgr_float(image: Image.Image) -> np.ndarray:
+def _to_rgb_float(image: Image.Image) -> np.ndarray:
     if image.mode in ("RGBA", "LA", "P"):
         # Transparent packshots are flattened on white: that is how shops display them.
         rgba = image.convert("RGBA")
         bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(bg, rgba)
-    rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
-    return np.ascontiguousarray(rgb[:, :, ::-1])
+    return np.asarray(image.convert("RGB") if image.mode != "RGB" else image, dtype=np.float32)
+
+
+def _to_bgr_float(image: Image.Image) -> np.ndarray:
+    return np.ascontiguousarray(_to_rgb_float(image)[:, :, ::-1])
+
+
+def _rgb_image(rgb: np.ndarray) -> Image.Image:
+    """Rounded and clipped in place: ``rgb`` (float, owned by the caller) is spent."""
+    np.rint(rgb, out=rgb)
+    np.clip(rgb, 0, 255, out=rgb)
+    return Image.fromarray(rgb.astype(np.uint8), "RGB")
 
 
 def _to_image(bgr: np.ndarray) -> Image.Image:
-    rgb = np.clip(np.rint(bgr[:, :, ::-1]), 0, 255).astype(np.uint8)
-    return Image.fromarray(np.ascontiguousarray(rgb), "RGB")
+    return _rgb_image(np.ascontiguousarray(bgr[:, :, ::-1]))
 
 
 def _compress_highlights(bgr: np.ndarray, headroom: int) -> np.ndarray:
@@ -316,6 +338,22 @@ def _restore_detail_bands(bgr: np.ndarray, config: WatermarkConfig) -> np.ndarra
     return cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR)
 
 
+def white_mask(original: Image.Image) -> np.ndarray:
+    """(H, W) bool: the pixels of ``original`` that are pure white (RGB 255)."""
+    rgb = np.asarray(original.convert("RGB"))
+    # cv2.inRange: a reduction over the last axis of 3 is ~10x slower in numpy.
+    return np.asarray(cv2.inRange(rgb, (255, 255, 255), (255, 255, 255)) > 0)
+
+
+def restore_white(marked: Image.Image, original: Image.Image) -> Image.Image:
+    """``marked`` with RGB 255 wherever ``original`` (before the mark) was pure white: a
+    white_background slot's background stays exact and the mark lives in the rest, which
+    the decoder reads (pure-white blocks abstain)."""
+    arr = np.array(marked.convert("RGB"), dtype=np.uint8)
+    arr[white_mask(original)] = 255
+    return Image.fromarray(arr, "RGB")
+
+
 def can_embed(image: Image.Image) -> bool:
     return image.width * image.height >= MIN_PIXELS
 
@@ -330,11 +368,17 @@ def embed(
         return EmbedResult(
             image=image.convert("RGB"), payload=payload.hex(), method="none", embedded=False
         )
+    bits = np.unpackbits(np.frombuffer(payload, dtype=np.uint8)).astype(np.float64)
+    if _fast(config) and _luma_only(config.scales):
+        rgb = _to_rgb_float(image)
+        if config.headroom:
+            rgb = _compress_highlights(rgb, config.headroom)
+        marked = _rgb_image(_luma_encode(rgb, bits, config.scales[0], cv2.COLOR_RGB2GRAY))
+        return EmbedResult(marked, payload=payload.hex(), method=config.label, embedded=True)
     bgr = _to_bgr_float(image)
     if config.headroom:
         bgr = _compress_highlights(bgr, config.headroom)
-    bits = np.unpackbits(np.frombuffer(payload, dtype=np.uint8)).astype(np.float64)
-    if config.method == "dwtDctSvd" and config.engine == "fast":
+    if _fast(config):
         out = _svd_encode(bgr, bits, config.scales)
     else:
         encoder = WatermarkEncoder()
@@ -350,6 +394,14 @@ def embed(
 # imwatermark's dwtDctSvd loops over every 4x4 block in Python (0.4-0.6 s per 1024^2 image on
 # this CPU). This is the same algorithm and bitstream, batched in numpy: stock imwatermark
 # decodes what it writes and vice versa (tests/pipeline/test_watermark.py checks both ways).
+#
+# Two identities keep it cheap (renditions verify three files per master, issue 25):
+# - The 4x4 DCT is orthonormal, so a block and its DCT have the same singular values, and
+#   the rank-1 update of the largest one maps back to pixels as the same rank-1 update of the
+#   pixel block along its own singular vectors: no DCT is computed at all.
+# - Y-only marks (our default) change Y alone, and YUV->RGB adds a Y change to R, G and B
+#   alike: the luma plane is all that is read, and the change is added to every channel,
+#   instead of converting the whole image to YUV and back.
 _BLOCK = 4
 # The orthonormal DCT-II matrix: cv2.dct(block) == _DCT @ block @ _DCT.T for 4x4 blocks.
 _DCT = np.array(
@@ -361,6 +413,16 @@ _DCT = np.array(
         for k in range(_BLOCK)
     ]
 )
+# A zero block's singular vectors: LAPACK's SVD of its (zero) DCT gives the DC basis vector,
+# which is the constant vector in pixels.
+_FLAT = _DCT[0]
+# Power iteration from the constant vector; a block whose residual is still above
+# _POWER_TOL * its eigenvalue after _POWER_STEPS (rare: two nearly equal singular values)
+# gets LAPACK's eigh instead. _POWER_TOL keeps s0 within about 1e-3 of exact.
+_POWER_STEPS = 4
+# A Haar low-band value at least this is a 2x2 group of pure white (Y 255, sum 1020 / 2).
+_WHITE_LL = 510.0 - 0.01
+_POWER_TOL = 1e-7
 
 
 def _blocks(band: np.ndarray) -> tuple[np.ndarray, int, int]:
@@ -376,72 +438,173 @@ def _haar_ll(channel: np.ndarray) -> np.ndarray:
     return (c[0::2, 0::2] + c[0::2, 1::2] + c[1::2, 0::2] + c[1::2, 1::2]) / 2.0
 
 
-def _top_singular(dct: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Largest singular value and its vectors of each 4x4 block (batched, via eigh)."""
-    w, v = np.linalg.eigh(np.swapaxes(dct, 1, 2) @ dct)
-    s0 = np.sqrt(np.maximum(w[:, -1], 0.0))
-    v0 = v[:, :, -1]
+Gram = list[list[np.ndarray]]  # [i][j]: (n,) entry (i, j) of each block's B^T B
+
+
+def _gram(blocks: np.ndarray) -> Gram:
+    """B^T B of each 4x4 block, as 4x4 arrays of (n,) entries (the symmetric ones shared):
+    ten column dot products, and the power steps below run on whole columns (a batched
+    matmul of 4x4 matrices costs three times as much)."""
+    cols = [np.ascontiguousarray(blocks[:, :, i]) for i in range(_BLOCK)]
+    gram: Gram = [[cols[0][:, 0]] * _BLOCK for _ in range(_BLOCK)]
+    for i in range(_BLOCK):
+        for j in range(i, _BLOCK):
+            gram[i][j] = gram[j][i] = np.einsum("nk,nk->n", cols[i], cols[j])
+    return gram
+
+
+def _apply(gram: Gram, v: list[np.ndarray]) -> list[np.ndarray]:
+    return [sum((row[j] * v[j] for j in range(1, _BLOCK)), row[0] * v[0]) for row in gram]
+
+
+def _norm(v: list[np.ndarray]) -> np.ndarray:
+    out: np.ndarray = np.sqrt(sum((x * x for x in v[1:]), v[0] * v[0]))
+    return out
+
+
+def _top_s0(blocks: np.ndarray) -> np.ndarray:
+    """Largest singular value of each 4x4 block (what the decoder reads)."""
+    return _power(_gram(blocks))[0]
+
+
+def _power(gram: Gram) -> tuple[np.ndarray, np.ndarray]:
+    """(s0, v0) of each block from its Gram matrix: power iteration, eigh where slow."""
+    n = len(gram[0][0])
+    v = [np.full(n, _FLAT[j]) for j in range(_BLOCK)]
+    for _ in range(_POWER_STEPS):
+        w = _apply(gram, v)
+        scale = 1.0 / np.maximum(_norm(w), 1e-300)
+        v = [x * scale for x in w]
+    mv = _apply(gram, v)
+    lam = sum((a * b for a, b in zip(v[1:], mv[1:], strict=True)), v[0] * mv[0])
+    slow = _norm([m - lam * x for m, x in zip(mv, v, strict=True)]) > _POWER_TOL * np.maximum(
+        lam, 1.0
+    )
+    vec = np.stack(v, axis=1)
+    if slow.any():
+        full = np.stack([np.stack([g[slow] for g in row], axis=1) for row in gram], axis=1)
+        w_slow, v_slow = np.linalg.eigh(full)
+        lam[slow], vec[slow] = w_slow[:, -1], v_slow[:, :, -1]
+    return np.sqrt(np.maximum(lam, 0.0)), vec
+
+
+def _top_singular(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Largest singular value and its vectors of each 4x4 block (batched)."""
+    s0, v = _power(_gram(blocks))
     flat = s0 <= 1e-9
-    # A zero block: LAPACK's SVD gives identity vectors, i.e. the DC coefficient; match it.
-    v0[flat] = np.eye(_BLOCK)[0]
-    u0 = (dct @ v0[:, :, None])[:, :, 0] / np.where(flat, 1.0, s0)[:, None]
-    u0[flat] = np.eye(_BLOCK)[0]
-    return s0, u0, v0
+    v[flat] = _FLAT
+    u = (blocks @ v[:, :, None])[:, :, 0] / np.where(flat, 1.0, s0)[:, None]
+    u[flat] = _FLAT
+    return s0, u, v
+
+
+def _band_delta(plane: np.ndarray, bits: np.ndarray, scale: float) -> np.ndarray:
+    """The change to ``plane`` (one YUV channel, rows and columns multiples of 4) that sets
+    each block's largest singular value of the Haar low band to its bit's quantisation bin."""
+    ca = _haar_ll(plane)
+    blocks, nr, nc = _blocks(ca)
+    s0, u0, v0 = _top_singular(blocks)
+    wm_bits = bits[np.arange(len(blocks)) % len(bits)]
+    target = (s0 // scale + 0.25 + 0.5 * wm_bits) * scale
+    # Only the largest singular value changes: a rank-1 update of each block.
+    delta = (target - s0)[:, None, None] * (u0[:, :, None] * v0[:, None, :])
+    delta_ll = np.zeros_like(ca)
+    delta_ll[: nr * _BLOCK, : nc * _BLOCK] = (
+        delta.reshape(nr, nc, _BLOCK, _BLOCK).transpose(0, 2, 1, 3).reshape(nr * _BLOCK, -1)
+    )
+    # Inverse Haar of a low-band change: each 2x2 pixel group moves by delta / 2.
+    half = (delta_ll / 2.0).astype(np.float32)
+    return cv2.resize(half, (2 * half.shape[1], 2 * half.shape[0]), interpolation=cv2.INTER_NEAREST)
+
+
+def _luma_only(scales: Sequence[float]) -> bool:
+    return scales[0] > 0 and scales[1] <= 0
+
+
+def _fast(config: WatermarkConfig) -> bool:
+    return config.method == "dwtDctSvd" and config.engine == "fast"
+
+
+def _luma_encode(pixels: np.ndarray, bits: np.ndarray, scale: float, to_gray: int) -> np.ndarray:
+    """``pixels`` (float RGB or BGR, changed in place) with the mark added to their luma:
+    YUV's Y has the grey weights, and YUV->RGB adds a change of Y to each channel alike."""
+    row, col = pixels.shape[:2]
+    r4, c4 = row // 4 * 4, col // 4 * 4
+    region = pixels[:r4, :c4]
+    delta = _band_delta(cv2.cvtColor(region, to_gray), bits, scale).astype(pixels.dtype)
+    # The same change in each channel, as a 3-channel array: a broadcast over the last axis
+    # (inner loops of 3) took 13 ms at 1024^2, this 2 ms.
+    np.add(region, cv2.merge([delta, delta, delta]), out=region)
+    return pixels
 
 
 def _svd_encode(bgr: np.ndarray, bits: np.ndarray, scales: Sequence[float]) -> np.ndarray:
-    yuv = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV)
-    row, col = yuv.shape[:2]
+    row, col = bgr.shape[:2]
     r4, c4 = row // 4 * 4, col // 4 * 4
+    if _luma_only(scales):
+        return _luma_encode(bgr.copy(), bits, scales[0], cv2.COLOR_BGR2GRAY)
+    yuv = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV)
     for channel, scale in enumerate(scales[:2]):  # imwatermark only visits Y and U
-        if scale <= 0:
-            continue
-        ca = _haar_ll(yuv[:r4, :c4, channel])
-        blocks, nr, nc = _blocks(ca)
-        s0, u0, v0 = _top_singular(_DCT @ blocks @ _DCT.T)
-        wm_bits = bits[np.arange(len(blocks)) % len(bits)]
-        target = (s0 // scale + 0.25 + 0.5 * wm_bits) * scale
-        # Only the largest singular value changes: a rank-1 update of the DCT block.
-        delta_dct = (target - s0)[:, None, None] * (u0[:, :, None] * v0[:, None, :])
-        delta = _DCT.T @ delta_dct @ _DCT
-        delta_ll = np.zeros_like(ca)
-        delta_ll[: nr * _BLOCK, : nc * _BLOCK] = (
-            delta.reshape(nr, nc, _BLOCK, _BLOCK)
-            .transpose(0, 2, 1, 3)
-            .reshape(nr * _BLOCK, nc * _BLOCK)
-        )
-        # Inverse Haar of a low-band change: each 2x2 pixel group moves by delta / 2.
-        up = np.repeat(np.repeat(delta_ll / 2.0, 2, axis=0), 2, axis=1)
-        yuv[:r4, :c4, channel] += up.astype(yuv.dtype)
+        if scale > 0:
+            delta = _band_delta(yuv[:r4, :c4, channel], bits, scale)
+            yuv[:r4, :c4, channel] += delta.astype(yuv.dtype)
     return cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR)
 
 
-def _svd_decode(bgr: np.ndarray, scales: Sequence[float], n_bits: int) -> np.ndarray:
-    yuv = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV)
-    row, col = yuv.shape[:2]
+def _svd_decode(planes: np.ndarray, scales: Sequence[float], n_bits: int) -> list[np.ndarray]:
+    """Bits from ``planes``: (H, W, 1) luma for a Y-only mark, else (H, W, 3) YUV. The
+    imwatermark reading first; then, where the luma has pure-white blocks, the reading with
+    those abstaining (a kept-white background, see the module docstring)."""
+    row, col = planes.shape[:2]
     r4, c4 = row // 4 * 4, col // 4 * 4
-    votes = np.zeros(n_bits)
-    counts = np.zeros(n_bits)
-    for channel, scale in enumerate(scales[:2]):
+    votes, counts = np.zeros((2, n_bits)), np.zeros((2, n_bits))
+    any_white = False
+    for channel, scale in enumerate(scales[: planes.shape[2]]):
         if scale <= 0:
             continue
-        blocks, _, _ = _blocks(_haar_ll(yuv[:r4, :c4, channel]))
-        dct = _DCT @ blocks @ _DCT.T
-        s0 = np.sqrt(np.maximum(np.linalg.eigvalsh(np.swapaxes(dct, 1, 2) @ dct)[:, -1], 0.0))
+        blocks, _, _ = _blocks(_haar_ll(planes[:r4, :c4, channel]))
+        s0 = _top_s0(blocks) if len(blocks) else np.zeros(0)
         score = (s0 % scale) > 0.5 * scale
         idx = np.arange(len(blocks)) % n_bits
-        votes += np.bincount(idx, weights=score, minlength=n_bits)
-        counts += np.bincount(idx, minlength=n_bits)
+        live = np.ones(len(blocks), dtype=bool)
+        if channel == 0:  # luma
+            live = blocks.reshape(len(blocks), -1).min(axis=1) < _WHITE_LL
+            any_white = any_white or not live.all()
+        everyone = np.ones(len(blocks), dtype=bool)
+        for i, voting in enumerate((everyone, live)):
+            votes[i] += np.bincount(idx[voting], weights=score[voting], minlength=n_bits)
+            counts[i] += np.bincount(idx[voting], minlength=n_bits)
     # imwatermark's rule: mean score * 255 > 127.
-    return (votes / np.maximum(counts, 1)) * 255 > 127
+    bits = (votes / np.maximum(counts, 1)) * 255 > 127
+    return [bits[0], bits[1]] if any_white else [bits[0]]
 
 
-def _decode_bits(bgr: np.ndarray, config: WatermarkConfig) -> np.ndarray:
-    if config.method == "dwtDctSvd" and config.engine == "fast":
-        return _svd_decode(bgr, config.scales, PAYLOAD_BITS)
+def _fast_planes(image: Image.Image, config: WatermarkConfig) -> np.ndarray | None:
+    """What the fast decoder reads (see ``_svd_decode``); None for the package's decoders."""
+    if not _fast(config):
+        return None
+    if _luma_only(config.scales):
+        return cv2.cvtColor(_to_rgb_float(image), cv2.COLOR_RGB2GRAY)[:, :, None]
+    return cv2.cvtColor(_to_bgr_float(image), cv2.COLOR_BGR2YUV)
+
+
+def _decode_bits(pixels: np.ndarray, config: WatermarkConfig, fast: bool) -> list[np.ndarray]:
+    """Candidate bit strings from ``pixels``: ``_fast_planes`` when ``fast``, else float BGR."""
+    if fast:
+        return _svd_decode(pixels, config.scales, PAYLOAD_BITS)
     decoder = WatermarkDecoder("bits", PAYLOAD_BITS)
-    bits = decoder.decode(bgr, config.method, scales=config.scales)
-    return np.asarray(bits, dtype=bool)
+    bits = decoder.decode(pixels, config.method, scales=config.scales)
+    return [np.asarray(bits, dtype=bool)]
+
+
+def _first_valid(
+    candidates: list[np.ndarray], keys: WatermarkKeys, scale: float
+) -> DecodeResult | None:
+    for bits in candidates:
+        found = parse_payload(bits, keys)
+        if found is not None:
+            return DecodeResult(found[0], True, bits, scale, found[1])
+    return None
 
 
 def decode(
@@ -450,25 +613,52 @@ def decode(
     rescale: Sequence[float] = RESCALE_FACTORS,
     keys: WatermarkKeys = NO_KEYS,
 ) -> DecodeResult:
-    """Decode the payload; try the image as-is, then scaled back up by each of ``rescale``."""
-    bgr = _to_bgr_float(image)
-    h, w = bgr.shape[:2]
+    """Decode the payload; try the image as-is, then scaled back up by each of ``rescale``.
+    Each attempt may read two bit strings (``_svd_decode``); the check code decides."""
+    w, h = image.size
     if h * w < MIN_PIXELS:
         return DecodeResult(None, False, np.zeros(PAYLOAD_BITS, dtype=bool), 1.0)
-    first = _decode_bits(bgr, config)
-    found = parse_payload(first, keys)
+    planes = _fast_planes(image, config)
+    fast = planes is not None
+    pixels = planes if planes is not None else _to_bgr_float(image)
+    first = _decode_bits(pixels, config, fast)
+    found = _first_valid(first, keys, 1.0)
     if found is not None:
-        return DecodeResult(found[0], True, first, 1.0, found[1])
+        return found
     for factor in rescale:
         size = (round(w * factor), round(h * factor))
         if size[0] * size[1] > MAX_DECODE_PIXELS:
             continue  # an upscaled copy of a huge file would cost gigabytes for nothing
-        scaled = cv2.resize(bgr, size, interpolation=cv2.INTER_CUBIC)
-        bits = _decode_bits(scaled, config)
-        found = parse_payload(bits, keys)
+        # Resizing is linear per channel: resizing the planes is resizing the image.
+        scaled = cv2.resize(pixels, size, interpolation=cv2.INTER_CUBIC)
+        found = _first_valid(
+            _decode_bits(scaled.reshape(size[1], size[0], -1), config, fast), keys, factor
+        )
         if found is not None:
-            return DecodeResult(found[0], True, bits, factor, found[1])
-    return DecodeResult(None, False, first, 1.0)
+            return found
+    return DecodeResult(None, False, first[0], 1.0)
+
+
+def decode_file(
+    data: bytes, config: WatermarkConfig, keys: WatermarkKeys = NO_KEYS
+) -> DecodeResult | None:
+    """The payload of a file this process just encoded (a rendition being verified), read
+    as-is, without rescale attempts. A Y-only mark is read from the luma plane the codec hands
+    out (libjpeg gives Y without converting colours or upsampling chroma): integer luma,
+    within half a level of the float one, far inside the quantisation margin (a quarter
+    step, 9 levels). None when ``config`` needs the whole image: decode it and call
+    ``decode``. Only for our own bytes: there is no pixel cap here beyond OpenCV's."""
+    if not (_fast(config) and _luma_only(config.scales)):
+        return None
+    flags = cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION
+    luma = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+    if luma is None:
+        raise WatermarkError("the encoded file does not decode")
+    if luma.size < MIN_PIXELS:
+        return DecodeResult(None, False, np.zeros(PAYLOAD_BITS, dtype=bool), 1.0)
+    candidates = _svd_decode(luma[:, :, None], config.scales, PAYLOAD_BITS)
+    found = _first_valid(candidates, keys, 1.0)
+    return found if found is not None else DecodeResult(None, False, candidates[0], 1.0)
 
 
 def bit_accuracy(bits: np.ndarray, shot_id: int, keys: WatermarkKeys = NO_KEYS) -> float:

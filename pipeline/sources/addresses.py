@@ -45,10 +45,15 @@ def _split_entry(entry: str) -> tuple[str, int | None]:
     if text.startswith("["):
         addr, _, rest = text[1:].partition("]")
         port = rest.removeprefix(":")
-        return _norm(addr), int(port) if port.isdigit() else None
+        if not port:
+            return _norm(addr), None
+        # A port that is not ASCII digits matches no port (as unbracketed), never all of them.
+        return _norm(addr), int(port) if port.isascii() and port.isdigit() else -1
     if text.count(":") == 1:
         name, _, port = text.partition(":")
-        return _norm(name), int(port) if port.isdigit() else -1  # -1: matches no port
+        return _norm(name), int(
+            port
+        ) if port.isascii() and port.isdigit() else -1  # -1: matches no port
     return _norm(text), None
 
 

@@ -393,7 +393,7 @@ def _http_body(
     if not ctype.startswith("image/"):
         raise FetchError(url, f"content type {ctype or 'missing'!r} is not image/*{via}")
     declared = resp.headers.get("Content-Length")
-    if declared and declared.isdigit() and int(declared) > policy.max_bytes:
+    if declared and declared.isascii() and declared.isdigit() and int(declared) > policy.max_bytes:
         raise FetchError(
             url, f"body is {_mib(int(declared))}; the limit is {_mib(policy.max_bytes)}{via}"
         )

@@ -19,13 +19,14 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from catalog.shots import ShotInfo
+from pipeline.brand.config import BrandConfigError
 from pipeline.digests import sha256_bytes
 from pipeline.failures import Failure, FailureKind
 from pipeline.gate.channel_rules import check_rules
@@ -133,14 +134,18 @@ def finalize_files(
     images: Mapping[int, Image.Image],
     shot_ids: Sequence[int],
     keeps: Mapping[int, KeepPixels] | None = None,
+    brand_rows: Mapping[str, dict[str, Any]] | None = None,
 ) -> list[FinalFile]:
     """Watermark + provenance + encoding of each image, and its ``final/`` key. ``keeps``:
-    the packshot shots' product cores, which the watermark leaves alone."""
+    the packshot shots' product cores, which the watermark leaves alone; a shot whose
+    template's slot rules demand a white background also keeps its pure-white pixels."""
     built = []
     fmt = ctx.settings.output_format
     for sid in shot_ids:
         info = infos[sid]
         keep = (keeps or {}).get(sid)
+        if _white_slot(ctx, info, brand_rows):
+            keep = replace(keep, white=True) if keep is not None else KeepPixels(white=True)
         if keep is not None:
             final = the_gate.finalize(sid, images[sid], provenance[sid], fmt, keep)
         else:
@@ -148,6 +153,18 @@ def finalize_files(
         key = final_key(info.brand, info.sku, info.template, final.sha256, final.ext)
         built.append(FinalFile(sid, key, final))
     return built
+
+
+def _white_slot(
+    ctx: WorkerContext, info: ShotInfo, brand_rows: Mapping[str, dict[str, Any]] | None
+) -> bool:
+    """Does the shot's template (as the brand file says now) demand RGB 255 around it?"""
+    try:
+        cfg = ctx.brand_config(info.brand, (brand_rows or {}).get(info.brand))
+    except BrandConfigError:
+        return False  # no config to read: nothing to keep (the slot rules say the same)
+    spec = cfg.templates.get(info.template)
+    return bool(spec is not None and spec.rules is not None and spec.rules.white_background)
 
 
 def put_final(ctx: WorkerContext, f: FinalFile) -> tuple[int, dict[str, Any]]:
@@ -305,7 +322,14 @@ class HostFinalize:
         }
         keeps = {sid: p.keep() for sid, p in placements.items()}
         built = finalize_files(
-            self.ctx, self.gate, self.claim.infos, self.claim.provenance, images, ids, keeps
+            self.ctx,
+            self.gate,
+            self.claim.infos,
+            self.claim.provenance,
+            images,
+            ids,
+            keeps,
+            self.claim.brand_rows,
         )
         finals_data = {f.shot_id: f.image.data for f in built}
         check_fidelity(self.gate, placements, images, finals_data, decisions)

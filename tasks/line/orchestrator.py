@@ -186,7 +186,9 @@ def gate_shots(ctx: WorkerContext, shot_ids: list[int]) -> LineResult:
         if shot.is_packshot
     }
     keeps = {sid: p.keep() for sid, p in placements.items() if p is not None}
-    built = finalize_files(ctx, the_gate, infos, provenance, images, list(decisions), keeps)
+    built = finalize_files(
+        ctx, the_gate, infos, provenance, images, list(decisions), keeps, claim.brand_rows
+    )
     finals_data = {f.shot_id: f.image.data for f in built}
     check_fidelity(the_gate, placements, images, finals_data, decisions)
     check_slot_rules(ctx, infos, claim.brand_rows, placements, finals_data, decisions)

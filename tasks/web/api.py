@@ -212,7 +212,7 @@ def updates_api(
     for part in ids.split(","):
         part = part.strip()
         if part:
-            if not part.isdigit() or not 1 <= int(part) <= MAX_ROW_ID:
+            if not (part.isascii() and part.isdigit()) or not 1 <= int(part) <= MAX_ROW_ID:
                 raise WebError(400, f"ids: {part[:40]!r} is not a shot id")
             wanted.append(int(part))
     with web_state(request).session() as s:

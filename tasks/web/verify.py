@@ -50,7 +50,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 async def read_capped_body(request: Request, cap: int) -> bytes:
     """The request body, at most ``cap`` bytes; refused (413) as soon as it is more."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > cap:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > cap:
         raise WebError(413, f"upload: {int(declared)} bytes; the limit is {cap}")
     chunks: list[bytes] = []
     size = 0

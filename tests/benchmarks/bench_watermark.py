@@ -16,11 +16,15 @@ of width and height, PNG -> WebP (Pillow default q80).
 False positives: ``--fp-images`` unwatermarked images (``--fp-size`` px, smaller than the
 1024 px test images to save time; the check code, not the size, sets the FP rate) decoded
 with each config, rescale attempts included. Any verified id counts.
+
+``--keep-white``: the white packshots keep every pure-white pixel at RGB 255 after embedding,
+as a ``white_background`` slot's shot does (``KeepPixels.white``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import os
@@ -126,8 +130,8 @@ def psnr(a: Image.Image, b: Image.Image) -> float:
     return float(cv2.PSNR(np.asarray(a), np.asarray(b)))
 
 
-def run_image(args: tuple[int, int, tuple[str, ...]]) -> list[dict[str, Any]]:
-    i, size, labels = args
+def run_image(args: tuple[int, int, tuple[str, ...], bool]) -> list[dict[str, Any]]:
+    i, size, labels, keep_white = args
     original = make_image(i, size)
     shot_id = SHOT_ID_BASE + i
     rows = []
@@ -136,6 +140,8 @@ def run_image(args: tuple[int, int, tuple[str, ...]]) -> list[dict[str, Any]]:
         assert cfg is not None, label
         t0 = time.perf_counter()
         marked = wm.embed(original, shot_id, cfg)
+        if keep_white and i % 2 == 0:  # a white_background slot: RGB 255 put back
+            marked = dataclasses.replace(marked, image=wm.restore_white(marked.image, original))
         t_enc = time.perf_counter() - t0
         row: dict[str, Any] = {
             "image": i,
@@ -230,6 +236,12 @@ def main() -> None:
     ap.add_argument("--fp-size", type=int, default=256)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--configs", default=",".join(DEFAULT_CONFIGS))
+    ap.add_argument(
+        "--keep-white",
+        action="store_true",
+        help="white packshots keep every pure-white pixel at 255 after embedding "
+        "(a white_background slot's shot): the mark lives in the object and shadow only",
+    )
     ap.add_argument("--json-out", type=Path, default=ROOT / "var" / "bench" / "watermark.json")
     args = ap.parse_args()
     labels = tuple(c for c in args.configs.split(",") if c)
@@ -238,7 +250,7 @@ def main() -> None:
             ap.error(f"bad config label {label!r}")
 
     t0 = time.time()
-    jobs = [(i, args.size, labels) for i in range(args.images)]
+    jobs = [(i, args.size, labels, args.keep_white) for i in range(args.images)]
     fp_jobs = [(i, args.fp_size, labels) for i in range(args.fp_images)]
     rows: list[dict[str, Any]] = []
     fps = dict.fromkeys(labels, 0)

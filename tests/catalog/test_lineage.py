@@ -157,6 +157,10 @@ def test_sku_matches_every_shot(session: Session) -> None:
         ("shot:99999999", "no such shot"),
         ("asset:99999999", "no such asset"),
         ("shot:abc", "not a number"),
+        # str.isdigit() is true for these, and int() raises on "²" or reads "١٢" as 12.
+        ("asset:²", "not a number"),
+        ("shot:١٢", "not a number"),
+        ("shot: 12", "not a number"),
         ("a/b/c.png", "no asset, final image or raw image"),
         ("NOPE-SKU", "no shots for this sku"),
         ("4242", "write shot:N or asset:N"),
@@ -216,3 +220,20 @@ def test_outputs_of_import_run(session: Session) -> None:
     assert len(out["revisions"]) == 3
     with pytest.raises(LineageError, match="import run 99999999: no such run"):
         outputs_of_import_run(session, 99999999)
+
+
+def test_an_omitted_watermark_says_why(session: Session) -> None:
+    """A white_background shot published unmarked: lineage names the reason, not just a
+    method string."""
+    from pipeline.types import WATERMARK_OMITTED_WHITE
+    from tests.factories import make_watermark
+
+    brand = make_brand(session)
+    shot = make_shot(session, make_product(session, brand, "PLAIN-1"))
+    make_watermark(session, shot, method=WATERMARK_OMITTED_WHITE, verified=False)
+    chain = lineage_for(session, f"shot:{shot.id}")["chains"][0]
+    assert chain["watermark"]["method"] == WATERMARK_OMITTED_WHITE
+    assert chain["watermark"]["note"].startswith("omitted (white_background slot")
+    marked = make_shot(session, make_product(session, brand, "PLAIN-2"))
+    make_watermark(session, marked)
+    assert lineage_for(session, f"shot:{marked.id}")["chains"][0]["watermark"]["note"] is None

@@ -221,3 +221,29 @@ def test_a_re_embedded_rendition_mark_is_keyed_like_its_master() -> None:
     assert decoded.shot_id == 91
     unkeyed = wm.decode(Image.open(io.BytesIO(webp.data)), wm.WatermarkConfig())
     assert unkeyed.shot_id is None  # no legacy (forgeable) code in it
+
+
+def test_png_rendition_chunks_are_valid_and_carry_profile_and_xmp() -> None:
+    """The PNG rendition is libpng's encoding with iCCP and iTXt put after IHDR: both
+    decoders accept every chunk CRC, the pixels are the rendition's, and the sRGB profile and
+    the XMP AI tag read back."""
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    from pipeline.brand.config import RenditionSpec
+    from pipeline.delivery.renditions import Master, make_rendition, srgb_profile
+    from pipeline.gate.provenance import TRAINED_ALGORITHMIC_MEDIA, parse_xmp
+
+    master = Master.from_bytes(_master(320))
+    spec = RenditionSpec(name="p", format="png", aspect="4:5", fit="crop")
+    r = make_rendition(master, "social", spec, 77)
+    assert r.watermark_verified and r.icc_srgb and r.xmp_ai_tag
+    Image.open(io.BytesIO(r.data)).verify()  # every chunk's CRC
+    im = Image.open(io.BytesIO(r.data))
+    assert im.info["icc_profile"] == srgb_profile()
+    xmp = parse_xmp(im.info["XML:com.adobe.xmp"].encode())
+    assert xmp["Iptc4xmpExt:DigitalSourceType"] == TRAINED_ALGORITHMIC_MEDIA
+    bgr = cv2.imdecode(np.frombuffer(r.data, np.uint8), cv2.IMREAD_COLOR)
+    assert bgr is not None and np.array_equal(bgr[:, :, ::-1], np.asarray(im.convert("RGB")))
+    assert (r.width, r.height) == im.size

@@ -102,6 +102,11 @@ def test_allow_list_takes_host_port_entries() -> None:
     assert not host_allowed("::1", ["[::1]:8080"], 8081)
     assert host_allowed("::1", ["::1"], 22)
     assert not host_allowed("example.com", ["example.com:http"], 80)  # not a port: no match
+    # str.isdigit() is true for "²" and "١", int() raises on the one and reads the other:
+    # neither is a port (ASCII digits only), and neither raises.
+    assert not host_allowed("example.com", ["example.com:²"], 2)
+    assert not host_allowed("example.com", ["example.com:١"], 1)
+    assert not host_allowed("::1", ["[::1]:²"], 2)
 
 
 def test_allow_list_port_refuses_other_ports_end_to_end() -> None:

@@ -186,3 +186,44 @@ def test_highlight_compression_maps_only_values_above_the_knee() -> None:
     ref[hi] = 192.0 + (ref[hi] - 192.0) * (239.0 - 192.0) / (255.0 - 192.0)
     assert np.array_equal(out, ref)
     assert out[0, 3, 0] == np.float32(239.0) and out[0, 1, 0] == np.float32(192.0)
+
+
+def test_fast_singular_values_match_lapack() -> None:
+    """Power iteration (with eigh where it has not converged) gives LAPACK's largest singular
+    value and a rank-1 term of the same sign-free product, on noise (slow to converge),
+    smooth blocks and zero blocks alike."""
+    rng = np.random.default_rng(7)
+    noise = rng.uniform(0, 510, (3000, 4, 4))
+    smooth = np.cumsum(rng.normal(0, 3, (3000, 4, 4)), axis=2) + 300
+    zeros = np.zeros((10, 4, 4))
+    blocks = np.concatenate([noise, smooth, zeros])
+    s0, u0, v0 = wm._top_singular(blocks)
+    u, s, vt = np.linalg.svd(blocks)
+    assert np.abs(s0 - s[:, 0]).max() < 1e-3
+    ours = u0[:, :, None] * v0[:, None, :]
+    lapack = u[:, :, 0, None] * vt[:, 0, None, :]
+    live = s[:, 0] > 1e-9
+    assert np.abs(ours - lapack)[live].max() < 1e-4
+    # A zero block gets the DC basis vector, as LAPACK's SVD of its DCT does.
+    assert np.allclose(ours[~live], 0.25)
+
+
+def test_decode_file_reads_the_luma_plane_of_each_format() -> None:
+    """The renditions' verifier: the codec's own luma, no rescaling; the payload survives
+    JPEG, WebP and PNG, an unmarked file does not verify, and a package-engine config is
+    handed back to the caller (None)."""
+    marked = wm.embed(textured(3), 4242, CONFIG).image
+    for fmt, kw in (("JPEG", {"quality": 90}), ("WEBP", {"quality": 90}), ("PNG", {})):
+        buf = io.BytesIO()
+        marked.save(buf, fmt, **kw)
+        found = wm.decode_file(buf.getvalue(), CONFIG)
+        assert found is not None and found.shot_id == 4242, fmt
+    plain = io.BytesIO()
+    textured(3).save(plain, "PNG")
+    found = wm.decode_file(plain.getvalue(), CONFIG)
+    assert found is not None and not found.verified
+    assert (
+        wm.decode_file(plain.getvalue(), dataclasses.replace(CONFIG, engine="imwatermark")) is None
+    )
+    with pytest.raises(wm.WatermarkError):
+        wm.decode_file(b"not an image", CONFIG)

@@ -1,7 +1,9 @@
-"""The weekly loop on the embedded default with the real tiny models: import -> plan -> run
--> approve -> publish -> ``export shopify`` and ``export gmc``; the files parse with pandas,
-list one image per current asset, and every URL names an object that exists. A re-import with
-a changed title supersedes the old asset; a recalled asset leaves the next export."""
+"""The weekly loop with the real tiny models, on the embedded default (SQLite, local folder)
+and on Postgres + moto's S3 server over HTTP: import -> plan -> run -> approve -> publish ->
+``export shopify`` and ``export gmc``; the files parse with pandas, list one image per current
+asset, and every URL names an object that exists in the blob store the line wrote to. A
+re-import with a changed title supersedes the old asset; a recalled asset leaves the next
+export."""
 
 from __future__ import annotations
 
@@ -9,26 +11,56 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
 from catalog import migrate
 from catalog.db import make_engine, make_sessionmaker
 from catalog.importing.importer import import_catalog
-from catalog.models import Asset, Shot
+from catalog.models import Asset, AssetRendition, Shot
 from catalog.planning import plan_shots
 from catalog.review import Reviewer, approve
 from pipeline.brand.loader import find_brand
 from pipeline.delivery.urls import key_of
 from pipeline.settings import Settings
-from pipeline.storage import LocalBlobStore
+from pipeline.storage import BlobStore, make_blob_store
 from tasks.cli import app
 from tasks.dispatch import enqueue_publish
 from tasks.runner import run_line
-from tests.tasks.conftest import cli_env
+from tests.tasks.conftest import cli_env, make_bucket
 
 BASE = "https://cdn.example.com/shop images/"  # a space: URLs must encode it
 HEADER = "Handle,Title,Body (HTML),Vendor,Type,Tags,Option1 Name,Option1 Value,Variant SKU\n"
+
+
+@pytest.fixture(params=["embedded", "postgres_s3"])
+def line_settings(request: pytest.FixtureRequest, tmp_settings: Settings) -> Settings:
+    """The embedded default, or the same line on a fresh Postgres database and a moto bucket."""
+    if request.param == "embedded":
+        migrate.upgrade(tmp_settings.database_url)
+        return tmp_settings
+    moto: str = request.getfixturevalue("moto_server")
+    return tmp_settings.model_copy(
+        update={
+            "database_url": request.getfixturevalue("pg_db"),  # migrated by the fixture
+            "blob_backend": "s3",
+            "s3_endpoint_url": moto,
+            "s3_bucket": make_bucket(moto),
+        }
+    )
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    """What a CLI call needs to see ``settings`` (the S3 ones where the line uses S3)."""
+    env = {**cli_env(settings), "SHOTLINE_PUBLIC_BASE_URL": BASE}
+    if settings.blob_backend == "s3":
+        env |= {
+            "SHOTLINE_BLOB_BACKEND": "s3",
+            "SHOTLINE_S3_ENDPOINT_URL": str(settings.s3_endpoint_url),
+            "SHOTLINE_S3_BUCKET": str(settings.s3_bucket),
+        }
+    return env
 
 
 def _csv(path: Path, mug_title: str) -> Path:
@@ -62,8 +94,7 @@ def _cycle(settings: Settings, csv: Path) -> None:
 
 
 def _cli(settings: Settings, *args: str) -> tuple[int, str]:
-    env = {**cli_env(settings), "SHOTLINE_PUBLIC_BASE_URL": BASE}
-    res = CliRunner().invoke(app, list(args), env=env)
+    res = CliRunner().invoke(app, list(args), env=_env(settings))
     if res.exit_code == 1 and res.exc_info:
         import traceback
 
@@ -92,6 +123,23 @@ def _published(settings: Settings) -> dict[int, Asset]:
     return out
 
 
+def _rendition(settings: Settings, key: str) -> AssetRendition:
+    engine = make_engine(settings.database_url)
+    with make_sessionmaker(engine).begin() as s:
+        found = s.scalars(select(AssetRendition).where(AssetRendition.key == key)).one()
+    engine.dispose()
+    return found
+
+
+def _rendition_keys(settings: Settings, asset_id: int) -> list[str]:
+    engine = make_engine(settings.database_url)
+    with make_sessionmaker(engine).begin() as s:
+        keys = s.scalars(select(AssetRendition.key).where(AssetRendition.asset_id == asset_id))
+        out = list(keys)
+    engine.dispose()
+    return out
+
+
 def _states(settings: Settings) -> list[tuple[object, ...]]:
     engine = make_engine(settings.database_url)
     with make_sessionmaker(engine).begin() as s:
@@ -104,8 +152,13 @@ def _states(settings: Settings) -> list[tuple[object, ...]]:
     return [tuple(r) for r in rows]
 
 
-def test_weekly_loop_exports(tmp_settings: Settings, tmp_path: Path) -> None:
-    migrate.upgrade(tmp_settings.database_url)
+def _exists(store: BlobStore, url: str, ext: str) -> bool:
+    key = key_of(BASE.replace(" ", "%20"), url)
+    return key is not None and key.endswith(ext) and store.exists(key)
+
+
+def test_weekly_loop_exports(line_settings: Settings, tmp_path: Path) -> None:
+    tmp_settings = line_settings
     _cycle(tmp_settings, _csv(tmp_path / "c1.csv", "Mug"))
     first = _published(tmp_settings)
     assert len(first) == 6  # (mug red, mug blue, bowl) x (hero_white, lifestyle_kitchen)
@@ -116,19 +169,18 @@ def test_weekly_loop_exports(tmp_settings: Settings, tmp_path: Path) -> None:
     assert not images.duplicated(["Handle", "Image Position"]).any()
     assert set(images["Handle"]) == {"mug", "bowl"}
     assert all(images["Image Alt Text"].str.contains("ACME Home"))
-    store = LocalBlobStore(Path(tmp_settings.blob_root))
+    # The blob store the line published to: a local folder, or the moto bucket over HTTP.
+    store = make_blob_store(tmp_settings)
+    assert store.backend == tmp_settings.blob_backend
     for url in images["Image Src"]:
         assert " " not in url and "," not in url.removeprefix("https://")
-        key = key_of(BASE.replace(" ", "%20"), url)
-        assert key is not None and store.exists(key)
-        assert key.endswith(".jpg")  # the shopify channel's JPEG rendition
+        assert _exists(store, url, ".jpg"), url  # the shopify channel's JPEG rendition
     # Merchant Center: keyed by the variant SKUs; no image_link (no main slot for gmc).
     assert set(gmc["id"]) == {"MUG-RED", "MUG-BLUE", "BOWL-1"}
     assert (gmc["image_link"] == "").all()
     assert (gmc["additional_image_link"] != "").all() and (gmc["lifestyle_image_link"] != "").all()
     for url in list(gmc["additional_image_link"]) + list(gmc["lifestyle_image_link"]):
-        key = key_of(BASE.replace(" ", "%20"), url)
-        assert key is not None and store.exists(key) and key.endswith(".webp")
+        assert _exists(store, url, ".webp"), url
     assert xml.count("<item>") == 3 and "<g:id>MUG-RED</g:id>" in xml
 
     # A changed title: a new revision, re-planned, approved and published; the old mug
@@ -139,6 +191,8 @@ def test_weekly_loop_exports(tmp_settings: Settings, tmp_path: Path) -> None:
     shop2, _, _ = _exports(tmp_settings, tmp_path)
     img2 = shop2[shop2["Image Src"] != ""]
     assert len(img2) == 6
+    assert not img2.duplicated(["Handle", "Image Position"]).any()
+    assert all(_exists(store, url, ".jpg") for url in img2["Image Src"])
     assert not set(img2["Image Src"]) & set(images[images["Handle"] == "mug"]["Image Src"])
     assert set(img2[img2["Handle"] == "bowl"]["Image Src"]) == set(
         images[images["Handle"] == "bowl"]["Image Src"]
@@ -161,16 +215,46 @@ def test_weekly_loop_exports(tmp_settings: Settings, tmp_path: Path) -> None:
     delivery = json.loads(text)["chains"][0]["delivery"]
     assert delivery["status"] == "recalled" and delivery["recall"]["reason"] == "wrong colour"
 
+    # Lineage from a feed URL (a rendition's key under the base, percent-encoded) and from
+    # the bare rendition key: the shot that made it, with its full chain.
+    url = shop3[shop3["Image Src"] != ""]["Image Src"].iloc[0]
+    key = key_of(BASE.replace(" ", "%20"), url)
+    rend = _rendition(tmp_settings, str(key))
+    for ref in (url, str(key)):
+        code, text = _cli(tmp_settings, "lineage", ref, "--json")
+        assert code == 0, text
+        chain = json.loads(text)["chains"]
+        assert [c["shot_id"] for c in chain] == [rend.shot_id], ref
+        assert chain[0]["prompt"] and chain[0]["delivery"]["status"] == "current"
+        assert key in {r["key"] for r in chain[0]["delivery"]["renditions"]}
+
+    # --delete-objects: the recalled asset's master and every rendition leave the store;
+    # the other assets' objects stay.
+    doomed = _published(tmp_settings)[rend.shot_id]
+    keys = [doomed.key, *_rendition_keys(tmp_settings, doomed.id)]
+    assert len(keys) == 4 and all(store.exists(k) for k in keys)  # master + 3 channels
+    code, text = _cli(
+        tmp_settings, "recall", str(doomed.id), "--reason", "bad", "--delete-objects", "--json"
+    )
+    assert code == 0, text
+    assert json.loads(text)["delete_failed"] == []
+    assert not any(store.exists(k) for k in keys)
+    others = [a for a in _published(tmp_settings).values() if a.id != doomed.id]
+    assert others and all(store.exists(a.key) for a in others)
+    code, text = _cli(tmp_settings, "lineage", f"asset:{doomed.id}", "--json")
+    assert json.loads(text)["chains"][0]["delivery"]["recall"]["objects"] == "deleted"
+
     # The review export carries the handle, variant, asset status and public URL.
     code, text = _cli(tmp_settings, "review", "export", "--out", str(tmp_path / "review.csv"))
     assert code == 0, text
     review = pd.read_csv(tmp_path / "review.csv", dtype=str, keep_default_na=False)
     by_shot = review.set_index("shot_id")
     assert by_shot.loc[str(recalled.shot_id), "asset_status"] == "recalled"
+    assert by_shot.loc[str(doomed.shot_id), "asset_status"] == "recalled"
     assert {by_shot.loc[str(sid), "asset_status"] for sid in old_mug} == {"superseded"}
     current = review[review["asset_status"] == "current"]
-    assert len(current) == 5 and set(current["handle"]) == {"mug", "bowl"}
-    mug = current[current["handle"] == "mug"]
+    assert len(current) == 4 and set(current["handle"]) <= {"mug", "bowl"}
+    mug = review[(review["handle"] == "mug") & (review["asset_status"] != "superseded")]
     assert set(mug["variant_options"]) == {"Color=Red", "Color=Blue"}
     assert all(
         u.startswith("https://cdn.example.com/shop%20images/acme/") for u in current["public_url"]

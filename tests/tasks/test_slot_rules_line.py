@@ -152,3 +152,102 @@ def test_brands_check_names_bad_rules(tmp_path: Path) -> None:
         f"error: {bad}:8: templates.main.rules.min_long_side: min_long_side 2000 but the "
         "template makes 512x512 images"
     ]
+
+
+class _ProductOnWhiteGenerator(_WhiteSceneGenerator):
+    """A 512 px studio shot: a textured product on pure white, big enough to carry a mark
+    (``bare``: the white alone, which cannot)."""
+
+    def __init__(self, model_id: str, bare: bool = False) -> None:
+        super().__init__(model_id)
+        rng = np.random.default_rng(11)
+        arr = np.full((512, 512, 3), 255, np.uint8)
+        if not bare:
+            yy, xx = np.mgrid[:512, :512]
+            disc = (yy - 256) ** 2 + (xx - 256) ** 2 < 150**2
+            arr[disc] = rng.integers(60, 200, (int(disc.sum()), 3), dtype=np.uint8)
+        self.image = Image.fromarray(arr, "RGB")
+
+
+def product_on_white_generator(settings: Settings, model_id: str) -> Generator:
+    return _ProductOnWhiteGenerator(model_id)
+
+
+def bare_white_generator(settings: Settings, model_id: str) -> Generator:
+    return _ProductOnWhiteGenerator(model_id, bare=True)
+
+
+class _WatermarkingGate:
+    """The stand-in gate's decisions with the real gate's finalize (watermark, XMP)."""
+
+    def __init__(self, settings: Settings) -> None:
+        from pipeline.gate.stage import load_gate
+        from tasks.fakes import PassThroughGate
+        from tests.pipeline.test_clip_filter import FakeEncoder
+
+        self.stand_in = PassThroughGate()
+        self.real = load_gate(settings, encoder=FakeEncoder())
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.stand_in, name)
+
+    def finalize(self, *args: object, **kw: object) -> object:
+        return self.real.finalize(*args, **kw)  # type: ignore[arg-type]
+
+
+def watermarking_gate(settings: Settings) -> object:
+    return _WatermarkingGate(settings)
+
+
+@pytest.mark.parametrize("gate_on", ["gpu", "cpu"])
+@pytest.mark.parametrize("bare", [False, True])
+def test_white_background_keeps_rgb_255_under_the_real_watermark(
+    tmp_settings: Settings, tmp_path: Path, gate_on: str, bare: bool
+) -> None:
+    """white_tolerance 0 with the watermark on: the white stays RGB 255, the rule passes, and
+    the mark lives in the product (verified) or, with no product to carry it, is omitted and
+    recorded so (``watermarks.method``)."""
+    from pipeline.gate import watermark as wm
+
+    brands = tmp_path / "brands"
+    brands.mkdir()
+    (brands / "slotco.yaml").write_text(yaml.safe_dump(BRAND), encoding="utf-8")
+    name = "bare_white_generator" if bare else "product_on_white_generator"
+    settings = tmp_settings.model_copy(
+        update={
+            "brands_dir": brands,
+            "generator_factory": f"tests.tasks.test_slot_rules_line:{name}",
+            "gate_factory": "tests.tasks.test_slot_rules_line:watermarking_gate",
+            "gate_on": gate_on,
+        }
+    )
+    migrate.upgrade(settings.database_url)
+    reset_contexts()
+    ctx = context_for(settings)
+    with ctx.sessions.begin() as s:
+        rev = make_product(s, make_brand(s, name="slotco"), "MUG")
+        main = make_shot(s, rev, template="main_text", width=512, height=512).id
+        free = make_shot(s, rev, template="lifestyle", width=512, height=512).id
+    summary = run_line(settings, progress=False)
+    assert summary.counts == {"pending_review": 2}, summary.failures
+    with ctx.sessions.begin() as s:
+        rows = {sid: s.get(Shot, sid) for sid in (main, free)}
+        marks = {
+            sid: (r.watermark.method, r.watermark.verified, r.watermark.image_key)
+            for sid, r in rows.items()
+            if r is not None and r.watermark is not None
+        }
+    generated = np.asarray(_ProductOnWhiteGenerator("x", bare=bare).image)
+    white = (generated == 255).all(axis=2)
+    method, verified, key = marks[main]
+    final = np.asarray(Image.open(io.BytesIO(ctx.store.get(key))).convert("RGB"))
+    assert (final[white] == 255).all()  # the marketplace's RGB 255, exactly
+    if bare:
+        assert (method, verified) == (wm.OMITTED_WHITE, False)
+    else:
+        assert verified and method != wm.OMITTED_WHITE
+        assert np.any(final[~white] != generated[~white])  # the mark is in the product
+    # A template without the rule is marked as before: its white is lowered where the bits say.
+    method, verified, key = marks[free]
+    other = np.asarray(Image.open(io.BytesIO(ctx.store.get(key))).convert("RGB"))
+    assert verified and method != wm.OMITTED_WHITE and (other[white] < 255).any()

@@ -1,0 +1,1 @@
+"""Delivery work that runs on the fleet: the store feeds beat keeps fresh."""
