@@ -569,7 +569,7 @@ class Normalizer:
                 cur.check_fields(line, self._product_fields(arr[i]))
             if img:
                 ipos = ipos.strip()
-                cur.add_image(img.strip(), int(ipos) if ipos.isdigit() else None)
+                cur.add_image(img.strip(), int(ipos) if ipos.isascii() and ipos.isdigit() else None)
             if sku or price or o1 or o2 or o3:
                 options: dict[str, str] = {}
                 slots = cur.slots or ["", "", ""]

@@ -243,3 +243,23 @@ def test_packshot_slots_pick_per_variant_and_never_crash(
         assert slots.values("t2i", mug, red) == {}
         (bare_red,) = visual_variants(bare.data, ["Color"])
         assert slots.values("v", bare, bare_red) == "the product has no image in the catalog"
+
+
+def test_an_image_position_that_is_a_digit_but_not_a_number_imports(
+    factory: sessionmaker[Session], brand: BrandConfig, tmp_path: Path
+) -> None:
+    # "²" and "٣" pass str.isdigit() but int() refuses the first: before, the import raised.
+    path = tmp_path / "catalog.csv"
+    path.write_text(
+        "Handle,Title,Image Src,Image Position\n"
+        "cup,Cup,https://cdn.example.com/cup-a.jpg,²\n"
+        "cup,,https://cdn.example.com/cup-b.jpg,1\n",
+        encoding="utf-8",
+    )
+    summary = import_catalog(factory, path, brand)
+    assert summary.status == "succeeded", summary
+    urls = [url for _, url in _refs(factory, brand, "cup")]
+    assert sorted(urls) == [
+        "https://cdn.example.com/cup-a.jpg",
+        "https://cdn.example.com/cup-b.jpg",
+    ]
