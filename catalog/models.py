@@ -507,7 +507,8 @@ class ReviewerToken(Base):
 
     Only the sha256 of the token is stored: tokens are 256-bit random strings, so a fast hash
     is enough (nothing to brute-force), and a leaked table logs nobody in. Revoking sets
-    ``revoked_at``; sessions made with the token end at their next request."""
+    ``revoked_at``; sessions made with the token end at their next request. Logging out sets
+    ``sessions_after``: the token's sessions made before then end, the token stays good."""
 
     __tablename__ = "reviewer_tokens"
 
@@ -518,6 +519,9 @@ class ReviewerToken(Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Logging out sets it: browser sessions made with the token before it end, so a copied
+    # session cookie dies with the logout instead of living out its 12 h.
+    sessions_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 # --- delivery ---

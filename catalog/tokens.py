@@ -41,6 +41,14 @@ class TokenInfo:
     expires_at: datetime | None
     revoked_at: datetime | None
     last_used_at: datetime | None
+    sessions_after: datetime | None = None
+
+    def session_ended(self, logged_in_at: float) -> bool:
+        """Whether a browser session made at ``logged_in_at`` (epoch seconds) was logged
+        out since (``end_sessions``)."""
+        if self.sessions_after is None:
+            return False
+        return logged_in_at <= _aware(self.sessions_after).timestamp()
 
     @property
     def status(self) -> str:
@@ -62,7 +70,13 @@ def _aware(value: datetime) -> datetime:
 
 def _info(row: ReviewerToken) -> TokenInfo:
     return TokenInfo(
-        row.id, row.name, row.created_at, row.expires_at, row.revoked_at, row.last_used_at
+        row.id,
+        row.name,
+        row.created_at,
+        row.expires_at,
+        row.revoked_at,
+        row.last_used_at,
+        row.sessions_after,
     )
 
 
@@ -85,6 +99,14 @@ def create_token(
 
 def list_tokens(session: Session) -> list[TokenInfo]:
     return [_info(r) for r in session.scalars(select(ReviewerToken).order_by(ReviewerToken.id))]
+
+
+def end_sessions(session: Session, token_id: int) -> None:
+    """Log out: every browser session made with the token until now ends (a copied cookie
+    included); the token itself stays good for a new login."""
+    session.execute(
+        update(ReviewerToken).where(ReviewerToken.id == token_id).values(sessions_after=utcnow())
+    )
 
 
 def revoke_token(session: Session, token_id: int) -> TokenInfo:

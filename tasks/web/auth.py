@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from catalog.review import Reviewer
-from catalog.tokens import TokenInfo, active_token, authenticate, token_reviewer
+from catalog.tokens import TokenInfo, active_token, authenticate, end_sessions, token_reviewer
 from tasks.web.state import WebState
 
 CSRF_KEY = "csrf"
 TOKEN_KEY = "token_id"
+LOGIN_AT_KEY = "login_at"  # epoch seconds: a logout ends the sessions made before it
 LOGIN_WINDOW_S = 300.0
 LOGIN_MAX_FAILURES = 10  # per client address per window
 
@@ -86,8 +87,9 @@ def current_viewer(request: Request) -> Viewer | None:
         return None
     with state.session() as s:
         info = active_token(s, token_id)
-    if info is None:
-        request.session.pop(TOKEN_KEY, None)  # revoked or expired: the session ends
+    login_at = request.session.get(LOGIN_AT_KEY)
+    if info is None or not isinstance(login_at, float) or info.session_ended(login_at):
+        request.session.clear()  # revoked, expired or logged out: the session ends
         return None
     return Viewer(info, "session")
 
@@ -151,5 +153,16 @@ def log_in(request: Request, token_text: str, limiter: LoginLimiter) -> TokenInf
     limiter.succeeded(client)
     request.session.clear()  # no session fixation: a fresh session for the new identity
     request.session[TOKEN_KEY] = info.id
+    request.session[LOGIN_AT_KEY] = time.time()
     request.session[CSRF_KEY] = secrets.token_urlsafe(32)
     return info
+
+
+def log_out(request: Request) -> None:
+    """End this browser's session and every other one made with its token so far: the cookie
+    is signed, not stored, so clearing it alone would leave a copy of it valid."""
+    token_id = request.session.get(TOKEN_KEY)
+    if isinstance(token_id, int):
+        with web_state(request).session() as s:
+            end_sessions(s, token_id)
+    request.session.clear()

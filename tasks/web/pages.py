@@ -37,6 +37,7 @@ from tasks.web.auth import (
     csrf_token,
     current_viewer,
     log_in,
+    log_out,
     require_viewer,
     web_state,
 )
@@ -93,7 +94,7 @@ def login(request: Request, token: str = Form(""), csrf: str = Form("")) -> Resp
 @router.post("/logout")
 def logout(request: Request, csrf: str = Form("")) -> Response:
     check_csrf(request, csrf)
-    request.session.clear()
+    log_out(request)
     return RedirectResponse("/login", status_code=303)
 
 

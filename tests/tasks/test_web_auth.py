@@ -181,3 +181,25 @@ def test_thumbnail_is_a_384px_webp_made_once(env: WebEnv, client: TestClient) ->
     second = client.get(f"/thumbs/{shot}.webp")
     assert second.content == first.content
     assert state.thumbs.made == 1
+
+
+def test_logout_ends_a_copied_session_cookie_and_the_token_logs_in_again(
+    env: WebEnv, client: TestClient
+) -> None:
+    env.gated()
+    _, token = env.token("alice")
+    csrf = login(client, token)
+    copied = dict(client.cookies)  # what a stolen or shared cookie would carry
+    assert client.post("/logout", data={"csrf": csrf}, follow_redirects=False).status_code == 303
+    # Before: the signed cookie was only cleared in this browser; a copy of it stayed good
+    # for its 12 h.
+    app = client.app
+    with TestClient(app, raise_server_exceptions=False, cookies=copied) as other:
+        assert other.get("/", follow_redirects=False).headers["location"] == "/login"
+        assert other.get("/api/me").status_code == 401
+    # The token itself is not revoked: a new login works, and its session is good.
+    login(client, token)
+    assert client.get("/api/me").json()["name"] == "alice"
+    # A session made before that login and one made after a newer logout are both ended.
+    with TestClient(app, raise_server_exceptions=False, cookies=copied) as other:
+        assert other.get("/api/me").status_code == 401
