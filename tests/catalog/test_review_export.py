@@ -185,7 +185,11 @@ def test_export_cells(session: Session) -> None:
     assert rows[ids["superseded"]]["asset_status"] == SUPERSEDED
     assert rows[ids["recalled"]]["asset_status"] == RECALLED
     bare = rows[ids["bare"]]
-    assert (bare["gate_decision"], bare["gate_reasons"], bare["prompt"]) == ("", "", "'-minus prompt")
+    assert (bare["gate_decision"], bare["gate_reasons"], bare["prompt"]) == (
+        "",
+        "",
+        "'-minus prompt",
+    )
 
 
 @pytest.mark.parametrize("page", [1, 2, 500])
