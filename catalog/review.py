@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from sqlalchemy import Table, and_, func, insert, select, text, update
-from sqlalchemy.orm import Session, defer, selectinload
+from sqlalchemy.orm import Session, aliased, defer, selectinload
 
 from catalog.delivery.current import (
     CURRENT,
@@ -68,6 +68,9 @@ REVIEW_STATES = (
 )
 
 PAGE_ROWS = 500  # shots per keyset page when streaming every row (export, --all)
+# Export pages are column tuples (no ORM rows), so a larger page costs little memory and
+# saves round trips.
+EXPORT_PAGE_ROWS = 2000
 EVENT_CHUNK = 1000  # review events per INSERT batch
 EVENTS = cast(Table, ReviewEvent.__table__)
 
@@ -691,9 +694,17 @@ def _asset_status(
     return SUPERSEDED if current_id not in (None, revision_id) else CURRENT
 
 
-def _export_query(ids: Sequence[int]) -> Any:
-    """The columns one page of export rows reads, one row per shot (a shot has at most one
-    current gate decision and one asset): plain tuples, no ORM objects to build."""
+def _export_query(page: Any) -> Any:
+    """One page of export rows as plain columns, no ORM objects to build: the shots of the
+    ``page`` subquery (their ids), each with its product, current gate decision, asset and
+    latest review event (the highest id, as ``review_record`` reads it): one row per shot."""
+    earlier = aliased(ReviewEvent)
+    last_event = (
+        select(func.max(earlier.id))
+        .where(earlier.shot_id == Shot.id)
+        .correlate(Shot)
+        .scalar_subquery()
+    )
     return (
         select(
             Shot.id,
@@ -709,63 +720,47 @@ def _export_query(ids: Sequence[int]) -> Any:
             FilterResult.reasons,
             Asset.id.label("asset_id"),
             Asset.key.label("asset_key"),
+            ReviewEvent.reviewer,
+            ReviewEvent.action,
+            ReviewEvent.note,
+            ReviewEvent.created_at.label("reviewed_at"),
         )
+        .join(page, page.c.id == Shot.id)
         .join(ProductRevision, ProductRevision.id == Shot.product_revision_id)
         .join(Product, Product.id == ProductRevision.product_id)
         .outerjoin(FilterResult, and_(FilterResult.shot_id == Shot.id, FilterResult.current))
         .outerjoin(Asset, Asset.shot_id == Shot.id)
-        .where(Shot.id.in_(list(ids)))
+        .outerjoin(ReviewEvent, ReviewEvent.id == last_event)
         .order_by(Shot.id)
     )
 
 
-def _last_reviews(session: Session, ids: Sequence[int]) -> dict[int, Any]:
-    """Each shot's latest review event (the highest id, as ``review_record`` reads it)."""
-    last = (
-        select(func.max(ReviewEvent.id))
-        .where(ReviewEvent.shot_id.in_(list(ids)))
-        .group_by(ReviewEvent.shot_id)
-    )
-    rows = session.execute(
-        select(
-            ReviewEvent.shot_id,
-            ReviewEvent.reviewer,
-            ReviewEvent.action,
-            ReviewEvent.note,
-            ReviewEvent.created_at,
-        ).where(ReviewEvent.id.in_(last))
-    )
-    return {r.shot_id: r for r in rows}
-
-
-def _export_row(r: Any, last: Any, recalled: set[int], base_url: str | None) -> dict[str, Any]:
-    """One shot's export row from its ``_export_query`` columns and latest review event,
+def _export_row(r: Any, recalled: set[int], base_url: str | None) -> list[Any]:
+    """One shot's export row (``EXPORT_COLUMNS`` order) from its ``_export_query`` columns,
     formula-escaped."""
     variant = r.variant if isinstance(r.variant, Mapping) else {}
     options = variant.get("options") if isinstance(variant.get("options"), Mapping) else {}
     key = r.asset_key
-    row = {
-        "shot_id": r.id,
-        "sku": variant_sku(variant, r.product_sku),
-        "template": r.template_name,
-        "state": r.state,
-        "gate_decision": r.decision or "",
-        "gate_reasons": "; ".join(str(x) for x in r.reasons or []),
-        "review_action": (last.action if last is not None else None) or "",
-        "reviewer": (last.reviewer if last is not None else None) or "",
-        "review_note": (last.note if last is not None else None) or "",
-        "reviewed_at": (_iso(last.created_at) if last is not None else None) or "",
-        "prompt": r.prompt,
-        "asset_key": key or "",
-        "handle": r.product_sku,
-        "variant_key": r.variant_key,
-        "variant_options": "; ".join(f"{k}={v}" for k, v in (options or {}).items()),
-        "asset_status": _asset_status(
-            r.asset_id, r.product_revision_id, r.current_revision_id, recalled
-        ),
-        "public_url": public_url(base_url, key) if key and base_url else "",
-    }
-    return {k: escape_formula(v) for k, v in row.items()}
+    row = (
+        r.id,
+        variant_sku(variant, r.product_sku),
+        r.template_name,
+        r.state,
+        r.decision or "",
+        "; ".join(str(x) for x in r.reasons or []),
+        r.action or "",
+        r.reviewer or "",
+        r.note or "",
+        _iso(r.reviewed_at) or "",
+        r.prompt,
+        key or "",
+        r.product_sku,  # the handle
+        r.variant_key,
+        "; ".join(f"{k}={v}" for k, v in (options or {}).items()),
+        _asset_status(r.asset_id, r.product_revision_id, r.current_revision_id, recalled),
+        public_url(base_url, key) if key and base_url else "",
+    )
+    return [escape_formula(v) for v in row]
 
 
 def export_rows(
@@ -775,34 +770,30 @@ def export_rows(
     import_run: int | None = None,
     template: str | None = None,
     base_url: str | None = None,
-    page: int = PAGE_ROWS,
-) -> Iterator[dict[str, Any]]:
-    """The export rows of the shots ``list_shots`` selects (same filters, oldest first), a
-    keyset page of ``page`` shots at a time: per page its ids, their columns, their latest
-    review events and which of their assets are recalled, four bounded queries; memory holds
-    one page. ``base_url``: ``SHOTLINE_PUBLIC_BASE_URL`` (checked), for the URL."""
+    page: int = EXPORT_PAGE_ROWS,
+) -> Iterator[list[Any]]:
+    """The export rows (``EXPORT_COLUMNS`` order) of the shots ``list_shots`` selects (same filters, oldest first), a
+    keyset page of ``page`` shots at a time: one query per page (the page's ids are its
+    subquery, so no id list is sent) plus one for which of its assets are recalled; memory
+    holds one page. ``base_url``: ``SHOTLINE_PUBLIC_BASE_URL`` (checked), for the URL."""
     filters = {"brand": brand, "import_run": import_run, "template": template}
     statuses = _statuses(status)
     after: int | None = None
     while True:
-        query = _list_query(statuses, filters, after, loads=False).with_only_columns(Shot.id)
-        ids = list(session.scalars(query.limit(page)))
-        if not ids:
-            return
-        rows = session.execute(_export_query(ids)).all()
-        last = _last_reviews(session, ids)
+        ids = _list_query(statuses, filters, after, loads=False).with_only_columns(Shot.id)
+        rows = session.execute(_export_query(ids.limit(page).subquery())).all()
         assets = [r.asset_id for r in rows if r.asset_id is not None]
         recalled = set(first_recalls(session, assets)) if assets else set()
         for r in rows:
-            yield _export_row(r, last.get(r.id), recalled, base_url)
-        if len(ids) < page:
+            yield _export_row(r, recalled, base_url)
+        if len(rows) < page:
             return
-        after = ids[-1]
+        after = rows[-1].id
 
 
-def _write_csv(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
-    writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
-    writer.writeheader()
+def _write_csv(rows: Iterable[list[Any]], out: IO[str]) -> int:
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(EXPORT_COLUMNS)
     n = 0
     for row in rows:
         writer.writerow(row)
