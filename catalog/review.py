@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from sqlalchemy import Table, and_, func, insert, select, text, update
-from sqlalchemy.orm import Session, aliased, defer, selectinload
+from sqlalchemy.orm import Session, defer, selectinload
 
 from catalog.delivery.current import (
     CURRENT,
@@ -694,16 +694,18 @@ def _asset_status(
     return SUPERSEDED if current_id not in (None, revision_id) else CURRENT
 
 
-def _export_query(page: Any) -> Any:
-    """One page of export rows as plain columns, no ORM objects to build: the shots of the
-    ``page`` subquery (their ids), each with its product, current gate decision, asset and
-    latest review event (the highest id, as ``review_record`` reads it): one row per shot."""
-    earlier = aliased(ReviewEvent)
-    last_event = (
-        select(func.max(earlier.id))
-        .where(earlier.shot_id == Shot.id)
-        .correlate(Shot)
-        .scalar_subquery()
+def _export_query(ids: Any) -> Any:
+    """One page of export rows as plain columns, no ORM objects to build: the shots whose ids
+    the ``ids`` query selects, each with its product, current gate decision, asset and latest
+    review event (the highest id, as ``review_record`` reads it): one row per shot. The
+    latest events come from an aggregate over the page's ids (index lookups), not a
+    correlated join, which Postgres would answer by hashing every event once per page."""
+    page = ids.cte("export_page")
+    last = (
+        select(ReviewEvent.shot_id, func.max(ReviewEvent.id).label("event_id"))
+        .where(ReviewEvent.shot_id.in_(select(page.c.id)))
+        .group_by(ReviewEvent.shot_id)
+        .subquery("last_event")
     )
     return (
         select(
@@ -730,7 +732,8 @@ def _export_query(page: Any) -> Any:
         .join(Product, Product.id == ProductRevision.product_id)
         .outerjoin(FilterResult, and_(FilterResult.shot_id == Shot.id, FilterResult.current))
         .outerjoin(Asset, Asset.shot_id == Shot.id)
-        .outerjoin(ReviewEvent, ReviewEvent.id == last_event)
+        .outerjoin(last, last.c.shot_id == Shot.id)
+        .outerjoin(ReviewEvent, ReviewEvent.id == last.c.event_id)
         .order_by(Shot.id)
     )
 
@@ -781,7 +784,7 @@ def export_rows(
     after: int | None = None
     while True:
         ids = _list_query(statuses, filters, after, loads=False).with_only_columns(Shot.id)
-        rows = session.execute(_export_query(ids.limit(page).subquery())).all()
+        rows = session.execute(_export_query(ids.limit(page))).all()
         assets = [r.asset_id for r in rows if r.asset_id is not None]
         recalled = set(first_recalls(session, assets)) if assets else set()
         for r in rows:
