@@ -67,7 +67,7 @@ REVIEW_STATES = (
     ShotState.published.value,
 )
 
-PAGE_ROWS = 500  # shots per keyset page when streaming every row (export, --all)
+PAGE_ROWS = 500  # shots per keyset page when streaming every row (review list --all)
 # Export pages are column tuples (no ORM rows), so a larger page costs little memory and
 # saves round trips.
 EXPORT_PAGE_ROWS = 2000
@@ -507,7 +507,7 @@ def list_shots(
     limit: int | None = None,
     after: int | None = None,
 ) -> list[Shot]:
-    """Shots for the review list/sheet/export, oldest first, with their lineage rows loaded.
+    """Shots for the review list and sheet, oldest first, with their lineage rows loaded.
 
     ``status`` is one state or several; None means every review state (pending_review,
     rejected, approved, published). ``import_run`` selects shots of products whose
@@ -775,10 +775,11 @@ def export_rows(
     base_url: str | None = None,
     page: int = EXPORT_PAGE_ROWS,
 ) -> Iterator[list[Any]]:
-    """The export rows (``EXPORT_COLUMNS`` order) of the shots ``list_shots`` selects (same filters, oldest first), a
-    keyset page of ``page`` shots at a time: one query per page (the page's ids are its
-    subquery, so no id list is sent) plus one for which of its assets are recalled; memory
-    holds one page. ``base_url``: ``SHOTLINE_PUBLIC_BASE_URL`` (checked), for the URL."""
+    """The export rows (lists in ``EXPORT_COLUMNS`` order) of the shots ``list_shots``
+    selects (same filters, oldest first), a keyset page of ``page`` shots at a time: one
+    query per page (the page's ids a CTE, so no id list is sent) plus one for which of its
+    assets are recalled; memory holds one page. ``base_url``: ``SHOTLINE_PUBLIC_BASE_URL``
+    (checked), for the URL."""
     filters = {"brand": brand, "import_run": import_run, "template": template}
     statuses = _statuses(status)
     after: int | None = None
