@@ -32,8 +32,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, cast
 
-from sqlalchemy import Table, insert, select, text, update
-from sqlalchemy.orm import Session, defer, object_session, selectinload
+from sqlalchemy import Table, and_, func, insert, select, text, update
+from sqlalchemy.orm import Session, defer, selectinload
 
 from catalog.delivery.current import (
     CURRENT,
@@ -67,7 +67,10 @@ REVIEW_STATES = (
     ShotState.published.value,
 )
 
-PAGE_ROWS = 500  # shots per keyset page when streaming every row (export, --all)
+PAGE_ROWS = 500  # shots per keyset page when streaming every row (review list --all)
+# Export pages are column tuples (no ORM rows), so a larger page costs little memory and
+# saves round trips.
+EXPORT_PAGE_ROWS = 2000
 EVENT_CHUNK = 1000  # review events per INSERT batch
 EVENTS = cast(Table, ReviewEvent.__table__)
 
@@ -449,7 +452,7 @@ SUPERSEDED = "superseded"
 
 
 def _record_loads() -> tuple[Any, ...]:
-    """What ``review_record`` and ``export_row`` read, and no more: not the shot's generation,
+    """What ``review_record`` reads, and no more: not the shot's generation,
     its adapters, packshot or prompt notes, nor its revision's catalog data (a JSON document
     per product, decoded for nothing). Something that reads them anyway loads them on use."""
     return (
@@ -504,7 +507,7 @@ def list_shots(
     limit: int | None = None,
     after: int | None = None,
 ) -> list[Shot]:
-    """Shots for the review list/sheet/export, oldest first, with their lineage rows loaded.
+    """Shots for the review list and sheet, oldest first, with their lineage rows loaded.
 
     ``status`` is one state or several; None means every review state (pending_review,
     rejected, approved, published). ``import_run`` selects shots of products whose
@@ -528,7 +531,7 @@ def iter_shots(
     page: int = PAGE_ROWS,
 ) -> Iterator[list[Shot]]:
     """``list_shots`` in pages of ``page`` shots (keyset on the id, each page with the rows
-    its review records and export rows read): memory holds one page, whatever the catalog's
+    its review records read): memory holds one page, whatever the catalog's
     size. A page the caller lets go is collected (the session's identity map holds unchanged
     rows weakly)."""
     filters = {"brand": brand, "import_run": import_run, "template": template}
@@ -557,11 +560,16 @@ def review_shot(session: Session, shot_id: int) -> Shot | None:
     return session.get(Shot, shot_id)
 
 
+def variant_sku(variant: Any, product_sku: str) -> str:
+    """The variant sku when the shot's ``variant`` names one, else the product key (as blob
+    keys use): ``shot_sku`` on a loaded shot, the export on its columns."""
+    named = variant.get("sku") if isinstance(variant, Mapping) else None
+    return str(named or product_sku)
+
+
 def shot_sku(shot: Shot) -> str:
-    """The variant sku when the shot has one, else the product key (as blob keys use)."""
-    variant = shot.variant if isinstance(shot.variant, Mapping) else {}
     product: Product = shot.product_revision.product
-    return str(variant.get("sku") or product.sku)
+    return variant_sku(shot.variant, product.sku)
 
 
 def key_scores(shot: Shot, n: int = 3) -> list[dict[str, Any]]:
@@ -676,68 +684,120 @@ def escape_formula(value: Any) -> Any:
     return value
 
 
-def _asset_status(shot: Shot, recalled: set[int]) -> str:
-    if shot.asset is None:
+def _asset_status(
+    asset_id: int | None, revision_id: int, current_id: int | None, recalled: set[int]
+) -> str:
+    if asset_id is None:
         return ""
-    if shot.asset.id in recalled:
+    if asset_id in recalled:
         return RECALLED
-    current = shot.product_revision.product.current_revision_id
-    return SUPERSEDED if current not in (None, shot.product_revision_id) else CURRENT
+    return SUPERSEDED if current_id not in (None, revision_id) else CURRENT
 
 
-def export_row(
-    shot: Shot, recalled: set[int] | None = None, base_url: str | None = None
-) -> dict[str, Any]:
-    """One shot as an export row, formula-escaped. ``recalled``: the recalled asset ids
-    among these shots'; ``base_url``: ``SHOTLINE_PUBLIC_BASE_URL`` (checked), for the URL."""
-    rec = review_record(shot)
-    variant = shot.variant if isinstance(shot.variant, Mapping) else {}
+def _export_query(ids: Any) -> Any:
+    """One page of export rows as plain columns, no ORM objects to build: the shots whose ids
+    the ``ids`` query selects, each with its product, current gate decision, asset and latest
+    review event (the highest id, as ``review_record`` reads it): one row per shot. The
+    latest events come from an aggregate over the page's ids (index lookups), not a
+    correlated join, which Postgres would answer by hashing every event once per page."""
+    page = ids.cte("export_page")
+    last = (
+        select(ReviewEvent.shot_id, func.max(ReviewEvent.id).label("event_id"))
+        .where(ReviewEvent.shot_id.in_(select(page.c.id)))
+        .group_by(ReviewEvent.shot_id)
+        .subquery("last_event")
+    )
+    return (
+        select(
+            Shot.id,
+            Shot.template_name,
+            Shot.state,
+            Shot.prompt,
+            Shot.variant,
+            Shot.variant_key,
+            Shot.product_revision_id,
+            Product.sku.label("product_sku"),
+            Product.current_revision_id,
+            FilterResult.decision,
+            FilterResult.reasons,
+            Asset.id.label("asset_id"),
+            Asset.key.label("asset_key"),
+            ReviewEvent.reviewer,
+            ReviewEvent.action,
+            ReviewEvent.note,
+            ReviewEvent.created_at.label("reviewed_at"),
+        )
+        .join(page, page.c.id == Shot.id)
+        .join(ProductRevision, ProductRevision.id == Shot.product_revision_id)
+        .join(Product, Product.id == ProductRevision.product_id)
+        .outerjoin(FilterResult, and_(FilterResult.shot_id == Shot.id, FilterResult.current))
+        .outerjoin(Asset, Asset.shot_id == Shot.id)
+        .outerjoin(last, last.c.shot_id == Shot.id)
+        .outerjoin(ReviewEvent, ReviewEvent.id == last.c.event_id)
+        .order_by(Shot.id)
+    )
+
+
+def _export_row(r: Any, recalled: set[int], base_url: str | None) -> list[Any]:
+    """One shot's export row (``EXPORT_COLUMNS`` order) from its ``_export_query`` columns,
+    formula-escaped."""
+    variant = r.variant if isinstance(r.variant, Mapping) else {}
     options = variant.get("options") if isinstance(variant.get("options"), Mapping) else {}
-    key = rec["asset_key"]
-    row = {
-        "shot_id": rec["id"],
-        "sku": rec["sku"],
-        "template": rec["template"],
-        "state": rec["state"],
-        "gate_decision": rec["gate_decision"] or "",
-        "gate_reasons": "; ".join(str(r) for r in rec["reasons"]),
-        "review_action": rec["review_action"] or "",
-        "reviewer": rec["reviewer"] or "",
-        "review_note": rec["review_note"] or "",
-        "reviewed_at": rec["reviewed_at"] or "",
-        "prompt": rec["prompt"],
-        "asset_key": key or "",
-        "handle": shot.product_revision.product.sku,
-        "variant_key": shot.variant_key,
-        "variant_options": "; ".join(f"{k}={v}" for k, v in (options or {}).items()),
-        "asset_status": _asset_status(shot, recalled or set()),
-        "public_url": public_url(base_url, key) if key and base_url else "",
-    }
-    return {k: escape_formula(v) for k, v in row.items()}
+    key = r.asset_key
+    row = (
+        r.id,
+        variant_sku(variant, r.product_sku),
+        r.template_name,
+        r.state,
+        r.decision or "",
+        "; ".join(str(x) for x in r.reasons or []),
+        r.action or "",
+        r.reviewer or "",
+        r.note or "",
+        _iso(r.reviewed_at) or "",
+        r.prompt,
+        key or "",
+        r.product_sku,  # the handle
+        r.variant_key,
+        "; ".join(f"{k}={v}" for k, v in (options or {}).items()),
+        _asset_status(r.asset_id, r.product_revision_id, r.current_revision_id, recalled),
+        public_url(base_url, key) if key and base_url else "",
+    )
+    return [escape_formula(v) for v in row]
 
 
-def export_rows(shots: Iterable[Shot], base_url: str | None = None) -> Iterator[dict[str, Any]]:
-    """The export rows of ``shots``, one at a time (a page of ``PAGE_ROWS`` is held, to look
-    up which of its assets are recalled in one query)."""
-    page: list[Shot] = []
-    for shot in shots:
-        page.append(shot)
-        if len(page) >= PAGE_ROWS:
-            yield from _page_rows(page, base_url)
-            page = []
-    yield from _page_rows(page, base_url)
+def export_rows(
+    session: Session,
+    brand: str | None = None,
+    status: str | Sequence[str] | None = None,
+    import_run: int | None = None,
+    template: str | None = None,
+    base_url: str | None = None,
+    page: int = EXPORT_PAGE_ROWS,
+) -> Iterator[list[Any]]:
+    """The export rows (lists in ``EXPORT_COLUMNS`` order) of the shots ``list_shots``
+    selects (same filters, oldest first), a keyset page of ``page`` shots at a time: one
+    query per page (the page's ids a CTE, so no id list is sent) plus one for which of its
+    assets are recalled; memory holds one page. ``base_url``: ``SHOTLINE_PUBLIC_BASE_URL``
+    (checked), for the URL."""
+    filters = {"brand": brand, "import_run": import_run, "template": template}
+    statuses = _statuses(status)
+    after: int | None = None
+    while True:
+        ids = _list_query(statuses, filters, after, loads=False).with_only_columns(Shot.id)
+        rows = session.execute(_export_query(ids.limit(page))).all()
+        assets = [r.asset_id for r in rows if r.asset_id is not None]
+        recalled = set(first_recalls(session, assets)) if assets else set()
+        for r in rows:
+            yield _export_row(r, recalled, base_url)
+        if len(rows) < page:
+            return
+        after = rows[-1].id
 
 
-def _page_rows(page: list[Shot], base_url: str | None) -> Iterator[dict[str, Any]]:
-    assets = [sh.asset.id for sh in page if sh.asset is not None]
-    session = object_session(page[0]) if assets else None
-    recalled = set(first_recalls(session, assets)) if session is not None else set()
-    return (export_row(shot, recalled, base_url) for shot in page)
-
-
-def _write_csv(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
-    writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
-    writer.writeheader()
+def _write_csv(rows: Iterable[list[Any]], out: IO[str]) -> int:
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(EXPORT_COLUMNS)
     n = 0
     for row in rows:
         writer.writerow(row)
@@ -745,19 +805,22 @@ def _write_csv(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
     return n
 
 
-def decisions_csv(shots: Iterable[Shot], base_url: str | None = None) -> str:
-    """The review decisions as CSV text (one row per shot), formula-escaped."""
+def decisions_csv(session: Session, base_url: str | None = None, **filters: Any) -> str:
+    """The review decisions as CSV text (one row per shot, ``export_rows`` filters),
+    formula-escaped."""
     buf = io.StringIO()
-    _write_csv(export_rows(shots, base_url), buf)
+    _write_csv(export_rows(session, base_url=base_url, **filters), buf)
     return buf.getvalue()
 
 
-def write_decisions_csv(shots: Iterable[Shot], path: Path, base_url: str | None = None) -> int:
+def write_decisions_csv(
+    session: Session, path: Path, base_url: str | None = None, **filters: Any
+) -> int:
     """Write the decisions to ``path`` (UTF-8 with BOM so spreadsheets detect the encoding),
-    each row as its shot arrives: pass ``iter_shots`` pages and memory stays one page."""
+    each row as its page arrives: memory stays one page. Returns the row count."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8-sig", newline="") as fh:
-        return _write_csv(export_rows(shots, base_url), fh)
+        return _write_csv(export_rows(session, base_url=base_url, **filters), fh)
 
 
 # --- web review: the browser's queue ------------------------------------------------------

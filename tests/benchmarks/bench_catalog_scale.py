@@ -24,7 +24,8 @@ its wall time, CPU time (user + sys) and peak RSS (``wait4``):
 
 A command past ``--timeout`` is killed and recorded as such. Prints a table and writes JSON
 (default ``var/bench/catalog_scale.json``). ``--legacy`` runs the list without ``--all``
-(older code, where every row was the default).
+(older code, where every row was the default); ``--only STEP`` (repeatable) runs just those
+steps, e.g. ``--only "review export"``.
 """
 
 from __future__ import annotations
@@ -303,6 +304,12 @@ def main() -> None:
         "--legacy", action="store_true", help="code before keyset paging: list has no --all"
     )
     ap.add_argument("--skip", action="append", default=[], help="a step name to leave out")
+    ap.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        help="run only this step (repeatable; 'plan' for the plan steps)",
+    )
     ap.add_argument("--json-out", type=Path, default=ROOT / "var" / "bench" / "catalog_scale.json")
     args = ap.parse_args()
 
@@ -325,12 +332,12 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             env = _env(url, tmp, args.redis)
             for label, cli_args in _steps(tmp, args.legacy):
-                if label in args.skip:
+                if label in args.skip or (args.only and label not in args.only):
                     continue
                 row = run_cli(cli_args, env, args.timeout)
                 row["step"] = label
                 results.append(row)
-            if args.plan_products:
+            if args.plan_products and (not args.only or "plan" in args.only):
                 results += _plan_steps(url, env, args.plan_products, args.timeout)
         with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as conn:
             approved = conn.execute(

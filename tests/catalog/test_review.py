@@ -203,7 +203,7 @@ def test_export_escapes_untrusted_catalog_text(session: Session) -> None:
     )
     reject_ok = make_gated_shot(session)
     reject(session, [reject_ok.id], R("-mallory"), "+bad")
-    text = decisions_csv(list_shots(session, status=None))
+    text = decisions_csv(session, status=None)
     rows = {r["shot_id"]: r for r in csv.DictReader(io.StringIO(text))}
     row = rows[str(shot.id)]
     # the variant sku starts with "=" as well: both are escaped

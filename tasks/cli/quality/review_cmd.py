@@ -684,24 +684,22 @@ def export_cmd(
     """The decisions as CSV, one row per shot; formula-like cells are escaped. Rows are
     written as they are read, a page of shots at a time. With SHOTLINE_PUBLIC_BASE_URL set,
     each published row carries its public URL."""
-    from catalog.review import iter_shots, write_decisions_csv
+    from catalog.review import write_decisions_csv
     from pipeline.outputs import OutputPathError, write_output
 
     state = cli_state(ctx)
     base = _base_url(state.settings.public_base_url)
     with state.session() as s:
-        pages = iter_shots(
-            s,
-            brand=brand,
-            status=_status(status, None),
-            import_run=import_run,
-            template=template,
-        )
+        filters = {
+            "brand": brand,
+            "status": _status(status, None),
+            "import_run": import_run,
+            "template": template,
+        }
         rows: list[int] = []
 
         def fill(tmp: Path) -> None:
-            shots = (shot for page in pages for shot in page)
-            rows.append(write_decisions_csv(shots, tmp, base))
+            rows.append(write_decisions_csv(s, tmp, base, **filters))
 
         try:
             write_output(out, fill)  # beside the target, then renamed; no links, no FIFOs
