@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect
 
@@ -18,6 +19,9 @@ def test_no_drift_postgres(pg_url: str) -> None:
     migrate.check(pg_url)
 
 
+# The JSON expression indexes (0013) are Postgres-only lookups; alembic can't reflect
+# expression indexes on SQLite and says so. The Postgres test above compares them.
+@pytest.mark.filterwarnings("ignore:autogenerate skipping metadata-specified expression-based")
 def test_no_drift_sqlite(sqlite_url: str) -> None:
     migrate.check(sqlite_url)
 
