@@ -14,6 +14,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -53,11 +54,19 @@ def _region(
 
 def check_exact(image: Image.Image | np.ndarray, source: np.ndarray, core: np.ndarray) -> Fidelity:
     """Inside ``core`` the image must equal ``source`` exactly."""
-    got, want = _region(image, source, core)
-    n = int(core.sum())
+    px = _pixels(image)
+    if px.shape != source.shape or core.shape != source.shape[:2]:
+        raise ValueError(f"image {px.shape} and placed source {source.shape} differ in size")
+    inside = np.ascontiguousarray(core).astype(np.uint8, copy=False)
+    n = cv2.countNonZero(inside)
     if n == 0:
         return Fidelity(False, "exact", 0, 0, None, "product fidelity: the product mask is empty")
-    bad = int(np.any(got != want, axis=1).sum())
+    # Per pixel, any channel differing, counted inside the core: OpenCV's SIMD passes over
+    # the whole image instead of gathering the core's pixels (~3x faster at 2048²).
+    diff = cv2.absdiff(np.ascontiguousarray(px), np.ascontiguousarray(source))
+    b, g, r = cv2.split(diff)
+    differs = cv2.bitwise_or(cv2.bitwise_or(b, g), r)
+    bad = cv2.countNonZero(cv2.bitwise_and(differs, differs, mask=inside))
     reason = None
     if bad:
         reason = (

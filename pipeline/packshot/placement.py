@@ -170,13 +170,20 @@ def _scaled(
 
 def blend(top: np.ndarray, bottom: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """``top`` over ``bottom`` with uint8 ``alpha``, rounded; alpha 255 gives ``top`` exactly."""
-    out = bottom.copy()
-    np.copyto(out, top, where=(alpha == 255)[..., None])
-    # Only the feathered edge needs arithmetic: elsewhere alpha is 0 or 255.
-    edge = (alpha > 0) & (alpha < 255)
-    a = alpha[edge].astype(np.uint16)[:, None]
-    mixed = top[edge].astype(np.uint16) * a + bottom[edge].astype(np.uint16) * (255 - a) + 127
-    out[edge] = (mixed // 255).astype(np.uint8)
+    out = np.array(bottom, dtype=np.uint8, order="C")  # a copy, contiguous
+    top = np.ascontiguousarray(top, dtype=np.uint8)
+    cv2.copyTo(top, (alpha == 255).view(np.uint8), out)
+    # Only the feathered edge needs arithmetic: elsewhere alpha is 0 or 255. Its pixels are
+    # few, so they are gathered by index (boolean masks over the whole region cost ~8x more
+    # at 2048²); ``alpha - 1 < 254`` is ``0 < alpha < 255`` in one uint8 pass.
+    flat = np.ascontiguousarray(alpha, dtype=np.uint8).reshape(-1)
+    idx = np.flatnonzero((flat - np.uint8(1)) < 254)
+    if idx.size:
+        a = flat[idx].astype(np.uint16)[:, None]
+        rows = out.reshape(-1, 3)
+        mixed = top.reshape(-1, 3)[idx].astype(np.uint16) * a
+        mixed += rows[idx].astype(np.uint16) * (255 - a) + 127
+        rows[idx] = (mixed // 255).astype(np.uint8)
     return out
 
 
