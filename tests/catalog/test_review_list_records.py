@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from catalog.embeddings import store_embedding
+from catalog.models import Brand
 from catalog.review import (
     REVIEW_STATES,
     SUPERSEDED,
@@ -25,6 +26,8 @@ from catalog.review import (
     near_duplicate_flags,
     review_record,
 )
+from tasks.cli.quality.review_cmd import _records as cli_records
+from tasks.cli.quality.review_cmd import _stream_json
 from tests.catalog.test_review_export import _catalog
 from tests.factories import make_product, make_shot
 
@@ -51,8 +54,6 @@ def _as_json(records: list[Any]) -> list[str]:
 def _with_duplicates(session: Session, brand_name: str) -> tuple[int, int]:
     """Two pending shots of one product with the same image embedding (flagged at any
     threshold), beside the export's catalog."""
-    from catalog.models import Brand
-
     brand = session.query(Brand).filter_by(name=brand_name).one()
     rev = make_product(session, brand)
     a = make_shot(session, rev, state="pending_review", template="hero_white")
@@ -101,3 +102,24 @@ def test_records_match_the_loaded_records(session: Session, page: int) -> None:
     assert everything[ids["published"]]["image_key"] and everything[ids["published"]]["asset_key"]
     assert everything[ids["bare"]]["gate_decision"] is None
     assert everything[ids["bare"]]["key_scores"] == []
+
+
+def test_cli_streams_the_reference_json(
+    session: Session, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``review list --json --all`` prints, page by page, the text ``json.dumps`` writes of
+    the whole reference list (what ``print_json`` printed when every row was held)."""
+    cat = _catalog(session)
+    _with_duplicates(session, cat["brand"])
+    more: list[int] = []
+    pages = iter_records(session, page=3, near_duplicate_threshold=THRESHOLD)
+    _stream_json(cli_records(pages, None, more))
+    want = _reference(session, THRESHOLD)
+    assert capsys.readouterr().out == json.dumps(want, indent=2, default=str) + "\n"
+    assert not more
+    _stream_json(cli_records(iter_records(session, brand="no-such-brand"), None, more))
+    assert capsys.readouterr().out == "[]\n"
+    # a limit stops inside a page and names the last id shown
+    _stream_json(cli_records(iter_records(session, page=3), 4, more))
+    shown = json.loads(capsys.readouterr().out)
+    assert [r["id"] for r in shown] == [r["id"] for r in want[:4]] and more == [want[3]["id"]]
