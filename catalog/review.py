@@ -52,6 +52,7 @@ from catalog.models import (
     ReviewEvent,
     Shot,
     ShotState,
+    Watermark,
     utcnow,
 )
 from catalog.shots import can_transition, id_chunks, lineage_loads
@@ -575,8 +576,11 @@ def shot_sku(shot: Shot) -> str:
 def key_scores(shot: Shot, n: int = 3) -> list[dict[str, Any]]:
     """The scores a reviewer needs first: triggered ones, then those closest to their threshold."""
     fr = shot.filter_result
-    if fr is None:
-        return []
+    return top_scores(fr.scores, n) if fr is not None else []
+
+
+def top_scores(scores: Any, n: int = 3) -> list[dict[str, Any]]:
+    """``key_scores`` on a gate decision's ``scores`` value (a shot's or a column's)."""
 
     def margin(s: Mapping[str, Any]) -> float:
         try:
@@ -584,12 +588,13 @@ def key_scores(shot: Shot, n: int = 3) -> list[dict[str, Any]]:
         except (TypeError, ValueError):
             return float("inf")
 
-    scores = [s for s in fr.scores or [] if isinstance(s, Mapping)]
-    scores.sort(key=lambda s: (not s.get("triggered", False), margin(s)))
-    return [dict(s) for s in scores[:n]]
+    kept = [s for s in scores or [] if isinstance(s, Mapping)]
+    kept.sort(key=lambda s: (not s.get("triggered", False), margin(s)))
+    return [dict(s) for s in kept[:n]]
 
 
-def event_json(event: ReviewEvent) -> dict[str, Any]:
+def event_json(event: Any) -> dict[str, Any]:
+    """One review event as JSON: a ``ReviewEvent`` or a row of its columns (same names)."""
     return {
         "id": event.id,
         "reviewer": event.reviewer,
@@ -610,7 +615,14 @@ def near_duplicate_flags(
     for the shots whose image embedding is within ``threshold`` cosine of another shot of the
     same product. Computed on read (``catalog.embeddings.near_duplicates``), not stored: a
     shot generated later flags the earlier one too, and a changed threshold applies at once."""
-    flags = near_duplicates(session, [shot.id for shot in shots], threshold)
+    return near_duplicate_flags_of(session, [shot.id for shot in shots], threshold)
+
+
+def near_duplicate_flags_of(
+    session: Session, shot_ids: Sequence[int], threshold: float
+) -> dict[int, dict[str, Any]]:
+    """``near_duplicate_flags`` by shot id (no rows loaded)."""
+    flags = near_duplicates(session, shot_ids, threshold)
     return {
         sid: {
             "shot_id": f.other_shot_id,
@@ -621,32 +633,160 @@ def near_duplicate_flags(
     }
 
 
-def review_record(shot: Shot, near_duplicate: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One shot as the review commands show it (JSON-able); ``near_duplicate`` is its entry
-    from ``near_duplicate_flags``."""
-    fr = shot.filter_result
-    last = shot.review_events[-1] if shot.review_events else None
+@dataclass(frozen=True)
+class _Gate:
+    """A shot's current gate decision as values (None fields: no decision)."""
+
+    decision: str | None
+    reasons: Any
+    scores: Any
+
+
+def _record(
+    shot: Any,
+    sku: str,
+    gate: _Gate | None,
+    events: Sequence[Any],
+    keys: tuple[str | None, str | None],
+    near_duplicate: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """A review record from values: ``shot`` has the shot's columns as attributes (a ``Shot``
+    or a row), ``events`` its review events in id order, ``keys`` (image key, asset key).
+    ``review_record`` and ``iter_records`` both build through here."""
+    last = events[-1] if events else None
     return {
         "id": shot.id,
-        "sku": shot_sku(shot),
+        "sku": sku,
         "template": shot.template_name,
         "state": shot.state,
-        "review_state": current_review_state(shot.review_events),
+        "review_state": current_review_state(events),
         "prompt": shot.prompt,
         "negative_prompt": shot.negative_prompt,
-        "gate_decision": fr.decision if fr is not None else None,
-        "reasons": list(fr.reasons or []) if fr is not None else [],
-        "scores": list(fr.scores or []) if fr is not None else [],
-        "key_scores": key_scores(shot),
+        "gate_decision": gate.decision if gate is not None else None,
+        "reasons": list(gate.reasons or []) if gate is not None else [],
+        "scores": list(gate.scores or []) if gate is not None else [],
+        "key_scores": top_scores(gate.scores) if gate is not None else [],
         "reviewer": last.reviewer if last is not None else None,
         "review_action": last.action if last is not None else None,
         "review_note": last.note if last is not None else None,
         "reviewed_at": _iso(last.created_at) if last is not None else None,
-        "events": [event_json(e) for e in shot.review_events],
-        "image_key": shot.watermark.image_key if shot.watermark is not None else None,
-        "asset_key": shot.asset.key if shot.asset is not None else None,
+        "events": [event_json(e) for e in events],
+        "image_key": keys[0],
+        "asset_key": keys[1],
         "near_duplicate": near_duplicate,
     }
+
+
+def review_record(shot: Shot, near_duplicate: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One shot as the review commands show it (JSON-able); ``near_duplicate`` is its entry
+    from ``near_duplicate_flags``."""
+    fr = shot.filter_result
+    gate = _Gate(fr.decision, fr.reasons, fr.scores) if fr is not None else None
+    keys = (
+        shot.watermark.image_key if shot.watermark is not None else None,
+        shot.asset.key if shot.asset is not None else None,
+    )
+    return _record(shot, shot_sku(shot), gate, shot.review_events, keys, near_duplicate)
+
+
+# --- review list: records streamed from columns -------------------------------------------
+
+RECORD_PAGE_ROWS = 2000  # column rows per keyset page of ``iter_records``
+
+
+def _record_query(ids: Any) -> Any:
+    """One page of review-record columns (no ORM objects): the shots the ``ids`` query
+    selects (a CTE, so no id list is sent), each with its product's sku, current gate
+    decision, watermark and asset: one row per shot, id order."""
+    page = ids.cte("record_page")
+    return (
+        select(
+            Shot.id,
+            Shot.template_name,
+            Shot.state,
+            Shot.prompt,
+            Shot.negative_prompt,
+            Shot.variant,
+            Product.sku.label("product_sku"),
+            FilterResult.id.label("gate_id"),
+            FilterResult.decision,
+            FilterResult.reasons,
+            FilterResult.scores,
+            Watermark.image_key,
+            Asset.key.label("asset_key"),
+        )
+        .join(page, page.c.id == Shot.id)
+        .join(ProductRevision, ProductRevision.id == Shot.product_revision_id)
+        .join(Product, Product.id == ProductRevision.product_id)
+        .outerjoin(FilterResult, and_(FilterResult.shot_id == Shot.id, FilterResult.current))
+        .outerjoin(Watermark, Watermark.shot_id == Shot.id)
+        .outerjoin(Asset, Asset.shot_id == Shot.id)
+        .order_by(Shot.id)
+    )
+
+
+def _page_events(session: Session, shot_ids: Sequence[int]) -> dict[int, list[Any]]:
+    """The review events of a page's shots as column rows, each shot's in id order (the
+    order of ``Shot.review_events``); the ids are one bounded page."""
+    events: dict[int, list[Any]] = defaultdict(list)
+    cols = (
+        ReviewEvent.id,
+        ReviewEvent.reviewer,
+        ReviewEvent.action,
+        ReviewEvent.note,
+        ReviewEvent.created_at,
+    )
+    for part in id_chunks(shot_ids):
+        rows = session.execute(
+            select(ReviewEvent.shot_id, *cols)
+            .where(ReviewEvent.shot_id.in_(part))
+            .order_by(ReviewEvent.shot_id, ReviewEvent.id)
+        )
+        for row in rows:
+            events[row.shot_id].append(row)
+    return events
+
+
+def iter_records(
+    session: Session,
+    brand: str | None = None,
+    status: str | Sequence[str] | None = None,
+    import_run: int | None = None,
+    template: str | None = None,
+    after: int | None = None,
+    page: int = RECORD_PAGE_ROWS,
+    near_duplicate_threshold: float | None = None,
+) -> Iterator[list[dict[str, Any]]]:
+    """The ``review_record`` of every shot ``list_shots`` selects (same filters, oldest
+    first), a keyset page of ``page`` at a time, read as columns: one query for the page's
+    shots, one for their events (and the near-duplicate check when a threshold is given);
+    memory holds one page."""
+    filters = {"brand": brand, "import_run": import_run, "template": template}
+    statuses = _statuses(status)
+    while True:
+        ids = _list_query(statuses, filters, after, loads=False).with_only_columns(Shot.id)
+        rows = session.execute(_record_query(ids.limit(page))).all()
+        if not rows:
+            return
+        shot_ids = [r.id for r in rows]
+        events = _page_events(session, shot_ids)
+        dups: dict[int, dict[str, Any]] = {}
+        if near_duplicate_threshold is not None:
+            dups = near_duplicate_flags_of(session, shot_ids, near_duplicate_threshold)
+        yield [
+            _record(
+                r,
+                variant_sku(r.variant, r.product_sku),
+                _Gate(r.decision, r.reasons, r.scores) if r.gate_id is not None else None,
+                events.get(r.id, []),
+                (r.image_key, r.asset_key),
+                dups.get(r.id),
+            )
+            for r in rows
+        ]
+        if len(rows) < page:
+            return
+        after = rows[-1].id
 
 
 # --- export ---------------------------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-import textwrap
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -210,7 +209,8 @@ def _stream_json(records: Iterable[Any]) -> None:
     first = True
     for rec in records:
         out.write("[\n" if first else ",\n")
-        out.write(textwrap.indent(json.dumps(rec, indent=2, default=str), "  "))
+        # textwrap.indent's result, without its regex: json.dumps writes no blank lines
+        out.write("  " + json.dumps(rec, indent=2, default=str).replace("\n", "\n  "))
         first = False
     out.write("[]\n" if first else "\n]\n")
     out.flush()
@@ -223,22 +223,19 @@ def _reasons_and_flags(r: Mapping[str, Any]) -> list[str]:
 
 
 def _records(
-    s: Any, pages: Iterator[list[Shot]], limit: int | None, threshold: float, more: list[int]
+    pages: Iterator[list[dict[str, Any]]], limit: int | None, more: list[int]
 ) -> Iterator[dict[str, Any]]:
-    """Review records page by page (near-duplicate flags per page), at most ``limit``; when
-    there are more, ``more`` gets the last id shown (the next ``--after``)."""
-    from catalog.review import near_duplicate_flags, review_record
-
+    """Review records page by page, at most ``limit``; when there are more, ``more`` gets the
+    last id shown (the next ``--after``)."""
     n, last = 0, 0
     for page in pages:
-        dups = near_duplicate_flags(s, page, threshold)
-        for shot in page:
+        for rec in page:
             if limit is not None and n == limit:
                 more.append(last)
                 return
-            last = shot.id
+            last = rec["id"]
             n += 1
-            yield review_record(shot, dups.get(shot.id))
+            yield rec
 
 
 @review_app.command("list")
@@ -266,13 +263,13 @@ def list_cmd(
     """Shots awaiting review (or in --status), oldest first, --limit at a time (--after ID for
     the next page, --all for every one): id, sku, template, key scores, reasons."""
     from catalog.models import ShotState
-    from catalog.review import PAGE_ROWS, iter_shots
+    from catalog.review import RECORD_PAGE_ROWS, iter_records
 
     state = cli_state(ctx)
     cap = None if all_rows else limit
     more: list[int] = []
     with state.session() as s:
-        pages = iter_shots(
+        pages = iter_records(
             s,
             brand=brand,
             status=_status(status, ShotState.pending_review.value),
@@ -280,9 +277,10 @@ def list_cmd(
             template=template,
             after=after,
             # one row past the limit tells whether there is a next page
-            page=PAGE_ROWS if cap is None else min(PAGE_ROWS, cap + 1),
+            page=RECORD_PAGE_ROWS if cap is None else min(RECORD_PAGE_ROWS, cap + 1),
+            near_duplicate_threshold=state.settings.near_duplicate_threshold,
         )
-        records = _records(s, pages, cap, state.settings.near_duplicate_threshold, more)
+        records = _records(pages, cap, more)
         if json_out:
             _stream_json(records)
         else:
