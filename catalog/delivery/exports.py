@@ -154,8 +154,12 @@ def export_rows(
         ).all()
         if not ids:
             return
-        bounds = [Product.id >= ids[0], Product.id <= ids[-1]]
-        rows = session.execute(_page_query(channel, rendition, [*where, *bounds])).all()
+        lo, hi = ids[0], ids[-1]
+        # The revisions' bound too: without it Postgres hashes every revision once per page.
+        bounds = [Product.id.between(lo, hi), ProductRevision.product_id.between(lo, hi)]
+        # Core execution: plain rows, no ORM result machinery.
+        stmt = _page_query(channel, rendition, [*where, *bounds])
+        rows = session.connection().execute(stmt).all()
         data, variants = _Json(None), _VariantCache()
         last_product = None
         for aid, sid, pid, sku, data_text, variant_text, template, key, published in rows:
