@@ -86,10 +86,15 @@ class _Renderer:
         self.brand, self.what = brand, what
         self.template = None if source is None else compile_alt_text(source)
         self._cache: dict[tuple[int, str], str] = {}
+        self._last: tuple[int, object, str] | None = None  # product, variant object, text
 
     def __call__(self, row: FeedRow) -> str | None:
         if self.template is None:
             return None
+        last = self._last
+        # A product's rows of one variant usually share the variant object: no key to build.
+        if last is not None and last[0] == row.product_id and last[1] is row.variant:
+            return last[2]
         options = row.variant.get("options") or {}
         ck = (row.product_id, repr(sorted(options.items())))
         hit = self._cache.get(ck)
@@ -102,6 +107,7 @@ class _Renderer:
             except AltTextError as exc:
                 raise FeedError(f"product {row.handle!r}: {self.what}: {exc}") from None
             self._cache[ck] = hit
+        self._last = (row.product_id, row.variant, hit)
         return hit
 
 
