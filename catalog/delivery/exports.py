@@ -8,7 +8,6 @@ Recalled and superseded assets never appear (``catalog.delivery.current``).
 from __future__ import annotations
 
 import json
-
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any

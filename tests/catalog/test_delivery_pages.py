@@ -40,7 +40,16 @@ def _rows(url: str, page: int) -> list[tuple[object, ...]]:
             bid = brand_id_of(s, "bench")
             assert bid is not None
             return [
-                (r.asset_id, r.shot_id, r.product_id, r.handle, dict(r.data), r.variant, r.template, r.key)
+                (
+                    r.asset_id,
+                    r.shot_id,
+                    r.product_id,
+                    r.handle,
+                    dict(r.data),
+                    r.variant,
+                    r.template,
+                    r.key,
+                )
                 for r in export_rows(s, bid, "gmc", "feed", page=page)
             ]
     finally:

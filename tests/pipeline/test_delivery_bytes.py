@@ -54,7 +54,9 @@ def _rows() -> list[Row]:
         "packshot_white",
         "not_slotted",
     ]
-    rows = [Row(1, "mug", t, f"acme/M-R/{t}/{i} a,b.jpg", red, mug) for i, t in enumerate(red_templates)]
+    rows = [
+        Row(1, "mug", t, f"acme/M-R/{t}/{i} a,b.jpg", red, mug) for i, t in enumerate(red_templates)
+    ]
     rows += [
         Row(1, "mug", t, f"acme/M-B/{t}/ü{i}.jpg", blue, mug)
         for i, t in enumerate(["hero_white", "packshot_white"])
