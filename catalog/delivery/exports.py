@@ -29,20 +29,47 @@ from catalog.models import (
 PAGE_PRODUCTS = 2000  # products per keyset page: bounded memory whatever the catalog's size
 
 
-class _Json:
-    """A JSON column read as text, decoded on first use: the rows of one product share the
-    product's (decoded once, not once per asset), and a feed that never reads it (Merchant
-    Center without an ``offer_id`` template) never decodes it."""
+class _PageData:
+    """The current revisions' data of one page of products, as JSON text by revision id,
+    read on first use with one query: once per product, not once per asset row, and never
+    for a feed that does not read it (Merchant Center without an ``offer_id`` template)."""
 
-    __slots__ = ("_text", "_value")
+    def __init__(self, session: Session, brand_id: int, lo: int, hi: int) -> None:
+        self._session, self._brand_id, self._lo, self._hi = session, brand_id, lo, hi
+        self._texts: dict[int, str] | None = None
 
-    def __init__(self, text: str | None) -> None:
-        self._text, self._value = text, None
+    def text(self, revision_id: int) -> str | None:
+        conn = self._session.connection()
+        if self._texts is None:
+            page = (
+                select(ProductRevision.id, cast(ProductRevision.data, Text))
+                .join(Product, Product.current_revision_id == ProductRevision.id)
+                .where(
+                    Product.brand_id == self._brand_id,
+                    Product.id.between(self._lo, self._hi),
+                    ProductRevision.product_id.between(self._lo, self._hi),
+                )
+            )
+            self._texts = {rev: text for rev, text in conn.execute(page)}
+        text = self._texts.get(revision_id)
+        if text is None:  # an import made another revision current since the rows were read
+            one = select(cast(ProductRevision.data, Text)).where(ProductRevision.id == revision_id)
+            text = conn.execute(one).scalar()
+        return text
+
+
+class _ProductData:
+    """One product's data, decoded on first use and shared by the product's rows."""
+
+    __slots__ = ("_page", "_revision_id", "_value")
+
+    def __init__(self, page: _PageData, revision_id: int) -> None:
+        self._page, self._revision_id, self._value = page, revision_id, None
 
     def value(self) -> Any:
-        if self._value is None and self._text is not None:
-            self._value = json.loads(self._text)
-            self._text = None
+        if self._value is None:
+            text = self._page.text(self._revision_id)
+            self._value = None if text is None else json.loads(text)
         return self._value
 
 
@@ -68,7 +95,7 @@ class ExportRow:
         shot_id: int,
         product_id: int,
         handle: str,  # the product key (Shopify Handle, GMC item_group_id or id)
-        data: _Json,  # the current revision's normalized product
+        data: _ProductData,  # the current revision's normalized product
         variant: Mapping[str, Any],  # the shot's visual variant: options, skus
         template: str,
         key: str,  # the channel rendition's object key
@@ -98,15 +125,17 @@ def _filters(brand_id: int, since: datetime | None, import_run: int | None) -> l
 
 
 def _page_query(channel: str, rendition: str, where: list[Any]) -> Any:
-    """The rows of one page of products (``where`` bounds the product ids), as plain columns:
-    JSON as text (decoded in Python once per product), ordered for the writers."""
+    """The rows of one page of products (``where`` bounds the product ids), as plain columns
+    (the variant as JSON text, decoded in Python), ordered for the writers. The product data
+    comes apart (``_PageData``): repeated per asset, its JSON output was a third of the
+    query's time."""
     return (
         select(
             Asset.id,
             Shot.id,
             Product.id,
             Product.sku,
-            cast(ProductRevision.data, Text),
+            Shot.product_revision_id,
             cast(Shot.variant, Text),
             Shot.template_name,
             AssetRendition.key,
@@ -140,8 +169,9 @@ def export_rows(
 ) -> Iterator[ExportRow]:
     """Current assets of ``brand_id`` with their ``channel``/``rendition`` file, ordered by
     product, template and shot: a keyset page of ``page`` products at a time (one query for
-    the page's id range, one for its rows), so Postgres sorts a page in memory rather than
-    the whole export on disk, and no ORM object is built."""
+    the page's id range, one for its rows, one for its products' data when a writer reads
+    it), so Postgres sorts a page in memory rather than the whole export on disk, and no
+    ORM object is built."""
     where = _filters(brand_id, since, import_run)
     after = 0
     while True:
@@ -159,11 +189,11 @@ def export_rows(
         # Core execution: plain rows, no ORM result machinery.
         stmt = _page_query(channel, rendition, [*where, *bounds])
         rows = session.connection().execute(stmt).all()
-        data, variants = _Json(None), _VariantCache()
-        last_product = None
-        for aid, sid, pid, sku, data_text, variant_text, template, key, published in rows:
+        page_data, variants = _PageData(session, brand_id, lo, hi), _VariantCache()
+        data, last_product = _ProductData(page_data, 0), None
+        for aid, sid, pid, sku, rev, variant_text, template, key, published in rows:
             if pid != last_product:
-                data, last_product = _Json(data_text), pid
+                data, last_product = _ProductData(page_data, rev), pid
             yield ExportRow(
                 aid, sid, pid, sku, data, variants(variant_text), template, key, published
             )
