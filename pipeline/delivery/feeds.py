@@ -18,6 +18,7 @@ Templates in no slot of the channel are not exported to it.
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -85,10 +86,15 @@ class _Renderer:
         self.brand, self.what = brand, what
         self.template = None if source is None else compile_alt_text(source)
         self._cache: dict[tuple[int, str], str] = {}
+        self._last: tuple[int, object, str] | None = None  # product, variant object, text
 
     def __call__(self, row: FeedRow) -> str | None:
         if self.template is None:
             return None
+        last = self._last
+        # A product's rows of one variant usually share the variant object: no key to build.
+        if last is not None and last[0] == row.product_id and last[1] is row.variant:
+            return last[2]
         options = row.variant.get("options") or {}
         ck = (row.product_id, repr(sorted(options.items())))
         hit = self._cache.get(ck)
@@ -101,6 +107,7 @@ class _Renderer:
             except AltTextError as exc:
                 raise FeedError(f"product {row.handle!r}: {self.what}: {exc}") from None
             self._cache[ck] = hit
+        self._last = (row.product_id, row.variant, hit)
         return hit
 
 
@@ -195,8 +202,8 @@ class Exporter:
                     offers[oid][slot].append(url)
         return offers
 
-    def gmc_items(self, rows: Iterable[FeedRow]) -> Iterator[list[str]]:
-        """``GMC_COLUMNS`` values per offer."""
+    def _gmc_offers(self, rows: Iterable[FeedRow]) -> Iterator[tuple[str, str, list[str], str]]:
+        """Per offer: its id, main link, additional links and lifestyle link."""
         for group in _by_product(rows):
             offers = self._offers(group)
             if offers:
@@ -207,7 +214,12 @@ class Exporter:
                 more = (s["additional"] + extra + s["lifestyle"][1:])[:MAX_ADDITIONAL]
                 self.stats.items += 1
                 self.stats.images += len(main) + len(more) + len(life)
-                yield [oid, "".join(main), ",".join(more), "".join(life)]
+                yield oid, "".join(main), more, "".join(life)
+
+    def gmc_items(self, rows: Iterable[FeedRow]) -> Iterator[list[str]]:
+        """``GMC_COLUMNS`` values per offer."""
+        for oid, main, more, life in self._gmc_offers(rows):
+            yield [oid, main, ",".join(more), life]
 
     def gmc_tsv(self, rows: Iterable[FeedRow], out: TextIO) -> FeedStats:
         w = csv.writer(out, delimiter="\t", lineterminator="\n")
@@ -223,26 +235,32 @@ class Exporter:
             '<rss version="2.0" xmlns:g="http://base.google.com/ns/1.0">\n'
             f"<channel>\n<title>{title}</title>\n"
         )
-        for oid, main, more, life in self.gmc_items(rows):
-            parts = [f"<g:id>{_xml(oid)}</g:id>"]
+        write = out.write
+        for oid, main, more, life in self._gmc_offers(rows):
+            parts = ["<item><g:id>", _xml(oid), "</g:id>"]
             if main:
-                parts.append(f"<g:image_link>{_xml(main)}</g:image_link>")
-            parts += [
-                f"<g:additional_image_link>{_xml(u)}</g:additional_image_link>"
-                for u in more.split(",")
-                if u
-            ]
+                parts += ["<g:image_link>", _xml(main), "</g:image_link>"]
+            for u in more:
+                parts += ["<g:additional_image_link>", _xml(u), "</g:additional_image_link>"]
             if life:
-                parts.append(f"<g:lifestyle_image_link>{_xml(life)}</g:lifestyle_image_link>")
-            out.write("<item>" + "".join(parts) + "</item>\n")
+                parts += ["<g:lifestyle_image_link>", _xml(life), "</g:lifestyle_image_link>"]
+            parts.append("</item>\n")
+            write("".join(parts))
         out.write("</channel>\n</rss>\n")
         return self.stats
 
 
+# The characters XML 1.0 forbids (C0 controls but tab, newline and carriage return).
+_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
+_NEEDS_WORK = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f&<>]")
+
+
 def _xml(text: str) -> str:
-    """Text for an XML element: escaped, and without the control characters XML 1.0 forbids."""
-    clean = "".join(c for c in text if c >= " " or c in "\t\n\r")
-    return escape(clean)
+    """Text for an XML element: escaped, and without the control characters XML 1.0 forbids.
+    Most values (percent-encoded URLs) need neither: one regex search says so."""
+    if _NEEDS_WORK.search(text) is None:
+        return text
+    return escape(_FORBIDDEN.sub("", text))
 
 
 WriteFn = Callable[[Iterable[FeedRow], TextIO], FeedStats]

@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from catalog.brands import all_brands
-from catalog.delivery.exports import export_rows, feed_fingerprint
+from catalog.delivery.exports import feed_fingerprint
+from catalog.delivery.feed_files import write_export
 from catalog.models import utcnow
 from pipeline.brand.config import BrandConfig, BrandConfigError, ChannelSpec
 from pipeline.delivery.alt_text import AltTextError
 from pipeline.delivery.feeds import Exporter, FeedError, FeedStats
-from pipeline.delivery.outfile import atomic_text
 from pipeline.delivery.urls import PublicUrlError, check_base_url
 from tasks.celery_app import app
 from tasks.context import WorkerContext
@@ -59,13 +59,11 @@ def write_feed(
     """The channel's feed (``spec.feed``) streamed to a temp file, then put at its key."""
     fmt = spec.feed or "tsv"
     exporter = Exporter(cfg, channel, spec, base)
-    write = {"csv": exporter.shopify, "tsv": exporter.gmc_tsv, "xml": exporter.gmc_xml}[fmt]
     ctx.settings.var_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=ctx.settings.var_dir) as tmp:
         path = Path(tmp) / f"{channel}.{fmt}"
-        with ctx.sessions() as s, atomic_text(path) as fh:
-            rows = export_rows(s, brand_id, channel, spec.feed_rendition().name)
-            stats = write(rows, fh)
+        with ctx.sessions() as s:
+            stats = write_export(s, exporter, brand_id, fmt, path)
         ctx.store.put(feed_key(cfg.name, channel, fmt), path.read_bytes(), CONTENT_TYPES[fmt])
     return stats
 

@@ -27,7 +27,7 @@ export_app = typer.Typer(
     no_args_is_help=True,
 )
 
-Kind = Literal["shopify", "gmc-tsv", "gmc-xml"]
+Kind = Literal["csv", "tsv", "xml"]  # catalog.delivery.feed_files.FeedFormat
 BRAND = typer.Option(..., "--brand", help="Brand name (its YAML names the channel).")
 SINCE = typer.Option(
     None, "--since", help="Only assets published at or after this time (ISO 8601)."
@@ -79,10 +79,11 @@ def _export(
     as_json: bool,
     to_store: bool,
 ) -> None:
-    from catalog.delivery.exports import brand_id_of, export_rows, missing_renditions
+    from catalog.delivery.exports import brand_id_of, missing_renditions
+    from catalog.delivery.feed_files import write_export
     from pipeline.delivery.alt_text import AltTextError
     from pipeline.delivery.feeds import Exporter, FeedError
-    from pipeline.delivery.outfile import OutputPathError, atomic_text, check_output_path
+    from pipeline.delivery.outfile import OutputPathError, check_output_path
     from pipeline.delivery.urls import PublicUrlError, check_base_url
 
     state = cli_state(ctx)
@@ -101,15 +102,8 @@ def _export(
         bid = brand_id_of(s, brand)
         if bid is None:
             fail(f"brand {brand!r} has no rows in this catalog (import and plan it first)")
-        rows = export_rows(s, bid, channel, rendition, since=when, import_run=import_run)
-        write = {
-            "shopify": exporter.shopify,
-            "gmc-tsv": exporter.gmc_tsv,
-            "gmc-xml": exporter.gmc_xml,
-        }[kind]
         try:
-            with atomic_text(out) as fh:
-                stats = write(rows, fh)
+            stats = write_export(s, exporter, bid, kind, out, since=when, import_run=import_run)
         except (FeedError, OutputPathError) as exc:
             fail(str(exc))
         missing = missing_renditions(s, bid, channel, rendition, since=when, import_run=import_run)
@@ -167,7 +161,7 @@ def shopify(
     to_store: bool = STORE,
 ) -> None:
     """A Shopify product CSV that adds the current images to existing products."""
-    _export(ctx, "shopify", brand, channel, out, since, import_run, as_json, to_store)
+    _export(ctx, "csv", brand, channel, out, since, import_run, as_json, to_store)
 
 
 @export_app.command("gmc")
@@ -185,5 +179,5 @@ def gmc(
     suffix = out.suffix.lower()
     if suffix not in (".tsv", ".txt", ".xml"):
         fail(f"{out}: the feed file must end in .tsv, .txt or .xml")
-    kind: Kind = "gmc-xml" if suffix == ".xml" else "gmc-tsv"
+    kind: Kind = "xml" if suffix == ".xml" else "tsv"
     _export(ctx, kind, brand, channel, out, since, import_run, as_json, to_store)
