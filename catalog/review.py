@@ -26,14 +26,14 @@ import io
 import os
 import unicodedata
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, cast
 
 from sqlalchemy import Table, and_, func, insert, select, text, update
-from sqlalchemy.orm import Session, defer, selectinload
+from sqlalchemy.orm import Session
 
 from catalog.delivery.current import (
     CURRENT,
@@ -68,7 +68,6 @@ REVIEW_STATES = (
     ShotState.published.value,
 )
 
-PAGE_ROWS = 500  # shots per keyset page when streaming every row (review list --all)
 # Export pages are column tuples (no ORM rows), so a larger page costs little memory and
 # saves round trips.
 EXPORT_PAGE_ROWS = 2000
@@ -452,31 +451,11 @@ def decide_pending(
 SUPERSEDED = "superseded"
 
 
-def _record_loads() -> tuple[Any, ...]:
-    """What ``review_record`` reads, and no more: not the shot's generation,
-    its adapters, packshot or prompt notes, nor its revision's catalog data (a JSON document
-    per product, decoded for nothing). Something that reads them anyway loads them on use."""
-    return (
-        defer(Shot.adapters),
-        defer(Shot.packshot),
-        defer(Shot.sanitizer_removals),
-        defer(Shot.prompt_warnings),
-        selectinload(Shot.product_revision)
-        .load_only(ProductRevision.id, ProductRevision.product_id)
-        .selectinload(ProductRevision.product),
-        selectinload(Shot.filter_result),
-        selectinload(Shot.watermark),
-        selectinload(Shot.asset),
-        selectinload(Shot.review_events),
-    )
-
-
 def _list_query(
     statuses: Sequence[str],
     filters: Mapping[str, Any],
     after: int | None,
     loads: bool,
-    records_only: bool = False,
 ) -> Any:
     query = select(Shot).where(Shot.state.in_(statuses), *_filters(**filters)).order_by(Shot.id)
     if SUPERSEDED in statuses:
@@ -492,7 +471,7 @@ def _list_query(
         query = query.where(Shot.id > after)  # keyset: the next page starts past the last id
     if not loads:
         return query
-    return query.options(*(_record_loads() if records_only else lineage_loads()))
+    return query.options(*lineage_loads())
 
 
 def _statuses(status: str | Sequence[str] | None) -> list[str]:
@@ -513,39 +492,13 @@ def list_shots(
     ``status`` is one state or several; None means every review state (pending_review,
     rejected, approved, published). ``import_run`` selects shots of products whose
     revision that run created. ``after`` starts past that shot id (keyset paging); for every
-    row of a large catalog use ``iter_shots``, which holds one page at a time.
+    row of a large catalog use ``iter_records``, which holds one page at a time.
     """
     filters = {"brand": brand, "import_run": import_run, "template": template}
     query = _list_query(_statuses(status), filters, after, loads=True)
     if limit is not None:
         query = query.limit(limit)
     return list(session.scalars(query).all())
-
-
-def iter_shots(
-    session: Session,
-    brand: str | None = None,
-    status: str | Sequence[str] | None = None,
-    import_run: int | None = None,
-    template: str | None = None,
-    after: int | None = None,
-    page: int = PAGE_ROWS,
-) -> Iterator[list[Shot]]:
-    """``list_shots`` in pages of ``page`` shots (keyset on the id, each page with the rows
-    its review records read): memory holds one page, whatever the catalog's
-    size. A page the caller lets go is collected (the session's identity map holds unchanged
-    rows weakly)."""
-    filters = {"brand": brand, "import_run": import_run, "template": template}
-    statuses = _statuses(status)
-    while True:
-        query = _list_query(statuses, filters, after, True, records_only=True)
-        shots = list(session.scalars(query.limit(page)))
-        if not shots:
-            return
-        yield shots
-        if len(shots) < page:
-            return
-        after = shots[-1].id
 
 
 def pending_ids(session: Session, **filters: Any) -> list[int]:
@@ -700,7 +653,8 @@ def _record_query(ids: Any) -> Any:
     decision, watermark and asset: one row per shot, id order."""
     page = ids.cte("record_page")
     return (
-        select(
+        _page_columns(
+            page,
             Shot.id,
             Shot.template_name,
             Shot.state,
@@ -715,14 +669,45 @@ def _record_query(ids: Any) -> Any:
             Watermark.image_key,
             Asset.key.label("asset_key"),
         )
+        .outerjoin(Watermark, Watermark.shot_id == Shot.id)
+        .order_by(Shot.id)
+    )
+
+
+def _page_columns(page: Any, *columns: Any) -> Any:
+    """``columns`` of the shots in ``page`` (a CTE of ids), joined to their product, their
+    current gate decision and their asset (both outer): the part the review list's and the
+    export's column pages share."""
+    return (
+        select(*columns)
         .join(page, page.c.id == Shot.id)
         .join(ProductRevision, ProductRevision.id == Shot.product_revision_id)
         .join(Product, Product.id == ProductRevision.product_id)
         .outerjoin(FilterResult, and_(FilterResult.shot_id == Shot.id, FilterResult.current))
-        .outerjoin(Watermark, Watermark.shot_id == Shot.id)
         .outerjoin(Asset, Asset.shot_id == Shot.id)
-        .order_by(Shot.id)
     )
+
+
+def _column_pages(
+    session: Session,
+    status: str | Sequence[str] | None,
+    filters: Mapping[str, Any],
+    query_for: Callable[[Any], Any],
+    page: int,
+    after: int | None = None,
+) -> Iterator[Sequence[Any]]:
+    """The rows of ``query_for(ids)`` a keyset page at a time, ``ids`` selecting the next
+    ``page`` shots ``list_shots`` would list (same filters, id order) past ``after``."""
+    statuses = _statuses(status)
+    while True:
+        ids = _list_query(statuses, filters, after, loads=False).with_only_columns(Shot.id)
+        rows = session.execute(query_for(ids.limit(page))).all()
+        if not rows:
+            return
+        yield rows
+        if len(rows) < page:
+            return
+        after = rows[-1].id
 
 
 def _page_events(session: Session, shot_ids: Sequence[int]) -> dict[int, list[Any]]:
@@ -762,12 +747,7 @@ def iter_records(
     shots, one for their events (and the near-duplicate check when a threshold is given);
     memory holds one page."""
     filters = {"brand": brand, "import_run": import_run, "template": template}
-    statuses = _statuses(status)
-    while True:
-        ids = _list_query(statuses, filters, after, loads=False).with_only_columns(Shot.id)
-        rows = session.execute(_record_query(ids.limit(page))).all()
-        if not rows:
-            return
+    for rows in _column_pages(session, status, filters, _record_query, page, after):
         shot_ids = [r.id for r in rows]
         events = _page_events(session, shot_ids)
         dups: dict[int, dict[str, Any]] = {}
@@ -784,9 +764,6 @@ def iter_records(
             )
             for r in rows
         ]
-        if len(rows) < page:
-            return
-        after = rows[-1].id
 
 
 # --- export ---------------------------------------------------------------------------
@@ -848,7 +825,8 @@ def _export_query(ids: Any) -> Any:
         .subquery("last_event")
     )
     return (
-        select(
+        _page_columns(
+            page,
             Shot.id,
             Shot.template_name,
             Shot.state,
@@ -867,11 +845,6 @@ def _export_query(ids: Any) -> Any:
             ReviewEvent.note,
             ReviewEvent.created_at.label("reviewed_at"),
         )
-        .join(page, page.c.id == Shot.id)
-        .join(ProductRevision, ProductRevision.id == Shot.product_revision_id)
-        .join(Product, Product.id == ProductRevision.product_id)
-        .outerjoin(FilterResult, and_(FilterResult.shot_id == Shot.id, FilterResult.current))
-        .outerjoin(Asset, Asset.shot_id == Shot.id)
         .outerjoin(last, last.c.shot_id == Shot.id)
         .outerjoin(ReviewEvent, ReviewEvent.id == last.c.event_id)
         .order_by(Shot.id)
@@ -921,18 +894,11 @@ def export_rows(
     assets are recalled; memory holds one page. ``base_url``: ``SHOTLINE_PUBLIC_BASE_URL``
     (checked), for the URL."""
     filters = {"brand": brand, "import_run": import_run, "template": template}
-    statuses = _statuses(status)
-    after: int | None = None
-    while True:
-        ids = _list_query(statuses, filters, after, loads=False).with_only_columns(Shot.id)
-        rows = session.execute(_export_query(ids.limit(page))).all()
+    for rows in _column_pages(session, status, filters, _export_query, page):
         assets = [r.asset_id for r in rows if r.asset_id is not None]
         recalled = set(first_recalls(session, assets)) if assets else set()
         for r in rows:
             yield _export_row(r, recalled, base_url)
-        if len(rows) < page:
-            return
-        after = rows[-1].id
 
 
 def _write_csv(rows: Iterable[list[Any]], out: IO[str]) -> int:

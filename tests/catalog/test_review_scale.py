@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from catalog.embeddings import near_duplicates
 from catalog.models import ReviewEvent, Shot
-from catalog.review import Reviewer, approve, decide_pending, iter_shots, pending_ids
+from catalog.review import Reviewer, approve, decide_pending, iter_records, pending_ids
 from catalog.status import shot_states
 from tests.factories import make_brand, make_gated_shot
 
@@ -65,7 +65,7 @@ def test_review_past_the_bind_parameter_limit(pg_engine) -> None:  # type: ignor
             .where(Shot.brand_id == brand.id)
         )
         assert n_events == N + 1
-        pages = iter_shots(session, brand=brand.name, status="approved", page=20_000)
+        pages = iter_records(session, brand=brand.name, status="approved", page=20_000)
         sizes = [len(p) for p in pages]
         assert sum(sizes) == N + 1 and max(sizes) == 20_000
     finally:
