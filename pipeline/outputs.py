@@ -42,8 +42,23 @@ def check_output_file(path: Path) -> Path:
         st = os.lstat(path)
     except FileNotFoundError:
         return path
+    except OSError as exc:  # a folder on the way that can't be searched, a name too long
+        raise OutputPathError(f"{path}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise OutputPathError(f"{path}: is a folder; give a file name")
     if not stat.S_ISREG(st.st_mode):
         raise OutputPathError(f"{path}: is {_kind(st.st_mode)}; refusing to write through it")
+    return path
+
+
+def check_output_folder(path: Path) -> Path:
+    """``path`` if its folder exists and may be written (checked up front, before an export
+    spends minutes on rows it could not write)."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputPathError(f"{path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{path}: folder {parent} is not writable")
     return path
 
 

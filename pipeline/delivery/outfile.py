@@ -7,41 +7,26 @@ file, and a failed export leaves the previous file as it was.
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
 from pipeline.files import atomic_path
-from pipeline.outputs import OutputPathError  # the one error for a refused --out target
+from pipeline.outputs import (  # the one error and checks for a refused --out target
+    OutputPathError,
+    check_output_file,
+    check_output_folder,
+)
 
 __all__ = ["OutputPathError", "atomic_text", "check_output_path"]
 
 
 def check_output_path(path: Path) -> Path:
-    """``path`` if a regular file may be written there; ``OutputPathError`` otherwise."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        st = None
-    except OSError as exc:
-        raise OutputPathError(f"{path}: {exc.strerror or exc}") from None
-    try:
-        if stat.S_ISLNK(os.lstat(path).st_mode):
-            raise OutputPathError(f"{path}: is a symlink; refusing to write through it")
-    except FileNotFoundError:
-        pass
-    if st is not None and stat.S_ISDIR(st.st_mode):
-        raise OutputPathError(f"{path}: is a directory; give a file name")
-    if st is not None and not stat.S_ISREG(st.st_mode):
-        raise OutputPathError(f"{path}: is not a regular file (a FIFO, device or socket)")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputPathError(f"{path}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputPathError(f"{path}: folder {parent} is not writable")
-    return path
+    """``path`` if a regular file may be written there (absent or a regular file, not a link,
+    in a writable folder); ``OutputPathError`` otherwise. The same checks as every other
+    ``--out`` target (``pipeline.outputs``), plus the folder."""
+    return check_output_folder(check_output_file(path))
 
 
 @contextmanager

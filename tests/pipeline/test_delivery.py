@@ -154,7 +154,7 @@ def test_atomic_output_keeps_the_old_file_on_error(tmp_path: Path) -> None:
     with atomic_text(out) as fh:
         fh.write("new\n")
     assert out.read_text() == "new\n"
-    with pytest.raises(OutputPathError, match="is a directory"), atomic_text(tmp_path):
+    with pytest.raises(OutputPathError, match="is a folder"), atomic_text(tmp_path):
         pass
     with pytest.raises(OutputPathError, match="does not exist"), atomic_text(tmp_path / "x" / "f"):
         pass

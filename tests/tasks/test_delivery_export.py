@@ -277,7 +277,7 @@ def test_export_refuses_bad_input_with_one_line(tmp_settings: Settings, tmp_path
         (
             {"SHOTLINE_PUBLIC_BASE_URL": BASE},
             ["export", "shopify", "--brand", "acme", "--out", str(tmp_path)],
-            "is a directory",
+            "is a folder",
         ),
         (
             {"SHOTLINE_PUBLIC_BASE_URL": BASE},
@@ -298,7 +298,7 @@ def test_export_refuses_bad_input_with_one_line(tmp_settings: Settings, tmp_path
         (
             {"SHOTLINE_PUBLIC_BASE_URL": BASE},
             ["export", "shopify", "--brand", "acme", "--out", str(fifo)],
-            "not a regular file",
+            "is a FIFO",
         )
     )
     for extra, args, needle in cases:
