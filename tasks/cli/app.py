@@ -20,6 +20,7 @@ from tasks.cli.catalog import (
     matte_cmd,
     plan_cmd,
     recall_cmd,
+    renditions_cmd,
     reproduce_cmd,
     sources_cmd,
 )
@@ -59,6 +60,7 @@ app.add_typer(matte_cmd.matte_app, name="matte")
 app.add_typer(lora_cmd.lora_app, name="lora")
 app.add_typer(gate_cmd.gate_app, name="gate")
 app.add_typer(export_cmd.export_app, name="export")
+app.add_typer(renditions_cmd.renditions_app, name="renditions")
 
 
 @app.callback()

@@ -9,8 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from catalog.shots import stored_brand_configs
-from pipeline.brand.config import RenditionSpec
-from pipeline.delivery.renditions import RenditionError, channel_renditions, make_renditions
+from pipeline.delivery.renditions import RenditionError, channel_renditions
 from pipeline.failures import Failure, FailureKind
 from pipeline.images import ImageError
 from pipeline.keys import published_key
@@ -19,10 +18,8 @@ from tasks import metrics
 from tasks.context import WorkerContext
 from tasks.line.claim import PublishShot, claim_for_publish
 from tasks.line.record import Published, record_published
+from tasks.line.renditions import Wanted, store_renditions
 from tasks.line.results import LineResult
-
-Wanted = list[tuple[str, RenditionSpec]]
-
 
 def _copy_final(ctx: WorkerContext, shot: PublishShot) -> BlobInfo | Failure:
     info, final, sid = shot.info, shot.final, shot.info.shot_id
@@ -45,33 +42,9 @@ def _copy_final(ctx: WorkerContext, shot: PublishShot) -> BlobInfo | Failure:
 
 def _renditions(ctx: WorkerContext, shot: PublishShot, wanted: Wanted) -> list[dict[str, Any]]:
     """Make and store ``wanted`` from the final file; row values for ``asset_renditions``."""
-    info, final = shot.info, shot.final
+    final = shot.final
     assert final is not None  # _copy_final refused it otherwise
-    made = make_renditions(ctx.store.get(final.key), wanted, info.shot_id, _keys(ctx))
-    rows = []
-    for r in made:
-        key = published_key(info.brand, info.sku, info.template, r.sha256, r.ext)
-        blob = ctx.store.put(key, r.data, r.content_type, {"shot-id": str(info.shot_id)})
-        rows.append(
-            {
-                "channel": r.channel,
-                "name": r.name,
-                "backend": blob.backend,
-                "bucket": blob.bucket,
-                "key": key,
-                "sha256": r.sha256,
-                "size_bytes": len(r.data),
-                "content_type": r.content_type,
-                "width": r.width,
-                "height": r.height,
-                "quality": r.quality,
-                "watermark_verified": r.watermark_verified,
-                "bit_accuracy": r.bit_accuracy,
-                "xmp_ai_tag": r.xmp_ai_tag,
-                "icc_srgb": r.icc_srgb,
-            }
-        )
-    return rows
+    return store_renditions(ctx, shot.info, ctx.store.get(final.key), wanted)
 
 
 def _publish_one(
@@ -110,10 +83,3 @@ def publish(ctx: WorkerContext, shot_ids: list[int]) -> LineResult:
     record_published(ctx, done, result)
     metrics.record_published(len(result.published))
     return result
-
-
-def _keys(ctx: WorkerContext) -> Any:
-    """The deployment's watermark keys: a re-embedded rendition mark is keyed as its master's."""
-    from pipeline.gate.stage import watermark_keys
-
-    return watermark_keys(ctx.settings)

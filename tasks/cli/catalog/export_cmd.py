@@ -108,7 +108,7 @@ def _export(
             fail(str(exc))
         missing = missing_renditions(s, bid, channel, rendition, since=when, import_run=import_run)
     stored = _to_store(state, out, brand, channel) if to_store else None
-    _report(out, channel, stats, missing, stored, as_json)
+    _report(out, brand, channel, stats, missing, stored, as_json)
 
 
 def _to_store(state: CliState, out: Path, brand: str, channel: str) -> str:
@@ -125,7 +125,13 @@ def _to_store(state: CliState, out: Path, brand: str, channel: str) -> str:
 
 
 def _report(
-    out: Path, channel: str, stats: FeedStats, missing: int, stored: str | None, as_json: bool
+    out: Path,
+    brand: str,
+    channel: str,
+    stats: FeedStats,
+    missing: int,
+    stored: str | None,
+    as_json: bool,
 ) -> None:
     data: dict[str, Any] = {**asdict(stats), "out": str(out), "channel": channel}
     data.pop("urls", None)
@@ -143,7 +149,8 @@ def _report(
     if missing:
         err_console.print(
             f"warning: {missing} current asset(s) have no {channel} rendition (published "
-            "before the channel was configured); they are not in this file",
+            "before the channel was configured); they are not in this file: run "
+            f"`shotline renditions backfill --brand {brand}`",
             markup=False,
             highlight=False,
         )
