@@ -7,19 +7,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import pandas as pd
 from sqlalchemy import select
+from typer.testing import CliRunner
 
 from catalog import migrate
 from catalog.db import make_engine, make_sessionmaker
 from catalog.models import Asset, AssetRendition
 from pipeline.settings import Settings
 from pipeline.storage import make_blob_store
+from tasks.cli import app
 from tests.conftest import ROOT
-from tests.tasks.test_delivery_export import _cli, _csv, _cycle
+from tests.tasks.test_delivery_export import _csv, _cycle, _env
 
 EXTRA = """
   thumbs:
@@ -40,6 +41,13 @@ def _brands(tmp_path: Path) -> tuple[Path, str]:
     assert sep  # the sample configures channels; the test removes them
     (brands / "acme.yaml").write_text(head + "\n")
     return brands / "acme.yaml", full
+
+
+def _cli(settings: Settings, *args: str) -> tuple[int, str]:
+    """A CLI call that sees ``settings``, its brands folder included."""
+    env = _env(settings) | {"SHOTLINE_BRANDS_DIR": str(settings.brands_dir)}
+    res = CliRunner().invoke(app, list(args), env=env)
+    return res.exit_code, res.output
 
 
 def _rows(settings: Settings) -> tuple[list[Asset], list[AssetRendition]]:
@@ -155,4 +163,3 @@ def test_backfill_failures_and_bad_input(tmp_settings: Settings, tmp_path: Path)
         assert code == 2, text
         lines = [ln for ln in text.splitlines() if ln.strip()]
         assert len(lines) == 1 and needle in lines[0], text
-    shutil.rmtree(tmp_path / "brands")
