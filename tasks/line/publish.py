@@ -21,6 +21,7 @@ from tasks.line.record import Published, record_published
 from tasks.line.renditions import Wanted, store_renditions
 from tasks.line.results import LineResult
 
+
 def _copy_final(ctx: WorkerContext, shot: PublishShot) -> BlobInfo | Failure:
     info, final, sid = shot.info, shot.final, shot.info.shot_id
     if final is None:

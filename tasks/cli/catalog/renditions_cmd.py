@@ -20,9 +20,7 @@ if TYPE_CHECKING:
     from tasks.cli.common import CliState
     from tasks.line.renditions import Wanted
 
-renditions_app = typer.Typer(
-    help="Delivery renditions of published assets.", no_args_is_help=True
-)
+renditions_app = typer.Typer(help="Delivery renditions of published assets.", no_args_is_help=True)
 
 
 def _wanted(state: CliState, brand: str, channel: str | None) -> tuple[int, Wanted]:
@@ -103,8 +101,7 @@ def backfill_command(
 def _print(summary: dict[str, Any]) -> None:
     for f in summary["failures"]:
         err_console.print(
-            f"failed: asset {f['asset_id']} (shot {f['shot_id']}) {f['rendition']}: "
-            f"{f['reason']}",
+            f"failed: asset {f['asset_id']} (shot {f['shot_id']}) {f['rendition']}: {f['reason']}",
             markup=False,
             highlight=False,
             soft_wrap=True,
