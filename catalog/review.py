@@ -68,9 +68,9 @@ REVIEW_STATES = (
     ShotState.published.value,
 )
 
-# Export pages are column tuples (no ORM rows), so a larger page costs little memory and
-# saves round trips.
-EXPORT_PAGE_ROWS = 2000
+# Shots per keyset page of the column reads (``iter_records``, ``export_rows``): one page is
+# held in memory (column tuples, no ORM rows, so a page of 2,000 costs little).
+COLUMN_PAGE_ROWS = 2000
 EVENT_CHUNK = 1000  # review events per INSERT batch
 EVENTS = cast(Table, ReviewEvent.__table__)
 
@@ -644,7 +644,6 @@ def review_record(shot: Shot, near_duplicate: dict[str, Any] | None = None) -> d
 
 # --- review list: records streamed from columns -------------------------------------------
 
-RECORD_PAGE_ROWS = 2000  # column rows per keyset page of ``iter_records``
 
 
 def _record_query(ids: Any) -> Any:
@@ -739,7 +738,7 @@ def iter_records(
     import_run: int | None = None,
     template: str | None = None,
     after: int | None = None,
-    page: int = RECORD_PAGE_ROWS,
+    page: int = COLUMN_PAGE_ROWS,
     near_duplicate_threshold: float | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
     """The ``review_record`` of every shot ``list_shots`` selects (same filters, oldest
@@ -886,7 +885,7 @@ def export_rows(
     import_run: int | None = None,
     template: str | None = None,
     base_url: str | None = None,
-    page: int = EXPORT_PAGE_ROWS,
+    page: int = COLUMN_PAGE_ROWS,
 ) -> Iterator[list[Any]]:
     """The export rows (lists in ``EXPORT_COLUMNS`` order) of the shots ``list_shots``
     selects (same filters, oldest first), a keyset page of ``page`` shots at a time: one

@@ -263,7 +263,7 @@ def list_cmd(
     """Shots awaiting review (or in --status), oldest first, --limit at a time (--after ID for
     the next page, --all for every one): id, sku, template, key scores, reasons."""
     from catalog.models import ShotState
-    from catalog.review import RECORD_PAGE_ROWS, iter_records
+    from catalog.review import COLUMN_PAGE_ROWS, iter_records
 
     state = cli_state(ctx)
     cap = None if all_rows else limit
@@ -277,7 +277,7 @@ def list_cmd(
             template=template,
             after=after,
             # one row past the limit tells whether there is a next page
-            page=RECORD_PAGE_ROWS if cap is None else min(RECORD_PAGE_ROWS, cap + 1),
+            page=COLUMN_PAGE_ROWS if cap is None else min(COLUMN_PAGE_ROWS, cap + 1),
             near_duplicate_threshold=state.settings.near_duplicate_threshold,
         )
         records = _records(pages, cap, more)
