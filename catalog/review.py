@@ -645,7 +645,6 @@ def review_record(shot: Shot, near_duplicate: dict[str, Any] | None = None) -> d
 # --- review list: records streamed from columns -------------------------------------------
 
 
-
 def _record_query(ids: Any) -> Any:
     """One page of review-record columns (no ORM objects): the shots the ``ids`` query
     selects (a CTE, so no id list is sent), each with its product's sku, current gate
